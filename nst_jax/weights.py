@@ -21,7 +21,6 @@ import http.client
 import json
 import os
 import tempfile
-import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
@@ -62,17 +61,9 @@ def expected_shapes() -> dict[str, tuple[int, ...]]:
 
 
 def validate_arrays(arrays: Mapping[str, np.ndarray], source: str = "weights") -> dict:
-  """Checks that a converted set is complete VGG19: every layer, its shape, float32, finite.
+  """Checks a converted set is complete VGG19 (every layer, its shape, float32, finite).
 
-  Args:
-    arrays: ``{"convX_Y/kernel": HWIO, "convX_Y/bias": (Cout,)}``; other keys are ignored.
-    source: names the file in error messages.
-
-  Returns:
-    A new dict holding just the 32 validated arrays.
-
-  Raises:
-    UserError: on the first missing, mis-shaped, non-float32 or non-finite tensor.
+  Returns just the 32 arrays; raises ``UserError`` naming ``source`` and the first bad tensor.
   """
   out = {}
   for key, shape in expected_shapes().items():
@@ -90,11 +81,7 @@ def validate_arrays(arrays: Mapping[str, np.ndarray], source: str = "weights") -
 
 
 def detect_format(path: str | os.PathLike) -> str:
-  """Tells a weights file's format from its content: "keras_h5", "torch_pth" or "npz".
-
-  Raises:
-    UserError: for a missing, empty or unrecognised file.
-  """
+  """A weights file's format, from its content: "keras_h5", "torch_pth" or "npz" (else UserError)."""
   path = _existing_file(path)
   with open(path, "rb") as f:
     head = f.read(16)
@@ -132,10 +119,6 @@ def _brief(e: BaseException) -> str:
   return (text[0] if text else type(e).__name__)[:200]
 
 
-def _as_str(value) -> str:
-  return value.decode("utf8") if isinstance(value, (bytes, np.bytes_)) else str(value)
-
-
 def _import_h5py():
   try:
     import h5py  # pylint: disable=import-outside-toplevel
@@ -156,7 +139,7 @@ def _find_group(h5py, root, name: str):
 def _group_datasets(h5py, group) -> list[np.ndarray]:
   """A layer group's weights: those ``weight_names`` lists, else every dataset below it."""
   if "weight_names" in group.attrs:
-    return [np.asarray(group[_as_str(n)]) for n in group.attrs["weight_names"]]
+    return [np.asarray(group[n.decode() if isinstance(n, bytes) else str(n)]) for n in group.attrs["weight_names"]]
   found = []
   group.visititems(lambda _, obj: found.append(np.asarray(obj))
                    if isinstance(obj, h5py.Dataset) else None)
@@ -195,8 +178,7 @@ def convert_keras_h5(path: str | os.PathLike) -> dict[str, np.ndarray]:
     UserError: if h5py is missing, the file is unreadable or is not VGG19.
 
   References:
-    Simonyan & Zisserman, "Very Deep Convolutional Networks for Large-Scale Image Recognition",
-    ICLR 2015; the Keras applications port of the Caffe weights.
+    Simonyan & Zisserman, ICLR 2015 (arXiv:1409.1556); Keras applications' port of the weights.
   """
   path = _existing_file(path)
   h5py = _import_h5py()
@@ -305,24 +287,15 @@ def file_digests(path: str | os.PathLike) -> dict[str, str]:
 
 
 def _expected_hex(value: str | None, algo: str, length: int) -> str | None:
-  if not value:
-    return None
-  value = value.strip().lower()
-  if len(value) != length or any(c not in "0123456789abcdef" for c in value):
+  value = (value or "").strip().lower()
+  if value and (len(value) != length or value.strip("0123456789abcdef")):
     raise UserError(f"expected {algo} must be {length} hex digits, got {value!r}")
-  return value
+  return value or None
 
 
 def check_digest(path: str | os.PathLike, *, source: str | None = None,
                  expected_sha256: str | None = None, expected_md5: str | None = None) -> dict:
-  """Hashes ``path`` and compares with the expected hashes that are given.
-
-  Returns:
-    ``file_digests(path)``.
-
-  Raises:
-    UserError: a malformed expected hash, or a mismatch (naming ``source``, default the path).
-  """
+  """Returns ``file_digests(path)``; ``UserError`` if a given expected hash is malformed or differs."""
   expected = {"sha256": _expected_hex(expected_sha256, "sha256", 64),
               "md5": _expected_hex(expected_md5, "md5", 32)}
   digests = file_digests(path)
@@ -346,17 +319,16 @@ def read_provenance(npz_path: str | os.PathLike) -> dict:
     return {}
 
 
+def _readable(write_fn):
+  """atomic_write's temporary file is 0600 (mkstemp); installed weights are ordinary files."""
+  return lambda tmp: (write_fn(tmp), os.chmod(tmp, 0o644))
+
+
 def _write_installed(dest: Path, arrays: Mapping[str, np.ndarray], record: dict) -> Path:
-  def write_npz(tmp):
-    np.savez(tmp, **arrays, convention=np.array(record["convention"]))
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; installed weights are ordinary readable files
-
-  def write_json(tmp):
-    Path(tmp).write_text(json.dumps(record, indent=2) + "\n")
-    os.chmod(tmp, 0o644)
-
-  image_io.atomic_write(dest, write_npz)
-  image_io.atomic_write(provenance_path(dest), write_json)
+  convention = np.array(record["convention"])
+  image_io.atomic_write(dest, _readable(lambda tmp: np.savez(tmp, **arrays, convention=convention)))
+  text = json.dumps(record, indent=2) + "\n"
+  image_io.atomic_write(provenance_path(dest), _readable(lambda tmp: Path(tmp).write_text(text)))
   return dest
 
 
@@ -365,10 +337,10 @@ def _install(src: Path, *, expected_sha256, expected_md5, dest, source: str, url
   digests = check_digest(src, source=source, expected_sha256=expected_sha256,
                          expected_md5=expected_md5)
   arrays, convention, fmt = convert_weights(src)
+  now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
   record = {"source": source, **({"url": url} if url else {}), **digests, "format": fmt,
-            "convention": convention,
-            "parameters": int(sum(a.size for a in arrays.values())),
-            "installed": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+            "convention": convention, "parameters": sum(a.size for a in arrays.values()),
+            "installed": now}
   return _write_installed(Path(dest or paths.cached_vgg_path()), arrays, record)
 
 
@@ -421,10 +393,10 @@ def _fetch(url: str, out_path: str | os.PathLike, *, progress: bool) -> None:
 def download_weights(url: str = KERAS_URL, *, expected_sha256: str | None = None,
                      expected_md5: str | None = None, dest: str | os.PathLike | None = None,
                      progress: bool = True) -> Path:
-  """Downloads weights (by default Keras' official VGG19 notop ``.h5``), verifies, installs.
+  """Downloads weights (default: Keras' official VGG19 notop ``.h5``), verifies and installs them.
 
-  The file goes to a temporary file beside ``dest``, is checked (for ``KERAS_URL`` with no
-  hash given: Keras' own ``KERAS_MD5``) and converted, then removed.
+  The download goes to a temporary file beside ``dest``, removed afterwards. ``KERAS_URL`` with
+  no hash given is checked against Keras' own ``KERAS_MD5``.
 
   Args:
     url: http(s) or file URL of a Keras ``.h5``, torchvision ``.pth`` or project ``.npz``.
@@ -446,7 +418,7 @@ def download_weights(url: str = KERAS_URL, *, expected_sha256: str | None = None
   name = Path(urllib.parse.urlparse(url).path).name or "download"
   fd, tmp = tempfile.mkstemp(prefix=".download.", suffix=Path(name).suffix, dir=dest.parent)
   os.close(fd)
-  try:
+  try:  # the temporary file goes whatever happens, Ctrl-C included
     _fetch(url, tmp, progress=progress)
     return _install(Path(tmp), expected_sha256=expected_sha256, expected_md5=expected_md5,
                     dest=dest, source=name, url=url)

@@ -172,11 +172,14 @@ def test_keras_h5_errors(small_vgg, tmp_path, rng):
     f["dense/kernel:0"] = np.zeros((4, 4), np.float32)
   with pytest.raises(UserError, match="no layer block1_conv1"):
     weights.install_weights(tmp_path / "other.h5")
+  (tmp_path / "truncated.h5").write_bytes((tmp_path / "theano.h5").read_bytes()[:4096])
+  with pytest.raises(UserError, match="cannot read Keras weights"):
+    weights.install_weights(tmp_path / "truncated.h5")
 
 
 # ----------------------------------------------------------------------------- torchvision .pth
 
-def _write_torch_pth(path, rng, channels):
+def _write_torch_pth(path, rng, channels, legacy=False):
   torch = pytest.importorskip("torch")
   state, cin = OrderedDict(), 3
   for idx, cout in zip(weights.TORCH_FEATURE_INDICES, channels):
@@ -185,7 +188,7 @@ def _write_torch_pth(path, rng, channels):
     state[f"features.{idx}.bias"] = torch.from_numpy(rng.standard_normal(cout).astype(np.float32))
     cin = cout
   state["classifier.0.weight"] = torch.zeros(5, 7)
-  torch.save(state, path)
+  torch.save(state, path, _use_new_zipfile_serialization=not legacy)
   return {k: v.numpy() for k, v in state.items()}
 
 
@@ -224,6 +227,18 @@ def test_torch_pth_transpose_and_first_conv(small_vgg, cache, tmp_path, rng):
   ref = torch.nn.functional.conv2d(x[None].float(), torch.from_numpy(state["features.0.weight"]),
                                    torch.from_numpy(state["features.0.bias"]), padding=1)
   np.testing.assert_allclose(got, ref[0].numpy().transpose(1, 2, 0), rtol=1e-4, atol=1e-4)
+
+
+def test_torch_pth_legacy_format(small_vgg, tmp_path, rng):
+  """Files saved before torch 1.6 (torchvision's own vgg19 download is one) are plain pickles."""
+  pytest.importorskip("torch")
+  state = _write_torch_pth(tmp_path / "legacy.pth", rng, small_vgg, legacy=True)
+  assert (tmp_path / "legacy.pth").read_bytes()[:2] == b"\x80\x02"
+  assert weights.detect_format(tmp_path / "legacy.pth") == "torch_pth"
+  arrays, convention, fmt = weights.convert_weights(tmp_path / "legacy.pth")
+  assert (convention, fmt) == ("torch_rgb", "torch_pth")
+  np.testing.assert_array_equal(arrays["conv1_1/kernel"],
+                                state["features.0.weight"].transpose(2, 3, 1, 0))
 
 
 def test_torch_pth_missing_layer(small_vgg, tmp_path):
