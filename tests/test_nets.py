@@ -1,0 +1,235 @@
+"""Tests for nst_jax.nets: the transformation networks of Johnson et al. (2016) and variants."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nst_jax import nets
+from nst_jax.errors import UserError
+
+KEY = jax.random.key(0)
+
+
+def _images(shape, seed=0):
+  return jnp.asarray(np.random.default_rng(seed).uniform(size=shape).astype(np.float32))
+
+
+@functools.lru_cache(maxsize=None)
+def _init(model):
+  return nets.init_variables(model, KEY, size=16)
+
+
+def _abstract_variables(model):
+  return jax.eval_shape(lambda key: nets.init_variables(model, key), KEY)
+
+
+def test_johnson_parameter_count_matches_hand_arithmetic():
+  # conv: k*k*cin*cout weights + cout biases; each normalization: cout scales + cout biases.
+  conv1 = 9 * 9 * 3 * 32 + 32 + 2 * 32  # 7_872
+  conv2 = 3 * 3 * 32 * 64 + 64 + 2 * 64  # 18_624
+  conv3 = 3 * 3 * 64 * 128 + 128 + 2 * 128  # 74_112
+  res = 5 * 2 * (3 * 3 * 128 * 128 + 128 + 2 * 128)  # 5 blocks x 2 convs = 1_478_400
+  up1 = 3 * 3 * 128 * 64 + 64 + 2 * 64  # 73_920
+  up2 = 3 * 3 * 64 * 32 + 32 + 2 * 32  # 18_528
+  conv_out = 9 * 9 * 32 * 3 + 3  # 7_779, no normalization after the last conv
+  expected = conv1 + conv2 + conv3 + res + up1 + up2 + conv_out
+  assert expected == 1_679_235
+  johnson = _abstract_variables(nets.JohnsonNet())
+  assert nets.count_params(johnson) == expected
+  # batch_stats (running mean/var) are not parameters: 2 per normalized channel.
+  normalized = 32 + 64 + 128 + 5 * 2 * 128 + 64 + 32
+  assert nets.count_params(johnson["batch_stats"]) == 2 * normalized
+  # Resize-convolution and instance norm have the same parameter count.
+  assert nets.count_params(_abstract_variables(nets.ThesisNet())) == expected
+
+
+def test_width_and_depth_scale_the_parameter_count():
+  tiny = nets.count_params(_abstract_variables(nets.TinyNet()))
+  # width 0.125: channels 4, 8, 16, R16 x1, 8, 4, 3.
+  expected = ((9 * 9 * 3 * 4 + 3 * 4) + (3 * 3 * 4 * 8 + 3 * 8) + (3 * 3 * 8 * 16 + 3 * 16)
+              + 2 * (3 * 3 * 16 * 16 + 3 * 16) + (3 * 3 * 16 * 8 + 3 * 8)
+              + (3 * 3 * 8 * 4 + 3 * 4) + (9 * 9 * 4 * 3 + 3))
+  assert tiny == expected
+
+
+@pytest.mark.parametrize("model", [nets.TinyNet(), nets.TinyNet(upsample="resize"),
+                                   nets.TinyNet(normalization="batch", padding="zero")])
+def test_output_shape_and_range(model):
+  variables = _init(model)
+  out = jax.jit(model.apply)(variables, _images((2, 24, 40, 3)))
+  assert out.shape == (2, 24, 40, 3) and out.dtype == jnp.float32
+  assert 0.0 <= float(out.min()) and float(out.max()) <= 1.0
+  stylize = jax.jit(functools.partial(nets.stylize_any_size, model))
+  odd = stylize(variables, _images((1, 37, 53, 3)))
+  assert odd.shape == (1, 37, 53, 3)
+  assert 0.0 <= float(odd.min()) and float(odd.max()) <= 1.0
+
+
+def test_direct_call_rejects_sizes_not_divisible_by_4():
+  model = nets.TinyNet()
+  with pytest.raises(ValueError, match="divisible by 4"):
+    model.apply(_init(model), _images((1, 18, 16, 3)))
+
+
+def test_pad_to_multiple_matches_numpy_reflect_and_crops_back():
+  x = _images((2, 37, 53, 3))
+  padded, pads = nets.pad_to_multiple(x, 4)
+  assert padded.shape == (2, 40, 56, 3) and pads == ((1, 2), (1, 2))
+  ref = np.pad(np.asarray(x), ((0, 0), (1, 2), (1, 2), (0, 0)), mode="reflect")
+  np.testing.assert_array_equal(np.asarray(padded), ref)
+  np.testing.assert_array_equal(np.asarray(nets.crop_padding(padded, pads)), np.asarray(x))
+  same, none = nets.pad_to_multiple(_images((1, 8, 12, 3)), 4)
+  assert same.shape == (1, 8, 12, 3) and none == ((0, 0), (0, 0))
+
+
+def test_any_size_equals_direct_call_on_the_padded_image():
+  model = nets.TinyNet()
+  variables = _init(model)
+  x = _images((1, 37, 53, 3))
+  padded, pads = nets.pad_to_multiple(x)
+  direct = nets.crop_padding(model.apply(variables, padded), pads)
+  np.testing.assert_allclose(nets.stylize_any_size(model, variables, x), direct, atol=1e-6)
+
+
+def test_reflect_and_zero_padding_give_different_outputs_with_the_same_params():
+  reflect, zero = nets.TinyNet(padding="reflect"), nets.TinyNet(padding="zero")
+  variables = _init(reflect)
+  x = _images((1, 16, 16, 3))
+  diff = jnp.abs(reflect.apply(variables, x) - zero.apply(variables, x))
+  assert float(diff.max()) > 1e-3
+
+
+def test_upsample_modes_have_different_layers_and_outputs():
+  transpose, resize = nets.TinyNet(upsample="transpose"), nets.TinyNet(upsample="resize")
+  pt, pr = _init(transpose)["params"], _init(resize)["params"]
+  assert {"deconv1", "deconv2"} <= set(pt) and not {"upconv1", "upconv2"} & set(pt)
+  assert {"upconv1", "upconv2"} <= set(pr) and not {"deconv1", "deconv2"} & set(pr)
+  # Same kernels under the other layer names: the upsampling operator alone differs.
+  renamed = {k.replace("deconv", "upconv"): v for k, v in pt.items()}
+  x = _images((1, 16, 16, 3))
+  diff = jnp.abs(transpose.apply({"params": pt}, x) - resize.apply({"params": renamed}, x))
+  assert float(diff.max()) > 1e-3
+
+
+def test_transposed_conv_matches_torch_full_convolution():
+  # Torch SpatialFullConvolution(k=3, s=2, pad=1, adj=1): out[2i - 1 + k] += x[i] * w[k], with
+  # Flax's (non-transposed) kernel being Torch's flipped.
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=(1, 3, 4, 2)).astype(np.float32)
+  layer = nets._transpose_conv(5, jnp.float32, "deconv")
+  variables = layer.init(KEY, x)
+  out = np.asarray(layer.apply(variables, x))
+  w = np.asarray(variables["params"]["kernel"])[::-1, ::-1]
+  ref = np.zeros((8, 10, 5), np.float32)
+  for i in range(3):
+    for j in range(4):
+      for a in range(3):
+        for b in range(3):
+          ref[2 * i + a, 2 * j + b] += x[0, i, j] @ w[a, b]
+  ref = ref[1:7, 1:9] + np.asarray(variables["params"]["bias"])
+  assert out.shape == (1, 6, 8, 5)
+  np.testing.assert_allclose(out[0], ref, atol=1e-5)
+
+
+def test_batch_norm_has_stats_and_train_differs_from_eval():
+  model = nets.TinyNet(normalization="batch")
+  variables = _init(model)
+  assert "batch_stats" in variables and "batch_stats" not in _init(nets.TinyNet())
+  x = _images((2, 16, 16, 3))
+  eval_out = model.apply(variables, x, train=False)
+  train_out, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
+  assert float(jnp.abs(train_out - eval_out).max()) > 1e-3
+  mean = updates["batch_stats"]["norm1"]["mean"]
+  assert float(jnp.abs(mean).max()) > 0  # the running average moved off its zero init
+  np.testing.assert_array_equal(model.apply(variables, x), eval_out)  # eval is the default
+
+
+def test_instance_norm_output_does_not_depend_on_the_rest_of_the_batch():
+  model = nets.TinyNet()
+  variables = _init(model)
+  a, b, c = _images((1, 16, 16, 3), 1), _images((1, 16, 16, 3), 2), _images((1, 16, 16, 3), 3)
+  alone = model.apply(variables, a)[0]
+  with_b = model.apply(variables, jnp.concatenate([a, b]))[0]
+  with_c = model.apply(variables, jnp.concatenate([a, c]))[0]
+  np.testing.assert_allclose(with_b, alone, atol=1e-5)
+  np.testing.assert_allclose(with_c, alone, atol=1e-5)
+
+
+def test_batch_norm_train_output_depends_on_the_rest_of_the_batch():
+  model = nets.TinyNet(normalization="batch")
+  variables = _init(model)
+  a, b, c = _images((1, 16, 16, 3), 1), _images((1, 16, 16, 3), 2), _images((1, 16, 16, 3), 3)
+
+  def first(batch, train):
+    out = model.apply(variables, batch, train=train, mutable=["batch_stats"] if train else False)
+    return (out[0] if train else out)[0]
+
+  ab, ac = jnp.concatenate([a, b]), jnp.concatenate([a, c])
+  assert float(jnp.abs(first(ab, True) - first(ac, True)).max()) > 1e-3
+  np.testing.assert_allclose(first(ab, False), first(ac, False), atol=1e-5)
+
+
+def test_bfloat16_compute_keeps_float32_params_and_output():
+  model = nets.TinyNet(dtype=jnp.bfloat16)
+  variables = _init(model)
+  dtypes = {leaf.dtype for leaf in jax.tree_util.tree_leaves(variables)}
+  assert dtypes == {jnp.dtype(jnp.float32)}
+  x = _images((1, 16, 16, 3))
+  out = model.apply(variables, x)
+  assert out.dtype == jnp.float32
+  ref = nets.TinyNet().apply(variables, x)
+  err = float(jnp.abs(out - ref).max())
+  assert 0 < err < 0.05  # really computed in bf16, and close to the float32 result
+
+
+def test_jit_matches_eager_and_does_not_retrace():
+  model = nets.TinyNet(upsample="resize")
+  variables = _init(model)
+  traces = []
+
+  @jax.jit
+  def stylize(variables, images):
+    traces.append(1)
+    return nets.stylize_any_size(model, variables, images)
+
+  x = _images((1, 21, 30, 3))
+  np.testing.assert_allclose(stylize(variables, x), nets.stylize_any_size(model, variables, x),
+                             atol=1e-5)
+  stylize(variables, _images((1, 21, 30, 3), 5))
+  assert len(traces) == 1
+
+
+def test_input_blend_mixes_the_input_into_the_output():
+  a = nets.THESIS_INPUT_BLEND
+  plain, blended = nets.TinyNet(), nets.TinyNet(input_blend=a)
+  variables = _init(plain)
+  x = _images((1, 16, 16, 3))
+  expected = (1 - a) * plain.apply(variables, x) + a * x
+  np.testing.assert_allclose(blended.apply(variables, x), expected, atol=1e-6)
+
+
+def test_gradients_reach_every_parameter():
+  model = nets.TinyNet(upsample="resize")
+  variables = _init(model)
+  x = _images((1, 16, 16, 3))
+  grads = jax.jit(jax.grad(lambda p: jnp.mean(model.apply({"params": p}, x) ** 2)))(variables["params"])
+  norms = [float(jnp.abs(g).max()) for g in jax.tree_util.tree_leaves(grads)]
+  assert all(np.isfinite(norms)) and min(norms) > 0
+
+
+@pytest.mark.parametrize("option", [{"normalization": "layer"}, {"upsample": "bilinear"},
+                                    {"padding": "edge"}, {"width": 0.0}, {"input_blend": 1.0}])
+def test_invalid_options_raise_user_error(option):
+  model = nets.TinyNet(**option)
+  with pytest.raises(UserError):
+    nets.init_variables(model, KEY, size=16)
+
+
+def test_presets():
+  johnson, thesis = nets.JohnsonNet(), nets.ThesisNet()
+  assert (johnson.normalization, johnson.upsample, johnson.padding) == ("batch", "transpose", "zero")
+  assert (thesis.normalization, thesis.upsample, thesis.padding) == ("instance", "resize", "reflect")
+  assert hash(johnson) == hash(nets.JohnsonNet())  # hashable, usable as a static jit argument
