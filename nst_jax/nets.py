@@ -81,7 +81,8 @@ def conv_layer(x, features: int, kernel: int, stride: int = 1, *, padding: str =
 
 def _transpose_conv(features: int, dtype: Any, name: str) -> nn.Module:
   # Torch's SpatialFullConvolution(k=3, stride=2, pad=1, adj=1): the stride-dilated input is padded
-  # by k - 1 - pad = 1 before and k - 1 - pad + adj = 2 after, which gives exactly 2H x 2W.
+  # by k - 1 - pad = 1 before and k - 1 - pad + adj = 2 after, which gives exactly 2H x 2W. The
+  # kernel is Torch's flipped in H and W (Flax correlates the dilated input with it).
   return nn.ConvTranspose(features, (3, 3), strides=(2, 2), padding=((1, 2), (1, 2)),
                           dtype=dtype, name=name)
 
@@ -131,8 +132,8 @@ class TransformNet(nn.Module):
 
   Architecture (channels at ``width=1``): c9s1-32, d64, d128, ``num_residual`` x R128, u64, u32,
   c9s1-3, where every convolution but the last is followed by normalization and ReLU. The output
-  is ``(tanh(x) + 1) / 2`` in [0, 1] (the paper's ``150 * tanh(x)`` rescaled to our [0, 1] image
-  range), then optionally blended with the input: ``(1 - a) * out + a * images``.
+  is ``(tanh(x) + 1) / 2``, exactly in [0, 1] (the paper's scaled tanh, mapped to our [0, 1]
+  image range), then optionally blended with the input: ``(1 - a) * out + a * images``.
 
   Attributes:
     normalization: "instance" (Ulyanov et al. 2016, learned scale and bias; the default) or
