@@ -147,6 +147,7 @@ def atomic_write(path: str | os.PathLike, write_fn) -> Path:
   os.close(fd)
   try:
     write_fn(tmp)
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are ordinary files
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):

@@ -1,0 +1,348 @@
+"""Semantic region masks for photorealistic style transfer (Luan et al. 2017).
+
+Synopsis::
+
+  from nst_jax import masks
+  cm = masks.load_color_mask("segmentation/in1.png", size_hw=content.shape[:2])   # [R, H, W]
+  sm = masks.load_color_mask("segmentation/tar1.png", size_hw=style.shape[:2])
+  present = masks.pair_regions(cm, sm)                   # [R] 1.0 where both images have it
+  per_layer = masks.downsample_masks(cm, ("relu1_1", "relu4_1"))   # {layer: [R, h, w]}
+  cm, sm = masks.auto_masks(vgg_params, content, style, num_regions=3)   # no masks given
+
+Every mask set is [R, H, W] float32, a soft partition of the image (summing to 1 per pixel).
+Colour-coded masks use R = len(LUAN_COLORS) = 9 regions in Luan's order, absent colours all
+zero; automatic masks use R = num_regions, with the same meaning in both images.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+
+from nst_jax import image_io, vgg
+from nst_jax.errors import UserError
+
+# Luan et al.'s colour code, in the order of their ``color_codes`` (neuralstyle_seg.lua).
+LUAN_COLORS: dict[str, tuple[float, float, float]] = {
+    "blue": (0.0, 0.0, 1.0), "green": (0.0, 1.0, 0.0), "black": (0.0, 0.0, 0.0),
+    "white": (1.0, 1.0, 1.0), "red": (1.0, 0.0, 0.0), "yellow": (1.0, 1.0, 0.0),
+    "grey": (0.5, 0.5, 0.5), "lightblue": (0.0, 1.0, 1.0), "purple": (1.0, 0.0, 1.0),
+}
+COLOR_TOLERANCE = 0.1  # Luan's ExtractMask: every channel within 0.1 of the code
+MASK_POOLINGS = ("avg", "max", "bilinear")
+
+
+def _palette() -> np.ndarray:
+  return np.array(list(LUAN_COLORS.values()), np.float32)   # [R, 3]
+
+
+def _present_colors(rgb: np.ndarray, tolerance: float, min_area: float) -> np.ndarray:
+  """Colours with enough *interior* pixels (3x3 neighbourhood all within tolerance).
+
+  Anti-aliased edges between two codes pass through other codes (black|white edges are grey);
+  they are one or two pixels wide, so requiring interior pixels tells them from real regions.
+  """
+  close = np.max(np.abs(rgb[None] - _palette()[:, None, None]), axis=-1) < tolerance  # [R, H, W]
+  interior = close[:, :-2, :-2].copy()
+  for dy in range(3):
+    for dx in range(3):
+      interior &= close[:, dy:dy + close.shape[1] - 2, dx:dx + close.shape[2] - 2]
+  return np.flatnonzero(interior.sum(axis=(1, 2)) >= max(1.0, min_area * rgb[..., 0].size))
+
+
+def colors_to_masks(rgb: np.ndarray, *, tolerance: float = COLOR_TOLERANCE,
+                    min_area: float = 1e-4) -> np.ndarray:
+  """Soft masks from a colour-coded segmentation image.
+
+  Each pixel is split between its two nearest present codes a, b by projecting its colour on
+  the segment [a, b]: exact codes give one-hot masks, an anti-aliased edge pixel that is a mix
+  t a + (1 - t) b gets memberships t and 1 - t.
+
+  Args:
+    rgb: [H, W, 3] in [0, 1].
+    tolerance: per-channel distance under which a pixel matches a code (Luan: 0.1).
+    min_area: a code is present when at least this fraction of pixels are interior matches.
+
+  Returns:
+    [R, H, W] float32 (R = len(LUAN_COLORS)), summing to 1 per pixel; absent codes are zero.
+  """
+  present = _present_colors(rgb, tolerance, min_area) if min(rgb.shape[:2]) >= 3 else []
+  if len(present) == 0:
+    raise UserError("segmentation mask has none of Luan's colour codes "
+                    f"({', '.join(LUAN_COLORS)}) over a region")
+  out = np.zeros((len(LUAN_COLORS),) + rgb.shape[:2], np.float32)
+  if len(present) == 1:
+    out[present[0]] = 1.0
+    return out
+  codes = _palette()[present]                                          # [P, 3]
+  dist = np.sum(np.square(rgb[None] - codes[:, None, None]), axis=-1)   # [P, H, W]
+  nearest = np.argpartition(dist, 1, axis=0)[:2]                       # [2, H, W]
+  a, b = codes[nearest[0]], codes[nearest[1]]                          # [H, W, 3]
+  t = np.sum((rgb - a) * (b - a), axis=-1) / np.sum(np.square(b - a), axis=-1)
+  t = np.clip(t, 0.0, 1.0).astype(np.float32)
+  rows, cols = np.indices(rgb.shape[:2])
+  out[present[nearest[0]], rows, cols] = 1.0 - t
+  out[present[nearest[1]], rows, cols] += t
+  return out
+
+
+def _check_aspect(path, mask_hw: tuple[int, int], size_hw: tuple[int, int]) -> None:
+  """Accepts a mask whose shape matches ``size_hw`` up to a couple of pixels after scaling."""
+  (hm, wm), (ht, wt) = mask_hw, size_hw
+  slack = 2.0 + max(hm / ht, wm / wt)  # two mask pixels, plus rounding of one target pixel
+  if abs(hm - ht * wm / wt) > slack and abs(wm - wt * hm / ht) > slack:
+    raise UserError(f"mask {path} is {wm}x{hm}, which does not match the image's aspect ratio "
+                    f"({wt}x{ht}); draw the mask on the same image")
+
+
+def resize_masks(masks: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+  """Resizes [R, H, W] soft masks (antialiased bilinear, so a partition stays a partition)."""
+  h, w = size_hw
+  if masks.shape[1:] == (h, w):
+    return masks
+  out = np.zeros((masks.shape[0], h, w), np.float32)
+  for r in np.flatnonzero(masks.reshape(masks.shape[0], -1).max(axis=1) > 0):
+    img = Image.fromarray(np.ascontiguousarray(masks[r], np.float32), mode="F")
+    out[r] = np.asarray(img.resize((w, h), Image.Resampling.BILINEAR))
+  out = np.clip(out, 0.0, 1.0)
+  return out / np.maximum(out.sum(axis=0, keepdims=True), 1e-12)
+
+
+def load_color_mask(path: str | os.PathLike, *, size_hw: tuple[int, int] | None = None,
+                    tolerance: float = COLOR_TOLERANCE, min_area: float = 1e-4) -> np.ndarray:
+  """Reads a colour-coded segmentation (Luan et al.'s code) as soft region masks.
+
+  Args:
+    path: PNG (or any image) painted with the colours of ``LUAN_COLORS``; edges may be
+      anti-aliased.
+    size_hw: (H, W) of the photo it belongs to; the mask is resized to it. A mask whose aspect
+      ratio is off by more than a couple of pixels raises ``UserError``.
+    tolerance: per-channel colour tolerance (Luan: 0.1).
+    min_area: minimum fraction of interior pixels for a colour to count as a region.
+
+  Returns:
+    [R, H, W] float32, R = len(LUAN_COLORS), in ``LUAN_COLORS`` order; sums to 1 per pixel.
+
+  Raises:
+    UserError: unreadable file, wrong aspect ratio, or no colour code found.
+
+  References:
+    Luan, Paris, Shechtman & Bala, "Deep Photo Style Transfer", CVPR 2017.
+  """
+  rgb = image_io.load_image(path)                                       # [H, W, 3]
+  if size_hw is not None:
+    _check_aspect(path, rgb.shape[:2], tuple(size_hw))
+  try:
+    masks = colors_to_masks(rgb, tolerance=tolerance, min_area=min_area)
+  except UserError as e:
+    raise UserError(f"{path}: {e}") from None
+  return masks if size_hw is None else resize_masks(masks, tuple(size_hw))
+
+
+def pair_regions(content_masks, style_masks, *, min_area: float = 1e-3) -> np.ndarray:
+  """Which regions exist in both images.
+
+  We return a weight vector rather than an index list: R stays fixed, so the masked style loss
+  keeps static shapes under jit; ``np.flatnonzero(weights)`` gives the indices.
+
+  Args:
+    content_masks: [R, H, W] content regions.
+    style_masks: [R, H', W'] style regions, same region order.
+    min_area: a region counts as present when its mask's mean is above this.
+
+  Returns:
+    [R] float32: 1.0 for regions present in both images, 0.0 for regions missing from either
+    (those are ignored by the masked Gram loss).
+  """
+  c = np.asarray(content_masks).mean(axis=(1, 2)) > min_area
+  s = np.asarray(style_masks).mean(axis=(1, 2)) > min_area
+  if c.shape != s.shape:
+    raise ValueError(f"region counts differ: {c.shape[0]} vs {s.shape[0]}")
+  return (c & s).astype(np.float32)
+
+
+def _pool2(x: jax.Array, how: str) -> jax.Array:
+  """[..., H, W] -> [..., H // 2, W // 2], the grid of VGG's 2x2 stride-2 VALID pooling."""
+  h, w = x.shape[-2] // 2, x.shape[-1] // 2
+  if how == "bilinear":  # Luan's image.scale
+    return jax.image.resize(x, x.shape[:-2] + (h, w), "linear", antialias=True)
+  window = (1,) * (x.ndim - 2) + (2, 2)
+  if how == "max":
+    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, window, window, "VALID")
+  return jax.lax.reduce_window(x, 0.0, jax.lax.add, window, window, "VALID") * 0.25
+
+
+def _blur3(x: jax.Array) -> jax.Array:
+  """3x3 mean with the border renormalised (Luan blurs masks at every conv; a partition stays one)."""
+  window, strides = (1,) * (x.ndim - 2) + (3, 3), (1,) * x.ndim
+  box = lambda y: jax.lax.reduce_window(y, 0.0, jax.lax.add, window, strides, "SAME")
+  return box(x) / box(jnp.ones(x.shape[-2:], x.dtype))
+
+
+def downsample_masks(masks, layers, pooling: str = "avg", *,
+                     conv_blur: bool = True) -> dict[str, jax.Array]:
+  """Masks at the resolution of each VGG layer, following the network layer by layer.
+
+  Args:
+    masks: [..., R, H, W] at the image's resolution.
+    layers: VGG19 layer names (``vgg.VGG19_LAYERS``).
+    pooling: how masks are halved at each pool: "avg" (2x2 mean on the pooling grid, default),
+      "max" (2x2 max: thin regions survive, no longer a partition) or "bilinear" (Luan's
+      ``image.scale``). Sizes are always ``floor(h / 2)``, as ``vgg_features``'s pools.
+    conv_blur: blur by 3x3 at every conv layer, as Luan's code does, to follow receptive fields.
+
+  Returns:
+    ``{layer: [..., R, h, w]}`` with (h, w) equal to ``vgg_features``'s spatial size.
+
+  References:
+    Luan et al., "Deep Photo Style Transfer", CVPR 2017 (neuralstyle_seg.lua).
+  """
+  if pooling not in MASK_POOLINGS:
+    raise UserError(f"unknown mask pooling {pooling!r}; expected one of {MASK_POOLINGS}")
+  wanted = set(vgg.check_layers(layers))
+  x = jnp.asarray(masks, jnp.float32)
+  out = {}
+  for name in vgg.VGG19_LAYERS:
+    if not wanted - out.keys():
+      break
+    if name.startswith("pool"):
+      x = _pool2(x, pooling)
+    elif name.startswith("conv") and conv_blur:
+      x = _blur3(x)
+    if name in wanted:
+      out[name] = x
+  return out
+
+
+AUTO_LAYERS = ("relu3_1", "relu4_1")
+
+
+def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
+  """sRGB in [0, 1] -> CIE Lab (D65), [..., 3]; L in [0, 100]."""
+  rgb = np.asarray(rgb, np.float64)
+  lin = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+  xyz = lin @ np.array([[0.4124, 0.2126, 0.0193], [0.3576, 0.7152, 0.1192],
+                        [0.1805, 0.0722, 0.9505]])
+  xyz = xyz / np.array([0.95047, 1.0, 1.08883])
+  f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+  lab = np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]),
+                  200 * (f[..., 1] - f[..., 2])], axis=-1)
+  return lab.astype(np.float32)
+
+
+def _descriptors(vgg_params, image: np.ndarray, work_size: int) -> list[np.ndarray]:
+  """Per-position [deep, colour, position] descriptors on the relu3_1 grid (1/4 resolution)."""
+  h, w = image.shape[:2]
+  scale = min(1.0, work_size / max(h, w))
+  small = image_io.resize_array(image, (max(8, round(h * scale)), max(8, round(w * scale))))
+  feats = vgg.vgg_features(vgg_params, jnp.asarray(small)[None], AUTO_LAYERS)
+  grid = feats[AUTO_LAYERS[0]].shape[1:3]
+  deep = []
+  for name in AUTO_LAYERS:
+    f = feats[name][0]                                                   # [h, w, C]
+    f = f / (jnp.linalg.norm(f, axis=-1, keepdims=True) + 1e-6)
+    deep.append(np.asarray(jax.image.resize(f, grid + f.shape[-1:], "linear")))
+  colour = rgb_to_lab(image_io.resize_array(small, grid))
+  ys, xs = np.meshgrid(np.linspace(0, 1, grid[0]), np.linspace(0, 1, grid[1]), indexing="ij")
+  return [np.concatenate(deep, -1), colour, np.stack([ys, xs], -1).astype(np.float32)]
+
+
+def _kmeans(data: np.ndarray, k: int, seed: int, restarts: int = 4) -> np.ndarray:
+  """Best of a few k-means++ runs (scipy ``kmeans2``); returns the centroids [k, D]."""
+  from scipy.cluster.vq import kmeans2  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(seed)
+  best, best_cost = None, np.inf
+  for _ in range(restarts):
+    centroids, labels = kmeans2(data, k, iter=30, minit="++", seed=rng)
+    cost = np.sum(np.square(data - centroids[labels]))
+    if cost < best_cost:
+      best, best_cost = centroids, cost
+  return best
+
+
+def auto_masks(vgg_params, content: np.ndarray, style: np.ndarray, *, num_regions: int = 3,
+               seed: int = 0, work_size: int = 256, deep_weight: float = 1.0,
+               colour_weight: float = 0.5, position_weight: float = 0.3,
+               pca_dims: int = 16) -> tuple[np.ndarray, np.ndarray]:
+  """Region masks for a content/style pair without a segmentation network.
+
+  Both images' positions are clustered together (k-means) on VGG features (relu3_1, relu4_1,
+  unit-normalised, reduced by a joint PCA), Lab colour and normalised position, each block
+  scaled to unit variance and weighted, so that a cluster means the same thing in both images.
+  Regions are ordered top to bottom by their mean height.
+
+  Args:
+    vgg_params: from ``vgg.load_vgg19``.
+    content: [H, W, 3] in [0, 1].
+    style: [H', W', 3] in [0, 1].
+    num_regions: number of clusters R.
+    seed: k-means seed.
+    work_size: the long side at which features are computed (<= 256 keeps it fast).
+    deep_weight, colour_weight, position_weight: relative weights of the descriptor blocks.
+    pca_dims: dimensions kept from the deep features.
+
+  Returns:
+    ``(content_masks [R, H, W], style_masks [R, H', W'])``: soft partitions, float32.
+  """
+  descs = [_descriptors(vgg_params, np.asarray(x, np.float32), work_size) for x in (content, style)]
+  grids = [d[0].shape[:2] for d in descs]
+  blocks = []
+  for i, weight in enumerate((deep_weight, colour_weight, position_weight)):
+    block = np.concatenate([d[i].reshape(-1, d[i].shape[-1]) for d in descs]).astype(np.float64)
+    block -= block.mean(axis=0)
+    if i == 0 and block.shape[1] > pca_dims:
+      block = block @ np.linalg.svd(block, full_matrices=False)[2][:pca_dims].T
+    blocks.append(weight * block / np.sqrt(np.sum(block.var(axis=0)) + 1e-12))
+  data = np.concatenate(blocks, axis=1)                                  # [N, D]
+  centroids = _kmeans(data, num_regions, seed)
+  dist = np.sum(np.square(data[:, None] - centroids[None]), axis=-1)     # [N, R]
+  temperature = np.mean(np.min(dist, axis=1)) + 1e-12
+  logits = -(dist - dist.min(axis=1, keepdims=True)) / temperature
+  soft = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)      # [N, R]
+  n_content = grids[0][0] * grids[0][1]
+  height = np.concatenate([d[2][..., 0].ravel() for d in descs])
+  order = np.argsort((soft * height[:, None]).sum(0) / (soft.sum(0) + 1e-12))
+  soft = soft[:, order].astype(np.float32)
+  parts = (soft[:n_content], soft[n_content:])
+  return tuple(resize_masks(p.T.reshape((num_regions,) + g), x.shape[:2])
+               for p, g, x in zip(parts, grids, (content, style)))
+
+
+def _iou_matrix(pred: np.ndarray, truth: np.ndarray, n_pred: int, n_truth: int) -> np.ndarray:
+  joint = np.bincount(pred.ravel() * n_truth + truth.ravel(),
+                      minlength=n_pred * n_truth).reshape(n_pred, n_truth)
+  union = joint.sum(1, keepdims=True) + joint.sum(0, keepdims=True) - joint
+  return joint / np.maximum(union, 1)
+
+
+def matched_region_iou(pred_content, pred_style, truth_content, truth_style, *,
+                       min_area: float = 1e-3) -> float:
+  """Pairing-aware overlap of predicted regions with ground-truth regions, in [0, 1].
+
+  Masks are made hard by argmax. G is the set of ground-truth regions present in both images
+  (``pair_regions``). One injective matching pi from G to predicted regions, shared by content
+  and style, maximises ``sum_g (IoU_c(pi(g), g) + IoU_s(pi(g), g)) / 2`` (Hungarian); the score
+  is that sum divided by |G|. A ground-truth region left unmatched (fewer predicted regions)
+  scores 0; extra predicted regions lower the IoU of the regions they take pixels from.
+
+  Args:
+    pred_content, pred_style: [R, H, W] / [R, H', W'] predicted soft masks, same region order.
+    truth_content, truth_style: [G, H, W] / [G, H', W'] ground truth at the same sizes.
+    min_area: presence threshold of ``pair_regions``.
+
+  Returns:
+    The score (1.0: both images segmented exactly, with corresponding labels).
+  """
+  from scipy.optimize import linear_sum_assignment  # pylint: disable=import-outside-toplevel
+  shared = np.flatnonzero(pair_regions(truth_content, truth_style, min_area=min_area))
+  if shared.size == 0:
+    raise ValueError("the ground-truth masks share no region")
+  n_pred, n_truth = pred_content.shape[0], truth_content.shape[0]
+  iou = sum(_iou_matrix(np.argmax(p, 0), np.argmax(t, 0), n_pred, n_truth)[:, shared]
+            for p, t in ((pred_content, truth_content), (pred_style, truth_style))) / 2
+  rows, cols = linear_sum_assignment(-iou)
+  return float(iou[rows, cols].sum() / shared.size)
