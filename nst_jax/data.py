@@ -182,7 +182,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img
   if img.mode == "L":
     return img.convert("RGB")
-  rgb = image_io._to_rgb_array(img)  # noqa: SLF001 (alpha over white, 16-bit, CMYK, palette)
+  rgb = image_io.to_rgb_array(img)  # alpha over white, 16-bit, CMYK, palette
   return Image.fromarray(image_io.to_uint8(rgb))
 
 

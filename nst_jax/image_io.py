@@ -31,7 +31,7 @@ def max_pixels_default() -> int:
   return int(value) if value else DEFAULT_MAX_PIXELS
 
 
-def _to_rgb_array(img: Image.Image) -> np.ndarray:
+def to_rgb_array(img: Image.Image) -> np.ndarray:
   """Any Pillow mode -> float32 RGB [H, W, 3] in [0, 1]; alpha is composited over white."""
   if img.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
     gray = np.asarray(img, dtype=np.float32) / 65535.0
@@ -109,16 +109,16 @@ def load_image(path: str | os.PathLike, *, size: int | None = None,
   """
   img = open_image(path, max_pixels=max_pixels)
   if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-    arr = _to_rgb_array(img)
+    arr = to_rgb_array(img)
     if size:
       arr = resize_array(arr, _scaled_hw(arr.shape[:2], size))
     return arr
   img = resize_long_side(img if img.mode in ("RGB", "L") else _pil_rgb(img), size)
-  return _to_rgb_array(img)
+  return to_rgb_array(img)
 
 
 def _pil_rgb(img: Image.Image) -> Image.Image:
-  return Image.fromarray(np.round(_to_rgb_array(img) * 255).astype(np.uint8))
+  return Image.fromarray(np.round(to_rgb_array(img) * 255).astype(np.uint8))
 
 
 def _scaled_hw(hw: tuple[int, int], size: int) -> tuple[int, int]:
