@@ -19,6 +19,7 @@ several styles.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
 from pathlib import Path
@@ -88,8 +89,10 @@ def check_config(cfg: TransferConfig) -> None:
     raise UserError(f"--original-colors must be one of {', '.join(colors.SPACES)}")
 
 
+@functools.lru_cache(maxsize=16)
 def make_loss_fn(loss_cfg):
-  """``(x, vgg_params, targets) -> (total, terms)`` for ``optimize.run``."""
+  """``(x, vgg_params, targets) -> (total, terms)`` for ``optimize.run`` (one per config, so
+  compiled programs are reused across calls)."""
 
   def loss_fn(x, vgg_params, targets):
     terms = objective.loss_terms(vgg_params, x, targets, loss_cfg)

@@ -19,6 +19,7 @@ problems in one compiled program.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from typing import Any, Callable, NamedTuple
 
@@ -82,6 +83,12 @@ def make_solver(loss_fn: LossFn, cfg: OptimConfig) -> Solver:
   raise UserError(f"unknown optimizer {cfg.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
 
 
+@functools.lru_cache(maxsize=32)
+def compiled_chunk_fn(loss_fn: LossFn, cfg: OptimConfig, batched: bool):
+  """``make_chunk_fn`` cached per (loss function, config), so repeated runs reuse compilations."""
+  return make_chunk_fn(make_solver(loss_fn, cfg), cfg.chunk, batched=batched)
+
+
 def make_chunk_fn(solver: Solver, chunk: int, *, batched: bool = False):
   """A jitted ``(x, state, shared, aux, n) -> (x, state, history)`` running n <= chunk iterations.
 
@@ -124,9 +131,13 @@ def _summary(terms: dict[str, np.ndarray]) -> dict[str, str]:
 def init_state(loss_fn: LossFn, x0: jax.Array, shared: Any, aux: Any, cfg: OptimConfig, *,
                batched: bool = False):
   """The solver's initial state (also the template for restoring a saved state)."""
+  return _compiled_init(loss_fn, cfg, batched)(x0, shared, aux)
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled_init(loss_fn: LossFn, cfg: OptimConfig, batched: bool):
   solver = make_solver(loss_fn, cfg)
-  init = jax.vmap(solver.init, in_axes=(0, None, 0)) if batched else solver.init
-  return jax.jit(init)(x0, shared, aux)
+  return jax.jit(jax.vmap(solver.init, in_axes=(0, None, 0)) if batched else solver.init)
 
 
 def run(loss_fn: LossFn, x0: jax.Array, shared: Any, aux: Any, cfg: OptimConfig, *,
@@ -152,7 +163,7 @@ def run(loss_fn: LossFn, x0: jax.Array, shared: Any, aux: Any, cfg: OptimConfig,
   Returns:
     A ``Result``; with a NaN/Inf loss the run stops and keeps the last good image.
   """
-  chunk_fn = make_chunk_fn(make_solver(loss_fn, cfg), cfg.chunk, batched=batched)
+  chunk_fn = compiled_chunk_fn(loss_fn, cfg, batched)
   x = x0
   if state is None:
     state = init_state(loss_fn, x0, shared, aux, cfg, batched=batched)
