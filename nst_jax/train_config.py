@@ -1,0 +1,153 @@
+"""Configuration of feed-forward training (Johnson et al. 2016) as frozen dataclasses, with presets.
+
+Synopsis::
+
+  from nst_jax import train_config, config
+  cfg = train_config.thesis()                     # or johnson(), smoke()
+  cfg = config.override(cfg, {"style": "starry.jpg", "data": "../shared/data/train",
+                              "net.width": "0.5", "size": "128", "num_steps": "400"})
+  model = train_config.make_model(cfg.net)        # a nets.TransformNet
+
+Everything the training run needs, including the style image and data paths, is in the config, so
+the JSON written beside each checkpoint rebuilds the network (and the run) on its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+import jax.numpy as jnp
+
+from nst_jax import config, nets
+from nst_jax.config import LossConfig
+from nst_jax.errors import UserError
+
+THESIS_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+JOHNSON_STYLE_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
+SCHEDULES = ("constant", "cosine", "step")
+
+
+@dataclass(frozen=True)
+class NetConfig:
+  """The options of ``nets.TransformNet`` (see there)."""
+  normalization: str = "instance"
+  upsample: str = "resize"
+  padding: str = "reflect"
+  width: float = 1.0
+  num_residual: int = 5
+  input_blend: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+  """A feed-forward style network's training run.
+
+  The learning rate follows ``schedule``: "constant"; "cosine" (decay to 0 over ``num_steps``
+  after ``warmup_steps`` of linear warm-up); "step" (times 0.1 at 75 % of the steps).
+  """
+  net: NetConfig = field(default_factory=NetConfig)
+  loss: LossConfig = field(default_factory=LossConfig)
+  style: str = ""  # the style image
+  data: str = ""  # a folder of training photos, or "tfds:NAME"
+  size: int = 256  # training crops are size x size
+  crop: str = "random"  # random | resize (see data.transform)
+  style_size: int = 256  # the style image's long side when its Gram targets are computed
+  batch_size: int = 4  # the global batch, split over all devices
+  num_steps: int = 40_000
+  learning_rate: float = 1e-3
+  schedule: str = "constant"
+  warmup_steps: int = 0
+  bf16: bool = False  # bfloat16 compute in the network and VGG; float32 params, grads and losses
+  input_noise: float = 0.0  # std of Gaussian noise added to the inputs (stability for video)
+  seed: int = 0
+  checkpoint_every: int = 1000
+  keep_checkpoints: int = 3
+  log_every: int = 50  # scalars to the progress bar, TensorBoard and the CSV
+  sample_every: int = 1000  # sample stylizations to TensorBoard
+  num_samples: int = 4
+  prefetch: int = 3  # batches decoded ahead
+
+
+def thesis() -> TrainConfig:
+  """The reference thesis: instance norm, resize-convolution, reflect padding; relu4_2 content,
+  relu1_1 ... relu5_1 style, average pooling as in Gatys et al."""
+  return TrainConfig(
+      net=NetConfig(normalization="instance", upsample="resize", padding="reflect"),
+      loss=LossConfig(content_layers=("relu4_2",), content_layer_weights=(1.0,),
+                      style_layers=THESIS_STYLE_LAYERS, style_layer_weights=(1.0,) * 5,
+                      content_weight=1.0, style_weight=1e-4, tv_weight=1e3, pooling="avg"))
+
+
+def johnson() -> TrainConfig:
+  """Johnson et al. 2016: batch norm, transposed convolutions, zero padding; relu2_2 content,
+  relu1_2, relu2_2, relu3_3, relu4_3 style, max pooling; 40k steps of batch 4 at 256 px."""
+  return TrainConfig(
+      net=NetConfig(normalization="batch", upsample="transpose", padding="zero"),
+      loss=LossConfig(content_layers=("relu2_2",), content_layer_weights=(1.0,),
+                      style_layers=JOHNSON_STYLE_LAYERS, style_layer_weights=(1.0,) * 4,
+                      content_weight=1.0, style_weight=1e-4, tv_weight=1e3, pooling="max"))
+
+
+def smoke() -> TrainConfig:
+  """A tiny, fast run for tests: the thesis' losses, a tiny net, 32-px crops."""
+  cfg = thesis()
+  return dataclasses.replace(
+      cfg, net=dataclasses.replace(cfg.net, width=0.125, num_residual=1), size=32, style_size=32,
+      batch_size=2, num_steps=6, checkpoint_every=3, log_every=2, sample_every=3, num_samples=2,
+      prefetch=1)
+
+
+PRESETS = {"thesis": thesis, "johnson": johnson, "smoke": smoke}
+
+
+def make_model(net: NetConfig, *, bf16: bool = False) -> nets.TransformNet:
+  """The ``TransformNet`` a ``NetConfig`` describes (bfloat16 compute with ``bf16``)."""
+  model = nets.TransformNet(normalization=net.normalization, upsample=net.upsample,
+                            padding=net.padding, width=net.width, num_residual=net.num_residual,
+                            input_blend=net.input_blend,
+                            dtype=jnp.bfloat16 if bf16 else jnp.float32)
+  nets.check_options(model)
+  return model
+
+
+def check_config(cfg: TrainConfig) -> None:
+  """Raises ``UserError`` for values no training run can use."""
+  make_model(cfg.net)
+  positive = ("size", "style_size", "batch_size", "checkpoint_every", "keep_checkpoints",
+              "log_every", "sample_every")
+  bad = [f"{k}={getattr(cfg, k)}" for k in positive if getattr(cfg, k) < 1]
+  bad += [f"{k}={getattr(cfg, k)}" for k in ("num_steps", "warmup_steps", "num_samples",
+                                              "prefetch") if getattr(cfg, k) < 0]
+  if bad:
+    raise UserError(f"invalid training config: {', '.join(bad)}")
+  if cfg.size % nets.MULTIPLE:
+    raise UserError(f"training size must be a multiple of {nets.MULTIPLE}, got {cfg.size}")
+  if not cfg.learning_rate > 0 or cfg.input_noise < 0:
+    raise UserError(f"need learning_rate > 0 and input_noise >= 0, got {cfg.learning_rate}, "
+                    f"{cfg.input_noise}")
+  if cfg.schedule not in SCHEDULES:
+    raise UserError(f"unknown schedule {cfg.schedule!r}; expected one of {SCHEDULES}")
+
+
+def to_json(cfg: TrainConfig) -> str:
+  return config.to_json(cfg)
+
+
+def from_json(text: str) -> TrainConfig:
+  """Rebuilds a ``TrainConfig`` from ``to_json`` output (unknown keys raise ``UserError``)."""
+  try:
+    data = json.loads(text)
+  except json.JSONDecodeError as e:
+    raise UserError(f"not a training config (bad JSON: {e})") from None
+  return from_dict(data)
+
+
+def from_dict(data: dict) -> TrainConfig:
+  if not isinstance(data, dict) or "net" not in data or "loss" not in data:
+    raise UserError("not a training config: no 'net' and 'loss' sections")
+  try:
+    return config.from_dict(TrainConfig, data)
+  except (TypeError, ValueError) as e:
+    raise UserError(f"not a valid training config: {e}") from None

@@ -1,0 +1,164 @@
+"""Tests for nst_jax.checkpoint and resuming: save/restore, keep-N, locating, errors, and a run
+killed with SIGKILL that resumes to exactly the parameters of an uninterrupted run."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nst_jax import checkpoint, config, sharding, train_config, training
+from nst_jax.errors import UserError
+
+REPO = Path(__file__).resolve().parent.parent
+STEPS, EVERY = 12, 3
+# The smoke preset with a shallow loss (fast to compile) and no sample images.
+TRAIN_SETTINGS = [f"num_steps={STEPS}", f"checkpoint_every={EVERY}", "num_samples=0",
+                  "log_every=1", "loss.content_layers=relu2_2",
+                  "loss.style_layers=relu1_1,relu2_1", "loss.style_layer_weights=1,1",
+                  "loss.style_weight=1e-4", "learning_rate=3e-3", "keep_checkpoints=10"]
+# Slows the data pipeline in the child (a test-only patch), so the kill lands mid-run.
+SLOW_CHILD = ("import sys, time\n"
+              "from nst_jax import cli, data\n"
+              "orig = data.IndexedDataset.example\n"
+              "def slow(self, i):\n"
+              "  time.sleep(0.4)\n"
+              "  return orig(self, i)\n"
+              "data.IndexedDataset.example = slow\n"
+              "sys.exit(cli.main(sys.argv[1:]))\n")
+
+
+def _tiny_state(seed=0):
+  cfg = train_config.smoke()
+  model, tx = train_config.make_model(cfg.net), training.make_optimizer(cfg)
+  return model, tx, training.init_train_state(model, tx, training.make_key(seed),
+                                              sharding.make_mesh())
+
+
+def _assert_trees_equal(a, b):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_save_restore_round_trip_keeps_the_newest_and_the_meta(tmp_path):
+  model, tx, state = _tiny_state()
+  meta = {"config": {"a": 1}, "style_sha256": "abc"}
+  with checkpoint.Checkpoints(tmp_path, every=2, keep=2) as ckpts:
+    for step in range(1, 7):
+      state = state.replace(step=jnp.asarray(step, jnp.int32),
+                            params=jax.tree.map(lambda p: p + 1.0, state.params))
+      ckpts.save(step, state, meta)  # due at 2, 4, 6
+    ckpts.wait()
+    assert ckpts.all_steps() == [4, 6] and ckpts.latest_step() == 6
+    restored, got = ckpts.restore(6, training.abstract_train_state(model, tx))
+  _assert_trees_equal(restored, state)
+  assert got == dict(meta, step=6)
+  assert checkpoint.latest_step(tmp_path) == 6
+  assert checkpoint.locate(tmp_path) == (checkpoint.checkpoint_dir(tmp_path), 6)
+  assert checkpoint.locate(tmp_path / "checkpoints" / "4")[1] == 4
+
+
+def test_bad_checkpoint_paths_are_one_line_user_errors(tmp_path):
+  (tmp_path / "empty").mkdir()
+  (tmp_path / "file.txt").write_text("x")
+  for path, match in ((tmp_path / "missing", "not found"), (tmp_path / "empty", "no complete"),
+                      (tmp_path / "file.txt", "got a file")):
+    with pytest.raises(UserError, match=match):
+      checkpoint.locate(path)
+
+
+def test_damaged_checkpoint_restore_is_a_user_error(tmp_path):
+  model, tx, state = _tiny_state()
+  with checkpoint.Checkpoints(tmp_path, every=1, keep=1) as ckpts:
+    ckpts.save(1, state, {"config": {}})
+    ckpts.wait()
+  for f in (tmp_path / "checkpoints" / "1" / "state").rglob("*"):
+    if f.is_file() and f.stat().st_size > 0 and "manifest" in f.name:
+      f.write_bytes(b"garbage")
+  with checkpoint.Checkpoints(tmp_path, read_only=True) as ckpts, \
+       pytest.raises(UserError, match="cannot restore checkpoint"):
+    ckpts.restore(1, training.abstract_train_state(model, tx))
+
+
+def test_sha256_file(tmp_path):
+  (tmp_path / "a").write_bytes(b"abc")
+  assert checkpoint.sha256_file(tmp_path / "a") == (
+      "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+  with pytest.raises(UserError):
+    checkpoint.sha256_file(tmp_path / "nope")
+
+
+def _train_cmd(style, data, workdir, *, slow=False):
+  head = [sys.executable, "-c", SLOW_CHILD] if slow else [sys.executable, "-m", "nst_jax.cli"]
+  cmd = head + ["train", "--preset", "smoke", "--style", str(style), "--data", str(data),
+                "--workdir", str(workdir), "--no-progress"]
+  for item in TRAIN_SETTINGS:
+    cmd += ["--set", item]
+  return cmd
+
+
+def _env(tmp_path, vgg_path):
+  env = dict(os.environ, NST_JAX_VGG_WEIGHTS=str(vgg_path),
+             JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"),
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PLATFORMS="cpu")
+  env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+  return env
+
+
+def _final_state(workdir):
+  cfg = train_config.smoke()
+  model, tx = train_config.make_model(cfg.net), training.make_optimizer(cfg)
+  with checkpoint.Checkpoints(workdir, read_only=True) as ckpts:
+    return ckpts.restore(STEPS, training.abstract_train_state(model, tx))
+
+
+def test_sigkilled_run_resumes_to_exactly_the_uninterrupted_parameters(tmp_path, vgg_path,
+                                                                       data_dir):
+  style = data_dir / "styles" / "hokusai_great_wave.jpg"
+  photos = data_dir / "train" / "t91"
+  env = _env(tmp_path, vgg_path)
+  killed_dir, clean_dir = tmp_path / "killed", tmp_path / "clean"
+  victim = subprocess.Popen(_train_cmd(style, photos, killed_dir, slow=True), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+  clean = subprocess.Popen(_train_cmd(style, photos, clean_dir), env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+  deadline = time.monotonic() + 240
+  while checkpoint.latest_step(killed_dir) is None:
+    assert victim.poll() is None, victim.stdout.read().decode()[-2000:]
+    assert time.monotonic() < deadline, "no checkpoint was written"
+    time.sleep(0.05)
+  os.kill(victim.pid, signal.SIGKILL)
+  assert victim.wait() == -signal.SIGKILL
+  killed_at = checkpoint.latest_step(killed_dir)
+  assert killed_at is not None and killed_at < STEPS  # the run really was cut short
+  out, _ = clean.communicate(timeout=240)
+  assert clean.returncode == 0, out.decode()[-2000:]
+
+  resumed = subprocess.run(_train_cmd(style, photos, killed_dir), env=env, capture_output=True,
+                           text=True, timeout=240)
+  assert resumed.returncode == 0, resumed.stderr[-2000:]
+  assert f"resuming {killed_dir} from step {killed_at}" in resumed.stderr
+
+  (state_a, meta_a), (state_b, meta_b) = _final_state(clean_dir), _final_state(killed_dir)
+  assert int(state_a.step) == int(state_b.step) == STEPS
+  _assert_trees_equal(state_b.params, state_a.params)  # bit for bit
+  _assert_trees_equal(state_b.opt_state, state_a.opt_state)
+  assert meta_a["style_sha256"] == meta_b["style_sha256"] == checkpoint.sha256_file(style)
+  assert train_config.from_dict(meta_b["config"]).num_steps == STEPS
+  rows = (killed_dir / "losses.csv").read_text().splitlines()
+  assert len(rows) == STEPS + 1  # the loss history survives the kill, one row per step
+  assert (killed_dir / "losses.csv").read_text() == (clean_dir / "losses.csv").read_text()
+
+  cfg = train_config.from_dict(meta_b["config"])
+  with pytest.raises(UserError, match="another style image"):
+    training.train_and_evaluate(config.override(cfg, {"style": str(photos / "t1.jpg")}),
+                                killed_dir, vgg_params={})
+  with pytest.raises(UserError, match="different net"):
+    training.train_and_evaluate(config.override(cfg, {"net.width": "0.25"}), killed_dir,
+                                vgg_params={})

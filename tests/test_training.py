@@ -1,0 +1,191 @@
+"""Tests for nst_jax.training: the perceptual-loss train step, its compilation, and quality.
+
+The VGG-based tests use a shallow loss (relu2_2 content, relu1_1 + relu2_1 style) so that the
+train step compiles in a few seconds on a 2-core CPU; ``test_quality_slow`` uses the thesis' loss.
+"""
+
+import dataclasses
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from nst_jax import config, data, image_io, sharding, train_config, training
+from nst_jax.config import LossConfig
+
+SHALLOW = LossConfig(content_layers=("relu2_2",), content_layer_weights=(1.0,),
+                     style_layers=("relu1_1", "relu2_1"), style_layer_weights=(1.0, 1.0),
+                     content_weight=1.0, style_weight=1e-4, tv_weight=1e3, pooling="avg")
+
+
+def tiny_config(**changes) -> train_config.TrainConfig:
+  cfg = dataclasses.replace(train_config.smoke(), loss=SHALLOW, learning_rate=3e-3)
+  return dataclasses.replace(cfg, **changes)
+
+
+@pytest.fixture(scope="module")
+def style(data_dir):
+  img = image_io.load_image(data_dir / "styles" / "van_gogh_starry_night.jpg", size=64)
+  return jnp.asarray(img)[None]  # [1, h, w, 3]
+
+
+@pytest.fixture(scope="module")
+def photos(data_dir):
+  """32-px crops: 8 training photos and 4 held-out ones (another folder)."""
+  train = data.FolderDataset(data_dir / "train" / "bsds500_train", size=32, seed=0)
+  held = data.FolderDataset(data_dir / "train" / "bsds500_test", size=32, seed=0)
+  return train.get_batch(0, 8), held.get_batch(0, 4)
+
+
+@pytest.fixture(scope="module")
+def setup(vgg_params, style):
+  """One compiled train step (TinyNet, shallow loss) shared by the tests, trace-counted."""
+  cfg = tiny_config()
+  model, tx = train_config.make_model(cfg.net), training.make_optimizer(cfg)
+  targets = training.make_style_targets(vgg_params, style, cfg.loss)
+
+  @chex.assert_max_traces(n=1)
+  def step_fn(state, images, vgg_params, style_targets, key):
+    return training.train_step(state, images, vgg_params, style_targets, key, model=model,
+                               tx=tx, cfg=cfg)
+
+  step = training.jit_train_step(step_fn, sharding.make_mesh())
+  return cfg, model, tx, targets, step
+
+
+def _fresh_state(model, tx, seed=0):
+  return training.init_train_state(model, tx, training.make_key(seed), sharding.make_mesh())
+
+
+def test_schedules():
+  cfg = tiny_config(num_steps=100, learning_rate=1e-3)
+  assert float(training.make_schedule(cfg)(77)) == pytest.approx(1e-3)
+  step = training.make_schedule(dataclasses.replace(cfg, schedule="step"))
+  assert float(step(74)) == pytest.approx(1e-3) and float(step(76)) == pytest.approx(1e-4)
+  cos = training.make_schedule(dataclasses.replace(cfg, schedule="cosine", warmup_steps=10))
+  assert float(cos(0)) == 0.0 and float(cos(10)) == pytest.approx(1e-3)
+  assert float(cos(100)) == pytest.approx(0.0, abs=1e-9) and 0 < float(cos(55)) < 1e-3
+
+
+def test_create_train_state_matches_its_abstract_shape():
+  cfg = tiny_config()
+  model, tx = train_config.make_model(cfg.net), training.make_optimizer(cfg)
+  state = _fresh_state(model, tx)
+  abstract = training.abstract_train_state(model, tx)
+  assert jax.tree.structure(state) == jax.tree.structure(abstract)
+  for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(abstract)):
+    assert a.shape == b.shape and a.dtype == b.dtype
+  assert int(state.step) == 0 and state.batch_stats == {}
+
+
+def test_loss_terms_content_is_zero_when_output_equals_input(vgg_params, style, photos):
+  targets = training.make_style_targets(vgg_params, style, SHALLOW)
+  x = jnp.asarray(photos[0][:2])
+  terms = jax.jit(training.perceptual_loss_terms, static_argnums=4)(vgg_params, x, x, targets,
+                                                                    SHALLOW)
+  np.testing.assert_allclose(terms["content"], 0.0, atol=1e-6)
+  assert terms["style"].shape == (2,) and np.all(np.asarray(terms["style"]) > 0)
+  np.testing.assert_allclose(terms["total"], terms["content"] + terms["style"] + terms["tv"],
+                             rtol=1e-6)
+
+
+def test_train_step_lowers_the_loss_without_recompiling(setup, vgg_params, photos):
+  cfg, model, tx, targets, step = setup
+  state = _fresh_state(model, tx)
+  params0 = jax.device_get(state.params)
+  batch = jnp.asarray(photos[0][:2])
+  key = training.make_key(0)
+  losses = []
+  for _ in range(6):
+    state, metrics = step(state, batch, vgg_params, targets, key)  # traced once (chex)
+    losses.append(float(metrics["total"]))
+  assert int(state.step) == 6
+  assert all(np.isfinite(losses)) and losses[-1] < 0.7 * losses[0], losses
+  moved = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), params0,
+                       jax.device_get(state.params))
+  assert all(v > 0 for v in jax.tree.leaves(moved))  # every parameter is trained
+  assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(state.params))
+
+
+def test_quality_fast_loss_on_held_out_photos_drops_by_more_than_half(setup, vgg_params, photos):
+  """A short variant of ``test_quality_slow`` (32 px, 60 steps) for the default run."""
+  cfg, model, tx, targets, step = setup
+  train, held = photos
+  state = _fresh_state(model, tx)
+  before = training.evaluate(model, training.variables_of(state), vgg_params, targets, held,
+                             cfg.loss)
+  key = training.make_key(0)
+  for i in range(60):
+    batch = jnp.asarray(np.roll(train, -2 * i, axis=0)[:2])
+    state, _ = step(state, batch, vgg_params, targets, key)
+  after = training.evaluate(model, training.variables_of(state), vgg_params, targets, held,
+                            cfg.loss)
+  assert after["total"] < 0.5 * before["total"], (before, after)
+
+
+def test_batch_norm_bf16_step_updates_stats_and_keeps_float32(vgg_params, style, photos):
+  cheap = dataclasses.replace(SHALLOW, content_layers=("relu1_2",), style_layers=("relu1_1",),
+                              style_layer_weights=(1.0,))
+  cfg = tiny_config(bf16=True, input_noise=0.02, loss=cheap,
+                    net=dataclasses.replace(tiny_config().net, normalization="batch",
+                                            upsample="transpose", padding="zero"))
+  model = train_config.make_model(cfg.net, bf16=True)
+  tx = training.make_optimizer(cfg)
+  state = _fresh_state(model, tx)
+  stats0 = jax.device_get(state.batch_stats)
+  targets = training.make_style_targets(vgg_params, style, cfg.loss)
+  step = training.make_train_step(model, tx, cfg, sharding.make_mesh())
+  state, metrics = step(state, jnp.asarray(photos[0][:2]), vgg_params, targets,
+                        training.make_key(0))
+  assert all(v.dtype == jnp.float32 and np.isfinite(float(v)) for v in metrics.values())
+  assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(state.params))
+  diffs = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), stats0,
+                       jax.device_get(state.batch_stats))
+  assert max(jax.tree.leaves(diffs)) > 0  # running averages moved
+
+
+def test_presets_differ_as_documented():
+  j, t = train_config.johnson(), train_config.thesis()
+  assert (j.net.normalization, j.net.upsample, j.net.padding) == ("batch", "transpose", "zero")
+  assert j.loss.content_layers == ("relu2_2",)
+  assert j.loss.style_layers == ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
+  assert t.loss.content_layers == ("relu4_2",) and len(t.loss.style_layers) == 5
+  assert t.learning_rate == j.learning_rate == 1e-3
+  cfg = config.override(t, {"net.width": "0.5", "bf16": "true", "num_steps": "10"})
+  assert cfg.net.width == 0.5 and cfg.bf16 is True and cfg.num_steps == 10
+  assert train_config.from_json(train_config.to_json(cfg)) == cfg
+
+
+@pytest.mark.slow
+def test_quality_slow(vgg_params, style, data_dir):
+  """Section 7: a tiny net, a few hundred steps on 64-px crops of a few shared photos, the
+  thesis' loss; the perceptual loss on other photos drops by at least half."""
+  cfg = dataclasses.replace(train_config.thesis(), size=64, batch_size=2, learning_rate=3e-3,
+                            net=train_config.NetConfig(width=0.25, num_residual=2))
+  train = data.FolderDataset(data_dir / "train" / "bsds500_train", size=64, seed=0)
+  held = data.FolderDataset(data_dir / "train" / "bsds500_test", size=64, seed=0).get_batch(0, 8)
+  model, tx = train_config.make_model(cfg.net), training.make_optimizer(cfg)
+  targets = training.make_style_targets(vgg_params, style, cfg.loss)
+  step = training.make_train_step(model, tx, cfg, sharding.make_mesh())
+  state = _fresh_state(model, tx)
+  before = training.evaluate(model, training.variables_of(state), vgg_params, targets, held,
+                             cfg.loss)
+  with train.batches(2, num_steps=300, prefetch=2) as it:
+    for batch in it:
+      state, _ = step(state, jnp.asarray(batch), vgg_params, targets, training.make_key(0))
+  after = training.evaluate(model, training.variables_of(state), vgg_params, targets, held,
+                            cfg.loss)
+  assert after["total"] < 0.5 * before["total"], (before, after)
+
+
+def test_optimizer_is_adam_with_the_configured_rate():
+  cfg = tiny_config(learning_rate=1e-2)
+  tx = training.make_optimizer(cfg)
+  params = {"w": jnp.array([1.0, -2.0])}
+  updates, _ = tx.update({"w": jnp.array([0.5, -3.0])}, tx.init(params), params)
+  ref, _ = optax.adam(1e-2).update({"w": jnp.array([0.5, -3.0])}, optax.adam(1e-2).init(params))
+  np.testing.assert_allclose(updates["w"], ref["w"], rtol=1e-6)
