@@ -237,7 +237,7 @@ def _concat(pieces):
   if not pieces:
     return {}
   joined = {k: np.concatenate([np.asarray(p[k]) for p in pieces]) for k in pieces[0]}
-  return {k: v.reshape(len(v), -1).sum(axis=1) for k, v in joined.items()}
+  return {k: v.sum(axis=tuple(range(1, v.ndim))) for k, v in joined.items()}
 
 
 def _unstack(x, n) -> list[np.ndarray]:

@@ -45,9 +45,14 @@ def _features(vgg_params, images, cfg: LossConfig, layers):
   return vgg.vgg_features(vgg_params, images, layers, cfg.pooling)
 
 
+# Targets are computed once per image, outside the optimization loop: compile the VGG pass
+# rather than dispatching it op by op (it is inlined when called under an outer jit).
+_target_features = jax.jit(vgg.vgg_features, static_argnames=("layers", "pooling"))
+
+
 def make_style_targets(vgg_params, style: jax.Array, cfg: LossConfig) -> dict:
   """{layer: style_target} for one style image [1, h, w, 3]."""
-  feats = _features(vgg_params, style, cfg, cfg.style_layers)
+  feats = _target_features(vgg_params, style, layers=cfg.style_layers, pooling=cfg.pooling)
   return {l: losses.style_target(feats[l], cfg.style_loss) for l in cfg.style_layers}
 
 
@@ -70,7 +75,8 @@ def make_targets(vgg_params, content: jax.Array | None, styles: Sequence[jax.Arr
     raise UserError(f"need one non-negative style blend weight per style ({len(styles)})")
   content_targets = {}
   if content is not None:
-    content_targets = _features(vgg_params, content, cfg, cfg.content_layers)
+    content_targets = _target_features(vgg_params, content, layers=cfg.content_layers,
+                                       pooling=cfg.pooling)
   return {"content": content_targets,
           "styles": tuple(make_style_targets(vgg_params, s, cfg) for s in styles),
           "blend": blend / jnp.sum(blend)}

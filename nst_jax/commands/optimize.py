@@ -117,14 +117,14 @@ def run(args) -> int:
                             checkpoint_every=args.checkpoint_every, on_chunk=save_intermediate)
   for o, img in zip(outs, result.images):
     image_io.save_image(o, img)
-  if result.history:
+  if result.history and len(result.history["total"]):
     plots.save_history(log_path, result.history)
     plots.save_loss_plot(plot_path, result.history, boundaries=result.level_starts[1:],
                          title=f"{out.name}: {cfg.optim.optimizer}, {cfg.size}px")
   if result.nan_at is not None:
     raise UserError(f"the loss became NaN/Inf at iteration {result.nan_at}; stopped and kept the "
                     f"last good image in {outs[0]} (lower the weights or the learning rate)")
-  final = {k: float(v[-1]) for k, v in result.history.items()} if result.history else {}
+  final = {k: float(v[-1]) for k, v in result.history.items()}
   print(f"wrote {', '.join(map(str, outs))} ({result.seconds:.1f}s optimizing; "
         + ", ".join(f"{k}={v:.4g}" for k, v in final.items()) + ")", file=sys.stderr)
   return 0

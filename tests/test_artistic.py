@@ -1,0 +1,91 @@
+"""The Gatys pipeline: coarse-to-fine, original colours, batching, exact resumption."""
+
+import numpy as np
+import pytest
+
+from nst_jax import artistic, colors, config, image_io
+from nst_jax.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def images(data_dir):
+  content = image_io.load_image(data_dir / "content/classic_st/tubingen.jpg", size=48)
+  style = image_io.load_image(data_dir / "styles/van_gogh_starry_night.jpg", size=48)
+  style2 = image_io.load_image(data_dir / "styles/hokusai_great_wave.jpg", size=48)
+  return content, style, style2
+
+
+def _cfg(**kw):
+  base = {"size": 48, "optim.optimizer": "adam", "optim.num_iters": 10, "optim.chunk": 5,
+          "optim.learning_rate": 0.03}
+  base.update(kw)
+  return config.override(config.gatys(), base)
+
+
+def test_level_sizes_double_up_to_the_size():
+  assert artistic.level_sizes(512, 3) == [128, 256, 512]
+  assert artistic.level_sizes(100, 1) == [100]
+
+
+def test_initial_images(images):
+  content, _, _ = images
+  hw = content.shape[:2]
+  noise = artistic.initial_image("noise", content, hw, seed=0, noise_ratio=0.6)
+  mix = artistic.initial_image("mix", content, hw, seed=0, noise_ratio=0.6)
+  np.testing.assert_allclose(mix, 0.6 * noise + 0.4 * content, atol=1e-6)
+  assert noise.shape == content.shape and 0 <= noise.min() and noise.max() <= 1
+  np.testing.assert_array_equal(artistic.initial_image("content", content, hw, seed=0,
+                                                       noise_ratio=0.6), content)
+
+
+def test_bad_config_values_are_user_errors():
+  for kw in ({"init": "nonexistent.png"}, {"loss.style_weight": "-1"},
+             {"loss.style_layers": "relu9_9", "loss.style_layer_weights": "1"}):
+    with pytest.raises(UserError):
+      artistic.check_config(_cfg(**kw))
+
+
+@pytest.mark.real_weights
+def test_coarse_to_fine_and_original_colors(vgg_params, images):
+  content, style, _ = images
+  cfg = _cfg(scales=2, original_colors="yiq")
+  out = artistic.stylize(vgg_params, [artistic.Problem(content, (style,))], cfg, progress=False)
+  img = out.images[0]
+  assert img.shape == content.shape and out.level_starts == [0, 10]
+  assert len(out.history["total"]) == 20
+  # Luminance-only transfer: the chroma (I, Q) is the content's, up to clipping to [0, 1].
+  chroma = lambda a: colors.rgb_to(a, "yiq")[..., 1:]
+  unclipped = (img > 0.01).all(-1) & (img < 0.99).all(-1)
+  np.testing.assert_allclose(chroma(img)[unclipped], chroma(content)[unclipped], atol=0.01)
+
+
+@pytest.mark.real_weights
+def test_batched_problems_give_one_image_each(vgg_params, images):
+  content, style, style2 = images
+  problems = [artistic.Problem(content, (style,)), artistic.Problem(content, (style2,))]
+  out = artistic.stylize(vgg_params, problems, _cfg(), progress=False)
+  assert len(out.images) == 2 and out.images[0].shape == content.shape
+  assert np.abs(out.images[0] - out.images[1]).mean() > 1e-3  # different styles, different results
+
+
+@pytest.mark.real_weights
+def test_interrupted_run_resumes_exactly(vgg_params, images, tmp_path):
+  content, style, _ = images
+  cfg = _cfg(scales=2, **{"optim.num_iters": 10})
+  problem = [artistic.Problem(content, (style,))]
+  full = artistic.stylize(vgg_params, problem, cfg, progress=False)
+  ckpt = tmp_path / "run.ckpt"
+
+  def interrupt(level, it, _):
+    if level == 1 and it == 5:
+      raise KeyboardInterrupt
+
+  with pytest.raises(KeyboardInterrupt):
+    artistic.stylize(vgg_params, problem, cfg, progress=False, checkpoint=ckpt,
+                     checkpoint_every=5, on_chunk=interrupt)
+  assert ckpt.is_file()
+  resumed = artistic.stylize(vgg_params, problem, cfg, progress=False, checkpoint=ckpt,
+                             checkpoint_every=5)
+  np.testing.assert_allclose(resumed.images[0], full.images[0], atol=1e-6)
+  np.testing.assert_allclose(resumed.history["total"], full.history["total"], rtol=1e-6)
+  assert not ckpt.exists()  # removed once finished
