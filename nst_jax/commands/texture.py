@@ -4,7 +4,7 @@ Example::
 
   nst-jax texture --style starry.jpg --out out/starry_texture.png --size 256 --iters 200
 
-The optimizer defaults to ``lbfgs``. Writes the texture (format by extension), ``<out>_losses.csv`` and the loss plot
+Writes the texture (format by extension), ``<out>_losses.csv`` and the loss plot
 ``<out>_losses.png``. The texture has the example's aspect ratio and ``--size`` long side.
 """
 
@@ -23,7 +23,8 @@ HELP = "texture synthesis: match the style's Gram statistics from noise (Gatys e
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--style", required=True, metavar="IMG", help="the example texture")
-  p.add_argument("--out", required=True, metavar="PATH", help="output image (format by extension)")
+  p.add_argument("--out", required=True, metavar="PATH",
+                 help="output image (format by extension)")
   p.add_argument("--size", type=common.positive_int, default=256,
                  help="long side of the texture (px, default 256)")
   p.add_argument("--scales", type=common.positive_int, help="coarse-to-fine levels (x2 each)")
@@ -51,9 +52,6 @@ def build_config(args) -> config.TransferConfig:
   for key in ("size", "scales", "style_scale", "seed"):
     if getattr(args, key) is not None:
       overrides[key] = getattr(args, key)
-  # jaxopt's L-BFGS-B (the preset's optimizer) stalls at the loss scale of style-only
-  # objectives (~1e12 with the default weights); optax's L-BFGS does not.
-  overrides.setdefault("optim.optimizer", "lbfgs")
   cfg = config.override(config.gatys(), overrides)
   if cfg.optim.num_iters < 1:
     raise UserError(f"--iters must be at least 1, got {cfg.optim.num_iters}")
