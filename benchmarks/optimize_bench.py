@@ -1,0 +1,453 @@
+"""Seconds per iteration of per-image optimization, nst_jax vs a PyTorch reference, and peak memory.
+
+Synopsis::
+
+  python benchmarks/optimize_bench.py                      # 256 and 512 px, CPU, ~10 minutes
+  python benchmarks/optimize_bench.py --sizes 512 1024 --no-torch --timed-chunks 10 10 \
+      --chunk 10 10                                         # on a GPU
+
+For each size the Gatys objective (``config.gatys().loss``: relu4_2 content, relu1_1..relu5_1
+Gram style, tv, average pooling) of the same content, style and initial image (0.6 noise +
+0.4 content, seed 0) is minimized by
+
+- nst_jax: ``optimize.run`` with each optimizer (lbfgsb = jaxopt L-BFGS-B, lbfgs = optax L-BFGS,
+  adam = optax Adam), i.e. the production loop with its jitted chunks;
+- PyTorch (``torch_reference.py``, the same loss and weights): ``torch.optim.LBFGS`` with the
+  strong Wolfe line search (compared with both L-BFGS variants; torch has no L-BFGS-B) and
+  ``torch.optim.Adam`` with clamping to [0, 1].
+
+Every implementation/optimizer runs in its own subprocess (so ``ru_maxrss`` is its own peak
+memory), pinned to ``--threads`` cores. The subprocesses of one size and optimizer family stay
+alive together and run their chunks of iterations in turn (round-robin, the order rotating every
+round), so load from other users of a shared machine falls on all of them alike. The first
+``--warmup-chunks`` chunks (compilation, allocator warm-up) are not timed; seconds per iteration
+is the median over the timed chunks. Loss evaluations are counted (a ``jax.debug.callback`` in
+the JAX loss, a counter in the torch closure) to separate "more evaluations per iteration" from
+"slower evaluations". Once per size, both implementations also report the loss terms and the
+gradient at the initial image (their relative differences are printed) and time one
+value-and-gradient evaluation.
+
+Results: a table on stdout and JSON in ``--out`` (default benchmarks/results/optimize_cpu.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from nst_jax import config, image_io, paths  # noqa: E402  (no jax import here)
+
+DEFAULT_CONTENT = Path("content") / "classic_st" / "tubingen.jpg"
+DEFAULT_STYLE = Path("styles") / "van_gogh_starry_night.jpg"
+FAMILIES = {"lbfgs": ("lbfgsb", "lbfgs"), "adam": ("adam",)}  # torch optimizer -> JAX ones
+
+
+# ----------------------------------------------------------------------------- worker side
+
+
+def _pin_threads(threads: int) -> None:
+  if hasattr(os, "sched_setaffinity"):
+    cpus = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, cpus[:threads])
+
+
+def _rss_mb() -> float:
+  with open("/proc/self/statm") as f:
+    return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _peak_mb() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+class Channel:
+  """The worker's side of the protocol: one JSON line out, one command line in."""
+
+  def __init__(self):
+    self.start = 0.0
+    self.evals = 0
+
+  def send(self, obj) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+  def wait(self) -> str:
+    command = sys.stdin.readline().strip()
+    self.start, self.evals = time.perf_counter(), 0
+    return command
+
+  def chunk_done(self, iters: int) -> bool:
+    """Reports a finished chunk; returns False when told to stop."""
+    self.send({"seconds": time.perf_counter() - self.start, "iters": iters, "evals": self.evals})
+    return self.wait() == "go"
+
+
+class Stop(Exception):
+  pass
+
+
+def _median_time(fn, repeats: int = 2) -> float:
+  fn()
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t0)
+  return statistics.median(times)
+
+
+def jax_worker(args, inputs, ch: Channel) -> dict:
+  import jax
+  import jax.numpy as jnp
+
+  from nst_jax import artistic, objective, optimize, vgg
+
+  cfg = config.gatys().loss
+  params = vgg.load_vgg19(args.weights)
+  targets = objective.make_targets(params, jnp.asarray(inputs["content"])[None],
+                                   [jnp.asarray(inputs["style"])[None]], cfg)
+  base = artistic.make_loss_fn(cfg)
+
+  def count(_):
+    ch.evals += 1
+
+  def loss_fn(x, p, t):
+    value, terms = base(x, p, t)
+    jax.debug.callback(count, value)
+    return value, terms
+
+  x0 = jnp.asarray(inputs["x0"])[None]  # [1, H, W, 3]
+  setup = {}
+  if args.check:
+    vg = jax.jit(jax.value_and_grad(base, has_aux=True))
+    (_, terms), grad = vg(x0, params, targets)
+    np.save(args.check, np.asarray(grad)[0])  # [H, W, 3]
+    setup = {"terms": {k: float(v[0]) for k, v in terms.items()},
+             "value_and_grad_s": _median_time(lambda: jax.block_until_ready(
+                 vg(x0, params, targets)))}
+  n_iters = args.chunk * args.chunks
+  optim = config.OptimConfig(optimizer=args.optimizer, num_iters=n_iters, chunk=args.chunk)
+  ch.send({"ready": True, "rss_setup_mb": _rss_mb(), **setup})
+  ch.wait()
+
+  def on_chunk(it, x, state, hist):
+    if not ch.chunk_done(args.chunk):
+      raise Stop
+
+  try:
+    optimize.run(loss_fn, x0, params, targets, optim, progress=False, on_chunk=on_chunk)
+  except Stop:
+    pass
+  return {"backend": f"jax {jax.__version__} {jax.devices()[0].platform}"}
+
+
+def torch_worker(args, inputs, ch: Channel) -> dict:
+  import torch
+
+  import torch_reference as tr
+
+  torch.set_num_threads(args.threads)
+  cfg = config.gatys().loss
+  params = tr.load_vgg19(args.weights)
+  targets = tr.make_targets(params, inputs["content"], [inputs["style"]], cfg)
+  x = tr.to_tensor(inputs["x0"]).requires_grad_(True)  # [1, 3, H, W]
+
+  def evaluate():
+    x.grad = None
+    terms = tr.loss_terms(params, x, targets, cfg)
+    terms["total"].sum().backward()
+    ch.evals += 1
+    return terms
+
+  setup = {}
+  if args.check:
+    terms = evaluate()
+    np.save(args.check, x.grad.detach().numpy()[0].transpose(1, 2, 0))  # [H, W, 3]
+    setup = {"terms": {k: float(v.detach()[0]) for k, v in terms.items()},
+             "value_and_grad_s": _median_time(evaluate)}
+  n_iters = args.chunk * args.chunks
+  opt = tr.make_optimizer(args.optimizer, x, max_iter=n_iters)
+  ch.send({"ready": True, "rss_setup_mb": _rss_mb(), **setup})
+  ch.wait()
+  try:
+    if args.optimizer == "adam":
+      _torch_adam(opt, x, evaluate, n_iters, args.chunk, ch)
+    else:
+      _torch_lbfgs(opt, x, evaluate, args.chunk, ch)
+  except Stop:
+    pass
+  return {"backend": f"torch {torch.__version__}"}
+
+
+def _torch_adam(opt, x, evaluate, n_iters, chunk, ch):
+  import torch
+  for i in range(1, n_iters + 1):
+    opt.zero_grad(set_to_none=True)
+    evaluate()
+    opt.step()
+    with torch.no_grad():
+      x.clamp_(0.0, 1.0)
+    if i % chunk == 0 and not ch.chunk_done(chunk):
+      raise Stop
+
+
+def _torch_lbfgs(opt, x, evaluate, chunk, ch):
+  """One ``step`` runs every iteration (no repeated initial evaluation); the closure notices
+  when an iteration starts a new chunk and reports the finished one first."""
+  state = opt.state[x]
+  done = [0]
+
+  def closure():
+    n = state.get("n_iter", 0)
+    if n > done[0] and (n - 1) % chunk == 0 and n > 1:
+      done[0] = n
+      if not ch.chunk_done(chunk):
+        raise Stop
+    return evaluate()["total"].sum()
+
+  opt.step(closure)
+  ch.chunk_done(chunk)
+
+
+def worker_main(args) -> None:
+  _pin_threads(args.threads)
+  inputs = dict(np.load(args.inputs))
+  ch = Channel()
+  run = jax_worker if args.impl == "jax" else torch_worker
+  info = run(args, inputs, ch)
+  ch.send({"done": True, "peak_rss_mb": _peak_mb(), **info})
+
+
+# ----------------------------------------------------------------------------- parent side
+
+
+class Worker:
+  """A running worker subprocess, driven chunk by chunk."""
+
+  def __init__(self, impl, optimizer, argv, env):
+    self.impl, self.optimizer = impl, optimizer
+    self.name = f"{impl}:{optimizer}"
+    self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                 env=env)
+    self.chunks: list[dict] = []
+
+  def read(self) -> dict:
+    line = self.proc.stdout.readline()
+    if not line:
+      raise RuntimeError(f"{self.name} worker exited (code {self.proc.wait()})")
+    return json.loads(line)
+
+  def command(self, word: str) -> dict:
+    self.proc.stdin.write(word + "\n")
+    self.proc.stdin.flush()
+    return self.read()
+
+
+def _spawn(impl, optimizer, size, opts, tmp, check: bool) -> Worker:
+  argv = [sys.executable, str(Path(__file__).resolve()), "--worker", impl,
+          "--optimizer", optimizer, "--inputs", str(tmp / f"inputs_{size}.npz"),
+          "--weights", str(opts["weights"]), "--threads", str(opts["threads"]),
+          "--chunk", str(opts["chunk"]), "--chunks", str(opts["chunks"])]
+  if check:
+    argv += ["--check", str(tmp / f"grad_{impl}_{size}.npy")]
+  env = dict(os.environ, OMP_NUM_THREADS=str(opts["threads"]),
+             MKL_NUM_THREADS=str(opts["threads"]), JAX_PLATFORMS=opts["platform"])
+  return Worker(impl, optimizer, argv, env)
+
+
+def _prepare_inputs(data: Path, size: int, tmp: Path, content: Path, style: Path) -> None:
+  c = image_io.load_image(data / content, size=size)
+  s = image_io.load_image(data / style, size=size)
+  noise = np.random.default_rng(0).uniform(0.0, 1.0, c.shape).astype(np.float32)
+  np.savez(tmp / f"inputs_{size}.npz", content=c, style=s, x0=0.6 * noise + 0.4 * c)
+
+
+def run_family(workers: list[Worker], warmup: int, timed: int) -> None:
+  """Warm-up chunks, then timed chunks round-robin with the order rotating every round."""
+  for w in workers:
+    for _ in range(warmup):
+      w.command("go")
+  for r in range(timed):
+    k = r % len(workers)
+    for w in workers[k:] + workers[:k]:
+      w.chunks.append(w.command("go"))
+
+
+def summarize(w: Worker, size: int, setup: dict, final: dict, chunk: int) -> dict:
+  per_iter = [c["seconds"] / c["iters"] for c in w.chunks]
+  evals = sum(c["evals"] for c in w.chunks)
+  iters = sum(c["iters"] for c in w.chunks)
+  return {"size": size, "impl": w.impl, "optimizer": w.optimizer, "chunk": chunk,
+          "timed_iters": iters, "s_per_iter": statistics.median(per_iter),
+          "s_per_iter_chunks": per_iter, "evals_per_iter": evals / iters,
+          "s_per_eval": sum(c["seconds"] for c in w.chunks) / max(evals, 1),
+          "rss_setup_mb": setup["rss_setup_mb"], "peak_rss_mb": final["peak_rss_mb"],
+          "backend": final["backend"]}
+
+
+def bench_size(size, opts, tmp, impls) -> tuple[list[dict], dict]:
+  """All optimizer families at one size; the first worker of each implementation also checks."""
+  rows, checked, check = [], set(), {}
+  for torch_opt, jax_opts in FAMILIES.items():
+    specs = [("jax", o) for o in jax_opts if o in opts["optimizers"]]
+    if not specs:
+      continue
+    specs += [("torch", torch_opt)] if "torch" in impls else []
+    workers = []
+    for impl, o in specs:
+      workers.append(_spawn(impl, o, size, opts, tmp, check=impl not in checked))
+      checked.add(impl)
+    setups = {w.name: w.read() for w in workers}
+    check.update({w.impl: setups[w.name] for w in workers if "terms" in setups[w.name]})
+    run_family(workers, opts["warmup"], opts["timed"])
+    for w in workers:
+      final = w.command("stop")
+      w.proc.wait()
+      rows.append(summarize(w, size, setups[w.name], final, opts["chunk"]))
+      print(_row_line(rows[-1]), flush=True)
+  return rows, _compare(check, tmp, size)
+
+
+def _compare(check: dict, tmp: Path, size: int) -> dict:
+  if not ("jax" in check and "torch" in check):
+    return {}
+  j, t = check["jax"], check["torch"]
+  gj, gt = np.load(tmp / f"grad_jax_{size}.npy"), np.load(tmp / f"grad_torch_{size}.npy")
+  rel = {k: abs(j["terms"][k] - t["terms"][k]) / max(abs(t["terms"][k]), 1e-30)
+         for k in t["terms"]}
+  return {"size": size, "loss_jax": j["terms"], "loss_torch": t["terms"], "loss_rel_diff": rel,
+          "grad_rel_diff": float(np.linalg.norm(gj - gt) / np.linalg.norm(gt)),
+          "value_and_grad_s": {"jax": j["value_and_grad_s"], "torch": t["value_and_grad_s"]},
+          "value_and_grad_ratio": j["value_and_grad_s"] / t["value_and_grad_s"]}
+
+
+def _row_line(r: dict) -> str:
+  return (f"  {r['size']:>5} {r['impl']:>5} {r['optimizer']:>6}  {r['s_per_iter']:8.3f} s/it  "
+          f"{r['evals_per_iter']:5.2f} evals/it  {r['s_per_eval']:7.3f} s/eval  "
+          f"peak {r['peak_rss_mb']:7.0f} MB")
+
+
+def ratios(rows: list[dict]) -> list[dict]:
+  """JAX / torch seconds per iteration and per evaluation, per size and JAX optimizer."""
+  torch_of = {(r["size"], r["optimizer"]): r for r in rows if r["impl"] == "torch"}
+  out = []
+  for r in rows:
+    if r["impl"] != "jax":
+      continue
+    family = next(t for t, js in FAMILIES.items() if r["optimizer"] in js)
+    t = torch_of.get((r["size"], family))
+    if t:
+      out.append({"size": r["size"], "jax": r["optimizer"], "torch": family,
+                  "ratio_s_per_iter": r["s_per_iter"] / t["s_per_iter"],
+                  "ratio_s_per_eval": r["s_per_eval"] / t["s_per_eval"]})
+  return out
+
+
+def format_table(rows, ratio_rows, checks) -> str:
+  by_key = {(q["size"], q["jax"]): q for q in ratio_rows}
+  lines = ["| size | impl | optimizer | s/iter | evals/iter | s/eval | peak RSS MB | "
+           "JAX/torch s/iter | JAX/torch s/eval |", "|" + "---|" * 9]
+  for r in rows:
+    q = by_key.get((r["size"], r["optimizer"])) if r["impl"] == "jax" else None
+    extra = (f"{q['ratio_s_per_iter']:.2f} | {q['ratio_s_per_eval']:.2f}" if q else " | ")
+    lines.append(f"| {r['size']} | {r['impl']} | {r['optimizer']} | {r['s_per_iter']:.3f} | "
+                 f"{r['evals_per_iter']:.2f} | {r['s_per_eval']:.3f} | {r['peak_rss_mb']:.0f} | "
+                 f"{extra} |")
+  for c in checks:
+    if c:
+      lines.append(
+          f"\n{c['size']} px: loss JAX {c['loss_jax']['total']:.6g} vs torch "
+          f"{c['loss_torch']['total']:.6g} (rel diff {c['loss_rel_diff']['total']:.1e}; "
+          f"content {c['loss_rel_diff']['content']:.1e}, style {c['loss_rel_diff']['style']:.1e},"
+          f" tv {c['loss_rel_diff']['tv']:.1e}); gradient rel diff {c['grad_rel_diff']:.1e}; "
+          f"one value_and_grad: JAX {c['value_and_grad_s']['jax']:.3f} s, torch "
+          f"{c['value_and_grad_s']['torch']:.3f} s (ratio {c['value_and_grad_ratio']:.2f})")
+  return "\n".join(lines)
+
+
+def _shared_weights() -> str | None:
+  """The shared development weights beside the repository, unless the environment names some."""
+  shared = paths.REPO_ROOT.parent / "shared" / "weights" / paths.VGG_FILENAME
+  return None if os.environ.get(paths.WEIGHTS_ENV) or not shared.is_file() else str(shared)
+
+
+def parse_args(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
+  p.add_argument("--chunk", type=int, nargs="+", default=[2, 1],
+                 help="iterations per chunk, per size")
+  p.add_argument("--timed-chunks", type=int, nargs="+", default=[5, 3], help="per size")
+  p.add_argument("--warmup-chunks", type=int, default=1)
+  p.add_argument("--optimizers", nargs="+", default=["lbfgsb", "lbfgs", "adam"])
+  p.add_argument("--no-torch", action="store_true")
+  p.add_argument("--threads", type=int, default=2)
+  p.add_argument("--platform", default="cpu", help="JAX_PLATFORMS for the JAX workers")
+  p.add_argument("--data-dir")
+  p.add_argument("--content", type=Path, default=DEFAULT_CONTENT, help="relative to the data dir")
+  p.add_argument("--style", type=Path, default=DEFAULT_STYLE, help="relative to the data dir")
+  p.add_argument("--vgg-weights")
+  p.add_argument("--out", type=Path, default=HERE / "results" / "optimize_cpu.json")
+  # worker mode (internal)
+  p.add_argument("--worker", choices=("jax", "torch"), dest="impl", help=argparse.SUPPRESS)
+  p.add_argument("--optimizer", help=argparse.SUPPRESS)
+  p.add_argument("--inputs", help=argparse.SUPPRESS)
+  p.add_argument("--weights", help=argparse.SUPPRESS)
+  p.add_argument("--chunks", type=int, help=argparse.SUPPRESS)
+  p.add_argument("--check", help=argparse.SUPPRESS)
+  return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+  args = parse_args(argv)
+  if args.impl:
+    args.chunk = args.chunk[0]
+    worker_main(args)
+    return 0
+  n = len(args.sizes)
+  if len(args.chunk) != n or len(args.timed_chunks) != n:
+    sys.exit("--chunk and --timed-chunks need one value per --sizes entry")
+  weights = paths.resolve_vgg_weights(args.vgg_weights or _shared_weights())
+  data = paths.data_dir(args.data_dir)
+  impls = ("jax",) if args.no_torch else ("jax", "torch")
+  rows, checks, t0 = [], [], time.perf_counter()
+  with tempfile.TemporaryDirectory() as tmp:
+    tmp = Path(tmp)
+    for size, chunk, timed in zip(args.sizes, args.chunk, args.timed_chunks):
+      print(f"{size} px: {timed} timed chunks of {chunk} iteration(s) after "
+            f"{args.warmup_chunks} warm-up chunk(s)", flush=True)
+      _prepare_inputs(data, size, tmp, args.content, args.style)
+      opts = {"weights": weights, "threads": args.threads, "platform": args.platform,
+              "chunk": chunk, "chunks": args.warmup_chunks + timed, "warmup": args.warmup_chunks,
+              "timed": timed, "optimizers": args.optimizers}
+      size_rows, check = bench_size(size, opts, tmp, impls)
+      rows += size_rows
+      checks.append(check)
+  ratio_rows = ratios(rows)
+  print(format_table(rows, ratio_rows, checks))
+  result = {"rows": rows, "ratios": ratio_rows, "checks": [c for c in checks if c],
+            "seconds_total": time.perf_counter() - t0, "threads": args.threads,
+            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                        "python": platform.python_version()},
+            "content": str(args.content), "style": str(args.style)}
+  args.out.parent.mkdir(parents=True, exist_ok=True)
+  args.out.write_text(json.dumps(result, indent=2))
+  print(f"wrote {args.out} ({result['seconds_total']:.0f} s)")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
