@@ -83,8 +83,11 @@ def check_config(cfg: TransferConfig) -> None:
     raise UserError(f"--init must be one of {', '.join(INITS)} or an existing image, got {cfg.init!r}")
   if cfg.size < 16 or cfg.scales < 1 or cfg.style_scale <= 0:
     raise UserError("need --size >= 16, --scales >= 1 and --style-scale > 0")
-  if cfg.optim.num_iters < 0 or cfg.optim.chunk < 1:
+  if cfg.optim.num_iters < 0 or cfg.optim.chunk < 1 or any(n < 0 for n in cfg.level_iters):
     raise UserError("need --iters >= 0 and --chunk >= 1")
+  if cfg.level_iters and len(cfg.level_iters) != cfg.scales:
+    raise UserError(f"--level-iters needs one count per level ({cfg.scales}), "
+                    f"got {len(cfg.level_iters)}")
   if cfg.original_colors not in ("",) + colors.SPACES:
     raise UserError(f"--original-colors must be one of {', '.join(colors.SPACES)}")
 
@@ -168,7 +171,8 @@ def stylize(vgg_params, problems: Sequence[Problem], cfg: TransferConfig, *, pro
   Args:
     vgg_params: from ``vgg.load_vgg19``.
     problems: the problems to solve together (one compiled, vmapped program when several).
-    cfg: the transfer configuration; ``cfg.optim.num_iters`` iterations at every level.
+    cfg: the transfer configuration; ``cfg.level_iters`` (or ``cfg.optim.num_iters``) iterations
+      at each level.
     progress: show a progress bar.
     checkpoint: file to save progress to and resume from (same config and inputs only).
     checkpoint_every: iterations between checkpoints.
@@ -188,6 +192,9 @@ def stylize(vgg_params, problems: Sequence[Problem], cfg: TransferConfig, *, pro
   pieces, starts, prev, total_seconds = [], [], None, 0.0
   done = saved.get("done", {})
   for level, long_side in enumerate(level_sizes(cfg.size, cfg.scales)):
+    optim_cfg = cfg.optim
+    if cfg.level_iters:
+      optim_cfg = dataclasses.replace(optim_cfg, num_iters=cfg.level_iters[level])
     targets, x0 = _level_inputs(vgg_params, problems, cfg, long_side, prev)
     if not batched:
       targets, x0 = jax.tree.map(lambda a: a[0], targets), x0[0]
@@ -198,7 +205,7 @@ def stylize(vgg_params, problems: Sequence[Problem], cfg: TransferConfig, *, pro
       continue
     state, start = None, 0
     if saved.get("level") == level:
-      template = optimize.init_state(loss_fn, x0, vgg_params, targets, cfg.optim, batched=batched)
+      template = optimize.init_state(loss_fn, x0, vgg_params, targets, optim_cfg, batched=batched)
       state = flax.serialization.from_state_dict(template, saved["state"])
       x0, start = jnp.asarray(saved["x"]), int(saved["iteration"])
     earlier = saved.get("history") if saved.get("level") == level else None
@@ -209,7 +216,7 @@ def stylize(vgg_params, problems: Sequence[Problem], cfg: TransferConfig, *, pro
       if on_chunk is not None:
         on_chunk(level, it, _unstack(x, len(problems)))
 
-    res = optimize.run(loss_fn, x0, vgg_params, targets, cfg.optim, batched=batched, state=state,
+    res = optimize.run(loss_fn, x0, vgg_params, targets, optim_cfg, batched=batched, state=state,
                        start=start, progress=progress, on_chunk=chunk_cb,
                        desc=f"level {level + 1}/{cfg.scales} {long_side}px")
     total_seconds += res.seconds

@@ -32,8 +32,8 @@ class LossConfig:
   style_layers: tuple[str, ...] = GATYS_STYLE_LAYERS
   style_layer_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0)
   content_weight: float = 1.0
-  style_weight: float = 1e3
-  tv_weight: float = 1e-1
+  style_weight: float = 1e-3  # Gatys-normalized Grams of caffe-scale features are large
+  tv_weight: float = 1e4  # TV of [0, 1] pixels is small
   style_loss: str = "gram"  # gram | mean | mean_std | mmd_poly | mmd_gauss
   pooling: str = "avg"  # avg (Gatys) | max
 
@@ -55,6 +55,7 @@ class TransferConfig:
   optim: OptimConfig = field(default_factory=OptimConfig)
   size: int = 512  # long side of the output, pixels
   scales: int = 1  # coarse-to-fine levels, each twice the previous size, ending at `size`
+  level_iters: tuple[int, ...] = ()  # iterations per level (coarse first); () = optim.num_iters each
   style_scale: float = 1.0  # style image long side relative to the output's
   init: str = "content"  # content | noise | mix | path to an image
   noise_ratio: float = 0.6  # mix: noise_ratio * noise + (1 - noise_ratio) * content

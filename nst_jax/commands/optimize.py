@@ -30,6 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--preset", choices=sorted(config.PRESETS), default="gatys")
   p.add_argument("--size", type=common.positive_int, help="long side of the output (px)")
   p.add_argument("--scales", type=common.positive_int, help="coarse-to-fine levels (x2 each)")
+  p.add_argument("--level-iters", metavar="N1,N2", help="iterations per level, coarse first "
+                 "(default: --iters at every level)")
   p.add_argument("--style-scale", type=float, help="style size relative to the output")
   p.add_argument("--init", help="content | noise | mix | path to an image")
   p.add_argument("--noise-ratio", type=float, help="noise share of --init mix (default 0.6)")
@@ -53,7 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def build_config(args) -> config.TransferConfig:
   overrides = common.loss_and_optim_overrides(args)
-  for key in ("size", "scales", "style_scale", "init", "noise_ratio", "seed"):
+  for key in ("size", "scales", "level_iters", "style_scale", "init", "noise_ratio", "seed"):
     if getattr(args, key) is not None:
       overrides[key] = getattr(args, key)
   if args.original_colors:
