@@ -1,0 +1,110 @@
+"""Training throughput of the fast-transfer train step (images/s), with data time beside it.
+
+Usage::
+
+  python benchmarks/train_bench.py                         # thesis preset, 256 px, batch 4
+  python benchmarks/train_bench.py --preset johnson --set net.width=0.5 --size 128 --steps 5
+
+Measures, on all local devices (a 1-D mesh): the first step (compilation), then the median time
+of ``--steps`` steps on an in-memory batch (compute only), the images/s that gives, the time the
+data pipeline needs to decode one batch of the shared training photos on this host (synchronous,
+so it is the cost prefetching has to hide), and the process' peak memory. Writes
+``benchmarks/results/train_bench.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nst_jax import config, data, image_io, nets, paths, sharding, train_config, training, vgg
+
+RESULTS = Path(__file__).resolve().parent / "results" / "train_bench.json"
+
+
+def _peak_memory_mb() -> dict:
+  out = {"host_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+  stats = jax.devices()[0].memory_stats() or {}
+  if "peak_bytes_in_use" in stats:
+    out["device_peak_mb"] = stats["peak_bytes_in_use"] / 2**20
+  return out
+
+
+def data_time(size: int, batch: int, batches: int = 3) -> float:
+  """Seconds to decode one batch of shared training photos synchronously (median)."""
+  root = paths.data_dir() / "train"
+  if not root.is_dir():
+    return float("nan")
+  ds = data.FolderDataset(root, size=size, seed=0)
+  times = []
+  for step in range(batches):
+    t0 = time.perf_counter()
+    ds.get_batch(step, batch)
+    times.append(time.perf_counter() - t0)
+  return float(np.median(times))
+
+
+def main(argv=None) -> None:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--preset", choices=sorted(train_config.PRESETS), default="thesis")
+  p.add_argument("--size", type=int, default=256)
+  p.add_argument("--batch", type=int, default=4, help="global batch")
+  p.add_argument("--steps", type=int, default=3, help="timed steps after the first")
+  p.add_argument("--bf16", action="store_true")
+  p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+  p.add_argument("--vgg-weights")
+  p.add_argument("--out", default=str(RESULTS))
+  args = p.parse_args(argv)
+  cfg = train_config.PRESETS[args.preset]()
+  cfg = config.override(cfg, {"size": args.size, "batch_size": args.batch, "bf16": args.bf16,
+                              **dict(kv.split("=", 1) for kv in args.overrides)})
+  mesh = sharding.make_mesh()
+  vgg_params = sharding.replicate(mesh, vgg.load_vgg19(paths.resolve_vgg_weights(args.vgg_weights)))
+  model, tx = train_config.make_model(cfg.net, bf16=cfg.bf16), training.make_optimizer(cfg)
+  style = image_io.load_image(paths.data_dir() / "styles" / "van_gogh_starry_night.jpg",
+                              size=cfg.style_size)
+  targets = jax.jit(training.make_style_targets, static_argnums=2,
+                    out_shardings=sharding.replicated(mesh))(vgg_params, jnp.asarray(style)[None],
+                                                             cfg.loss)
+  state = training.init_train_state(model, tx, training.make_key(0), mesh)
+  step = training.make_train_step(model, tx, cfg, mesh)
+  key = sharding.replicate(mesh, training.make_key(0))
+  batch = sharding.shard_batch(mesh, np.random.default_rng(0).uniform(
+      size=(cfg.batch_size // jax.process_count(), cfg.size, cfg.size, 3)).astype(np.float32))
+  t0 = time.perf_counter()
+  state, metrics = step(state, batch, vgg_params, targets, key)
+  jax.block_until_ready(metrics)
+  first = time.perf_counter() - t0
+  times = []
+  for _ in range(args.steps):
+    t0 = time.perf_counter()
+    state, metrics = step(state, batch, vgg_params, targets, key)
+    jax.block_until_ready(metrics)
+    times.append(time.perf_counter() - t0)
+  step_s = float(np.median(times))
+  report = {"benchmark": "train_step", "preset": args.preset, "size": cfg.size,
+            "batch": cfg.batch_size, "bf16": cfg.bf16, "net_width": cfg.net.width,
+            "params": nets.count_params({"params": state.params}),
+            "style_layers": list(cfg.loss.style_layers), "devices": jax.device_count(),
+            "device_kind": jax.devices()[0].device_kind, "platform": jax.default_backend(),
+            "first_step_s": first, "step_s_median": step_s, "step_s_all": times,
+            "images_per_s": cfg.batch_size / step_s,
+            "data_decode_s_per_batch": data_time(cfg.size, cfg.batch_size),
+            "cpu_count": os.cpu_count(), "load_avg_at_end": os.getloadavg(),
+            "machine": platform.processor() or platform.machine(), **_peak_memory_mb()}
+  Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+  Path(args.out).write_text(json.dumps(report, indent=2))
+  print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+  main()
