@@ -4,8 +4,10 @@ The VGG-based tests use a shallow loss (relu2_2 content, relu1_1 + relu2_1 style
 train step compiles in a few seconds on a 2-core CPU; ``test_quality_slow`` uses the thesis' loss.
 """
 
+import csv
 import dataclasses
 import functools
+import importlib.util
 
 import chex
 import jax
@@ -14,7 +16,7 @@ import numpy as np
 import optax
 import pytest
 
-from nst_jax import config, data, image_io, sharding, train_config, training
+from nst_jax import config, data, image_io, sharding, train_config, train_logging, training
 from nst_jax.config import LossConfig
 
 SHALLOW = LossConfig(content_layers=("relu2_2",), content_layer_weights=(1.0,),
@@ -189,3 +191,34 @@ def test_optimizer_is_adam_with_the_configured_rate():
   updates, _ = tx.update({"w": jnp.array([0.5, -3.0])}, tx.init(params), params)
   ref, _ = optax.adam(1e-2).update({"w": jnp.array([0.5, -3.0])}, optax.adam(1e-2).init(params))
   np.testing.assert_allclose(updates["w"], ref["w"], rtol=1e-6)
+
+
+def test_throughput_uses_the_clock_it_is_given():
+  clock = train_logging.Throughput(now=10.0)
+  clock.add(4, data_wait=0.5)
+  clock.add(4, data_wait=0.1)
+  assert clock.rate(now=12.0) == pytest.approx({"images_per_s": 4.0, "data_s_per_step": 0.3})
+  clock.add(2, data_wait=0.0)
+  assert clock.rate(now=13.0)["images_per_s"] == pytest.approx(2.0)
+
+
+def test_train_log_keeps_the_history_across_a_resume_and_writes_its_files(tmp_path):
+  log = train_logging.TrainLog(tmp_path)
+  for step in range(5):
+    log.record(step, {"total": jnp.float32(10 - step), "style": jnp.float32(step)})
+  log.save_history()  # as at a checkpoint of step 5
+  log.close()
+  resumed = train_logging.TrainLog(tmp_path, start_step=3)  # the newest checkpoint was step 3
+  assert resumed.history == {"total": [10.0, 9.0, 8.0], "style": [0.0, 1.0, 2.0]}
+  for step in (3, 4):
+    resumed.record(step, {"total": jnp.float32(1.0), "style": jnp.float32(0.5)})
+  assert resumed.flush() == {"total": 1.0, "style": 0.5}
+  resumed.finish()
+  with open(tmp_path / "losses.csv", newline="") as f:
+    rows = list(csv.DictReader(f))
+  assert [r["iteration"] for r in rows] == ["0", "1", "2", "3", "4"]
+  assert [float(r["total"]) for r in rows] == [10, 9, 8, 1, 1]
+  assert [float(r["style"]) for r in rows] == [0, 1, 2, 0.5, 0.5]
+  assert (tmp_path / "losses.png").stat().st_size > 0
+  if importlib.util.find_spec("tensorboardX"):
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
