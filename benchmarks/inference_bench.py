@@ -86,6 +86,8 @@ def worker(args) -> dict:
   xb = np.load(args.input)[:args.batch]  # [B, S, S, 3]
   if args.worker == "torch":
     import torch  # pylint: disable=import-outside-toplevel
+    if args.threads:
+      torch.set_num_threads(args.threads)
     fwd = torch_net(weights, meta)
     to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))
     t1, tb = to_t(x1), to_t(xb)
@@ -113,7 +115,7 @@ def worker(args) -> dict:
     apply(params, jb).block_until_ready()  # compile the batched shape outside the timing
     lat = _time_calls(lambda: apply(params, j1).block_until_ready(), args.repeats)
     thr = _time_calls(lambda: apply(params, jb).block_until_ready(), max(2, args.repeats // 2))
-    threads = os.cpu_count()
+    threads = args.threads or os.cpu_count()
   np.save(args.output, out)
   return {"backend": args.worker, "size": int(x1.shape[1]), "first_call_s": first,
           "latency_ms": 1e3 * float(np.median(lat)), "batch": int(xb.shape[0]),
@@ -153,6 +155,10 @@ def run_worker(backend: str, size: int, args, tmp: Path) -> dict:
          "--repeats", str(args.repeats), "--batch", str(args.batch)]
   env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE.parent),
                                                      os.environ.get("PYTHONPATH", "")]))
+  if args.threads == 1:  # XLA's CPU backend: no intra-op thread pool
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
+                        "intra_op_parallelism_threads=1").strip()
+  cmd += ["--threads", str(args.threads)] if args.threads else []
   proc = subprocess.run(cmd + (["--bf16"] if args.bf16 else []), capture_output=True, text=True,
                         env=env, check=False)
   if proc.returncode:
@@ -167,6 +173,8 @@ def main(argv=None) -> None:
   p.add_argument("--batch", type=int, default=4)
   p.add_argument("--repeats", type=int, default=5)
   p.add_argument("--bf16", action="store_true", help="JAX in bfloat16 (PyTorch stays float32)")
+  p.add_argument("--threads", type=int, default=0,
+                  help="1: single-threaded XLA and PyTorch (default 0: each library's default)")
   p.add_argument("--out", default=str(RESULTS))
   p.add_argument("--worker", choices=("jax", "torch"), help=argparse.SUPPRESS)
   for hidden in ("--weights", "--input", "--output"):
@@ -188,11 +196,13 @@ def main(argv=None) -> None:
                    "throughput_ratio": r_torch["images_per_s"] / r_jax["images_per_s"]})
       print(f"{size}px done", file=sys.stderr)
   report = {"benchmark": "inference", "model": args.model or "ThesisNet (random init)",
+            "threads": args.threads or "default",
             "net": meta, "bf16": args.bf16, "device": "cpu", "cpu_count": os.cpu_count(),
             "load_avg_at_end": os.getloadavg(), "machine": platform.processor() or
             platform.machine(), "rows": rows}
   Path(args.out).parent.mkdir(parents=True, exist_ok=True)
   Path(args.out).write_text(json.dumps(report, indent=2))
+  print(f"threads: {args.threads or 'default'}; ratio = JAX time / PyTorch time")
   print(f"| size | JAX latency ms | torch latency ms | ratio | JAX img/s (batch {args.batch}) | "
         "torch img/s | ratio | JAX peak MB | torch peak MB | max diff |")
   print("|---|---|---|---|---|---|---|---|---|---|")
