@@ -179,11 +179,14 @@ def _pool2(x: jax.Array, how: str) -> jax.Array:
   return jax.lax.reduce_window(x, 0.0, jax.lax.add, window, window, "VALID") * 0.25
 
 
-def _blur3(x: jax.Array) -> jax.Array:
-  """3x3 mean with the border renormalised (Luan blurs masks at every conv; a partition stays one)."""
+def _box3(x: jax.Array) -> jax.Array:
   window, strides = (1,) * (x.ndim - 2) + (3, 3), (1,) * x.ndim
-  box = lambda y: jax.lax.reduce_window(y, 0.0, jax.lax.add, window, strides, "SAME")
-  return box(x) / box(jnp.ones((1,) * (x.ndim - 2) + x.shape[-2:], x.dtype))
+  return jax.lax.reduce_window(x, 0.0, jax.lax.add, window, strides, "SAME")
+
+
+def _blur3(x: jax.Array) -> jax.Array:
+  """3x3 mean, renormalised at the border (Luan blurs at every conv); partitions stay partitions."""
+  return _box3(x) / _box3(jnp.ones((1,) * (x.ndim - 2) + x.shape[-2:], x.dtype))
 
 
 def downsample_masks(masks, layers, pooling: str = "avg", *,
@@ -324,7 +327,7 @@ def _joint_data(descs, weights, per_image_norm: bool, pca_dims: int, seed: int) 
 
 
 def _soft_assign(data: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-  """Softmax of negative squared distances [N, R], temperature = the mean distance to the nearest."""
+  """Softmax of negative squared distances [N, R]; temperature: mean distance to the nearest."""
   dist = np.sum(np.square(data[:, None] - centroids[None]), axis=-1)     # [N, R]
   logits = -(dist - dist.min(axis=1, keepdims=True)) / (np.mean(dist.min(axis=1)) + 1e-12)
   soft = np.exp(logits)

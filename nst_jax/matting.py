@@ -59,8 +59,9 @@ def _offsets(radius: int) -> list[tuple[int, int]]:
 
 def _check_size(hw: tuple[int, int], radius: int) -> None:
   if radius < 1 or min(hw) < 2 * radius + 1:
-    raise UserError(f"matting Laplacian needs radius >= 1 and an image of at least "
-                    f"{2 * radius + 1}x{2 * radius + 1} pixels; got {hw[0]}x{hw[1]}, radius {radius}")
+    size = 2 * radius + 1
+    raise UserError(f"matting Laplacian needs radius >= 1 and an image of at least {size}x{size} "
+                    f"pixels; got {hw[0]}x{hw[1]}, radius {radius}")
 
 
 def _window_planes(x: jax.Array, radius: int) -> list[jax.Array]:
@@ -183,7 +184,8 @@ def apply_with_coefficients(coeffs: MattingCoefficients, v: jax.Array) -> jax.Ar
     v: [H, W, C] or [B, H, W, C]; an unbatched side broadcasts against a batched one.
 
   Returns:
-    ``L v`` with the shape of v (batched if either input is) (channels treated independently), in the coefficients' dtype.
+    ``L v`` with the shape of v (batched if either input is; channels independent), in the
+    coefficients' dtype.
 
   References:
     Levin, Lischinski & Weiss, "A Closed-Form Solution to Natural Image Matting", PAMI 2008.

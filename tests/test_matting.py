@@ -1,4 +1,4 @@
-"""Matting Laplacian: sparse reference vs Levin's formula, matrix-free apply vs sparse, invariants."""
+"""Matting Laplacian: sparse build vs Levin's formula, matrix-free vs sparse, invariants."""
 
 import jax
 import jax.numpy as jnp

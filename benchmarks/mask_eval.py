@@ -1,0 +1,116 @@
+"""Evaluates automatic masks (``masks.auto_masks``) against Luan et al.'s hand-made masks.
+
+Synopsis::
+
+  python benchmarks/mask_eval.py --num-regions 2 3 4 --out /tmp/mask_eval.json
+
+For each of the 20 pairs under ``DATA/photo`` (input/inN.png, style/tarN.png and their masks in
+segmentation/), both photos are loaded at ``--size`` (long side), the ground truth is read with
+``masks.load_color_mask`` at that size, and the automatic masks are scored with
+``masks.matched_region_iou``: hard (argmax) masks, ground-truth regions present in both images,
+ONE Hungarian matching of predicted regions to ground-truth regions shared by content and style,
+mean over ground-truth regions of (IoU in the content + IoU in the style) / 2. The baseline is
+one region covering each whole image. Writes JSON to ``--out`` and a markdown table beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from nst_jax import image_io, masks, paths, vgg
+from nst_jax.errors import UserError
+
+
+def load_pair(photo_dir: Path, index: int, size: int):
+  """Content, style and their ground-truth masks (at the photos' loaded sizes)."""
+  content = image_io.load_image(photo_dir / "input" / f"in{index}.png", size=size)
+  style = image_io.load_image(photo_dir / "style" / f"tar{index}.png", size=size)
+  seg = photo_dir / "segmentation"
+  truth_c = masks.load_color_mask(seg / f"in{index}.png", size_hw=content.shape[:2])
+  truth_s = masks.load_color_mask(seg / f"tar{index}.png", size_hw=style.shape[:2])
+  return content, style, truth_c, truth_s
+
+
+def evaluate_pair(params, pair, num_regions_list, options: dict) -> dict:
+  content, style, truth_c, truth_s = pair
+  whole_c, whole_s = np.ones((1,) + content.shape[:2]), np.ones((1,) + style.shape[:2])
+  row = {"shared_regions": int(masks.pair_regions(truth_c, truth_s).sum()),
+         "baseline": masks.matched_region_iou(whole_c, whole_s, truth_c, truth_s)}
+  for k in num_regions_list:
+    start = time.perf_counter()
+    pred_c, pred_s = masks.auto_masks(params, content, style, num_regions=k, **options)
+    row[f"auto_k{k}_s"] = time.perf_counter() - start
+    row[f"auto_k{k}"] = masks.matched_region_iou(pred_c, pred_s, truth_c, truth_s)
+  return row
+
+
+def markdown(rows: list[dict], summary: dict) -> str:
+  cols = [c for c in rows[0] if not c.endswith("_s")]
+  lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+  for row in rows + [summary]:
+    lines.append("| " + " | ".join(f"{row[c]:.3f}" if isinstance(row[c], float) else str(row[c])
+                                   for c in cols) + " |")
+  return "\n".join(lines)
+
+
+def parse_args(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--data-dir", help="shared data folder (default: $NST_JAX_DATA)")
+  parser.add_argument("--vgg-weights", help="VGG19 .npz (default: $NST_JAX_VGG_WEIGHTS, cache)")
+  parser.add_argument("--pairs", type=int, nargs="+", default=list(range(1, 21)))
+  parser.add_argument("--size", type=int, default=512, help="long side of the evaluated photos")
+  parser.add_argument("--num-regions", type=int, nargs="+", default=[2, 3, 4])
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--work-size", type=int, default=256)
+  parser.add_argument("--deep-weight", type=float, default=None)
+  parser.add_argument("--colour-weight", type=float, default=None)
+  parser.add_argument("--position-weight", type=float, default=None)
+  parser.add_argument("--out", default="mask_eval.json", help="JSON path; markdown goes beside")
+  return parser.parse_args(argv)
+
+
+def run(args) -> dict:
+  photo_dir = paths.data_dir(args.data_dir) / "photo"
+  params = vgg.load_vgg19(paths.resolve_vgg_weights(args.vgg_weights))
+  options = {"seed": args.seed, "work_size": args.work_size}
+  for name in ("deep_weight", "colour_weight", "position_weight"):
+    if getattr(args, name) is not None:
+      options[name] = getattr(args, name)
+  rows = []
+  for index in args.pairs:
+    row = {"pair": index, **evaluate_pair(params, load_pair(photo_dir, index, args.size),
+                                          args.num_regions, options)}
+    print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+                   for k, v in row.items()), flush=True)
+    rows.append(row)
+  summary = {k: statistics.mean(r[k] for r in rows) for k in rows[0] if k != "pair"}
+  summary["pair"] = "mean"
+  summary["shared_regions"] = f"{summary['shared_regions']:.2f}"
+  return {"options": options, "size": args.size, "rows": rows, "mean": summary}
+
+
+def main(argv=None) -> int:
+  args = parse_args(argv)
+  try:
+    result = run(args)
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  table = markdown(result["rows"], result["mean"])
+  print(table)
+  out = Path(args.out)
+  image_io.atomic_write(out, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2)))
+  image_io.atomic_write(out.with_suffix(".md"), lambda tmp: Path(tmp).write_text(table + "\n"))
+  print(f"wrote {out} and {out.with_suffix('.md')}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
