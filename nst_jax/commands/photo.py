@@ -1,0 +1,112 @@
+"""``nst-jax photo``: photorealistic style transfer (Luan et al. 2017) of one photo.
+
+Example::
+
+  nst-jax photo --content in1.png --style tar1.png --out out/in1.png --size 512
+  nst-jax photo --content in1.png --style tar1.png \
+      --content-mask seg/in1.png --style-mask seg/tar1.png --out out/in1_masked.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from nst_jax import config, image_io, masks, photoreal, plots
+from nst_jax.commands import common
+from nst_jax.errors import UserError
+
+HELP = "photorealistic style transfer: masked style, matting-Laplacian penalty (Luan et al.)"
+
+# Flag -> PhotoConfig key, for the options specific to this command.
+_PHOTO_KEYS = {"size": "size", "stages": "stages", "stage_iters": "stage_iters",
+               "style_scale": "style_scale", "matting_weight": "matting_weight",
+               "regions": "num_regions", "mask_pooling": "mask_pooling",
+               "smooth_radius": "smooth_radius", "smooth_eps": "smooth_eps", "seed": "seed"}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+  p.add_argument("--content", required=True, metavar="IMG", help="content photo")
+  p.add_argument("--style", required=True, metavar="IMG", help="style (reference) photo")
+  p.add_argument("--content-mask", metavar="IMG", help="colour-coded segmentation of the "
+                 "content (Luan's colours); with --style-mask; default: automatic masks")
+  p.add_argument("--style-mask", metavar="IMG", help="colour-coded segmentation of the style")
+  p.add_argument("--out", required=True, metavar="PATH", help="output image (format by extension)")
+  p.add_argument("--size", type=common.positive_int, help="long side of the output (default 512)")
+  p.add_argument("--stages", type=int, choices=(1, 2),
+                 help="2: without, then with the matting penalty (default); 1: with it only")
+  p.add_argument("--stage-iters", metavar="N1,N2", help="iterations per stage (default --iters)")
+  p.add_argument("--style-scale", type=float, help="style size relative to the output")
+  p.add_argument("--matting-weight", type=common.non_negative_float,
+                 help="weight of the matting-Laplacian penalty per pixel (default 1e4)")
+  p.add_argument("--regions", type=common.positive_int, help="automatic masks: region count")
+  p.add_argument("--mask-pooling", choices=masks.MASK_POOLINGS)
+  p.add_argument("--smooth", action="store_true",
+                 help="guided-filter the result with the content as guide (He et al.)")
+  p.add_argument("--smooth-radius", type=int, help="guided filter radius (0: size / 128)")
+  p.add_argument("--smooth-eps", type=float, help="guided filter regulariser (default 1e-4)")
+  p.add_argument("--seed", type=int)
+  common.add_loss_flags(p)
+  common.add_optim_flags(p)
+  o = p.add_argument_group("outputs")
+  o.add_argument("--loss-log", metavar="PATH", help="loss history .csv or .json "
+                 "(default <out>_losses.csv)")
+  o.add_argument("--loss-plot", metavar="PATH", help="PNG of the loss curves "
+                 "(default <out>_losses.png)")
+  o.add_argument("--checkpoint-every", type=common.positive_int, default=50, metavar="N",
+                 help="save progress every N iterations; re-running the command resumes")
+  o.add_argument("--no-progress", action="store_true")
+  common.add_weights_flag(p)
+
+
+def build_config(args) -> photoreal.PhotoConfig:
+  overrides = common.loss_and_optim_overrides(args)
+  for flag, key in _PHOTO_KEYS.items():
+    if getattr(args, flag) is not None:
+      overrides[key] = getattr(args, flag)
+  if args.smooth:
+    overrides["smooth"] = True
+  cfg = config.override(photoreal.PhotoConfig(), overrides)
+  photoreal.check_config(cfg)
+  return cfg
+
+
+def load_inputs(args):
+  """(content, style, content masks or None, style masks or None), all validated."""
+  if bool(args.content_mask) != bool(args.style_mask):
+    raise UserError("give both --content-mask and --style-mask, or neither (automatic masks)")
+  content = image_io.load_image(args.content, max_pixels=args.max_pixels)
+  style = image_io.load_image(args.style, max_pixels=args.max_pixels)
+  if not args.content_mask:
+    return content, style, None, None
+  cm = masks.load_color_mask(args.content_mask, size_hw=content.shape[:2])
+  sm = masks.load_color_mask(args.style_mask, size_hw=style.shape[:2])
+  return content, style, cm, sm
+
+
+def run(args) -> int:
+  out = common.check_output_path(args.out)
+  cfg = build_config(args)
+  log_path = Path(args.loss_log) if args.loss_log else common.sibling(out, "_losses.csv")
+  plot_path = common.check_output_path(args.loss_plot or common.sibling(out, "_losses.png"),
+                                       (".png",))
+  content, style, cm, sm = load_inputs(args)
+  params = common.load_vgg(args)
+  result = photoreal.stylize(params, content, style, cfg, content_masks=cm, style_masks=sm,
+                             progress=not args.no_progress,
+                             checkpoint=out.with_name(f".{out.name}.ckpt"),
+                             checkpoint_every=args.checkpoint_every)
+  image_io.save_image(out, result.images[0])
+  if result.history and len(result.history["total"]):
+    plots.save_history(log_path, result.history)
+    plots.save_loss_plot(plot_path, result.history, boundaries=result.level_starts[1:],
+                         title=f"{out.name}: {cfg.stages} stage(s), {cfg.optim.optimizer}, "
+                               f"{cfg.size}px")
+  if result.nan_at is not None:
+    raise UserError(f"the loss became NaN/Inf at iteration {result.nan_at}; stopped and kept the "
+                    f"last good image in {out} (lower the weights or the learning rate)")
+  final = {k: float(v[-1]) for k, v in result.history.items()}
+  print(f"wrote {out} ({result.seconds:.1f}s optimizing; "
+        + ", ".join(f"{k}={v:.4g}" for k, v in final.items()) + ")", file=sys.stderr)
+  return 0

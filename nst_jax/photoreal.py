@@ -1,0 +1,320 @@
+"""Slow photorealistic style transfer (Luan et al. 2017, "Deep Photo Style Transfer").
+
+Synopsis::
+
+  from nst_jax import photoreal, vgg, image_io
+  params = vgg.load_vgg19(path)
+  content = image_io.load_image("in1.png")
+  style = image_io.load_image("tar1.png")
+  out = photoreal.stylize(params, content, style, photoreal.PhotoConfig(size=256))
+  out.images[0]              # float32 [H, W, 3] in [0, 1]
+  out.history["matting"]     # the weighted matting penalty per iteration (0 in stage 1)
+
+The objective is the content loss at conv4_2, the masked Gram loss at conv1_1..conv5_1 (pre-ReLU,
+which the reference thesis found better), TV, and the photorealism penalty
+``lambda * sum_c V_c^T L V_c / N`` with L the content's matting Laplacian (N pixels). Region
+masks come from the user (Luan's colour code) or from ``masks.auto_masks``. The Laplacian's window
+coefficients are computed once per run and passed to the loss as an argument, as are the targets,
+so both stages run the same compiled program (stage 1 with a zero matting weight).
+
+Scales. Luan's Torch code adds ``lambda * 2 L v`` (lambda = 1e4) to gradients of caffe-scale
+losses summed over pixels; our losses are means over positions and pixels are in [0, 1], so the
+penalty is divided by N to be size-independent and its weight calibrated on the shared pairs
+(docs/photoreal.md): ``matting_weight`` = 1e4 per pixel keeps the output's matting energy near the
+content's while the style loss stays close to the unconstrained stage 1's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import os
+from dataclasses import dataclass, field
+from typing import Callable
+
+import flax.serialization
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nst_jax import artistic, image_io, losses, masks, matting, objective, optimize
+from nst_jax.config import LossConfig, OptimConfig
+from nst_jax.errors import UserError
+
+EVAL_EPS = 1e-4  # matting_ratio's regulariser (see there)
+LUAN_STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
+
+
+def _photo_loss() -> LossConfig:
+  return LossConfig(content_layers=("conv4_2",), style_layers=LUAN_STYLE_LAYERS,
+                    style_weight=1e-3, tv_weight=1e2)
+
+
+@dataclass(frozen=True)
+class PhotoConfig:
+  """Slow photorealistic transfer (hashable; a static argument of the compiled loss)."""
+  loss: LossConfig = field(default_factory=_photo_loss)
+  optim: OptimConfig = field(default_factory=lambda: OptimConfig(num_iters=300))
+  matting_weight: float = 1e4  # times sum_c V_c^T L V_c / N, N = pixels
+  stages: int = 2  # 2: without the penalty, then with it (Luan); 1: with it from the content
+  stage_iters: tuple[int, ...] = ()  # iterations per stage; () = optim.num_iters each
+  size: int = 512  # long side of the output, pixels
+  style_scale: float = 1.0  # style image long side relative to the output's
+  num_regions: int = 3  # automatic masks only
+  mask_pooling: str = "avg"  # how masks follow VGG's pools (masks.downsample_masks)
+  smooth: bool = False  # guided-filter the output with the content as guide (He et al.)
+  smooth_radius: int = 0  # 0: long side / 128, at least 1
+  smooth_eps: float = 1e-4
+  seed: int = 0
+
+
+def check_config(cfg: PhotoConfig) -> None:
+  """Validates a photorealistic configuration (UserError on bad values)."""
+  objective.check_loss_config(cfg.loss)
+  if cfg.loss.style_loss != "gram":
+    raise UserError("photorealistic transfer uses the masked Gram loss; --style-loss must be gram")
+  if cfg.stages not in (1, 2):
+    raise UserError(f"--stages must be 1 or 2, got {cfg.stages}")
+  if cfg.stage_iters and len(cfg.stage_iters) != cfg.stages:
+    raise UserError(f"--stage-iters needs one count per stage ({cfg.stages})")
+  if cfg.size < 16 or cfg.style_scale <= 0 or cfg.num_regions < 1:
+    raise UserError("need --size >= 16, --style-scale > 0 and --regions >= 1")
+  if cfg.optim.num_iters < 0 or cfg.optim.chunk < 1 or any(n < 0 for n in cfg.stage_iters):
+    raise UserError("need --iters >= 0 and --chunk >= 1")
+  if not cfg.matting_weight >= 0 or cfg.smooth_eps <= 0 or cfg.smooth_radius < 0:
+    raise UserError("need --matting-weight >= 0, --smooth-eps > 0 and --smooth-radius >= 0")
+  if cfg.mask_pooling not in masks.MASK_POOLINGS:
+    raise UserError(f"--mask-pooling must be one of {', '.join(masks.MASK_POOLINGS)}")
+
+
+def _downsample(region_masks, layers, pooling: str) -> dict:
+  """[R, H, W] -> {layer: [R, h, w]}, one region at a time (``masks.downsample_masks``'s
+  conv blur currently supports unbatched [H, W] masks only)."""
+  one = lambda m: masks.downsample_masks(m, layers, pooling)
+  return jax.vmap(one)(jnp.asarray(region_masks, jnp.float32))
+
+
+def masked_style_targets(vgg_params, style: jax.Array, style_masks, present,
+                         cfg: PhotoConfig) -> dict:
+  """Per-layer masked Grams of the style image.
+
+  Args:
+    vgg_params: from ``vgg.load_vgg19``.
+    style: [1, h, w, 3] in [0, 1].
+    style_masks: [R, h, w] soft regions of the style image.
+    present: [R], 1 for regions present in both images (``masks.pair_regions``).
+    cfg: the configuration (layers, pooling, mask pooling).
+
+  Returns:
+    ``{layer: {"gram": [1, R, C, C], "present": [1, R]}}``.
+
+  References:
+    Luan, Paris, Shechtman & Bala, "Deep Photo Style Transfer", CVPR 2017.
+  """
+  layers = cfg.loss.style_layers
+  feats = objective._target_features(vgg_params, style, layers=layers,  # pylint: disable=protected-access
+                                     pooling=cfg.loss.pooling)
+  per_layer = _downsample(style_masks, layers, cfg.mask_pooling)             # {l: [R, h', w']}
+  present = jnp.asarray(present, jnp.float32)[None]                          # [1, R]
+  return {l: {"gram": losses.masked_gram(feats[l], per_layer[l][None]), "present": present}
+          for l in layers}
+
+
+def make_targets(vgg_params, content: np.ndarray, style: np.ndarray, content_masks,
+                 style_masks, cfg: PhotoConfig) -> dict:
+  """Targets for ``objective.loss_terms`` with region masks (the masked style term).
+
+  Args:
+    vgg_params: from ``vgg.load_vgg19``.
+    content: [H, W, 3] at the output size.
+    style: [h, w, 3].
+    content_masks: [R, H, W]; style_masks: [R, h, w] (same region order).
+    cfg: the configuration.
+
+  Returns:
+    ``{"content": {layer: [1, .., C]}, "styles": ({layer: {"gram", "present"}},),
+    "blend": [1], "masks": {layer: [1, R, h, w]}}``.
+  """
+  present = masks.pair_regions(content_masks, style_masks)
+  if not present.any():
+    raise UserError("the content and style masks share no region; paint matching colours")
+  content_b = jnp.asarray(content)[None]
+  content_feats = objective._target_features(  # pylint: disable=protected-access
+      vgg_params, content_b, layers=cfg.loss.content_layers, pooling=cfg.loss.pooling)
+  per_layer = _downsample(content_masks, cfg.loss.style_layers, cfg.mask_pooling)
+  return {"content": content_feats,
+          "styles": (masked_style_targets(vgg_params, jnp.asarray(style)[None], style_masks,
+                                          present, cfg),),
+          "blend": jnp.ones(1, jnp.float32),
+          "masks": {l: m[None] for l, m in per_layer.items()}}
+
+
+@functools.lru_cache(maxsize=16)
+def make_loss_fn(loss_cfg: LossConfig):
+  """``(x, vgg_params, aux) -> (total, terms)`` with aux = {"targets", "matting",
+  "matting_weight"}; one per loss config, so both stages reuse one compiled program."""
+
+  def loss_fn(x, vgg_params, aux):
+    terms = objective.loss_terms(vgg_params, x, aux["targets"], loss_cfg)
+    pixels = x.shape[-3] * x.shape[-2]
+    energy = matting.energy_with_coefficients(aux["matting"], x) / pixels     # [B]
+    terms["matting"] = aux["matting_weight"] * energy
+    terms["total"] = terms["total"] + terms["matting"]
+    return jnp.sum(terms["total"]), terms
+
+  return loss_fn
+
+
+def matting_ratio(content: np.ndarray, image: np.ndarray, *, eps: float = EVAL_EPS) -> float:
+  """Matting energy of ``image`` under the content's Laplacian, relative to the content's own.
+
+  Args:
+    content: [H, W, 3] in [0, 1].
+    image: [H, W, 3], same size.
+    eps: the Laplacian's regulariser. At Luan's 1e-7 the content's own energy is only ~3 eps per
+      window (it is exactly affine in itself), so 8-bit rounding alone multiplies it by ~60;
+      ``EVAL_EPS`` measures local affinity with a tolerance of ~1% of the colour range.
+
+  Returns:
+    ``sum_c I_c^T L I_c / sum_c C_c^T L C_c`` (1: as locally affine in the content's colours as
+    the content itself).
+  """
+  coeffs = matting.matting_coefficients(jnp.asarray(content, jnp.float32), eps=eps)
+  energy = lambda v: float(matting.energy_with_coefficients(coeffs, jnp.asarray(v, jnp.float32)))
+  return energy(image) / max(energy(content), 1e-12)
+
+
+def guided_smooth(image: np.ndarray, guide: np.ndarray, *, radius: int = 0,
+                  eps: float = 1e-4) -> np.ndarray:
+  """Edge-preserving smoothing of ``image`` guided by the content (Luan's optional post-step).
+
+  Args:
+    image: [H, W, 3] stylized output in [0, 1].
+    guide: [H, W, 3] the content at the same size.
+    radius: box radius; 0 picks max(1, long side // 128).
+    eps: regulariser; smaller keeps more of the image's detail.
+
+  Returns:
+    [H, W, 3] float32 in [0, 1]: locally an affine function of the content's colours.
+
+  References:
+    He, Sun & Tang, "Guided Image Filtering", ECCV 2010 / PAMI 2013.
+  """
+  radius = radius or max(1, max(image.shape[:2]) // 128)
+  out = masks.guided_filter(np.asarray(guide, np.float32), np.asarray(image, np.float32),
+                            radius=radius, eps=eps)
+  return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def prepare_masks(vgg_params, content, style, content_masks, style_masks, cfg: PhotoConfig):
+  """Given masks resized to the images, or automatic ones: ([R, H, W], [R, h, w])."""
+  if (content_masks is None) != (style_masks is None):
+    raise UserError("give both a content mask and a style mask, or neither (automatic masks)")
+  if content_masks is None:
+    return masks.auto_masks(vgg_params, content, style, num_regions=cfg.num_regions,
+                            seed=cfg.seed)
+  content_masks, style_masks = np.asarray(content_masks), np.asarray(style_masks)
+  if content_masks.shape[0] != style_masks.shape[0]:
+    raise UserError(f"region counts differ: {content_masks.shape[0]} vs {style_masks.shape[0]}")
+  return (masks.resize_masks(content_masks, content.shape[:2]),
+          masks.resize_masks(style_masks, style.shape[:2]))
+
+
+def _digest(cfg: PhotoConfig, arrays) -> str:
+  """Identifies a run (config, inputs, masks), so a checkpoint is resumed only by the same run."""
+  h = hashlib.sha256(repr(cfg).encode())
+  for a in arrays:
+    h.update(np.ascontiguousarray(a).tobytes())
+  return h.hexdigest()[:16]
+
+
+def _stage_plan(cfg: PhotoConfig) -> list[tuple[OptimConfig, float]]:
+  """(optimizer config, matting weight) per stage."""
+  weights = [0.0, cfg.matting_weight] if cfg.stages == 2 else [cfg.matting_weight]
+  iters = cfg.stage_iters or (cfg.optim.num_iters,) * cfg.stages
+  return [(dataclasses.replace(cfg.optim, num_iters=n), w) for n, w in zip(iters, weights)]
+
+
+def stylize(vgg_params, content: np.ndarray, style: np.ndarray, cfg: PhotoConfig, *,
+            content_masks: np.ndarray | None = None, style_masks: np.ndarray | None = None,
+            progress: bool = True, checkpoint: str | os.PathLike | None = None,
+            checkpoint_every: int = 50,
+            on_chunk: Callable[[int, int, list[np.ndarray]], None] | None = None
+            ) -> artistic.Output:
+  """Photorealistic transfer of ``style``'s look onto ``content``.
+
+  Args:
+    vgg_params: from ``vgg.load_vgg19``.
+    content: [H, W, 3] in [0, 1], any size (resized to ``cfg.size``).
+    style: [h, w, 3] in [0, 1].
+    cfg: the configuration.
+    content_masks, style_masks: [R, H, W] / [R, h, w] region masks (e.g.
+      ``masks.load_color_mask``), both or neither; neither: ``masks.auto_masks``.
+    progress: show a progress bar.
+    checkpoint: file to save progress to and resume from (same config, inputs and masks only).
+    checkpoint_every: iterations between checkpoints.
+    on_chunk: ``(stage, iteration, [image])`` after every chunk.
+
+  Returns:
+    ``artistic.Output`` with one image; ``level_starts`` holds the stages' first iterations.
+
+  References:
+    Luan, Paris, Shechtman & Bala, "Deep Photo Style Transfer", CVPR 2017.
+  """
+  check_config(cfg)
+  hw = artistic.fit_hw(content.shape[:2], cfg.size)
+  content = image_io.resize_array(content, hw)
+  style = image_io.resize_array(style, artistic.fit_hw(style.shape[:2],
+                                                       round(cfg.size * cfg.style_scale)))
+  cm, sm = prepare_masks(vgg_params, content, style, content_masks, style_masks, cfg)
+  aux = {"targets": make_targets(vgg_params, content, style, cm, sm, cfg),
+         "matting": matting.matting_coefficients(jnp.asarray(content)),
+         "matting_weight": jnp.zeros((), jnp.float32)}
+  ckpt = artistic.Checkpointer(checkpoint, checkpoint_every, _digest(cfg, (content, style, cm, sm)))
+  saved = ckpt.load() or {}
+  done = saved.get("done", {})
+  loss_fn = make_loss_fn(cfg.loss)
+  x, pieces, starts, seconds = jnp.asarray(content)[None], [], [], 0.0
+  for stage, (optim_cfg, weight) in enumerate(_stage_plan(cfg)):
+    starts.append(sum(len(p["total"]) for p in pieces))
+    if str(stage) in done:  # finished before an interruption
+      pieces.append(done[str(stage)]["history"])
+      x = jnp.asarray(done[str(stage)]["x"])
+      continue
+    aux = dict(aux, matting_weight=jnp.asarray(weight, jnp.float32))
+    state, start, earlier = None, 0, None
+    if saved.get("level") == stage:
+      template = optimize.init_state(loss_fn, x, vgg_params, aux, optim_cfg)
+      state = flax.serialization.from_state_dict(template, saved["state"])
+      x, start, earlier = jnp.asarray(saved["x"]), int(saved["iteration"]), saved.get("history")
+
+    def chunk_cb(it, xi, st, hist, stage=stage, earlier=earlier):
+      ckpt.save(stage, it, xi, st, artistic._join(earlier, hist), done)  # pylint: disable=protected-access
+      if on_chunk is not None:
+        on_chunk(stage, it, [np.asarray(xi[0])])
+
+    res = optimize.run(loss_fn, x, vgg_params, aux, optim_cfg, state=state, start=start,
+                       progress=progress, on_chunk=chunk_cb,
+                       desc=f"stage {stage + 1}/{cfg.stages} {max(hw)}px")
+    seconds += res.seconds
+    hist = artistic._join(earlier, res.history)  # pylint: disable=protected-access
+    pieces.append(hist)
+    x = res.image
+    if res.nan_at is not None:
+      return artistic.Output([_finish(x, content, cfg)], _sum_terms(pieces), starts,
+                             starts[-1] + res.nan_at, seconds)
+    done[str(stage)] = {"history": hist, "x": np.asarray(x)}
+  ckpt.remove()
+  return artistic.Output([_finish(x, content, cfg)], _sum_terms(pieces), starts, None, seconds)
+
+
+def _sum_terms(pieces):
+  return artistic._concat(pieces)  # pylint: disable=protected-access
+
+
+def _finish(x, content, cfg: PhotoConfig) -> np.ndarray:
+  image = np.clip(np.asarray(x)[0], 0.0, 1.0).astype(np.float32)
+  if cfg.smooth:
+    image = guided_smooth(image, content, radius=cfg.smooth_radius, eps=cfg.smooth_eps)
+  return image
