@@ -39,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--stage-iters", metavar="N1,N2", help="iterations per stage (default --iters)")
   p.add_argument("--style-scale", type=float, help="style size relative to the output")
   p.add_argument("--matting-weight", type=common.non_negative_float,
-                 help="weight of the matting-Laplacian penalty per pixel (default 1e4)")
+                 help="weight of the matting-Laplacian penalty per pixel (default 1e9)")
   p.add_argument("--regions", type=common.positive_int, help="automatic masks: region count")
   p.add_argument("--mask-pooling", choices=masks.MASK_POOLINGS)
   p.add_argument("--smooth", action="store_true",

@@ -1,0 +1,151 @@
+"""Photorealistic transfer (Luan et al. 2017): targets, the matting penalty, smoothing, the CLI."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from nst_jax import cli, image_io, masks, photoreal, vgg
+from nst_jax.errors import UserError
+
+
+def _pair(data_dir, n=1):
+  root = data_dir / "photo"
+  return {"content": root / f"input/in{n}.png", "style": root / f"style/tar{n}.png",
+          "content_mask": root / f"segmentation/in{n}.png",
+          "style_mask": root / f"segmentation/tar{n}.png"}
+
+
+def _cfg(size, iters, **kw):
+  base = photoreal.PhotoConfig()
+  return dataclasses.replace(base, size=size,
+                             optim=dataclasses.replace(base.optim, num_iters=iters, chunk=iters),
+                             **kw)
+
+
+@pytest.mark.real_weights
+def test_masked_targets_match_feature_shapes_and_ignore_missing_regions(vgg_params, rng):
+  content = rng.uniform(size=(40, 32, 3)).astype(np.float32)
+  style = rng.uniform(size=(32, 48, 3)).astype(np.float32)
+  cm = np.zeros((3, 40, 32), np.float32)
+  cm[0, :20], cm[1, 20:] = 1.0, 1.0                      # regions 0, 1 in the content
+  sm = np.zeros((3, 32, 48), np.float32)
+  sm[0, :, :24], sm[2, :, 24:] = 1.0, 1.0                # regions 0, 2 in the style
+  cfg = photoreal.PhotoConfig()
+  targets = photoreal.make_targets(vgg_params, content, style, cm, sm, cfg)
+  feats = vgg.vgg_features(vgg_params, content[None], cfg.loss.style_layers)
+  for layer in cfg.loss.style_layers:
+    _, h, w, c = feats[layer].shape
+    assert targets["masks"][layer].shape == (1, 3, h, w)
+    assert targets["styles"][0][layer]["gram"].shape == (1, 3, c, c)
+    np.testing.assert_array_equal(targets["styles"][0][layer]["present"], [[1.0, 0.0, 0.0]])
+  assert targets["content"]["conv4_2"].shape[-1] == 512
+
+
+def test_masks_sharing_no_region_are_refused(vgg_params):
+  cm = np.zeros((2, 16, 16), np.float32)
+  sm = np.zeros((2, 16, 16), np.float32)
+  cm[0], sm[1] = 1.0, 1.0
+  img = np.zeros((16, 16, 3), np.float32)
+  with pytest.raises(UserError, match="share no region"):
+    photoreal.make_targets(vgg_params, img, img, cm, sm, photoreal.PhotoConfig())
+
+
+@pytest.mark.real_weights
+def test_two_stage_penalty_lowers_matting_energy_without_freezing(vgg_params, data_dir):
+  paths = _pair(data_dir)
+  content, style = image_io.load_image(paths["content"]), image_io.load_image(paths["style"])
+  cm = masks.load_color_mask(paths["content_mask"], size_hw=content.shape[:2])
+  sm = masks.load_color_mask(paths["style_mask"], size_hw=style.shape[:2])
+  run = lambda weight: photoreal.stylize(vgg_params, content, style,
+                                         _cfg(64, 6, matting_weight=weight), content_masks=cm,
+                                         style_masks=sm, progress=False)
+  with_penalty, without = run(photoreal.PhotoConfig().matting_weight), run(0.0)
+  small = image_io.resize_array(content, with_penalty.images[0].shape[:2])
+  ratio = lambda out: photoreal.matting_ratio(small, out.images[0], eps=1e-4)
+  assert ratio(with_penalty) < 0.7 * ratio(without)
+  assert with_penalty.level_starts == [0, 6] and len(with_penalty.history["matting"]) == 12
+  assert np.all(with_penalty.history["matting"][:6] == 0) and with_penalty.history["matting"][6] > 0
+  # The style still moved the image away from the content, and stage 2 lowered its objective.
+  assert np.mean(np.abs(with_penalty.images[0] - small)) > 0.02
+  assert with_penalty.history["total"][-1] < with_penalty.history["total"][6]
+
+
+def test_guided_smooth_keeps_locally_affine_images_and_flattens_noise(rng):
+  guide = image_io.resize_array(rng.uniform(size=(8, 8, 3)).astype(np.float32), (48, 48))
+  affine = np.clip(guide @ np.array([[0.5, 0.1, 0], [0, 0.6, 0], [0.1, 0, 0.7]], np.float32)
+                   + 0.1, 0, 1)
+  out = photoreal.guided_smooth(affine, guide, radius=2, eps=1e-6)
+  np.testing.assert_allclose(out[3:-3, 3:-3], affine[3:-3, 3:-3], atol=2e-3)
+  noisy = np.clip(affine + rng.normal(0, 0.05, affine.shape).astype(np.float32), 0, 1)
+  smoothed = photoreal.guided_smooth(noisy, guide, radius=2, eps=1e-4)
+  assert np.abs(smoothed - affine).mean() < 0.5 * np.abs(noisy - affine).mean()
+
+
+@pytest.mark.parametrize("kw,match", [({"stages": 3}, "stages"), ({"stage_iters": (1,)}, "stage"),
+                                      ({"matting_weight": -1.0}, "matting"),
+                                      ({"mask_pooling": "median"}, "mask-pooling")])
+def test_bad_configs(kw, match):
+  with pytest.raises(UserError, match=match):
+    photoreal.check_config(dataclasses.replace(photoreal.PhotoConfig(), **kw))
+
+
+def _args(inp, out, *extra):
+  return ["photo", "--content", str(inp["content"]), "--style", str(inp["style"]),
+          "--vgg-weights", str(inp["weights"]), "--out", str(out), "--size", "32",
+          "--stage-iters", "2,2", "--chunk", "2", "--no-progress", *extra]
+
+
+@pytest.fixture
+def inputs(data_dir, vgg_path):
+  return dict(_pair(data_dir), weights=vgg_path)
+
+
+@pytest.mark.real_weights
+@pytest.mark.parametrize("with_masks", [False, True])
+def test_cli_end_to_end(inputs, tmp_path, capsys, with_masks):
+  out = tmp_path / "out" / "result.png"
+  extra = (["--content-mask", str(inputs["content_mask"]), "--style-mask",
+            str(inputs["style_mask"])] if with_masks else ["--regions", "2"])
+  assert cli.main(_args(inputs, out, *extra)) == 0, capsys.readouterr().err
+  w, h = Image.open(out).size
+  assert max(w, h) == 32
+  rows = (out.parent / "result_losses.csv").read_text().splitlines()
+  assert set(rows[0].split(",")) == {"iteration", "content", "style", "tv", "total", "matting"}
+  assert len(rows) == 1 + 4
+  assert Image.open(out.parent / "result_losses.png").format == "PNG"
+  assert sorted(p.name for p in out.parent.iterdir()) == [
+      "result.png", "result_losses.csv", "result_losses.png"]  # no checkpoint left behind
+  assert "wrote" in capsys.readouterr().err
+
+
+def _expect_error(capsys, argv, match, out):
+  code = cli.main(argv)
+  err = capsys.readouterr().err
+  assert code == 2, err
+  lines = [l for l in err.splitlines() if l.strip()]
+  assert len(lines) == 1 and match in lines[0] and "Traceback" not in err, err
+  assert not out.parent.exists()
+
+
+@pytest.mark.parametrize("bad", ["missing_mask", "one_mask", "mask_shape", "corrupt_image",
+                                 "corrupt_mask"])
+def test_cli_bad_inputs(inputs, tmp_path, capsys, bad):
+  out = tmp_path / "out" / "result.png"
+  broken = tmp_path / "broken.png"
+  broken.write_bytes(inputs["content"].read_bytes()[:3000])
+  wrong = tmp_path / "wrong.png"
+  Image.open(inputs["content_mask"]).resize((300, 40)).save(wrong)
+  masks_of = {"missing_mask": (tmp_path / "none.png", inputs["style_mask"]),
+              "one_mask": (inputs["content_mask"], None),
+              "mask_shape": (wrong, inputs["style_mask"]),
+              "corrupt_image": (inputs["content_mask"], inputs["style_mask"]),
+              "corrupt_mask": (inputs["content_mask"], broken)}[bad]
+  argv = _args(dict(inputs, content=broken) if bad == "corrupt_image" else inputs, out,
+               "--content-mask", str(masks_of[0]))
+  if masks_of[1] is not None:
+    argv += ["--style-mask", str(masks_of[1])]
+  match = {"missing_mask": "not found", "one_mask": "both", "mask_shape": "aspect ratio",
+           "corrupt_image": "corrupt or truncated", "corrupt_mask": "corrupt or truncated"}[bad]
+  _expect_error(capsys, argv, match, out)
