@@ -17,7 +17,8 @@ Gram style, tv, average pooling) of the same content, style and initial image (0
   ``torch.optim.Adam`` with clamping to [0, 1].
 
 Every implementation/optimizer runs in its own subprocess (so ``ru_maxrss`` is its own peak
-memory), pinned to ``--threads`` cores. The subprocesses of one size and optimizer family stay
+memory), pinned to ``--threads`` cores; torch flushes denormals to zero (as XLA:CPU does) and its
+OpenMP threads wait passively (``--omp-wait-policy``). The subprocesses of one size and optimizer family stay
 alive together and run their chunks of iterations in turn (round-robin, the order rotating every
 round), so load from other users of a shared machine falls on all of them alike. The first
 ``--warmup-chunks`` chunks (compilation, allocator warm-up) are not timed; seconds per iteration
@@ -78,7 +79,7 @@ class Channel:
   """The worker's side of the protocol: one JSON line out, one command line in."""
 
   def __init__(self):
-    self.start = 0.0
+    self.start = self.cpu_start = 0.0
     self.evals = 0
 
   def send(self, obj) -> None:
@@ -87,12 +88,13 @@ class Channel:
 
   def wait(self) -> str:
     command = sys.stdin.readline().strip()
-    self.start, self.evals = time.perf_counter(), 0
+    self.start, self.cpu_start, self.evals = time.perf_counter(), time.process_time(), 0
     return command
 
   def chunk_done(self, iters: int) -> bool:
     """Reports a finished chunk; returns False when told to stop."""
-    self.send({"seconds": time.perf_counter() - self.start, "iters": iters, "evals": self.evals})
+    self.send({"seconds": time.perf_counter() - self.start, "iters": iters, "evals": self.evals,
+               "cpu_seconds": time.process_time() - self.cpu_start})
     return self.wait() == "go"
 
 
@@ -161,6 +163,7 @@ def torch_worker(args, inputs, ch: Channel) -> dict:
   import torch_reference as tr
 
   torch.set_num_threads(args.threads)
+  torch.set_flush_denormal(True)  # as XLA:CPU does (flush-to-zero); denormals are slow on x86
   cfg = config.gatys().loss
   params = tr.load_vgg19(args.weights)
   targets = tr.make_targets(params, inputs["content"], [inputs["style"]], cfg)
@@ -265,7 +268,8 @@ def _spawn(impl, optimizer, size, opts, tmp, check: bool) -> Worker:
   if check:
     argv += ["--check", str(tmp / f"grad_{impl}_{size}.npy")]
   env = dict(os.environ, OMP_NUM_THREADS=str(opts["threads"]),
-             MKL_NUM_THREADS=str(opts["threads"]), JAX_PLATFORMS=opts["platform"])
+             MKL_NUM_THREADS=str(opts["threads"]), JAX_PLATFORMS=opts["platform"],
+             OMP_WAIT_POLICY=opts["omp_wait_policy"])
   return Worker(impl, optimizer, argv, env)
 
 
@@ -289,11 +293,13 @@ def run_family(workers: list[Worker], warmup: int, timed: int) -> None:
 
 def summarize(w: Worker, size: int, setup: dict, final: dict, chunk: int) -> dict:
   per_iter = [c["seconds"] / c["iters"] for c in w.chunks]
+  cpu_per_iter = [c["cpu_seconds"] / c["iters"] for c in w.chunks]
   evals = sum(c["evals"] for c in w.chunks)
   iters = sum(c["iters"] for c in w.chunks)
   return {"size": size, "impl": w.impl, "optimizer": w.optimizer, "chunk": chunk,
           "timed_iters": iters, "s_per_iter": statistics.median(per_iter),
-          "s_per_iter_chunks": per_iter, "evals_per_iter": evals / iters,
+          "s_per_iter_chunks": per_iter, "cpu_s_per_iter": statistics.median(cpu_per_iter),
+          "evals_per_iter": evals / iters,
           "s_per_eval": sum(c["seconds"] for c in w.chunks) / max(evals, 1),
           "rss_setup_mb": setup["rss_setup_mb"], "peak_rss_mb": final["peak_rss_mb"],
           "backend": final["backend"]}
@@ -307,17 +313,19 @@ def bench_size(size, opts, tmp, impls) -> tuple[list[dict], dict]:
     if not specs:
       continue
     specs += [("torch", torch_opt)] if "torch" in impls else []
-    workers = []
-    for impl, o in specs:
+    workers, setups = [], {}
+    for impl, o in specs:  # one at a time: setup and checks are timed too
       workers.append(_spawn(impl, o, size, opts, tmp, check=impl not in checked))
+      setups[workers[-1].name] = workers[-1].read()
       checked.add(impl)
-    setups = {w.name: w.read() for w in workers}
+    load_before = os.getloadavg()[0]
     check.update({w.impl: setups[w.name] for w in workers if "terms" in setups[w.name]})
     run_family(workers, opts["warmup"], opts["timed"])
     for w in workers:
       final = w.command("stop")
       w.proc.wait()
       rows.append(summarize(w, size, setups[w.name], final, opts["chunk"]))
+      rows[-1]["load_avg_1min"] = [load_before, os.getloadavg()[0]]
       print(_row_line(rows[-1]), flush=True)
   return rows, _compare(check, tmp, size)
 
@@ -337,7 +345,8 @@ def _compare(check: dict, tmp: Path, size: int) -> dict:
 
 def _row_line(r: dict) -> str:
   return (f"  {r['size']:>5} {r['impl']:>5} {r['optimizer']:>6}  {r['s_per_iter']:8.3f} s/it  "
-          f"{r['evals_per_iter']:5.2f} evals/it  {r['s_per_eval']:7.3f} s/eval  "
+          f"(cpu {r['cpu_s_per_iter']:7.3f})  {r['evals_per_iter']:5.2f} evals/it  "
+          f"{r['s_per_eval']:7.3f} s/eval  "
           f"peak {r['peak_rss_mb']:7.0f} MB")
 
 
@@ -359,14 +368,14 @@ def ratios(rows: list[dict]) -> list[dict]:
 
 def format_table(rows, ratio_rows, checks) -> str:
   by_key = {(q["size"], q["jax"]): q for q in ratio_rows}
-  lines = ["| size | impl | optimizer | s/iter | evals/iter | s/eval | peak RSS MB | "
-           "JAX/torch s/iter | JAX/torch s/eval |", "|" + "---|" * 9]
+  lines = ["| size | impl | optimizer | s/iter | CPU s/iter | evals/iter | s/eval | peak RSS MB | "
+           "JAX/torch s/iter | JAX/torch s/eval |", "|" + "---|" * 10]
   for r in rows:
     q = by_key.get((r["size"], r["optimizer"])) if r["impl"] == "jax" else None
     extra = (f"{q['ratio_s_per_iter']:.2f} | {q['ratio_s_per_eval']:.2f}" if q else " | ")
     lines.append(f"| {r['size']} | {r['impl']} | {r['optimizer']} | {r['s_per_iter']:.3f} | "
-                 f"{r['evals_per_iter']:.2f} | {r['s_per_eval']:.3f} | {r['peak_rss_mb']:.0f} | "
-                 f"{extra} |")
+                 f"{r['cpu_s_per_iter']:.3f} | {r['evals_per_iter']:.2f} | {r['s_per_eval']:.3f} | "
+                 f"{r['peak_rss_mb']:.0f} | {extra} |")
   for c in checks:
     if c:
       lines.append(
@@ -396,6 +405,9 @@ def parse_args(argv=None):
   p.add_argument("--no-torch", action="store_true")
   p.add_argument("--threads", type=int, default=2)
   p.add_argument("--platform", default="cpu", help="JAX_PLATFORMS for the JAX workers")
+  p.add_argument("--omp-wait-policy", default="PASSIVE", choices=("PASSIVE", "ACTIVE"),
+                 help="OMP_WAIT_POLICY of the workers: torch's OpenMP threads spin-waiting on a "
+                 "shared, oversubscribed machine made it up to 20x slower")
   p.add_argument("--data-dir")
   p.add_argument("--content", type=Path, default=DEFAULT_CONTENT, help="relative to the data dir")
   p.add_argument("--style", type=Path, default=DEFAULT_STYLE, help="relative to the data dir")
@@ -431,6 +443,7 @@ def main(argv=None) -> int:
             f"{args.warmup_chunks} warm-up chunk(s)", flush=True)
       _prepare_inputs(data, size, tmp, args.content, args.style)
       opts = {"weights": weights, "threads": args.threads, "platform": args.platform,
+              "omp_wait_policy": args.omp_wait_policy,
               "chunk": chunk, "chunks": args.warmup_chunks + timed, "warmup": args.warmup_chunks,
               "timed": timed, "optimizers": args.optimizers}
       size_rows, check = bench_size(size, opts, tmp, impls)
@@ -440,6 +453,7 @@ def main(argv=None) -> int:
   print(format_table(rows, ratio_rows, checks))
   result = {"rows": rows, "ratios": ratio_rows, "checks": [c for c in checks if c],
             "seconds_total": time.perf_counter() - t0, "threads": args.threads,
+            "omp_wait_policy": args.omp_wait_policy,
             "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                         "python": platform.python_version()},
             "content": str(args.content), "style": str(args.style)}
