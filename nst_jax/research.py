@@ -142,6 +142,7 @@ def reconstruct_all(vgg_params, content: np.ndarray, style: np.ndarray, optim_cf
 
 
 def stack_label(layers: Sequence[str]) -> str:
+  """("conv1_1",) -> "conv1_1"; ("conv1_1", "conv2_1", "conv3_1") -> "conv1_1..conv3_1"."""
   return layers[0] if len(layers) == 1 else f"{layers[0]}..{layers[-1]}"
 
 
@@ -257,6 +258,7 @@ def unit_activations(vgg_params, images: jax.Array, layer: str, units: jax.Array
 
 
 def gaussian_kernel(sigma: float) -> np.ndarray:
+  """Normalized 1-D Gaussian taps over +-ceil(3 sigma) (scipy's ``truncate=3``)."""
   radius = max(1, int(math.ceil(3 * sigma)))
   k = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
   return (k / k.sum()).astype(np.float32)
