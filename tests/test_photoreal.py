@@ -92,9 +92,11 @@ def test_bad_configs(kw, match):
 
 
 def _args(inp, out, *extra):
+  # Same size, iterations and region count (9: Luan's colour code) as the two-stage test above,
+  # so the CLI runs reuse its compiled program instead of compiling their own.
   return ["photo", "--content", str(inp["content"]), "--style", str(inp["style"]),
-          "--vgg-weights", str(inp["weights"]), "--out", str(out), "--size", "32",
-          "--stage-iters", "2,2", "--chunk", "2", "--no-progress", *extra]
+          "--vgg-weights", str(inp["weights"]), "--out", str(out), "--size", "64",
+          "--stage-iters", "6,6", "--chunk", "6", "--no-progress", *extra]
 
 
 @pytest.fixture
@@ -107,13 +109,13 @@ def inputs(data_dir, vgg_path):
 def test_cli_end_to_end(inputs, tmp_path, capsys, with_masks):
   out = tmp_path / "out" / "result.png"
   extra = (["--content-mask", str(inputs["content_mask"]), "--style-mask",
-            str(inputs["style_mask"])] if with_masks else ["--regions", "2"])
+            str(inputs["style_mask"])] if with_masks else ["--regions", "9"])
   assert cli.main(_args(inputs, out, *extra)) == 0, capsys.readouterr().err
   w, h = Image.open(out).size
-  assert max(w, h) == 32
+  assert max(w, h) == 64
   rows = (out.parent / "result_losses.csv").read_text().splitlines()
   assert set(rows[0].split(",")) == {"iteration", "content", "style", "tv", "total", "matting"}
-  assert len(rows) == 1 + 4
+  assert len(rows) == 1 + 12
   assert Image.open(out.parent / "result_losses.png").format == "PNG"
   assert sorted(p.name for p in out.parent.iterdir()) == [
       "result.png", "result_losses.csv", "result_losses.png"]  # no checkpoint left behind
