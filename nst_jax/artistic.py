@@ -211,7 +211,7 @@ def stylize(vgg_params, problems: Sequence[Problem], cfg: TransferConfig, *, pro
     earlier = saved.get("history") if saved.get("level") == level else None
 
     def chunk_cb(it, x, st, hist, level=level, earlier=earlier):
-      full = _join(earlier, hist)
+      full = join_history(earlier, hist)
       ckpt.save(level, it, x, st, full, done)
       if on_chunk is not None:
         on_chunk(level, it, _unstack(x, len(problems)))
@@ -220,18 +220,19 @@ def stylize(vgg_params, problems: Sequence[Problem], cfg: TransferConfig, *, pro
                        start=start, progress=progress, on_chunk=chunk_cb,
                        desc=f"level {level + 1}/{cfg.scales} {long_side}px")
     total_seconds += res.seconds
-    hist = _join(earlier, res.history)
+    hist = join_history(earlier, res.history)
     pieces.append(hist)
     prev = _unstack(res.image, len(problems))
     if res.nan_at is not None:
-      return Output(_finish(prev, problems, cfg), _concat(pieces), starts,
+      return Output(_finish(prev, problems, cfg), concat_levels(pieces), starts,
                     starts[-1] + res.nan_at, total_seconds)
     done[str(level)] = {"history": hist, "x": np.asarray(res.image)}
   ckpt.remove()
-  return Output(_finish(prev, problems, cfg), _concat(pieces), starts, None, total_seconds)
+  return Output(_finish(prev, problems, cfg), concat_levels(pieces), starts, None, total_seconds)
 
 
-def _join(earlier, hist):
+def join_history(earlier, hist):
+  """A level's history saved before an interruption, followed by the resumed part."""
   if not earlier:
     return hist
   if not hist:
@@ -239,7 +240,8 @@ def _join(earlier, hist):
   return {k: np.concatenate([np.asarray(earlier[k]), hist[k]]) for k in hist}
 
 
-def _concat(pieces):
+def concat_levels(pieces):
+  """Per-level histories -> one history over all iterations, summed over problems."""
   pieces = [p for p in pieces if p]
   if not pieces:
     return {}

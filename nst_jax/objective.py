@@ -47,12 +47,12 @@ def _features(vgg_params, images, cfg: LossConfig, layers):
 
 # Targets are computed once per image, outside the optimization loop: compile the VGG pass
 # rather than dispatching it op by op (it is inlined when called under an outer jit).
-_target_features = jax.jit(vgg.vgg_features, static_argnames=("layers", "pooling"))
+target_features = jax.jit(vgg.vgg_features, static_argnames=("layers", "pooling"))
 
 
 def make_style_targets(vgg_params, style: jax.Array, cfg: LossConfig) -> dict:
   """{layer: style_target} for one style image [1, h, w, 3]."""
-  feats = _target_features(vgg_params, style, layers=cfg.style_layers, pooling=cfg.pooling)
+  feats = target_features(vgg_params, style, layers=cfg.style_layers, pooling=cfg.pooling)
   return {l: losses.style_target(feats[l], cfg.style_loss) for l in cfg.style_layers}
 
 
@@ -75,7 +75,7 @@ def make_targets(vgg_params, content: jax.Array | None, styles: Sequence[jax.Arr
     raise UserError(f"need one non-negative style blend weight per style ({len(styles)})")
   content_targets = {}
   if content is not None:
-    content_targets = _target_features(vgg_params, content, layers=cfg.content_layers,
+    content_targets = target_features(vgg_params, content, layers=cfg.content_layers,
                                        pooling=cfg.pooling)
   return {"content": content_targets,
           "styles": tuple(make_style_targets(vgg_params, s, cfg) for s in styles),

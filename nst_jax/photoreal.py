@@ -88,13 +88,6 @@ def check_config(cfg: PhotoConfig) -> None:
     raise UserError(f"--mask-pooling must be one of {', '.join(masks.MASK_POOLINGS)}")
 
 
-def _downsample(region_masks, layers, pooling: str) -> dict:
-  """[R, H, W] -> {layer: [R, h, w]}, one region at a time (``masks.downsample_masks``'s
-  conv blur currently supports unbatched [H, W] masks only)."""
-  one = lambda m: masks.downsample_masks(m, layers, pooling)
-  return jax.vmap(one)(jnp.asarray(region_masks, jnp.float32))
-
-
 def masked_style_targets(vgg_params, style: jax.Array, style_masks, present,
                          cfg: PhotoConfig) -> dict:
   """Per-layer masked Grams of the style image.
@@ -113,9 +106,10 @@ def masked_style_targets(vgg_params, style: jax.Array, style_masks, present,
     Luan, Paris, Shechtman & Bala, "Deep Photo Style Transfer", CVPR 2017.
   """
   layers = cfg.loss.style_layers
-  feats = objective._target_features(vgg_params, style, layers=layers,  # pylint: disable=protected-access
+  feats = objective.target_features(vgg_params, style, layers=layers,
                                      pooling=cfg.loss.pooling)
-  per_layer = _downsample(style_masks, layers, cfg.mask_pooling)             # {l: [R, h', w']}
+  per_layer = masks.downsample_masks(jnp.asarray(style_masks, jnp.float32), layers,
+                                     cfg.mask_pooling)             # {l: [R, h', w']}
   present = jnp.asarray(present, jnp.float32)[None]                          # [1, R]
   return {l: {"gram": losses.masked_gram(feats[l], per_layer[l][None]), "present": present}
           for l in layers}
@@ -140,9 +134,10 @@ def make_targets(vgg_params, content: np.ndarray, style: np.ndarray, content_mas
   if not present.any():
     raise UserError("the content and style masks share no region; paint matching colours")
   content_b = jnp.asarray(content)[None]
-  content_feats = objective._target_features(  # pylint: disable=protected-access
+  content_feats = objective.target_features(
       vgg_params, content_b, layers=cfg.loss.content_layers, pooling=cfg.loss.pooling)
-  per_layer = _downsample(content_masks, cfg.loss.style_layers, cfg.mask_pooling)
+  per_layer = masks.downsample_masks(jnp.asarray(content_masks, jnp.float32),
+                                     cfg.loss.style_layers, cfg.mask_pooling)
   return {"content": content_feats,
           "styles": (masked_style_targets(vgg_params, jnp.asarray(style)[None], style_masks,
                                           present, cfg),),
@@ -290,7 +285,7 @@ def stylize(vgg_params, content: np.ndarray, style: np.ndarray, cfg: PhotoConfig
       x, start, earlier = jnp.asarray(saved["x"]), int(saved["iteration"]), saved.get("history")
 
     def chunk_cb(it, xi, st, hist, stage=stage, earlier=earlier):
-      ckpt.save(stage, it, xi, st, artistic._join(earlier, hist), done)  # pylint: disable=protected-access
+      ckpt.save(stage, it, xi, st, artistic.join_history(earlier, hist), done)
       if on_chunk is not None:
         on_chunk(stage, it, [np.asarray(xi[0])])
 
@@ -298,7 +293,7 @@ def stylize(vgg_params, content: np.ndarray, style: np.ndarray, cfg: PhotoConfig
                        progress=progress, on_chunk=chunk_cb,
                        desc=f"stage {stage + 1}/{cfg.stages} {max(hw)}px")
     seconds += res.seconds
-    hist = artistic._join(earlier, res.history)  # pylint: disable=protected-access
+    hist = artistic.join_history(earlier, res.history)
     pieces.append(hist)
     x = res.image
     if res.nan_at is not None:
@@ -310,7 +305,7 @@ def stylize(vgg_params, content: np.ndarray, style: np.ndarray, cfg: PhotoConfig
 
 
 def _sum_terms(pieces):
-  return artistic._concat(pieces)  # pylint: disable=protected-access
+  return artistic.concat_levels(pieces)
 
 
 def _finish(x, content, cfg: PhotoConfig) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from nst_jax import image_io, paths, vgg
@@ -98,3 +99,43 @@ def check_output_path(path: str | Path, kinds=image_io.IMAGE_SUFFIXES) -> Path:
 def sibling(path: Path, suffix: str) -> Path:
   """out.png + "_losses.png" -> out_losses.png."""
   return path.with_name(path.stem + suffix)
+
+
+def add_output_flags(parser: argparse.ArgumentParser, *, checkpoint: bool = True):
+  """--loss-log, --loss-plot, --checkpoint-every and --no-progress; returns the group."""
+  o = parser.add_argument_group("outputs")
+  o.add_argument("--loss-log", metavar="PATH", help="loss history .csv or .json "
+                 "(default <out>_losses.csv)")
+  o.add_argument("--loss-plot", metavar="PATH", help="PNG of the loss curves "
+                 "(default <out>_losses.png)")
+  if checkpoint:
+    o.add_argument("--checkpoint-every", type=positive_int, default=50, metavar="N",
+                   help="save progress every N iterations; re-running the command resumes")
+  o.add_argument("--no-progress", action="store_true")
+  return o
+
+
+def loss_output_paths(args, out: Path) -> tuple[Path, Path]:
+  """The loss log and plot paths (validated before any work)."""
+  log_path = Path(args.loss_log) if args.loss_log else sibling(out, "_losses.csv")
+  plot_path = check_output_path(args.loss_plot or sibling(out, "_losses.png"), (".png",))
+  return log_path, plot_path
+
+
+def report_run(outs, result, log_path: Path, plot_path: Path, title: str,
+               hide: tuple[str, ...] = ()) -> None:
+  """Writes the loss history and plot of an optimization, then reports NaN (UserError) or success.
+
+  The images themselves are saved by the caller before this, so that a NaN run keeps them.
+  """
+  from nst_jax import plots  # matplotlib is imported only when there is something to plot
+  if result.history and len(result.history["total"]):
+    plots.save_history(log_path, result.history)
+    plots.save_loss_plot(plot_path, result.history, boundaries=result.level_starts[1:],
+                         title=title)
+  if result.nan_at is not None:
+    raise UserError(f"the loss became NaN/Inf at iteration {result.nan_at}; stopped and kept the "
+                    f"last good image in {outs[0]} (lower the weights or the learning rate)")
+  final = {k: float(v[-1]) for k, v in result.history.items() if k not in hide}
+  print(f"wrote {', '.join(map(str, outs))} ({result.seconds:.1f}s optimizing; "
+        + ", ".join(f"{k}={v:.4g}" for k, v in final.items()) + ")", file=sys.stderr)

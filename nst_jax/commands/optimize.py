@@ -8,10 +8,9 @@ Example::
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from nst_jax import artistic, config, image_io, plots
+from nst_jax import artistic, config, image_io
 from nst_jax.commands import common
 from nst_jax.errors import UserError
 
@@ -40,16 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                  help="luminance-only transfer: keep the content's colours (YIQ or YUV)")
   common.add_loss_flags(p)
   common.add_optim_flags(p)
-  o = p.add_argument_group("outputs")
+  o = common.add_output_flags(p)
   o.add_argument("--save-every", type=int, default=0, metavar="N",
                  help="also save the image every N iterations (<out>_iterNNNN.png)")
-  o.add_argument("--loss-log", metavar="PATH", help="loss history .csv or .json "
-                 "(default <out>_losses.csv)")
-  o.add_argument("--loss-plot", metavar="PATH", help="PNG of the loss curves "
-                 "(default <out>_losses.png)")
-  o.add_argument("--checkpoint-every", type=common.positive_int, default=50, metavar="N",
-                 help="save progress every N iterations; re-running the command resumes")
-  o.add_argument("--no-progress", action="store_true")
   common.add_weights_flag(p)
 
 
@@ -104,9 +96,7 @@ def run(args) -> int:
   styles = [load(p) for p in args.style]
   problems, names = make_problems(args, contents, styles)
   outs = output_paths(out, names)
-  log_path = Path(args.loss_log) if args.loss_log else common.sibling(out, "_losses.csv")
-  plot_path = common.check_output_path(args.loss_plot or common.sibling(out, "_losses.png"),
-                                       (".png",))
+  log_path, plot_path = common.loss_output_paths(args, out)
   params = common.load_vgg(args)
 
   def save_intermediate(level, it, images):
@@ -119,14 +109,6 @@ def run(args) -> int:
                             checkpoint_every=args.checkpoint_every, on_chunk=save_intermediate)
   for o, img in zip(outs, result.images):
     image_io.save_image(o, img)
-  if result.history and len(result.history["total"]):
-    plots.save_history(log_path, result.history)
-    plots.save_loss_plot(plot_path, result.history, boundaries=result.level_starts[1:],
-                         title=f"{out.name}: {cfg.optim.optimizer}, {cfg.size}px")
-  if result.nan_at is not None:
-    raise UserError(f"the loss became NaN/Inf at iteration {result.nan_at}; stopped and kept the "
-                    f"last good image in {outs[0]} (lower the weights or the learning rate)")
-  final = {k: float(v[-1]) for k, v in result.history.items()}
-  print(f"wrote {', '.join(map(str, outs))} ({result.seconds:.1f}s optimizing; "
-        + ", ".join(f"{k}={v:.4g}" for k, v in final.items()) + ")", file=sys.stderr)
+  common.report_run(outs, result, log_path, plot_path,
+                    f"{out.name}: {cfg.optim.optimizer}, {cfg.size}px")
   return 0

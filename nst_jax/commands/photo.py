@@ -10,10 +10,8 @@ Example::
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-from nst_jax import config, image_io, masks, photoreal, plots
+from nst_jax import config, image_io, masks, photoreal
 from nst_jax.commands import common
 from nst_jax.errors import UserError
 
@@ -49,14 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--seed", type=int)
   common.add_loss_flags(p)
   common.add_optim_flags(p)
-  o = p.add_argument_group("outputs")
-  o.add_argument("--loss-log", metavar="PATH", help="loss history .csv or .json "
-                 "(default <out>_losses.csv)")
-  o.add_argument("--loss-plot", metavar="PATH", help="PNG of the loss curves "
-                 "(default <out>_losses.png)")
-  o.add_argument("--checkpoint-every", type=common.positive_int, default=50, metavar="N",
-                 help="save progress every N iterations; re-running the command resumes")
-  o.add_argument("--no-progress", action="store_true")
+  common.add_output_flags(p)
   common.add_weights_flag(p)
 
 
@@ -88,9 +79,7 @@ def load_inputs(args):
 def run(args) -> int:
   out = common.check_output_path(args.out)
   cfg = build_config(args)
-  log_path = Path(args.loss_log) if args.loss_log else common.sibling(out, "_losses.csv")
-  plot_path = common.check_output_path(args.loss_plot or common.sibling(out, "_losses.png"),
-                                       (".png",))
+  log_path, plot_path = common.loss_output_paths(args, out)
   content, style, cm, sm = load_inputs(args)
   params = common.load_vgg(args)
   result = photoreal.stylize(params, content, style, cfg, content_masks=cm, style_masks=sm,
@@ -98,15 +87,6 @@ def run(args) -> int:
                              checkpoint=out.with_name(f".{out.name}.ckpt"),
                              checkpoint_every=args.checkpoint_every)
   image_io.save_image(out, result.images[0])
-  if result.history and len(result.history["total"]):
-    plots.save_history(log_path, result.history)
-    plots.save_loss_plot(plot_path, result.history, boundaries=result.level_starts[1:],
-                         title=f"{out.name}: {cfg.stages} stage(s), {cfg.optim.optimizer}, "
-                               f"{cfg.size}px")
-  if result.nan_at is not None:
-    raise UserError(f"the loss became NaN/Inf at iteration {result.nan_at}; stopped and kept the "
-                    f"last good image in {out} (lower the weights or the learning rate)")
-  final = {k: float(v[-1]) for k, v in result.history.items()}
-  print(f"wrote {out} ({result.seconds:.1f}s optimizing; "
-        + ", ".join(f"{k}={v:.4g}" for k, v in final.items()) + ")", file=sys.stderr)
+  common.report_run([out], result, log_path, plot_path,
+                    f"{out.name}: {cfg.stages} stage(s), {cfg.optim.optimizer}, {cfg.size}px")
   return 0

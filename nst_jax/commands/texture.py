@@ -11,10 +11,9 @@ Writes the texture (format by extension), ``<out>_losses.csv`` and the loss plot
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from nst_jax import artistic, config, image_io, plots, research
+from nst_jax import artistic, config, image_io, research
 from nst_jax.commands import common
 from nst_jax.errors import UserError
 
@@ -38,12 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   g.add_argument("--style-loss", choices=("gram", "mean", "mean_std", "mmd_poly", "mmd_gauss"))
   g.add_argument("--pooling", choices=("avg", "max"))
   common.add_optim_flags(p)
-  o = p.add_argument_group("outputs")
-  o.add_argument("--loss-log", metavar="PATH", help="loss history .csv or .json "
-                 "(default <out>_losses.csv)")
-  o.add_argument("--loss-plot", metavar="PATH", help="PNG of the loss curves "
-                 "(default <out>_losses.png)")
-  o.add_argument("--no-progress", action="store_true")
+  common.add_output_flags(p, checkpoint=False)
   common.add_weights_flag(p)
 
 
@@ -61,24 +55,13 @@ def build_config(args) -> config.TransferConfig:
 
 def run(args) -> int:
   out = common.check_output_path(args.out)
-  log_path = Path(args.loss_log) if args.loss_log else common.sibling(out, "_losses.csv")
-  plot_path = common.check_output_path(args.loss_plot or common.sibling(out, "_losses.png"),
-                                       (".png",))
+  log_path, plot_path = common.loss_output_paths(args, out)
   cfg = build_config(args)
   style = image_io.load_image(args.style, max_pixels=args.max_pixels)
   params = common.load_vgg(args)
   result = research.synthesize_texture(params, style, cfg, progress=not args.no_progress)
   image_io.save_image(out, result.images[0])
-  if result.history:
-    plots.save_history(log_path, result.history)
-    plots.save_loss_plot(plot_path, result.history, boundaries=result.level_starts[1:],
-                         title=f"texture {Path(args.style).name}: {cfg.optim.optimizer}, "
-                         f"{cfg.size}px")
-  if result.nan_at is not None:
-    raise UserError(f"the loss became NaN/Inf at iteration {result.nan_at}; stopped and kept the "
-                    f"last good image in {out} (lower the weights or the learning rate)")
-  final = {k: float(v[-1]) for k, v in result.history.items()} if result.history else {}
-  print(f"wrote {out} ({result.seconds:.1f}s optimizing; "
-        + ", ".join(f"{k}={v:.4g}" for k, v in final.items() if k != "content") + ")",
-        file=sys.stderr)
+  common.report_run([out], result, log_path, plot_path,
+                    f"texture {Path(args.style).name}: {cfg.optim.optimizer}, {cfg.size}px",
+                    hide=("content",))
   return 0
