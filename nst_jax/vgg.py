@@ -107,10 +107,39 @@ def check_layers(layers: Iterable[str]) -> tuple[str, ...]:
   return layers
 
 
+def _conv3x3(x, kernel):
+  return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME",
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@jax.custom_vjp
+def conv3x3(x, kernel):
+  """3x3 SAME convolution [B, H, W, I] x [3, 3, I, O] -> [B, H, W, O].
+
+  Same values and gradients as autodiff; the input gradient is written as an explicit
+  convolution with the flipped, I/O-swapped kernel in canonical HWIO layout. Autodiff inside a
+  ``while_loop`` (the optimizer's loop) leaves XLA:CPU with non-canonical ``01oi`` kernels that
+  miss its fast convolution path (benchmarks/conv_loop_profile.py).
+  """
+  return _conv3x3(x, kernel)
+
+
+def _conv3x3_fwd(x, kernel):
+  return _conv3x3(x, kernel), (x, kernel)
+
+
+def _conv3x3_bwd(residuals, g):
+  x, kernel = residuals
+  kernel_t = jnp.transpose(kernel[::-1, ::-1], (0, 1, 3, 2))  # [3, 3, O, I]
+  _, kernel_vjp = jax.vjp(lambda k: _conv3x3(x, k), kernel)  # removed unless kernels train
+  return _conv3x3(g, kernel_t), kernel_vjp(g)[0]
+
+
+conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
+
+
 def _conv(x, p):
-  y = jax.lax.conv_general_dilated(x, p["kernel"].astype(x.dtype), (1, 1), "SAME",
-                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  return y + p["bias"].astype(x.dtype)
+  return conv3x3(x, p["kernel"].astype(x.dtype)) + p["bias"].astype(x.dtype)
 
 
 def _pool(x, pooling: str):

@@ -129,3 +129,17 @@ def test_gradients_match_finite_differences(rng):
     check_grads(lambda a: losses.tv_loss(a), (f,), order=1, modes=("rev", "fwd"))
     check_grads(lambda a: losses.masked_style_loss(a, masks, tg, jnp.ones((1, 2))), (f,),
                 order=1, modes=("rev",))
+
+
+def test_vgg_conv_custom_vjp_matches_autodiff(rng):
+  from nst_jax import vgg
+  x = jnp.asarray(rng.normal(size=(2, 7, 6, 3)).astype(np.float32))
+  k = jnp.asarray(rng.normal(size=(3, 3, 3, 4)).astype(np.float32))
+  g = jnp.asarray(rng.normal(size=(2, 7, 6, 4)).astype(np.float32))
+  ref = lambda x, k: jax.lax.conv_general_dilated(x, k, (1, 1), "SAME",
+                                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  np.testing.assert_allclose(vgg.conv3x3(x, k), ref(x, k), rtol=1e-5, atol=1e-5)
+  got = jax.vjp(vgg.conv3x3, x, k)[1](g)
+  want = jax.vjp(ref, x, k)[1](g)
+  for a, b in zip(got, want):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
