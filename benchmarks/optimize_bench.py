@@ -18,9 +18,10 @@ Gram style, tv, average pooling) of the same content, style and initial image (0
 
 Every implementation/optimizer runs in its own subprocess (so ``ru_maxrss`` is its own peak
 memory), pinned to ``--threads`` cores; torch flushes denormals to zero (as XLA:CPU does) and its
-OpenMP threads wait passively (``--omp-wait-policy``). The subprocesses of one size and optimizer family stay
-alive together and run their chunks of iterations in turn (round-robin, the order rotating every
-round), so load from other users of a shared machine falls on all of them alike. The first
+OpenMP threads wait passively (``--omp-wait-policy``). The subprocesses
+(``optimize_bench_worker.py``) of one size and optimizer family stay alive together and run their
+chunks of iterations in turn (round-robin, the order rotating every round), so load from other
+users of a shared machine falls on all of them alike. The first
 ``--warmup-chunks`` chunks (compilation, allocator warm-up) are not timed; seconds per iteration
 is the median over the timed chunks. Loss evaluations are counted (a ``jax.debug.callback`` in
 the JAX loss, a counter in the torch closure) to separate "more evaluations per iteration" from
@@ -28,7 +29,8 @@ the JAX loss, a counter in the torch closure) to separate "more evaluations per 
 gradient at the initial image (their relative differences are printed) and time one
 value-and-gradient evaluation.
 
-Results: a table on stdout and JSON in ``--out`` (default benchmarks/results/optimize_cpu.json).
+Results: a table on stdout and JSON in ``--out`` (default benchmarks/results/optimize_cpu.json);
+the reading of the numbers and the profile are in benchmarks/results/optimize_cpu.md.
 """
 
 from __future__ import annotations
@@ -37,7 +39,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -50,192 +51,11 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from nst_jax import config, image_io, paths  # noqa: E402  (no jax import here)
+from nst_jax import image_io, paths  # noqa: E402  (no jax import here)
 
 DEFAULT_CONTENT = Path("content") / "classic_st" / "tubingen.jpg"
 DEFAULT_STYLE = Path("styles") / "van_gogh_starry_night.jpg"
 FAMILIES = {"lbfgs": ("lbfgsb", "lbfgs"), "adam": ("adam",)}  # torch optimizer -> JAX ones
-
-
-# ----------------------------------------------------------------------------- worker side
-
-
-def _pin_threads(threads: int) -> None:
-  if hasattr(os, "sched_setaffinity"):
-    cpus = sorted(os.sched_getaffinity(0))
-    os.sched_setaffinity(0, cpus[:threads])
-
-
-def _rss_mb() -> float:
-  with open("/proc/self/statm") as f:
-    return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _peak_mb() -> float:
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-
-
-class Channel:
-  """The worker's side of the protocol: one JSON line out, one command line in."""
-
-  def __init__(self):
-    self.start = self.cpu_start = 0.0
-    self.evals = 0
-
-  def send(self, obj) -> None:
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
-
-  def wait(self) -> str:
-    command = sys.stdin.readline().strip()
-    self.start, self.cpu_start, self.evals = time.perf_counter(), time.process_time(), 0
-    return command
-
-  def chunk_done(self, iters: int) -> bool:
-    """Reports a finished chunk; returns False when told to stop."""
-    self.send({"seconds": time.perf_counter() - self.start, "iters": iters, "evals": self.evals,
-               "cpu_seconds": time.process_time() - self.cpu_start})
-    return self.wait() == "go"
-
-
-class Stop(Exception):
-  pass
-
-
-def _median_time(fn, repeats: int = 2) -> float:
-  fn()
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times)
-
-
-def jax_worker(args, inputs, ch: Channel) -> dict:
-  import jax
-  import jax.numpy as jnp
-
-  from nst_jax import artistic, objective, optimize, vgg
-
-  cfg = config.gatys().loss
-  params = vgg.load_vgg19(args.weights)
-  targets = objective.make_targets(params, jnp.asarray(inputs["content"])[None],
-                                   [jnp.asarray(inputs["style"])[None]], cfg)
-  base = artistic.make_loss_fn(cfg)
-
-  def count(_):
-    ch.evals += 1
-
-  def loss_fn(x, p, t):
-    value, terms = base(x, p, t)
-    jax.debug.callback(count, value)
-    return value, terms
-
-  x0 = jnp.asarray(inputs["x0"])[None]  # [1, H, W, 3]
-  setup = {}
-  if args.check:
-    vg = jax.jit(jax.value_and_grad(base, has_aux=True))
-    (_, terms), grad = vg(x0, params, targets)
-    np.save(args.check, np.asarray(grad)[0])  # [H, W, 3]
-    setup = {"terms": {k: float(v[0]) for k, v in terms.items()},
-             "value_and_grad_s": _median_time(lambda: jax.block_until_ready(
-                 vg(x0, params, targets)))}
-  n_iters = args.chunk * args.chunks
-  optim = config.OptimConfig(optimizer=args.optimizer, num_iters=n_iters, chunk=args.chunk)
-  ch.send({"ready": True, "rss_setup_mb": _rss_mb(), **setup})
-  ch.wait()
-
-  def on_chunk(it, x, state, hist):
-    if not ch.chunk_done(args.chunk):
-      raise Stop
-
-  try:
-    optimize.run(loss_fn, x0, params, targets, optim, progress=False, on_chunk=on_chunk)
-  except Stop:
-    pass
-  return {"backend": f"jax {jax.__version__} {jax.devices()[0].platform}"}
-
-
-def torch_worker(args, inputs, ch: Channel) -> dict:
-  import torch
-
-  import torch_reference as tr
-
-  torch.set_num_threads(args.threads)
-  torch.set_flush_denormal(True)  # as XLA:CPU does (flush-to-zero); denormals are slow on x86
-  cfg = config.gatys().loss
-  params = tr.load_vgg19(args.weights)
-  targets = tr.make_targets(params, inputs["content"], [inputs["style"]], cfg)
-  x = tr.to_tensor(inputs["x0"]).requires_grad_(True)  # [1, 3, H, W]
-
-  def evaluate():
-    x.grad = None
-    terms = tr.loss_terms(params, x, targets, cfg)
-    terms["total"].sum().backward()
-    ch.evals += 1
-    return terms
-
-  setup = {}
-  if args.check:
-    terms = evaluate()
-    np.save(args.check, x.grad.detach().numpy()[0].transpose(1, 2, 0))  # [H, W, 3]
-    setup = {"terms": {k: float(v.detach()[0]) for k, v in terms.items()},
-             "value_and_grad_s": _median_time(evaluate)}
-  n_iters = args.chunk * args.chunks
-  opt = tr.make_optimizer(args.optimizer, x, max_iter=n_iters)
-  ch.send({"ready": True, "rss_setup_mb": _rss_mb(), **setup})
-  ch.wait()
-  try:
-    if args.optimizer == "adam":
-      _torch_adam(opt, x, evaluate, n_iters, args.chunk, ch)
-    else:
-      _torch_lbfgs(opt, x, evaluate, args.chunk, ch)
-  except Stop:
-    pass
-  return {"backend": f"torch {torch.__version__}"}
-
-
-def _torch_adam(opt, x, evaluate, n_iters, chunk, ch):
-  import torch
-  for i in range(1, n_iters + 1):
-    opt.zero_grad(set_to_none=True)
-    evaluate()
-    opt.step()
-    with torch.no_grad():
-      x.clamp_(0.0, 1.0)
-    if i % chunk == 0 and not ch.chunk_done(chunk):
-      raise Stop
-
-
-def _torch_lbfgs(opt, x, evaluate, chunk, ch):
-  """One ``step`` runs every iteration (no repeated initial evaluation); the closure notices
-  when an iteration starts a new chunk and reports the finished one first."""
-  state = opt.state[x]
-  done = [0]
-
-  def closure():
-    n = state.get("n_iter", 0)
-    if n > done[0] and (n - 1) % chunk == 0 and n > 1:
-      done[0] = n
-      if not ch.chunk_done(chunk):
-        raise Stop
-    return evaluate()["total"].sum()
-
-  opt.step(closure)
-  ch.chunk_done(chunk)
-
-
-def worker_main(args) -> None:
-  _pin_threads(args.threads)
-  inputs = dict(np.load(args.inputs))
-  ch = Channel()
-  run = jax_worker if args.impl == "jax" else torch_worker
-  info = run(args, inputs, ch)
-  ch.send({"done": True, "peak_rss_mb": _peak_mb(), **info})
-
-
-# ----------------------------------------------------------------------------- parent side
 
 
 class Worker:
@@ -261,12 +81,14 @@ class Worker:
 
 
 def _spawn(impl, optimizer, size, opts, tmp, check: bool) -> Worker:
-  argv = [sys.executable, str(Path(__file__).resolve()), "--worker", impl,
+  argv = [sys.executable, str(HERE / "optimize_bench_worker.py"), "--impl", impl,
           "--optimizer", optimizer, "--inputs", str(tmp / f"inputs_{size}.npz"),
           "--weights", str(opts["weights"]), "--threads", str(opts["threads"]),
           "--chunk", str(opts["chunk"]), "--chunks", str(opts["chunks"])]
   if check:
     argv += ["--check", str(tmp / f"grad_{impl}_{size}.npy")]
+  if opts["jax_autodiff_conv"]:
+    argv += ["--jax-autodiff-conv"]
   env = dict(os.environ, OMP_NUM_THREADS=str(opts["threads"]),
              MKL_NUM_THREADS=str(opts["threads"]), JAX_PLATFORMS=opts["platform"],
              OMP_WAIT_POLICY=opts["omp_wait_policy"])
@@ -403,6 +225,9 @@ def parse_args(argv=None):
   p.add_argument("--warmup-chunks", type=int, default=1)
   p.add_argument("--optimizers", nargs="+", default=["lbfgsb", "lbfgs", "adam"])
   p.add_argument("--no-torch", action="store_true")
+  p.add_argument("--jax-autodiff-conv", action="store_true",
+                 help="JAX workers use a plain autodiff convolution instead of vgg.conv3x3 "
+                 "(the slow in-loop backward pass of conv_loop_profile.py)")
   p.add_argument("--threads", type=int, default=2)
   p.add_argument("--platform", default="cpu", help="JAX_PLATFORMS for the JAX workers")
   p.add_argument("--omp-wait-policy", default="PASSIVE", choices=("PASSIVE", "ACTIVE"),
@@ -413,22 +238,11 @@ def parse_args(argv=None):
   p.add_argument("--style", type=Path, default=DEFAULT_STYLE, help="relative to the data dir")
   p.add_argument("--vgg-weights")
   p.add_argument("--out", type=Path, default=HERE / "results" / "optimize_cpu.json")
-  # worker mode (internal)
-  p.add_argument("--worker", choices=("jax", "torch"), dest="impl", help=argparse.SUPPRESS)
-  p.add_argument("--optimizer", help=argparse.SUPPRESS)
-  p.add_argument("--inputs", help=argparse.SUPPRESS)
-  p.add_argument("--weights", help=argparse.SUPPRESS)
-  p.add_argument("--chunks", type=int, help=argparse.SUPPRESS)
-  p.add_argument("--check", help=argparse.SUPPRESS)
   return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
   args = parse_args(argv)
-  if args.impl:
-    args.chunk = args.chunk[0]
-    worker_main(args)
-    return 0
   n = len(args.sizes)
   if len(args.chunk) != n or len(args.timed_chunks) != n:
     sys.exit("--chunk and --timed-chunks need one value per --sizes entry")
@@ -443,7 +257,7 @@ def main(argv=None) -> int:
             f"{args.warmup_chunks} warm-up chunk(s)", flush=True)
       _prepare_inputs(data, size, tmp, args.content, args.style)
       opts = {"weights": weights, "threads": args.threads, "platform": args.platform,
-              "omp_wait_policy": args.omp_wait_policy,
+              "omp_wait_policy": args.omp_wait_policy, "jax_autodiff_conv": args.jax_autodiff_conv,
               "chunk": chunk, "chunks": args.warmup_chunks + timed, "warmup": args.warmup_chunks,
               "timed": timed, "optimizers": args.optimizers}
       size_rows, check = bench_size(size, opts, tmp, impls)
@@ -453,7 +267,7 @@ def main(argv=None) -> int:
   print(format_table(rows, ratio_rows, checks))
   result = {"rows": rows, "ratios": ratio_rows, "checks": [c for c in checks if c],
             "seconds_total": time.perf_counter() - t0, "threads": args.threads,
-            "omp_wait_policy": args.omp_wait_policy,
+            "omp_wait_policy": args.omp_wait_policy, "jax_autodiff_conv": args.jax_autodiff_conv,
             "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                         "python": platform.python_version()},
             "content": str(args.content), "style": str(args.style)}
