@@ -42,6 +42,8 @@ from nst_jax.errors import UserError
 NORMALIZATIONS = ("instance", "batch")
 UPSAMPLES = ("transpose", "resize")
 PADDINGS = ("reflect", "zero")
+OUTPUTS = ("rgb", "affine")
+AFFINE_SCALE = 0.1  # the affine head's raw outputs are scaled by this (starts near the identity)
 THESIS_INPUT_BLEND = 0.15  # the reference thesis' training-time blend of the input into the output
 MULTIPLE = 4  # two stride-2 stages: H and W must be divisible by 4
 
@@ -146,6 +148,10 @@ class TransformNet(nn.Module):
     width: channel multiplier (e.g. 0.25 for a tiny, fast network); counts are rounded, >= 1.
     num_residual: the number of residual blocks (5 in the paper).
     input_blend: ``a`` above; 0 disables it, ``THESIS_INPUT_BLEND`` (0.15) is the thesis' value.
+    output: "rgb" (the paper: the last 9x9 convolution gives the colours) or "affine" (for
+      photorealism: it gives a 3x4 colour transform per pixel, ``out = A(p) images(p) + b(p)``
+      clipped to [0, 1], starting near the identity; an output locally affine in the input's
+      colours is exactly what the matting Laplacian leaves unpenalized; cf. Gharbi et al. 2017).
     dtype: the compute dtype (e.g. ``jnp.bfloat16``); parameters stay float32 and the output is
       float32.
   """
@@ -156,6 +162,7 @@ class TransformNet(nn.Module):
   width: float = 1.0
   num_residual: int = 5
   input_blend: float = 0.0
+  output: str = "rgb"
   dtype: Any = jnp.float32
 
   def channels(self, base: int) -> int:
@@ -191,17 +198,38 @@ class TransformNet(nn.Module):
       x = _upsample(x, self.channels(base), mode=self.upsample, padding=self.padding,
                     dtype=self.dtype, index=i)
       x = norm_relu(x, f"norm{3 + i}")
-    x = conv(x, 3, 9, name="conv_out")  # [B, H, W, 3]
-    out = (jnp.tanh(x.astype(jnp.float32)) + 1.0) * 0.5
+    if self.output == "affine":
+      coeffs = conv(x, 12, 9, name="conv_out").astype(jnp.float32)  # [B, H, W, 12]
+      out = affine_output(coeffs, images.astype(jnp.float32))
+    else:
+      x = conv(x, 3, 9, name="conv_out")  # [B, H, W, 3]
+      out = (jnp.tanh(x.astype(jnp.float32)) + 1.0) * 0.5
     if self.input_blend:
       out = (1.0 - self.input_blend) * out + self.input_blend * images.astype(jnp.float32)
     return out
 
 
+def affine_output(coeffs: jax.Array, images: jax.Array) -> jax.Array:
+  """Per-pixel colour transforms applied to the input: the "affine" head of ``TransformNet``.
+
+  Args:
+    coeffs: [B, H, W, 12] raw head outputs: a 3x3 matrix (row-major, output colour first) then an
+      offset, each scaled by ``AFFINE_SCALE``; the matrix is added to the identity.
+    images: [B, H, W, 3] the network's input in [0, 1].
+
+  Returns:
+    ``clip((Id + s M) images + s b, 0, 1)``, float32 [B, H, W, 3].
+  """
+  coeffs = AFFINE_SCALE * coeffs
+  matrix = coeffs[..., :9].reshape(coeffs.shape[:-1] + (3, 3))  # [B, H, W, out, in]
+  out = images + jnp.einsum("bhwoi,bhwi->bhwo", matrix, images) + coeffs[..., 9:]
+  return jnp.clip(out, 0.0, 1.0)
+
+
 def check_options(model: TransformNet) -> None:
   """Raises ``UserError`` for an unknown option value of a ``TransformNet``."""
   for attr, valid in (("normalization", NORMALIZATIONS), ("upsample", UPSAMPLES),
-                      ("padding", PADDINGS)):
+                      ("padding", PADDINGS), ("output", OUTPUTS)):
     if getattr(model, attr) not in valid:
       raise UserError(f"unknown {attr} {getattr(model, attr)!r}; expected one of {valid}")
   if not model.width > 0 or model.num_residual < 0 or not 0.0 <= model.input_blend < 1.0:

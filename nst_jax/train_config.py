@@ -38,6 +38,7 @@ class NetConfig:
   width: float = 1.0
   num_residual: int = 5
   input_blend: float = 0.0
+  output: str = "rgb"  # "affine": per-pixel colour transforms of the input (photorealism)
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ def make_model(net: NetConfig, *, bf16: bool = False) -> nets.TransformNet:
   """The ``TransformNet`` a ``NetConfig`` describes (bfloat16 compute with ``bf16``)."""
   model = nets.TransformNet(normalization=net.normalization, upsample=net.upsample,
                             padding=net.padding, width=net.width, num_residual=net.num_residual,
-                            input_blend=net.input_blend,
+                            input_blend=net.input_blend, output=net.output,
                             dtype=jnp.bfloat16 if bf16 else jnp.float32)
   nets.check_options(model)
   return model

@@ -211,6 +211,32 @@ def test_input_blend_mixes_the_input_into_the_output():
   np.testing.assert_allclose(blended.apply(variables, x), expected, atol=1e-6)
 
 
+def test_affine_output_against_numpy():
+  rng = np.random.default_rng(3)
+  coeffs = rng.normal(size=(2, 4, 5, 12)).astype(np.float32)
+  images = rng.uniform(size=(2, 4, 5, 3)).astype(np.float32)
+  s = nets.AFFINE_SCALE
+  matrix = np.eye(3) + s * coeffs[..., :9].reshape(2, 4, 5, 3, 3)
+  expected = np.clip(np.einsum("bhwoi,bhwi->bhwo", matrix, images) + s * coeffs[..., 9:], 0, 1)
+  np.testing.assert_allclose(nets.affine_output(jnp.asarray(coeffs), jnp.asarray(images)),
+                             expected, atol=1e-6)
+  np.testing.assert_allclose(nets.affine_output(jnp.zeros_like(coeffs), images), images)
+
+
+def test_affine_head_is_a_per_pixel_colour_transform():
+  model = nets.TinyNet(output="affine")
+  variables = _init(model)
+  rgb_count = nets.count_params(_init(nets.TinyNet()))
+  # conv_out has 12 output channels instead of 3: (9 * 9 * cin + 1) * 9 more parameters.
+  cin = variables["params"]["conv_out"]["kernel"].shape[2]
+  assert nets.count_params(variables) - rgb_count == (81 * cin + 1) * 9
+  x = _images((2, 16, 16, 3))
+  out = model.apply(variables, x)
+  assert out.shape == x.shape and float(out.min()) >= 0 and float(out.max()) <= 1
+  # Starts near the identity (small raw coefficients), unlike the rgb head's random colours.
+  assert float(jnp.mean(jnp.abs(out - x))) < 0.1
+
+
 def test_gradients_reach_every_parameter():
   model = nets.TinyNet(upsample="resize")
   variables = _init(model)
@@ -221,7 +247,8 @@ def test_gradients_reach_every_parameter():
 
 
 @pytest.mark.parametrize("option", [{"normalization": "layer"}, {"upsample": "bilinear"},
-                                    {"padding": "edge"}, {"width": 0.0}, {"input_blend": 1.0}])
+                                    {"padding": "edge"}, {"width": 0.0}, {"input_blend": 1.0},
+                                    {"output": "lab"}])
 def test_invalid_options_raise_user_error(option):
   model = nets.TinyNet(**option)
   with pytest.raises(UserError):
