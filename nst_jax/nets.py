@@ -48,18 +48,204 @@ THESIS_INPUT_BLEND = 0.15  # the reference thesis' training-time blend of the in
 MULTIPLE = 4  # two stride-2 stages: H and W must be divisible by 4
 
 
-def _pad_pairs(kernel: int) -> tuple[tuple[int, int], tuple[int, int]]:
-  p = kernel // 2
-  return ((p, p), (p, p))
+_DIMENSIONS = ("NHWC", "HWIO", "NHWC")
+
+
+def _pad_hw(x, pad: int, padding: str):
+  # [B, H, W, C] -> [B, H + 2 pad, W + 2 pad, C]; "reflect" excludes the edge pixel (Torch).
+  if not pad:
+    return x
+  mode = "reflect" if padding == "reflect" else "constant"
+  return jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode=mode)
+
+
+def _pad_end(x, height: int, width: int):
+  # Zero-pads [B, h, w, C] at the bottom and right to [B, height, width, C].
+  return jnp.pad(x, ((0, 0), (0, height - x.shape[1]), (0, width - x.shape[2]), (0, 0)))
+
+
+def _conv_valid(x, kernel, stride: int = 1):
+  # [B, H, W, I] x [k, k, I, O] -> [B, (H - k) // stride + 1, ..., O], XLA's own convolution.
+  return jax.lax.conv_general_dilated(x, kernel, (stride, stride), "VALID",
+                                      dimension_numbers=_DIMENSIONS)
+
+
+def conv_reference(x, kernel, stride: int = 1, *, padding: str = "reflect"):
+  """The plain k x k convolution that ``conv2d`` computes faster: pad by k // 2, then correlate.
+
+  Args:
+    x: [B, H, W, I].
+    kernel: [k, k, I, O] (HWIO, k odd).
+    stride: 1 or 2.
+    padding: "reflect" or "zero".
+
+  Returns:
+    [B, ceil(H / stride), ceil(W / stride), O].
+  """
+  return _conv_valid(_pad_hw(x, kernel.shape[0] // 2, padding), kernel, stride)
+
+
+# Winograd F(2x2, 3x3) (Lavin & Gray 2016): each 2x2 output tile is A^T [(G g G^T) * (B^T d B)] A
+# for the 4x4 input tile d, i.e. 16 matrix products over channels instead of 9 convolution taps
+# per 4 outputs (2.25x fewer multiplies). All coefficients are 0, +-1 or 1/2, so the transforms
+# are exact up to one or two roundings, and the products are plain batched matmuls, which
+# XLA:CPU runs much faster than its 3x3 convolutions with 128 channels.
+_WINO_BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float32)
+_WINO_G = np.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]], np.float32)
+_WINO_AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float32)
+
+
+def _combine(coeffs, xs):
+  # sum_i coeffs[i] * xs[i] with the zero terms left out, as elementwise ops XLA fuses.
+  terms = [x if c == 1 else -x if c == -1 else x * float(c) for c, x in zip(coeffs, xs) if c]
+  return functools.reduce(lambda a, b: a + b, terms)
+
+
+def _winograd_tiles(xp, tiles_h: int, tiles_w: int):
+  # [B, 2 th + 2, 2 tw + 2, C] -> [16, B th tw, C]: B^T d B for each overlapping 4x4 tile d.
+  b, _, _, c = xp.shape
+  d = [[jax.lax.slice(xp, (0, r, s, 0), (b, r + 2 * tiles_h - 1, s + 2 * tiles_w - 1, c),
+                      (1, 2, 2, 1)) for s in range(4)] for r in range(4)]  # [B, th, tw, C] each
+  v = []
+  for i in range(4):
+    rows = [_combine(_WINO_BT[i], [d[r][s] for r in range(4)]) for s in range(4)]
+    v += [_combine(_WINO_BT[j], rows) for j in range(4)]
+  return jnp.stack(v).reshape(16, b * tiles_h * tiles_w, c)
+
+
+def _winograd_conv3x3(xp, kernel):
+  # VALID 3x3 correlation [B, H + 2, W + 2, I] x [3, 3, I, O] -> [B, H, W, O] (any H, W).
+  b, hp, wp, _ = xp.shape
+  h, w, o = hp - 2, wp - 2, kernel.shape[-1]
+  th, tw = -(-h // 2), -(-w // 2)
+  v = _winograd_tiles(_pad_end(xp, 2 * th + 2, 2 * tw + 2), th, tw)  # [16, T, I]
+  g = jnp.asarray(_WINO_G)
+  u = jnp.einsum("ir,rsco,js->ijco", g, kernel.astype(jnp.float32), g)  # [4, 4, I, O]
+  m = jnp.einsum("ktc,kco->kto", v, u.reshape(16, -1, o).astype(xp.dtype))
+  m = m.reshape(4, 4, b, th, tw, o)
+  out = []
+  for a in range(2):
+    cols = [_combine(_WINO_AT[a], [m[i, j] for i in range(4)]) for j in range(4)]
+    out.append(jnp.stack([_combine(_WINO_AT[c], cols) for c in range(2)], 3))  # [B, th, tw, 2, O]
+  y = jnp.stack(out, 2).reshape(b, 2 * th, 2 * tw, o)  # [B, th, 2, tw, 2, O] interleaved
+  return y[:, :h, :w]
+
+
+@jax.custom_vjp
+def _conv3x3(xp, kernel):
+  """VALID 3x3 correlation [B, H + 2, W + 2, I] x [3, 3, I, O] -> [B, H, W, O].
+
+  Winograd forward in float32; the gradients are those of XLA's convolution (its VJP), which is
+  what training used before and is not slower than differentiating the Winograd transforms.
+  """
+  if xp.dtype != jnp.float32:  # two-term transforms would cost bfloat16 too much precision
+    return _conv_valid(xp, kernel)
+  return _winograd_conv3x3(xp, kernel)
+
+
+def _conv3x3_fwd(xp, kernel):
+  return _conv3x3(xp, kernel), (xp, kernel)
+
+
+def _conv3x3_bwd(residuals, g):
+  _, vjp = jax.vjp(_conv_valid, *residuals)
+  return vjp(g)
+
+
+_conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
+
+
+def _space_to_depth(x, s: int):
+  # [B, s h, s w, C] -> [B, h, w, s s C], channels ordered (row phase, column phase, C).
+  b, hh, ww, c = x.shape
+  x = x.reshape(b, hh // s, s, ww // s, s, c).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(b, hh // s, ww // s, s * s * c)
+
+
+def _depth_to_space(x, s: int):
+  # [B, h, w, s s C] -> [B, s h, s w, C], the inverse of _space_to_depth.
+  b, h, w, c = x.shape
+  x = x.reshape(b, h, w, s, s, c // (s * s)).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(b, h * s, w * s, c // (s * s))
+
+
+def _block_taps(kernel: int, s: int) -> np.ndarray:
+  # [3, s, s, k] one-hot: tap t of a k-tap filter at output phase a reads block D, phase u of the
+  # space-to-depth(s) input where s D + u - a = t (s = k // 2 makes 3 blocks enough).
+  sel = np.zeros((3, s, s, kernel), np.float32)
+  for d, u, a in np.ndindex(3, s, s):
+    if 0 <= s * d + u - a < kernel:
+      sel[d, u, a, s * d + u - a] = 1.0
+  return sel
+
+
+def _conv_space_to_depth(x, kernel, *, padding: str):
+  # A large stride-1 k x k convolution with few input or output channels (the 9x9 ones, 3 in or
+  # 3 out) as a 3x3 convolution between space-to-depth(k // 2) blocks: s^2 I -> s^2 O channels.
+  # 1.8x the multiplies for k = 9, but matmul shapes that run far faster than XLA:CPU's 9x9
+  # convolutions with 3 channels. [B, H, W, I] x [k, k, I, O] -> [B, H, W, O]
+  k, (b, h, w, c), o = kernel.shape[0], x.shape, kernel.shape[-1]
+  s = k // 2
+  hb, wb = -(-h // s), -(-w // s)
+  xp = _pad_end(_pad_hw(x, k // 2, padding), s * (hb + 2), s * (wb + 2))
+  sel = jnp.asarray(_block_taps(k, s))
+  blocks = jnp.einsum("Duat,Evbr,trco->DEuvcabo", sel, sel, kernel.astype(jnp.float32))
+  blocks = blocks.reshape(3, 3, s * s * c, s * s * o).astype(x.dtype)
+  y = _conv3x3(_space_to_depth(xp, s), blocks)  # [B, hb, wb, s s O]
+  return _depth_to_space(y, s)[:, :h, :w]
+
+
+def conv2d(x, kernel, stride: int = 1, *, padding: str = "reflect"):
+  """``conv_reference`` (same values within float rounding, same gradients), but faster on CPUs.
+
+  Stride-1 3x3 convolutions use Winograd F(2x2, 3x3) and larger stride-1 kernels a
+  space-to-depth reformulation as a 3x3 convolution between pixel blocks; stride 2 keeps XLA's
+  convolution. In bfloat16 the Winograd step is replaced by XLA's convolution.
+
+  Args:
+    x: [B, H, W, I].
+    kernel: [k, k, I, O] (HWIO, k odd), in ``x.dtype``.
+    stride: 1 or 2.
+    padding: "reflect" or "zero" (k // 2 on each side, Torch semantics).
+
+  Returns:
+    [B, ceil(H / stride), ceil(W / stride), O].
+
+  References:
+    Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", CVPR 2016.
+  """
+  k = kernel.shape[0]
+  if stride != 1 or k == 1:
+    return conv_reference(x, kernel, stride, padding=padding)
+  if k == 3:
+    return _conv3x3(_pad_hw(x, 1, padding), kernel)
+  return _conv_space_to_depth(x, kernel, padding=padding)
+
+
+class _Conv(nn.Module):
+  # nn.Conv's parameters ("kernel" [k, k, I, O] lecun-normal, "bias" [O] zeros, float32) around
+  # a convolution function fn(x, kernel) -> [B, h, w, O].
+  features: int
+  kernel: int
+  fn: Callable
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    shape = (self.kernel, self.kernel, x.shape[-1], self.features)
+    kernel = self.param("kernel", nn.linear.default_kernel_init, shape, jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
+    return self.fn(x.astype(self.dtype), kernel.astype(self.dtype)) + bias.astype(self.dtype)
 
 
 def conv_layer(x, features: int, kernel: int, stride: int = 1, *, padding: str = "reflect",
                dtype: Any = jnp.float32, name: str):
   """A k x k convolution with symmetric reflect or zero padding of k // 2 (Torch semantics).
 
-  Call inside a compact ``__call__``: it creates the ``nn.Conv`` submodule ``name``. With stride 2
-  the output is ceil(H / 2) x ceil(W / 2) as in the paper's Torch code (Flax's "SAME" would pad
-  asymmetrically instead).
+  Call inside a compact ``__call__``: it creates the submodule ``name`` with ``nn.Conv``'s
+  parameters (``kernel`` HWIO, ``bias``). With stride 2 the output is ceil(H / 2) x ceil(W / 2) as
+  in the paper's Torch code (Flax's "SAME" would pad asymmetrically instead). Computed by
+  ``conv2d``.
 
   Args:
     x: [B, H, W, C].
@@ -73,12 +259,64 @@ def conv_layer(x, features: int, kernel: int, stride: int = 1, *, padding: str =
   Returns:
     [B, H / stride, W / stride, features].
   """
-  pads = _pad_pairs(kernel)
-  if padding == "reflect":
-    x = jnp.pad(x, ((0, 0), *pads, (0, 0)), mode="reflect")
-    pads = "VALID"
-  return nn.Conv(features, (kernel, kernel), strides=stride, padding=pads, dtype=dtype,
-                 name=name)(x)
+  fn = functools.partial(conv2d, stride=stride, padding=padding)
+  return _Conv(features, kernel, fn, dtype, name=name)(x)
+
+
+# Nearest x2 then a 3x3 convolution, per output phase a (row parity; likewise columns): the
+# upsampled rows around output 2i + a are input rows (i - 1, i, i) for a = 0 and (i, i, i + 1)
+# for a = 1, so each phase is a 2x2 convolution of the input with summed taps: [D, a, t] one-hot,
+# block D of the input rows (i - 1 + a + D) takes kernel tap t.
+_UPSAMPLE_TAPS = np.zeros((2, 2, 3), np.float32)
+_UPSAMPLE_TAPS[0, 0, 0] = _UPSAMPLE_TAPS[1, 0, 1] = _UPSAMPLE_TAPS[1, 0, 2] = 1.0
+_UPSAMPLE_TAPS[0, 1, 0] = _UPSAMPLE_TAPS[0, 1, 1] = _UPSAMPLE_TAPS[1, 1, 2] = 1.0
+
+
+def upsample_conv_reference(x, kernel, *, padding: str = "reflect"):
+  """Nearest-neighbour x2 upsampling, then ``conv_reference`` with a 3x3 kernel.
+
+  Args:
+    x: [B, h, w, I].
+    kernel: [3, 3, I, O].
+    padding: "reflect" or "zero".
+
+  Returns:
+    [B, 2h, 2w, O].
+  """
+  x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+  return conv_reference(x, kernel, padding=padding)
+
+
+def upsample_conv2d(x, kernel, *, padding: str = "reflect"):
+  """``upsample_conv_reference`` without the upsampled intermediate (sub-pixel form).
+
+  Reflect padding of the upsampled image equals edge padding of the input; each of the four
+  output phases is then a 2x2 convolution of the input (all four as one convolution with 4 O
+  outputs, 16 instead of 36 multiplies per output pixel and channel), interleaved by
+  depth-to-space.
+
+  Args:
+    x: [B, h, w, I].
+    kernel: [3, 3, I, O].
+    padding: "reflect" or "zero".
+
+  Returns:
+    [B, 2h, 2w, O].
+
+  References:
+    Shi et al., "Real-Time Single Image and Video Super-Resolution Using an Efficient Sub-Pixel
+    Convolutional Neural Network", CVPR 2016.
+  """
+  b, h, w, c = x.shape
+  o = kernel.shape[-1]
+  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)),
+               mode="edge" if padding == "reflect" else "constant")
+  taps = jnp.asarray(_UPSAMPLE_TAPS)
+  phases = jnp.einsum("Dat,Ebr,trco->DEcabo", taps, taps, kernel.astype(jnp.float32))
+  r = _conv_valid(xp, phases.reshape(2, 2, c, 4 * o).astype(x.dtype))  # [B, h + 1, w + 1, 4 O]
+  r = r.reshape(b, h + 1, w + 1, 2, 2, o)
+  rows = [jnp.stack([r[:, a:a + h, e:e + w, a, e] for e in range(2)], 3) for a in range(2)]
+  return jnp.stack(rows, 2).reshape(b, 2 * h, 2 * w, o)  # [B, h, 2, w, 2, O] interleaved
 
 
 def _transpose_conv(features: int, dtype: Any, name: str) -> nn.Module:
@@ -93,8 +331,8 @@ def _upsample(x, features: int, *, mode: str, padding: str, dtype: Any, index: i
   # [B, h, w, C] -> [B, 2h, 2w, features]
   if mode == "transpose":
     return _transpose_conv(features, dtype, f"deconv{index}")(x)
-  x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)  # nearest neighbour x2
-  return conv_layer(x, features, 3, padding=padding, dtype=dtype, name=f"upconv{index}")
+  fn = functools.partial(upsample_conv2d, padding=padding)  # nearest neighbour x2, 3x3 conv
+  return _Conv(features, 3, fn, dtype, name=f"upconv{index}")(x)
 
 
 def _norm(kind: str, train: bool, dtype: Any, name: str) -> nn.Module:

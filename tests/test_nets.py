@@ -260,3 +260,109 @@ def test_presets():
   assert (johnson.normalization, johnson.upsample, johnson.padding) == ("batch", "transpose", "zero")
   assert (thesis.normalization, thesis.upsample, thesis.padding) == ("instance", "resize", "reflect")
   assert hash(johnson) == hash(nets.JohnsonNet())  # hashable, usable as a static jit argument
+
+
+# --- The fast convolutions (nets.conv2d, nets.upsample_conv2d) against XLA's plain ones ---------
+
+def _conv_case(shape, kernel, cout, seed):
+  rng = np.random.default_rng(seed)
+  x = jnp.asarray(rng.normal(size=shape).astype(np.float32))
+  w = jnp.asarray(rng.normal(size=(kernel, kernel, shape[-1], cout)).astype(np.float32) * 0.2)
+  return x, w
+
+
+def _assert_close(actual, expected, rtol=2e-5):
+  expected = np.asarray(expected)
+  assert actual.shape == expected.shape
+  scale = max(1.0, float(np.abs(expected).max()))
+  np.testing.assert_allclose(np.asarray(actual), expected, atol=rtol * scale, rtol=0)
+
+
+@pytest.mark.parametrize("padding", nets.PADDINGS)
+@pytest.mark.parametrize("kernel,stride,cin,cout", [(3, 1, 5, 6), (3, 2, 4, 6), (9, 1, 3, 4),
+                                                    (9, 1, 6, 3), (5, 1, 3, 2), (1, 1, 3, 2)])
+@pytest.mark.parametrize("size", [(12, 16), (13, 11)])
+def test_conv2d_matches_xla_convolution(padding, kernel, stride, cin, cout, size):
+  x, w = _conv_case((2, *size, cin), kernel, cout, seed=kernel + stride + cin)
+  fast = jax.jit(functools.partial(nets.conv2d, stride=stride, padding=padding))
+  ref = nets.conv_reference(x, w, stride, padding=padding)
+  _assert_close(fast(x, w), ref)
+  # conv_reference itself is a plain padded correlation (numpy's pad, a direct sum).
+  xp = np.pad(np.asarray(x), ((0, 0), *[(kernel // 2,) * 2] * 2, (0, 0)),
+              mode="reflect" if padding == "reflect" else "constant")
+  i, j = ref.shape[1] // 2, ref.shape[2] // 3
+  patch = xp[:, stride * i:stride * i + kernel, stride * j:stride * j + kernel]
+  np.testing.assert_allclose(ref[:, i, j], np.einsum("bhwc,hwco->bo", patch, np.asarray(w)),
+                             atol=1e-4)
+
+
+@pytest.mark.parametrize("padding", nets.PADDINGS)
+@pytest.mark.parametrize("size", [(6, 8), (5, 7), (1, 1)])
+def test_upsample_conv2d_matches_upsample_then_convolution(padding, size):
+  x, w = _conv_case((2, *size, 5), 3, 4, seed=size[0])
+  fast = jax.jit(functools.partial(nets.upsample_conv2d, padding=padding))
+  _assert_close(fast(x, w), nets.upsample_conv_reference(x, w, padding=padding))
+
+
+@pytest.mark.parametrize("fast,ref,kernel,stride", [
+    (nets.conv2d, nets.conv_reference, 3, 1), (nets.conv2d, nets.conv_reference, 9, 1),
+    (nets.conv2d, nets.conv_reference, 3, 2),
+    (nets.upsample_conv2d, nets.upsample_conv_reference, 3, None)])
+@pytest.mark.parametrize("padding", nets.PADDINGS)
+def test_fast_convolution_gradients_match_the_reference(fast, ref, kernel, stride, padding):
+  x, w = _conv_case((1, 10, 9, 4), kernel, 3, seed=7)
+  kw = {"padding": padding} if stride is None else {"stride": stride, "padding": padding}
+  probe = jnp.asarray(np.random.default_rng(8).normal(size=ref(x, w, **kw).shape), jnp.float32)
+
+  def loss(fn):
+    return jax.jit(jax.grad(lambda x, w: jnp.sum(jnp.sin(fn(x, w, **kw)) * probe), (0, 1)))
+
+  for g_fast, g_ref in zip(loss(fast)(x, w), loss(ref)(x, w)):
+    _assert_close(g_fast, g_ref, rtol=1e-4)
+
+
+def test_fast_convolutions_in_bfloat16_stay_close_to_float32():
+  x, w = _conv_case((1, 16, 16, 8), 9, 3, seed=9)
+  for fn in (functools.partial(nets.conv2d, padding="reflect"),
+             functools.partial(nets.upsample_conv2d, padding="zero")):
+    out = jax.jit(fn)(x.astype(jnp.bfloat16), w[:3, :3].astype(jnp.bfloat16) if fn.func is
+                      nets.upsample_conv2d else w.astype(jnp.bfloat16))
+    ref = fn(x, w[:3, :3] if fn.func is nets.upsample_conv2d else w)
+    assert out.dtype == jnp.bfloat16
+    err = float(jnp.abs(out.astype(jnp.float32) - ref).max() / jnp.abs(ref).max())
+    assert 0 < err < 0.03
+
+
+def _reference_net(model, params, images):
+  # TransformNet ("resize" upsampling, instance norm, rgb head) from XLA's plain convolutions.
+  def conv(x, name, stride=1, up=False, block=params):
+    p = block[name]
+    fn = nets.upsample_conv_reference if up else functools.partial(nets.conv_reference,
+                                                                   stride=stride)
+    return fn(x, p["kernel"], padding=model.padding) + p["bias"]
+
+  def norm(x, p, relu=True):
+    mean, var = jnp.mean(x, (1, 2), keepdims=True), jnp.var(x, (1, 2), keepdims=True)
+    y = (x - mean) / jnp.sqrt(var + 1e-5) * p["scale"] + p["bias"]
+    return jax.nn.relu(y) if relu else y
+
+  x = norm(conv(images * 2 - 1, "conv1"), params["norm1"])
+  x = norm(conv(x, "conv2", 2), params["norm2"])
+  x = norm(conv(x, "conv3", 2), params["norm3"])
+  for i in range(1, model.num_residual + 1):
+    r = params[f"res{i}"]
+    y = norm(conv(x, "conv1", block=r), r["norm1"])
+    x = x + norm(conv(y, "conv2", block=r), r["norm2"], relu=False)
+  x = norm(conv(x, "upconv1", up=True), params["norm4"])
+  x = norm(conv(x, "upconv2", up=True), params["norm5"])
+  return (jnp.tanh(conv(x, "conv_out")) + 1) / 2
+
+
+@pytest.mark.parametrize("padding", nets.PADDINGS)
+def test_thesis_net_matches_a_plain_convolution_reference(padding):
+  model = nets.TinyNet(upsample="resize", padding=padding)
+  params = _init(model)["params"]
+  x = _images((2, 20, 28, 3), seed=4)
+  out = jax.jit(model.apply)({"params": params}, x)
+  np.testing.assert_allclose(out, jax.jit(functools.partial(_reference_net, model))(params, x),
+                             atol=2e-5)
