@@ -2,14 +2,20 @@
 
 Synopsis::
 
-  python benchmarks/photo_eval.py --pairs 1,5,9 --size 128 --iters 60
+  python benchmarks/photo_eval.py                              # all 20 pairs, hand-made masks
+  python benchmarks/photo_eval.py --pairs 1,5,9 --masks both   # hand-made and automatic masks
+  python benchmarks/photo_eval.py --fast-checkpoint 'runs/photo_pair{pair}'
   python benchmarks/photo_eval.py --time-size 256      # also time one whole photoreal run
 
 For each pair N under ``DATA/photo`` (input/inN.png, style/tarN.png, segmentation/{in,tar}N.png)
 at ``--size`` (long side), runs Gatys (``artistic.stylize``, 2 x ``--iters`` iterations, the
-same number of evaluations) and slow photoreal (``photoreal.stylize``, ``--iters`` per stage,
-with the hand-made masks or ``--masks auto``), optionally a fast photoreal checkpoint
-(``--fast-checkpoint``), and measures on float outputs:
+same number of evaluations) and slow photoreal (``photoreal.stylize`` with the default
+``PhotoConfig``, ``--iters`` per stage, with the hand-made masks, ``--masks auto`` or both). When
+the default smooths the output (Luan's optional post-step), the unsmoothed result is scored too
+("photoreal_raw"; the same run, before ``photoreal.guided_smooth``). ``--fast-checkpoint`` adds a
+fast photoreal network; a ``{pair}`` in it names one network per style photo, and pairs whose
+checkpoint does not exist show "-" and are left out of that column's mean. Measures, on float
+outputs:
 
 - photorealism: ``sum_c O_c^T L O_c / sum_c C_c^T L C_c`` with the content's matting Laplacian at
   the evaluation epsilon ``--eval-eps`` (1e-4; see docs/photoreal.md for why not 1e-7);
@@ -17,8 +23,11 @@ with the hand-made masks or ``--masks auto``), optionally a fast photoreal check
 - style: the masked Gram loss (conv1_1..conv5_1, unit weights) to the style photo with the
   hand-made masks.
 
-Writes ``photo_eval.json`` and ``photo_eval.md`` to ``--results`` and the table and a contact
-sheet (content | style | Gatys | photoreal [| fast]) to ``--docs``.
+Checks the goals (mean over pairs): photoreal's matting ratio <= 2, Gatys' >= 10, and the mean
+per-pair ratio of photoreal's style loss to Gatys' <= 2. Writes ``photo_eval.json`` and
+``photo_eval.md`` to ``--results`` and the table and a contact sheet (content | style | Gatys |
+photoreal [| auto masks] [| fast]; ``--sheet-pairs``, by default at most 6 evenly spaced pairs) to
+``--docs``.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 
@@ -37,6 +47,9 @@ from scipy import ndimage
 from nst_jax import artistic, config, image_io, masks, objective, paths, photoreal, plots, vgg
 
 REPO = Path(__file__).resolve().parent.parent
+NUM_PAIRS = 20
+SHEET_ROWS = 6
+GOALS = {"photoreal_matting_max": 2.0, "gatys_matting_min": 10.0, "style_ratio_max": 2.0}
 
 
 def load_pair(photo_dir: Path, index: int, size: int):
@@ -71,39 +84,115 @@ def metrics(params, out, content, style, cm, sm, eps) -> dict:
           "style_loss": style_distance(params, out, style, cm, sm)}
 
 
+def photo_runs(params, args, content, style, cm, sm) -> dict:
+  """{method: (image, seconds)} for slow photoreal with the default config at the pair's size."""
+  size = max(content.shape[:2])
+  pcfg = config.override(photoreal.PhotoConfig(), {"size": size, "optim.num_iters": args.iters,
+                                                   "optim.chunk": args.iters, "smooth": False})
+  out = {}
+  for kind in (("given", "auto") if args.masks == "both" else (args.masks,)):
+    given = {"content_masks": cm, "style_masks": sm} if kind == "given" else {}
+    suffix = "" if kind == "given" else "_auto"
+    t = time.perf_counter()
+    raw = photoreal.stylize(params, content, style, pcfg, progress=False, **given).images[0]
+    seconds = time.perf_counter() - t
+    if photoreal.PhotoConfig().smooth:  # the default post-step, scored with and without
+      default = photoreal.PhotoConfig()
+      out[f"photoreal{suffix}_raw"] = (raw, seconds)
+      raw = photoreal.guided_smooth(raw, content, radius=default.smooth_radius,
+                                    eps=default.smooth_eps)
+      seconds = time.perf_counter() - t
+    out[f"photoreal{suffix}"] = (raw, seconds)
+  return out
+
+
 def run_methods(params, args, content, style, cm, sm, fast) -> dict:
-  """{method: (image, seconds)} for one pair."""
+  """{method: (image, seconds)} for one pair; ``fast`` is a Stylizer or None."""
   size = max(content.shape[:2])
   gcfg = config.override(config.gatys(), {"size": size, "optim.num_iters": 2 * args.iters,
                                           "optim.chunk": args.iters})
   t = time.perf_counter()
   gatys = artistic.stylize(params, [artistic.Problem(content, (style,))], gcfg, progress=False)
   out = {"gatys": (gatys.images[0], time.perf_counter() - t)}
-  pcfg = config.override(photoreal.PhotoConfig(), {"size": size, "optim.num_iters": args.iters,
-                                                   "optim.chunk": args.iters})
-  given = {} if args.masks == "auto" else {"content_masks": cm, "style_masks": sm}
-  t = time.perf_counter()
-  photo = photoreal.stylize(params, content, style, pcfg, progress=False, **given)
-  out["photoreal"] = (photo.images[0], time.perf_counter() - t)
+  out.update(photo_runs(params, args, content, style, cm, sm))
   if fast is not None:
     t = time.perf_counter()
-    out["fast"] = (fast(content), time.perf_counter() - t)
+    out["fast"] = (np.clip(fast(content), 0.0, 1.0), time.perf_counter() - t)
   return out
+
+
+def fast_checkpoint_for(template: str | None, pair: int) -> str | None:
+  """The pair's fast checkpoint: ``template`` with ``{pair}`` filled in, None if it is absent."""
+  if not template:
+    return None
+  path = template.replace("{pair}", str(pair))
+  if "{pair}" in template and not os.path.exists(path):
+    return None
+  return path
+
+
+def load_fast(template: str | None, pair: int, cache: dict):
+  """A Stylizer for the pair's checkpoint (loaded once per path), or None."""
+  path = fast_checkpoint_for(template, pair)
+  if path is None:
+    return None
+  if path not in cache:
+    from nst_jax import inference  # pylint: disable=import-outside-toplevel
+    cache[path] = inference.Stylizer.from_checkpoint(path)
+  return cache[path]
+
+
+def _cells(entry) -> str:
+  if entry is None:
+    return "- | - | -"
+  return (f"{entry['matting_ratio']:.3g} | {entry['grad_corr']:.3f} | "
+          f"{entry['style_loss']:.4g}")
 
 
 def markdown(rows: list[dict], methods: list[str], note: str) -> str:
   head = "| pair | " + " | ".join(f"{m} matting x | {m} grad corr | {m} style" for m in methods)
   lines = [note, "", head + " |", "|" + "---|" * (1 + 3 * len(methods))]
   for r in rows + [mean_row(rows, methods)]:
-    cells = [f"{r[m]['matting_ratio']:.3g} | {r[m]['grad_corr']:.3f} | {r[m]['style_loss']:.4g}"
-             for m in methods]
-    lines.append(f"| {r['pair']} | " + " | ".join(cells) + " |")
+    lines.append(f"| {r['pair']} | " + " | ".join(_cells(r.get(m)) for m in methods) + " |")
   return "\n".join(lines) + "\n"
 
 
 def mean_row(rows, methods) -> dict:
-  return {"pair": "mean", **{m: {k: float(np.mean([r[m][k] for r in rows]))
-                                 for k in rows[0][m]} for m in methods}}
+  """Per-method means over the pairs that have the method (a fast net may exist for a few)."""
+  out = {"pair": "mean"}
+  for m in methods:
+    have = [r[m] for r in rows if r.get(m) is not None]
+    if have:
+      out[m] = {k: float(np.mean([e[k] for e in have])) for k in have[0]}
+      out[m]["pairs"] = len(have)
+  return out
+
+
+def goal_check(rows: list[dict], methods: list[str]) -> dict:
+  """The issue's goals on means over pairs: matting ratios and photoreal/Gatys style ratio."""
+  mean = mean_row(rows, methods)
+  out = {"gatys_matting": mean["gatys"]["matting_ratio"]}
+  out["gatys_ok"] = out["gatys_matting"] >= GOALS["gatys_matting_min"]
+  for m in methods[1:]:
+    have = [r for r in rows if r.get(m) is not None]
+    style = float(np.mean([r[m]["style_loss"] / r["gatys"]["style_loss"] for r in have]))
+    out[m] = {"matting": mean[m]["matting_ratio"], "style_vs_gatys": style,
+              "matting_ok": mean[m]["matting_ratio"] <= GOALS["photoreal_matting_max"],
+              "style_ok": style <= GOALS["style_ratio_max"], "pairs": len(have)}
+  return out
+
+
+def goal_lines(goals: dict) -> str:
+  mark = lambda ok: "yes" if ok else "NO"
+  lines = [f"Goals (means over pairs): Gatys matting x {goals['gatys_matting']:.3g} >= "
+           f"{GOALS['gatys_matting_min']:g}: {mark(goals['gatys_ok'])}."]
+  for m, g in goals.items():
+    if isinstance(g, dict):
+      lines.append(f"{m} ({g['pairs']} pairs): matting x {g['matting']:.3g} <= "
+                   f"{GOALS['photoreal_matting_max']:g}: {mark(g['matting_ok'])}; style / Gatys' "
+                   f"{g['style_vs_gatys']:.2f} <= {GOALS['style_ratio_max']:g}: "
+                   f"{mark(g['style_ok'])}.")
+  return "\n".join(lines) + "\n"
 
 
 def contact_sheet(path: Path, sheet: list[list[np.ndarray]], names: list[str], cols: list[str]):
@@ -124,16 +213,37 @@ def time_one(params, photo_dir: Path, size: int, iters: int) -> dict:
           "seconds_optimizing": out.seconds, "seconds_per_iteration": out.seconds / (2 * iters)}
 
 
+def parse_pairs(text: str) -> list[int]:
+  """``all`` or comma-separated pair numbers in 1..20."""
+  if text == "all":
+    return list(range(1, NUM_PAIRS + 1))
+  pairs = [int(x) for x in text.split(",")]
+  if not all(1 <= n <= NUM_PAIRS for n in pairs):
+    raise SystemExit(f"--pairs: numbers in 1..{NUM_PAIRS} or 'all', got {text}")
+  return pairs
+
+
+def sheet_pairs(text: str, pairs: list[int]) -> list[int]:
+  """The contact sheet's pairs: given, or at most SHEET_ROWS evenly spaced ones."""
+  if text:
+    return [n for n in parse_pairs(text) if n in pairs]
+  step = -(-len(pairs) // SHEET_ROWS)
+  return pairs[::step]
+
+
 def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--data-dir", help="shared data folder (default $NST_JAX_DATA or ../shared/data)")
   p.add_argument("--vgg-weights")
-  p.add_argument("--pairs", default="1,5,9", help="comma-separated pair numbers (1..20)")
-  p.add_argument("--size", type=int, default=128)
-  p.add_argument("--iters", type=int, default=60, help="photoreal iterations per stage")
-  p.add_argument("--masks", choices=("given", "auto"), default="given")
+  p.add_argument("--pairs", default="all", help="'all' or comma-separated pair numbers (1..20)")
+  p.add_argument("--size", type=int, default=64)
+  p.add_argument("--iters", type=int, default=40, help="photoreal iterations per stage")
+  p.add_argument("--masks", choices=("given", "auto", "both"), default="given")
   p.add_argument("--eval-eps", type=float, default=photoreal.EVAL_EPS)
-  p.add_argument("--fast-checkpoint", help="a fast photoreal checkpoint for nst_jax.inference")
+  p.add_argument("--fast-checkpoint", metavar="PATH",
+                 help="fast photoreal checkpoint for nst_jax.inference; '{pair}' in it is "
+                      "replaced by the pair number (pairs without one show '-')")
+  p.add_argument("--sheet-pairs", default="", help="pairs on the contact sheet (default: <= 6)")
   p.add_argument("--time-size", type=int, default=0, help="also time one run at this size")
   p.add_argument("--time-iters", type=int, default=100)
   p.add_argument("--results", default=str(REPO / "benchmarks" / "results"))
@@ -141,44 +251,59 @@ def parse_args(argv=None):
   return p.parse_args(argv)
 
 
-def main(argv=None):
-  args = parse_args(argv)
-  photo_dir = paths.data_dir(args.data_dir) / "photo"
-  params = vgg.load_vgg19(paths.resolve_vgg_weights(args.vgg_weights))
-  fast = None
-  if args.fast_checkpoint:
-    from nst_jax import inference  # pylint: disable=import-outside-toplevel
-    fast = inference.Stylizer.from_checkpoint(args.fast_checkpoint)
-  methods = ["gatys", "photoreal"] + (["fast"] if fast else [])
-  rows, sheet, names, t0 = [], [], [], time.perf_counter()
-  for n in [int(x) for x in args.pairs.split(",")]:
-    content, style, cm, sm = load_pair(photo_dir, n, args.size)
-    outs = run_methods(params, args, content, style, cm, sm, fast)
-    row = {"pair": n}
-    for m, (img, sec) in outs.items():
-      row[m] = dict(metrics(params, img, content, style, cm, sm, args.eval_eps), seconds=sec)
-    rows.append(row)
-    print(json.dumps(row), flush=True)
-    sheet.append([content, style] + [outs[m][0] for m in methods])
-    names.append(f"pair {n}")
-  note = (f"Pairs {args.pairs} at {args.size} px (long side), photoreal {args.iters} iterations "
-          f"per stage ({args.masks} masks), Gatys {2 * args.iters}; matting ratio at eps "
-          f"{args.eval_eps:g}; {time.perf_counter() - t0:.0f} s in all.")
-  table = markdown(rows, methods, note)
-  print(table)
+def evaluate_pair(params, args, photo_dir, n, fast_cache) -> tuple[dict, dict]:
+  """(row of metrics, {method: image}) for pair ``n``."""
+  content, style, cm, sm = load_pair(photo_dir, n, args.size)
+  fast = load_fast(args.fast_checkpoint, n, fast_cache)
+  outs = run_methods(params, args, content, style, cm, sm, fast)
+  row = {"pair": n}
+  for m, (img, sec) in outs.items():
+    row[m] = dict(metrics(params, img, content, style, cm, sm, args.eval_eps), seconds=sec)
+  return row, {"content": content, "style": style, **{m: img for m, (img, _) in outs.items()}}
+
+
+def write_outputs(args, summary: dict, text: str, sheet, names, cols) -> None:
   results, docs = Path(args.results), Path(args.docs)
-  summary = {"args": vars(args), "rows": rows, "mean": mean_row(rows, methods)}
-  if args.time_size:
-    summary["timing"] = time_one(params, photo_dir, args.time_size, args.time_iters)
-    print(json.dumps(summary["timing"]))
-  for folder in (results, docs):
-    folder.mkdir(parents=True, exist_ok=True)
   image_io.atomic_write(results / "photo_eval.json",
                         lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1)))
   for path in (results / "photo_eval.md", docs / "photo_eval.md"):
-    image_io.atomic_write(path, lambda tmp: Path(tmp).write_text(table))
-  contact_sheet(docs / "photo_eval.png", sheet, names,
-                ["content", "style", "Gatys", "photoreal"] + (["fast photoreal"] if fast else []))
+    image_io.atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+  docs.mkdir(parents=True, exist_ok=True)
+  contact_sheet(docs / "photo_eval.png", sheet, names, cols)
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  pairs = parse_pairs(args.pairs)
+  photo_dir = paths.data_dir(args.data_dir) / "photo"
+  params = vgg.load_vgg19(paths.resolve_vgg_weights(args.vgg_weights))
+  rows, images, fast_cache, t0 = [], {}, {}, time.perf_counter()
+  for n in pairs:
+    row, images[n] = evaluate_pair(params, args, photo_dir, n, fast_cache)
+    rows.append(row)
+    print(json.dumps(row), flush=True)
+  methods = [m for m in ("gatys", "photoreal", "photoreal_raw", "photoreal_auto",
+                         "photoreal_auto_raw", "fast") if any(m in r for r in rows)]
+  wall = time.perf_counter() - t0
+  note = (f"Pairs {args.pairs} at {args.size} px (long side), photoreal {args.iters} iterations "
+          f"per stage ({args.masks} masks), Gatys {2 * args.iters}; matting ratio at eps "
+          f"{args.eval_eps:g}; {wall:.0f} s in all, load average {os.getloadavg()[0]:.1f} at "
+          f"the end.")
+  goals = goal_check(rows, methods)
+  text = markdown(rows, methods, note) + "\n" + goal_lines(goals)
+  print(text)
+  summary = {"args": vars(args), "seconds": wall, "rows": rows,
+             "mean": mean_row(rows, methods), "goals": goals,
+             "defaults": {"photoreal": config.to_dict(photoreal.PhotoConfig())}}
+  if args.time_size:
+    summary["timing"] = time_one(params, photo_dir, args.time_size, args.time_iters)
+    print(json.dumps(summary["timing"]))
+  shown = [m for m in ("gatys", "photoreal", "photoreal_auto", "fast") if m in methods]
+  chosen = sheet_pairs(args.sheet_pairs, pairs)
+  sheet = [[images[n]["content"], images[n]["style"]] + [images[n].get(m) for m in shown]
+           for n in chosen]
+  write_outputs(args, summary, text, sheet, [f"pair {n}" for n in chosen],
+                ["content", "style"] + shown)
 
 
 if __name__ == "__main__":

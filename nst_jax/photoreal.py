@@ -20,8 +20,10 @@ so both stages run the same compiled program (stage 1 with a zero matting weight
 Scales. Luan's Torch code adds ``lambda * 2 L v`` (lambda = 1e4) to gradients of caffe-scale
 losses summed over pixels; our losses are means over positions and pixels are in [0, 1], so the
 penalty is divided by N to be size-independent and its weight calibrated on the shared pairs
-(docs/photoreal.md): with ``style_weight`` 1e-4, ``matting_weight`` = 1e9 per pixel cuts stage 1's
-matting energy ~20x while the style loss rises by ~10%; 1e7 barely moves it.
+(docs/photoreal.md): with ``style_weight`` 1e-4, ``matting_weight`` = 3e9 per pixel cuts stage 1's
+matting energy 20-70x; 1e7 barely moves it. The penalty alone plateaus a few times above the
+content's own matting energy (more stage-2 iterations do not help), so the output is then
+guided-filtered with the content as guide (Luan's optional post-step, on by default).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from nst_jax.config import LossConfig, OptimConfig
 from nst_jax.errors import UserError
 
 EVAL_EPS = 1e-4  # matting_ratio's regulariser (see there)
+SMOOTH_RADIUS_DIVISOR = 24  # default guided-filter radius: long side / 24 (3 px at 64, 21 at 512)
 LUAN_STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
 
 
@@ -56,15 +59,15 @@ class PhotoConfig:
   """Slow photorealistic transfer (hashable; a static argument of the compiled loss)."""
   loss: LossConfig = field(default_factory=_photo_loss)
   optim: OptimConfig = field(default_factory=lambda: OptimConfig(num_iters=300))
-  matting_weight: float = 1e9  # times sum_c V_c^T L V_c / N, N = pixels (calibrated)
+  matting_weight: float = 3e9  # times sum_c V_c^T L V_c / N, N = pixels (calibrated)
   stages: int = 2  # 2: without the penalty, then with it (Luan); 1: with it from the content
   stage_iters: tuple[int, ...] = ()  # iterations per stage; () = optim.num_iters each
   size: int = 512  # long side of the output, pixels
   style_scale: float = 1.0  # style image long side relative to the output's
   num_regions: int = 3  # automatic masks only
   mask_pooling: str = "avg"  # how masks follow VGG's pools (masks.downsample_masks)
-  smooth: bool = False  # guided-filter the output with the content as guide (He et al.)
-  smooth_radius: int = 0  # 0: long side / 128, at least 1
+  smooth: bool = True  # guided-filter the output with the content as guide (Luan's post-step)
+  smooth_radius: int = 0  # 0: long side / 24, at least 1 (calibrated, docs/photoreal.md)
   smooth_eps: float = 1e-4
   seed: int = 0
 
@@ -187,7 +190,7 @@ def guided_smooth(image: np.ndarray, guide: np.ndarray, *, radius: int = 0,
   Args:
     image: [H, W, 3] stylized output in [0, 1].
     guide: [H, W, 3] the content at the same size.
-    radius: box radius; 0 picks max(1, long side // 128).
+    radius: box radius; 0 picks max(1, round(long side / ``SMOOTH_RADIUS_DIVISOR``)).
     eps: regulariser; smaller keeps more of the image's detail.
 
   Returns:
@@ -196,7 +199,7 @@ def guided_smooth(image: np.ndarray, guide: np.ndarray, *, radius: int = 0,
   References:
     He, Sun & Tang, "Guided Image Filtering", ECCV 2010 / PAMI 2013.
   """
-  radius = radius or max(1, max(image.shape[:2]) // 128)
+  radius = radius or max(1, round(max(image.shape[:2]) / SMOOTH_RADIUS_DIVISOR))
   out = masks.guided_filter(np.asarray(guide, np.float32), np.asarray(image, np.float32),
                             radius=radius, eps=eps)
   return np.clip(out, 0.0, 1.0).astype(np.float32)

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from nst_jax import cli, image_io, masks, photoreal, vgg
+from nst_jax.commands import photo as photo_command
 from nst_jax.errors import UserError
 
 
@@ -59,7 +60,8 @@ def test_two_stage_penalty_lowers_matting_energy_without_freezing(vgg_params, da
   cm = masks.load_color_mask(paths["content_mask"], size_hw=content.shape[:2])
   sm = masks.load_color_mask(paths["style_mask"], size_hw=style.shape[:2])
   run = lambda weight: photoreal.stylize(vgg_params, content, style,
-                                         _cfg(64, 6, matting_weight=weight), content_masks=cm,
+                                         _cfg(64, 6, matting_weight=weight, smooth=False),
+                                         content_masks=cm,
                                          style_masks=sm, progress=False)
   with_penalty, without = run(photoreal.PhotoConfig().matting_weight), run(0.0)
   small = image_io.resize_array(content, with_penalty.images[0].shape[:2])
@@ -81,6 +83,32 @@ def test_guided_smooth_keeps_locally_affine_images_and_flattens_noise(rng):
   noisy = np.clip(affine + rng.normal(0, 0.05, affine.shape).astype(np.float32), 0, 1)
   smoothed = photoreal.guided_smooth(noisy, guide, radius=2, eps=1e-4)
   assert np.abs(smoothed - affine).mean() < 0.5 * np.abs(noisy - affine).mean()
+
+
+def test_default_post_smoothing_makes_a_textured_result_nearly_locally_affine(rng):
+  # The defaults (calibrated in docs/photoreal.md): the stronger penalty, then the guided filter
+  # with the content as guide and radius long side / 24, which brings the matting energy of a
+  # colour-transformed content with texture on top close to the content's own.
+  cfg = photoreal.PhotoConfig()
+  assert cfg.smooth and cfg.matting_weight == 3e9 and cfg.smooth_radius == 0
+  content = image_io.resize_array(rng.uniform(size=(12, 9, 3)).astype(np.float32), (96, 72))
+  graded = np.clip(content @ np.array([[0.8, 0.1, 0], [0, 0.9, 0.1], [0.1, 0, 0.7]], np.float32)
+                   + 0.05, 0, 1)
+  textured = np.clip(graded + rng.normal(0, 0.03, graded.shape).astype(np.float32), 0, 1)
+  smoothed = photoreal.guided_smooth(textured, content, eps=cfg.smooth_eps)
+  np.testing.assert_allclose(smoothed, photoreal.guided_smooth(textured, content, radius=4,
+                                                               eps=cfg.smooth_eps))
+  assert photoreal.matting_ratio(content, textured) > 5.0
+  assert photoreal.matting_ratio(content, smoothed) < 2.0
+  assert np.abs(smoothed - graded).mean() < 0.3 * np.abs(textured - graded).mean()
+
+
+@pytest.mark.parametrize("flag,expected", [([], True), (["--smooth"], True),
+                                           (["--no-smooth"], False)])
+def test_cli_smoothing_is_on_by_default_and_can_be_turned_off(flag, expected):
+  args = cli.build_parser().parse_args(["photo", "--content", "a.png", "--style", "b.png",
+                                        "--out", "o.png", *flag])
+  assert photo_command.build_config(args).smooth is expected
 
 
 @pytest.mark.parametrize("kw,match", [({"stages": 3}, "stages"), ({"stage_iters": (1,)}, "stage"),

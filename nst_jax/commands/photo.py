@@ -5,6 +5,7 @@ Example::
   nst-jax photo --content in1.png --style tar1.png --out out/in1.png --size 512
   nst-jax photo --content in1.png --style tar1.png \
       --content-mask seg/in1.png --style-mask seg/tar1.png --out out/in1_masked.png
+  nst-jax photo ... --no-smooth        # without the guided-filter post-step
 """
 
 from __future__ import annotations
@@ -37,12 +38,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--stage-iters", metavar="N1,N2", help="iterations per stage (default --iters)")
   p.add_argument("--style-scale", type=float, help="style size relative to the output")
   p.add_argument("--matting-weight", type=common.non_negative_float,
-                 help="weight of the matting-Laplacian penalty per pixel (default 1e9)")
+                 help="weight of the matting-Laplacian penalty per pixel (default 3e9)")
   p.add_argument("--regions", type=common.positive_int, help="automatic masks: region count")
   p.add_argument("--mask-pooling", choices=masks.MASK_POOLINGS)
-  p.add_argument("--smooth", action="store_true",
-                 help="guided-filter the result with the content as guide (He et al.)")
-  p.add_argument("--smooth-radius", type=int, help="guided filter radius (0: size / 128)")
+  p.add_argument("--smooth", action=argparse.BooleanOptionalAction,
+                 help="guided-filter the result with the content as guide (Luan's post-step, "
+                      "He et al.; default on, --no-smooth for the raw optimum)")
+  p.add_argument("--smooth-radius", type=int, help="guided filter radius (0: size / 24)")
   p.add_argument("--smooth-eps", type=float, help="guided filter regulariser (default 1e-4)")
   p.add_argument("--seed", type=int)
   common.add_loss_flags(p)
@@ -56,8 +58,8 @@ def build_config(args) -> photoreal.PhotoConfig:
   for flag, key in _PHOTO_KEYS.items():
     if getattr(args, flag) is not None:
       overrides[key] = getattr(args, flag)
-  if args.smooth:
-    overrides["smooth"] = True
+  if args.smooth is not None:
+    overrides["smooth"] = args.smooth
   cfg = config.override(photoreal.PhotoConfig(), overrides)
   photoreal.check_config(cfg)
   return cfg
