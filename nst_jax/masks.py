@@ -227,17 +227,16 @@ def downsample_masks(masks, layers, pooling: str = "avg", *,
 AUTO_LAYERS = ("relu3_1", "relu4_1")
 
 
-def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
-  """sRGB in [0, 1] -> CIE Lab (D65), [..., 3]; L in [0, 100]."""
-  rgb = np.asarray(rgb, np.float64)
-  lin = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
-  xyz = lin @ np.array([[0.4124, 0.2126, 0.0193], [0.3576, 0.7152, 0.1192],
-                        [0.1805, 0.0722, 0.9505]])
-  xyz = xyz / np.array([0.95047, 1.0, 1.08883])
-  f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
-  lab = np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]),
-                  200 * (f[..., 1] - f[..., 2])], axis=-1)
-  return lab.astype(np.float32)
+def rgb_to_lab(rgb):
+  """sRGB in [0, 1] -> CIE Lab (D65), [..., 3]; L in [0, 100]. Traceable (a jax.Array out)."""
+  rgb = jnp.asarray(rgb, jnp.float32)
+  lin = jnp.where(rgb <= 0.04045, rgb / 12.92, ((jnp.maximum(rgb, 0.04045) + 0.055) / 1.055) ** 2.4)
+  xyz = lin @ jnp.array([[0.4124, 0.2126, 0.0193], [0.3576, 0.7152, 0.1192],
+                         [0.1805, 0.0722, 0.9505]])
+  xyz = xyz / jnp.array([0.95047, 1.0, 1.08883])
+  f = jnp.where(xyz > (6 / 29) ** 3, jnp.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+  return jnp.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]),
+                    200 * (f[..., 1] - f[..., 2])], axis=-1)
 
 
 def _descriptors(vgg_params, image: np.ndarray, work_size: int) -> list[np.ndarray]:
@@ -252,7 +251,7 @@ def _descriptors(vgg_params, image: np.ndarray, work_size: int) -> list[np.ndarr
     f = feats[name][0]                                                   # [h, w, C]
     f = f / (jnp.linalg.norm(f, axis=-1, keepdims=True) + 1e-6)
     deep.append(np.asarray(jax.image.resize(f, grid + f.shape[-1:], "linear")))
-  colour = rgb_to_lab(image_io.resize_array(small, grid))
+  colour = np.asarray(rgb_to_lab(image_io.resize_array(small, grid)))
   ys, xs = np.meshgrid(np.linspace(0, 1, grid[0]), np.linspace(0, 1, grid[1]), indexing="ij")
   return [np.concatenate(deep, -1), colour, np.stack([ys, xs], -1).astype(np.float32)]
 

@@ -27,6 +27,7 @@ from nst_jax.errors import UserError
 THESIS_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 JOHNSON_STYLE_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
 SCHEDULES = ("constant", "cosine", "step")
+PHOTO_STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")  # Luan's, pre-ReLU
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,30 @@ class NetConfig:
 
 
 @dataclass(frozen=True)
+class PhotoTrainConfig:
+  """Photorealistic training (``photo_train``); the defaults train an artistic network.
+
+  Attributes:
+    regions: 0: plain Gram style loss; R > 0: masked Gram losses over R automatic regions (the
+      style and ``fit_photos`` training photos clustered jointly, then every photo assigned).
+    affine_weight: weight of the matting-Laplacian affine loss (0: off).
+    affine_loss: "residual" (the thesis: (1/N) sum_c |M O_c - M C_c|^2) or "energy" (Luan et
+      al.: (1/N) sum_c O_c^T M O_c).
+    affine_eps: the Laplacian's regulariser in the affine loss (Luan et al.: 1e-7).
+    mask_pooling: how masks follow VGG's pools (``masks.downsample_masks``).
+    min_area: a style region smaller than this share of the style image is ignored.
+    fit_photos: training photos clustered with the style to define the regions.
+  """
+  regions: int = 0
+  affine_weight: float = 0.0
+  affine_loss: str = "residual"
+  affine_eps: float = 1e-7
+  mask_pooling: str = "avg"
+  min_area: float = 1e-3
+  fit_photos: int = 32
+
+
+@dataclass(frozen=True)
 class TrainConfig:
   """A feed-forward style network's training run.
 
@@ -50,6 +75,7 @@ class TrainConfig:
   """
   net: NetConfig = field(default_factory=NetConfig)
   loss: LossConfig = field(default_factory=LossConfig)
+  photo: PhotoTrainConfig = field(default_factory=PhotoTrainConfig)
   style: str = ""  # the style image
   data: str = ""  # a folder of training photos, or "tfds:NAME"
   size: int = 256  # training crops are size x size
@@ -91,6 +117,22 @@ def johnson() -> TrainConfig:
                       content_weight=1.0, style_weight=1e-4, tv_weight=1e3, pooling="max"))
 
 
+def photoreal() -> TrainConfig:
+  """The reference thesis' fast photorealistic network, made to work: the thesis' network with
+  the "affine" head (per-pixel colour transforms of the photo), Luan et al.'s objective (content
+  conv4_2, masked Gram style losses at conv1_1..conv5_1 pre-ReLU, over 3 automatic regions) and
+  the matting-Laplacian affine loss of each output against its photo."""
+  cfg = thesis()
+  return dataclasses.replace(
+      cfg, net=dataclasses.replace(cfg.net, output="affine"),
+      loss=dataclasses.replace(cfg.loss, content_layers=("conv4_2",),
+                               style_layers=PHOTO_STYLE_LAYERS, style_weight=1e-4, tv_weight=1e2),
+      photo=PhotoTrainConfig(regions=3, affine_weight=PHOTO_AFFINE_WEIGHT))
+
+
+PHOTO_AFFINE_WEIGHT = 1e4  # calibrated in docs/photoreal.md ("Fast photorealistic networks")
+
+
 def smoke() -> TrainConfig:
   """A tiny, fast run for tests: the thesis' losses, a tiny net, 32-px crops."""
   cfg = thesis()
@@ -100,7 +142,7 @@ def smoke() -> TrainConfig:
       prefetch=1)
 
 
-PRESETS = {"thesis": thesis, "johnson": johnson, "smoke": smoke}
+PRESETS = {"thesis": thesis, "johnson": johnson, "photoreal": photoreal, "smoke": smoke}
 
 
 def make_model(net: NetConfig, *, bf16: bool = False) -> nets.TransformNet:
@@ -130,6 +172,25 @@ def check_config(cfg: TrainConfig) -> None:
                     f"{cfg.input_noise}")
   if cfg.schedule not in SCHEDULES:
     raise UserError(f"unknown schedule {cfg.schedule!r}; expected one of {SCHEDULES}")
+  check_photo(cfg.photo)
+
+
+def check_photo(photo: PhotoTrainConfig) -> None:
+  """Raises ``UserError`` for photorealistic settings no run can use."""
+  from nst_jax import masks, photo_train  # pylint: disable=import-outside-toplevel
+  if (photo.regions < 0 or not photo.affine_weight >= 0 or not 0 <= photo.min_area < 1
+      or not photo.affine_eps > 0):
+    raise UserError(f"need photo.regions >= 0, photo.affine_weight >= 0, photo.affine_eps > 0 "
+                    f"and photo.min_area in [0, 1); got {photo.regions}, {photo.affine_weight}, "
+                    f"{photo.affine_eps}, {photo.min_area}")
+  if photo.regions and photo.fit_photos < 1:
+    raise UserError("photo.fit_photos must be >= 1 with photo.regions > 0")
+  if photo.affine_loss not in photo_train.AFFINE_LOSSES:
+    raise UserError(f"unknown photo.affine_loss {photo.affine_loss!r}; expected one of "
+                    f"{photo_train.AFFINE_LOSSES}")
+  if photo.mask_pooling not in masks.MASK_POOLINGS:
+    raise UserError(f"unknown photo.mask_pooling {photo.mask_pooling!r}; expected one of "
+                    f"{masks.MASK_POOLINGS}")
 
 
 def to_json(cfg: TrainConfig) -> str:

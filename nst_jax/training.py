@@ -42,8 +42,8 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from nst_jax import (checkpoint, data, image_io, objective, paths, plots, sharding, train_config,
-                     train_logging, vgg)
+from nst_jax import (checkpoint, data, image_io, objective, paths, photo_train, plots, sharding,
+                     train_config, train_logging, vgg)
 from nst_jax.config import LossConfig
 from nst_jax.errors import UserError
 from nst_jax.train_config import TrainConfig
@@ -166,6 +166,40 @@ def perceptual_loss_terms(vgg_params, outputs: jax.Array, inputs: jax.Array, sty
   return {k: v.astype(jnp.float32) for k, v in terms.items()}
 
 
+def training_loss_terms(vgg_params, outputs: jax.Array, inputs: jax.Array, style_targets: dict,
+                        cfg: TrainConfig | LossConfig, *, compute_dtype=jnp.float32) -> dict:
+  """The run's loss terms: ``perceptual_loss_terms``, or with ``cfg.photo`` set the masked style
+  terms and the affine loss of ``photo_train`` (style targets from ``setup_style_targets``).
+
+  Returns:
+    ``{"content", "style", "tv"[, "affine"], "total"}``, each float32 [B].
+  """
+  if isinstance(cfg, LossConfig):
+    cfg = TrainConfig(loss=cfg)
+  if cfg.photo.regions:
+    terms = photo_train.masked_loss_terms(vgg_params, outputs, inputs, style_targets, cfg,
+                                          compute_dtype=compute_dtype)
+  else:
+    terms = perceptual_loss_terms(vgg_params, outputs, inputs, style_targets, cfg.loss,
+                                  compute_dtype=compute_dtype)
+  if cfg.photo.affine_weight:
+    terms = photo_train.add_affine_term(terms, outputs, inputs, cfg.photo)
+  return terms
+
+
+def setup_style_targets(cfg: TrainConfig, vgg_params, style: np.ndarray, dataset=None) -> dict:
+  """The style targets of a run (computed once): plain Grams, or with ``cfg.photo.regions`` the
+  masked Grams under regions fitted on the style and ``cfg.photo.fit_photos`` photos of
+  ``dataset`` (``photo_train.fit_regions``)."""
+  style_b = jnp.asarray(style)[None]
+  if not cfg.photo.regions:
+    return jax.jit(make_style_targets, static_argnums=2)(vgg_params, style_b, cfg.loss)
+  photos = dataset.get_batch(0, cfg.photo.fit_photos)
+  regions = photo_train.fit_regions(vgg_params, style, photos, cfg)
+  return jax.jit(photo_train.make_style_targets, static_argnums=3)(vgg_params, style_b, regions,
+                                                                   cfg)
+
+
 def _apply_train(model: nn.Module, variables: dict, images: jax.Array):
   """The forward pass of training: (outputs, new batch_stats)."""
   if "batch_stats" in variables:
@@ -201,8 +235,8 @@ def train_step(state: TrainState, images: jax.Array, vgg_params, style_targets: 
   def loss_fn(params):
     variables = dict(variables_of(state), params=params)
     outputs, batch_stats = _apply_train(model, variables, net_in)  # [B, H, W, 3]
-    terms = perceptual_loss_terms(vgg_params, outputs, images, style_targets, cfg.loss,
-                                  compute_dtype=compute_dtype)
+    terms = training_loss_terms(vgg_params, outputs, images, style_targets, cfg,
+                                compute_dtype=compute_dtype)
     return jnp.mean(terms["total"]), (terms, batch_stats)
 
   grads, (terms, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
@@ -230,15 +264,19 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, cfg: Tra
 
 
 def eval_loss_terms(model: nn.Module, variables: dict, vgg_params, style_targets: dict,
-                    images: jax.Array, loss_cfg: LossConfig) -> dict:
-  """The perceptual loss terms of the network (inference mode) on held-out photos; [B] each."""
+                    images: jax.Array, loss_cfg: LossConfig | TrainConfig) -> dict:
+  """The loss terms of the network (inference mode) on held-out photos; [B] each."""
   outputs = model.apply(variables, images, train=False)
-  return perceptual_loss_terms(vgg_params, outputs, images, style_targets, loss_cfg)
+  return training_loss_terms(vgg_params, outputs, images, style_targets, loss_cfg)
 
 
 def evaluate(model: nn.Module, variables: dict, vgg_params, style_targets: dict,
-             images: np.ndarray, loss_cfg: LossConfig, *, batch_size: int = 4) -> dict[str, float]:
-  """Mean perceptual loss terms over ``images`` [N, H, W, 3], in batches (one compilation)."""
+             images: np.ndarray, loss_cfg: LossConfig | TrainConfig, *,
+             batch_size: int = 4) -> dict[str, float]:
+  """Mean loss terms over ``images`` [N, H, W, 3], in batches (one compilation).
+
+  ``loss_cfg`` is the ``LossConfig`` of an artistic run or a whole ``TrainConfig`` (needed for
+  the photorealistic terms)."""
   fn = jax.jit(functools.partial(eval_loss_terms, model, loss_cfg=loss_cfg))
   sums: dict[str, float] = {}
   for i in range(0, len(images), batch_size):
@@ -264,7 +302,7 @@ def check_resumable(meta: dict, cfg: TrainConfig, style_sha256: str, workdir) ->
   if meta.get("style_sha256") != style_sha256:
     raise UserError(f"{workdir} holds a run trained on another style image (sha256 "
                     f"{str(meta.get('style_sha256'))[:12]}...); use a new --workdir")
-  for name in ("net", "loss", "size", "batch_size", "bf16"):
+  for name in ("net", "loss", "photo", "size", "batch_size", "bf16"):
     if getattr(saved, name) != getattr(cfg, name):
       raise UserError(f"{workdir} holds a run with a different {name} ({getattr(saved, name)}); "
                       "use a new --workdir, or the same settings to resume")
@@ -315,9 +353,7 @@ def train_and_evaluate(cfg: TrainConfig, workdir, *, vgg_params=None, progress: 
     if sharding.is_main_process():
       image_io.atomic_write(workdir / "config.json",
                             lambda tmp: Path(tmp).write_text(train_config.to_json(cfg)))
-    style_targets = jax.jit(make_style_targets, static_argnums=2,
-                            out_shardings=sharding.replicated(mesh))(
-                                vgg_params, jnp.asarray(style)[None], cfg.loss)
+    style_targets = sharding.replicate(mesh, setup_style_targets(cfg, vgg_params, style, dataset))
     vgg_params = sharding.replicate(mesh, vgg_params)
     loop = _Loop(cfg, workdir, mesh, model, dataset, start)
     step_fn = make_train_step(model, tx, cfg, mesh)

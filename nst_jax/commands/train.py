@@ -5,6 +5,7 @@ Synopsis::
   nst-jax train --style starry.jpg --data ../shared/data/train --workdir runs/starry
   nst-jax train --style starry.jpg --data DIR --workdir W --preset johnson --set num_steps=2000 \\
       --set net.width=0.5 --set loss.style_weight=5e-5
+  nst-jax train --preset photoreal --style tar1.png --data DIR --workdir runs/photo1
   nst-jax train ... --distributed          # on every host of a multi-host run
 
 Re-running the same command resumes from the newest checkpoint in the workdir.
@@ -31,7 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="the run's folder: checkpoints, config.json, losses, TensorBoard")
   parser.add_argument("--preset", choices=sorted(train_config.PRESETS), default="thesis",
                       help="thesis (instance norm, relu4_2 + relu*_1, default), johnson (the "
-                      "paper), smoke (a tiny test run)")
+                      "paper), photoreal (fast photorealistic transfer: affine head, masked "
+                      "style over automatic regions, matting-Laplacian loss; --style is a photo), "
+                      "smoke (a tiny test run)")
   parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                       help="override a config field, e.g. num_steps=2000, net.width=0.5, "
                       "loss.style_weight=1e-4, bf16=true (repeatable; see train_config.py)")

@@ -1,0 +1,119 @@
+"""Cost of a photorealistic training step against an artistic one, side by side in one process.
+
+Usage::
+
+  python benchmarks/photo_train_bench.py                     # 256 px, batch 4, full-width nets
+  python benchmarks/photo_train_bench.py --size 128 --batch 2 --rounds 5 --set net.width=0.5
+
+Three train steps are compiled on the same batch of shared training photos:
+
+- ``artistic``: the thesis preset (rgb head; relu4_2 content, relu*_1 Gram style losses);
+- ``photoreal_rgb``: the photoreal losses (content conv4_2, masked Grams at conv*_1 over 3
+  automatic regions, the matting-Laplacian affine loss with the per-image Laplacian coefficients
+  computed in the step) on the *same* rgb network: the extra cost of the losses alone;
+- ``photoreal``: the photoreal preset as shipped (its "affine" head has no upsampling layers).
+
+With ``--ablation``, also the rgb network with the photoreal losses but no regions
+(``photoreal_rgb_plain``) and with regions but no affine loss (``photoreal_rgb_masked``), to see
+which piece costs what.
+
+Then ``--rounds`` rounds each time ``--steps`` steps of every variant in turn (interleaved, so a
+change in machine load hits all of them), and the median seconds per step are reported with the
+ratios to ``artistic``. Writes ``benchmarks/results/photo_train_bench.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from nst_jax import config, data, image_io, paths, sharding, train_config, training, vgg
+
+RESULTS = Path(__file__).resolve().parent / "results" / "photo_train_bench.json"
+
+
+def variants(args) -> dict[str, train_config.TrainConfig]:
+  common = {"size": args.size, "batch_size": args.batch, "style_size": args.size,
+            **dict(kv.split("=", 1) for kv in args.overrides)}
+  photo = config.override(train_config.photoreal(), common)
+  rgb = dataclasses.replace(photo, net=dataclasses.replace(photo.net, output="rgb"))
+  out = {"artistic": config.override(train_config.thesis(), common), "photoreal_rgb": rgb,
+         "photoreal": photo}
+  if args.ablation:
+    out["photoreal_rgb_plain"] = dataclasses.replace(
+        rgb, photo=dataclasses.replace(rgb.photo, regions=0, affine_weight=0.0))
+    out["photoreal_rgb_masked"] = dataclasses.replace(
+        rgb, photo=dataclasses.replace(rgb.photo, affine_weight=0.0))
+  return out
+
+
+def build(cfg, mesh, vgg_params, style, dataset):
+  """A zero-argument callable running one train step of ``cfg`` on a fixed batch."""
+  model, tx = train_config.make_model(cfg.net), training.make_optimizer(cfg)
+  targets = sharding.replicate(mesh, training.setup_style_targets(cfg, vgg_params, style, dataset))
+  step = training.make_train_step(model, tx, cfg, mesh)
+  key = sharding.replicate(mesh, training.make_key(0))
+  batch = sharding.shard_batch(mesh, dataset.get_batch(1, cfg.batch_size))
+  box = {"state": training.init_train_state(model, tx, training.make_key(0), mesh)}
+
+  def run():
+    box["state"], metrics = step(box["state"], batch, vgg_params, targets, key)
+    jax.block_until_ready(metrics)
+
+  return run
+
+
+def main(argv=None) -> None:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--size", type=int, default=256)
+  p.add_argument("--batch", type=int, default=4)
+  p.add_argument("--steps", type=int, default=2, help="steps per variant per round")
+  p.add_argument("--rounds", type=int, default=3)
+  p.add_argument("--ablation", action="store_true", help="also time the losses' pieces")
+  p.add_argument("--style", default=None, help="style photo (default: photo/style/tar1.png)")
+  p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+  p.add_argument("--out", default=str(RESULTS))
+  args = p.parse_args(argv)
+  mesh = sharding.make_mesh()
+  vgg_params = sharding.replicate(mesh, vgg.load_vgg19(paths.resolve_vgg_weights(None)))
+  style = image_io.load_image(args.style or paths.data_dir() / "photo" / "style" / "tar1.png",
+                              size=args.size)
+  dataset = data.FolderDataset(paths.data_dir() / "train", size=args.size, seed=0)
+  runs, first = {}, {}
+  for name, cfg in variants(args).items():
+    runs[name] = build(cfg, mesh, vgg_params, style, dataset)
+    t0 = time.perf_counter()
+    runs[name]()
+    first[name] = time.perf_counter() - t0
+  times = {name: [] for name in runs}
+  for _ in range(args.rounds):
+    for name, run in runs.items():
+      for _ in range(args.steps):
+        t0 = time.perf_counter()
+        run()
+        times[name].append(time.perf_counter() - t0)
+  median = {k: float(np.median(v)) for k, v in times.items()}
+  report = {"benchmark": "photo_train_step", "size": args.size, "batch": args.batch,
+            "overrides": args.overrides, "first_step_s": first, "step_s_median": median,
+            "step_s_all": times, "ratio_to_artistic": {k: v / median["artistic"]
+                                                       for k, v in median.items()},
+            "devices": jax.device_count(), "device_kind": jax.devices()[0].device_kind,
+            "cpu_count": os.cpu_count(), "load_avg_at_end": os.getloadavg(),
+            "machine": platform.processor() or platform.machine(),
+            "date": time.strftime("%Y-%m-%d")}
+  Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+  Path(args.out).write_text(json.dumps(report, indent=2))
+  print(json.dumps({k: report[k] for k in ("size", "batch", "step_s_median",
+                                           "ratio_to_artistic", "load_avg_at_end")}, indent=2))
+
+
+if __name__ == "__main__":
+  main()
