@@ -13,6 +13,11 @@ back, so a folder of photos of similar sizes compiles once per distinct padded s
 the same padded shape are stacked into batches of ``batch_size`` (1 by default; more helps on
 accelerators), the last one filled up with copies, so the network compiles once per bucket.
 
+Smoothing: photorealistic networks (``train_config.photoreal``) are followed by the guided-filter
+post-step of slow photorealistic transfer (``photoreal.guided_smooth``, Luan et al.'s optional
+step), which makes the output locally affine in the photo's colours; ``smooth`` turns it on or off
+for any network (default: on for photorealistic checkpoints only).
+
 Strength: ``out = s * stylized + (1 - s) * content``, a linear blend in pixel space (after the
 optional luminance-only transfer). With instance normalization the network's output is not an
 affine function of any parameter that would make a "weaker" network, and the pixel blend is what
@@ -34,7 +39,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from nst_jax import checkpoint, colors, nets, train_config, training
+from nst_jax import checkpoint, colors, nets, photoreal, train_config, training
 from nst_jax.errors import UserError
 
 DEFAULT_BUCKET = 32
@@ -53,18 +58,21 @@ def pad_to(image: np.ndarray, hw: tuple[int, int]) -> tuple[np.ndarray, tuple[in
 
 
 def blend(stylized: np.ndarray, content: np.ndarray, *, strength: float = 1.0,
-          original_colors: str = "") -> np.ndarray:
-  """The post-processing of one output: luminance-only transfer, then the strength blend.
+          original_colors: str = "", smooth: bool = False) -> np.ndarray:
+  """The post-processing of one output: smoothing, luminance-only transfer, strength blend.
 
   Args:
     stylized: [H, W, 3] the network's output in [0, 1].
     content: [H, W, 3] the photo.
     strength: s in [0, 1]: ``s * stylized + (1 - s) * content``.
     original_colors: "" (keep the network's colours), "yiq" or "yuv" (keep the photo's chroma).
+    smooth: guided-filter the output with the photo as guide (``photoreal.guided_smooth``).
 
   Returns:
     float32 [H, W, 3] in [0, 1].
   """
+  if smooth:
+    stylized = photoreal.guided_smooth(stylized, content)
   if original_colors:
     stylized = colors.original_colors(stylized, content, original_colors)
   out = strength * stylized + (1.0 - strength) * content
@@ -96,6 +104,8 @@ class Stylizer:
       raise UserError(f"bucket must be a positive multiple of {nets.MULTIPLE} and batch_size "
                       f">= 1, got {bucket}, {batch_size}")
     self.model, self.variables, self.meta = model, variables, meta or {}
+    # Photorealistic networks get the guided-filter post-step by default.
+    self.smooth_default = getattr(model, "output", "rgb") == "affine"
     self.bucket, self.batch_size = bucket, batch_size
     self._apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
     self.compiled_shapes: set[tuple[int, ...]] = set()
@@ -128,15 +138,17 @@ class Stylizer:
     return np.asarray(self._apply(self.variables, images))  # [B, H, W, 3]
 
   def stylize_many(self, images: Sequence[np.ndarray], *, strength: float = 1.0,
-                   original_colors: str = "") -> list[np.ndarray]:
+                   original_colors: str = "", smooth: bool | None = None) -> list[np.ndarray]:
     """Stylizes images of any sizes; returns float32 [H, W, 3] in [0, 1] for each.
 
     Args:
       images: float [H, W, 3] arrays in [0, 1].
       strength: see ``blend``.
       original_colors: see ``blend``.
+      smooth: see ``blend``; None: on for photorealistic ("affine" head) networks only.
     """
     check_options(strength, original_colors)
+    smooth = self.smooth_default if smooth is None else smooth
     groups: dict[tuple[int, int], list[int]] = {}
     for i, img in enumerate(images):
       if img.ndim != 3 or img.shape[-1] != 3 or min(img.shape[:2]) < 1:
@@ -152,7 +164,8 @@ class Stylizer:
         for j, i in enumerate(chunk):
           h, w = images[i].shape[:2]
           results[i] = blend(out[j, :h, :w], np.asarray(images[i], np.float32),
-                             strength=strength, original_colors=original_colors)
+                             strength=strength, original_colors=original_colors,
+                             smooth=smooth)
     return results
 
   def __call__(self, image: np.ndarray, **kwargs) -> np.ndarray:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nst_jax import checkpoint, cli, colors, inference, sharding, train_config, training
+from nst_jax import checkpoint, cli, colors, inference, nets, sharding, train_config, training
 from nst_jax.errors import UserError
 
 
@@ -74,6 +74,21 @@ def test_strength_blends_in_pixel_space(stylizer, rng):
   full = stylizer(x)
   np.testing.assert_allclose(stylizer(x, strength=0.0), x, atol=1e-6)
   np.testing.assert_allclose(stylizer(x, strength=0.3), 0.3 * full + 0.7 * x, atol=1e-5)
+
+
+def test_smoothing_is_the_guided_filter_and_defaults_by_head(stylizer, rng):
+  from nst_jax import photoreal  # pylint: disable=import-outside-toplevel
+  x = _photo(rng, 40, 40)
+  assert not stylizer.smooth_default  # an artistic (rgb head) network
+  np.testing.assert_allclose(stylizer(x, smooth=True),
+                             photoreal.guided_smooth(stylizer(x), x), atol=1e-6)
+  affine = inference.Stylizer(nets.TinyNet(output="affine"),
+                              nets.init_variables(nets.TinyNet(output="affine"), jax.random.key(0)))
+  assert affine.smooth_default
+  raw = affine(x, smooth=False)
+  np.testing.assert_allclose(affine(x), photoreal.guided_smooth(raw, x), atol=1e-6)
+  # The post-step makes the output (more) locally affine in the photo's colours.
+  assert photoreal.matting_ratio(x, affine(x)) < photoreal.matting_ratio(x, raw)
 
 
 def test_original_colors_keep_the_photo_chroma(stylizer, rng):

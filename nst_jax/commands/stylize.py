@@ -45,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="s in [0, 1]: output = s * stylized + (1 - s) * photo (default 1)")
   parser.add_argument("--original-colors", choices=colors.SPACES, default="",
                       help="keep the photo's colours (luminance-only transfer in YIQ or YUV)")
+  parser.add_argument("--smooth", action=argparse.BooleanOptionalAction, default=None,
+                      help="guided-filter the output with the photo as guide (Luan et al.'s "
+                      "post-step; default: on for photorealistic networks, off otherwise)")
   parser.add_argument("--bf16", action="store_true", help="bfloat16 compute")
   parser.add_argument("--format", choices=("png", "jpg"), default="png",
                       help="output image format (default png)")
@@ -82,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
                                                  batch_size=args.batch_size)
   t0 = time.perf_counter()
   outputs = stylizer.stylize_many(images, strength=args.strength,
-                                  original_colors=args.original_colors)
+                                  original_colors=args.original_colors, smooth=args.smooth)
   seconds = time.perf_counter() - t0
   for path, image in zip(output_paths(args.content, out_dir, args.format), outputs):
     image_io.save_image(path, image)
