@@ -85,14 +85,27 @@ def conv_reference(x, kernel, stride: int = 1, *, padding: str = "reflect"):
   return _conv_valid(_pad_hw(x, kernel.shape[0] // 2, padding), kernel, stride)
 
 
-# Winograd F(2x2, 3x3) (Lavin & Gray 2016): each 2x2 output tile is A^T [(G g G^T) * (B^T d B)] A
-# for the 4x4 input tile d, i.e. 16 matrix products over channels instead of 9 convolution taps
-# per 4 outputs (2.25x fewer multiplies). All coefficients are 0, +-1 or 1/2, so the transforms
-# are exact up to one or two roundings, and the products are plain batched matmuls, which
-# XLA:CPU runs much faster than its 3x3 convolutions with 128 channels.
-_WINO_BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float32)
-_WINO_G = np.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]], np.float32)
-_WINO_AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float32)
+# Winograd F(m x m, 3x3) (Lavin & Gray 2016): each m x m output tile is A^T [(G g G^T) *
+# (B^T d B)] A for the (m + 2)^2 input tile d, i.e. (m + 2)^2 matrix products over channels per
+# tile instead of 9 m^2 convolution taps (m = 2: 2.25x fewer multiplies, m = 4: 4x). The products
+# are batched matmuls, which XLA:CPU runs much faster than its 3x3 convolutions. m = 2 has
+# coefficients 0, +-1, 1/2 (exact up to a few roundings); m = 4 (points 0, +-1, +-2) loses about
+# 10x more, still ~1e-6 of the output's scale in float32.
+_WINOGRAD = {
+    2: (np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]),  # B^T
+        np.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]]),  # G
+        np.array([[1, 1, 1, 0], [0, 1, -1, -1]])),  # A^T
+    4: (np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+                  [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]]),
+        np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+                  [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]]),
+        np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0],
+                  [0, 1, -1, 8, -8, 1]])),
+}
+# m for float32 stride-1 3x3 convolutions. m = 4 runs the residual blocks ~1.6x faster, but its
+# output error (~1.5e-5 on ThesisNet's [0, 1] output, 5x that of XLA's convolutions) exceeds the
+# 1e-5 to which tests/test_inference.py compares two tilings of the same image.
+WINOGRAD_TILE = 2
 
 
 def _combine(coeffs, xs):
@@ -101,53 +114,57 @@ def _combine(coeffs, xs):
   return functools.reduce(lambda a, b: a + b, terms)
 
 
-def _winograd_tiles(xp, tiles_h: int, tiles_w: int):
-  # [B, 2 th + 2, 2 tw + 2, C] -> [16, B th tw, C]: B^T d B for each overlapping 4x4 tile d.
-  b, _, _, c = xp.shape
-  d = [[jax.lax.slice(xp, (0, r, s, 0), (b, r + 2 * tiles_h - 1, s + 2 * tiles_w - 1, c),
-                      (1, 2, 2, 1)) for s in range(4)] for r in range(4)]  # [B, th, tw, C] each
-  v = []
-  for i in range(4):
-    rows = [_combine(_WINO_BT[i], [d[r][s] for r in range(4)]) for s in range(4)]
-    v += [_combine(_WINO_BT[j], rows) for j in range(4)]
-  return jnp.stack(v).reshape(16, b * tiles_h * tiles_w, c)
+def _winograd_tiles(xp, m: int, tiles_h: int, tiles_w: int):
+  # [B, m (th + 1), m (tw + 1), C] -> [n^2, B th tw, C] (n = m + 2): B^T d B for each overlapping
+  # n x n tile d, as two separable passes (rows, then columns) over unstrided slices, which
+  # XLA:CPU fuses into two vectorized loops (one pass over n^2 strided slices is 2-3x slower).
+  bt, n = _WINOGRAD[m][0], m + 2
+  b, _, wp, c = xp.shape
+  rows = xp.reshape(b, tiles_h + 1, m, wp, c)
+  d = [rows[:, r // m:r // m + tiles_h, r % m] for r in range(n)]  # [B, th, Wp, C] each
+  e = jnp.stack([_combine(bt[i], d) for i in range(n)])  # [n, B, th, Wp, C]
+  cols = e.reshape(n, b, tiles_h, tiles_w + 1, m, c)
+  f = [cols[:, :, :, s // m:s // m + tiles_w, s % m] for s in range(n)]  # [n, B, th, tw, C]
+  v = jnp.stack([_combine(bt[j], f) for j in range(n)], 1)  # [n, n, B, th, tw, C]
+  return v.reshape(n * n, b * tiles_h * tiles_w, c)
 
 
-def _winograd_conv3x3(xp, kernel):
+def _winograd_conv3x3(xp, kernel, m: int = WINOGRAD_TILE):
   # VALID 3x3 correlation [B, H + 2, W + 2, I] x [3, 3, I, O] -> [B, H, W, O] (any H, W).
+  _, g, at = _WINOGRAD[m]
   b, hp, wp, _ = xp.shape
-  h, w, o = hp - 2, wp - 2, kernel.shape[-1]
-  th, tw = -(-h // 2), -(-w // 2)
-  v = _winograd_tiles(_pad_end(xp, 2 * th + 2, 2 * tw + 2), th, tw)  # [16, T, I]
-  g = jnp.asarray(_WINO_G)
-  u = jnp.einsum("ir,rsco,js->ijco", g, kernel.astype(jnp.float32), g)  # [4, 4, I, O]
-  m = jnp.einsum("ktc,kco->kto", v, u.reshape(16, -1, o).astype(xp.dtype))
-  m = m.reshape(4, 4, b, th, tw, o)
-  out = []
-  for a in range(2):
-    cols = [_combine(_WINO_AT[a], [m[i, j] for i in range(4)]) for j in range(4)]
-    out.append(jnp.stack([_combine(_WINO_AT[c], cols) for c in range(2)], 3))  # [B, th, tw, 2, O]
-  y = jnp.stack(out, 2).reshape(b, 2 * th, 2 * tw, o)  # [B, th, 2, tw, 2, O] interleaved
-  return y[:, :h, :w]
+  h, w, o, n = hp - 2, wp - 2, kernel.shape[-1], m + 2
+  th, tw = -(-h // m), -(-w // m)
+  v = _winograd_tiles(_pad_end(xp, m * (th + 1), m * (tw + 1)), m, th, tw)  # [n^2, T, I]
+  g = jnp.asarray(g, jnp.float32)
+  u = jnp.einsum("ir,rsco,js->ijco", g, kernel.astype(jnp.float32), g)  # [n, n, I, O]
+  prod = jnp.einsum("ktc,kco->kto", v, u.reshape(n * n, -1, o).astype(xp.dtype))
+  prod = prod.reshape(n, n, b, th, tw, o)
+  rows = jnp.stack([_combine(at[a], [prod[i] for i in range(n)]) for a in range(m)])
+  y = jnp.stack([_combine(at[e], [rows[:, j] for j in range(n)]) for e in range(m)], -2)
+  y = jnp.moveaxis(y, 0, 2)  # [m (a), B, th, tw, m (e), O] -> [B, th, m, tw, m, O]
+  return y.reshape(b, m * th, m * tw, o)[:, :h, :w]
 
 
-@jax.custom_vjp
-def _conv3x3(xp, kernel):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv3x3(xp, kernel, tile: int = WINOGRAD_TILE):
   """VALID 3x3 correlation [B, H + 2, W + 2, I] x [3, 3, I, O] -> [B, H, W, O].
 
-  Winograd forward in float32; the gradients are those of XLA's convolution (its VJP), which is
-  what training used before and is not slower than differentiating the Winograd transforms.
+  Winograd F(tile x tile, 3x3) forward in float32; the gradients are those of XLA's convolution
+  (its VJP), which is what training used before and is faster than differentiating the Winograd
+  transforms.
   """
-  if xp.dtype != jnp.float32:  # two-term transforms would cost bfloat16 too much precision
+  if xp.dtype != jnp.float32:  # the transforms' sums would cost bfloat16 too much precision
     return _conv_valid(xp, kernel)
-  return _winograd_conv3x3(xp, kernel)
+  return _winograd_conv3x3(xp, kernel, tile)
 
 
-def _conv3x3_fwd(xp, kernel):
-  return _conv3x3(xp, kernel), (xp, kernel)
+def _conv3x3_fwd(xp, kernel, tile):
+  return _conv3x3(xp, kernel, tile), (xp, kernel)
 
 
-def _conv3x3_bwd(residuals, g):
+def _conv3x3_bwd(tile, residuals, g):
+  del tile
   _, vjp = jax.vjp(_conv_valid, *residuals)
   return vjp(g)
 
@@ -182,8 +199,8 @@ def _block_taps(kernel: int, s: int) -> np.ndarray:
 def _conv_space_to_depth(x, kernel, *, padding: str):
   # A large stride-1 k x k convolution with few input or output channels (the 9x9 ones, 3 in or
   # 3 out) as a 3x3 convolution between space-to-depth(k // 2) blocks: s^2 I -> s^2 O channels.
-  # 1.8x the multiplies for k = 9, but matmul shapes that run far faster than XLA:CPU's 9x9
-  # convolutions with 3 channels. [B, H, W, I] x [k, k, I, O] -> [B, H, W, O]
+  # 1.8x the multiplies for k = 9 (0.8x after Winograd), in matmul shapes that run far faster
+  # than XLA:CPU's 9x9 convolutions with 3 channels. [B, H, W, I] x [k, k, I, O] -> [B, H, W, O]
   k, (b, h, w, c), o = kernel.shape[0], x.shape, kernel.shape[-1]
   s = k // 2
   hb, wb = -(-h // s), -(-w // s)
@@ -198,9 +215,9 @@ def _conv_space_to_depth(x, kernel, *, padding: str):
 def conv2d(x, kernel, stride: int = 1, *, padding: str = "reflect"):
   """``conv_reference`` (same values within float rounding, same gradients), but faster on CPUs.
 
-  Stride-1 3x3 convolutions use Winograd F(2x2, 3x3) and larger stride-1 kernels a
-  space-to-depth reformulation as a 3x3 convolution between pixel blocks; stride 2 keeps XLA's
-  convolution. In bfloat16 the Winograd step is replaced by XLA's convolution.
+  Stride-1 3x3 convolutions use Winograd F(2x2, 3x3); larger stride-1 kernels become a 3x3
+  convolution between space-to-depth pixel blocks, then Winograd too; stride 2 keeps XLA's
+  convolution. In bfloat16, XLA's convolution replaces the Winograd step.
 
   Args:
     x: [B, H, W, I].
@@ -215,7 +232,7 @@ def conv2d(x, kernel, stride: int = 1, *, padding: str = "reflect"):
     Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", CVPR 2016.
   """
   k = kernel.shape[0]
-  if stride != 1 or k == 1:
+  if stride != 1 or k == 1:  # XLA's stride-2 convolutions beat the reformulations tried
     return conv_reference(x, kernel, stride, padding=padding)
   if k == 3:
     return _conv3x3(_pad_hw(x, 1, padding), kernel)

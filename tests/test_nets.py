@@ -296,6 +296,14 @@ def test_conv2d_matches_xla_convolution(padding, kernel, stride, cin, cout, size
                              atol=1e-4)
 
 
+@pytest.mark.parametrize("tile", [2, 4])
+def test_winograd_tiles_match_xla_convolution_on_any_size(tile):
+  for shape in ((2, 9, 14, 5), (1, 3, 3, 2)):  # VALID outputs 7 x 12 (partial tiles), 1 x 1
+    x, w = _conv_case(shape, 3, 4, seed=tile)
+    out = jax.jit(nets._winograd_conv3x3, static_argnums=2)(x, w, tile)
+    _assert_close(out, nets._conv_valid(x, w), rtol=2e-6 if tile == 2 else 2e-5)
+
+
 @pytest.mark.parametrize("padding", nets.PADDINGS)
 @pytest.mark.parametrize("size", [(6, 8), (5, 7), (1, 1)])
 def test_upsample_conv2d_matches_upsample_then_convolution(padding, size):
