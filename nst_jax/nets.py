@@ -404,9 +404,15 @@ class TransformNet(nn.Module):
     num_residual: the number of residual blocks (5 in the paper).
     input_blend: ``a`` above; 0 disables it, ``THESIS_INPUT_BLEND`` (0.15) is the thesis' value.
     output: "rgb" (the paper: the last 9x9 convolution gives the colours) or "affine" (for
-      photorealism: it gives a 3x4 colour transform per pixel, ``out = A(p) images(p) + b(p)``
-      clipped to [0, 1], starting near the identity; an output locally affine in the input's
-      colours is exactly what the matting Laplacian leaves unpenalized; cf. Gharbi et al. 2017).
+      photorealism: a 3x4 colour transform per pixel p, ``out = A(p) images(p) + b(p)`` clipped
+      to [0, 1], starting near the identity; see ``affine_grid`` for where it is computed). Such an
+      output is locally affine in the input's colours, which is what the matting Laplacian
+      leaves unpenalized; cf. Gharbi et al. 2017, Xia et al. 2020).
+    affine_grid: with the "affine" head, 1 (default): the usual decoder, then a 9x9 ``conv_out``
+      with 12 channels at every pixel; 4: no upsampling layers, a 3x3 ``conv_out`` on the
+      quarter-resolution trunk, upsampled bilinearly (smooth in space by construction, cheaper,
+      but blends the transforms of neighbouring regions across edges: worse photorealism and
+      style in docs/fast_photoreal.md).
     dtype: the compute dtype (e.g. ``jnp.bfloat16``); parameters stay float32 and the output is
       float32.
   """
@@ -418,6 +424,7 @@ class TransformNet(nn.Module):
   num_residual: int = 5
   input_blend: float = 0.0
   output: str = "rgb"
+  affine_grid: int = 1
   dtype: Any = jnp.float32
 
   def channels(self, base: int) -> int:
@@ -449,18 +456,25 @@ class TransformNet(nn.Module):
     for i in range(1, self.num_residual + 1):
       x = ResidualBlock(self.channels(128), self.normalization, self.padding, self.dtype,
                         name=f"res{i}")(x, train=train)
+    if self.output == "affine" and self.affine_grid == 4:
+      # Colour transforms on the quarter-resolution trunk, upsampled bilinearly: smooth in
+      # space by construction, so the output is locally affine in the input's colours.
+      coeffs = conv(x, 12, 3, name="conv_out").astype(jnp.float32)  # [B, H/4, W/4, 12]
+      coeffs = jax.image.resize(coeffs, images.shape[:3] + (12,), "linear")  # [B, H, W, 12]
+      return self._blend(affine_output(coeffs, images.astype(jnp.float32)), images)
     for i, base in ((1, 64), (2, 32)):  # [B, H/2, W/2, 64], then [B, H, W, 32]
       x = _upsample(x, self.channels(base), mode=self.upsample, padding=self.padding,
                     dtype=self.dtype, index=i)
       x = norm_relu(x, f"norm{3 + i}")
-    if self.output == "affine":
+    if self.output == "affine":  # per-pixel colour transforms
       coeffs = conv(x, 12, 9, name="conv_out").astype(jnp.float32)  # [B, H, W, 12]
-      out = affine_output(coeffs, images.astype(jnp.float32))
-    else:
-      x = conv(x, 3, 9, name="conv_out")  # [B, H, W, 3]
-      out = (jnp.tanh(x.astype(jnp.float32)) + 1.0) * 0.5
+      return self._blend(affine_output(coeffs, images.astype(jnp.float32)), images)
+    x = conv(x, 3, 9, name="conv_out")  # [B, H, W, 3]
+    return self._blend((jnp.tanh(x.astype(jnp.float32)) + 1.0) * 0.5, images)
+
+  def _blend(self, out, images):
     if self.input_blend:
-      out = (1.0 - self.input_blend) * out + self.input_blend * images.astype(jnp.float32)
+      return (1.0 - self.input_blend) * out + self.input_blend * images.astype(jnp.float32)
     return out
 
 
@@ -487,6 +501,8 @@ def check_options(model: TransformNet) -> None:
                       ("padding", PADDINGS), ("output", OUTPUTS)):
     if getattr(model, attr) not in valid:
       raise UserError(f"unknown {attr} {getattr(model, attr)!r}; expected one of {valid}")
+  if model.affine_grid not in (1, 4):
+    raise UserError(f"affine_grid must be 1 or 4, got {model.affine_grid}")
   if not model.width > 0 or model.num_residual < 0 or not 0.0 <= model.input_blend < 1.0:
     raise UserError(f"invalid network size or blend: width={model.width} (> 0), "
                     f"num_residual={model.num_residual} (>= 0), "

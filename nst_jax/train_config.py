@@ -40,6 +40,7 @@ class NetConfig:
   num_residual: int = 5
   input_blend: float = 0.0
   output: str = "rgb"  # "affine": per-pixel colour transforms of the input (photorealism)
+  affine_grid: int = 1  # where the affine head computes them: 1 = every pixel, 4 = quarter res
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,7 @@ def make_model(net: NetConfig, *, bf16: bool = False) -> nets.TransformNet:
   model = nets.TransformNet(normalization=net.normalization, upsample=net.upsample,
                             padding=net.padding, width=net.width, num_residual=net.num_residual,
                             input_blend=net.input_blend, output=net.output,
+                            affine_grid=net.affine_grid,
                             dtype=jnp.bfloat16 if bf16 else jnp.float32)
   nets.check_options(model)
   return model

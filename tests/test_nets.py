@@ -223,18 +223,35 @@ def test_affine_output_against_numpy():
   np.testing.assert_allclose(nets.affine_output(jnp.zeros_like(coeffs), images), images)
 
 
-def test_affine_head_is_a_per_pixel_colour_transform():
-  model = nets.TinyNet(output="affine")
+def test_affine_head_is_a_smooth_per_pixel_colour_transform():
+  model = nets.TinyNet(output="affine", affine_grid=4)
   variables = _init(model)
-  rgb_count = nets.count_params(_init(nets.TinyNet()))
-  # conv_out has 12 output channels instead of 3: (9 * 9 * cin + 1) * 9 more parameters.
-  cin = variables["params"]["conv_out"]["kernel"].shape[2]
-  assert nets.count_params(variables) - rgb_count == (81 * cin + 1) * 9
+  params, rgb_params = variables["params"], _init(nets.TinyNet())["params"]
+  # No upsampling layers; conv_out is a 3x3 conv from the trunk's 16 channels to 12.
+  assert not {"upconv1", "deconv1", "norm4", "upconv2", "norm5"} & set(params)
+  assert params["conv_out"]["kernel"].shape == (3, 3, 16, 12)
+  assert {k: v for k, v in params.items() if k != "conv_out"}.keys() <= rgb_params.keys()
   x = _images((2, 16, 16, 3))
   out = model.apply(variables, x)
   assert out.shape == x.shape and float(out.min()) >= 0 and float(out.max()) <= 1
   # Starts near the identity (small raw coefficients), unlike the rgb head's random colours.
   assert float(jnp.mean(jnp.abs(out - x))) < 0.1
+  # A flat input gives coefficients that vary smoothly: out - x on a constant image is smooth.
+  flat = jnp.full((1, 32, 32, 3), 0.5)
+  delta = np.asarray(model.apply(variables, flat) - flat)[0]
+  assert np.abs(np.diff(delta, axis=0)).max() <= 0.5 * np.abs(delta - delta.mean((0, 1))).max() + 1e-6
+
+
+def test_full_resolution_affine_head():
+  model = nets.TinyNet(output="affine")  # affine_grid=1
+  variables = _init(model)
+  rgb = _init(nets.TinyNet())["params"]
+  # The rgb network's layers, with a 9x9 conv_out to 12 channels instead of 3.
+  assert variables["params"].keys() == rgb.keys()
+  assert variables["params"]["conv_out"]["kernel"].shape == rgb["conv_out"]["kernel"].shape[:3] + (12,)
+  x = _images((1, 16, 16, 3))
+  out = model.apply(variables, x)
+  assert out.shape == x.shape and float(jnp.mean(jnp.abs(out - x))) < 0.1
 
 
 def test_gradients_reach_every_parameter():
@@ -248,7 +265,7 @@ def test_gradients_reach_every_parameter():
 
 @pytest.mark.parametrize("option", [{"normalization": "layer"}, {"upsample": "bilinear"},
                                     {"padding": "edge"}, {"width": 0.0}, {"input_blend": 1.0},
-                                    {"output": "lab"}])
+                                    {"output": "lab"}, {"output": "affine", "affine_grid": 2}])
 def test_invalid_options_raise_user_error(option):
   model = nets.TinyNet(**option)
   with pytest.raises(UserError):
