@@ -184,9 +184,19 @@ def _box3(x: jax.Array) -> jax.Array:
   return jax.lax.reduce_window(x, 0.0, jax.lax.add, window, strides, "SAME")
 
 
+def _neighbours(n: int) -> np.ndarray:
+  """How many of {i-1, i, i+1} lie in [0, n), per i."""
+  counts = np.full(n, 3.0, np.float32)
+  counts[0] -= 1
+  counts[-1] -= 1
+  return counts
+
+
 def _blur3(x: jax.Array) -> jax.Array:
   """3x3 mean, renormalised at the border (Luan blurs at every conv); partitions stay partitions."""
-  return _box3(x) / _box3(jnp.ones((1,) * (x.ndim - 2) + x.shape[-2:], x.dtype))
+  # The border counts as a host constant: XLA would constant-fold a box sum of ones slowly.
+  counts = np.outer(_neighbours(x.shape[-2]), _neighbours(x.shape[-1]))
+  return _box3(x) / jnp.asarray(counts, x.dtype)
 
 
 def downsample_masks(masks, layers, pooling: str = "avg", *,

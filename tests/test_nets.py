@@ -246,9 +246,9 @@ def test_full_resolution_affine_head():
   model = nets.TinyNet(output="affine")  # affine_grid=1
   variables = _init(model)
   rgb = _init(nets.TinyNet())["params"]
-  # The rgb network's layers, with a 9x9 conv_out to 12 channels instead of 3.
+  # The rgb network's layers, with a 3x3 conv_out to 12 channels instead of a 9x9 one to 3.
   assert variables["params"].keys() == rgb.keys()
-  assert variables["params"]["conv_out"]["kernel"].shape == rgb["conv_out"]["kernel"].shape[:3] + (12,)
+  assert variables["params"]["conv_out"]["kernel"].shape == (3, 3) + rgb["conv_out"]["kernel"].shape[2:3] + (12,)
   x = _images((1, 16, 16, 3))
   out = model.apply(variables, x)
   assert out.shape == x.shape and float(jnp.mean(jnp.abs(out - x))) < 0.1
