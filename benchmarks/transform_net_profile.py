@@ -1,5 +1,5 @@
 """Per-layer inference times of the ThesisNet transform network: XLA's plain convolutions, the
-library's (``nets.conv2d`` / ``nets.upsample_conv2d``) and PyTorch's, on the same shapes.
+library's (``conv.conv2d`` / ``conv.upsample_conv2d``) and PyTorch's, on the same shapes.
 
 Usage::
 
@@ -53,7 +53,7 @@ def layer_specs(size: int, batch: int) -> list[tuple]:
 def jax_layers(size: int, batch: int, repeats: int) -> dict:
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  from nst_jax import nets  # pylint: disable=import-outside-toplevel
+  from nst_jax import conv, nets  # pylint: disable=import-outside-toplevel
   rng = np.random.default_rng(0)
   rows = {}
   for name, kind, shape, k, cin, cout, stride in layer_specs(size, batch):
@@ -66,11 +66,11 @@ def jax_layers(size: int, batch: int, repeats: int) -> dict:
       continue
     w = jnp.asarray(0.05 * rng.standard_normal((k, k, cin, cout), np.float32))
     if kind == "up":
-      ref = jax.jit(functools.partial(nets.upsample_conv_reference, padding="reflect"))
-      lib = jax.jit(functools.partial(nets.upsample_conv2d, padding="reflect"))
+      ref = jax.jit(functools.partial(conv.upsample_conv_reference, padding="reflect"))
+      lib = jax.jit(functools.partial(conv.upsample_conv2d, padding="reflect"))
     else:
-      ref = jax.jit(functools.partial(nets.conv_reference, stride=stride, padding="reflect"))
-      lib = jax.jit(functools.partial(nets.conv2d, stride=stride, padding="reflect"))
+      ref = jax.jit(functools.partial(conv.conv_reference, stride=stride, padding="reflect"))
+      lib = jax.jit(functools.partial(conv.conv2d, stride=stride, padding="reflect"))
     rows[name] = {"xla_conv": _median_ms(lambda: ref(x, w).block_until_ready(), repeats),
                   "library": _median_ms(lambda: lib(x, w).block_until_ready(), repeats)}
   model = nets.ThesisNet()

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nst_jax import nets
+from nst_jax import conv, nets
 from nst_jax.errors import UserError
 
 KEY = jax.random.key(0)
@@ -279,7 +279,7 @@ def test_presets():
   assert hash(johnson) == hash(nets.JohnsonNet())  # hashable, usable as a static jit argument
 
 
-# --- The fast convolutions (nets.conv2d, nets.upsample_conv2d) against XLA's plain ones ---------
+# --- The fast convolutions (conv.conv2d, conv.upsample_conv2d) against XLA's plain ones ---------
 
 def _conv_case(shape, kernel, cout, seed):
   rng = np.random.default_rng(seed)
@@ -301,8 +301,8 @@ def _assert_close(actual, expected, rtol=2e-5):
 @pytest.mark.parametrize("size", [(12, 16), (13, 11)])
 def test_conv2d_matches_xla_convolution(padding, kernel, stride, cin, cout, size):
   x, w = _conv_case((2, *size, cin), kernel, cout, seed=kernel + stride + cin)
-  fast = jax.jit(functools.partial(nets.conv2d, stride=stride, padding=padding))
-  ref = nets.conv_reference(x, w, stride, padding=padding)
+  fast = jax.jit(functools.partial(conv.conv2d, stride=stride, padding=padding))
+  ref = conv.conv_reference(x, w, stride, padding=padding)
   _assert_close(fast(x, w), ref)
   # conv_reference itself is a plain padded correlation (numpy's pad, a direct sum).
   xp = np.pad(np.asarray(x), ((0, 0), *[(kernel // 2,) * 2] * 2, (0, 0)),
@@ -317,22 +317,22 @@ def test_conv2d_matches_xla_convolution(padding, kernel, stride, cin, cout, size
 def test_winograd_tiles_match_xla_convolution_on_any_size(tile):
   for shape in ((2, 9, 14, 5), (1, 3, 3, 2)):  # VALID outputs 7 x 12 (partial tiles), 1 x 1
     x, w = _conv_case(shape, 3, 4, seed=tile)
-    out = jax.jit(nets._winograd_conv3x3, static_argnums=2)(x, w, tile)
-    _assert_close(out, nets._conv_valid(x, w), rtol=2e-6 if tile == 2 else 2e-5)
+    out = jax.jit(conv._winograd_conv3x3, static_argnums=2)(x, w, tile)
+    _assert_close(out, conv._conv_valid(x, w), rtol=2e-6 if tile == 2 else 2e-5)
 
 
 @pytest.mark.parametrize("padding", nets.PADDINGS)
 @pytest.mark.parametrize("size", [(6, 8), (5, 7), (1, 1)])
 def test_upsample_conv2d_matches_upsample_then_convolution(padding, size):
   x, w = _conv_case((2, *size, 5), 3, 4, seed=size[0])
-  fast = jax.jit(functools.partial(nets.upsample_conv2d, padding=padding))
-  _assert_close(fast(x, w), nets.upsample_conv_reference(x, w, padding=padding))
+  fast = jax.jit(functools.partial(conv.upsample_conv2d, padding=padding))
+  _assert_close(fast(x, w), conv.upsample_conv_reference(x, w, padding=padding))
 
 
 @pytest.mark.parametrize("fast,ref,kernel,stride", [
-    (nets.conv2d, nets.conv_reference, 3, 1), (nets.conv2d, nets.conv_reference, 9, 1),
-    (nets.conv2d, nets.conv_reference, 3, 2),
-    (nets.upsample_conv2d, nets.upsample_conv_reference, 3, None)])
+    (conv.conv2d, conv.conv_reference, 3, 1), (conv.conv2d, conv.conv_reference, 9, 1),
+    (conv.conv2d, conv.conv_reference, 3, 2),
+    (conv.upsample_conv2d, conv.upsample_conv_reference, 3, None)])
 @pytest.mark.parametrize("padding", nets.PADDINGS)
 def test_fast_convolution_gradients_match_the_reference(fast, ref, kernel, stride, padding):
   x, w = _conv_case((1, 10, 9, 4), kernel, 3, seed=7)
@@ -348,11 +348,11 @@ def test_fast_convolution_gradients_match_the_reference(fast, ref, kernel, strid
 
 def test_fast_convolutions_in_bfloat16_stay_close_to_float32():
   x, w = _conv_case((1, 16, 16, 8), 9, 3, seed=9)
-  for fn in (functools.partial(nets.conv2d, padding="reflect"),
-             functools.partial(nets.upsample_conv2d, padding="zero")):
+  for fn in (functools.partial(conv.conv2d, padding="reflect"),
+             functools.partial(conv.upsample_conv2d, padding="zero")):
     out = jax.jit(fn)(x.astype(jnp.bfloat16), w[:3, :3].astype(jnp.bfloat16) if fn.func is
-                      nets.upsample_conv2d else w.astype(jnp.bfloat16))
-    ref = fn(x, w[:3, :3] if fn.func is nets.upsample_conv2d else w)
+                      conv.upsample_conv2d else w.astype(jnp.bfloat16))
+    ref = fn(x, w[:3, :3] if fn.func is conv.upsample_conv2d else w)
     assert out.dtype == jnp.bfloat16
     err = float(jnp.abs(out.astype(jnp.float32) - ref).max() / jnp.abs(ref).max())
     assert 0 < err < 0.03
@@ -360,9 +360,9 @@ def test_fast_convolutions_in_bfloat16_stay_close_to_float32():
 
 def _reference_net(model, params, images):
   # TransformNet ("resize" upsampling, instance norm, rgb head) from XLA's plain convolutions.
-  def conv(x, name, stride=1, up=False, block=params):
+  def conv_(x, name, stride=1, up=False, block=params):
     p = block[name]
-    fn = nets.upsample_conv_reference if up else functools.partial(nets.conv_reference,
+    fn = conv.upsample_conv_reference if up else functools.partial(conv.conv_reference,
                                                                    stride=stride)
     return fn(x, p["kernel"], padding=model.padding) + p["bias"]
 
@@ -371,16 +371,16 @@ def _reference_net(model, params, images):
     y = (x - mean) / jnp.sqrt(var + 1e-5) * p["scale"] + p["bias"]
     return jax.nn.relu(y) if relu else y
 
-  x = norm(conv(images * 2 - 1, "conv1"), params["norm1"])
-  x = norm(conv(x, "conv2", 2), params["norm2"])
-  x = norm(conv(x, "conv3", 2), params["norm3"])
+  x = norm(conv_(images * 2 - 1, "conv1"), params["norm1"])
+  x = norm(conv_(x, "conv2", 2), params["norm2"])
+  x = norm(conv_(x, "conv3", 2), params["norm3"])
   for i in range(1, model.num_residual + 1):
     r = params[f"res{i}"]
-    y = norm(conv(x, "conv1", block=r), r["norm1"])
-    x = x + norm(conv(y, "conv2", block=r), r["norm2"], relu=False)
-  x = norm(conv(x, "upconv1", up=True), params["norm4"])
-  x = norm(conv(x, "upconv2", up=True), params["norm5"])
-  return (jnp.tanh(conv(x, "conv_out")) + 1) / 2
+    y = norm(conv_(x, "conv1", block=r), r["norm1"])
+    x = x + norm(conv_(y, "conv2", block=r), r["norm2"], relu=False)
+  x = norm(conv_(x, "upconv1", up=True), params["norm4"])
+  x = norm(conv_(x, "upconv2", up=True), params["norm5"])
+  return (jnp.tanh(conv_(x, "conv_out")) + 1) / 2
 
 
 @pytest.mark.parametrize("padding", nets.PADDINGS)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nst_jax import (checkpoint, config, data, image_io, masks, matting, photo_train, sharding,
+from nst_jax import (image_io, masks, matting, photo_train, sharding,
                      train_config, training)
 from nst_jax.config import LossConfig
 from nst_jax.errors import UserError
