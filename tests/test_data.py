@@ -1,7 +1,7 @@
 """Tests for nst_jax.data: the resumable, prefetched training-image pipeline."""
 
-import importlib.util
 import io
+import sys
 import warnings
 
 import numpy as np
@@ -201,9 +201,8 @@ def test_bad_input_raises_user_error(tmp_path, folder):
     data.FolderDataset(folder, size=0)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("tensorflow_datasets") is not None,
-                    reason="tensorflow-datasets is installed")
-def test_tfds_source_without_tfds_names_the_extra():
+def test_tfds_source_without_tfds_names_the_extra(monkeypatch):
+  monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # "import" raises ImportError
   with pytest.raises(UserError, match=r"pip install nst_jax\[tfds\]"):
     data.make_dataset("tfds:coco/2017")
 
