@@ -131,7 +131,7 @@ def photoreal() -> TrainConfig:
       photo=PhotoTrainConfig(regions=3, affine_weight=PHOTO_AFFINE_WEIGHT))
 
 
-PHOTO_AFFINE_WEIGHT = 1e4  # calibrated in docs/photoreal.md ("Fast photorealistic networks")
+PHOTO_AFFINE_WEIGHT = 1e3  # calibrated in docs/fast_photoreal.md ("Calibration")
 
 
 def smoke() -> TrainConfig:
