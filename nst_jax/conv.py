@@ -249,15 +249,8 @@ def upsample_conv2d(x, kernel, *, padding: str = "reflect"):
   Reflect padding of the upsampled image equals edge padding of the input; each of the four
   output phases is then a 2x2 convolution of the input (all four as one convolution with 4 O
   outputs, 16 instead of 36 multiplies per output pixel and channel), interleaved by
-  depth-to-space.
-
-  Args:
-    x: [B, h, w, I].
-    kernel: [3, 3, I, O].
-    padding: "reflect" or "zero".
-
-  Returns:
-    [B, 2h, 2w, O].
+  depth-to-space. Arguments and result as ``upsample_conv_reference``: x [B, h, w, I], kernel
+  [3, 3, I, O], padding "reflect" or "zero" -> [B, 2h, 2w, O].
 
   References:
     Shi et al., "Real-Time Single Image and Video Super-Resolution Using an Efficient Sub-Pixel

@@ -249,6 +249,30 @@ def rgb_to_lab(rgb):
                     200 * (f[..., 1] - f[..., 2])], axis=-1)
 
 
+def deep_descriptors(feats: dict) -> jax.Array:
+  """``AUTO_LAYERS`` features unit-normalised per position, on the first layer's grid.
+
+  Args:
+    feats: ``{"relu3_1": [B, h, w, 256], "relu4_1": [B, h', w', 512]}`` (VGG features).
+
+  Returns:
+    [B, h, w, 768] float32.
+  """
+  grid = feats[AUTO_LAYERS[0]].shape[1:3]
+  deep = []
+  for name in AUTO_LAYERS:
+    f = feats[name].astype(jnp.float32)                                  # [B, h', w', C]
+    f = f / (jnp.linalg.norm(f, axis=-1, keepdims=True) + 1e-6)
+    deep.append(jax.image.resize(f, f.shape[:1] + grid + f.shape[-1:], "linear"))
+  return jnp.concatenate(deep, -1)
+
+
+def position_grid(grid: tuple[int, int]) -> np.ndarray:
+  """[h, w, 2] normalised (y, x) positions in [0, 1]."""
+  ys, xs = np.meshgrid(np.linspace(0, 1, grid[0]), np.linspace(0, 1, grid[1]), indexing="ij")
+  return np.stack([ys, xs], -1).astype(np.float32)
+
+
 def _descriptors(vgg_params, image: np.ndarray, work_size: int) -> list[np.ndarray]:
   """Per-position [deep, colour, position] descriptors on the relu3_1 grid (1/4 resolution)."""
   h, w = image.shape[:2]
@@ -256,14 +280,8 @@ def _descriptors(vgg_params, image: np.ndarray, work_size: int) -> list[np.ndarr
   small = image_io.resize_array(image, (max(8, round(h * scale)), max(8, round(w * scale))))
   feats = vgg.vgg_features(vgg_params, jnp.asarray(small)[None], AUTO_LAYERS)
   grid = feats[AUTO_LAYERS[0]].shape[1:3]
-  deep = []
-  for name in AUTO_LAYERS:
-    f = feats[name][0]                                                   # [h, w, C]
-    f = f / (jnp.linalg.norm(f, axis=-1, keepdims=True) + 1e-6)
-    deep.append(np.asarray(jax.image.resize(f, grid + f.shape[-1:], "linear")))
   colour = np.asarray(rgb_to_lab(image_io.resize_array(small, grid)))
-  ys, xs = np.meshgrid(np.linspace(0, 1, grid[0]), np.linspace(0, 1, grid[1]), indexing="ij")
-  return [np.concatenate(deep, -1), colour, np.stack([ys, xs], -1).astype(np.float32)]
+  return [np.asarray(deep_descriptors(feats)[0]), colour, position_grid(grid)]
 
 
 def _kmeans(data: np.ndarray, k: int, seed: int, restarts: int = 4) -> np.ndarray:

@@ -88,17 +88,11 @@ def descriptors(feats: dict, images: jax.Array) -> tuple[jax.Array, jax.Array, j
     (unit-normalised per position, both layers on one grid) and Lab colours standardised per
     image; (y, x) in [0, 1].
   """
-  grid = feats[masks.AUTO_LAYERS[0]].shape[1:3]
-  deep = []
-  for name in masks.AUTO_LAYERS:
-    f = feats[name].astype(jnp.float32)                                  # [B, h', w', C]
-    f = f * jax.lax.rsqrt(jnp.sum(jnp.square(f), axis=-1, keepdims=True) + 1e-12)
-    deep.append(jax.image.resize(f, f.shape[:1] + grid + f.shape[-1:], "linear"))
+  deep = masks.deep_descriptors(feats)                                   # [B, h, w, 768]
+  grid = deep.shape[1:3]
   small = jax.image.resize(images.astype(jnp.float32), images.shape[:1] + grid + (3,), "linear")
-  ys, xs = jnp.meshgrid(jnp.linspace(0, 1, grid[0]), jnp.linspace(0, 1, grid[1]), indexing="ij")
-  position = jnp.broadcast_to(jnp.stack([ys, xs], -1), images.shape[:1] + grid + (2,))
-  return (_standardise(jnp.concatenate(deep, -1)), _standardise(masks.rgb_to_lab(small)),
-          position)
+  position = jnp.broadcast_to(masks.position_grid(grid), images.shape[:1] + grid + (2,))
+  return _standardise(deep), _standardise(masks.rgb_to_lab(small)), position
 
 
 def _project(regions: RegionModel, descs) -> jax.Array:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import jax.numpy as jnp
 
-from nst_jax import config, nets
+from nst_jax import config, masks, nets, photo_train
 from nst_jax.config import LossConfig
 from nst_jax.errors import UserError
 
@@ -28,6 +28,7 @@ THESIS_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 JOHNSON_STYLE_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
 SCHEDULES = ("constant", "cosine", "step")
 PHOTO_STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")  # Luan's, pre-ReLU
+PHOTO_AFFINE_WEIGHT = 1e3  # calibrated in docs/fast_photoreal.md ("Calibration")
 
 
 @dataclass(frozen=True)
@@ -131,9 +132,6 @@ def photoreal() -> TrainConfig:
       photo=PhotoTrainConfig(regions=3, affine_weight=PHOTO_AFFINE_WEIGHT))
 
 
-PHOTO_AFFINE_WEIGHT = 1e3  # calibrated in docs/fast_photoreal.md ("Calibration")
-
-
 def smoke() -> TrainConfig:
   """A tiny, fast run for tests: the thesis' losses, a tiny net, 32-px crops."""
   cfg = thesis()
@@ -179,7 +177,6 @@ def check_config(cfg: TrainConfig) -> None:
 
 def check_photo(photo: PhotoTrainConfig) -> None:
   """Raises ``UserError`` for photorealistic settings no run can use."""
-  from nst_jax import masks, photo_train  # pylint: disable=import-outside-toplevel
   if (photo.regions < 0 or not photo.affine_weight >= 0 or not 0 <= photo.min_area < 1
       or not photo.affine_eps > 0):
     raise UserError(f"need photo.regions >= 0, photo.affine_weight >= 0, photo.affine_eps > 0 "
