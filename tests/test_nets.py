@@ -329,13 +329,16 @@ def test_upsample_conv2d_matches_upsample_then_convolution(padding, size):
   _assert_close(fast(x, w), conv.upsample_conv_reference(x, w, padding=padding))
 
 
-@pytest.mark.parametrize("fast,ref,kernel,stride", [
-    (conv.conv2d, conv.conv_reference, 3, 1), (conv.conv2d, conv.conv_reference, 9, 1),
-    (conv.conv2d, conv.conv_reference, 3, 2),
-    (conv.upsample_conv2d, conv.upsample_conv_reference, 3, None)])
+@pytest.mark.parametrize("fast,ref,kernel,stride,cin,cout", [
+    (conv.conv2d, conv.conv_reference, 3, 1, 4, 3),
+    (conv.conv2d, conv.conv_reference, 9, 1, 4, 3),  # few outputs: col2im between blocks
+    (conv.conv2d, conv.conv_reference, 9, 1, 3, 5),  # few inputs: im2col between blocks
+    (conv.conv2d, conv.conv_reference, 3, 2, 4, 3),
+    (conv.upsample_conv2d, conv.upsample_conv_reference, 3, None, 4, 3)])
 @pytest.mark.parametrize("padding", nets.PADDINGS)
-def test_fast_convolution_gradients_match_the_reference(fast, ref, kernel, stride, padding):
-  x, w = _conv_case((1, 10, 9, 4), kernel, 3, seed=7)
+def test_fast_convolution_gradients_match_the_reference(fast, ref, kernel, stride, cin, cout,
+                                                        padding):
+  x, w = _conv_case((1, 10, 9, cin), kernel, cout, seed=7)
   kw = {"padding": padding} if stride is None else {"stride": stride, "padding": padding}
   probe = jnp.asarray(np.random.default_rng(8).normal(size=ref(x, w, **kw).shape), jnp.float32)
 
