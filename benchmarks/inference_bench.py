@@ -159,8 +159,11 @@ def run_worker(backend: str, size: int, args, tmp: Path) -> dict:
     env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
                         "intra_op_parallelism_threads=1").strip()
   cmd += ["--threads", str(args.threads)] if args.threads else []
+  cpus = sorted(os.sched_getaffinity(0))[:args.threads] if args.threads else None
+  # Pinned to that many cores as well: XLA's YNNPACK fusions have their own thread pool.
+  pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
   proc = subprocess.run(cmd + (["--bf16"] if args.bf16 else []), capture_output=True, text=True,
-                        env=env, check=False)
+                        env=env, check=False, preexec_fn=pin)
   if proc.returncode:
     raise SystemExit(proc.stderr[-3000:])
   return json.loads(proc.stdout.strip().splitlines()[-1])
