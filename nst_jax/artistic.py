@@ -140,7 +140,7 @@ class Checkpointer:
 
   def __init__(self, path: str | os.PathLike | None, every: int, digest: str):
     self.path, self.every, self.digest = (Path(path) if path else None), every, digest
-    self._last = 0
+    self._last = (None, 0)  # (level, iteration) of the last save
 
   def load(self) -> dict | None:
     if not self.path or not self.path.is_file():
@@ -149,9 +149,10 @@ class Checkpointer:
     return raw if raw.get("digest") == self.digest else None
 
   def save(self, level, it, x, state, history, done_levels, force=False):
-    if not self.path or not (force or it - self._last >= self.every):
+    # Iterations count from 0 at every level (stage), so a new level always saves.
+    if not self.path or not (force or level != self._last[0] or it - self._last[1] >= self.every):
       return
-    self._last = it
+    self._last = (level, it)
     data = {"digest": self.digest, "level": level, "iteration": it, "x": np.asarray(x),
             "state": flax.serialization.to_state_dict(jax.device_get(state)),
             "history": history, "done": done_levels}

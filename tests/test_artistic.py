@@ -85,8 +85,10 @@ def test_interrupted_run_resumes_exactly(vgg_params, images, tmp_path):
     artistic.stylize(vgg_params, problem, cfg, progress=False, checkpoint=ckpt,
                      checkpoint_every=5, on_chunk=interrupt)
   assert ckpt.is_file()
+  calls = []
   resumed = artistic.stylize(vgg_params, problem, cfg, progress=False, checkpoint=ckpt,
-                             checkpoint_every=5)
+                             checkpoint_every=5, on_chunk=lambda *a: calls.append(a[:2]))
+  assert calls and all(level == 1 and it > 5 for level, it in calls), calls  # resumed, not redone
   np.testing.assert_allclose(resumed.images[0], full.images[0], atol=1e-6)
   np.testing.assert_allclose(resumed.history["total"], full.history["total"], rtol=1e-6)
   assert not ckpt.exists()  # removed once finished
