@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -308,8 +309,47 @@ def _principal_axes(data: np.ndarray, dims: int, seed: int, iters: int = 6) -> n
   return (basis @ vectors[:, -dims:]).astype(data.dtype)
 
 
-def _box_mean(x: np.ndarray, radius: int) -> np.ndarray:
-  return ndimage.uniform_filter(x, size=[2 * radius + 1] * 2 + [1] * (x.ndim - 2), mode="reflect")
+def box_mean(x: jax.Array, radius: int) -> jax.Array:
+  """Mean over (2 radius + 1)^2 windows of [H, W, ...] (scipy's ``uniform_filter`` with mode
+  "reflect": the border is mirrored including the edge pixel), as two 1-D window sums."""
+  k = 2 * radius + 1
+  rest = ((0, 0),) * (x.ndim - 2)
+  x = jnp.pad(x, ((radius, radius), (radius, radius)) + rest, mode="symmetric")
+  ones = (1,) * (x.ndim - 2)
+  x = jax.lax.reduce_window(x, 0.0, jax.lax.add, (k, 1) + ones, (1, 1) + ones, "VALID")
+  x = jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, k) + ones, (1, 1) + ones, "VALID")
+  return x / (k * k)
+
+
+@flax.struct.dataclass
+class GuidedFilter:
+  """A colour guided filter with its guide's statistics precomputed (``guided_filter_for``):
+  ``apply_guided_filter(gf, src)`` is then linear in ``src``, so it can sit inside a loss."""
+  guide: jax.Array          # [H, W, 3]
+  mean: jax.Array           # [H, W, 3] window means of the guide
+  inverse: jax.Array        # [H, W, 3, 3] (window covariance + eps I)^-1
+  radius: int = flax.struct.field(pytree_node=False)
+
+
+def guided_filter_for(guide: jax.Array, *, radius: int, eps: float) -> GuidedFilter:
+  """The guided filter of ``guide`` [H, W, 3] (box radius ``radius``, regulariser ``eps``)."""
+  guide = jnp.asarray(guide, jnp.float32)
+  mean = box_mean(guide, radius)
+  var = box_mean(guide[..., :, None] * guide[..., None, :], radius)
+  var = var - mean[..., :, None] * mean[..., None, :]
+  return GuidedFilter(guide, mean, jnp.linalg.inv(var + eps * jnp.eye(3, dtype=jnp.float32)),
+                      radius)
+
+
+def apply_guided_filter(gf: GuidedFilter, src: jax.Array) -> jax.Array:
+  """``src`` [H, W, R] smoothed along the guide's edges: per window the least-squares affine
+  function of the guide's colours (a, b), then q = mean(a) I + mean(b) over the windows."""
+  r = gf.radius
+  mean_p = box_mean(src, r)                                              # [H, W, R]
+  cov = box_mean(gf.guide[..., :, None] * src[..., None, :], r)          # [H, W, 3, R]
+  a = jnp.einsum("hwij,hwjr->hwir", gf.inverse, cov - gf.mean[..., :, None] * mean_p[..., None, :])
+  b = mean_p - jnp.einsum("hwc,hwcr->hwr", gf.mean, a)
+  return jnp.einsum("hwc,hwcr->hwr", gf.guide, box_mean(a, r)) + box_mean(b, r)
 
 
 def guided_filter(guide: np.ndarray, src: np.ndarray, *, radius: int, eps: float) -> np.ndarray:
@@ -318,15 +358,8 @@ def guided_filter(guide: np.ndarray, src: np.ndarray, *, radius: int, eps: float
   References:
     He, Sun & Tang, "Guided Image Filtering", PAMI 2013.
   """
-  guide, src = guide.astype(np.float32), src.astype(np.float32)
-  mean_i, mean_p = _box_mean(guide, radius), _box_mean(src, radius)      # [H, W, 3], [H, W, R]
-  cov_ip = _box_mean(guide[..., :, None] * src[..., None, :], radius)     # [H, W, 3, R]
-  cov_ip -= mean_i[..., :, None] * mean_p[..., None, :]
-  var_i = _box_mean(guide[..., :, None] * guide[..., None, :], radius)    # [H, W, 3, 3]
-  var_i -= mean_i[..., :, None] * mean_i[..., None, :]
-  a = np.linalg.solve(var_i + eps * np.eye(3, dtype=np.float32), cov_ip)  # [H, W, 3, R]
-  b = mean_p - np.einsum("hwc,hwcr->hwr", mean_i, a)
-  return np.einsum("hwc,hwcr->hwr", guide, _box_mean(a, radius)) + _box_mean(b, radius)
+  gf = guided_filter_for(guide, radius=radius, eps=eps)
+  return np.asarray(apply_guided_filter(gf, jnp.asarray(src, jnp.float32)))
 
 
 def refine_masks(masks: np.ndarray, image: np.ndarray, *, radius: int | None = None,

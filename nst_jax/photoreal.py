@@ -24,6 +24,12 @@ penalty is divided by N to be size-independent and its weight calibrated on the 
 matting energy 20-70x; 1e7 barely moves it. The penalty alone plateaus a few times above the
 content's own matting energy (more stage-2 iterations do not help), so the output is then
 guided-filtered with the content as guide (Luan's optional post-step, on by default).
+
+Parameterization. By default the penalized stage optimizes an image whose guided filter (content
+as guide) is the output (``output_image``): a linear map for a fixed guide, so every iterate is
+locally affine in the content's colours and the iterations go to the style; at the same weight
+this beat optimizing the pixels on both the matting and the style measure (docs/photoreal.md,
+third calibration). ``parameterization="pixels"`` is Luan's.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ from nst_jax.errors import UserError
 EVAL_EPS = 1e-4  # matting_ratio's regulariser (see there)
 SMOOTH_RADIUS_DIVISOR = 24  # default guided-filter radius: long side / 24 (3 px at 64, 21 at 512)
 LUAN_STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
+PARAMETERIZATIONS = ("guided", "pixels")  # what the stages with the matting penalty optimize
 
 
 def _photo_loss() -> LossConfig:
@@ -62,6 +69,9 @@ class PhotoConfig:
   matting_weight: float = 3e9  # times sum_c V_c^T L V_c / N, N = pixels (calibrated)
   stages: int = 2  # 2: without the penalty, then with it (Luan); 1: with it from the content
   stage_iters: tuple[int, ...] = ()  # iterations per stage; () = optim.num_iters each
+  # "guided": the stages with the penalty optimize an image whose guided filter (content as
+  # guide, smooth_radius / smooth_eps) is the output; "pixels": the output itself (Luan).
+  parameterization: str = "guided"
   size: int = 512  # long side of the output, pixels
   style_scale: float = 1.0  # style image long side relative to the output's
   num_regions: int = 3  # automatic masks only
@@ -87,6 +97,8 @@ def check_config(cfg: PhotoConfig) -> None:
     raise UserError("need --iters >= 0 and --chunk >= 1")
   if not cfg.matting_weight >= 0 or cfg.smooth_eps <= 0 or cfg.smooth_radius < 0:
     raise UserError("need --matting-weight >= 0, --smooth-eps > 0 and --smooth-radius >= 0")
+  if cfg.parameterization not in PARAMETERIZATIONS:
+    raise UserError(f"--parameterization must be one of {', '.join(PARAMETERIZATIONS)}")
   if cfg.mask_pooling not in masks.MASK_POOLINGS:
     raise UserError(f"--mask-pooling must be one of {', '.join(masks.MASK_POOLINGS)}")
 
@@ -148,12 +160,22 @@ def make_targets(vgg_params, content: np.ndarray, style: np.ndarray, content_mas
           "masks": {l: m[None] for l, m in per_layer.items()}}
 
 
+def output_image(x: jax.Array, aux: dict) -> jax.Array:
+  """The image [1, H, W, 3] that the optimized variable ``x`` stands for: x itself
+  (aux["filtered"] = 0) or its guided filter with the content as guide (1, the "guided"
+  parameterization, whose every iterate is locally affine in the content's colours)."""
+  filtered = masks.apply_guided_filter(aux["filter"], x[0])[None]
+  return x + aux["filtered"] * (filtered - x)
+
+
 @functools.lru_cache(maxsize=16)
 def make_loss_fn(loss_cfg: LossConfig):
-  """``(x, vgg_params, aux) -> (total, terms)`` with aux = {"targets", "matting",
-  "matting_weight"}; one per loss config, so both stages reuse one compiled program."""
+  """``(x, vgg_params, aux) -> (total, terms)`` of ``output_image(x, aux)`` with aux =
+  {"targets", "matting", "matting_weight", "filter", "filtered"}; one per loss config, so all
+  stages reuse one compiled program."""
 
   def loss_fn(x, vgg_params, aux):
+    x = output_image(x, aux)
     terms = objective.loss_terms(vgg_params, x, aux["targets"], loss_cfg)
     pixels = x.shape[-3] * x.shape[-2]
     energy = matting.energy_with_coefficients(aux["matting"], x) / pixels     # [B]
@@ -183,6 +205,11 @@ def matting_ratio(content: np.ndarray, image: np.ndarray, *, eps: float = EVAL_E
   return energy(image) / max(energy(content), 1e-12)
 
 
+def default_radius(hw: tuple[int, int]) -> int:
+  """The guided filter's default box radius for an image of size ``hw``: long side / 24."""
+  return max(1, round(max(hw) / SMOOTH_RADIUS_DIVISOR))
+
+
 def guided_smooth(image: np.ndarray, guide: np.ndarray, *, radius: int = 0,
                   eps: float = 1e-4) -> np.ndarray:
   """Edge-preserving smoothing of ``image`` guided by the content (Luan's optional post-step).
@@ -199,7 +226,7 @@ def guided_smooth(image: np.ndarray, guide: np.ndarray, *, radius: int = 0,
   References:
     He, Sun & Tang, "Guided Image Filtering", ECCV 2010 / PAMI 2013.
   """
-  radius = radius or max(1, round(max(image.shape[:2]) / SMOOTH_RADIUS_DIVISOR))
+  radius = radius or default_radius(image.shape[:2])
   out = masks.guided_filter(np.asarray(guide, np.float32), np.asarray(image, np.float32),
                             radius=radius, eps=eps)
   return np.clip(out, 0.0, 1.0).astype(np.float32)
@@ -227,11 +254,15 @@ def _digest(cfg: PhotoConfig, arrays) -> str:
   return h.hexdigest()[:16]
 
 
-def _stage_plan(cfg: PhotoConfig) -> list[tuple[OptimConfig, float]]:
-  """(optimizer config, matting weight) per stage."""
+def _stage_plan(cfg: PhotoConfig) -> list[tuple[OptimConfig, dict]]:
+  """(optimizer config, the stage's aux scalars: matting weight, filtered) per stage."""
   weights = [0.0, cfg.matting_weight] if cfg.stages == 2 else [cfg.matting_weight]
   iters = cfg.stage_iters or (cfg.optim.num_iters,) * cfg.stages
-  return [(dataclasses.replace(cfg.optim, num_iters=n), w) for n, w in zip(iters, weights)]
+  guided = cfg.parameterization == "guided"
+  scalars = [{"matting_weight": w, "filtered": float(guided and w > 0)} for w in weights]
+  return [(dataclasses.replace(cfg.optim, num_iters=n), {k: jnp.asarray(v, jnp.float32)
+                                                         for k, v in sc.items()})
+          for n, sc in zip(iters, scalars)]
 
 
 def stylize(vgg_params, content: np.ndarray, style: np.ndarray, cfg: PhotoConfig, *,
@@ -266,31 +297,32 @@ def stylize(vgg_params, content: np.ndarray, style: np.ndarray, cfg: PhotoConfig
   style = image_io.resize_array(style, artistic.fit_hw(style.shape[:2],
                                                        round(cfg.size * cfg.style_scale)))
   cm, sm = prepare_masks(vgg_params, content, style, content_masks, style_masks, cfg)
+  radius = cfg.smooth_radius or default_radius(hw)
   aux = {"targets": make_targets(vgg_params, content, style, cm, sm, cfg),
          "matting": matting.matting_coefficients(jnp.asarray(content)),
-         "matting_weight": jnp.zeros((), jnp.float32)}
+         "filter": masks.guided_filter_for(content, radius=radius, eps=cfg.smooth_eps)}
   ckpt = artistic.Checkpointer(checkpoint, checkpoint_every, _digest(cfg, (content, style, cm, sm)))
   saved = ckpt.load() or {}
   done = saved.get("done", {})
   loss_fn = make_loss_fn(cfg.loss)
   x, pieces, starts, seconds = jnp.asarray(content)[None], [], [], 0.0
-  for stage, (optim_cfg, weight) in enumerate(_stage_plan(cfg)):
+  for stage, (optim_cfg, scalars) in enumerate(_stage_plan(cfg)):
     starts.append(sum(len(p["total"]) for p in pieces))
+    aux = dict(aux, **scalars)
     if str(stage) in done:  # finished before an interruption
       pieces.append(done[str(stage)]["history"])
       x = jnp.asarray(done[str(stage)]["x"])
       continue
-    aux = dict(aux, matting_weight=jnp.asarray(weight, jnp.float32))
     state, start, earlier = None, 0, None
     if saved.get("level") == stage:
       template = optimize.init_state(loss_fn, x, vgg_params, aux, optim_cfg)
       state = flax.serialization.from_state_dict(template, saved["state"])
       x, start, earlier = jnp.asarray(saved["x"]), int(saved["iteration"]), saved.get("history")
 
-    def chunk_cb(it, xi, st, hist, stage=stage, earlier=earlier):
+    def chunk_cb(it, xi, st, hist, stage=stage, earlier=earlier, aux=aux):
       ckpt.save(stage, it, xi, st, artistic.join_history(earlier, hist), done)
       if on_chunk is not None:
-        on_chunk(stage, it, [np.asarray(xi[0])])
+        on_chunk(stage, it, [np.asarray(output_image(xi, aux)[0])])
 
     res = optimize.run(loss_fn, x, vgg_params, aux, optim_cfg, state=state, start=start,
                        progress=progress, on_chunk=chunk_cb,
@@ -300,11 +332,12 @@ def stylize(vgg_params, content: np.ndarray, style: np.ndarray, cfg: PhotoConfig
     pieces.append(hist)
     x = res.image
     if res.nan_at is not None:
-      return artistic.Output([_finish(x, content, cfg)], _sum_terms(pieces), starts,
-                             starts[-1] + res.nan_at, seconds)
+      return artistic.Output([_finish(output_image(x, aux), content, cfg)], _sum_terms(pieces),
+                             starts, starts[-1] + res.nan_at, seconds)
     done[str(stage)] = {"history": hist, "x": np.asarray(x)}
   ckpt.remove()
-  return artistic.Output([_finish(x, content, cfg)], _sum_terms(pieces), starts, None, seconds)
+  return artistic.Output([_finish(output_image(x, aux), content, cfg)], _sum_terms(pieces),
+                         starts, None, seconds)
 
 
 def _sum_terms(pieces):

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
+from scipy import ndimage
 
 from nst_jax import image_io, masks, vgg
 from nst_jax.errors import UserError
@@ -158,3 +159,28 @@ def test_auto_masks_beat_one_region_baseline(vgg_params, data_dir):
   score = masks.matched_region_iou(cm, sm, truth_c, truth_s)
   assert baseline < 0.4
   assert score > baseline + 0.3
+
+
+# --- The guided filter (He et al.), a linear operator of the filtered image ---------------------
+
+@pytest.mark.parametrize("radius", [1, 3])
+def test_box_mean_matches_scipy_uniform_filter(radius, rng):
+  x = rng.random((11, 9, 2)).astype(np.float32)
+  ref = ndimage.uniform_filter(x, size=(2 * radius + 1,) * 2 + (1,), mode="reflect")
+  np.testing.assert_allclose(np.asarray(masks.box_mean(jnp.asarray(x), radius)), ref, atol=1e-6)
+
+
+def test_guided_filter_is_linear_and_keeps_affine_functions_of_the_guide(rng):
+  guide = rng.random((16, 13, 3)).astype(np.float32)
+  gf = masks.guided_filter_for(guide, radius=2, eps=1e-6)
+  u, v = (jnp.asarray(rng.random((16, 13, 3)), jnp.float32) for _ in range(2))
+  apply = jax.jit(masks.apply_guided_filter)
+  np.testing.assert_allclose(apply(gf, 2 * u - 3 * v), 2 * apply(gf, u) - 3 * apply(gf, v),
+                             atol=1e-5)
+  affine = guide @ rng.normal(size=(3, 3)).astype(np.float32) + 0.3   # exactly affine: kept
+  np.testing.assert_allclose(apply(gf, jnp.asarray(affine)), affine, atol=2e-3)
+  smoothed = np.asarray(apply(gf, u))                                   # noise: smoothed away
+  assert np.std(smoothed - np.asarray(u)) > 0.1 and np.std(smoothed) < 0.8 * np.std(u)
+  # The numpy entry point is the same filter.
+  np.testing.assert_allclose(masks.guided_filter(guide, np.asarray(u), radius=2, eps=1e-6),
+                             smoothed, atol=1e-6)

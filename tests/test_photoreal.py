@@ -2,11 +2,13 @@
 
 import dataclasses
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
 
-from nst_jax import cli, image_io, masks, photoreal, vgg
+from nst_jax import cli, image_io, masks, matting, photoreal, vgg
 from nst_jax.commands import photo as photo_command
 from nst_jax.errors import UserError
 
@@ -59,19 +61,77 @@ def test_two_stage_penalty_lowers_matting_energy_without_freezing(vgg_params, da
   content, style = image_io.load_image(paths["content"]), image_io.load_image(paths["style"])
   cm = masks.load_color_mask(paths["content_mask"], size_hw=content.shape[:2])
   sm = masks.load_color_mask(paths["style_mask"], size_hw=style.shape[:2])
-  run = lambda weight: photoreal.stylize(vgg_params, content, style,
-                                         _cfg(64, 6, matting_weight=weight, smooth=False),
-                                         content_masks=cm,
-                                         style_masks=sm, progress=False)
+  run = lambda weight, param="guided": photoreal.stylize(
+      vgg_params, content, style,
+      _cfg(64, 6, matting_weight=weight, smooth=False, parameterization=param),
+      content_masks=cm, style_masks=sm, progress=False)
   with_penalty, without = run(photoreal.PhotoConfig().matting_weight), run(0.0)
+  pixels = run(photoreal.PhotoConfig().matting_weight, "pixels")   # Luan's parameterization
   small = image_io.resize_array(content, with_penalty.images[0].shape[:2])
   ratio = lambda out: photoreal.matting_ratio(small, out.images[0], eps=1e-4)
   assert ratio(with_penalty) < 0.7 * ratio(without)
+  assert ratio(pixels) < 0.7 * ratio(without)
+  np.testing.assert_array_equal(pixels.history["total"][:6], with_penalty.history["total"][:6])
   assert with_penalty.level_starts == [0, 6] and len(with_penalty.history["matting"]) == 12
   assert np.all(with_penalty.history["matting"][:6] == 0) and with_penalty.history["matting"][6] > 0
   # The style still moved the image away from the content, and stage 2 lowered its objective.
   assert np.mean(np.abs(with_penalty.images[0] - small)) > 0.02
   assert with_penalty.history["total"][-1] < with_penalty.history["total"][6]
+
+
+@pytest.mark.real_weights
+def test_guided_parameterization_scores_the_filtered_image(vgg_params, rng):
+  # With aux["filtered"] = 1 the loss of x is the loss of the guided filter of x (content as
+  # guide), so every iterate of that stage is locally affine in the content's colours.
+  content = image_io.resize_array(rng.uniform(size=(6, 5, 3)).astype(np.float32), (36, 30))
+  style = rng.uniform(size=(32, 32, 3)).astype(np.float32)
+  cfg = photoreal.PhotoConfig()
+  one = np.ones((1, 36, 30), np.float32)
+  aux = {"targets": photoreal.make_targets(vgg_params, content, style, one,
+                                           np.ones((1, 32, 32), np.float32), cfg),
+         "matting": matting.matting_coefficients(jnp.asarray(content)),
+         "filter": masks.guided_filter_for(content, radius=2, eps=1e-4),
+         "matting_weight": jnp.asarray(3e9, jnp.float32)}
+  x = jnp.asarray(rng.uniform(size=(1, 36, 30, 3)), jnp.float32)
+  loss_fn = jax.jit(photoreal.make_loss_fn(cfg.loss))
+  filtered = masks.apply_guided_filter(aux["filter"], x[0])[None]
+  on, off = dict(aux, filtered=jnp.float32(1)), dict(aux, filtered=jnp.float32(0))
+  np.testing.assert_array_equal(photoreal.output_image(x, off), x)
+  np.testing.assert_allclose(photoreal.output_image(x, on), filtered, atol=1e-6)
+  np.testing.assert_allclose(loss_fn(x, vgg_params, on)[0], loss_fn(filtered, vgg_params, off)[0],
+                             rtol=1e-4)
+  assert loss_fn(x, vgg_params, on)[1]["matting"][0] < 0.2 * loss_fn(x, vgg_params, off)[1][
+      "matting"][0]
+
+
+@pytest.mark.real_weights
+def test_interrupted_run_resumes_to_the_same_result(vgg_params, rng, tmp_path):
+  # Interrupted inside the guided stage 2, re-run with the same checkpoint: the same image and
+  # loss history as a run that was never interrupted.
+  content = image_io.resize_array(rng.uniform(size=(6, 5, 3)).astype(np.float32), (40, 32))
+  style = rng.uniform(size=(32, 32, 3)).astype(np.float32)
+  cm, sm = np.ones((1, 40, 32), np.float32), np.ones((1, 32, 32), np.float32)
+  base = _cfg(40, 4, stage_iters=(4, 6))
+  cfg = dataclasses.replace(base, optim=dataclasses.replace(base.optim, chunk=2))
+  run = lambda **kw: photoreal.stylize(vgg_params, content, style, cfg, content_masks=cm,
+                                       style_masks=sm, progress=False, **kw)
+  reference = run()
+
+  def interrupt(stage, iteration, images):
+    if stage == 1 and iteration == 4:
+      raise KeyboardInterrupt
+
+  ckpt = tmp_path / "run.ckpt"
+  with pytest.raises(KeyboardInterrupt):
+    run(checkpoint=ckpt, checkpoint_every=1, on_chunk=interrupt)
+  assert ckpt.is_file()
+  calls = []
+  resumed = run(checkpoint=ckpt, checkpoint_every=1, on_chunk=lambda *a: calls.append(a[:2]))
+  assert calls == [(1, 6)]  # only the last chunk of stage 2 ran again
+  np.testing.assert_array_equal(resumed.images[0], reference.images[0])
+  for key in reference.history:
+    np.testing.assert_array_equal(resumed.history[key], reference.history[key])
+  assert not ckpt.exists()
 
 
 def test_guided_smooth_keeps_locally_affine_images_and_flattens_noise(rng):
@@ -113,6 +173,7 @@ def test_cli_smoothing_is_on_by_default_and_can_be_turned_off(flag, expected):
 
 @pytest.mark.parametrize("kw,match", [({"stages": 3}, "stages"), ({"stage_iters": (1,)}, "stage"),
                                       ({"matting_weight": -1.0}, "matting"),
+                                      ({"parameterization": "rgb"}, "parameterization"),
                                       ({"mask_pooling": "median"}, "mask-pooling")])
 def test_bad_configs(kw, match):
   with pytest.raises(UserError, match=match):

@@ -6,6 +6,7 @@ Example::
   nst-jax photo --content in1.png --style tar1.png \
       --content-mask seg/in1.png --style-mask seg/tar1.png --out out/in1_masked.png
   nst-jax photo ... --no-smooth        # without the guided-filter post-step
+  nst-jax photo ... --parameterization pixels   # stage 2 optimizes pixels, as Luan et al.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ HELP = "photorealistic style transfer: masked style, matting-Laplacian penalty (
 # Flag -> PhotoConfig key, for the options specific to this command.
 _PHOTO_KEYS = {"size": "size", "stages": "stages", "stage_iters": "stage_iters",
                "style_scale": "style_scale", "matting_weight": "matting_weight",
+               "parameterization": "parameterization",
                "regions": "num_regions", "mask_pooling": "mask_pooling",
                "smooth_radius": "smooth_radius", "smooth_eps": "smooth_eps", "seed": "seed"}
 
@@ -39,12 +41,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--style-scale", type=float, help="style size relative to the output")
   p.add_argument("--matting-weight", type=common.non_negative_float,
                  help="weight of the matting-Laplacian penalty per pixel (default 3e9)")
+  p.add_argument("--parameterization", choices=photoreal.PARAMETERIZATIONS,
+                 help="what the stage with the penalty optimizes: 'guided' (default) an image "
+                      "whose guided filter by the content is the output, 'pixels' the output")
   p.add_argument("--regions", type=common.positive_int, help="automatic masks: region count")
   p.add_argument("--mask-pooling", choices=masks.MASK_POOLINGS)
   p.add_argument("--smooth", action=argparse.BooleanOptionalAction,
                  help="guided-filter the result with the content as guide (Luan's post-step, "
                       "He et al.; default on, --no-smooth for the raw optimum)")
-  p.add_argument("--smooth-radius", type=int, help="guided filter radius (0: size / 24)")
+  p.add_argument("--smooth-radius", type=int,
+                 help="guided filter radius, post-step and parameterization (0: size / 24)")
   p.add_argument("--smooth-eps", type=float, help="guided filter regulariser (default 1e-4)")
   p.add_argument("--seed", type=int)
   common.add_loss_flags(p)
