@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nst_jax import losses, masks, matting, objective, vgg
+from nst_jax import losses, masks, matting, objective, photoreal, vgg
 from nst_jax.config import LossConfig
 
 AFFINE_LOSSES = ("residual", "energy")
@@ -227,3 +227,17 @@ def add_affine_term(terms: dict, outputs: jax.Array, inputs: jax.Array, photo) -
   affine = photo.affine_weight * affine_loss(outputs, inputs, photo.affine_loss,
                                             eps=photo.affine_eps)
   return dict(terms, affine=affine, total=terms["total"] + affine)
+
+
+def guided_outputs(outputs: jax.Array, inputs: jax.Array) -> jax.Array:
+  """Each output [B, H, W, 3] guided-filtered with its photo as guide, as ``nst-jax stylize``'s
+  post-step does it (``photoreal.guided_smooth``: radius long side / 24, eps 1e-4, clipped to
+  [0, 1]): training on these scores what inference returns (``PhotoTrainConfig.guided_output``)."""
+  radius = photoreal.default_radius(outputs.shape[1:3])
+  eps = photoreal.PhotoConfig().smooth_eps
+
+  def one(out, photo):
+    gf = masks.guided_filter_for(jax.lax.stop_gradient(photo), radius=radius, eps=eps)
+    return jnp.clip(masks.apply_guided_filter(gf, out.astype(jnp.float32)), 0.0, 1.0)
+
+  return jax.vmap(one)(outputs, inputs.astype(jnp.float32)).astype(outputs.dtype)

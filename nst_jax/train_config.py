@@ -58,6 +58,9 @@ class PhotoTrainConfig:
     mask_pooling: how masks follow VGG's pools (``masks.downsample_masks``).
     min_area: a style region smaller than this share of the style image is ignored.
     fit_photos: training photos clustered with the style to define the regions.
+    guided_output: score every output after the guided filter with its photo as guide (the
+      post-step ``nst-jax stylize`` applies to "affine" networks), so the losses see what
+      inference returns.
   """
   regions: int = 0
   affine_weight: float = 0.0
@@ -66,6 +69,7 @@ class PhotoTrainConfig:
   mask_pooling: str = "avg"
   min_area: float = 1e-3
   fit_photos: int = 32
+  guided_output: bool = False
 
 
 @dataclass(frozen=True)

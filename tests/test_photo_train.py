@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nst_jax import (image_io, masks, matting, photo_train, sharding,
+from nst_jax import (image_io, masks, matting, photo_train, photoreal, sharding,
                      train_config, training)
 from nst_jax.config import LossConfig
 from nst_jax.errors import UserError
@@ -89,6 +89,25 @@ def test_one_region_equals_the_plain_gram_loss(vgg_params, scenes):
                                          SHALLOW)
   for k in ("content", "style", "tv", "total"):
     np.testing.assert_allclose(masked[k], plain[k], rtol=2e-4)
+
+
+def test_guided_output_scores_the_filtered_outputs(vgg_params, scenes):
+  # With guided_output the losses are those of the outputs after the inference post-step.
+  style, photos = scenes
+  cfg = photo_config(regions=2, affine_weight=1e3)
+  guided = dataclasses.replace(cfg, photo=dataclasses.replace(cfg.photo, guided_output=True))
+  targets = training.setup_style_targets(cfg, vgg_params, style, dataset=_Batches(photos))
+  x = jnp.asarray(photos)
+  out = jnp.clip(x[::-1] + 0.1 * jax.random.normal(jax.random.PRNGKey(0), x.shape), 0, 1)
+  filtered = photo_train.guided_outputs(out, x)
+  np.testing.assert_allclose(filtered[0], photoreal.guided_smooth(np.asarray(out[0]), photos[0]),
+                             atol=1e-5)  # the post-step of inference
+  a = training.training_loss_terms(vgg_params, out, x, targets, guided)
+  b = training.training_loss_terms(vgg_params, filtered, x, targets, cfg)
+  for k in ("content", "style", "tv", "affine", "total"):
+    np.testing.assert_allclose(a[k], b[k], rtol=1e-5)
+  assert np.all(np.asarray(a["tv"]) < np.asarray(training.training_loss_terms(
+      vgg_params, out, x, targets, cfg)["tv"]))
 
 
 class _Batches:
