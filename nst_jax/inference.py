@@ -16,7 +16,8 @@ accelerators), the last one filled up with copies, so the network compiles once 
 Smoothing: photorealistic networks (``train_config.photoreal``) are followed by the guided-filter
 post-step of slow photorealistic transfer (``photoreal.guided_smooth``, Luan et al.'s optional
 step), which makes the output locally affine in the photo's colours; ``smooth`` turns it on or off
-for any network (default: on for photorealistic checkpoints only).
+for any network (default: on for photorealistic checkpoints only). Its radius is long side / 12
+(``smooth_radius`` overrides), twice the slow method's: calibrated in docs/fast_photoreal.md.
 
 Strength: ``out = s * stylized + (1 - s) * content``, a linear blend in pixel space (after the
 optional luminance-only transfer). With instance normalization the network's output is not an
@@ -58,7 +59,7 @@ def pad_to(image: np.ndarray, hw: tuple[int, int]) -> tuple[np.ndarray, tuple[in
 
 
 def blend(stylized: np.ndarray, content: np.ndarray, *, strength: float = 1.0,
-          original_colors: str = "", smooth: bool = False) -> np.ndarray:
+          original_colors: str = "", smooth: bool = False, smooth_radius: int = 0) -> np.ndarray:
   """The post-processing of one output: smoothing, luminance-only transfer, strength blend.
 
   Args:
@@ -67,12 +68,15 @@ def blend(stylized: np.ndarray, content: np.ndarray, *, strength: float = 1.0,
     strength: s in [0, 1]: ``s * stylized + (1 - s) * content``.
     original_colors: "" (keep the network's colours), "yiq" or "yuv" (keep the photo's chroma).
     smooth: guided-filter the output with the photo as guide (``photoreal.guided_smooth``).
+    smooth_radius: its box radius; 0: long side / ``photoreal.FAST_SMOOTH_RADIUS_DIVISOR``.
 
   Returns:
     float32 [H, W, 3] in [0, 1].
   """
   if smooth:
-    stylized = photoreal.guided_smooth(stylized, content)
+    radius = smooth_radius or photoreal.default_radius(content.shape[:2],
+                                                       photoreal.FAST_SMOOTH_RADIUS_DIVISOR)
+    stylized = photoreal.guided_smooth(stylized, content, radius=radius)
   if original_colors:
     stylized = colors.original_colors(stylized, content, original_colors)
   out = strength * stylized + (1.0 - strength) * content
@@ -138,7 +142,8 @@ class Stylizer:
     return np.asarray(self._apply(self.variables, images))  # [B, H, W, 3]
 
   def stylize_many(self, images: Sequence[np.ndarray], *, strength: float = 1.0,
-                   original_colors: str = "", smooth: bool | None = None) -> list[np.ndarray]:
+                   original_colors: str = "", smooth: bool | None = None,
+                   smooth_radius: int = 0) -> list[np.ndarray]:
     """Stylizes images of any sizes; returns float32 [H, W, 3] in [0, 1] for each.
 
     Args:
@@ -146,8 +151,11 @@ class Stylizer:
       strength: see ``blend``.
       original_colors: see ``blend``.
       smooth: see ``blend``; None: on for photorealistic ("affine" head) networks only.
+      smooth_radius: see ``blend``.
     """
     check_options(strength, original_colors)
+    if smooth_radius < 0:
+      raise UserError(f"--smooth-radius must be >= 0, got {smooth_radius}")
     smooth = self.smooth_default if smooth is None else smooth
     groups: dict[tuple[int, int], list[int]] = {}
     for i, img in enumerate(images):
@@ -165,7 +173,7 @@ class Stylizer:
           h, w = images[i].shape[:2]
           results[i] = blend(out[j, :h, :w], np.asarray(images[i], np.float32),
                              strength=strength, original_colors=original_colors,
-                             smooth=smooth)
+                             smooth=smooth, smooth_radius=smooth_radius)
     return results
 
   def __call__(self, image: np.ndarray, **kwargs) -> np.ndarray:

@@ -231,9 +231,9 @@ def add_affine_term(terms: dict, outputs: jax.Array, inputs: jax.Array, photo) -
 
 def guided_outputs(outputs: jax.Array, inputs: jax.Array) -> jax.Array:
   """Each output [B, H, W, 3] guided-filtered with its photo as guide, as ``nst-jax stylize``'s
-  post-step does it (``photoreal.guided_smooth``: radius long side / 24, eps 1e-4, clipped to
+  post-step does it (``photoreal.guided_smooth``: radius long side / 12, eps 1e-4, clipped to
   [0, 1]): training on these scores what inference returns (``PhotoTrainConfig.guided_output``)."""
-  radius = photoreal.default_radius(outputs.shape[1:3])
+  radius = photoreal.default_radius(outputs.shape[1:3], photoreal.FAST_SMOOTH_RADIUS_DIVISOR)
   eps = photoreal.PhotoConfig().smooth_eps
 
   def one(out, photo):

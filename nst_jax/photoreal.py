@@ -52,6 +52,9 @@ from nst_jax.errors import UserError
 
 EVAL_EPS = 1e-4  # matting_ratio's regulariser (see there)
 SMOOTH_RADIUS_DIVISOR = 24  # default guided-filter radius: long side / 24 (3 px at 64, 21 at 512)
+# The post-step of feed-forward photorealistic networks (``inference``): long side / 12, twice
+# the slow method's, whose optimizer already leaves little texture (docs/fast_photoreal.md).
+FAST_SMOOTH_RADIUS_DIVISOR = 12
 LUAN_STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
 PARAMETERIZATIONS = ("guided", "pixels")  # what the stages with the matting penalty optimize
 
@@ -205,9 +208,9 @@ def matting_ratio(content: np.ndarray, image: np.ndarray, *, eps: float = EVAL_E
   return energy(image) / max(energy(content), 1e-12)
 
 
-def default_radius(hw: tuple[int, int]) -> int:
-  """The guided filter's default box radius for an image of size ``hw``: long side / 24."""
-  return max(1, round(max(hw) / SMOOTH_RADIUS_DIVISOR))
+def default_radius(hw: tuple[int, int], divisor: int = SMOOTH_RADIUS_DIVISOR) -> int:
+  """The guided filter's default box radius for an image of size ``hw``: long side / divisor."""
+  return max(1, round(max(hw) / divisor))
 
 
 def guided_smooth(image: np.ndarray, guide: np.ndarray, *, radius: int = 0,

@@ -80,13 +80,17 @@ def test_smoothing_is_the_guided_filter_and_defaults_by_head(stylizer, rng):
   from nst_jax import photoreal  # pylint: disable=import-outside-toplevel
   x = _photo(rng, 40, 40)
   assert not stylizer.smooth_default  # an artistic (rgb head) network
-  np.testing.assert_allclose(stylizer(x, smooth=True),
-                             photoreal.guided_smooth(stylizer(x), x), atol=1e-6)
+  np.testing.assert_allclose(stylizer(x, smooth=True),  # radius: long side / 12 by default
+                             photoreal.guided_smooth(stylizer(x), x, radius=3), atol=1e-6)
+  np.testing.assert_allclose(stylizer(x, smooth=True, smooth_radius=5),
+                             photoreal.guided_smooth(stylizer(x), x, radius=5), atol=1e-6)
+  with pytest.raises(UserError, match="smooth-radius"):
+    stylizer(x, smooth=True, smooth_radius=-1)
   affine = inference.Stylizer(nets.TinyNet(output="affine"),
                               nets.init_variables(nets.TinyNet(output="affine"), jax.random.key(0)))
   assert affine.smooth_default
   raw = affine(x, smooth=False)
-  np.testing.assert_allclose(affine(x), photoreal.guided_smooth(raw, x), atol=1e-6)
+  np.testing.assert_allclose(affine(x), photoreal.guided_smooth(raw, x, radius=3), atol=1e-6)
   # The post-step makes the output (more) locally affine in the photo's colours.
   assert photoreal.matting_ratio(x, affine(x)) < photoreal.matting_ratio(x, raw)
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nst_jax import (image_io, masks, matting, photo_train, photoreal, sharding,
+from nst_jax import (image_io, inference, masks, matting, photo_train, sharding,
                      train_config, training)
 from nst_jax.config import LossConfig
 from nst_jax.errors import UserError
@@ -100,7 +100,8 @@ def test_guided_output_scores_the_filtered_outputs(vgg_params, scenes):
   x = jnp.asarray(photos)
   out = jnp.clip(x[::-1] + 0.1 * jax.random.normal(jax.random.PRNGKey(0), x.shape), 0, 1)
   filtered = photo_train.guided_outputs(out, x)
-  np.testing.assert_allclose(filtered[0], photoreal.guided_smooth(np.asarray(out[0]), photos[0]),
+  np.testing.assert_allclose(filtered[0], inference.blend(np.asarray(out[0]), photos[0],
+                                                         smooth=True),
                              atol=1e-5)  # the post-step of inference
   a = training.training_loss_terms(vgg_params, out, x, targets, guided)
   b = training.training_loss_terms(vgg_params, filtered, x, targets, cfg)

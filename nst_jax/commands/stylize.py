@@ -48,6 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--smooth", action=argparse.BooleanOptionalAction, default=None,
                       help="guided-filter the output with the photo as guide (Luan et al.'s "
                       "post-step; default: on for photorealistic networks, off otherwise)")
+  parser.add_argument("--smooth-radius", type=int, default=0,
+                      help="the guided filter's box radius (default 0: long side / 12)")
   parser.add_argument("--bf16", action="store_true", help="bfloat16 compute")
   parser.add_argument("--format", choices=("png", "jpg"), default="png",
                       help="output image format (default png)")
@@ -85,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
                                                  batch_size=args.batch_size)
   t0 = time.perf_counter()
   outputs = stylizer.stylize_many(images, strength=args.strength,
-                                  original_colors=args.original_colors, smooth=args.smooth)
+                                  original_colors=args.original_colors, smooth=args.smooth,
+                                  smooth_radius=args.smooth_radius)
   seconds = time.perf_counter() - t0
   for path, image in zip(output_paths(args.content, out_dir, args.format), outputs):
     image_io.save_image(path, image)
