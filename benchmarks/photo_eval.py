@@ -12,7 +12,7 @@ at ``--size`` (long side), runs Gatys (``artistic.stylize``, 2 x ``--iters`` ite
 same number of evaluations) and slow photoreal (``photoreal.stylize`` with the default
 ``PhotoConfig``, ``--iters`` per stage, with the hand-made masks, ``--masks auto`` or both). When
 the default smooths the output (Luan's optional post-step), the unsmoothed result is scored too
-("photoreal_raw"; the same run, before ``photoreal.guided_smooth``). ``--fast-checkpoint`` adds a
+("photoreal_raw"; the same run, before ``photoreal.post_smooth``). ``--fast-checkpoint`` adds a
 fast photoreal network; a ``{pair}`` in it names one network per style photo, and pairs whose
 checkpoint does not exist show "-" and are left out of that column's mean. Measures, on float
 outputs:
@@ -99,8 +99,7 @@ def photo_runs(params, args, content, style, cm, sm) -> dict:
     if photoreal.PhotoConfig().smooth:  # the default post-step, scored with and without
       default = photoreal.PhotoConfig()
       out[f"photoreal{suffix}_raw"] = (raw, seconds)
-      raw = photoreal.guided_smooth(raw, content, radius=default.smooth_radius,
-                                    eps=default.smooth_eps)
+      raw = photoreal.post_smooth(raw, content, default)
       seconds = time.perf_counter() - t
     out[f"photoreal{suffix}"] = (raw, seconds)
   return out

@@ -13,11 +13,12 @@ back, so a folder of photos of similar sizes compiles once per distinct padded s
 the same padded shape are stacked into batches of ``batch_size`` (1 by default; more helps on
 accelerators), the last one filled up with copies, so the network compiles once per bucket.
 
-Smoothing: photorealistic networks (``train_config.photoreal``) are followed by the guided-filter
-post-step of slow photorealistic transfer (``photoreal.guided_smooth``, Luan et al.'s optional
-step), which makes the output locally affine in the photo's colours; ``smooth`` turns it on or off
-for any network (default: on for photorealistic checkpoints only). Its radius is long side / 12
-(``smooth_radius`` overrides), twice the slow method's: calibrated in docs/fast_photoreal.md.
+Smoothing: photorealistic networks (``train_config.photoreal``) are followed by one guided filter
+with the photo as guide (``photoreal.guided_smooth``, one of slow photorealistic transfer's
+post-steps, Luan et al.'s optional step), which makes the output locally affine in the photo's
+colours; ``smooth`` turns it on or off for any network (default: on for photorealistic
+checkpoints only). Its radius is long side / 12 (``smooth_radius`` overrides), twice the slow
+method's guided filter: calibrated in docs/fast_photoreal.md.
 
 Strength: ``out = s * stylized + (1 - s) * content``, a linear blend in pixel space (after the
 optional luminance-only transfer). With instance normalization the network's output is not an

@@ -23,7 +23,11 @@ penalty is divided by N to be size-independent and its weight calibrated on the 
 (docs/photoreal.md): with ``style_weight`` 1e-4, ``matting_weight`` = 3e9 per pixel cuts stage 1's
 matting energy 20-70x; 1e7 barely moves it. The penalty alone plateaus a few times above the
 content's own matting energy (more stage-2 iterations do not help), so the output is then
-guided-filtered with the content as guide (Luan's optional post-step, on by default).
+smoothed with the content as guide (Luan's optional post-step, on by default): by default the
+"smooth local affine" one, the nearest image under a matting penalty (``affine_smooth``, a
+conjugate-gradient solve with the matrix-free Laplacian), which at the same matting energy keeps
+more of the style than one guided-filter pass (``guided_smooth``); ``matting_budget`` picks its
+weight per image instead.
 
 Parameterization. By default the penalized stage optimizes an image whose guided filter (content
 as guide) is the output (``output_image``): a linear map for a fixed guide, so every iterate is
@@ -55,6 +59,9 @@ SMOOTH_RADIUS_DIVISOR = 24  # default guided-filter radius: long side / 24 (3 px
 # The post-step of feed-forward photorealistic networks (``inference``): long side / 12, twice
 # the slow method's, whose optimizer already leaves little texture (docs/fast_photoreal.md).
 FAST_SMOOTH_RADIUS_DIVISOR = 12
+SMOOTH_METHODS = ("affine", "guided")
+AFFINE_MAX_ITERS = 1000  # conjugate-gradient iterations of the smooth local affine post-step
+AFFINE_MAX_WEIGHT = 1e4  # the largest weight that a matting budget may pick
 LUAN_STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
 PARAMETERIZATIONS = ("guided", "pixels")  # what the stages with the matting penalty optimize
 
@@ -79,8 +86,14 @@ class PhotoConfig:
   style_scale: float = 1.0  # style image long side relative to the output's
   num_regions: int = 3  # automatic masks only
   mask_pooling: str = "avg"  # how masks follow VGG's pools (masks.downsample_masks)
-  smooth: bool = True  # guided-filter the output with the content as guide (Luan's post-step)
-  smooth_radius: int = 0  # 0: long side / 24, at least 1 (calibrated, docs/photoreal.md)
+  smooth: bool = True  # the post-step (Luan's optional one), content as guide
+  smooth_method: str = "affine"  # "affine": affine_smooth; "guided": guided_smooth, one pass
+  smooth_weight: float = 1.2  # affine: the Laplacian's weight (calibrated, docs/photoreal.md)
+  # affine: > 0 picks the weight per image, the least that keeps the output's matting_ratio
+  # within this (0: smooth_weight for all)
+  matting_budget: float = 0.0
+  smooth_radius: int = 0  # guided filter (post-step "guided" and the parameterization): box
+  # radius, 0: long side / 24, at least 1 (calibrated, docs/photoreal.md)
   smooth_eps: float = 1e-4
   seed: int = 0
 
@@ -100,6 +113,10 @@ def check_config(cfg: PhotoConfig) -> None:
     raise UserError("need --iters >= 0 and --chunk >= 1")
   if not cfg.matting_weight >= 0 or cfg.smooth_eps <= 0 or cfg.smooth_radius < 0:
     raise UserError("need --matting-weight >= 0, --smooth-eps > 0 and --smooth-radius >= 0")
+  if not (cfg.matting_budget >= 0 and cfg.smooth_weight > 0):
+    raise UserError("need --matting-budget >= 0 and --smooth-weight > 0")
+  if cfg.smooth_method not in SMOOTH_METHODS:
+    raise UserError(f"--smooth-method must be one of {', '.join(SMOOTH_METHODS)}")
   if cfg.parameterization not in PARAMETERIZATIONS:
     raise UserError(f"--parameterization must be one of {', '.join(PARAMETERIZATIONS)}")
   if cfg.mask_pooling not in masks.MASK_POOLINGS:
@@ -235,6 +252,69 @@ def guided_smooth(image: np.ndarray, guide: np.ndarray, *, radius: int = 0,
   return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
+@jax.jit
+def _affine_solve(coeffs: matting.MattingCoefficients, image: jax.Array, x0: jax.Array,
+                  weight: jax.Array) -> jax.Array:
+  """Solves ``(I + weight L) x = image`` per channel by conjugate gradients (I + wL is SPD)."""
+  op = lambda v: v + weight * matting.apply_with_coefficients(coeffs, v)
+  return jax.scipy.sparse.linalg.cg(op, image, x0=x0, tol=1e-6, maxiter=AFFINE_MAX_ITERS)[0]
+
+
+def affine_smooth(image: np.ndarray, guide: np.ndarray, *, weight: float = 1.2,
+                  budget: float = 0.0, eps: float = EVAL_EPS) -> tuple[np.ndarray, float]:
+  """Smooth local affine post-step: the image nearest ``image`` that is locally affine in the
+  guide's colours.
+
+  Minimizes ``|O - image|^2 + weight * sum_c O_c^T L O_c`` with L the guide's matting Laplacian
+  (3x3 windows, ``eps``), i.e. solves ``(I + weight L) O = image`` per channel with the
+  matrix-free ``L`` and conjugate gradients; O(pixels) memory, jit-compiled, on any device.
+  Unlike the guided filter it changes only what the matting energy penalizes, so at the same
+  matting energy it keeps more of the style (docs/photoreal.md, fourth calibration).
+
+  Args:
+    image: [H, W, 3] stylized output in [0, 1].
+    guide: [H, W, 3] the content at the same size.
+    weight: the penalty's weight (> 0); larger: closer to locally affine, further from ``image``.
+    budget: if > 0, ``weight`` is ignored and chosen per image instead: 0 (``image`` unchanged)
+      if its matting ratio (under the same Laplacian) is at most ``budget``, else the smallest
+      weight, to within a factor 1.1 (up to ``AFFINE_MAX_WEIGHT``), that brings it within.
+    eps: the Laplacian's regulariser (``matting_ratio``'s by default).
+
+  Returns:
+    (the image [H, W, 3] float32 clipped to [0, 1], the weight used).
+
+  References:
+    Luan, Paris, Shechtman & Bala, "Deep Photo Style Transfer", CVPR 2017 (its "smooth local
+    affine" post-processing); Levin, Lischinski & Weiss, PAMI 2008 (the Laplacian).
+  """
+  if not (weight > 0 and budget >= 0):
+    raise UserError(f"need a smoothing weight > 0 and a matting budget >= 0, got {weight}, "
+                    f"{budget}")
+  coeffs = matting.matting_coefficients(jnp.asarray(guide, jnp.float32), eps=eps)
+  b = jnp.asarray(np.clip(image, 0.0, 1.0), jnp.float32)
+  solve = lambda w, x0: np.clip(np.asarray(_affine_solve(coeffs, b, x0, jnp.float32(w))),
+                                0.0, 1.0)
+  if budget <= 0:
+    return solve(weight, b), float(weight)
+  energy = lambda v: float(matting.energy_with_coefficients(coeffs, jnp.asarray(v)))
+  target = budget * max(energy(guide), 1e-12)
+  if energy(b) <= target:
+    return np.asarray(b), 0.0
+  lo, hi = 0.0, 1 / 64                       # grow hi until within budget, then bisect (in log)
+  out = solve(hi, b)
+  while energy(out) > target and hi < AFFINE_MAX_WEIGHT:
+    lo, hi = hi, min(4 * hi, AFFINE_MAX_WEIGHT)
+    out = solve(hi, out)
+  while lo > 0 and hi / lo > 1.1:
+    mid = float(np.sqrt(lo * hi))
+    trial = solve(mid, out)
+    if energy(trial) > target:
+      lo = mid
+    else:
+      hi, out = mid, trial
+  return out, hi
+
+
 def prepare_masks(vgg_params, content, style, content_masks, style_masks, cfg: PhotoConfig):
   """Given masks resized to the images, or automatic ones: ([R, H, W], [R, h, w])."""
   if (content_masks is None) != (style_masks is None):
@@ -347,8 +427,16 @@ def _sum_terms(pieces):
   return artistic.concat_levels(pieces)
 
 
+def post_smooth(image: np.ndarray, content: np.ndarray, cfg: PhotoConfig) -> np.ndarray:
+  """The configured post-step of ``image`` [H, W, 3] (``content``: the guide, same size): none
+  (``cfg.smooth`` off), ``affine_smooth`` or ``guided_smooth``; float32 in [0, 1]."""
+  image = np.clip(np.asarray(image, np.float32), 0.0, 1.0)
+  if not cfg.smooth:
+    return image
+  if cfg.smooth_method == "affine":
+    return affine_smooth(image, content, weight=cfg.smooth_weight, budget=cfg.matting_budget)[0]
+  return guided_smooth(image, content, radius=cfg.smooth_radius, eps=cfg.smooth_eps)
+
+
 def _finish(x, content, cfg: PhotoConfig) -> np.ndarray:
-  image = np.clip(np.asarray(x)[0], 0.0, 1.0).astype(np.float32)
-  if cfg.smooth:
-    image = guided_smooth(image, content, radius=cfg.smooth_radius, eps=cfg.smooth_eps)
-  return image
+  return post_smooth(np.asarray(x)[0], content, cfg)

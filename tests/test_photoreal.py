@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.sparse
+import scipy.sparse.linalg
 from PIL import Image
 
 from nst_jax import cli, image_io, masks, matting, photoreal, vgg
@@ -145,22 +147,70 @@ def test_guided_smooth_keeps_locally_affine_images_and_flattens_noise(rng):
   assert np.abs(smoothed - affine).mean() < 0.5 * np.abs(noisy - affine).mean()
 
 
-def test_default_post_smoothing_makes_a_textured_result_nearly_locally_affine(rng):
-  # The defaults (calibrated in docs/photoreal.md): the stronger penalty, then the guided filter
-  # with the content as guide and radius long side / 24, which brings the matting energy of a
-  # colour-transformed content with texture on top close to the content's own.
+def test_post_steps_make_a_textured_result_nearly_locally_affine(rng):
+  # The defaults (calibrated in docs/photoreal.md): the stronger penalty, then the smooth local
+  # affine post-step (weight 1.2); the guided filter (the parameterization's, and the "guided"
+  # post-step) has radius long side / 24. Both bring the matting energy of a colour-transformed
+  # content with texture on top close to the content's own.
   cfg = photoreal.PhotoConfig()
   assert cfg.smooth and cfg.matting_weight == 3e9 and cfg.smooth_radius == 0
-  content = image_io.resize_array(rng.uniform(size=(12, 9, 3)).astype(np.float32), (96, 72))
+  assert (cfg.smooth_method, cfg.smooth_weight) == ("affine", 1.2)
+  content, graded, textured = _graded_and_textured(rng, hw=(96, 72))
+  guided = photoreal.guided_smooth(textured, content, eps=cfg.smooth_eps)
+  np.testing.assert_allclose(guided, photoreal.guided_smooth(textured, content, radius=4,
+                                                             eps=cfg.smooth_eps))
+  affine = photoreal.post_smooth(textured, content, cfg)
+  error = lambda x: np.abs(x - graded).mean()
+  assert photoreal.matting_ratio(content, textured) > 20.0
+  assert photoreal.matting_ratio(content, affine) < 2.0
+  assert photoreal.matting_ratio(content, guided) < 1.0
+  assert error(affine) < 0.4 * error(textured) and error(guided) < 0.3 * error(textured)
+
+
+def _graded_and_textured(rng, hw=(48, 40)):
+  content = image_io.resize_array(rng.uniform(size=(hw[0] // 8, hw[1] // 8, 3)).astype(
+      np.float32), hw)
   graded = np.clip(content @ np.array([[0.8, 0.1, 0], [0, 0.9, 0.1], [0.1, 0, 0.7]], np.float32)
                    + 0.05, 0, 1)
   textured = np.clip(graded + rng.normal(0, 0.03, graded.shape).astype(np.float32), 0, 1)
-  smoothed = photoreal.guided_smooth(textured, content, eps=cfg.smooth_eps)
-  np.testing.assert_allclose(smoothed, photoreal.guided_smooth(textured, content, radius=4,
-                                                               eps=cfg.smooth_eps))
-  assert photoreal.matting_ratio(content, textured) > 5.0
-  assert photoreal.matting_ratio(content, smoothed) < 2.0
-  assert np.abs(smoothed - graded).mean() < 0.3 * np.abs(textured - graded).mean()
+  return content, graded, textured
+
+
+def test_affine_smooth_solves_the_regularised_system_of_the_host_laplacian(rng):
+  # The nearest locally affine image: (I + w L) O = image per channel, L the guide's Laplacian.
+  content, _, _ = _graded_and_textured(rng, hw=(20, 16))
+  image = rng.uniform(0.3, 0.7, size=content.shape).astype(np.float32)   # no clipping
+  lap = matting.build_matting_laplacian(content, eps=photoreal.EVAL_EPS)
+  system = scipy.sparse.identity(lap.shape[0], format="csr") + 0.7 * lap
+  out, used = photoreal.affine_smooth(image, content, weight=0.7)
+  expected = np.stack([scipy.sparse.linalg.spsolve(system, image[..., c].ravel().astype(
+      np.float64)) for c in range(3)], axis=-1).reshape(image.shape)
+  assert used == 0.7 and out.dtype == np.float32
+  assert np.abs(expected - image).max() > 0.05                  # a real change
+  np.testing.assert_allclose(out, expected, atol=2e-4)
+
+
+def test_affine_smooth_trades_change_for_matting_energy_and_meets_a_budget(rng):
+  content, _, textured = _graded_and_textured(rng)
+  start = photoreal.matting_ratio(content, textured)
+  ratios, changes = [], []
+  for weight in (0.3, 1.0, 3.0, 10.0):
+    out, _ = photoreal.affine_smooth(textured, content, weight=weight)
+    assert 0.0 <= out.min() and out.max() <= 1.0
+    ratios.append(photoreal.matting_ratio(content, out))
+    changes.append(np.abs(out - textured).mean())
+  assert start > ratios[0] and np.all(np.diff(ratios) < 0) and np.all(np.diff(changes) > 0)
+  for budget in (start / 2, start / 8):
+    out, weight = photoreal.affine_smooth(textured, content, budget=budget)
+    # Within budget, by the least weight to a factor 1.1: 10 % less smoothing breaks it.
+    assert photoreal.matting_ratio(content, out) <= budget
+    less, _ = photoreal.affine_smooth(textured, content, weight=weight / 1.1)
+    assert photoreal.matting_ratio(content, less) > budget
+  same, zero = photoreal.affine_smooth(textured, content, budget=1.01 * start)
+  np.testing.assert_array_equal(same, textured)                 # within budget: unchanged
+  assert zero == 0.0
+  with pytest.raises(UserError, match="budget"):
+    photoreal.affine_smooth(textured, content, budget=-1.0)
 
 
 @pytest.mark.parametrize("flag,expected", [([], True), (["--smooth"], True),
@@ -171,8 +221,31 @@ def test_cli_smoothing_is_on_by_default_and_can_be_turned_off(flag, expected):
   assert photo_command.build_config(args).smooth is expected
 
 
+def test_post_step_follows_the_config(rng):
+  content, _, textured = _graded_and_textured(rng)
+  over = textured + 0.01                                       # above 1 somewhere: clipped
+  clipped = np.clip(over, 0, 1)
+  base = photoreal.PhotoConfig(smooth_radius=2)
+  assert base.smooth and base.smooth_method == "affine" and base.matting_budget == 0.0
+  post = lambda **kw: photoreal.post_smooth(over, content, dataclasses.replace(base, **kw))
+  np.testing.assert_array_equal(post(smooth=False), clipped)
+  np.testing.assert_array_equal(post(), photoreal.affine_smooth(clipped, content, weight=1.2)[0])
+  np.testing.assert_array_equal(post(smooth_method="guided"),
+                                photoreal.guided_smooth(clipped, content, radius=2))
+  np.testing.assert_array_equal(post(matting_budget=3.0),
+                                photoreal.affine_smooth(clipped, content, budget=3.0)[0])
+  args = cli.build_parser().parse_args(
+      ["photo", "--content", "a.png", "--style", "b.png", "--out", "o.png", "--matting-budget",
+       "1.5", "--smooth-method", "guided", "--smooth-weight", "2"])
+  cfg = photo_command.build_config(args)
+  assert (cfg.matting_budget, cfg.smooth_method, cfg.smooth_weight) == (1.5, "guided", 2.0)
+
+
 @pytest.mark.parametrize("kw,match", [({"stages": 3}, "stages"), ({"stage_iters": (1,)}, "stage"),
                                       ({"matting_weight": -1.0}, "matting"),
+                                      ({"matting_budget": -1.0}, "matting-budget"),
+                                      ({"smooth_weight": 0.0}, "smooth-weight"),
+                                      ({"smooth_method": "median"}, "smooth-method"),
                                       ({"parameterization": "rgb"}, "parameterization"),
                                       ({"mask_pooling": "median"}, "mask-pooling")])
 def test_bad_configs(kw, match):

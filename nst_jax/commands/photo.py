@@ -5,7 +5,8 @@ Example::
   nst-jax photo --content in1.png --style tar1.png --out out/in1.png --size 512
   nst-jax photo --content in1.png --style tar1.png \
       --content-mask seg/in1.png --style-mask seg/tar1.png --out out/in1_masked.png
-  nst-jax photo ... --no-smooth        # without the guided-filter post-step
+  nst-jax photo ... --no-smooth        # without the post-step (smooth local affine)
+  nst-jax photo ... --matting-budget 2 # smooth only as needed for 2x the content's matting energy
   nst-jax photo ... --parameterization pixels   # stage 2 optimizes pixels, as Luan et al.
 """
 
@@ -24,7 +25,9 @@ _PHOTO_KEYS = {"size": "size", "stages": "stages", "stage_iters": "stage_iters",
                "style_scale": "style_scale", "matting_weight": "matting_weight",
                "parameterization": "parameterization",
                "regions": "num_regions", "mask_pooling": "mask_pooling",
-               "smooth_radius": "smooth_radius", "smooth_eps": "smooth_eps", "seed": "seed"}
+               "smooth_radius": "smooth_radius", "smooth_eps": "smooth_eps",
+               "smooth_method": "smooth_method", "smooth_weight": "smooth_weight",
+               "matting_budget": "matting_budget", "seed": "seed"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -47,8 +50,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--regions", type=common.positive_int, help="automatic masks: region count")
   p.add_argument("--mask-pooling", choices=masks.MASK_POOLINGS)
   p.add_argument("--smooth", action=argparse.BooleanOptionalAction,
-                 help="guided-filter the result with the content as guide (Luan's post-step, "
-                      "He et al.; default on, --no-smooth for the raw optimum)")
+                 help="post-step with the content as guide (Luan's optional one; default on, "
+                      "--no-smooth for the raw optimum)")
+  p.add_argument("--smooth-method", choices=photoreal.SMOOTH_METHODS,
+                 help="post-step: 'affine' (default) the nearest locally affine image, or "
+                      "'guided' one guided-filter pass")
+  p.add_argument("--smooth-weight", type=float,
+                 help="affine post-step: the matting Laplacian's weight (default 1.2)")
+  p.add_argument("--matting-budget", type=common.non_negative_float, metavar="X",
+                 help="affine post-step: per image, the least smoothing that keeps the matting "
+                      "energy within X times the content's (default 0: --smooth-weight)")
   p.add_argument("--smooth-radius", type=int,
                  help="guided filter radius, post-step and parameterization (0: size / 24)")
   p.add_argument("--smooth-eps", type=float, help="guided filter regulariser (default 1e-4)")
