@@ -12,7 +12,10 @@ warm-up, ``block_until_ready`` on every JAX result):
 - ``sparse_matvec``: scipy ``L @ v`` for a 3-channel v (Luan's per-iteration cost);
 - ``coefficients``: jitted ``matting_coefficients`` (once per content image);
 - ``apply``: jitted ``apply_with_coefficients`` (``L @ v``, once per optimizer step);
-- ``energy_grad``: jitted value and gradient of ``energy_with_coefficients``.
+- ``energy_grad``: jitted value and gradient of ``energy_with_coefficients``;
+- ``affine_smooth`` / ``guided_smooth``: the two post-steps of slow photoreal (the default smooth
+  local affine solve, weight 1.2, and one guided-filter pass) on the photo plus Gaussian noise
+  (sigma 0.05), host arrays in and out.
 
 It also reports the relative error of the float32 apply against the float64 sparse product.
 """
@@ -31,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nst_jax import image_io, matting, paths
+from nst_jax import image_io, matting, paths, photoreal
 from nst_jax.errors import UserError
 
 DEFAULT_IMAGE = Path("photo") / "input" / "in1.png"
@@ -61,6 +64,8 @@ def bench_size(photo: Path, size: int, repeats: int) -> dict:
   ref = (lap @ flat).reshape(v.shape)
   error = np.linalg.norm(np.asarray(apply(coeffs, v_dev)) - ref) / np.linalg.norm(ref)
   sparse_repeats = max(1, repeats // 2)
+  noise = np.random.default_rng(1).normal(0, 0.05, image.shape)
+  noisy = np.clip(image + noise, 0, 1).astype(np.float32)
   return {
       "size": size, "height": image.shape[0], "width": image.shape[1], "nnz": int(lap.nnz),
       "sparse_build_s": time_median(lambda: matting.build_matting_laplacian(image), sparse_repeats),
@@ -69,12 +74,15 @@ def bench_size(photo: Path, size: int, repeats: int) -> dict:
       "apply_s": time_median(lambda: apply(coeffs, v_dev), repeats),
       "energy_grad_s": time_median(lambda: energy_grad(coeffs, v_dev), repeats),
       "apply_rel_error_f32": float(error),
+      "affine_smooth_s": time_median(lambda: photoreal.affine_smooth(noisy, image)[0], repeats),
+      "guided_smooth_s": time_median(lambda: photoreal.guided_smooth(noisy, image), repeats),
   }
 
 
 def format_table(rows: list[dict]) -> str:
   cols = ["size", "height", "width", "sparse_build_s", "sparse_matvec_s", "coefficients_s",
-          "apply_s", "energy_grad_s", "apply_rel_error_f32"]
+          "apply_s", "energy_grad_s", "apply_rel_error_f32", "affine_smooth_s",
+          "guided_smooth_s"]
   lines = [" | ".join(cols), " | ".join("---" for _ in cols)]
   for row in rows:
     lines.append(" | ".join(f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c])

@@ -1,0 +1,93 @@
+"""Scores photoreal post-steps on the same raw outputs: guided filter vs smooth local affine.
+
+Synopsis::
+
+  python benchmarks/post_step_eval.py --pairs all --size 96 --iters 40
+  python benchmarks/post_step_eval.py --pairs 1 --weights 1.2 --budgets 2
+
+For each pair, runs Gatys and slow photoreal without its post-step exactly as
+``benchmarks/photo_eval.py`` does (``photo_eval.run_methods``: hand-made masks, ``--iters`` per
+stage, Gatys 2x as many), then applies each post-step to the raw photoreal output and scores it
+with photo_eval's measures: the matting ratio (eps 1e-4), style loss relative to Gatys', and the
+gradient correlation with the content. Post-steps: none ("raw"), one guided-filter pass
+("guided", radius long side / 24), ``photoreal.affine_smooth`` at each of ``--weights`` ("wX")
+and with each matting budget of ``--budgets`` ("bX"). Prints a table of means (medians; pairs
+within 2x) and writes ``post_step_eval.json`` to ``--results``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+import photo_eval
+from nst_jax import paths, photoreal, vgg
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def post_steps(raw: np.ndarray, content: np.ndarray, weights, budgets) -> dict:
+  """{name: image} for every post-step of ``raw`` (content: the guide)."""
+  out = {"raw": raw, "guided": photoreal.guided_smooth(raw, content)}
+  out.update({f"w{w:g}": photoreal.affine_smooth(raw, content, weight=w)[0] for w in weights})
+  out.update({f"b{b:g}": photoreal.affine_smooth(raw, content, budget=b)[0] for b in budgets})
+  return out
+
+
+def summary_table(rows: list[dict], names: list[str]) -> str:
+  lines = ["| post-step | matting x | style / Gatys' | grad corr |", "|---|---|---|---|"]
+  for name in names:
+    m = np.array([r[name]["matting_ratio"] for r in rows])
+    s = np.array([r[name]["style_vs_gatys"] for r in rows])
+    g = np.array([r[name]["grad_corr"] for r in rows])
+    lines.append(f"| {name} | {m.mean():.3f} ({np.median(m):.2f}; {(m <= 2).sum()}/{len(m)}) | "
+                 f"{s.mean():.3f} ({np.median(s):.2f}; {(s <= 2).sum()}/{len(s)}) | "
+                 f"{g.mean():.3f} |")
+  return "\n".join(lines)
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--data-dir", help="shared data folder (default $NST_JAX_DATA or ../shared/data)")
+  p.add_argument("--vgg-weights")
+  p.add_argument("--pairs", default="all")
+  p.add_argument("--size", type=int, default=96)
+  p.add_argument("--iters", type=int, default=40, help="photoreal iterations per stage")
+  p.add_argument("--weights", default="0.3,1,1.2,1.5,3,10", help="affine_smooth weights")
+  p.add_argument("--budgets", default="1.5,2,3", help="affine_smooth matting budgets")
+  p.add_argument("--results", default=str(REPO / "benchmarks" / "results"))
+  args = p.parse_args(argv)
+  weights = [float(w) for w in args.weights.split(",") if w]
+  budgets = [float(b) for b in args.budgets.split(",") if b]
+  args.masks = "given"                                   # what photo_eval.run_methods reads
+  photo_dir = paths.data_dir(args.data_dir) / "photo"
+  params = vgg.load_vgg19(paths.resolve_vgg_weights(args.vgg_weights))
+  rows, t0 = [], time.perf_counter()
+  for n in photo_eval.parse_pairs(args.pairs):
+    content, style, cm, sm = photo_eval.load_pair(photo_dir, n, args.size)
+    outs = photo_eval.run_methods(params, args, content, style, cm, sm, None)
+    gatys = photo_eval.style_distance(params, outs["gatys"][0], style, cm, sm)
+    raw = outs.get("photoreal_raw", outs["photoreal"])[0]
+    row = {"pair": n}
+    for name, image in post_steps(raw, content, weights, budgets).items():
+      m = photo_eval.metrics(params, image, content, style, cm, sm, photoreal.EVAL_EPS)
+      row[name] = dict(m, style_vs_gatys=m["style_loss"] / gatys)
+    rows.append(row)
+    print(json.dumps({k: (v if k == "pair" else [round(v["matting_ratio"], 3),
+                                                 round(v["style_vs_gatys"], 3)])
+                      for k, v in row.items()}), flush=True)
+  names = [k for k in rows[0] if k != "pair"]
+  print(f"{len(rows)} pairs at {args.size} px, {args.iters} iterations per stage; "
+        f"{time.perf_counter() - t0:.0f} s\n" + summary_table(rows, names))
+  results = Path(args.results)
+  results.mkdir(parents=True, exist_ok=True)
+  (results / "post_step_eval.json").write_text(json.dumps({"args": vars(args), "rows": rows},
+                                                          indent=1))
+
+
+if __name__ == "__main__":
+  main()
