@@ -61,7 +61,8 @@ SMOOTH_RADIUS_DIVISOR = 24  # default guided-filter radius: long side / 24 (3 px
 FAST_SMOOTH_RADIUS_DIVISOR = 12
 SMOOTH_METHODS = ("affine", "guided")
 AFFINE_MAX_ITERS = 1000  # conjugate-gradient iterations of the smooth local affine post-step
-AFFINE_MAX_WEIGHT = 1e4  # the largest weight that a matting budget may pick
+AFFINE_WEIGHT = 1.2  # the smooth local affine post-step's default weight (docs/photoreal.md)
+AFFINE_MIN_WEIGHT, AFFINE_MAX_WEIGHT = 1 / 64, 1e4  # the weights a matting budget may pick
 LUAN_STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
 PARAMETERIZATIONS = ("guided", "pixels")  # what the stages with the matting penalty optimize
 
@@ -88,7 +89,7 @@ class PhotoConfig:
   mask_pooling: str = "avg"  # how masks follow VGG's pools (masks.downsample_masks)
   smooth: bool = True  # the post-step (Luan's optional one), content as guide
   smooth_method: str = "affine"  # "affine": affine_smooth; "guided": guided_smooth, one pass
-  smooth_weight: float = 1.2  # affine: the Laplacian's weight (calibrated, docs/photoreal.md)
+  smooth_weight: float = AFFINE_WEIGHT  # affine: the Laplacian's weight
   # affine: > 0 picks the weight per image, the least that keeps the output's matting_ratio
   # within this (0: smooth_weight for all)
   matting_budget: float = 0.0
@@ -260,7 +261,7 @@ def _affine_solve(coeffs: matting.MattingCoefficients, image: jax.Array, x0: jax
   return jax.scipy.sparse.linalg.cg(op, image, x0=x0, tol=1e-6, maxiter=AFFINE_MAX_ITERS)[0]
 
 
-def affine_smooth(image: np.ndarray, guide: np.ndarray, *, weight: float = 1.2,
+def affine_smooth(image: np.ndarray, guide: np.ndarray, *, weight: float = AFFINE_WEIGHT,
                   budget: float = 0.0, eps: float = EVAL_EPS) -> tuple[np.ndarray, float]:
   """Smooth local affine post-step: the image nearest ``image`` that is locally affine in the
   guide's colours.
@@ -277,7 +278,8 @@ def affine_smooth(image: np.ndarray, guide: np.ndarray, *, weight: float = 1.2,
     weight: the penalty's weight (> 0); larger: closer to locally affine, further from ``image``.
     budget: if > 0, ``weight`` is ignored and chosen per image instead: 0 (``image`` unchanged)
       if its matting ratio (under the same Laplacian) is at most ``budget``, else the smallest
-      weight, to within a factor 1.1 (up to ``AFFINE_MAX_WEIGHT``), that brings it within.
+      weight in [``AFFINE_MIN_WEIGHT``, ``AFFINE_MAX_WEIGHT``], to within a factor 1.1, that
+      brings it within (the largest if none does).
     eps: the Laplacian's regulariser (``matting_ratio``'s by default).
 
   Returns:
@@ -300,7 +302,7 @@ def affine_smooth(image: np.ndarray, guide: np.ndarray, *, weight: float = 1.2,
   target = budget * max(energy(guide), 1e-12)
   if energy(b) <= target:
     return np.asarray(b), 0.0
-  lo, hi = 0.0, 1 / 64                       # grow hi until within budget, then bisect (in log)
+  lo, hi = 0.0, AFFINE_MIN_WEIGHT            # grow hi until within budget, then bisect (in log)
   out = solve(hi, b)
   while energy(out) > target and hi < AFFINE_MAX_WEIGHT:
     lo, hi = hi, min(4 * hi, AFFINE_MAX_WEIGHT)

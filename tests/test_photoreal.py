@@ -154,7 +154,8 @@ def test_post_steps_make_a_textured_result_nearly_locally_affine(rng):
   # content with texture on top close to the content's own.
   cfg = photoreal.PhotoConfig()
   assert cfg.smooth and cfg.matting_weight == 3e9 and cfg.smooth_radius == 0
-  assert (cfg.smooth_method, cfg.smooth_weight) == ("affine", 1.2)
+  assert (cfg.smooth_method, cfg.smooth_weight) == ("affine", photoreal.AFFINE_WEIGHT) == (
+      "affine", 1.2)
   content, graded, textured = _graded_and_textured(rng, hw=(96, 72))
   guided = photoreal.guided_smooth(textured, content, eps=cfg.smooth_eps)
   np.testing.assert_allclose(guided, photoreal.guided_smooth(textured, content, radius=4,
