@@ -11,7 +11,9 @@ Three train steps are compiled on the same batch of shared training photos:
 - ``photoreal_rgb``: the photoreal losses (content conv4_2, masked Grams at conv*_1 over 3
   automatic regions, the matting-Laplacian affine loss with the per-image Laplacian coefficients
   computed in the step) on the *same* rgb network: the extra cost of the losses alone;
-- ``photoreal``: the photoreal preset as shipped (its "affine" head has no upsampling layers).
+- ``photoreal``: the photoreal preset as shipped (its "affine" head has no upsampling layers;
+  the losses score the outputs after the smooth local affine step, ``photo.affine_output``);
+- ``photoreal_raw_output``: the same, scoring the raw outputs (the preset before 2026-11-29).
 
 With ``--ablation``, also the rgb network with the photoreal losses but no regions
 (``photoreal_rgb_plain``) and with regions but no affine loss (``photoreal_rgb_masked``), to see
@@ -46,7 +48,9 @@ def variants(args) -> dict[str, train_config.TrainConfig]:
   photo = config.override(train_config.photoreal(), common)
   rgb = dataclasses.replace(photo, net=dataclasses.replace(photo.net, output="rgb"))
   out = {"artistic": config.override(train_config.thesis(), common), "photoreal_rgb": rgb,
-         "photoreal": photo}
+         "photoreal": photo,
+         "photoreal_raw_output": dataclasses.replace(
+             photo, photo=dataclasses.replace(photo.photo, affine_output=0.0))}
   if args.ablation:
     out["photoreal_rgb_plain"] = dataclasses.replace(
         rgb, photo=dataclasses.replace(rgb.photo, regions=0, affine_weight=0.0))

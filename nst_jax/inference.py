@@ -13,12 +13,14 @@ back, so a folder of photos of similar sizes compiles once per distinct padded s
 the same padded shape are stacked into batches of ``batch_size`` (1 by default; more helps on
 accelerators), the last one filled up with copies, so the network compiles once per bucket.
 
-Smoothing: photorealistic networks (``train_config.photoreal``) are followed by one guided filter
-with the photo as guide (``photoreal.guided_smooth``, one of slow photorealistic transfer's
-post-steps, Luan et al.'s optional step), which makes the output locally affine in the photo's
-colours; ``smooth`` turns it on or off for any network (default: on for photorealistic
-checkpoints only). Its radius is long side / 12 (``smooth_radius`` overrides), twice the slow
-method's guided filter: calibrated in docs/fast_photoreal.md.
+Smoothing: photorealistic networks (``train_config.photoreal``) are followed by a post-step with
+the photo as guide, one of slow photorealistic transfer's (Luan et al.'s optional step), which
+makes the output locally affine in the photo's colours (``Smoothing``; default: on for
+photorealistic checkpoints only). By default it is the smooth local affine step
+(``photoreal.affine_smooth``) with a matting budget of 2: per image, the least smoothing that
+keeps the output's matting energy within twice the photo's, and at least the weight a network was
+trained through (``PhotoTrainConfig.affine_output``); networks trained through the guided filter
+(``guided_output``) get that filter (radius long side / 12). Calibrated in docs/fast_photoreal.md.
 
 Strength: ``out = s * stylized + (1 - s) * content``, a linear blend in pixel space (after the
 optional luminance-only transfer). With instance normalization the network's output is not an
@@ -34,6 +36,7 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any, Sequence
 
@@ -59,8 +62,48 @@ def pad_to(image: np.ndarray, hw: tuple[int, int]) -> tuple[np.ndarray, tuple[in
   return padded, (h, w)
 
 
+FAST_MATTING_BUDGET = 2.0  # the default post-step's budget: 2x the photo's matting energy
+
+
+@dataclasses.dataclass(frozen=True)
+class Smoothing:
+  """The post-step of a network's outputs (``blend``), with the photo as guide.
+
+  Attributes:
+    method: "affine" (``photoreal.affine_smooth``) or "guided" (``photoreal.guided_smooth``).
+    weight: affine: with a budget the least weight, else the weight (0: ``photoreal.
+      AFFINE_WEIGHT``).
+    budget: affine: if > 0, per image the least weight (>= ``weight``) that keeps the matting
+      energy within ``budget`` times the photo's; 0: ``weight`` as it is.
+    radius: guided: the box radius; 0: long side / ``photoreal.FAST_SMOOTH_RADIUS_DIVISOR``.
+  """
+  method: str = "affine"
+  weight: float = 0.0
+  budget: float = FAST_MATTING_BUDGET
+  radius: int = 0
+
+  def check(self) -> None:
+    if self.method not in photoreal.SMOOTH_METHODS:
+      raise UserError(f"--smooth-method must be one of {', '.join(photoreal.SMOOTH_METHODS)}, "
+                      f"got {self.method!r}")
+    for flag, value in (("smooth-weight", self.weight), ("matting-budget", self.budget),
+                        ("smooth-radius", self.radius)):
+      if not value >= 0:
+        raise UserError(f"--{flag} must be >= 0, got {value}")
+
+  def __call__(self, image: np.ndarray, photo: np.ndarray) -> np.ndarray:
+    """``image`` [H, W, 3] smoothed with ``photo`` as guide; float32 in [0, 1]."""
+    if self.method == "guided":
+      radius = self.radius or photoreal.default_radius(photo.shape[:2],
+                                                       photoreal.FAST_SMOOTH_RADIUS_DIVISOR)
+      return photoreal.guided_smooth(image, photo, radius=radius)
+    weight = self.weight or photoreal.AFFINE_WEIGHT
+    return photoreal.affine_smooth(image, photo, weight=weight, budget=self.budget,
+                                   min_weight=self.weight)[0]
+
+
 def blend(stylized: np.ndarray, content: np.ndarray, *, strength: float = 1.0,
-          original_colors: str = "", smooth: bool = False, smooth_radius: int = 0) -> np.ndarray:
+          original_colors: str = "", smoothing: Smoothing | None = None) -> np.ndarray:
   """The post-processing of one output: smoothing, luminance-only transfer, strength blend.
 
   Args:
@@ -68,20 +111,27 @@ def blend(stylized: np.ndarray, content: np.ndarray, *, strength: float = 1.0,
     content: [H, W, 3] the photo.
     strength: s in [0, 1]: ``s * stylized + (1 - s) * content``.
     original_colors: "" (keep the network's colours), "yiq" or "yuv" (keep the photo's chroma).
-    smooth: guided-filter the output with the photo as guide (``photoreal.guided_smooth``).
-    smooth_radius: its box radius; 0: long side / ``photoreal.FAST_SMOOTH_RADIUS_DIVISOR``.
+    smoothing: the post-step with the photo as guide, or None.
 
   Returns:
     float32 [H, W, 3] in [0, 1].
   """
-  if smooth:
-    radius = smooth_radius or photoreal.default_radius(content.shape[:2],
-                                                       photoreal.FAST_SMOOTH_RADIUS_DIVISOR)
-    stylized = photoreal.guided_smooth(stylized, content, radius=radius)
+  if smoothing is not None:
+    stylized = smoothing(np.clip(stylized, 0.0, 1.0), content)
   if original_colors:
     stylized = colors.original_colors(stylized, content, original_colors)
   out = strength * stylized + (1.0 - strength) * content
   return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def default_smoothing(model: nn.Module, cfg: train_config.TrainConfig | None) -> Smoothing | None:
+  """The post-step a network gets by default: none for artistic ("rgb" head) networks; for
+  photorealistic ones the one it was trained through (``cfg.photo``), else ``Smoothing()``."""
+  if getattr(model, "output", "rgb") != "affine":
+    return None
+  if cfg is not None and cfg.photo.guided_output:
+    return Smoothing(method="guided")
+  return Smoothing(weight=cfg.photo.affine_output if cfg is not None else 0.0)
 
 
 def check_options(strength: float, original_colors: str) -> None:
@@ -100,7 +150,8 @@ class Stylizer:
     variables: ``{"params", "batch_stats"?}``.
     bucket: pad sizes to multiples of this (a multiple of 4).
     batch_size: images per compiled call.
-    meta: the checkpoint's metadata (config, style hash, step), for reference.
+    meta: the checkpoint's metadata (config, style hash, step); its config picks the default
+      post-step, ``self.smoothing`` (``default_smoothing``).
   """
 
   def __init__(self, model: nn.Module, variables: Any, *, bucket: int = DEFAULT_BUCKET,
@@ -109,8 +160,8 @@ class Stylizer:
       raise UserError(f"bucket must be a positive multiple of {nets.MULTIPLE} and batch_size "
                       f">= 1, got {bucket}, {batch_size}")
     self.model, self.variables, self.meta = model, variables, meta or {}
-    # Photorealistic networks get the guided-filter post-step by default.
-    self.smooth_default = getattr(model, "output", "rgb") == "affine"
+    cfg = train_config.from_dict(self.meta["config"]) if "config" in self.meta else None
+    self.smoothing = default_smoothing(model, cfg)
     self.bucket, self.batch_size = bucket, batch_size
     self._apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
     self.compiled_shapes: set[tuple[int, ...]] = set()
@@ -144,20 +195,21 @@ class Stylizer:
 
   def stylize_many(self, images: Sequence[np.ndarray], *, strength: float = 1.0,
                    original_colors: str = "", smooth: bool | None = None,
-                   smooth_radius: int = 0) -> list[np.ndarray]:
+                   smoothing: Smoothing | None = None) -> list[np.ndarray]:
     """Stylizes images of any sizes; returns float32 [H, W, 3] in [0, 1] for each.
 
     Args:
       images: float [H, W, 3] arrays in [0, 1].
       strength: see ``blend``.
       original_colors: see ``blend``.
-      smooth: see ``blend``; None: on for photorealistic ("affine" head) networks only.
-      smooth_radius: see ``blend``.
+      smooth: post-step on or off; None: on for photorealistic ("affine" head) networks only.
+      smoothing: the post-step when on (default: ``self.smoothing``, else ``Smoothing()``).
     """
     check_options(strength, original_colors)
-    if smooth_radius < 0:
-      raise UserError(f"--smooth-radius must be >= 0, got {smooth_radius}")
-    smooth = self.smooth_default if smooth is None else smooth
+    smooth = self.smoothing is not None if smooth is None else smooth
+    smoothing = (smoothing or self.smoothing or Smoothing()) if smooth else None
+    if smoothing is not None:
+      smoothing.check()
     groups: dict[tuple[int, int], list[int]] = {}
     for i, img in enumerate(images):
       if img.ndim != 3 or img.shape[-1] != 3 or min(img.shape[:2]) < 1:
@@ -174,7 +226,7 @@ class Stylizer:
           h, w = images[i].shape[:2]
           results[i] = blend(out[j, :h, :w], np.asarray(images[i], np.float32),
                              strength=strength, original_colors=original_colors,
-                             smooth=smooth, smooth_radius=smooth_radius)
+                             smoothing=smoothing)
     return results
 
   def __call__(self, image: np.ndarray, **kwargs) -> np.ndarray:

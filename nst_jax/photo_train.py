@@ -231,8 +231,9 @@ def add_affine_term(terms: dict, outputs: jax.Array, inputs: jax.Array, photo) -
 
 def guided_outputs(outputs: jax.Array, inputs: jax.Array) -> jax.Array:
   """Each output [B, H, W, 3] guided-filtered with its photo as guide, as ``nst-jax stylize``'s
-  post-step does it (``photoreal.guided_smooth``: radius long side / 12, eps 1e-4, clipped to
-  [0, 1]): training on these scores what inference returns (``PhotoTrainConfig.guided_output``)."""
+  guided post-step does it (``photoreal.guided_smooth``: radius long side / 12, eps 1e-4, clipped
+  to [0, 1]): training on these scores what inference returns
+  (``PhotoTrainConfig.guided_output``)."""
   radius = photoreal.default_radius(outputs.shape[1:3], photoreal.FAST_SMOOTH_RADIUS_DIVISOR)
   eps = photoreal.PhotoConfig().smooth_eps
 
@@ -241,3 +242,16 @@ def guided_outputs(outputs: jax.Array, inputs: jax.Array) -> jax.Array:
     return jnp.clip(masks.apply_guided_filter(gf, out.astype(jnp.float32)), 0.0, 1.0)
 
   return jax.vmap(one)(outputs, inputs.astype(jnp.float32)).astype(outputs.dtype)
+
+
+def affine_outputs(outputs: jax.Array, inputs: jax.Array, weight: float) -> jax.Array:
+  """Each output [B, H, W, 3] after the smooth local affine post-step with its photo as guide
+  (``photoreal.affine_smooth`` at ``weight``: ``(I + weight L) O = outputs``, L the photo's
+  matting Laplacian at eps 1e-4, clipped to [0, 1]), differentiable: the backward pass is one
+  more solve with the same system (``photoreal.affine_system_solve``). Training on these scores
+  what inference returns (``PhotoTrainConfig.affine_output``)."""
+  coeffs = matting.matting_coefficients(jax.lax.stop_gradient(inputs.astype(jnp.float32)),
+                                        eps=photoreal.EVAL_EPS)
+  x = outputs.astype(jnp.float32)
+  out = photoreal.affine_system_solve(coeffs, x, x, weight, tol=1e-5)
+  return jnp.clip(out, 0.0, 1.0).astype(outputs.dtype)

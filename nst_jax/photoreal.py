@@ -253,16 +253,22 @@ def guided_smooth(image: np.ndarray, guide: np.ndarray, *, radius: int = 0,
   return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
-@jax.jit
-def _affine_solve(coeffs: matting.MattingCoefficients, image: jax.Array, x0: jax.Array,
-                  weight: jax.Array) -> jax.Array:
-  """Solves ``(I + weight L) x = image`` per channel by conjugate gradients (I + wL is SPD)."""
+def affine_system_solve(coeffs: matting.MattingCoefficients, image: jax.Array, x0: jax.Array,
+                        weight: jax.Array | float, *, tol: float = 1e-6) -> jax.Array:
+  """Solves ``(I + weight L) x = image`` per channel (and image of a batch) by conjugate
+  gradients (I + wL is SPD), L applied matrix-free from ``coeffs``; differentiable in ``image``
+  (``lax.custom_linear_solve``: the backward pass is one more solve), not in ``x0``."""
   op = lambda v: v + weight * matting.apply_with_coefficients(coeffs, v)
-  return jax.scipy.sparse.linalg.cg(op, image, x0=x0, tol=1e-6, maxiter=AFFINE_MAX_ITERS)[0]
+  return jax.scipy.sparse.linalg.cg(op, image, x0=jax.lax.stop_gradient(x0), tol=tol,
+                                    maxiter=AFFINE_MAX_ITERS)[0]
+
+
+_affine_solve = jax.jit(affine_system_solve)
 
 
 def affine_smooth(image: np.ndarray, guide: np.ndarray, *, weight: float = AFFINE_WEIGHT,
-                  budget: float = 0.0, eps: float = EVAL_EPS) -> tuple[np.ndarray, float]:
+                  budget: float = 0.0, min_weight: float = 0.0,
+                  eps: float = EVAL_EPS) -> tuple[np.ndarray, float]:
   """Smooth local affine post-step: the image nearest ``image`` that is locally affine in the
   guide's colours.
 
@@ -280,6 +286,9 @@ def affine_smooth(image: np.ndarray, guide: np.ndarray, *, weight: float = AFFIN
       if its matting ratio (under the same Laplacian) is at most ``budget``, else the smallest
       weight in [``AFFINE_MIN_WEIGHT``, ``AFFINE_MAX_WEIGHT``], to within a factor 1.1, that
       brings it within (the largest if none does).
+    min_weight: with a budget, the weight is at least this (for networks trained through the
+      post-step at that weight, ``PhotoTrainConfig.affine_output``); 0: none (``image`` itself
+      when within budget).
     eps: the Laplacian's regulariser (``matting_ratio``'s by default).
 
   Returns:
@@ -289,9 +298,9 @@ def affine_smooth(image: np.ndarray, guide: np.ndarray, *, weight: float = AFFIN
     Luan, Paris, Shechtman & Bala, "Deep Photo Style Transfer", CVPR 2017 (its "smooth local
     affine" post-processing); Levin, Lischinski & Weiss, PAMI 2008 (the Laplacian).
   """
-  if not (weight > 0 and budget >= 0):
-    raise UserError(f"need a smoothing weight > 0 and a matting budget >= 0, got {weight}, "
-                    f"{budget}")
+  if not (weight > 0 and budget >= 0 and min_weight >= 0):
+    raise UserError(f"need a smoothing weight > 0 and a matting budget and least weight >= 0, "
+                    f"got {weight}, {budget}, {min_weight}")
   coeffs = matting.matting_coefficients(jnp.asarray(guide, jnp.float32), eps=eps)
   b = jnp.asarray(np.clip(image, 0.0, 1.0), jnp.float32)
   solve = lambda w, x0: np.clip(np.asarray(_affine_solve(coeffs, b, x0, jnp.float32(w))),
@@ -300,10 +309,13 @@ def affine_smooth(image: np.ndarray, guide: np.ndarray, *, weight: float = AFFIN
     return solve(weight, b), float(weight)
   energy = lambda v: float(matting.energy_with_coefficients(coeffs, jnp.asarray(v)))
   target = budget * max(energy(guide), 1e-12)
-  if energy(b) <= target:
-    return np.asarray(b), 0.0
-  lo, hi = 0.0, AFFINE_MIN_WEIGHT            # grow hi until within budget, then bisect (in log)
-  out = solve(hi, b)
+  lo = float(min_weight)
+  out = solve(lo, b) if lo > 0 else np.asarray(b)
+  if energy(out) <= target:
+    return out, lo
+  # Grow hi until within budget, then bisect (in log).
+  hi = min(max(AFFINE_MIN_WEIGHT, 4 * lo), AFFINE_MAX_WEIGHT)
+  out = solve(hi, out)
   while energy(out) > target and hi < AFFINE_MAX_WEIGHT:
     lo, hi = hi, min(4 * hi, AFFINE_MAX_WEIGHT)
     out = solve(hi, out)

@@ -29,6 +29,9 @@ JOHNSON_STYLE_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
 SCHEDULES = ("constant", "cosine", "step")
 PHOTO_STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")  # Luan's, pre-ReLU
 PHOTO_AFFINE_WEIGHT = 1e3  # calibrated in docs/fast_photoreal.md ("Calibration")
+# The photoreal preset scores outputs after the smooth local affine step at this weight
+# (docs/fast_photoreal.md, "Training through the post-step").
+PHOTO_AFFINE_OUTPUT = 50.0
 
 
 @dataclass(frozen=True)
@@ -58,9 +61,12 @@ class PhotoTrainConfig:
     mask_pooling: how masks follow VGG's pools (``masks.downsample_masks``).
     min_area: a style region smaller than this share of the style image is ignored.
     fit_photos: training photos clustered with the style to define the regions.
-    guided_output: score every output after the guided filter with its photo as guide (the
-      post-step ``nst-jax stylize`` applies to "affine" networks), so the losses see what
-      inference returns.
+    guided_output: score every output after the guided filter with its photo as guide
+      (``photo_train.guided_outputs``), so the losses see what inference returns: ``nst-jax
+      stylize`` then applies that filter to such a network's outputs.
+    affine_output: if > 0, score every output after the smooth local affine post-step at this
+      weight instead (``photo_train.affine_outputs``, differentiable); ``nst-jax stylize`` then
+      smooths such a network's outputs with at least this weight.
   """
   regions: int = 0
   affine_weight: float = 0.0
@@ -70,6 +76,7 @@ class PhotoTrainConfig:
   min_area: float = 1e-3
   fit_photos: int = 32
   guided_output: bool = False
+  affine_output: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -127,13 +134,15 @@ def photoreal() -> TrainConfig:
   """The reference thesis' fast photorealistic network, made to work: the thesis' network with
   the "affine" head (per-pixel colour transforms of the photo), Luan et al.'s objective (content
   conv4_2, masked Gram style losses at conv1_1..conv5_1 pre-ReLU, over 3 automatic regions) and
-  the matting-Laplacian affine loss of each output against its photo."""
+  the matting-Laplacian affine loss of each output against its photo, all scored on the outputs
+  after the smooth local affine post-step that ``nst-jax stylize`` applies."""
   cfg = thesis()
   return dataclasses.replace(
       cfg, net=dataclasses.replace(cfg.net, output="affine"),
       loss=dataclasses.replace(cfg.loss, content_layers=("conv4_2",),
                                style_layers=PHOTO_STYLE_LAYERS, style_weight=1e-4, tv_weight=1e2),
-      photo=PhotoTrainConfig(regions=3, affine_weight=PHOTO_AFFINE_WEIGHT))
+      photo=PhotoTrainConfig(regions=3, affine_weight=PHOTO_AFFINE_WEIGHT,
+                             affine_output=PHOTO_AFFINE_OUTPUT))
 
 
 def smoke() -> TrainConfig:
@@ -186,6 +195,9 @@ def check_photo(photo: PhotoTrainConfig) -> None:
     raise UserError(f"need photo.regions >= 0, photo.affine_weight >= 0, photo.affine_eps > 0 "
                     f"and photo.min_area in [0, 1); got {photo.regions}, {photo.affine_weight}, "
                     f"{photo.affine_eps}, {photo.min_area}")
+  if not photo.affine_output >= 0 or (photo.affine_output and photo.guided_output):
+    raise UserError(f"need photo.affine_output >= 0 and not both it and photo.guided_output; "
+                    f"got {photo.affine_output}, {photo.guided_output}")
   if photo.regions and photo.fit_photos < 1:
     raise UserError("photo.fit_photos must be >= 1 with photo.regions > 0")
   if photo.affine_loss not in photo_train.AFFINE_LOSSES:

@@ -178,6 +178,8 @@ def training_loss_terms(vgg_params, outputs: jax.Array, inputs: jax.Array, style
     cfg = TrainConfig(loss=cfg)
   if cfg.photo.guided_output:
     outputs = photo_train.guided_outputs(outputs, inputs)
+  if cfg.photo.affine_output:
+    outputs = photo_train.affine_outputs(outputs, inputs, cfg.photo.affine_output)
   if cfg.photo.regions:
     terms = photo_train.masked_loss_terms(vgg_params, outputs, inputs, style_targets, cfg,
                                           compute_dtype=compute_dtype)

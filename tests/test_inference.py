@@ -76,23 +76,41 @@ def test_strength_blends_in_pixel_space(stylizer, rng):
   np.testing.assert_allclose(stylizer(x, strength=0.3), 0.3 * full + 0.7 * x, atol=1e-5)
 
 
-def test_smoothing_is_the_guided_filter_and_defaults_by_head(stylizer, rng):
+def test_smoothing_defaults_by_head_and_training(stylizer, rng):
   from nst_jax import photoreal  # pylint: disable=import-outside-toplevel
   x = _photo(rng, 40, 40)
-  assert not stylizer.smooth_default  # an artistic (rgb head) network
-  np.testing.assert_allclose(stylizer(x, smooth=True),  # radius: long side / 12 by default
-                             photoreal.guided_smooth(stylizer(x), x, radius=3), atol=1e-6)
-  np.testing.assert_allclose(stylizer(x, smooth=True, smooth_radius=5),
+  assert stylizer.smoothing is None  # an artistic (rgb head) network: no post-step
+  np.testing.assert_allclose(stylizer(x, smooth=True),  # on request: the affine step, budget 2
+                             photoreal.affine_smooth(stylizer(x), x, budget=2.0)[0], atol=1e-6)
+  guided = inference.Smoothing(method="guided", radius=5)
+  np.testing.assert_allclose(stylizer(x, smooth=True, smoothing=guided),
                              photoreal.guided_smooth(stylizer(x), x, radius=5), atol=1e-6)
-  with pytest.raises(UserError, match="smooth-radius"):
-    stylizer(x, smooth=True, smooth_radius=-1)
-  affine = inference.Stylizer(nets.TinyNet(output="affine"),
-                              nets.init_variables(nets.TinyNet(output="affine"), jax.random.key(0)))
-  assert affine.smooth_default
+  np.testing.assert_allclose(stylizer(x, smooth=True, smoothing=inference.Smoothing("guided")),
+                             photoreal.guided_smooth(stylizer(x), x, radius=3),  # 40 / 12
+                             atol=1e-6)
+  for bad, match in ((dict(method="box"), "smooth-method"), (dict(radius=-1), "smooth-radius"),
+                     (dict(weight=-1.0), "smooth-weight"), (dict(budget=-2.0), "budget")):
+    with pytest.raises(UserError, match=match):
+      stylizer(x, smooth=True, smoothing=inference.Smoothing(**bad))
+  # Photorealistic ("affine" head) networks: the post-step their training implies.
+  net = nets.TinyNet(output="affine")
+  variables = nets.init_variables(net, jax.random.key(0))
+  affine = inference.Stylizer(net, variables)
+  assert affine.smoothing == inference.Smoothing(method="affine", weight=0.0, budget=2.0)
   raw = affine(x, smooth=False)
-  np.testing.assert_allclose(affine(x), photoreal.guided_smooth(raw, x, radius=3), atol=1e-6)
-  # The post-step makes the output (more) locally affine in the photo's colours.
-  assert photoreal.matting_ratio(x, affine(x)) < photoreal.matting_ratio(x, raw)
+  np.testing.assert_allclose(affine(x), photoreal.affine_smooth(raw, x, budget=2.0)[0],
+                             atol=1e-6)
+  assert photoreal.matting_ratio(x, affine(x)) <= 2.0 < photoreal.matting_ratio(x, raw)
+  cfg = train_config.photoreal()
+  assert inference.default_smoothing(net, cfg) == inference.Smoothing(
+      weight=train_config.PHOTO_AFFINE_OUTPUT)  # the preset trains through the affine step
+  for photo, expected in ((dict(affine_output=20.0), inference.Smoothing(weight=20.0)),
+                          (dict(affine_output=0.0), inference.Smoothing()),
+                          (dict(guided_output=True, affine_output=0.0),
+                           inference.Smoothing(method="guided"))):
+    c = dataclasses.replace(cfg, photo=dataclasses.replace(cfg.photo, **photo))
+    s = inference.Stylizer(net, variables, meta=training.run_meta(c, "0" * 64))
+    assert s.smoothing == expected
 
 
 def test_original_colors_keep_the_photo_chroma(stylizer, rng):
@@ -139,17 +157,31 @@ def test_cli_stylizes_several_images(ckpt, photo_files, tmp_path, capsys):
   assert "stylized 2 image(s)" in capsys.readouterr().out
 
 
+def test_cli_smoothing_flags_replace_the_default(ckpt, stylizer, photo_files, tmp_path):
+  from nst_jax import image_io  # pylint: disable=import-outside-toplevel
+  out = tmp_path / "out"
+  assert cli.main(["stylize", "--model", str(ckpt[0]), "--content", str(photo_files[0]),
+                   "--out", str(out), "--smooth", "--smooth-method", "guided",
+                   "--smooth-radius", "2"]) == 0
+  photo = image_io.load_image(photo_files[0])
+  expected = stylizer(photo, smooth=True, smoothing=inference.Smoothing("guided", radius=2))
+  np.testing.assert_allclose(image_io.load_image(out / "a.png"), expected, atol=0.6 / 255)
+
+
 def _one_line_error(capsys, argv):
   code = cli.main(argv)
   err = capsys.readouterr().err.strip()
   return code, err
 
 
-@pytest.mark.parametrize("case", ["missing", "corrupt", "no_ckpt", "missing_ckpt", "damaged"])
+@pytest.mark.parametrize("case", ["missing", "corrupt", "no_ckpt", "missing_ckpt", "damaged",
+                                  "bad_budget"])
 def test_cli_bad_inputs_exit_2_with_one_line_and_no_output(ckpt, photo_files, tmp_path, capsys,
                                                            case):
-  model, content = str(ckpt[0]), str(photo_files[0])
-  if case == "missing":
+  model, content, extra = str(ckpt[0]), str(photo_files[0]), []
+  if case == "bad_budget":
+    extra = ["--smooth", "--matting-budget", "-1"]
+  elif case == "missing":
     content = str(tmp_path / "nope.jpg")
   elif case == "corrupt":
     (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8\xff garbage")
@@ -167,7 +199,7 @@ def test_cli_bad_inputs_exit_2_with_one_line_and_no_output(ckpt, photo_files, tm
     model = str(tmp_path / "damaged")
   out = tmp_path / "out"
   code, err = _one_line_error(capsys, ["stylize", "--model", model, "--content", content,
-                                       "--out", str(out)])
+                                       "--out", str(out)] + extra)
   assert code == 2, err
   assert len(err.splitlines()) == 1 and err.startswith("nst-jax stylize: error: "), err
   assert not out.exists() or not any(out.iterdir())

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nst_jax import (image_io, inference, masks, matting, photo_train, sharding,
+from nst_jax import (image_io, inference, masks, matting, nets, photo_train, sharding,
                      train_config, training)
 from nst_jax.config import LossConfig
 from nst_jax.errors import UserError
@@ -32,7 +32,8 @@ def photo_config(**photo) -> train_config.TrainConfig:
   return dataclasses.replace(
       base, loss=SHALLOW, size=32, style_size=32, batch_size=2, learning_rate=3e-3,
       net=dataclasses.replace(base.net, width=0.125, num_residual=1),
-      photo=dataclasses.replace(base.photo, **{"regions": 2, "fit_photos": 4, **photo}))
+      photo=dataclasses.replace(base.photo, **{"regions": 2, "fit_photos": 4,
+                                               "affine_output": 0.0, **photo}))
 
 
 def two_region_image(h, w, top, bottom, rng, split=0.5):
@@ -91,24 +92,48 @@ def test_one_region_equals_the_plain_gram_loss(vgg_params, scenes):
     np.testing.assert_allclose(masked[k], plain[k], rtol=2e-4)
 
 
-def test_guided_output_scores_the_filtered_outputs(vgg_params, scenes):
-  # With guided_output the losses are those of the outputs after the inference post-step.
+@pytest.mark.parametrize("kind", ["guided", "affine"])
+def test_smoothed_outputs_are_scored_as_inference_returns_them(vgg_params, scenes, kind):
+  # With guided_output / affine_output the losses are those of the outputs after the post-step
+  # that inference applies to such a network.
   style, photos = scenes
   cfg = photo_config(regions=2, affine_weight=1e3)
-  guided = dataclasses.replace(cfg, photo=dataclasses.replace(cfg.photo, guided_output=True))
+  option = {"guided": {"guided_output": True}, "affine": {"affine_output": 5.0}}[kind]
+  smoothed_cfg = dataclasses.replace(cfg, photo=dataclasses.replace(cfg.photo, **option))
   targets = training.setup_style_targets(cfg, vgg_params, style, dataset=_Batches(photos))
   x = jnp.asarray(photos)
   out = jnp.clip(x[::-1] + 0.1 * jax.random.normal(jax.random.PRNGKey(0), x.shape), 0, 1)
-  filtered = photo_train.guided_outputs(out, x)
-  np.testing.assert_allclose(filtered[0], inference.blend(np.asarray(out[0]), photos[0],
-                                                         smooth=True),
-                             atol=1e-5)  # the post-step of inference
-  a = training.training_loss_terms(vgg_params, out, x, targets, guided)
-  b = training.training_loss_terms(vgg_params, filtered, x, targets, cfg)
+  if kind == "guided":
+    smoothed = photo_train.guided_outputs(out, x)
+  else:
+    smoothed = photo_train.affine_outputs(out, x, 5.0)
+  smoothing = inference.default_smoothing(nets.TinyNet(output="affine"), smoothed_cfg)
+  assert smoothing == {"guided": inference.Smoothing(method="guided"),
+                       "affine": inference.Smoothing(weight=5.0)}[kind]
+  np.testing.assert_allclose(  # the post-step of inference (at the least weight: no budget)
+      smoothed[0], inference.blend(np.asarray(out[0]), photos[0],
+                                   smoothing=dataclasses.replace(smoothing, budget=0.0)),
+      atol=2e-4)
+  a = training.training_loss_terms(vgg_params, out, x, targets, smoothed_cfg)
+  b = training.training_loss_terms(vgg_params, smoothed, x, targets, cfg)
   for k in ("content", "style", "tv", "affine", "total"):
-    np.testing.assert_allclose(a[k], b[k], rtol=1e-5)
+    np.testing.assert_allclose(a[k], b[k], rtol=1e-4)
   assert np.all(np.asarray(a["tv"]) < np.asarray(training.training_loss_terms(
       vgg_params, out, x, targets, cfg)["tv"]))
+
+
+def test_affine_outputs_solve_the_system_and_differentiate(rng):
+  photos = jnp.asarray(rng.uniform(size=(2, 12, 10, 3)), jnp.float32)
+  out = jnp.asarray(rng.uniform(0.3, 0.7, size=(2, 12, 10, 3)), jnp.float32)
+  smoothed = photo_train.affine_outputs(out, photos, 3.0)
+  coeffs = matting.matting_coefficients(photos, eps=1e-4)
+  residual = smoothed + 3.0 * matting.apply_with_coefficients(coeffs, smoothed) - out
+  assert float(jnp.abs(residual).max()) < 1e-4  # (I + wL) O = X
+  target = jnp.asarray(rng.uniform(size=out.shape), jnp.float32)
+  f = lambda o: jnp.sum((photo_train.affine_outputs(o, photos, 3.0) - target) ** 2)
+  step = 1e-2 * jnp.asarray(rng.standard_normal(out.shape), jnp.float32)
+  numeric = (f(out + step) - f(out - step)) / 2
+  np.testing.assert_allclose(float(jnp.vdot(jax.grad(f)(out), step)), float(numeric), rtol=1e-2)
 
 
 class _Batches:

@@ -210,8 +210,17 @@ def test_affine_smooth_trades_change_for_matting_energy_and_meets_a_budget(rng):
   same, zero = photoreal.affine_smooth(textured, content, budget=1.01 * start)
   np.testing.assert_array_equal(same, textured)                 # within budget: unchanged
   assert zero == 0.0
+  # A least weight: applied even within budget, exceeded (by the least weight) when needed.
+  floor, used = photoreal.affine_smooth(textured, content, budget=1.01 * start, min_weight=2.0)
+  np.testing.assert_array_equal(floor, photoreal.affine_smooth(textured, content, weight=2.0)[0])
+  assert used == 2.0
+  _, at_least = photoreal.affine_smooth(textured, content, budget=start / 8, min_weight=0.1)
+  np.testing.assert_allclose(at_least, photoreal.affine_smooth(textured, content,
+                                                               budget=start / 8)[1], rtol=0.25)
   with pytest.raises(UserError, match="budget"):
     photoreal.affine_smooth(textured, content, budget=-1.0)
+  with pytest.raises(UserError, match="least weight"):
+    photoreal.affine_smooth(textured, content, budget=2.0, min_weight=-1.0)
 
 
 @pytest.mark.parametrize("flag,expected", [([], True), (["--smooth"], True),

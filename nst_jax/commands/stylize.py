@@ -5,6 +5,7 @@ Synopsis::
   nst-jax stylize --model runs/starry --content a.jpg b.png --out out/
   nst-jax stylize --model runs/starry --content a.jpg --out out/ --strength 0.7 \\
       --original-colors yiq --bf16
+  nst-jax stylize --model runs/photo_pair1 --content a.jpg --out out/ --matting-budget 1.5
 
 Every input is read and checked before anything is written; outputs are ``OUT/<stem>.png``
 (written atomically). ``--strength s`` blends ``s * stylized + (1 - s) * photo`` in pixel space.
@@ -13,11 +14,12 @@ Every input is read and checked before anything is written; outputs are ``OUT/<s
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import time
 from pathlib import Path
 
-from nst_jax import colors, image_io, inference
+from nst_jax import colors, image_io, inference, photoreal
 from nst_jax.errors import UserError
 
 HELP = "stylize photos with a trained fast style network (nst-jax train)"
@@ -46,10 +48,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--original-colors", choices=colors.SPACES, default="",
                       help="keep the photo's colours (luminance-only transfer in YIQ or YUV)")
   parser.add_argument("--smooth", action=argparse.BooleanOptionalAction, default=None,
-                      help="guided-filter the output with the photo as guide (Luan et al.'s "
-                      "post-step; default: on for photorealistic networks, off otherwise)")
-  parser.add_argument("--smooth-radius", type=int, default=0,
-                      help="the guided filter's box radius (default 0: long side / 12)")
+                      help="smooth the output with the photo as guide (Luan et al.'s post-step; "
+                      "default: on for photorealistic networks, off otherwise)")
+  parser.add_argument("--smooth-method", choices=photoreal.SMOOTH_METHODS, default=None,
+                      help="affine (smooth local affine, the default) or guided (guided filter)")
+  parser.add_argument("--smooth-weight", type=float, default=None,
+                      help="affine: the weight, with a budget the least one (default: the "
+                      "weight the network was trained through, else 0)")
+  parser.add_argument("--matting-budget", type=float, default=None,
+                      help="affine: per image, the least smoothing that keeps the matting energy "
+                      f"within X times the photo's (default {inference.FAST_MATTING_BUDGET:g}; "
+                      "0: exactly --smooth-weight)")
+  parser.add_argument("--smooth-radius", type=int, default=None,
+                      help="guided: the filter's box radius (default 0: long side / 12)")
   parser.add_argument("--bf16", action="store_true", help="bfloat16 compute")
   parser.add_argument("--format", choices=("png", "jpg"), default="png",
                       help="output image format (default png)")
@@ -73,9 +84,21 @@ def output_paths(inputs: list[str], out_dir: Path, fmt: str) -> list[Path]:
   return paths
 
 
+def smoothing_from_flags(args: argparse.Namespace,
+                         default: inference.Smoothing | None) -> inference.Smoothing:
+  """The network's default post-step (or ``Smoothing()``) with the given flags replacing fields."""
+  flags = {"method": args.smooth_method, "weight": args.smooth_weight,
+           "budget": args.matting_budget, "radius": args.smooth_radius}
+  smoothing = dataclasses.replace(default or inference.Smoothing(),
+                                  **{k: v for k, v in flags.items() if v is not None})
+  smoothing.check()
+  return smoothing
+
+
 def run(args: argparse.Namespace) -> int:
   logging.getLogger("absl").setLevel(logging.ERROR)
   inference.check_options(args.strength, args.original_colors)
+  smoothing_from_flags(args, None)  # bad smoothing flags fail before any work
   if args.size is not None and args.size < 1:
     raise UserError(f"--size must be positive, got {args.size}")
   out_dir = Path(args.out)
@@ -85,10 +108,11 @@ def run(args: argparse.Namespace) -> int:
             for p in args.content]  # every input is checked before any work
   stylizer = inference.Stylizer.from_checkpoint(args.model, bf16=args.bf16, bucket=args.bucket,
                                                  batch_size=args.batch_size)
+  smoothing = smoothing_from_flags(args, stylizer.smoothing)
   t0 = time.perf_counter()
   outputs = stylizer.stylize_many(images, strength=args.strength,
                                   original_colors=args.original_colors, smooth=args.smooth,
-                                  smooth_radius=args.smooth_radius)
+                                  smoothing=smoothing)
   seconds = time.perf_counter() - t0
   for path, image in zip(output_paths(args.content, out_dir, args.format), outputs):
     image_io.save_image(path, image)
