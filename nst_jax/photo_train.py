@@ -24,6 +24,11 @@ objective: content, *masked* Gram style losses, TV, and the matting-Laplacian "a
   features the content loss computes anyway. Region r means the same thing in every photo and in
   the style, so the style's masked Gram targets are computed once.
 
+The preset scores the network's outputs after the smooth local affine post-step that inference
+applies (``affine_outputs``, ``PhotoTrainConfig.affine_output``): a conjugate-gradient solve of
+``(I + W L) O = X`` in the step, differentiated by one more solve, so the network learns what
+survives the step (docs/fast_photoreal.md).
+
 References:
   Luan, Paris, Shechtman & Bala, "Deep Photo Style Transfer", CVPR 2017.
   Johnson, Alahi & Fei-Fei, "Perceptual Losses for Real-Time Style Transfer and
