@@ -256,11 +256,17 @@ def guided_smooth(image: np.ndarray, guide: np.ndarray, *, radius: int = 0,
 def affine_system_solve(coeffs: matting.MattingCoefficients, image: jax.Array, x0: jax.Array,
                         weight: jax.Array | float, *, tol: float = 1e-6) -> jax.Array:
   """Solves ``(I + weight L) x = image`` per channel (and image of a batch) by conjugate
-  gradients (I + wL is SPD), L applied matrix-free from ``coeffs``; differentiable in ``image``
-  (``lax.custom_linear_solve``: the backward pass is one more solve), not in ``x0``."""
+  gradients (I + wL is SPD), L applied matrix-free from ``coeffs``, to a residual of ``tol``
+  relative to ``image``; differentiable in ``image`` (``lax.custom_linear_solve``: the backward
+  pass is one more solve, started from zero, not from ``x0``: a cotangent is rough, and from
+  itself the initial residual ``weight L g`` would be far larger than ``g``), not in ``x0``."""
   op = lambda v: v + weight * matting.apply_with_coefficients(coeffs, v)
-  return jax.scipy.sparse.linalg.cg(op, image, x0=jax.lax.stop_gradient(x0), tol=tol,
-                                    maxiter=AFFINE_MAX_ITERS)[0]
+  cg = lambda matvec, b, start: jax.scipy.sparse.linalg.cg(
+      matvec, b, x0=start, tol=tol, maxiter=AFFINE_MAX_ITERS)[0]
+  start = jax.lax.stop_gradient(x0)
+  return jax.lax.custom_linear_solve(op, image, lambda matvec, b: cg(matvec, b, start),
+                                     lambda matvec, b: cg(matvec, b, jnp.zeros_like(b)),
+                                     symmetric=True)
 
 
 _affine_solve = jax.jit(affine_system_solve)
