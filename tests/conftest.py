@@ -5,8 +5,11 @@
 """
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -14,6 +17,24 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("NST_JAX_SHARED", REPO.parent / "shared"))
 VGG_PATH = Path(os.environ.get("NST_JAX_VGG_WEIGHTS", SHARED / "weights" / "vgg19_conv.npz"))
 DATA_DIR = Path(os.environ.get("NST_JAX_DATA", SHARED / "data"))
+
+# One persistent XLA compilation cache for the whole run, shared by the pytest-xdist workers and
+# the CLI subprocesses (they inherit the environment): many tests compile the same programs, and
+# compiling, not computing, is most of the run's time on a 2-core CPU. A fresh directory per run
+# unless JAX_COMPILATION_CACHE_DIR is set; the process that made it removes it.
+_CACHE_ENV = "JAX_COMPILATION_CACHE_DIR"
+_OWN_CACHE = None
+if _CACHE_ENV not in os.environ:
+  _OWN_CACHE = os.environ[_CACHE_ENV] = tempfile.mkdtemp(prefix="nst_jax_xla_cache_")
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+jax.config.update("jax_compilation_cache_dir", os.environ[_CACHE_ENV])  # if jax came first
+jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                  float(os.environ.get("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")))
+
+
+def pytest_unconfigure(config):
+  if _OWN_CACHE is not None:
+    shutil.rmtree(_OWN_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
