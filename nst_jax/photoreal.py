@@ -21,19 +21,21 @@ Scales. Luan's Torch code adds ``lambda * 2 L v`` (lambda = 1e4) to gradients of
 losses summed over pixels; our losses are means over positions and pixels are in [0, 1], so the
 penalty is divided by N to be size-independent and its weight calibrated on the shared pairs
 (docs/photoreal.md): with ``style_weight`` 1e-4, ``matting_weight`` = 3e9 per pixel cuts stage 1's
-matting energy 20-70x; 1e7 barely moves it. The penalty alone plateaus a few times above the
-content's own matting energy (more stage-2 iterations do not help), so the output is then
-smoothed with the content as guide (Luan's optional post-step, on by default): by default the
-"smooth local affine" one, the nearest image under a matting penalty (``affine_smooth``, a
-conjugate-gradient solve with the matrix-free Laplacian), which at the same matting energy keeps
-more of the style than one guided-filter pass (``guided_smooth``); ``matting_budget`` picks its
-weight per image instead.
+matting energy 20-70x; 1e7 barely moves it. On the pixels the penalty alone plateaus a few times
+above the content's own matting energy (more stage-2 iterations do not help).
 
-Parameterization. By default the penalized stage optimizes an image whose guided filter (content
-as guide) is the output (``output_image``): a linear map for a fixed guide, so every iterate is
-locally affine in the content's colours and the iterations go to the style; at the same weight
-this beat optimizing the pixels on both the matting and the style measure (docs/photoreal.md,
-third calibration). ``parameterization="pixels"`` is Luan's.
+Parameterization. By default the penalized stage optimizes an image x whose smooth local affine
+step is the output (``output_image``): O solves ``(I + affine_weight L) O = x`` (L the content's
+Laplacian at ``EVAL_EPS``; conjugate gradients with the matrix-free apply, differentiated by one
+more solve), the nearest image to x under a matting penalty. The losses score O, so the
+iterations spend themselves on what survives the step; without any post-step this beat the
+previous default (a guided-filter parameterization plus a post-step) on both the matting and the
+style measure (docs/photoreal.md, fifth calibration). ``parameterization="guided"`` uses the
+guided filter instead; ``"pixels"`` is Luan's.
+
+Post-step (Luan's optional one, off by default; ``smooth``): the output smoothed with the content
+as guide: the "smooth local affine" step (``affine_smooth``) or one guided-filter pass
+(``guided_smooth``); ``matting_budget`` picks the step's weight per image.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ import functools
 import hashlib
 import os
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import flax.serialization
 import jax
@@ -64,7 +66,8 @@ AFFINE_MAX_ITERS = 1000  # conjugate-gradient iterations of the smooth local aff
 AFFINE_WEIGHT = 1.2  # the smooth local affine post-step's default weight (docs/photoreal.md)
 AFFINE_MIN_WEIGHT, AFFINE_MAX_WEIGHT = 1 / 64, 1e4  # the weights a matting budget may pick
 LUAN_STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
-PARAMETERIZATIONS = ("guided", "pixels")  # what the stages with the matting penalty optimize
+PARAMETERIZATIONS = ("guided", "pixels", "affine")  # what the penalized stages optimize
+PARAM_TOL = 1e-3  # relative residual of the "affine" parameterization's solves (float32: >~5e-5)
 
 
 def _photo_loss() -> LossConfig:
@@ -80,14 +83,17 @@ class PhotoConfig:
   matting_weight: float = 3e9  # times sum_c V_c^T L V_c / N, N = pixels (calibrated)
   stages: int = 2  # 2: without the penalty, then with it (Luan); 1: with it from the content
   stage_iters: tuple[int, ...] = ()  # iterations per stage; () = optim.num_iters each
-  # "guided": the stages with the penalty optimize an image whose guided filter (content as
-  # guide, smooth_radius / smooth_eps) is the output; "pixels": the output itself (Luan).
-  parameterization: str = "guided"
+  # What the stages with the penalty optimize: "affine", an image whose smooth local affine
+  # step (I + affine_weight L)^-1 (content's L at EVAL_EPS) is the output; "guided", an image
+  # whose guided filter (content as guide, smooth_radius / smooth_eps) is; "pixels": the output
+  # itself (Luan). Calibrated in docs/photoreal.md (fifth calibration).
+  parameterization: str = "affine"
+  affine_weight: float = 30.0
   size: int = 512  # long side of the output, pixels
   style_scale: float = 1.0  # style image long side relative to the output's
   num_regions: int = 3  # automatic masks only
   mask_pooling: str = "avg"  # how masks follow VGG's pools (masks.downsample_masks)
-  smooth: bool = True  # the post-step (Luan's optional one), content as guide
+  smooth: bool = False  # the post-step (Luan's optional one), content as guide
   smooth_method: str = "affine"  # "affine": affine_smooth; "guided": guided_smooth, one pass
   smooth_weight: float = AFFINE_WEIGHT  # affine: the Laplacian's weight
   # affine: > 0 picks the weight per image, the least that keeps the output's matting_ratio
@@ -114,8 +120,8 @@ def check_config(cfg: PhotoConfig) -> None:
     raise UserError("need --iters >= 0 and --chunk >= 1")
   if not cfg.matting_weight >= 0 or cfg.smooth_eps <= 0 or cfg.smooth_radius < 0:
     raise UserError("need --matting-weight >= 0, --smooth-eps > 0 and --smooth-radius >= 0")
-  if not (cfg.matting_budget >= 0 and cfg.smooth_weight > 0):
-    raise UserError("need --matting-budget >= 0 and --smooth-weight > 0")
+  if not (cfg.matting_budget >= 0 and cfg.smooth_weight > 0 and cfg.affine_weight > 0):
+    raise UserError("need --matting-budget >= 0, --smooth-weight > 0 and --affine-weight > 0")
   if cfg.smooth_method not in SMOOTH_METHODS:
     raise UserError(f"--smooth-method must be one of {', '.join(SMOOTH_METHODS)}")
   if cfg.parameterization not in PARAMETERIZATIONS:
@@ -181,12 +187,25 @@ def make_targets(vgg_params, content: np.ndarray, style: np.ndarray, content_mas
           "masks": {l: m[None] for l, m in per_layer.items()}}
 
 
+class AffineStep(NamedTuple):
+  """The smooth local affine step as a parameterization: the output O of x solves
+  ``(I + weight L) O = x``, L the content's matting Laplacian (``affine_system_solve``)."""
+  coeffs: matting.MattingCoefficients
+  weight: jax.Array
+
+
 def output_image(x: jax.Array, aux: dict) -> jax.Array:
   """The image [1, H, W, 3] that the optimized variable ``x`` stands for: x itself
-  (aux["filtered"] = 0) or its guided filter with the content as guide (1, the "guided"
-  parameterization, whose every iterate is locally affine in the content's colours)."""
-  filtered = masks.apply_guided_filter(aux["filter"], x[0])[None]
-  return x + aux["filtered"] * (filtered - x)
+  (aux["filtered"] = 0) or, with aux["filtered"] = 1, x smoothed by aux["filter"], content as
+  guide: a ``masks.GuidedFilter`` (the "guided" parameterization) or an ``AffineStep``
+  ("affine"). Both are linear maps of x whose outputs are (nearly) locally affine in the
+  content's colours."""
+  step = aux["filter"]
+  if isinstance(step, AffineStep):
+    smooth = lambda v: affine_system_solve(step.coeffs, v, v, step.weight, tol=PARAM_TOL)
+  else:
+    smooth = lambda v: masks.apply_guided_filter(step, v[0])[None]
+  return jax.lax.cond(aux["filtered"] > 0, smooth, lambda v: v, x)
 
 
 @functools.lru_cache(maxsize=16)
@@ -361,8 +380,8 @@ def _stage_plan(cfg: PhotoConfig) -> list[tuple[OptimConfig, dict]]:
   """(optimizer config, the stage's aux scalars: matting weight, filtered) per stage."""
   weights = [0.0, cfg.matting_weight] if cfg.stages == 2 else [cfg.matting_weight]
   iters = cfg.stage_iters or (cfg.optim.num_iters,) * cfg.stages
-  guided = cfg.parameterization == "guided"
-  scalars = [{"matting_weight": w, "filtered": float(guided and w > 0)} for w in weights]
+  smoothed = cfg.parameterization != "pixels"
+  scalars = [{"matting_weight": w, "filtered": float(smoothed and w > 0)} for w in weights]
   return [(dataclasses.replace(cfg.optim, num_iters=n), {k: jnp.asarray(v, jnp.float32)
                                                          for k, v in sc.items()})
           for n, sc in zip(iters, scalars)]
@@ -400,10 +419,9 @@ def stylize(vgg_params, content: np.ndarray, style: np.ndarray, cfg: PhotoConfig
   style = image_io.resize_array(style, artistic.fit_hw(style.shape[:2],
                                                        round(cfg.size * cfg.style_scale)))
   cm, sm = prepare_masks(vgg_params, content, style, content_masks, style_masks, cfg)
-  radius = cfg.smooth_radius or default_radius(hw)
   aux = {"targets": make_targets(vgg_params, content, style, cm, sm, cfg),
          "matting": matting.matting_coefficients(jnp.asarray(content)),
-         "filter": masks.guided_filter_for(content, radius=radius, eps=cfg.smooth_eps)}
+         "filter": parameterization_step(content, cfg)}
   ckpt = artistic.Checkpointer(checkpoint, checkpoint_every, _digest(cfg, (content, style, cm, sm)))
   saved = ckpt.load() or {}
   done = saved.get("done", {})
@@ -445,6 +463,17 @@ def stylize(vgg_params, content: np.ndarray, style: np.ndarray, cfg: PhotoConfig
 
 def _sum_terms(pieces):
   return artistic.concat_levels(pieces)
+
+
+def parameterization_step(content: np.ndarray, cfg: PhotoConfig):
+  """aux["filter"] for ``output_image``: the content's ``AffineStep`` (``cfg.affine_weight``,
+  eps ``EVAL_EPS``) for the "affine" parameterization, else its guided filter (``smooth_radius``
+  or ``default_radius``, ``smooth_eps``; unused by "pixels")."""
+  if cfg.parameterization == "affine":
+    coeffs = matting.matting_coefficients(jnp.asarray(content, jnp.float32), eps=EVAL_EPS)
+    return AffineStep(coeffs, jnp.float32(cfg.affine_weight))
+  radius = cfg.smooth_radius or default_radius(content.shape[:2])
+  return masks.guided_filter_for(content, radius=radius, eps=cfg.smooth_eps)
 
 
 def post_smooth(image: np.ndarray, content: np.ndarray, cfg: PhotoConfig) -> np.ndarray:

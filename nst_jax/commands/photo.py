@@ -5,8 +5,8 @@ Example::
   nst-jax photo --content in1.png --style tar1.png --out out/in1.png --size 512
   nst-jax photo --content in1.png --style tar1.png \
       --content-mask seg/in1.png --style-mask seg/tar1.png --out out/in1_masked.png
-  nst-jax photo ... --no-smooth        # without the post-step (smooth local affine)
-  nst-jax photo ... --matting-budget 2 # smooth only as needed for 2x the content's matting energy
+  nst-jax photo ... --smooth           # with Luan's optional post-step (smooth local affine)
+  nst-jax photo ... --matting-budget 2 # post-step only as needed for 2x the content's energy
   nst-jax photo ... --parameterization pixels   # stage 2 optimizes pixels, as Luan et al.
 """
 
@@ -23,7 +23,7 @@ HELP = "photorealistic style transfer: masked style, matting-Laplacian penalty (
 # Flag -> PhotoConfig key, for the options specific to this command.
 _PHOTO_KEYS = {"size": "size", "stages": "stages", "stage_iters": "stage_iters",
                "style_scale": "style_scale", "matting_weight": "matting_weight",
-               "parameterization": "parameterization",
+               "parameterization": "parameterization", "affine_weight": "affine_weight",
                "regions": "num_regions", "mask_pooling": "mask_pooling",
                "smooth_radius": "smooth_radius", "smooth_eps": "smooth_eps",
                "smooth_method": "smooth_method", "smooth_weight": "smooth_weight",
@@ -45,13 +45,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--matting-weight", type=common.non_negative_float,
                  help="weight of the matting-Laplacian penalty per pixel (default 3e9)")
   p.add_argument("--parameterization", choices=photoreal.PARAMETERIZATIONS,
-                 help="what the stage with the penalty optimizes: 'guided' (default) an image "
-                      "whose guided filter by the content is the output, 'pixels' the output")
+                 help="what the stage with the penalty optimizes: 'affine' (default) an image "
+                      "whose smooth local affine step is the output, 'guided' one whose guided "
+                      "filter by the content is, 'pixels' the output")
+  p.add_argument("--affine-weight", type=float,
+                 help="'affine' parameterization: the matting Laplacian's weight (default 30)")
   p.add_argument("--regions", type=common.positive_int, help="automatic masks: region count")
   p.add_argument("--mask-pooling", choices=masks.MASK_POOLINGS)
   p.add_argument("--smooth", action=argparse.BooleanOptionalAction,
-                 help="post-step with the content as guide (Luan's optional one; default on, "
-                      "--no-smooth for the raw optimum)")
+                 help="post-step with the content as guide (Luan's optional one; default off; "
+                      "--smooth-method, --smooth-weight or --matting-budget turn it on)")
   p.add_argument("--smooth-method", choices=photoreal.SMOOTH_METHODS,
                  help="post-step: 'affine' (default) the nearest locally affine image, or "
                       "'guided' one guided-filter pass")
@@ -77,6 +80,9 @@ def build_config(args) -> photoreal.PhotoConfig:
       overrides[key] = getattr(args, flag)
   if args.smooth is not None:
     overrides["smooth"] = args.smooth
+  elif any(getattr(args, f) is not None for f in ("smooth_method", "smooth_weight",
+                                                   "matting_budget")):
+    overrides["smooth"] = True
   cfg = config.override(photoreal.PhotoConfig(), overrides)
   photoreal.check_config(cfg)
   return cfg
