@@ -6,11 +6,13 @@ Synopsis::
   python benchmarks/photo_eval.py --pairs 1,5,9 --masks both   # hand-made and automatic masks
   python benchmarks/photo_eval.py --fast-checkpoint 'runs/photo_pair{pair}'
   python benchmarks/photo_eval.py --time-size 256      # also time one whole photoreal run
+  python benchmarks/photo_eval.py --set matting_weight=6e9    # a variant of the slow method
 
 For each pair N under ``DATA/photo`` (input/inN.png, style/tarN.png, segmentation/{in,tar}N.png)
 at ``--size`` (long side), runs Gatys (``artistic.stylize``, 2 x ``--iters`` iterations, the
 same number of evaluations) and slow photoreal (``photoreal.stylize`` with the default
-``PhotoConfig``, ``--iters`` per stage, with the hand-made masks, ``--masks auto`` or both). When
+``PhotoConfig``, ``--iters`` per stage, with the hand-made masks, ``--masks auto`` or both;
+``--set KEY=VALUE`` overrides a field of that config, as ``nst-jax train --set`` does). When
 the default smooths the output (Luan's optional post-step), the unsmoothed result is scored too
 ("photoreal_raw"; the same run, before ``photoreal.post_smooth``). ``--fast-checkpoint`` adds a
 fast photoreal network; a ``{pair}`` in it names one network per style photo, and pairs whose
@@ -45,6 +47,7 @@ from PIL import Image
 from scipy import ndimage
 
 from nst_jax import artistic, config, image_io, masks, objective, paths, photoreal, plots, vgg
+from nst_jax.commands.train import parse_overrides
 
 REPO = Path(__file__).resolve().parent.parent
 NUM_PAIRS = 20
@@ -88,7 +91,8 @@ def photo_runs(params, args, content, style, cm, sm) -> dict:
   """{method: (image, seconds)} for slow photoreal with the default config at the pair's size."""
   size = max(content.shape[:2])
   pcfg = config.override(photoreal.PhotoConfig(), {"size": size, "optim.num_iters": args.iters,
-                                                   "optim.chunk": args.iters, "smooth": False})
+                                                   "optim.chunk": args.iters, "smooth": False,
+                                                   **parse_overrides(args.overrides)})
   out = {}
   for kind in (("given", "auto") if args.masks == "both" else (args.masks,)):
     given = {"content_masks": cm, "style_masks": sm} if kind == "given" else {}
@@ -245,6 +249,8 @@ def parse_args(argv=None):
   p.add_argument("--sheet-pairs", default="", help="pairs on the contact sheet (default: <= 6)")
   p.add_argument("--time-size", type=int, default=0, help="also time one run at this size")
   p.add_argument("--time-iters", type=int, default=100)
+  p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                 help="override of the slow photoreal config (e.g. matting_weight=6e9); repeatable")
   p.add_argument("--results", default=str(REPO / "benchmarks" / "results"))
   p.add_argument("--docs", default=str(REPO / "docs"))
   return p.parse_args(argv)
