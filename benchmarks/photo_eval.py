@@ -13,7 +13,7 @@ at ``--size`` (long side), runs Gatys (``artistic.stylize``, 2 x ``--iters`` ite
 same number of evaluations) and slow photoreal (``photoreal.stylize`` with the default
 ``PhotoConfig``, ``--iters`` per stage, with the hand-made masks, ``--masks auto`` or both;
 ``--set KEY=VALUE`` overrides a field of that config, as ``nst-jax train --set`` does). When
-the default smooths the output (Luan's optional post-step), the unsmoothed result is scored too
+the config smooths the output (Luan's optional post-step), the unsmoothed result is scored too
 ("photoreal_raw"; the same run, before ``photoreal.post_smooth``). ``--fast-checkpoint`` adds a
 fast photoreal network; a ``{pair}`` in it names one network per style photo, and pairs whose
 checkpoint does not exist show "-" and are left out of that column's mean. Measures, on float
@@ -88,10 +88,11 @@ def metrics(params, out, content, style, cm, sm, eps) -> dict:
 
 
 def photo_runs(params, args, content, style, cm, sm) -> dict:
-  """{method: (image, seconds)} for slow photoreal with the default config at the pair's size."""
+  """{method: (image, seconds)} for slow photoreal with the default config (and ``--set``) at the
+  pair's size."""
   size = max(content.shape[:2])
   pcfg = config.override(photoreal.PhotoConfig(), {"size": size, "optim.num_iters": args.iters,
-                                                   "optim.chunk": args.iters, "smooth": False,
+                                                   "optim.chunk": args.iters,
                                                    **parse_overrides(args.overrides)})
   out = {}
   for kind in (("given", "auto") if args.masks == "both" else (args.masks,)):
@@ -100,10 +101,9 @@ def photo_runs(params, args, content, style, cm, sm) -> dict:
     t = time.perf_counter()
     raw = photoreal.stylize(params, content, style, pcfg, progress=False, **given).images[0]
     seconds = time.perf_counter() - t
-    if photoreal.PhotoConfig().smooth:  # the default post-step, scored with and without
-      default = photoreal.PhotoConfig()
+    if pcfg.smooth:  # the configured post-step (``--set smooth=true``), scored with and without
       out[f"photoreal{suffix}_raw"] = (raw, seconds)
-      raw = photoreal.post_smooth(raw, content, default)
+      raw = photoreal.post_smooth(raw, content, pcfg)
       seconds = time.perf_counter() - t
     out[f"photoreal{suffix}"] = (raw, seconds)
   return out
