@@ -82,8 +82,7 @@ def main(argv=None):
   print("\n".join(lines))
   if args.out:
     summary = {"args": vars(args), "pairs": pairs, "rows": rows, "mean": means}
-    image_io.atomic_write(Path(args.out), lambda tmp: Path(tmp).write_text(
-        json.dumps(summary, indent=1, default=str)))
+    image_io.write_text(args.out, json.dumps(summary, indent=1, default=str))
 
 
 if __name__ == "__main__":

@@ -88,8 +88,7 @@ def main(argv=None) -> None:
   report = {"benchmark": "fast_vs_optimize", "model": args.model, "step": stylizer.meta["step"],
             "loss": dataclasses.asdict(cfg.loss), "size": args.size, "device": jax.default_backend(),
             "load_avg_at_end": os.getloadavg(), "rows": rows}
-  Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-  Path(args.out).write_text(json.dumps(report, indent=2))
+  image_io.write_text(args.out, json.dumps(report, indent=2))
   print("| photo | photo itself | fast net | " + " | ".join(f"L-BFGS {n}" for n in args.iters)
         + " | L-BFGS matches the net at |")
   print("|---" * (4 + len(args.iters)) + "|")

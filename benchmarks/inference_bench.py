@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from nst_jax import image_io
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "inference_bench.json"
@@ -203,8 +204,7 @@ def main(argv=None) -> None:
             "net": meta, "bf16": args.bf16, "device": "cpu", "cpu_count": os.cpu_count(),
             "load_avg_at_end": os.getloadavg(), "machine": platform.processor() or
             platform.machine(), "rows": rows}
-  Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-  Path(args.out).write_text(json.dumps(report, indent=2))
+  image_io.write_text(args.out, json.dumps(report, indent=2))
   print(f"threads: {args.threads or 'default'}; ratio = JAX time / PyTorch time")
   print(f"| size | JAX latency ms | torch latency ms | ratio | JAX img/s (batch {args.batch}) | "
         "torch img/s | ratio | JAX peak MB | torch peak MB | max diff |")

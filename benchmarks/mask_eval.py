@@ -106,8 +106,8 @@ def main(argv=None) -> int:
   table = markdown(result["rows"], result["mean"])
   print(table)
   out = Path(args.out)
-  image_io.atomic_write(out, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2)))
-  image_io.atomic_write(out.with_suffix(".md"), lambda tmp: Path(tmp).write_text(table + "\n"))
+  image_io.write_text(out, json.dumps(result, indent=2))
+  image_io.write_text(out.with_suffix(".md"), table + "\n")
   print(f"wrote {out} and {out.with_suffix('.md')}")
   return 0
 

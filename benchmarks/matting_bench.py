@@ -113,7 +113,7 @@ def main(argv=None) -> int:
   result = {"image": str(photo), "backend": jax.default_backend(), "jax": jax.__version__,
             "machine": platform.processor() or platform.machine(), "repeats": args.repeats,
             "results": rows}
-  image_io.atomic_write(args.out, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2)))
+  image_io.write_text(args.out, json.dumps(result, indent=2))
   print(f"wrote {args.out}")
   return 0
 

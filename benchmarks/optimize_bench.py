@@ -271,8 +271,7 @@ def main(argv=None) -> int:
             "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                         "python": platform.python_version()},
             "content": str(args.content), "style": str(args.style)}
-  args.out.parent.mkdir(parents=True, exist_ok=True)
-  args.out.write_text(json.dumps(result, indent=2))
+  image_io.write_text(args.out, json.dumps(result, indent=2))
   print(f"wrote {args.out} ({result['seconds_total']:.0f} s)")
   return 0
 

@@ -269,10 +269,9 @@ def evaluate_pair(params, args, photo_dir, n, fast_cache) -> tuple[dict, dict]:
 
 def write_outputs(args, summary: dict, text: str, sheet, names, cols) -> None:
   results, docs = Path(args.results), Path(args.docs)
-  image_io.atomic_write(results / "photo_eval.json",
-                        lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1)))
+  image_io.write_text(results / "photo_eval.json", json.dumps(summary, indent=1))
   for path in (results / "photo_eval.md", docs / "photo_eval.md"):
-    image_io.atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    image_io.write_text(path, text)
   docs.mkdir(parents=True, exist_ok=True)
   contact_sheet(docs / "photo_eval.png", sheet, names, cols)
 

@@ -33,7 +33,7 @@ import jax
 import numpy as np
 import photo_eval  # benchmarks/ is on sys.path when this file is run
 
-from nst_jax import config, paths, photoreal, vgg
+from nst_jax import config, image_io, paths, photoreal, vgg
 
 REPO = Path(__file__).resolve().parent.parent
 VARIANTS = {"affine": {},
@@ -73,8 +73,7 @@ def main(argv=None) -> None:
             "seconds_per_run": times, "median_seconds_per_run": med,
             "median_seconds_per_iteration": {k: v / (2 * args.iters) for k, v in med.items()},
             "ratio_to_guided_post": {k: v / med["guided_post"] for k, v in med.items()}}
-  Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-  Path(args.out).write_text(json.dumps(result, indent=2))
+  image_io.write_text(args.out, json.dumps(result, indent=2))
   print(json.dumps(result, indent=2))
 
 

@@ -113,8 +113,7 @@ def main(argv=None) -> None:
             "cpu_count": os.cpu_count(), "load_avg_at_end": os.getloadavg(),
             "machine": platform.processor() or platform.machine(),
             "date": time.strftime("%Y-%m-%d")}
-  Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-  Path(args.out).write_text(json.dumps(report, indent=2))
+  image_io.write_text(args.out, json.dumps(report, indent=2))
   print(json.dumps({k: report[k] for k in ("size", "batch", "step_s_median",
                                            "ratio_to_artistic", "load_avg_at_end")}, indent=2))
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 import photo_eval
-from nst_jax import paths, photoreal, vgg
+from nst_jax import image_io, paths, photoreal, vgg
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -83,10 +83,8 @@ def main(argv=None):
   names = [k for k in rows[0] if k != "pair"]
   print(f"{len(rows)} pairs at {args.size} px, {args.iters} iterations per stage; "
         f"{time.perf_counter() - t0:.0f} s\n" + summary_table(rows, names))
-  results = Path(args.results)
-  results.mkdir(parents=True, exist_ok=True)
-  (results / "post_step_eval.json").write_text(json.dumps({"args": vars(args), "rows": rows},
-                                                          indent=1))
+  image_io.write_text(Path(args.results) / "post_step_eval.json",
+                      json.dumps({"args": vars(args), "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

@@ -101,8 +101,7 @@ def main(argv=None) -> None:
             "data_decode_s_per_batch": data_time(cfg.size, cfg.batch_size),
             "cpu_count": os.cpu_count(), "load_avg_at_end": os.getloadavg(),
             "machine": platform.processor() or platform.machine(), **_peak_memory_mb()}
-  Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-  Path(args.out).write_text(json.dumps(report, indent=2))
+  image_io.write_text(args.out, json.dumps(report, indent=2))
   print(json.dumps(report, indent=2))
 
 

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from nst_jax import image_io
 
 RESULTS = Path(__file__).resolve().parent / "results" / "inference_profile.json"
 
@@ -139,8 +140,7 @@ def main(argv=None) -> None:
       cells = [f"{times[k]['wall_ms']:.1f} / {times[k]['cpu_ms']:.0f}" if k in times else "-"
                for k in ("xla_conv", "library", "torch")]
       print(f"| {name} | " + " | ".join(cells) + " |")
-  Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-  Path(args.out).write_text(json.dumps(report, indent=2))
+  image_io.write_text(args.out, json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

@@ -156,6 +156,11 @@ def atomic_write(path: str | os.PathLike, write_fn) -> Path:
   return path
 
 
+def write_text(path: str | os.PathLike, text: str) -> Path:
+  """Writes ``text`` to ``path`` through ``atomic_write`` (reports, configs, JSON results)."""
+  return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
 def save_image(path: str | os.PathLike, image) -> Path:
   """Saves a float [H, W, 3] image in [0, 1]; the format follows the extension."""
   path = Path(path)

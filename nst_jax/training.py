@@ -355,8 +355,7 @@ def train_and_evaluate(cfg: TrainConfig, workdir, *, vgg_params=None, progress: 
                               keep=cfg.keep_checkpoints) as ckpts:
     state, start = _init_or_restore(cfg, workdir, ckpts, model, tx, meta, mesh)
     if sharding.is_main_process():
-      image_io.atomic_write(workdir / "config.json",
-                            lambda tmp: Path(tmp).write_text(train_config.to_json(cfg)))
+      image_io.write_text(workdir / "config.json", train_config.to_json(cfg))
     style_targets = sharding.replicate(mesh, setup_style_targets(cfg, vgg_params, style, dataset))
     vgg_params = sharding.replicate(mesh, vgg_params)
     loop = _Loop(cfg, workdir, mesh, model, dataset, start)

@@ -319,16 +319,10 @@ def read_provenance(npz_path: str | os.PathLike) -> dict:
     return {}
 
 
-def _readable(write_fn):
-  """atomic_write's temporary file is 0600 (mkstemp); installed weights are ordinary files."""
-  return lambda tmp: (write_fn(tmp), os.chmod(tmp, 0o644))
-
-
 def _write_installed(dest: Path, arrays: Mapping[str, np.ndarray], record: dict) -> Path:
   convention = np.array(record["convention"])
-  image_io.atomic_write(dest, _readable(lambda tmp: np.savez(tmp, **arrays, convention=convention)))
-  text = json.dumps(record, indent=2) + "\n"
-  image_io.atomic_write(provenance_path(dest), _readable(lambda tmp: Path(tmp).write_text(text)))
+  image_io.atomic_write(dest, lambda tmp: np.savez(tmp, **arrays, convention=convention))
+  image_io.write_text(provenance_path(dest), json.dumps(record, indent=2) + "\n")
   return dest
 
 

@@ -108,3 +108,12 @@ def test_save_is_atomic_and_checks_extension(tmp_path, rng):
   with pytest.raises(RuntimeError):
     image_io.atomic_write(tmp_path / "never.png", failing)
   assert sorted(p.name for p in tmp_path.iterdir()) == ["sub"]  # no partial or temp files
+
+
+def test_write_text_replaces_whole_file_as_ordinary_file(tmp_path):
+  out = tmp_path / "deep" / "report.json"
+  image_io.write_text(out, "first, longer text\n")
+  assert image_io.write_text(out, "second\n") == out
+  assert out.read_text() == "second\n"
+  assert out.stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+  assert [p.name for p in out.parent.iterdir()] == ["report.json"]  # no temp files left
