@@ -84,7 +84,9 @@ class TrainConfig:
   """A feed-forward style network's training run.
 
   The learning rate follows ``schedule``: "constant"; "cosine" (decay to 0 over ``num_steps``
-  after ``warmup_steps`` of linear warm-up); "step" (times 0.1 at 75 % of the steps).
+  after ``warmup_steps`` of linear warm-up); "step" (times 0.1 at 75 % of the steps). With
+  ``ema_decay`` > 0 the checkpoints also hold an exponential moving average of the parameters
+  (Polyak averaging; horizon ~1 / (1 - ema_decay) steps), which stylization and samples use.
   """
   net: NetConfig = field(default_factory=NetConfig)
   loss: LossConfig = field(default_factory=LossConfig)
@@ -99,6 +101,7 @@ class TrainConfig:
   learning_rate: float = 1e-3
   schedule: str = "constant"
   warmup_steps: int = 0
+  ema_decay: float = 0.0  # 0: stylize with the last parameters; e.g. 0.99: with their average
   bf16: bool = False  # bfloat16 compute in the network and VGG; float32 params, grads and losses
   input_noise: float = 0.0  # std of Gaussian noise added to the inputs (stability for video)
   seed: int = 0
@@ -183,6 +186,8 @@ def check_config(cfg: TrainConfig) -> None:
   if not cfg.learning_rate > 0 or cfg.input_noise < 0:
     raise UserError(f"need learning_rate > 0 and input_noise >= 0, got {cfg.learning_rate}, "
                     f"{cfg.input_noise}")
+  if not 0 <= cfg.ema_decay < 1:
+    raise UserError(f"need ema_decay in [0, 1), got {cfg.ema_decay}")
   if cfg.schedule not in SCHEDULES:
     raise UserError(f"unknown schedule {cfg.schedule!r}; expected one of {SCHEDULES}")
   check_photo(cfg.photo)

@@ -32,7 +32,7 @@ import dataclasses
 import functools
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import flax
 import flax.linen as nn
@@ -85,9 +85,32 @@ def make_schedule(cfg: TrainConfig) -> optax.Schedule:
   return optax.join_schedules([optax.linear_schedule(0.0, lr, warm), main], [warm])
 
 
+class EmaParamsState(NamedTuple):
+  """``params_ema``'s optimizer state: the running average of the parameters."""
+  ema_params: Any
+
+
+def params_ema(decay: float) -> optax.GradientTransformation:
+  """Keeps ``decay * ema + (1 - decay) * new_params`` after each update, in the optimizer state
+  (so checkpoints and resumption carry it); the updates pass through unchanged. Last in a chain,
+  where the updates are final. Starts from the initial parameters, so it needs no debiasing."""
+
+  def init(params):
+    return EmaParamsState(ema_params=jax.tree.map(jnp.asarray, params))
+
+  def update(updates, state, params=None):
+    new_params = optax.apply_updates(params, updates)
+    return updates, EmaParamsState(optax.incremental_update(new_params, state.ema_params,
+                                                            1.0 - decay))
+
+  return optax.GradientTransformation(init, update)
+
+
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
-  """Adam (Kingma & Ba 2015) with ``make_schedule``; the paper's choice, learning rate 1e-3."""
-  return optax.adam(make_schedule(cfg))
+  """Adam (Kingma & Ba 2015) with ``make_schedule``; the paper's choice, learning rate 1e-3.
+  With ``cfg.ema_decay`` it also averages the parameters (``params_ema``)."""
+  adam = optax.adam(make_schedule(cfg))
+  return optax.chain(adam, params_ema(cfg.ema_decay)) if cfg.ema_decay else adam
 
 
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation, key: jax.Array, *,
@@ -127,8 +150,10 @@ def abstract_train_state(model: nn.Module, tx: optax.GradientTransformation) -> 
 
 
 def variables_of(state: TrainState) -> dict:
-  """``{"params", "batch_stats"?}`` for ``model.apply``."""
-  out = {"params": state.params}
+  """``{"params", "batch_stats"?}`` for ``model.apply``: the averaged parameters when the run
+  keeps an average (``TrainConfig.ema_decay``), else the last ones."""
+  ema = optax.tree_utils.tree_get(state.opt_state, "ema_params")
+  out = {"params": state.params if ema is None else ema}
   if state.batch_stats:
     out["batch_stats"] = state.batch_stats
   return out
@@ -310,6 +335,9 @@ def check_resumable(meta: dict, cfg: TrainConfig, style_sha256: str, workdir) ->
     if getattr(saved, name) != getattr(cfg, name):
       raise UserError(f"{workdir} holds a run with a different {name} ({getattr(saved, name)}); "
                       "use a new --workdir, or the same settings to resume")
+  if bool(saved.ema_decay) != bool(cfg.ema_decay):  # the optimizer state's structure differs
+    raise UserError(f"{workdir} holds a run with ema_decay={saved.ema_decay}; an average can "
+                    "be neither added to nor dropped from a run: use a new --workdir")
 
 
 def _data_seed(cfg: TrainConfig) -> int:

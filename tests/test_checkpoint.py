@@ -162,3 +162,23 @@ def test_sigkilled_run_resumes_to_exactly_the_uninterrupted_parameters(tmp_path,
   with pytest.raises(UserError, match="different net"):
     training.train_and_evaluate(config.override(cfg, {"net.width": "0.25"}), killed_dir,
                                 vgg_params={})
+
+
+def test_parameter_average_round_trips_and_cannot_be_toggled_on_resume(tmp_path):
+  cfg = config.override(train_config.smoke(), {"ema_decay": "0.99"})
+  model, tx = train_config.make_model(cfg.net), training.make_optimizer(cfg)
+  state = training.init_train_state(model, tx, training.make_key(0), sharding.make_mesh())
+  adam_state, average = state.opt_state
+  state = state.replace(opt_state=(adam_state, average._replace(
+      ema_params=jax.tree.map(lambda p: p + 0.5, average.ema_params))))
+  with checkpoint.Checkpoints(tmp_path, every=1, keep=1) as ckpts:
+    ckpts.save(1, state, training.run_meta(cfg, "abc"))
+    ckpts.wait()
+  with checkpoint.Checkpoints(tmp_path, read_only=True) as ckpts:
+    restored, meta = ckpts.restore(1, training.abstract_train_state(model, tx))
+  _assert_trees_equal(restored, state)
+  _assert_trees_equal(training.variables_of(restored)["params"],
+                      jax.tree.map(lambda p: p + 0.5, state.params))  # the average stylizes
+  training.check_resumable(meta, cfg, "abc", tmp_path)  # another nonzero decay would do too
+  with pytest.raises(UserError, match="ema_decay=0.99"):
+    training.check_resumable(meta, train_config.smoke(), "abc", tmp_path)

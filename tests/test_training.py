@@ -6,7 +6,6 @@ train step compiles in a few seconds on a 2-core CPU; ``test_quality_slow`` uses
 
 import csv
 import dataclasses
-import functools
 import importlib.util
 
 import chex
@@ -18,6 +17,7 @@ import pytest
 
 from nst_jax import config, data, image_io, sharding, train_config, train_logging, training
 from nst_jax.config import LossConfig
+from nst_jax.errors import UserError
 
 SHALLOW = LossConfig(content_layers=("relu2_2",), content_layer_weights=(1.0,),
                      style_layers=("relu1_1", "relu2_1"), style_layer_weights=(1.0, 1.0),
@@ -222,3 +222,28 @@ def test_train_log_keeps_the_history_across_a_resume_and_writes_its_files(tmp_pa
   assert (tmp_path / "losses.png").stat().st_size > 0
   if importlib.util.find_spec("tensorboardX"):
     assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+
+
+def test_ema_matches_a_numpy_average_and_is_what_stylizes():
+  cfg = tiny_config(learning_rate=1e-2, ema_decay=0.9)
+  tx, adam = training.make_optimizer(cfg), optax.adam(1e-2)
+  params = {"w": jnp.array([1.0, -2.0])}
+  state, adam_state = tx.init(params), adam.init(params)
+  ema = np.array([1.0, -2.0])  # the average starts at the initial parameters
+  for g in ([0.5, -3.0], [-1.0, 2.0], [0.25, 0.5], [2.0, -0.1]):
+    updates, state = tx.update({"w": jnp.array(g)}, state, params)
+    ref, adam_state = adam.update({"w": jnp.array(g)}, adam_state, params)
+    np.testing.assert_allclose(updates["w"], ref["w"], rtol=1e-6)  # the updates pass through
+    params = optax.apply_updates(params, updates)
+    ema = 0.9 * ema + 0.1 * np.asarray(params["w"])
+  np.testing.assert_allclose(state[1].ema_params["w"], ema, rtol=1e-6)
+  assert not np.allclose(ema, params["w"])
+  train_state = training.TrainState(step=jnp.array(4), params=params, batch_stats={},
+                                    opt_state=state)
+  np.testing.assert_array_equal(training.variables_of(train_state)["params"]["w"],
+                                state[1].ema_params["w"])
+  plain = training.TrainState(step=jnp.array(4), params=params, batch_stats={},
+                              opt_state=adam_state)
+  assert training.variables_of(plain)["params"] is params  # no average: the last parameters
+  with pytest.raises(UserError, match="ema_decay"):
+    train_config.check_config(tiny_config(ema_decay=1.0))
