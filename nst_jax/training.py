@@ -96,7 +96,7 @@ def params_ema(decay: float) -> optax.GradientTransformation:
   where the updates are final. Starts from the initial parameters, so it needs no debiasing."""
 
   def init(params):
-    return EmaParamsState(ema_params=jax.tree.map(jnp.asarray, params))
+    return EmaParamsState(ema_params=jax.tree.map(jnp.copy, params))  # own buffers: donation
 
   def update(updates, state, params=None):
     new_params = optax.apply_updates(params, updates)

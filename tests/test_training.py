@@ -247,3 +247,18 @@ def test_ema_matches_a_numpy_average_and_is_what_stylizes():
   assert training.variables_of(plain)["params"] is params  # no average: the last parameters
   with pytest.raises(UserError, match="ema_decay"):
     train_config.check_config(tiny_config(ema_decay=1.0))
+
+
+def test_train_steps_update_the_average_of_the_donated_parameters(vgg_params, style, photos):
+  cfg = tiny_config(ema_decay=0.5)
+  model, tx = train_config.make_model(cfg.net), training.make_optimizer(cfg)
+  targets = training.make_style_targets(vgg_params, style, cfg.loss)
+  step = training.make_train_step(model, tx, cfg, sharding.make_mesh())
+  state = training.create_train_state(model, tx, training.make_key(0), size=32)  # not jitted
+  ema = jax.device_get(state.params)
+  for i in range(2):
+    state, _ = step(state, jnp.asarray(photos[0][2 * i:2 * i + 2]), vgg_params, targets,
+                    training.make_key(0))
+    ema = jax.tree.map(lambda e, p: 0.5 * e + 0.5 * p, ema, jax.device_get(state.params))
+  chex.assert_trees_all_close(jax.device_get(training.variables_of(state)["params"]), ema,
+                              rtol=1e-5, atol=1e-7)
