@@ -99,7 +99,10 @@ def photo_runs(params, args, content, style, cm, sm) -> dict:
     given = {"content_masks": cm, "style_masks": sm} if kind == "given" else {}
     suffix = "" if kind == "given" else "_auto"
     t = time.perf_counter()
-    raw = photoreal.stylize(params, content, style, pcfg, progress=False, **given).images[0]
+    # stylize applies the post-step itself when pcfg.smooth; run without it to score both.
+    unsmoothed = dataclasses.replace(pcfg, smooth=False)
+    raw = photoreal.stylize(params, content, style, unsmoothed, progress=False,
+                            **given).images[0]
     seconds = time.perf_counter() - t
     if pcfg.smooth:  # the configured post-step (``--set smooth=true``), scored with and without
       out[f"photoreal{suffix}_raw"] = (raw, seconds)
