@@ -204,7 +204,9 @@ def goal_lines(goals: dict) -> str:
 def contact_sheet(path: Path, sheet: list[list[np.ndarray]], names: list[str], cols: list[str]):
   """The image grid, re-saved with an adaptive 256-colour palette to stay small."""
   plots.save_image_grid(path, sheet, row_titles=names, col_titles=cols, cell=1.5)
-  Image.open(path).convert("RGB").quantize(256).save(path, optimize=True)
+  with Image.open(path) as grid:
+    small = grid.convert("RGB").quantize(256)
+  image_io.atomic_write(path, lambda tmp: small.save(tmp, format="PNG", optimize=True))
 
 
 def time_one(params, photo_dir: Path, size: int, iters: int) -> dict:
