@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from nst_jax import paths, vgg  # noqa: E402
+from nst_jax.core import paths, vgg  # noqa: E402
 
 _DN = ("NHWC", "HWIO", "NHWC")
 

@@ -20,9 +20,11 @@ import json
 from pathlib import Path
 
 import numpy as np
-
 import photo_eval
-from nst_jax import image_io, inference, paths, photoreal, vgg
+
+from nst_jax import config
+from nst_jax.core import image_io, paths, vgg
+from nst_jax.fast import inference
 
 
 def parse_networks(items: list[str]) -> dict[str, str]:
@@ -48,7 +50,7 @@ def main(argv=None):
   p.add_argument("--reference", required=True, help="photo_eval JSON with the Gatys rows")
   p.add_argument("--data-dir", help="shared data folder (default $NST_JAX_DATA or ../shared/data)")
   p.add_argument("--vgg-weights")
-  p.add_argument("--eval-eps", type=float, default=photoreal.EVAL_EPS)
+  p.add_argument("--eval-eps", type=float, default=config.EVAL_EPS)
   p.add_argument("--out", help="also write the results as JSON here")
   args = p.parse_args(argv)
   networks = parse_networks(args.networks)

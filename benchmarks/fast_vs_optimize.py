@@ -26,7 +26,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nst_jax import config, image_io, inference, optimize, paths, train_config, training, vgg
+from nst_jax import config
+from nst_jax.core import image_io, paths, vgg
+from nst_jax.fast import inference, models, training
+from nst_jax.slow import optimize
 
 RESULTS = Path(__file__).resolve().parent / "results" / "fast_vs_optimize.json"
 
@@ -72,7 +75,7 @@ def main(argv=None) -> None:
   p.add_argument("--out", default=str(RESULTS))
   args = p.parse_args(argv)
   stylizer = inference.Stylizer.from_checkpoint(args.model)
-  cfg = train_config.from_dict(stylizer.meta["config"])
+  cfg = models.from_dict(stylizer.meta["config"])
   vgg_params = vgg.load_vgg19(paths.resolve_vgg_weights(args.vgg_weights))
   style = image_io.load_image(cfg.style, size=cfg.style_size)
   style_targets = training.make_style_targets(vgg_params, jnp.asarray(style)[None], cfg.loss)

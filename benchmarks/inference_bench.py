@@ -28,7 +28,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from nst_jax import image_io
+
+from nst_jax.core import image_io
+from nst_jax.fast import train_state
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "inference_bench.json"
@@ -102,8 +104,9 @@ def worker(args) -> dict:
   else:
     import jax  # pylint: disable=import-outside-toplevel
     import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-    from nst_jax import nets  # pylint: disable=import-outside-toplevel
     from flax.traverse_util import unflatten_dict  # pylint: disable=import-outside-toplevel
+
+    from nst_jax.fast import nets  # pylint: disable=import-outside-toplevel
     model = nets.TransformNet(width=meta["width"], num_residual=meta["num_residual"],
                               upsample="resize", normalization="instance", padding="reflect",
                               dtype=jnp.bfloat16 if args.bf16 else jnp.float32)
@@ -129,13 +132,14 @@ def export_weights(model_path: str | None, path: Path) -> dict:
   """Flattened float32 parameters (a trained checkpoint's, or a fresh ThesisNet's) to ``path``."""
   import jax  # pylint: disable=import-outside-toplevel
   from flax.traverse_util import flatten_dict  # pylint: disable=import-outside-toplevel
-  from nst_jax import inference, nets, training  # pylint: disable=import-outside-toplevel
+
+  from nst_jax.fast import inference, nets  # pylint: disable=import-outside-toplevel
   if model_path:
     s = inference.Stylizer.from_checkpoint(model_path)
     model, params = s.model, s.variables["params"]
   else:
     model = nets.ThesisNet()
-    params = jax.jit(lambda k: nets.init_variables(model, k))(training.make_key(0))["params"]
+    params = jax.jit(lambda k: nets.init_variables(model, k))(train_state.make_key(0))["params"]
   if model.normalization != "instance" or model.upsample != "resize" or model.input_blend:
     raise SystemExit("the PyTorch twin implements the thesis architecture only")
   meta = {"width": model.width, "num_residual": model.num_residual,

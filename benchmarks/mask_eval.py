@@ -1,4 +1,4 @@
-"""Evaluates automatic masks (``masks.auto_masks``) against Luan et al.'s hand-made masks.
+"""Evaluates automatic masks (``regions.auto_masks``) against Luan et al.'s hand-made masks.
 
 Synopsis::
 
@@ -6,8 +6,8 @@ Synopsis::
 
 For each of the 20 pairs under ``DATA/photo`` (input/inN.png, style/tarN.png and their masks in
 segmentation/), both photos are loaded at ``--size`` (long side), the ground truth is read with
-``masks.load_color_mask`` at that size, and the automatic masks are scored with
-``masks.matched_region_iou``: hard (argmax) masks, ground-truth regions present in both images,
+``regions.load_color_mask`` at that size, and the automatic masks are scored with
+``metrics.matched_region_iou``: hard (argmax) masks, ground-truth regions present in both images,
 ONE Hungarian matching of predicted regions to ground-truth regions shared by content and style,
 mean over ground-truth regions of (IoU in the content + IoU in the style) / 2. The baseline is
 one region covering each whole image. Writes JSON to ``--out`` and a markdown table beside it.
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nst_jax import image_io, masks, paths, vgg
-from nst_jax.errors import UserError
+from nst_jax.core import image_io, metrics, paths, regions, vgg
+from nst_jax.core.errors import UserError
 
 
 def load_pair(photo_dir: Path, index: int, size: int):
@@ -33,21 +33,21 @@ def load_pair(photo_dir: Path, index: int, size: int):
   content = image_io.load_image(photo_dir / "input" / f"in{index}.png", size=size)
   style = image_io.load_image(photo_dir / "style" / f"tar{index}.png", size=size)
   seg = photo_dir / "segmentation"
-  truth_c = masks.load_color_mask(seg / f"in{index}.png", size_hw=content.shape[:2])
-  truth_s = masks.load_color_mask(seg / f"tar{index}.png", size_hw=style.shape[:2])
+  truth_c = regions.load_color_mask(seg / f"in{index}.png", size_hw=content.shape[:2])
+  truth_s = regions.load_color_mask(seg / f"tar{index}.png", size_hw=style.shape[:2])
   return content, style, truth_c, truth_s
 
 
 def evaluate_pair(params, pair, num_regions_list, options: dict) -> dict:
   content, style, truth_c, truth_s = pair
   whole_c, whole_s = np.ones((1,) + content.shape[:2]), np.ones((1,) + style.shape[:2])
-  row = {"shared_regions": int(masks.pair_regions(truth_c, truth_s).sum()),
-         "baseline": masks.matched_region_iou(whole_c, whole_s, truth_c, truth_s)}
+  row = {"shared_regions": int(regions.pair_regions(truth_c, truth_s).sum()),
+         "baseline": metrics.matched_region_iou(whole_c, whole_s, truth_c, truth_s)}
   for k in num_regions_list:
     start = time.perf_counter()
-    pred_c, pred_s = masks.auto_masks(params, content, style, num_regions=k, **options)
+    pred_c, pred_s = regions.auto_masks(params, content, style, num_regions=k, **options)
     row[f"auto_k{k}_s"] = time.perf_counter() - start
-    row[f"auto_k{k}"] = masks.matched_region_iou(pred_c, pred_s, truth_c, truth_s)
+    row[f"auto_k{k}"] = metrics.matched_region_iou(pred_c, pred_s, truth_c, truth_s)
   return row
 
 

@@ -34,8 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nst_jax import image_io, matting, paths, photoreal
-from nst_jax.errors import UserError
+from nst_jax.core import image_io, matting, paths, smoothing
+from nst_jax.core.errors import UserError
 
 DEFAULT_IMAGE = Path("photo") / "input" / "in1.png"
 
@@ -74,8 +74,8 @@ def bench_size(photo: Path, size: int, repeats: int) -> dict:
       "apply_s": time_median(lambda: apply(coeffs, v_dev), repeats),
       "energy_grad_s": time_median(lambda: energy_grad(coeffs, v_dev), repeats),
       "apply_rel_error_f32": float(error),
-      "affine_smooth_s": time_median(lambda: photoreal.affine_smooth(noisy, image)[0], repeats),
-      "guided_smooth_s": time_median(lambda: photoreal.guided_smooth(noisy, image), repeats),
+      "affine_smooth_s": time_median(lambda: smoothing.affine_smooth(noisy, image)[0], repeats),
+      "guided_smooth_s": time_median(lambda: smoothing.guided_smooth(noisy, image), repeats),
   }
 
 

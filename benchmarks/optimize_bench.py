@@ -51,7 +51,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from nst_jax import image_io, paths  # noqa: E402  (no jax import here)
+from nst_jax.core import image_io, paths  # noqa: E402  (no jax import here)
 
 DEFAULT_CONTENT = Path("content") / "classic_st" / "tubingen.jpg"
 DEFAULT_STYLE = Path("styles") / "van_gogh_starry_night.jpg"

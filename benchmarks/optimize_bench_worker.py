@@ -84,7 +84,8 @@ def jax_worker(args, inputs, ch: Channel) -> dict:
   import jax
   import jax.numpy as jnp
 
-  from nst_jax import artistic, objective, optimize, vgg
+  from nst_jax.core import objective, vgg
+  from nst_jax.slow import artistic, optimize
 
   if args.jax_autodiff_conv:  # the convolution before vgg.conv3x3 (see conv_loop_profile.py)
     import conv_loop_profile
@@ -130,7 +131,6 @@ def jax_worker(args, inputs, ch: Channel) -> dict:
 
 def torch_worker(args, inputs, ch: Channel) -> dict:
   import torch
-
   import torch_reference as tr
 
   torch.set_num_threads(args.threads)

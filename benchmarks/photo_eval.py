@@ -46,8 +46,10 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from nst_jax import artistic, config, image_io, masks, objective, paths, photoreal, plots, vgg
-from nst_jax.commands.train import parse_overrides
+from nst_jax import config
+from nst_jax.cli.train import parse_overrides
+from nst_jax.core import image_io, objective, paths, plots, regions, vgg
+from nst_jax.slow import artistic, photoreal
 
 REPO = Path(__file__).resolve().parent.parent
 NUM_PAIRS = 20
@@ -60,8 +62,8 @@ def load_pair(photo_dir: Path, index: int, size: int):
   content = image_io.load_image(photo_dir / "input" / f"in{index}.png", size=size)
   style = image_io.load_image(photo_dir / "style" / f"tar{index}.png", size=size)
   seg = photo_dir / "segmentation"
-  return (content, style, masks.load_color_mask(seg / f"in{index}.png", size_hw=content.shape[:2]),
-          masks.load_color_mask(seg / f"tar{index}.png", size_hw=style.shape[:2]))
+  return (content, style, regions.load_color_mask(seg / f"in{index}.png", size_hw=content.shape[:2]),
+          regions.load_color_mask(seg / f"tar{index}.png", size_hw=style.shape[:2]))
 
 
 def gradient_correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -74,7 +76,7 @@ def gradient_correlation(a: np.ndarray, b: np.ndarray) -> float:
 
 def style_distance(params, image, style, cm, sm) -> float:
   """Masked conv-Gram loss (unit weights) of ``image`` to ``style`` with the given masks."""
-  base = photoreal.PhotoConfig()
+  base = config.PhotoConfig()
   cfg = dataclasses.replace(base, loss=dataclasses.replace(base.loss, content_weight=0.0,
                                                            style_weight=1.0, tv_weight=0.0))
   targets = photoreal.make_targets(params, image, style, cm, sm, cfg)
@@ -82,7 +84,7 @@ def style_distance(params, image, style, cm, sm) -> float:
 
 
 def metrics(params, out, content, style, cm, sm, eps) -> dict:
-  return {"matting_ratio": photoreal.matting_ratio(content, out, eps=eps),
+  return {"matting_ratio": metrics.matting_ratio(content, out, eps=eps),
           "grad_corr": gradient_correlation(out, content),
           "style_loss": style_distance(params, out, style, cm, sm)}
 
@@ -91,7 +93,7 @@ def photo_runs(params, args, content, style, cm, sm) -> dict:
   """{method: (image, seconds)} for slow photoreal with the default config (and ``--set``) at the
   pair's size."""
   size = max(content.shape[:2])
-  pcfg = config.override(photoreal.PhotoConfig(), {"size": size, "optim.num_iters": args.iters,
+  pcfg = config.override(config.PhotoConfig(), {"size": size, "optim.num_iters": args.iters,
                                                    "optim.chunk": args.iters,
                                                    **parse_overrides(args.overrides)})
   out = {}
@@ -143,7 +145,7 @@ def load_fast(template: str | None, pair: int, cache: dict):
   if path is None:
     return None
   if path not in cache:
-    from nst_jax import inference  # pylint: disable=import-outside-toplevel
+    from nst_jax.fast import inference  # pylint: disable=import-outside-toplevel
     cache[path] = inference.Stylizer.from_checkpoint(path)
   return cache[path]
 
@@ -212,7 +214,7 @@ def contact_sheet(path: Path, sheet: list[list[np.ndarray]], names: list[str], c
 def time_one(params, photo_dir: Path, size: int, iters: int) -> dict:
   """Wall time of one whole photoreal run (automatic masks, 2 stages) at ``size``, pair 1."""
   content, style, _, _ = load_pair(photo_dir, 1, size)
-  cfg = config.override(photoreal.PhotoConfig(), {"size": size, "optim.num_iters": iters,
+  cfg = config.override(config.PhotoConfig(), {"size": size, "optim.num_iters": iters,
                                                   "optim.chunk": iters})
   t = time.perf_counter()
   out = photoreal.stylize(params, content, style, cfg, progress=False)
@@ -247,7 +249,7 @@ def parse_args(argv=None):
   p.add_argument("--size", type=int, default=64)
   p.add_argument("--iters", type=int, default=40, help="photoreal iterations per stage")
   p.add_argument("--masks", choices=("given", "auto", "both"), default="given")
-  p.add_argument("--eval-eps", type=float, default=photoreal.EVAL_EPS)
+  p.add_argument("--eval-eps", type=float, default=config.EVAL_EPS)
   p.add_argument("--fast-checkpoint", metavar="PATH",
                  help="fast photoreal checkpoint for nst_jax.inference; '{pair}' in it is "
                       "replaced by the pair number (pairs without one show '-')")
@@ -303,7 +305,7 @@ def main(argv=None):
   print(text)
   summary = {"args": vars(args), "seconds": wall, "rows": rows,
              "mean": mean_row(rows, methods), "goals": goals,
-             "defaults": {"photoreal": config.to_dict(photoreal.PhotoConfig())}}
+             "defaults": {"photoreal": config.to_dict(config.PhotoConfig())}}
   if args.time_size:
     summary["timing"] = time_one(params, photo_dir, args.time_size, args.time_iters)
     print(json.dumps(summary["timing"]))

@@ -33,7 +33,9 @@ import jax
 import numpy as np
 import photo_eval  # benchmarks/ is on sys.path when this file is run
 
-from nst_jax import config, image_io, paths, photoreal, vgg
+from nst_jax import config
+from nst_jax.core import image_io, paths, vgg
+from nst_jax.slow import photoreal
 
 REPO = Path(__file__).resolve().parent.parent
 VARIANTS = {"affine": {},
@@ -53,7 +55,7 @@ def main(argv=None) -> None:
   params = vgg.load_vgg19(paths.resolve_vgg_weights(args.vgg_weights))
   photo_dir = paths.data_dir(args.data_dir) / "photo"
   content, style, cm, sm = photo_eval.load_pair(photo_dir, 1, args.size)
-  base = config.override(photoreal.PhotoConfig(), {"size": args.size,
+  base = config.override(config.PhotoConfig(), {"size": args.size,
                                                    "optim.num_iters": args.iters,
                                                    "optim.chunk": args.iters})
   cfgs = {name: dataclasses.replace(base, **kw) for name, kw in VARIANTS.items()}

@@ -37,17 +37,19 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from nst_jax import config, data, image_io, paths, sharding, train_config, training, vgg
+from nst_jax import config
+from nst_jax.core import image_io, paths, vgg
+from nst_jax.fast import data, models, sharding, train_state, training
 
 RESULTS = Path(__file__).resolve().parent / "results" / "photo_train_bench.json"
 
 
-def variants(args) -> dict[str, train_config.TrainConfig]:
+def variants(args) -> dict[str, config.TrainConfig]:
   common = {"size": args.size, "batch_size": args.batch, "style_size": args.size,
             **dict(kv.split("=", 1) for kv in args.overrides)}
-  photo = config.override(train_config.photoreal(), common)
+  photo = config.override(config.photoreal(), common)
   rgb = dataclasses.replace(photo, net=dataclasses.replace(photo.net, output="rgb"))
-  out = {"artistic": config.override(train_config.thesis(), common), "photoreal_rgb": rgb,
+  out = {"artistic": config.override(config.thesis(), common), "photoreal_rgb": rgb,
          "photoreal": photo,
          "photoreal_raw_output": dataclasses.replace(
              photo, photo=dataclasses.replace(photo.photo, affine_output=0.0))}
@@ -61,12 +63,12 @@ def variants(args) -> dict[str, train_config.TrainConfig]:
 
 def build(cfg, mesh, vgg_params, style, dataset):
   """A zero-argument callable running one train step of ``cfg`` on a fixed batch."""
-  model, tx = train_config.make_model(cfg.net), training.make_optimizer(cfg)
+  model, tx = models.make_model(cfg.net), train_state.make_optimizer(cfg)
   targets = sharding.replicate(mesh, training.setup_style_targets(cfg, vgg_params, style, dataset))
   step = training.make_train_step(model, tx, cfg, mesh)
-  key = sharding.replicate(mesh, training.make_key(0))
+  key = sharding.replicate(mesh, train_state.make_key(0))
   batch = sharding.shard_batch(mesh, dataset.get_batch(1, cfg.batch_size))
-  box = {"state": training.init_train_state(model, tx, training.make_key(0), mesh)}
+  box = {"state": train_state.init_train_state(model, tx, train_state.make_key(0), mesh)}
 
   def run():
     box["state"], metrics = step(box["state"], batch, vgg_params, targets, key)

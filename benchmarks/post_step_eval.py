@@ -10,7 +10,7 @@ For each pair, runs Gatys and slow photoreal without its post-step exactly as
 stage, Gatys 2x as many), then applies each post-step to the raw photoreal output and scores it
 with photo_eval's measures: the matting ratio (eps 1e-4), style loss relative to Gatys', and the
 gradient correlation with the content. Post-steps: none ("raw"), one guided-filter pass
-("guided", radius long side / 24), ``photoreal.affine_smooth`` at each of ``--weights`` ("wX")
+("guided", radius long side / 24), ``smoothing.affine_smooth`` at each of ``--weights`` ("wX")
 and with each matting budget of ``--budgets`` ("bX"). Prints a table of means (medians; pairs
 within 2x) and writes ``post_step_eval.json`` to ``--results``.
 """
@@ -23,18 +23,19 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 import photo_eval
-from nst_jax import image_io, paths, photoreal, vgg
+
+from nst_jax import config
+from nst_jax.core import image_io, paths, smoothing, vgg
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def post_steps(raw: np.ndarray, content: np.ndarray, weights, budgets) -> dict:
   """{name: image} for every post-step of ``raw`` (content: the guide)."""
-  out = {"raw": raw, "guided": photoreal.guided_smooth(raw, content)}
-  out.update({f"w{w:g}": photoreal.affine_smooth(raw, content, weight=w)[0] for w in weights})
-  out.update({f"b{b:g}": photoreal.affine_smooth(raw, content, budget=b)[0] for b in budgets})
+  out = {"raw": raw, "guided": smoothing.guided_smooth(raw, content)}
+  out.update({f"w{w:g}": smoothing.affine_smooth(raw, content, weight=w)[0] for w in weights})
+  out.update({f"b{b:g}": smoothing.affine_smooth(raw, content, budget=b)[0] for b in budgets})
   return out
 
 
@@ -74,7 +75,7 @@ def main(argv=None):
     raw = outs.get("photoreal_raw", outs["photoreal"])[0]
     row = {"pair": n}
     for name, image in post_steps(raw, content, weights, budgets).items():
-      m = photo_eval.metrics(params, image, content, style, cm, sm, photoreal.EVAL_EPS)
+      m = photo_eval.metrics(params, image, content, style, cm, sm, config.EVAL_EPS)
       row[name] = dict(m, style_vs_gatys=m["style_loss"] / gatys)
     rows.append(row)
     print(json.dumps({k: (v if k == "pair" else [round(v["matting_ratio"], 3),

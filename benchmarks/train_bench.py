@@ -26,7 +26,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nst_jax import config, data, image_io, nets, paths, sharding, train_config, training, vgg
+from nst_jax import config
+from nst_jax.core import image_io, paths, vgg
+from nst_jax.fast import data, models, nets, sharding, train_state, training
 
 RESULTS = Path(__file__).resolve().parent / "results" / "train_bench.json"
 
@@ -55,7 +57,7 @@ def data_time(size: int, batch: int, batches: int = 3) -> float:
 
 def main(argv=None) -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--preset", choices=sorted(train_config.PRESETS), default="thesis")
+  p.add_argument("--preset", choices=sorted(config.TRAIN_PRESETS), default="thesis")
   p.add_argument("--size", type=int, default=256)
   p.add_argument("--batch", type=int, default=4, help="global batch")
   p.add_argument("--steps", type=int, default=3, help="timed steps after the first")
@@ -64,20 +66,20 @@ def main(argv=None) -> None:
   p.add_argument("--vgg-weights")
   p.add_argument("--out", default=str(RESULTS))
   args = p.parse_args(argv)
-  cfg = train_config.PRESETS[args.preset]()
+  cfg = config.TRAIN_PRESETS[args.preset]()
   cfg = config.override(cfg, {"size": args.size, "batch_size": args.batch, "bf16": args.bf16,
                               **dict(kv.split("=", 1) for kv in args.overrides)})
   mesh = sharding.make_mesh()
   vgg_params = sharding.replicate(mesh, vgg.load_vgg19(paths.resolve_vgg_weights(args.vgg_weights)))
-  model, tx = train_config.make_model(cfg.net, bf16=cfg.bf16), training.make_optimizer(cfg)
+  model, tx = models.make_model(cfg.net, bf16=cfg.bf16), train_state.make_optimizer(cfg)
   style = image_io.load_image(paths.data_dir() / "styles" / "van_gogh_starry_night.jpg",
                               size=cfg.style_size)
   targets = jax.jit(training.make_style_targets, static_argnums=2,
                     out_shardings=sharding.replicated(mesh))(vgg_params, jnp.asarray(style)[None],
                                                              cfg.loss)
-  state = training.init_train_state(model, tx, training.make_key(0), mesh)
+  state = train_state.init_train_state(model, tx, train_state.make_key(0), mesh)
   step = training.make_train_step(model, tx, cfg, mesh)
-  key = sharding.replicate(mesh, training.make_key(0))
+  key = sharding.replicate(mesh, train_state.make_key(0))
   batch = sharding.shard_batch(mesh, np.random.default_rng(0).uniform(
       size=(cfg.batch_size // jax.process_count(), cfg.size, cfg.size, 3)).astype(np.float32))
   t0 = time.perf_counter()

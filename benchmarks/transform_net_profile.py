@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from nst_jax import image_io
+
+from nst_jax.core import image_io
 
 RESULTS = Path(__file__).resolve().parent / "results" / "inference_profile.json"
 
@@ -54,7 +55,9 @@ def layer_specs(size: int, batch: int) -> list[tuple]:
 def jax_layers(size: int, batch: int, repeats: int) -> dict:
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  from nst_jax import conv, nets  # pylint: disable=import-outside-toplevel
+
+  from nst_jax.core import conv  # pylint: disable=import-outside-toplevel
+  from nst_jax.fast import nets  # pylint: disable=import-outside-toplevel
   rng = np.random.default_rng(0)
   rows = {}
   for name, kind, shape, k, cin, cout, stride in layer_specs(size, batch):

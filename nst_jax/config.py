@@ -1,4 +1,4 @@
-"""Configuration as nested frozen dataclasses with presets, and type-checked overrides.
+"""Every configuration of the package: frozen dataclasses, presets, names, typed overrides.
 
 Synopsis::
 
@@ -6,8 +6,13 @@ Synopsis::
   cfg = config.gatys()                                     # the classic slow transfer
   cfg = config.override(cfg, {"loss.style_weight": "1e4", "optim.optimizer": "adam"})
   cfg.loss.style_layers                                    # ('relu1_1', ..., 'relu5_1')
+  train = config.override(config.thesis(), {"net.width": "0.5", "num_steps": "400"})
+  config.keys(train)                                       # every dotted key, for --set
 
-Configs are hashable, so they can be static arguments of ``jax.jit``.
+Configs are hashable, so they can be static arguments of ``jax.jit``. This module imports nothing
+else from the package (the import-rule test checks it): the names of layers, losses, optimizers and
+the other choices are defined here once, and the command line's ``choices=`` read them from here.
+Bad values raise ``ConfigError``, which names the config key (the command line maps it to a flag).
 """
 
 from __future__ import annotations
@@ -17,13 +22,48 @@ import json
 import typing
 from dataclasses import dataclass, field
 
-from nst_jax.errors import UserError
-
+# ---------------------------------------------------------------------------------------- names
 GATYS_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+THESIS_STYLE_LAYERS = GATYS_STYLE_LAYERS
+JOHNSON_STYLE_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
+LUAN_STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")  # pre-ReLU
+PHOTO_STYLE_LAYERS = LUAN_STYLE_LAYERS
+STYLE_LOSSES = ("gram", "mean", "mean_std", "mmd_poly", "mmd_gauss")
+POOLINGS = ("avg", "max")
 OPTIMIZERS = ("lbfgsb", "lbfgs", "adam")
 INITS = ("content", "noise", "mix")
+COLOR_MODES = ("yiq", "yuv")  # original_colors: keep the content's chroma in this space
+CONV_IMPLS = ("auto", "xla", "cpu_fast")  # "auto": cpu_fast on the CPU backend, else xla
+SCHEDULES = ("constant", "cosine", "step")
+NORMALIZATIONS = ("instance", "batch", "none")
+UPSAMPLES = ("resize", "transpose")
+PADDINGS = ("reflect", "zero")
+NET_OUTPUTS = ("rgb", "affine")
+AFFINE_LOSSES = ("residual", "energy")
+MASK_POOLINGS = ("avg", "max", "bilinear")
+SMOOTH_METHODS = ("affine", "guided")
+PARAMETERIZATIONS = ("guided", "pixels", "affine")  # what photoreal's penalized stages optimize
+
+# ------------------------------------------------------------------------------------ constants
+EVAL_EPS = 1e-4  # the matting Laplacian's regulariser for ratios and the affine step
+AFFINE_WEIGHT = 1.2  # the smooth local affine post-step's default weight (docs/photoreal.md)
+FAST_MATTING_BUDGET = 2.0  # fast photoreal's default post-step budget: 2x the photo's energy
+PHOTO_AFFINE_WEIGHT = 1e3  # calibrated in docs/fast_photoreal.md ("Calibration")
+# The photoreal training preset scores outputs after the smooth local affine step at this weight
+# (docs/fast_photoreal.md, "Training through the post-step").
+PHOTO_AFFINE_OUTPUT = 50.0
 
 
+class ConfigError(ValueError):
+  """A config value no run can use, or an unknown key; ``key`` is the dotted config key."""
+
+  def __init__(self, key: str, message: str):
+    super().__init__(f"{key}: {message}")
+    self.key = key
+    self.message = message
+
+
+# -------------------------------------------------------------------------- slow artistic transfer
 @dataclass(frozen=True)
 class LossConfig:
   """Weights and layers of the perceptual objective (neural-style's vocabulary)."""
@@ -75,7 +115,206 @@ def smoke() -> TransferConfig:
 
 PRESETS = {"gatys": gatys, "smoke": smoke}
 
+# ----------------------------------------------------------------------- photorealistic transfer
+def _photo_loss() -> LossConfig:
+  return LossConfig(content_layers=("conv4_2",), style_layers=LUAN_STYLE_LAYERS,
+                    style_weight=1e-4, tv_weight=1e2)
 
+
+@dataclass(frozen=True)
+class PhotoConfig:
+  """Slow photorealistic transfer (hashable; a static argument of the compiled loss)."""
+  loss: LossConfig = field(default_factory=_photo_loss)
+  optim: OptimConfig = field(default_factory=lambda: OptimConfig(num_iters=300))
+  matting_weight: float = 3e9  # times sum_c V_c^T L V_c / N, N = pixels (calibrated)
+  stages: int = 2  # 2: without the penalty, then with it (Luan); 1: with it from the content
+  stage_iters: tuple[int, ...] = ()  # iterations per stage; () = optim.num_iters each
+  # What the stages with the penalty optimize: "affine", an image whose smooth local affine
+  # step (I + affine_weight L)^-1 (content's L at EVAL_EPS) is the output; "guided", an image
+  # whose guided filter (content as guide, smooth_radius / smooth_eps) is; "pixels": the output
+  # itself (Luan). Calibrated in docs/photoreal.md (fifth calibration).
+  parameterization: str = "affine"
+  affine_weight: float = 30.0
+  size: int = 512  # long side of the output, pixels
+  style_scale: float = 1.0  # style image long side relative to the output's
+  num_regions: int = 3  # automatic masks only
+  mask_pooling: str = "avg"  # how masks follow VGG's pools (regions.downsample_masks)
+  smooth: bool = False  # the post-step (Luan's optional one), content as guide
+  smooth_method: str = "affine"  # "affine": affine_smooth; "guided": guided_smooth, one pass
+  smooth_weight: float = AFFINE_WEIGHT  # affine: the Laplacian's weight
+  # affine: > 0 picks the weight per image, the least that keeps the output's matting_ratio
+  # within this (0: smooth_weight for all)
+  matting_budget: float = 0.0
+  smooth_radius: int = 0  # guided filter (post-step "guided" and the parameterization): box
+  # radius, 0: long side / 24, at least 1 (calibrated, docs/photoreal.md)
+  smooth_eps: float = 1e-4
+  seed: int = 0
+
+
+
+# ------------------------------------------------------------------------ unit visualization
+@dataclass(frozen=True)
+class VisualizeConfig:
+  """Regularized gradient ascent (Yosinski et al. 2015, Sec. 3)."""
+  size: int = 128  # side of the square images, px
+  num_iters: int = 200
+  learning_rate: float = 0.05  # step in pixel units along the gradient divided by its mean |g|
+  decay: float = 0.01  # L2 decay towards grey: x <- 0.5 + (1 - decay) (x - 0.5)
+  blur_every: int = 4  # Gaussian blur every N steps (0: never)
+  blur_sigma: float = 0.5  # px
+  jitter: int = 0  # random shifts of up to N px before each step (0: none)
+  spatial: str = "mean"  # maximize the channel's mean, or its "center" unit
+  pooling: str = "max"  # the network as trained
+  seed: int = 0
+  chunk: int = 10  # iterations per compiled chunk
+
+
+
+# ------------------------------------------------------------------------- feed-forward networks
+@dataclass(frozen=True)
+class NetConfig:
+  """The options of ``nets.TransformNet`` (see there)."""
+  normalization: str = "instance"
+  upsample: str = "resize"
+  padding: str = "reflect"
+  width: float = 1.0
+  num_residual: int = 5
+  input_blend: float = 0.0
+  output: str = "rgb"  # "affine": per-pixel colour transforms of the input (photorealism)
+  affine_grid: int = 1  # where the affine head computes them: 1 = every pixel, 4 = quarter res
+
+
+@dataclass(frozen=True)
+class PhotoTrainConfig:
+  """Photorealistic training (``photo_train``); the defaults train an artistic network.
+
+  Attributes:
+    regions: 0: plain Gram style loss; R > 0: masked Gram losses over R automatic regions (the
+      style and ``fit_photos`` training photos clustered jointly, then every photo assigned).
+    affine_weight: weight of the matting-Laplacian affine loss (0: off).
+    affine_loss: "residual" (the thesis: (1/N) sum_c |M O_c - M C_c|^2) or "energy" (Luan et
+      al.: (1/N) sum_c O_c^T M O_c).
+    affine_eps: the Laplacian's regulariser in the affine loss (Luan et al.: 1e-7).
+    mask_pooling: how masks follow VGG's pools (``regions.downsample_masks``).
+    min_area: a style region smaller than this share of the style image is ignored.
+    fit_photos: training photos clustered with the style to define the regions.
+    guided_output: score every output after the guided filter with its photo as guide
+      (``photo_train.guided_outputs``), so the losses see what inference returns: ``nst-jax
+      stylize`` then applies that filter to such a network's outputs.
+    affine_output: if > 0, score every output after the smooth local affine post-step at this
+      weight instead (``photo_train.affine_outputs``, differentiable); ``nst-jax stylize`` then
+      smooths such a network's outputs with at least this weight.
+  """
+  regions: int = 0
+  affine_weight: float = 0.0
+  affine_loss: str = "residual"
+  affine_eps: float = 1e-7
+  mask_pooling: str = "avg"
+  min_area: float = 1e-3
+  fit_photos: int = 32
+  guided_output: bool = False
+  affine_output: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+  """A feed-forward style network's training run.
+
+  The learning rate follows ``schedule``: "constant"; "cosine" (decay to 0 over ``num_steps``
+  after ``warmup_steps`` of linear warm-up); "step" (times 0.1 at 75 % of the steps). With
+  ``ema_decay`` > 0 the checkpoints also hold an exponential moving average of the parameters
+  (Polyak averaging; horizon ~1 / (1 - ema_decay) steps), which stylization and samples use.
+  """
+  net: NetConfig = field(default_factory=NetConfig)
+  loss: LossConfig = field(default_factory=LossConfig)
+  photo: PhotoTrainConfig = field(default_factory=PhotoTrainConfig)
+  style: str = ""  # the style image
+  data: str = ""  # a folder of training photos, or "tfds:NAME"
+  size: int = 256  # training crops are size x size
+  crop: str = "random"  # random | resize (see data.transform)
+  style_size: int = 256  # the style image's long side when its Gram targets are computed
+  batch_size: int = 4  # the global batch, split over all devices
+  num_steps: int = 40_000
+  learning_rate: float = 1e-3
+  schedule: str = "constant"
+  warmup_steps: int = 0
+  ema_decay: float = 0.0  # 0: stylize with the last parameters; e.g. 0.99: with their average
+  bf16: bool = False  # bfloat16 compute in the network and VGG; float32 params, grads and losses
+  input_noise: float = 0.0  # std of Gaussian noise added to the inputs (stability for video)
+  seed: int = 0
+  checkpoint_every: int = 1000
+  keep_checkpoints: int = 3
+  log_every: int = 50  # scalars to the progress bar, TensorBoard and the CSV
+  sample_every: int = 1000  # sample stylizations to TensorBoard
+  num_samples: int = 4
+  prefetch: int = 3  # batches decoded ahead
+
+
+def thesis() -> TrainConfig:
+  """The reference thesis: instance norm, resize-convolution, reflect padding; relu4_2 content,
+  relu1_1 ... relu5_1 style, average pooling as in Gatys et al."""
+  return TrainConfig(
+      net=NetConfig(normalization="instance", upsample="resize", padding="reflect"),
+      loss=LossConfig(content_layers=("relu4_2",), content_layer_weights=(1.0,),
+                      style_layers=THESIS_STYLE_LAYERS, style_layer_weights=(1.0,) * 5,
+                      content_weight=1.0, style_weight=1e-4, tv_weight=1e3, pooling="avg"))
+
+
+def johnson() -> TrainConfig:
+  """Johnson et al. 2016: batch norm, transposed convolutions, zero padding; relu2_2 content,
+  relu1_2, relu2_2, relu3_3, relu4_3 style, max pooling; 40k steps of batch 4 at 256 px."""
+  return TrainConfig(
+      net=NetConfig(normalization="batch", upsample="transpose", padding="zero"),
+      loss=LossConfig(content_layers=("relu2_2",), content_layer_weights=(1.0,),
+                      style_layers=JOHNSON_STYLE_LAYERS, style_layer_weights=(1.0,) * 4,
+                      content_weight=1.0, style_weight=1e-4, tv_weight=1e3, pooling="max"))
+
+
+def photoreal() -> TrainConfig:
+  """The reference thesis' fast photorealistic network, made to work: the thesis' network with
+  the "affine" head (per-pixel colour transforms of the photo), Luan et al.'s objective (content
+  conv4_2, masked Gram style losses at conv1_1..conv5_1 pre-ReLU, over 3 automatic regions) and
+  the matting-Laplacian affine loss of each output against its photo, all scored on the outputs
+  after the smooth local affine post-step that ``nst-jax stylize`` applies."""
+  cfg = thesis()
+  return dataclasses.replace(
+      cfg, net=dataclasses.replace(cfg.net, output="affine"),
+      loss=dataclasses.replace(cfg.loss, content_layers=("conv4_2",),
+                               style_layers=PHOTO_STYLE_LAYERS, style_weight=1e-4, tv_weight=1e2),
+      photo=PhotoTrainConfig(regions=3, affine_weight=PHOTO_AFFINE_WEIGHT,
+                             affine_output=PHOTO_AFFINE_OUTPUT))
+
+
+def train_smoke() -> TrainConfig:
+  """A tiny, fast run for tests: the thesis' losses, a tiny net, 32-px crops."""
+  cfg = thesis()
+  return dataclasses.replace(
+      cfg, net=dataclasses.replace(cfg.net, width=0.125, num_residual=1), size=32, style_size=32,
+      batch_size=2, num_steps=6, checkpoint_every=3, log_every=2, sample_every=3, num_samples=2,
+      prefetch=1)
+
+
+TRAIN_PRESETS = {"thesis": thesis, "johnson": johnson, "photoreal": photoreal, "smoke": train_smoke}
+
+
+@dataclass(frozen=True)
+class Smoothing:
+  """The post-step of a network's outputs (``blend``), with the photo as guide.
+
+  Attributes:
+    method: "affine" (``smoothing.affine_smooth``) or "guided" (``smoothing.guided_smooth``).
+    weight: affine: with a budget the least weight, else the weight (0: ``AFFINE_WEIGHT``).
+    budget: affine: if > 0, per image the least weight (>= ``weight``) that keeps the matting
+      energy within ``budget`` times the photo's; 0: ``weight`` as it is.
+    radius: guided: the box radius; 0: long side / ``FAST_SMOOTH_RADIUS_DIVISOR``.
+  """
+  method: str = "affine"
+  weight: float = 0.0
+  budget: float = FAST_MATTING_BUDGET
+  radius: int = 0
+
+
+# ----------------------------------------------------------------------------- (de)serialization
 def to_dict(cfg) -> dict:
   return dataclasses.asdict(cfg)
 
@@ -84,24 +323,53 @@ def to_json(cfg) -> str:
   return json.dumps(to_dict(cfg), indent=2, sort_keys=True)
 
 
-def from_dict(cls, data: dict):
-  """Rebuilds a (nested) config dataclass from ``to_dict`` output."""
+def from_dict(cls, data: dict, *, prefix: str = ""):
+  """Rebuilds a (nested) config dataclass from ``to_dict`` output.
+
+  Raises:
+    ConfigError: for keys ``cls`` does not have, or values of the wrong type.
+  """
+  if not isinstance(data, dict):
+    raise ConfigError(prefix or cls.__name__, f"expected a JSON object, got {type(data).__name__}")
   hints = typing.get_type_hints(cls)
+  names = {f.name for f in dataclasses.fields(cls)}
+  unknown = sorted(set(data) - names)
+  if unknown:
+    raise ConfigError(prefix + unknown[0], f"unknown key in a {cls.__name__}")
   kwargs = {}
-  for f in dataclasses.fields(cls):
-    if f.name not in data:
-      continue
-    value, hint = data[f.name], hints[f.name]
+  for name, value in data.items():
+    hint = hints[name]
     if dataclasses.is_dataclass(hint):
-      value = from_dict(hint, value)
-    elif typing.get_origin(hint) is tuple:
-      value = tuple(value)
-    kwargs[f.name] = value
+      kwargs[name] = from_dict(hint, value, prefix=f"{prefix}{name}.")
+    else:
+      kwargs[name] = _coerce(value, hint, prefix + name)
   return cls(**kwargs)
 
 
+def from_json(cls, text: str):
+  """Rebuilds a ``cls`` from ``to_json`` output (ConfigError for bad JSON or unknown keys)."""
+  try:
+    data = json.loads(text)
+  except json.JSONDecodeError as e:
+    raise ConfigError(cls.__name__, f"not a saved config (bad JSON: {e})") from None
+  return from_dict(cls, data)
+
+
+def keys(cfg) -> list[str]:
+  """Every dotted key of ``cfg`` (the keys ``override`` and ``--set`` accept)."""
+  out = []
+  for f in dataclasses.fields(cfg):
+    value = getattr(cfg, f.name)
+    if dataclasses.is_dataclass(value):
+      out += [f"{f.name}.{k}" for k in keys(value)]
+    else:
+      out.append(f.name)
+  return out
+
+
+# ---------------------------------------------------------------------------------- overrides
 def _coerce(value, hint, key: str):
-  """Parses a string (or passes a value) to the field's declared type, or raises UserError."""
+  """Parses a string (or passes a value) to the field's declared type, or raises ConfigError."""
   origin = typing.get_origin(hint)
   try:
     if origin is tuple:
@@ -113,27 +381,48 @@ def _coerce(value, hint, key: str):
         if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
           raise ValueError(value)
         return value.lower() in ("1", "true", "yes")
+      if not isinstance(value, (bool, int)):
+        raise TypeError(value)
       return bool(value)
+    if hint is str and not isinstance(value, str):
+      raise TypeError(value)
+    if hint is int and isinstance(value, float) and not value.is_integer():
+      raise ValueError(value)
     return hint(value)
   except (TypeError, ValueError):
-    raise UserError(f"bad value {value!r} for {key}: expected {getattr(hint, '__name__', hint)}") from None
+    raise ConfigError(key, f"bad value {value!r}: expected "
+                           f"{getattr(hint, '__name__', hint)}") from None
 
 
 def override(cfg, overrides: dict):
-  """Returns ``cfg`` with dotted-key overrides applied, each type-checked against the field."""
+  """Returns ``cfg`` with dotted-key overrides applied, each type-checked against the field.
+
+  Raises:
+    ConfigError: for an unknown key (listing the valid ones) or a value of the wrong type.
+  """
   for key, value in overrides.items():
-    cfg = _override_one(cfg, key.split("."), value, key)
+    cfg = _override_one(cfg, key.split("."), value, key, cfg)
   return cfg
 
 
-def _override_one(cfg, parts, value, key):
+def _override_one(cfg, parts, value, key, root):
   names = {f.name for f in dataclasses.fields(cfg)}
-  if parts[0] not in names:
-    raise UserError(f"unknown config key {key!r}; valid here: {', '.join(sorted(names))}")
-  hint = typing.get_type_hints(type(cfg))[parts[0]]
-  current = getattr(cfg, parts[0])
+  current = getattr(cfg, parts[0], None)
+  if parts[0] not in names or (len(parts) > 1) != dataclasses.is_dataclass(current):
+    raise ConfigError(key, f"unknown config key; valid keys: {', '.join(keys(root))}")
   if len(parts) > 1:
-    if not dataclasses.is_dataclass(current):
-      raise UserError(f"unknown config key {key!r}")
-    return dataclasses.replace(cfg, **{parts[0]: _override_one(current, parts[1:], value, key)})
+    return dataclasses.replace(cfg, **{parts[0]: _override_one(current, parts[1:], value, key,
+                                                               root)})
+  hint = typing.get_type_hints(type(cfg))[parts[0]]
   return dataclasses.replace(cfg, **{parts[0]: _coerce(value, hint, key)})
+
+
+def parse_assignments(items) -> dict[str, str]:
+  """``["a.b=1", "c=x"]`` (``--set`` values) -> ``{"a.b": "1", "c": "x"}``."""
+  out = {}
+  for item in items or ():
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+      raise ConfigError(item, "expected KEY=VALUE")
+    out[key.strip()] = value.strip()
+  return out

@@ -46,7 +46,7 @@ def vgg_path() -> Path:
 
 @pytest.fixture(scope="session")
 def vgg_params(vgg_path):
-  from nst_jax import vgg
+  from nst_jax.core import vgg
   return vgg.load_vgg19(vgg_path)
 
 

@@ -3,8 +3,10 @@
 import numpy as np
 import pytest
 
-from nst_jax import artistic, colors, config, image_io
-from nst_jax.errors import UserError
+from nst_jax import config
+from nst_jax.core import colors, image_io
+from nst_jax.core.errors import UserError
+from nst_jax.slow import artistic
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nst_jax import checkpoint, config, sharding, train_config, training
-from nst_jax.errors import UserError
+from nst_jax import config
+from nst_jax.core import checkpoint
+from nst_jax.core.errors import UserError
+from nst_jax.fast import models, sharding, train_state, training
 
 REPO = Path(__file__).resolve().parent.parent
 STEPS, EVERY = 12, 3
@@ -25,7 +27,8 @@ TRAIN_SETTINGS = [f"num_steps={STEPS}", f"checkpoint_every={EVERY}", "num_sample
                   "loss.style_weight=1e-4", "learning_rate=3e-3", "keep_checkpoints=10"]
 # Slows the data pipeline in the child (a test-only patch), so the kill lands mid-run.
 SLOW_CHILD = ("import sys, time\n"
-              "from nst_jax import cli, data\n"
+              "from nst_jax import cli\n"
+              "from nst_jax.fast import data\n"
               "orig = data.IndexedDataset.example\n"
               "def slow(self, i):\n"
               "  time.sleep(0.4)\n"
@@ -35,9 +38,9 @@ SLOW_CHILD = ("import sys, time\n"
 
 
 def _tiny_state(seed=0):
-  cfg = train_config.smoke()
-  model, tx = train_config.make_model(cfg.net), training.make_optimizer(cfg)
-  return model, tx, training.init_train_state(model, tx, training.make_key(seed),
+  cfg = config.train_smoke()
+  model, tx = models.make_model(cfg.net), train_state.make_optimizer(cfg)
+  return model, tx, train_state.init_train_state(model, tx, train_state.make_key(seed),
                                               sharding.make_mesh())
 
 
@@ -56,7 +59,7 @@ def test_save_restore_round_trip_keeps_the_newest_and_the_meta(tmp_path):
       ckpts.save(step, state, meta)  # due at 2, 4, 6
     ckpts.wait()
     assert ckpts.all_steps() == [4, 6] and ckpts.latest_step() == 6
-    restored, got = ckpts.restore(6, training.abstract_train_state(model, tx))
+    restored, got = ckpts.restore(6, train_state.abstract_train_state(model, tx))
   _assert_trees_equal(restored, state)
   assert got == dict(meta, step=6)
   assert checkpoint.latest_step(tmp_path) == 6
@@ -83,7 +86,7 @@ def test_damaged_checkpoint_restore_is_a_user_error(tmp_path):
       f.write_bytes(b"garbage")
   with checkpoint.Checkpoints(tmp_path, read_only=True) as ckpts, \
        pytest.raises(UserError, match="cannot restore checkpoint"):
-    ckpts.restore(1, training.abstract_train_state(model, tx))
+    ckpts.restore(1, train_state.abstract_train_state(model, tx))
 
 
 def test_sha256_file(tmp_path):
@@ -112,10 +115,10 @@ def _env(tmp_path, vgg_path):
 
 
 def _final_state(workdir):
-  cfg = train_config.smoke()
-  model, tx = train_config.make_model(cfg.net), training.make_optimizer(cfg)
+  cfg = config.train_smoke()
+  model, tx = models.make_model(cfg.net), train_state.make_optimizer(cfg)
   with checkpoint.Checkpoints(workdir, read_only=True) as ckpts:
-    return ckpts.restore(STEPS, training.abstract_train_state(model, tx))
+    return ckpts.restore(STEPS, train_state.abstract_train_state(model, tx))
 
 
 def test_sigkilled_run_resumes_to_exactly_the_uninterrupted_parameters(tmp_path, vgg_path,
@@ -150,12 +153,12 @@ def test_sigkilled_run_resumes_to_exactly_the_uninterrupted_parameters(tmp_path,
   _assert_trees_equal(state_b.params, state_a.params)  # bit for bit
   _assert_trees_equal(state_b.opt_state, state_a.opt_state)
   assert meta_a["style_sha256"] == meta_b["style_sha256"] == checkpoint.sha256_file(style)
-  assert train_config.from_dict(meta_b["config"]).num_steps == STEPS
+  assert models.from_dict(meta_b["config"]).num_steps == STEPS
   rows = (killed_dir / "losses.csv").read_text().splitlines()
   assert len(rows) == STEPS + 1  # the loss history survives the kill, one row per step
   assert (killed_dir / "losses.csv").read_text() == (clean_dir / "losses.csv").read_text()
 
-  cfg = train_config.from_dict(meta_b["config"])
+  cfg = models.from_dict(meta_b["config"])
   with pytest.raises(UserError, match="another style image"):
     training.train_and_evaluate(config.override(cfg, {"style": str(photos / "t1.jpg")}),
                                 killed_dir, vgg_params={})
@@ -165,9 +168,9 @@ def test_sigkilled_run_resumes_to_exactly_the_uninterrupted_parameters(tmp_path,
 
 
 def test_parameter_average_round_trips_and_cannot_be_toggled_on_resume(tmp_path):
-  cfg = config.override(train_config.smoke(), {"ema_decay": "0.99"})
-  model, tx = train_config.make_model(cfg.net), training.make_optimizer(cfg)
-  state = training.init_train_state(model, tx, training.make_key(0), sharding.make_mesh())
+  cfg = config.override(config.train_smoke(), {"ema_decay": "0.99"})
+  model, tx = models.make_model(cfg.net), train_state.make_optimizer(cfg)
+  state = train_state.init_train_state(model, tx, train_state.make_key(0), sharding.make_mesh())
   adam_state, average = state.opt_state
   state = state.replace(opt_state=(adam_state, average._replace(
       ema_params=jax.tree.map(lambda p: p + 0.5, average.ema_params))))
@@ -175,10 +178,10 @@ def test_parameter_average_round_trips_and_cannot_be_toggled_on_resume(tmp_path)
     ckpts.save(1, state, training.run_meta(cfg, "abc"))
     ckpts.wait()
   with checkpoint.Checkpoints(tmp_path, read_only=True) as ckpts:
-    restored, meta = ckpts.restore(1, training.abstract_train_state(model, tx))
+    restored, meta = ckpts.restore(1, train_state.abstract_train_state(model, tx))
   _assert_trees_equal(restored, state)
-  _assert_trees_equal(training.variables_of(restored)["params"],
+  _assert_trees_equal(train_state.variables_of(restored)["params"],
                       jax.tree.map(lambda p: p + 0.5, state.params))  # the average stylizes
   training.check_resumable(meta, cfg, "abc", tmp_path)  # another nonzero decay would do too
   with pytest.raises(UserError, match="ema_decay=0.99"):
-    training.check_resumable(meta, train_config.smoke(), "abc", tmp_path)
+    training.check_resumable(meta, config.train_smoke(), "abc", tmp_path)

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nst_jax import data, image_io
-from nst_jax.errors import UserError
+from nst_jax.core import image_io
+from nst_jax.core.errors import UserError
+from nst_jax.fast import data
 
 SIZE = 16
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nst_jax import image_io
-from nst_jax.errors import UserError
+from nst_jax.core import image_io
+from nst_jax.core.errors import UserError
 
 
 def _save(img, path, **kw):

@@ -7,23 +7,25 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nst_jax import checkpoint, cli, colors, inference, nets, sharding, train_config, training
-from nst_jax.errors import UserError
+from nst_jax import cli, config
+from nst_jax.core import checkpoint, colors, metrics, smoothing
+from nst_jax.core.errors import UserError
+from nst_jax.fast import inference, models, nets, sharding, train_state, training
 
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
   """A checkpoint of an untrained tiny network (norm scales perturbed so it is not trivial)."""
   workdir = tmp_path_factory.mktemp("run")
-  cfg = dataclasses.replace(train_config.smoke(), style="s.jpg", data="d")
-  model, tx = train_config.make_model(cfg.net), training.make_optimizer(cfg)
-  state = training.init_train_state(model, tx, training.make_key(1), sharding.make_mesh())
+  cfg = dataclasses.replace(config.train_smoke(), style="s.jpg", data="d")
+  model, tx = models.make_model(cfg.net), train_state.make_optimizer(cfg)
+  state = train_state.init_train_state(model, tx, train_state.make_key(1), sharding.make_mesh())
   params = jax.tree.map(lambda p: p * 1.5, state.params)
   state = state.replace(params=params)
   with checkpoint.Checkpoints(workdir, every=1, keep=1) as ckpts:
     ckpts.save(7, state, training.run_meta(cfg, "0" * 64))
     ckpts.wait()
-  return workdir, model, training.variables_of(state)
+  return workdir, model, train_state.variables_of(state)
 
 
 @pytest.fixture(scope="module")
@@ -77,37 +79,36 @@ def test_strength_blends_in_pixel_space(stylizer, rng):
 
 
 def test_smoothing_defaults_by_head_and_training(stylizer, rng):
-  from nst_jax import photoreal  # pylint: disable=import-outside-toplevel
   x = _photo(rng, 40, 40)
   assert stylizer.smoothing is None  # an artistic (rgb head) network: no post-step
   np.testing.assert_allclose(stylizer(x, smooth=True),  # on request: the affine step, budget 2
-                             photoreal.affine_smooth(stylizer(x), x, budget=2.0)[0], atol=1e-6)
-  guided = inference.Smoothing(method="guided", radius=5)
+                             smoothing.affine_smooth(stylizer(x), x, budget=2.0)[0], atol=1e-6)
+  guided = config.Smoothing(method="guided", radius=5)
   np.testing.assert_allclose(stylizer(x, smooth=True, smoothing=guided),
-                             photoreal.guided_smooth(stylizer(x), x, radius=5), atol=1e-6)
-  np.testing.assert_allclose(stylizer(x, smooth=True, smoothing=inference.Smoothing("guided")),
-                             photoreal.guided_smooth(stylizer(x), x, radius=3),  # 40 / 12
+                             smoothing.guided_smooth(stylizer(x), x, radius=5), atol=1e-6)
+  np.testing.assert_allclose(stylizer(x, smooth=True, smoothing=config.Smoothing("guided")),
+                             smoothing.guided_smooth(stylizer(x), x, radius=3),  # 40 / 12
                              atol=1e-6)
   for bad, match in ((dict(method="box"), "smooth-method"), (dict(radius=-1), "smooth-radius"),
                      (dict(weight=-1.0), "smooth-weight"), (dict(budget=-2.0), "budget")):
     with pytest.raises(UserError, match=match):
-      stylizer(x, smooth=True, smoothing=inference.Smoothing(**bad))
+      stylizer(x, smooth=True, smoothing=config.Smoothing(**bad))
   # Photorealistic ("affine" head) networks: the post-step their training implies.
   net = nets.TinyNet(output="affine")
   variables = nets.init_variables(net, jax.random.key(0))
   affine = inference.Stylizer(net, variables)
-  assert affine.smoothing == inference.Smoothing(method="affine", weight=0.0, budget=2.0)
+  assert affine.smoothing == config.Smoothing(method="affine", weight=0.0, budget=2.0)
   raw = affine(x, smooth=False)
-  np.testing.assert_allclose(affine(x), photoreal.affine_smooth(raw, x, budget=2.0)[0],
+  np.testing.assert_allclose(affine(x), smoothing.affine_smooth(raw, x, budget=2.0)[0],
                              atol=1e-6)
-  assert photoreal.matting_ratio(x, affine(x)) <= 2.0 < photoreal.matting_ratio(x, raw)
-  cfg = train_config.photoreal()
-  assert inference.default_smoothing(net, cfg) == inference.Smoothing(
-      weight=train_config.PHOTO_AFFINE_OUTPUT)  # the preset trains through the affine step
-  for photo, expected in ((dict(affine_output=20.0), inference.Smoothing(weight=20.0)),
-                          (dict(affine_output=0.0), inference.Smoothing()),
+  assert metrics.matting_ratio(x, affine(x)) <= 2.0 < metrics.matting_ratio(x, raw)
+  cfg = config.photoreal()
+  assert inference.default_smoothing(net, cfg) == config.Smoothing(
+      weight=config.PHOTO_AFFINE_OUTPUT)  # the preset trains through the affine step
+  for photo, expected in ((dict(affine_output=20.0), config.Smoothing(weight=20.0)),
+                          (dict(affine_output=0.0), config.Smoothing()),
                           (dict(guided_output=True, affine_output=0.0),
-                           inference.Smoothing(method="guided"))):
+                           config.Smoothing(method="guided"))):
     c = dataclasses.replace(cfg, photo=dataclasses.replace(cfg.photo, **photo))
     s = inference.Stylizer(net, variables, meta=training.run_meta(c, "0" * 64))
     assert s.smoothing == expected
@@ -158,13 +159,13 @@ def test_cli_stylizes_several_images(ckpt, photo_files, tmp_path, capsys):
 
 
 def test_cli_smoothing_flags_replace_the_default(ckpt, stylizer, photo_files, tmp_path):
-  from nst_jax import image_io  # pylint: disable=import-outside-toplevel
+  from nst_jax.core import image_io  # pylint: disable=import-outside-toplevel
   out = tmp_path / "out"
   assert cli.main(["stylize", "--model", str(ckpt[0]), "--content", str(photo_files[0]),
                    "--out", str(out), "--smooth", "--smooth-method", "guided",
                    "--smooth-radius", "2"]) == 0
   photo = image_io.load_image(photo_files[0])
-  expected = stylizer(photo, smooth=True, smoothing=inference.Smoothing("guided", radius=2))
+  expected = stylizer(photo, smooth=True, smoothing=config.Smoothing("guided", radius=2))
   np.testing.assert_allclose(image_io.load_image(out / "a.png"), expected, atol=0.6 / 255)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from nst_jax import losses
+from nst_jax.core import losses
 
 
 def _feats(rng, b=2, h=5, w=7, c=4):
@@ -132,7 +132,7 @@ def test_gradients_match_finite_differences(rng):
 
 
 def test_vgg_conv_custom_vjp_matches_autodiff(rng):
-  from nst_jax import vgg
+  from nst_jax.core import vgg
   x = jnp.asarray(rng.normal(size=(2, 7, 6, 3)).astype(np.float32))
   k = jnp.asarray(rng.normal(size=(3, 3, 3, 4)).astype(np.float32))
   g = jnp.asarray(rng.normal(size=(2, 7, 6, 4)).astype(np.float32))

@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nst_jax import matting
-from nst_jax.errors import UserError
+from nst_jax.core import matting
+from nst_jax.core.errors import UserError
 
 
 def levin_dense(image, eps, radius):

@@ -16,16 +16,19 @@ REPO = Path(__file__).resolve().parent.parent
 CHILD = r'''
 import dataclasses, json, sys
 import jax, jax.numpy as jnp, numpy as np, optax
-from nst_jax import data, image_io, sharding, train_config, training, vgg
+from nst_jax.fast import train_state
+from nst_jax.core import image_io, vgg
+from nst_jax.fast import data, models, sharding, training
+from nst_jax import config
 from nst_jax.config import LossConfig
 
 vgg_path, data_dir = sys.argv[1], sys.argv[2]
 loss = LossConfig(content_layers=("relu2_2",), content_layer_weights=(1.0,),
                   style_layers=("relu1_1", "relu2_1"), style_layer_weights=(1.0, 1.0),
                   style_weight=1e-4, tv_weight=1e3, pooling="avg")
-cfg = dataclasses.replace(train_config.smoke(), loss=loss, batch_size=8, learning_rate=3e-3,
+cfg = dataclasses.replace(config.train_smoke(), loss=loss, batch_size=8, learning_rate=3e-3,
                           input_noise=0.01)
-model = train_config.make_model(cfg.net)
+model = models.make_model(cfg.net)
 # Adam's first steps are lr * sign(g): elements whose gradient is rounding noise (e.g. a conv bias
 # before instance norm, zero in exact arithmetic) take +-lr steps either way, so Adam's parameters
 # are not comparable at float tolerance. Unit-global-norm SGD moves every element in proportion
@@ -45,8 +48,8 @@ def step_fn(state, images, vgg_params, style_targets, key):
 
 def run(mesh):
   step = training.jit_train_step(step_fn, mesh)
-  state = training.init_train_state(model, tx, training.make_key(0), mesh)
-  p, t, k = (sharding.replicate(mesh, x) for x in (params, targets, training.make_key(0)))
+  state = train_state.init_train_state(model, tx, train_state.make_key(0), mesh)
+  p, t, k = (sharding.replicate(mesh, x) for x in (params, targets, train_state.make_key(0)))
   shard_counts, losses = [], []
   for b in batches:
     x = sharding.shard_batch(mesh, b)
@@ -61,7 +64,7 @@ traces8 = traces["n"]
 p1, l1, s1, r1 = run(sharding.make_mesh(jax.devices()[:1]))
 diff = max(float(np.max(np.abs(a - b))) for a, b in zip(jax.tree.leaves(p8), jax.tree.leaves(p1)))
 scale = max(float(np.max(np.abs(a))) for a in jax.tree.leaves(p1))
-init = jax.device_get(training.init_train_state(model, tx, training.make_key(0),
+init = jax.device_get(train_state.init_train_state(model, tx, train_state.make_key(0),
                                                 sharding.make_mesh(jax.devices()[:1])).params)
 moved = max(float(np.max(np.abs(a - b))) for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(init)))
 print(json.dumps({"devices": jax.device_count(), "diff": diff, "scale": scale, "moved": moved,

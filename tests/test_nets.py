@@ -7,8 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nst_jax import conv, nets
-from nst_jax.errors import UserError
+from nst_jax.core import conv
+from nst_jax.core.errors import UserError
+from nst_jax.fast import nets
 
 KEY = jax.random.key(0)
 

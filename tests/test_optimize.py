@@ -4,7 +4,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nst_jax import artistic, config, image_io, optimize
+from nst_jax import config
+from nst_jax.core import image_io
+from nst_jax.slow import artistic, optimize
 
 OPTIMIZERS = ("lbfgsb", "lbfgs", "adam")
 

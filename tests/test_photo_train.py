@@ -17,18 +17,27 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nst_jax import (image_io, inference, masks, matting, nets, photo_train, sharding,
-                     train_config, training)
+from nst_jax import config
 from nst_jax.config import LossConfig
-from nst_jax.errors import UserError
+from nst_jax.core import image_io, matting, regions
+from nst_jax.core.errors import UserError
+from nst_jax.fast import (
+  inference,
+  models,
+  nets,
+  photo_train,
+  sharding,
+  train_state,
+  training,
+)
 
 SHALLOW = LossConfig(content_layers=("conv2_2",), content_layer_weights=(1.0,),
                      style_layers=("conv1_1", "conv2_1"), style_layer_weights=(1.0, 1.0),
                      content_weight=1.0, style_weight=1e-4, tv_weight=1e2, pooling="avg")
 
 
-def photo_config(**photo) -> train_config.TrainConfig:
-  base = train_config.photoreal()
+def photo_config(**photo) -> config.TrainConfig:
+  base = config.photoreal()
   return dataclasses.replace(
       base, loss=SHALLOW, size=32, style_size=32, batch_size=2, learning_rate=3e-3,
       net=dataclasses.replace(base.net, width=0.125, num_residual=1),
@@ -53,24 +62,24 @@ def scenes():
 
 
 @pytest.fixture(scope="module")
-def regions(vgg_params, scenes):
+def region_model(vgg_params, scenes):
   style, photos = scenes
   return photo_train.fit_regions(vgg_params, style, photos, photo_config())
 
 
 def test_rgb_to_lab_known_values():
-  lab = np.asarray(masks.rgb_to_lab(np.array([[1, 1, 1], [1, 0, 0], [0, 0, 0]], np.float32)))
+  lab = np.asarray(regions.rgb_to_lab(np.array([[1, 1, 1], [1, 0, 0], [0, 0, 0]], np.float32)))
   np.testing.assert_allclose(lab[0], [100, 0, 0], atol=0.05)
   np.testing.assert_allclose(lab[1], [53.24, 80.09, 67.20], atol=0.1)  # sRGB red, D65
   np.testing.assert_allclose(lab[2], [0, 0, 0], atol=1e-4)
 
 
-def test_regions_separate_sky_from_ground_in_photos_and_style(vgg_params, scenes, regions):
+def test_regions_separate_sky_from_ground_in_photos_and_style(vgg_params, scenes, region_model):
   style, photos = scenes
   for images in (style[None], photos):
     x = jnp.asarray(images)
-    feats = photo_train._features(vgg_params, x, SHALLOW, masks.AUTO_LAYERS)
-    soft = np.asarray(photo_train.region_masks(regions, feats, x))      # [B, R, H, W]
+    feats = photo_train.features(vgg_params, x, SHALLOW, regions.AUTO_LAYERS)
+    soft = np.asarray(photo_train.region_masks(region_model, feats, x))      # [B, R, H, W]
     assert soft.shape == (len(images), 2) + images.shape[1:3]
     np.testing.assert_allclose(soft.sum(axis=1), 1.0, atol=1e-5)
     hard = soft.argmax(axis=1)
@@ -110,8 +119,8 @@ def test_smoothed_outputs_are_scored_as_inference_returns_them(vgg_params, scene
   else:
     smoothed = photo_train.affine_outputs(out, x, 5.0)
   smoothing = inference.default_smoothing(nets.TinyNet(output="affine"), smoothed_cfg)
-  assert smoothing == {"guided": inference.Smoothing(method="guided"),
-                       "affine": inference.Smoothing(weight=5.0)}[kind]
+  assert smoothing == {"guided": config.Smoothing(method="guided"),
+                       "affine": config.Smoothing(weight=5.0)}[kind]
   np.testing.assert_allclose(  # the post-step of inference (at the least weight: no budget)
       smoothed[0], inference.blend(np.asarray(out[0]), photos[0],
                                    smoothing=dataclasses.replace(smoothing, budget=0.0)),
@@ -191,7 +200,7 @@ def test_affine_loss_ignores_colour_transforms_and_punishes_texture():
 def test_photoreal_preset_steps_lower_the_loss_without_recompiling(vgg_params, scenes):
   style, photos = scenes
   cfg = photo_config()
-  model, tx = train_config.make_model(cfg.net), training.make_optimizer(cfg)
+  model, tx = models.make_model(cfg.net), train_state.make_optimizer(cfg)
   assert model.output == "affine"
   targets = training.setup_style_targets(cfg, vgg_params, style, dataset=_Batches(photos))
 
@@ -202,11 +211,11 @@ def test_photoreal_preset_steps_lower_the_loss_without_recompiling(vgg_params, s
 
   mesh = sharding.make_mesh()
   step = training.jit_train_step(step_fn, mesh)
-  state = training.init_train_state(model, tx, training.make_key(0), mesh)
+  state = train_state.init_train_state(model, tx, train_state.make_key(0), mesh)
   batch = jnp.asarray(photos[:2])
   totals = []
   for _ in range(8):
-    state, metrics = step(state, batch, vgg_params, targets, training.make_key(0))
+    state, metrics = step(state, batch, vgg_params, targets, train_state.make_key(0))
     totals.append(float(metrics["total"]))
   assert set(metrics) == {"content", "style", "tv", "affine", "total"}
   assert all(np.isfinite(totals)) and totals[-1] < 0.8 * totals[0], totals
@@ -216,16 +225,16 @@ def test_photo_settings_are_validated_and_part_of_resume_checks(tmp_path):
   for bad in ({"regions": -1}, {"affine_weight": -1.0}, {"affine_loss": "l1"},
               {"mask_pooling": "median"}, {"fit_photos": 0}, {"affine_eps": 0.0}):
     with pytest.raises(UserError):
-      train_config.check_config(photo_config(**bad))
+      models.check_config(photo_config(**bad))
   cfg = photo_config()
   meta = training.run_meta(cfg, "abc")
-  assert train_config.from_dict(json.loads(json.dumps(meta["config"]))) == cfg
+  assert models.from_dict(json.loads(json.dumps(meta["config"]))) == cfg
   with pytest.raises(UserError, match="photo"):
     training.check_resumable(meta, photo_config(affine_weight=1.0), "abc", tmp_path)
   # A config written before the photo section existed still loads (artistic defaults).
-  old = json.loads(train_config.to_json(train_config.thesis()))
+  old = json.loads(config.to_json(config.thesis()))
   del old["photo"]
-  assert train_config.from_dict(old).photo == train_config.PhotoTrainConfig()
+  assert models.from_dict(old).photo == config.PhotoTrainConfig()
 
 
 def test_cli_trains_the_photoreal_preset_and_stylizes(tmp_path, data_dir, vgg_path):
@@ -249,7 +258,7 @@ def test_cli_trains_the_photoreal_preset_and_stylizes(tmp_path, data_dir, vgg_pa
                          capture_output=True, text=True, timeout=300)
   assert train.returncode == 0, train.stderr[-2000:]
   assert "affine" in (work / "losses.csv").read_text().splitlines()[0]
-  saved = train_config.from_json((work / "config.json").read_text())
+  saved = models.from_json((work / "config.json").read_text())
   assert saved.net.output == "affine" and saved.photo.regions == 2
   run = subprocess.run(base + ["stylize", "--model", str(work), "--content", str(photos / "p0.png"),
                                "--out", str(out)], capture_output=True, text=True, timeout=300)

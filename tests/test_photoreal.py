@@ -10,9 +10,11 @@ import scipy.sparse
 import scipy.sparse.linalg
 from PIL import Image
 
-from nst_jax import cli, image_io, masks, matting, photoreal, vgg
-from nst_jax.commands import photo as photo_command
-from nst_jax.errors import UserError
+from nst_jax import cli, config
+from nst_jax.cli import photo as photo_command
+from nst_jax.core import image_io, matting, metrics, regions, smoothing, vgg
+from nst_jax.core.errors import UserError
+from nst_jax.slow import photoreal
 
 
 def _pair(data_dir, n=1):
@@ -23,7 +25,7 @@ def _pair(data_dir, n=1):
 
 
 def _cfg(size, iters, **kw):
-  base = photoreal.PhotoConfig()
+  base = config.PhotoConfig()
   return dataclasses.replace(base, size=size,
                              optim=dataclasses.replace(base.optim, num_iters=iters, chunk=iters),
                              **kw)
@@ -37,7 +39,7 @@ def test_masked_targets_match_feature_shapes_and_ignore_missing_regions(vgg_para
   cm[0, :20], cm[1, 20:] = 1.0, 1.0                      # regions 0, 1 in the content
   sm = np.zeros((3, 32, 48), np.float32)
   sm[0, :, :24], sm[2, :, 24:] = 1.0, 1.0                # regions 0, 2 in the style
-  cfg = photoreal.PhotoConfig()
+  cfg = config.PhotoConfig()
   targets = photoreal.make_targets(vgg_params, content, style, cm, sm, cfg)
   feats = vgg.vgg_features(vgg_params, content[None], cfg.loss.style_layers)
   for layer in cfg.loss.style_layers:
@@ -54,23 +56,23 @@ def test_masks_sharing_no_region_are_refused(vgg_params):
   cm[0], sm[1] = 1.0, 1.0
   img = np.zeros((16, 16, 3), np.float32)
   with pytest.raises(UserError, match="share no region"):
-    photoreal.make_targets(vgg_params, img, img, cm, sm, photoreal.PhotoConfig())
+    photoreal.make_targets(vgg_params, img, img, cm, sm, config.PhotoConfig())
 
 
 @pytest.mark.real_weights
 def test_two_stage_penalty_lowers_matting_energy_without_freezing(vgg_params, data_dir):
   paths = _pair(data_dir)
   content, style = image_io.load_image(paths["content"]), image_io.load_image(paths["style"])
-  cm = masks.load_color_mask(paths["content_mask"], size_hw=content.shape[:2])
-  sm = masks.load_color_mask(paths["style_mask"], size_hw=style.shape[:2])
+  cm = regions.load_color_mask(paths["content_mask"], size_hw=content.shape[:2])
+  sm = regions.load_color_mask(paths["style_mask"], size_hw=style.shape[:2])
   run = lambda weight, param="guided": photoreal.stylize(
       vgg_params, content, style,
       _cfg(64, 6, matting_weight=weight, smooth=False, parameterization=param),
       content_masks=cm, style_masks=sm, progress=False)
-  with_penalty, without = run(photoreal.PhotoConfig().matting_weight), run(0.0)
-  pixels = run(photoreal.PhotoConfig().matting_weight, "pixels")   # Luan's parameterization
+  with_penalty, without = run(config.PhotoConfig().matting_weight), run(0.0)
+  pixels = run(config.PhotoConfig().matting_weight, "pixels")   # Luan's parameterization
   small = image_io.resize_array(content, with_penalty.images[0].shape[:2])
-  ratio = lambda out: photoreal.matting_ratio(small, out.images[0], eps=1e-4)
+  ratio = lambda out: metrics.matting_ratio(small, out.images[0], eps=1e-4)
   assert ratio(with_penalty) < 0.7 * ratio(without)
   assert ratio(pixels) < 0.7 * ratio(without)
   np.testing.assert_array_equal(pixels.history["total"][:6], with_penalty.history["total"][:6])
@@ -87,16 +89,16 @@ def test_guided_parameterization_scores_the_filtered_image(vgg_params, rng):
   # guide), so every iterate of that stage is locally affine in the content's colours.
   content = image_io.resize_array(rng.uniform(size=(6, 5, 3)).astype(np.float32), (36, 30))
   style = rng.uniform(size=(32, 32, 3)).astype(np.float32)
-  cfg = photoreal.PhotoConfig()
+  cfg = config.PhotoConfig()
   one = np.ones((1, 36, 30), np.float32)
   aux = {"targets": photoreal.make_targets(vgg_params, content, style, one,
                                            np.ones((1, 32, 32), np.float32), cfg),
          "matting": matting.matting_coefficients(jnp.asarray(content)),
-         "filter": masks.guided_filter_for(content, radius=2, eps=1e-4),
+         "filter": smoothing.guided_filter_for(content, radius=2, eps=1e-4),
          "matting_weight": jnp.asarray(3e9, jnp.float32)}
   x = jnp.asarray(rng.uniform(size=(1, 36, 30, 3)), jnp.float32)
   loss_fn = jax.jit(photoreal.make_loss_fn(cfg.loss))
-  filtered = masks.apply_guided_filter(aux["filter"], x[0])[None]
+  filtered = smoothing.apply_guided_filter(aux["filter"], x[0])[None]
   on, off = dict(aux, filtered=jnp.float32(1)), dict(aux, filtered=jnp.float32(0))
   np.testing.assert_array_equal(photoreal.output_image(x, off), x)
   # (a few ulps apart: output_image runs the filter compiled, inside lax.cond)
@@ -114,7 +116,7 @@ def test_affine_parameterization_scores_the_solved_image(vgg_params, rng, monkey
   # times O's (checked with tight solves).
   content = image_io.resize_array(rng.uniform(size=(6, 5, 3)).astype(np.float32), (24, 20))
   style = rng.uniform(size=(24, 24, 3)).astype(np.float32)
-  cfg = dataclasses.replace(photoreal.PhotoConfig(), parameterization="affine", affine_weight=3.0)
+  cfg = dataclasses.replace(config.PhotoConfig(), parameterization="affine", affine_weight=3.0)
   step = photoreal.parameterization_step(content, cfg)
   assert isinstance(step, photoreal.AffineStep)
   aux = {"targets": photoreal.make_targets(vgg_params, content, style,
@@ -125,7 +127,7 @@ def test_affine_parameterization_scores_the_solved_image(vgg_params, rng, monkey
   on, off = dict(aux, filtered=jnp.float32(1)), dict(aux, filtered=jnp.float32(0))
   x = jnp.asarray(rng.uniform(size=(1, 24, 20, 3)), jnp.float32)
   system = scipy.sparse.identity(24 * 20) + 3.0 * matting.build_matting_laplacian(
-      content, eps=photoreal.EVAL_EPS)
+      content, eps=config.EVAL_EPS)
   flat = lambda a: np.asarray(a, np.float64).reshape(-1, 3)
   np.testing.assert_array_equal(photoreal.output_image(x, off), x)
   residual = lambda o: np.linalg.norm(system @ flat(o) - flat(x)) / np.linalg.norm(flat(x))
@@ -176,10 +178,10 @@ def test_guided_smooth_keeps_locally_affine_images_and_flattens_noise(rng):
   guide = image_io.resize_array(rng.uniform(size=(8, 8, 3)).astype(np.float32), (48, 48))
   affine = np.clip(guide @ np.array([[0.5, 0.1, 0], [0, 0.6, 0], [0.1, 0, 0.7]], np.float32)
                    + 0.1, 0, 1)
-  out = photoreal.guided_smooth(affine, guide, radius=2, eps=1e-6)
+  out = smoothing.guided_smooth(affine, guide, radius=2, eps=1e-6)
   np.testing.assert_allclose(out[3:-3, 3:-3], affine[3:-3, 3:-3], atol=2e-3)
   noisy = np.clip(affine + rng.normal(0, 0.05, affine.shape).astype(np.float32), 0, 1)
-  smoothed = photoreal.guided_smooth(noisy, guide, radius=2, eps=1e-4)
+  smoothed = smoothing.guided_smooth(noisy, guide, radius=2, eps=1e-4)
   assert np.abs(smoothed - affine).mean() < 0.5 * np.abs(noisy - affine).mean()
 
 
@@ -189,21 +191,21 @@ def test_post_steps_make_a_textured_result_nearly_locally_affine(rng):
   # guided filter (the "guided" parameterization's and post-step) has radius long side / 24.
   # Both bring the matting energy of a colour-transformed content with texture on top close to
   # the content's own.
-  cfg = photoreal.PhotoConfig()
+  cfg = config.PhotoConfig()
   assert (cfg.parameterization, cfg.affine_weight, cfg.matting_weight) == ("affine", 30.0, 3e9)
   assert not cfg.smooth and cfg.smooth_radius == 0
-  assert (cfg.smooth_method, cfg.smooth_weight) == ("affine", photoreal.AFFINE_WEIGHT) == (
+  assert (cfg.smooth_method, cfg.smooth_weight) == ("affine", config.AFFINE_WEIGHT) == (
       "affine", 1.2)
   cfg = dataclasses.replace(cfg, smooth=True)
   content, graded, textured = _graded_and_textured(rng, hw=(96, 72))
-  guided = photoreal.guided_smooth(textured, content, eps=cfg.smooth_eps)
-  np.testing.assert_allclose(guided, photoreal.guided_smooth(textured, content, radius=4,
+  guided = smoothing.guided_smooth(textured, content, eps=cfg.smooth_eps)
+  np.testing.assert_allclose(guided, smoothing.guided_smooth(textured, content, radius=4,
                                                              eps=cfg.smooth_eps))
   affine = photoreal.post_smooth(textured, content, cfg)
   error = lambda x: np.abs(x - graded).mean()
-  assert photoreal.matting_ratio(content, textured) > 20.0
-  assert photoreal.matting_ratio(content, affine) < 2.0
-  assert photoreal.matting_ratio(content, guided) < 1.0
+  assert metrics.matting_ratio(content, textured) > 20.0
+  assert metrics.matting_ratio(content, affine) < 2.0
+  assert metrics.matting_ratio(content, guided) < 1.0
   assert error(affine) < 0.4 * error(textured) and error(guided) < 0.3 * error(textured)
 
 
@@ -220,9 +222,9 @@ def test_affine_smooth_solves_the_regularised_system_of_the_host_laplacian(rng):
   # The nearest locally affine image: (I + w L) O = image per channel, L the guide's Laplacian.
   content, _, _ = _graded_and_textured(rng, hw=(20, 16))
   image = rng.uniform(0.3, 0.7, size=content.shape).astype(np.float32)   # no clipping
-  lap = matting.build_matting_laplacian(content, eps=photoreal.EVAL_EPS)
+  lap = matting.build_matting_laplacian(content, eps=config.EVAL_EPS)
   system = scipy.sparse.identity(lap.shape[0], format="csr") + 0.7 * lap
-  out, used = photoreal.affine_smooth(image, content, weight=0.7)
+  out, used = smoothing.affine_smooth(image, content, weight=0.7)
   expected = np.stack([scipy.sparse.linalg.spsolve(system, image[..., c].ravel().astype(
       np.float64)) for c in range(3)], axis=-1).reshape(image.shape)
   assert used == 0.7 and out.dtype == np.float32
@@ -232,34 +234,34 @@ def test_affine_smooth_solves_the_regularised_system_of_the_host_laplacian(rng):
 
 def test_affine_smooth_trades_change_for_matting_energy_and_meets_a_budget(rng):
   content, _, textured = _graded_and_textured(rng)
-  start = photoreal.matting_ratio(content, textured)
+  start = metrics.matting_ratio(content, textured)
   ratios, changes = [], []
   for weight in (0.3, 1.0, 3.0, 10.0):
-    out, _ = photoreal.affine_smooth(textured, content, weight=weight)
+    out, _ = smoothing.affine_smooth(textured, content, weight=weight)
     assert 0.0 <= out.min() and out.max() <= 1.0
-    ratios.append(photoreal.matting_ratio(content, out))
+    ratios.append(metrics.matting_ratio(content, out))
     changes.append(np.abs(out - textured).mean())
   assert start > ratios[0] and np.all(np.diff(ratios) < 0) and np.all(np.diff(changes) > 0)
   for budget in (start / 2, start / 8):
-    out, weight = photoreal.affine_smooth(textured, content, budget=budget)
+    out, weight = smoothing.affine_smooth(textured, content, budget=budget)
     # Within budget, by the least weight to a factor 1.1: 10 % less smoothing breaks it.
-    assert photoreal.matting_ratio(content, out) <= budget
-    less, _ = photoreal.affine_smooth(textured, content, weight=weight / 1.1)
-    assert photoreal.matting_ratio(content, less) > budget
-  same, zero = photoreal.affine_smooth(textured, content, budget=1.01 * start)
+    assert metrics.matting_ratio(content, out) <= budget
+    less, _ = smoothing.affine_smooth(textured, content, weight=weight / 1.1)
+    assert metrics.matting_ratio(content, less) > budget
+  same, zero = smoothing.affine_smooth(textured, content, budget=1.01 * start)
   np.testing.assert_array_equal(same, textured)                 # within budget: unchanged
   assert zero == 0.0
   # A least weight: applied even within budget, exceeded (by the least weight) when needed.
-  floor, used = photoreal.affine_smooth(textured, content, budget=1.01 * start, min_weight=2.0)
-  np.testing.assert_array_equal(floor, photoreal.affine_smooth(textured, content, weight=2.0)[0])
+  floor, used = smoothing.affine_smooth(textured, content, budget=1.01 * start, min_weight=2.0)
+  np.testing.assert_array_equal(floor, smoothing.affine_smooth(textured, content, weight=2.0)[0])
   assert used == 2.0
-  _, at_least = photoreal.affine_smooth(textured, content, budget=start / 8, min_weight=0.1)
-  np.testing.assert_allclose(at_least, photoreal.affine_smooth(textured, content,
+  _, at_least = smoothing.affine_smooth(textured, content, budget=start / 8, min_weight=0.1)
+  np.testing.assert_allclose(at_least, smoothing.affine_smooth(textured, content,
                                                                budget=start / 8)[1], rtol=0.25)
   with pytest.raises(UserError, match="budget"):
-    photoreal.affine_smooth(textured, content, budget=-1.0)
+    smoothing.affine_smooth(textured, content, budget=-1.0)
   with pytest.raises(UserError, match="least weight"):
-    photoreal.affine_smooth(textured, content, budget=2.0, min_weight=-1.0)
+    smoothing.affine_smooth(textured, content, budget=2.0, min_weight=-1.0)
 
 
 @pytest.mark.parametrize("flag,expected", [([], False), (["--smooth"], True),
@@ -274,15 +276,15 @@ def test_post_step_follows_the_config(rng):
   content, _, textured = _graded_and_textured(rng)
   over = textured + 0.01                                       # above 1 somewhere: clipped
   clipped = np.clip(over, 0, 1)
-  base = photoreal.PhotoConfig(smooth=True, smooth_radius=2)
+  base = config.PhotoConfig(smooth=True, smooth_radius=2)
   assert base.smooth_method == "affine" and base.matting_budget == 0.0
   post = lambda **kw: photoreal.post_smooth(over, content, dataclasses.replace(base, **kw))
   np.testing.assert_array_equal(post(smooth=False), clipped)
-  np.testing.assert_array_equal(post(), photoreal.affine_smooth(clipped, content, weight=1.2)[0])
+  np.testing.assert_array_equal(post(), smoothing.affine_smooth(clipped, content, weight=1.2)[0])
   np.testing.assert_array_equal(post(smooth_method="guided"),
-                                photoreal.guided_smooth(clipped, content, radius=2))
+                                smoothing.guided_smooth(clipped, content, radius=2))
   np.testing.assert_array_equal(post(matting_budget=3.0),
-                                photoreal.affine_smooth(clipped, content, budget=3.0)[0])
+                                smoothing.affine_smooth(clipped, content, budget=3.0)[0])
   args = cli.build_parser().parse_args(
       ["photo", "--content", "a.png", "--style", "b.png", "--out", "o.png", "--matting-budget",
        "1.5", "--smooth-method", "guided", "--smooth-weight", "2", "--parameterization",
@@ -303,7 +305,7 @@ def test_post_step_follows_the_config(rng):
                                       ({"mask_pooling": "median"}, "mask-pooling")])
 def test_bad_configs(kw, match):
   with pytest.raises(UserError, match=match):
-    photoreal.check_config(dataclasses.replace(photoreal.PhotoConfig(), **kw))
+    photoreal.check_config(dataclasses.replace(config.PhotoConfig(), **kw))
 
 
 def _args(inp, out, *extra):

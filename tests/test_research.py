@@ -1,14 +1,15 @@
 """Tests of the research tools: reconstructions, textures, unit visualization and their CLI."""
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.ndimage
 from PIL import Image
 
-import jax
-import jax.numpy as jnp
-
-from nst_jax import cli, config, image_io, research, vgg
+from nst_jax import cli, config
+from nst_jax.core import image_io, vgg
+from nst_jax.slow import research
 
 CONTENT = "content/classic_st/tubingen.jpg"
 STYLE = "styles/van_gogh_starry_night.jpg"
@@ -73,7 +74,7 @@ def test_reconstructions_lower_their_loss(vgg_params, data_dir):
 
 @real_weights
 def test_visualize_increases_activation(vgg_params):
-  cfg = research.VisualizeConfig(size=32, num_iters=30)
+  cfg = config.VisualizeConfig(size=32, num_iters=30)
   out = research.visualize_units(vgg_params, "conv2_1", (5, 9), cfg, progress=False)
   assert out.history["activation"].shape == (30, 2)
   assert np.all(out.final > 10 * np.maximum(out.initial, 1.0)), (out.initial, out.final)

@@ -15,17 +15,19 @@ import numpy as np
 import optax
 import pytest
 
-from nst_jax import config, data, image_io, sharding, train_config, train_logging, training
+from nst_jax import config
 from nst_jax.config import LossConfig
-from nst_jax.errors import UserError
+from nst_jax.core import image_io
+from nst_jax.core.errors import UserError
+from nst_jax.fast import data, models, sharding, train_logging, train_state, training
 
 SHALLOW = LossConfig(content_layers=("relu2_2",), content_layer_weights=(1.0,),
                      style_layers=("relu1_1", "relu2_1"), style_layer_weights=(1.0, 1.0),
                      content_weight=1.0, style_weight=1e-4, tv_weight=1e3, pooling="avg")
 
 
-def tiny_config(**changes) -> train_config.TrainConfig:
-  cfg = dataclasses.replace(train_config.smoke(), loss=SHALLOW, learning_rate=3e-3)
+def tiny_config(**changes) -> config.TrainConfig:
+  cfg = dataclasses.replace(config.train_smoke(), loss=SHALLOW, learning_rate=3e-3)
   return dataclasses.replace(cfg, **changes)
 
 
@@ -47,7 +49,7 @@ def photos(data_dir):
 def setup(vgg_params, style):
   """One compiled train step (TinyNet, shallow loss) shared by the tests, trace-counted."""
   cfg = tiny_config()
-  model, tx = train_config.make_model(cfg.net), training.make_optimizer(cfg)
+  model, tx = models.make_model(cfg.net), train_state.make_optimizer(cfg)
   targets = training.make_style_targets(vgg_params, style, cfg.loss)
 
   @chex.assert_max_traces(n=1)
@@ -60,24 +62,24 @@ def setup(vgg_params, style):
 
 
 def _fresh_state(model, tx, seed=0):
-  return training.init_train_state(model, tx, training.make_key(seed), sharding.make_mesh())
+  return train_state.init_train_state(model, tx, train_state.make_key(seed), sharding.make_mesh())
 
 
 def test_schedules():
   cfg = tiny_config(num_steps=100, learning_rate=1e-3)
-  assert float(training.make_schedule(cfg)(77)) == pytest.approx(1e-3)
-  step = training.make_schedule(dataclasses.replace(cfg, schedule="step"))
+  assert float(train_state.make_schedule(cfg)(77)) == pytest.approx(1e-3)
+  step = train_state.make_schedule(dataclasses.replace(cfg, schedule="step"))
   assert float(step(74)) == pytest.approx(1e-3) and float(step(76)) == pytest.approx(1e-4)
-  cos = training.make_schedule(dataclasses.replace(cfg, schedule="cosine", warmup_steps=10))
+  cos = train_state.make_schedule(dataclasses.replace(cfg, schedule="cosine", warmup_steps=10))
   assert float(cos(0)) == 0.0 and float(cos(10)) == pytest.approx(1e-3)
   assert float(cos(100)) == pytest.approx(0.0, abs=1e-9) and 0 < float(cos(55)) < 1e-3
 
 
 def test_create_train_state_matches_its_abstract_shape():
   cfg = tiny_config()
-  model, tx = train_config.make_model(cfg.net), training.make_optimizer(cfg)
+  model, tx = models.make_model(cfg.net), train_state.make_optimizer(cfg)
   state = _fresh_state(model, tx)
-  abstract = training.abstract_train_state(model, tx)
+  abstract = train_state.abstract_train_state(model, tx)
   assert jax.tree.structure(state) == jax.tree.structure(abstract)
   for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(abstract)):
     assert a.shape == b.shape and a.dtype == b.dtype
@@ -100,7 +102,7 @@ def test_train_step_lowers_the_loss_without_recompiling(setup, vgg_params, photo
   state = _fresh_state(model, tx)
   params0 = jax.device_get(state.params)
   batch = jnp.asarray(photos[0][:2])
-  key = training.make_key(0)
+  key = train_state.make_key(0)
   losses = []
   for _ in range(6):
     state, metrics = step(state, batch, vgg_params, targets, key)  # traced once (chex)
@@ -118,13 +120,13 @@ def test_quality_fast_loss_on_held_out_photos_drops_by_more_than_half(setup, vgg
   cfg, model, tx, targets, step = setup
   train, held = photos
   state = _fresh_state(model, tx)
-  before = training.evaluate(model, training.variables_of(state), vgg_params, targets, held,
+  before = training.evaluate(model, train_state.variables_of(state), vgg_params, targets, held,
                              cfg.loss)
-  key = training.make_key(0)
+  key = train_state.make_key(0)
   for i in range(60):
     batch = jnp.asarray(np.roll(train, -2 * i, axis=0)[:2])
     state, _ = step(state, batch, vgg_params, targets, key)
-  after = training.evaluate(model, training.variables_of(state), vgg_params, targets, held,
+  after = training.evaluate(model, train_state.variables_of(state), vgg_params, targets, held,
                             cfg.loss)
   assert after["total"] < 0.5 * before["total"], (before, after)
 
@@ -135,14 +137,14 @@ def test_batch_norm_bf16_step_updates_stats_and_keeps_float32(vgg_params, style,
   cfg = tiny_config(bf16=True, input_noise=0.02, loss=cheap,
                     net=dataclasses.replace(tiny_config().net, normalization="batch",
                                             upsample="transpose", padding="zero"))
-  model = train_config.make_model(cfg.net, bf16=True)
-  tx = training.make_optimizer(cfg)
+  model = models.make_model(cfg.net, bf16=True)
+  tx = train_state.make_optimizer(cfg)
   state = _fresh_state(model, tx)
   stats0 = jax.device_get(state.batch_stats)
   targets = training.make_style_targets(vgg_params, style, cfg.loss)
   step = training.make_train_step(model, tx, cfg, sharding.make_mesh())
   state, metrics = step(state, jnp.asarray(photos[0][:2]), vgg_params, targets,
-                        training.make_key(0))
+                        train_state.make_key(0))
   assert all(v.dtype == jnp.float32 and np.isfinite(float(v)) for v in metrics.values())
   assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(state.params))
   diffs = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), stats0,
@@ -151,7 +153,7 @@ def test_batch_norm_bf16_step_updates_stats_and_keeps_float32(vgg_params, style,
 
 
 def test_presets_differ_as_documented():
-  j, t = train_config.johnson(), train_config.thesis()
+  j, t = config.johnson(), config.thesis()
   assert (j.net.normalization, j.net.upsample, j.net.padding) == ("batch", "transpose", "zero")
   assert j.loss.content_layers == ("relu2_2",)
   assert j.loss.style_layers == ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
@@ -159,34 +161,34 @@ def test_presets_differ_as_documented():
   assert t.learning_rate == j.learning_rate == 1e-3
   cfg = config.override(t, {"net.width": "0.5", "bf16": "true", "num_steps": "10"})
   assert cfg.net.width == 0.5 and cfg.bf16 is True and cfg.num_steps == 10
-  assert train_config.from_json(train_config.to_json(cfg)) == cfg
+  assert models.from_json(config.to_json(cfg)) == cfg
 
 
 @pytest.mark.slow
 def test_quality_slow(vgg_params, style, data_dir):
   """Section 7: a tiny net, a few hundred steps on 64-px crops of a few shared photos, the
   thesis' loss; the perceptual loss on other photos drops by at least half."""
-  cfg = dataclasses.replace(train_config.thesis(), size=64, batch_size=2, learning_rate=3e-3,
-                            net=train_config.NetConfig(width=0.25, num_residual=2))
+  cfg = dataclasses.replace(config.thesis(), size=64, batch_size=2, learning_rate=3e-3,
+                            net=config.NetConfig(width=0.25, num_residual=2))
   train = data.FolderDataset(data_dir / "train" / "bsds500_train", size=64, seed=0)
   held = data.FolderDataset(data_dir / "train" / "bsds500_test", size=64, seed=0).get_batch(0, 8)
-  model, tx = train_config.make_model(cfg.net), training.make_optimizer(cfg)
+  model, tx = models.make_model(cfg.net), train_state.make_optimizer(cfg)
   targets = training.make_style_targets(vgg_params, style, cfg.loss)
   step = training.make_train_step(model, tx, cfg, sharding.make_mesh())
   state = _fresh_state(model, tx)
-  before = training.evaluate(model, training.variables_of(state), vgg_params, targets, held,
+  before = training.evaluate(model, train_state.variables_of(state), vgg_params, targets, held,
                              cfg.loss)
   with train.batches(2, num_steps=300, prefetch=2) as it:
     for batch in it:
-      state, _ = step(state, jnp.asarray(batch), vgg_params, targets, training.make_key(0))
-  after = training.evaluate(model, training.variables_of(state), vgg_params, targets, held,
+      state, _ = step(state, jnp.asarray(batch), vgg_params, targets, train_state.make_key(0))
+  after = training.evaluate(model, train_state.variables_of(state), vgg_params, targets, held,
                             cfg.loss)
   assert after["total"] < 0.5 * before["total"], (before, after)
 
 
 def test_optimizer_is_adam_with_the_configured_rate():
   cfg = tiny_config(learning_rate=1e-2)
-  tx = training.make_optimizer(cfg)
+  tx = train_state.make_optimizer(cfg)
   params = {"w": jnp.array([1.0, -2.0])}
   updates, _ = tx.update({"w": jnp.array([0.5, -3.0])}, tx.init(params), params)
   ref, _ = optax.adam(1e-2).update({"w": jnp.array([0.5, -3.0])}, optax.adam(1e-2).init(params))
@@ -226,7 +228,7 @@ def test_train_log_keeps_the_history_across_a_resume_and_writes_its_files(tmp_pa
 
 def test_ema_matches_a_numpy_average_and_is_what_stylizes():
   cfg = tiny_config(learning_rate=1e-2, ema_decay=0.9)
-  tx, adam = training.make_optimizer(cfg), optax.adam(1e-2)
+  tx, adam = train_state.make_optimizer(cfg), optax.adam(1e-2)
   params = {"w": jnp.array([1.0, -2.0])}
   state, adam_state = tx.init(params), adam.init(params)
   ema = np.array([1.0, -2.0])  # the average starts at the initial parameters
@@ -238,27 +240,27 @@ def test_ema_matches_a_numpy_average_and_is_what_stylizes():
     ema = 0.9 * ema + 0.1 * np.asarray(params["w"])
   np.testing.assert_allclose(state[1].ema_params["w"], ema, rtol=1e-6)
   assert not np.allclose(ema, params["w"])
-  train_state = training.TrainState(step=jnp.array(4), params=params, batch_stats={},
+  averaged = train_state.TrainState(step=jnp.array(4), params=params, batch_stats={},
                                     opt_state=state)
-  np.testing.assert_array_equal(training.variables_of(train_state)["params"]["w"],
+  np.testing.assert_array_equal(train_state.variables_of(averaged)["params"]["w"],
                                 state[1].ema_params["w"])
-  plain = training.TrainState(step=jnp.array(4), params=params, batch_stats={},
+  plain = train_state.TrainState(step=jnp.array(4), params=params, batch_stats={},
                               opt_state=adam_state)
-  assert training.variables_of(plain)["params"] is params  # no average: the last parameters
+  assert train_state.variables_of(plain)["params"] is params  # no average: the last parameters
   with pytest.raises(UserError, match="ema_decay"):
-    train_config.check_config(tiny_config(ema_decay=1.0))
+    models.check_config(tiny_config(ema_decay=1.0))
 
 
 def test_train_steps_update_the_average_of_the_donated_parameters(vgg_params, style, photos):
   cfg = tiny_config(ema_decay=0.5)
-  model, tx = train_config.make_model(cfg.net), training.make_optimizer(cfg)
+  model, tx = models.make_model(cfg.net), train_state.make_optimizer(cfg)
   targets = training.make_style_targets(vgg_params, style, cfg.loss)
   step = training.make_train_step(model, tx, cfg, sharding.make_mesh())
-  state = training.create_train_state(model, tx, training.make_key(0), size=32)  # not jitted
+  state = train_state.create_train_state(model, tx, train_state.make_key(0), size=32)  # not jitted
   ema = jax.device_get(state.params)
   for i in range(2):
     state, _ = step(state, jnp.asarray(photos[0][2 * i:2 * i + 2]), vgg_params, targets,
-                    training.make_key(0))
+                    train_state.make_key(0))
     ema = jax.tree.map(lambda e, p: 0.5 * e + 0.5 * p, ema, jax.device_get(state.params))
-  chex.assert_trees_all_close(jax.device_get(training.variables_of(state)["params"]), ema,
+  chex.assert_trees_all_close(jax.device_get(train_state.variables_of(state)["params"]), ema,
                               rtol=1e-5, atol=1e-7)

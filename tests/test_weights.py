@@ -15,8 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nst_jax import cli, image_io, paths, vgg, weights
-from nst_jax.errors import UserError
+from nst_jax import cli
+from nst_jax.core import image_io, paths, vgg, weights
+from nst_jax.core.errors import UserError
 
 SHARED_SHA256 = "5d65ac44b0464070e73a824ed1fca02ee44fa65e21d4fdc44e8e2b4b7dfb961c"
 SMALL_CHANNELS = (4, 4, 6, 6, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8)

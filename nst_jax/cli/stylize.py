@@ -1,0 +1,124 @@
+"""``nst-jax stylize``: apply a trained feed-forward style network to photos of any size.
+
+Synopsis::
+
+  nst-jax stylize --model runs/starry --content a.jpg b.png --out out/
+  nst-jax stylize --model runs/starry --content a.jpg --out out/ --strength 0.7 \\
+      --original-colors yiq --bf16
+  nst-jax stylize --model runs/photo_pair1 --content a.jpg --out out/ --matting-budget 1.5
+
+Every input is read and checked before anything is written; outputs are ``OUT/<stem>.png``
+(written atomically). ``--strength s`` blends ``s * stylized + (1 - s) * photo`` in pixel space.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+from nst_jax import config
+from nst_jax.core import colors, image_io
+from nst_jax.core.errors import UserError
+from nst_jax.fast import inference
+
+HELP = "stylize photos with a trained fast style network (nst-jax train)"
+
+
+def _unit_float(text: str) -> float:
+  try:
+    value = float(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+  if not 0.0 <= value <= 1.0:
+    raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text}")
+  return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--model", required=True,
+                      help="a training workdir (newest checkpoint) or one checkpoint step folder")
+  parser.add_argument("--content", required=True, nargs="+", metavar="IMAGE",
+                      help="one or more photos")
+  parser.add_argument("--out", required=True, help="the output folder")
+  parser.add_argument("--size", type=int, default=None,
+                      help="resize each photo so its long side is this many pixels first")
+  parser.add_argument("--strength", type=_unit_float, default=1.0,
+                      help="s in [0, 1]: output = s * stylized + (1 - s) * photo (default 1)")
+  parser.add_argument("--original-colors", choices=colors.SPACES, default="",
+                      help="keep the photo's colours (luminance-only transfer in YIQ or YUV)")
+  parser.add_argument("--smooth", action=argparse.BooleanOptionalAction, default=None,
+                      help="smooth the output with the photo as guide (Luan et al.'s post-step; "
+                      "default: on for photorealistic networks, off otherwise)")
+  parser.add_argument("--smooth-method", choices=config.SMOOTH_METHODS, default=None,
+                      help="affine (smooth local affine, the default) or guided (guided filter)")
+  parser.add_argument("--smooth-weight", type=float, default=None,
+                      help="affine: the weight, with a budget the least one (default: the "
+                      "weight the network was trained through, else 0)")
+  parser.add_argument("--matting-budget", type=float, default=None,
+                      help="affine: per image, the least smoothing that keeps the matting energy "
+                      f"within X times the photo's (default {config.FAST_MATTING_BUDGET:g}; "
+                      "0: exactly --smooth-weight)")
+  parser.add_argument("--smooth-radius", type=int, default=None,
+                      help="guided: the filter's box radius (default 0: long side / 12)")
+  parser.add_argument("--bf16", action="store_true", help="bfloat16 compute")
+  parser.add_argument("--format", choices=("png", "jpg"), default="png",
+                      help="output image format (default png)")
+  parser.add_argument("--bucket", type=int, default=inference.DEFAULT_BUCKET,
+                      help="pad sizes to multiples of this, one compilation per padded shape")
+  parser.add_argument("--batch-size", type=int, default=1,
+                      help="images per compiled call (default 1; more helps on accelerators)")
+  parser.add_argument("--max-pixels", type=int, default=None,
+                      help="refuse input images with more pixels than this (default 64M)")
+
+
+def output_paths(inputs: list[str], out_dir: Path, fmt: str) -> list[Path]:
+  """``OUT/<stem>.<fmt>`` per input; repeated stems get ``_2``, ``_3``..."""
+  seen: dict[str, int] = {}
+  paths = []
+  for name in inputs:
+    stem = Path(name).stem
+    seen[stem] = seen.get(stem, 0) + 1
+    suffix = "" if seen[stem] == 1 else f"_{seen[stem]}"
+    paths.append(out_dir / f"{stem}{suffix}.{fmt}")
+  return paths
+
+
+def smoothing_from_flags(args: argparse.Namespace,
+                         default: config.Smoothing | None) -> config.Smoothing:
+  """The network's default post-step (or ``Smoothing()``) with the given flags replacing fields."""
+  flags = {"method": args.smooth_method, "weight": args.smooth_weight,
+           "budget": args.matting_budget, "radius": args.smooth_radius}
+  smoothing = dataclasses.replace(default or config.Smoothing(),
+                                  **{k: v for k, v in flags.items() if v is not None})
+  inference.check_smoothing(smoothing)
+  return smoothing
+
+
+def run(args: argparse.Namespace) -> int:
+  logging.getLogger("absl").setLevel(logging.ERROR)
+  inference.check_options(args.strength, args.original_colors)
+  smoothing_from_flags(args, None)  # bad smoothing flags fail before any work
+  if args.size is not None and args.size < 1:
+    raise UserError(f"--size must be positive, got {args.size}")
+  out_dir = Path(args.out)
+  if out_dir.exists() and not out_dir.is_dir():
+    raise UserError(f"--out must be a folder, got a file: {out_dir}")
+  images = [image_io.load_image(p, size=args.size, max_pixels=args.max_pixels)
+            for p in args.content]  # every input is checked before any work
+  stylizer = inference.Stylizer.from_checkpoint(args.model, bf16=args.bf16, bucket=args.bucket,
+                                                 batch_size=args.batch_size)
+  smoothing = smoothing_from_flags(args, stylizer.smoothing)
+  t0 = time.perf_counter()
+  outputs = stylizer.stylize_many(images, strength=args.strength,
+                                  original_colors=args.original_colors, smooth=args.smooth,
+                                  smoothing=smoothing)
+  seconds = time.perf_counter() - t0
+  for path, image in zip(output_paths(args.content, out_dir, args.format), outputs):
+    image_io.save_image(path, image)
+    print(path)
+  print(f"stylized {len(outputs)} image(s) in {seconds:.2f} s (step {stylizer.meta.get('step')} "
+        f"of {args.model}, {len(stylizer.compiled_shapes)} compiled shape(s))")
+  return 0

@@ -1,0 +1,188 @@
+"""VGG19 (Simonyan & Zisserman 2015) convolutional features, as a pure function of its weights.
+
+Synopsis::
+
+  from nst_jax.core import vgg
+  params = vgg.load_vgg19("vgg19_conv.npz")
+  feats = vgg.vgg_features(params, images, ("conv4_2", "relu1_1"), pooling="avg")
+  feats["conv4_2"].shape   # [B, H/8, W/8, 512]
+
+The public input convention is RGB float images in [0, 1], NHWC. The weights' own convention
+(Caffe: BGR, 0-255, mean-subtracted; or torchvision: RGB, mean/std) is handled once, at load time,
+by reordering the first kernel to RGB and storing an affine ``preprocess`` (x * scale - offset).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nst_jax.core.errors import UserError
+
+BLOCKS = (2, 2, 4, 4, 4)  # convolutions per block in VGG19
+
+
+def _layer_names() -> tuple[str, ...]:
+  names = []
+  for b, n in enumerate(BLOCKS, start=1):
+    for i in range(1, n + 1):
+      names += [f"conv{b}_{i}", f"relu{b}_{i}"]
+    names.append(f"pool{b}")
+  return tuple(names)
+
+
+VGG19_LAYERS = _layer_names()
+CONV_LAYERS = tuple(n for n in VGG19_LAYERS if n.startswith("conv"))
+
+CAFFE_MEAN_RGB = np.array([123.68, 116.779, 103.939], np.float32)
+TORCH_MEAN_RGB = np.array([0.485, 0.456, 0.406], np.float32)
+TORCH_STD_RGB = np.array([0.229, 0.224, 0.225], np.float32)
+CONVENTIONS = ("caffe_bgr", "torch_rgb")
+
+
+def preprocess_for(convention: str) -> dict[str, np.ndarray]:
+  """The affine map RGB [0, 1] -> network input, ``x * scale - offset``, for a weight convention."""
+  if convention == "caffe_bgr":
+    return {"scale": np.full(3, 255.0, np.float32), "offset": CAFFE_MEAN_RGB.copy()}
+  if convention == "torch_rgb":
+    return {"scale": 1.0 / TORCH_STD_RGB, "offset": TORCH_MEAN_RGB / TORCH_STD_RGB}
+  raise UserError(f"unknown VGG weight convention {convention!r}; expected one of {CONVENTIONS}")
+
+
+def params_from_arrays(arrays: Mapping[str, np.ndarray], convention: str = "caffe_bgr") -> dict:
+  """Builds the params pytree from ``{"convX_Y/kernel": HWIO, "convX_Y/bias": (O,)}`` arrays."""
+  params = {}
+  for name in CONV_LAYERS:
+    try:
+      kernel = np.asarray(arrays[f"{name}/kernel"], np.float32)
+      bias = np.asarray(arrays[f"{name}/bias"], np.float32)
+    except KeyError:
+      raise UserError(f"VGG19 weights lack layer {name}; is this a VGG19 conv weights file?") from None
+    if name == "conv1_1" and convention == "caffe_bgr":
+      kernel = kernel[:, :, ::-1, :]  # BGR input channels -> RGB
+    params[name] = {"kernel": jnp.asarray(kernel), "bias": jnp.asarray(bias)}
+  params["preprocess"] = {k: jnp.asarray(v) for k, v in preprocess_for(convention).items()}
+  return params
+
+
+def load_vgg19(path: str | os.PathLike) -> dict:
+  """Loads VGG19 conv weights from the ``.npz`` layout (``convX_Y/kernel`` HWIO, ``convX_Y/bias``).
+
+  An optional string entry ``convention`` ("caffe_bgr", the default, or "torch_rgb") records the
+  input convention the weights were trained with.
+
+  Args:
+    path: the ``.npz`` file.
+
+  Returns:
+    A params pytree: ``{"conv1_1": {"kernel", "bias"}, ..., "preprocess": {"scale", "offset"}}``
+    with the first kernel ordered RGB, ready for ``vgg_features`` on RGB [0, 1] images.
+
+  References:
+    Simonyan & Zisserman, "Very Deep Convolutional Networks for Large-Scale Image Recognition",
+    ICLR 2015.
+  """
+  try:
+    with np.load(path, allow_pickle=False) as data:
+      arrays = {k: data[k] for k in data.files}
+  except FileNotFoundError:
+    raise UserError(f"VGG19 weights not found: {path}") from None
+  except (OSError, ValueError, EOFError) as e:
+    raise UserError(f"cannot read VGG19 weights {path}: {e}") from None
+  convention = str(arrays.pop("convention", np.array("caffe_bgr")))
+  return params_from_arrays(arrays, convention)
+
+
+def check_layers(layers: Iterable[str]) -> tuple[str, ...]:
+  """Validates layer names; raises ``UserError`` naming the valid ones."""
+  layers = tuple(layers)
+  bad = [l for l in layers if l not in VGG19_LAYERS]
+  if bad:
+    raise UserError(f"unknown VGG19 layer(s) {', '.join(bad)}; valid names are conv1_1 ... "
+                    "conv5_4, relu1_1 ... relu5_4, pool1 ... pool5")
+  return layers
+
+
+def _conv3x3(x, kernel):
+  return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME",
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@jax.custom_vjp
+def conv3x3(x, kernel):
+  """3x3 SAME convolution [B, H, W, I] x [3, 3, I, O] -> [B, H, W, O].
+
+  Same values and gradients as autodiff; the input gradient is written as an explicit
+  convolution with the flipped, I/O-swapped kernel in canonical HWIO layout. Autodiff inside a
+  ``while_loop`` (the optimizer's loop) leaves XLA:CPU with non-canonical ``01oi`` kernels that
+  miss its fast convolution path (benchmarks/conv_loop_profile.py).
+  """
+  return _conv3x3(x, kernel)
+
+
+def _conv3x3_fwd(x, kernel):
+  return _conv3x3(x, kernel), (x, kernel)
+
+
+def _conv3x3_bwd(residuals, g):
+  x, kernel = residuals
+  kernel_t = jnp.transpose(kernel[::-1, ::-1], (0, 1, 3, 2))  # [3, 3, O, I]
+  _, kernel_vjp = jax.vjp(lambda k: _conv3x3(x, k), kernel)  # removed unless kernels train
+  return _conv3x3(g, kernel_t), kernel_vjp(g)[0]
+
+
+conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
+
+
+def _conv(x, p):
+  return conv3x3(x, p["kernel"].astype(x.dtype)) + p["bias"].astype(x.dtype)
+
+
+def _pool(x, pooling: str):
+  window, strides = (1, 2, 2, 1), (1, 2, 2, 1)
+  if pooling == "max":
+    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, window, strides, "VALID")
+  if pooling == "avg":
+    return jax.lax.reduce_window(x, 0.0, jax.lax.add, window, strides, "VALID") * 0.25
+  raise UserError(f"unknown pooling {pooling!r}; expected 'max' or 'avg'")
+
+
+def preprocess(params: Mapping, images: jax.Array) -> jax.Array:
+  """RGB [0, 1] -> the network's input convention."""
+  pre = params["preprocess"]
+  return images * pre["scale"].astype(images.dtype) - pre["offset"].astype(images.dtype)
+
+
+def vgg_features(params: Mapping, images: jax.Array, layers: Sequence[str],
+                 pooling: str = "max") -> dict[str, jax.Array]:
+  """VGG19 activations at the requested layers; nothing past the deepest one is computed.
+
+  Args:
+    params: from ``load_vgg19``.
+    images: RGB [B, H, W, 3] in [0, 1] (float32 or bfloat16).
+    layers: names among ``VGG19_LAYERS`` (``convX_Y`` pre-activation, ``reluX_Y``, ``poolX``).
+    pooling: "max" (the network as trained) or "avg" (Gatys et al.).
+
+  Returns:
+    ``{name: [B, h, w, C]}`` for each requested layer.
+  """
+  wanted = set(check_layers(layers))
+  out = {}
+  x = preprocess(params, images)
+  for name in VGG19_LAYERS:
+    if not wanted - out.keys():
+      break
+    kind = name[:4]
+    if kind == "conv":
+      x = _conv(x, params[name])
+    elif kind == "relu":
+      x = jax.nn.relu(x)
+    else:
+      x = _pool(x, pooling)
+    if name in wanted:
+      out[name] = x
+  return out

@@ -1,0 +1,219 @@
+"""Stylizing images with a trained feed-forward network: any size, one compilation per bucket.
+
+Synopsis::
+
+  from nst_jax.fast import inference
+  stylizer = inference.Stylizer.from_checkpoint("runs/starry")       # loads once
+  out = stylizer(photo)                                              # [H, W, 3] in [0, 1]
+  outs = stylizer.stylize_many([a, b, c], strength=0.8, original_colors="yiq")
+
+Sizes: each image is reflect-padded on the host to the next multiple of ``bucket`` pixels in
+height and width (32 by default; the network itself needs a multiple of 4), stylized, and cropped
+back, so a folder of photos of similar sizes compiles once per distinct padded shape. Images of
+the same padded shape are stacked into batches of ``batch_size`` (1 by default; more helps on
+accelerators), the last one filled up with copies, so the network compiles once per bucket.
+
+Smoothing: photorealistic networks (``config.photoreal``) are followed by a post-step with
+the photo as guide, one of slow photorealistic transfer's (Luan et al.'s optional step), which
+makes the output locally affine in the photo's colours (``Smoothing``; default: on for
+photorealistic checkpoints only). By default it is the smooth local affine step
+(``smoothing.affine_smooth``) with a matting budget of 2: per image, the least smoothing that
+keeps the output's matting energy within twice the photo's, and at least the weight a network was
+trained through (``PhotoTrainConfig.affine_output``); networks trained through the guided filter
+(``guided_output``) get that filter (radius long side / 12). Calibrated in docs/fast_photoreal.md.
+
+Strength: ``out = s * stylized + (1 - s) * content``, a linear blend in pixel space (after the
+optional luminance-only transfer). With instance normalization the network's output is not an
+affine function of any parameter that would make a "weaker" network, and the pixel blend is what
+users expect from an opacity slider: s = 0 returns the photo, s = 1 the network's output.
+
+References:
+  Johnson, Alahi & Fei-Fei, "Perceptual Losses for Real-Time Style Transfer and
+  Super-Resolution", ECCV 2016.
+  Gatys, Bethge, Hertzmann & Shechtman, "Preserving Color in Neural Artistic Style Transfer",
+  arXiv:1606.05897, 2016 (``original_colors``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+from nst_jax import config
+from nst_jax.core import checkpoint, colors
+from nst_jax.core import smoothing as smoothing_lib
+from nst_jax.core.errors import UserError
+from nst_jax.fast import models, nets, train_state
+
+DEFAULT_BUCKET = 32
+
+
+def bucket_shape(hw: tuple[int, int], bucket: int) -> tuple[int, int]:
+  """(H, W) rounded up to multiples of ``bucket`` (itself a multiple of 4)."""
+  return tuple(-(-n // bucket) * bucket for n in hw)
+
+
+def pad_to(image: np.ndarray, hw: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int]]:
+  """Reflect-pads [H, W, 3] at the bottom and right to ``hw``; returns it and the original size."""
+  h, w = image.shape[:2]
+  padded = np.pad(image, ((0, hw[0] - h), (0, hw[1] - w), (0, 0)), mode="reflect")
+  return padded, (h, w)
+
+
+def check_smoothing(smoothing: config.Smoothing) -> None:
+  """Raises ``UserError`` for a post-step no image can use."""
+  if smoothing.method not in config.SMOOTH_METHODS:
+    raise UserError(f"--smooth-method must be one of {', '.join(config.SMOOTH_METHODS)}, "
+                    f"got {smoothing.method!r}")
+  for flag, value in (("smooth-weight", smoothing.weight), ("matting-budget", smoothing.budget),
+                      ("smooth-radius", smoothing.radius)):
+    if not value >= 0:
+      raise UserError(f"--{flag} must be >= 0, got {value}")
+
+
+def apply_smoothing(smoothing: config.Smoothing, image: np.ndarray, photo: np.ndarray) -> np.ndarray:
+  """``image`` [H, W, 3] smoothed with ``photo`` as guide, as ``smoothing`` says; float32 in
+  [0, 1]."""
+  if smoothing.method == "guided":
+    radius = smoothing.radius or smoothing_lib.default_radius(
+        photo.shape[:2], smoothing_lib.FAST_SMOOTH_RADIUS_DIVISOR)
+    return smoothing_lib.guided_smooth(image, photo, radius=radius)
+  weight = smoothing.weight or config.AFFINE_WEIGHT
+  return smoothing_lib.affine_smooth(image, photo, weight=weight, budget=smoothing.budget,
+                                     min_weight=smoothing.weight)[0]
+
+
+def blend(stylized: np.ndarray, content: np.ndarray, *, strength: float = 1.0,
+          original_colors: str = "", smoothing: config.Smoothing | None = None) -> np.ndarray:
+  """The post-processing of one output: smoothing, luminance-only transfer, strength blend.
+
+  Args:
+    stylized: [H, W, 3] the network's output in [0, 1].
+    content: [H, W, 3] the photo.
+    strength: s in [0, 1]: ``s * stylized + (1 - s) * content``.
+    original_colors: "" (keep the network's colours), "yiq" or "yuv" (keep the photo's chroma).
+    smoothing: the post-step with the photo as guide, or None.
+
+  Returns:
+    float32 [H, W, 3] in [0, 1].
+  """
+  if smoothing is not None:
+    stylized = apply_smoothing(smoothing, np.clip(stylized, 0.0, 1.0), content)
+  if original_colors:
+    stylized = colors.original_colors(stylized, content, original_colors)
+  out = strength * stylized + (1.0 - strength) * content
+  return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def default_smoothing(model: nn.Module, cfg: config.TrainConfig | None) -> config.Smoothing | None:
+  """The post-step a network gets by default: none for artistic ("rgb" head) networks; for
+  photorealistic ones the one it was trained through (``cfg.photo``), else ``Smoothing()``."""
+  if getattr(model, "output", "rgb") != "affine":
+    return None
+  if cfg is not None and cfg.photo.guided_output:
+    return config.Smoothing(method="guided")
+  return config.Smoothing(weight=cfg.photo.affine_output if cfg is not None else 0.0)
+
+
+def check_options(strength: float, original_colors: str) -> None:
+  if not 0.0 <= strength <= 1.0:
+    raise UserError(f"--strength must be in [0, 1], got {strength}")
+  if original_colors not in ("",) + colors.SPACES:
+    raise UserError(f"--original-colors must be one of {', '.join(colors.SPACES)}, "
+                    f"got {original_colors!r}")
+
+
+class Stylizer:
+  """A trained network with its variables, compiled per input shape, applied to host arrays.
+
+  Args:
+    model: a ``nets.TransformNet``.
+    variables: ``{"params", "batch_stats"?}``.
+    bucket: pad sizes to multiples of this (a multiple of 4).
+    batch_size: images per compiled call.
+    meta: the checkpoint's metadata (config, style hash, step); its config picks the default
+      post-step, ``self.smoothing`` (``default_smoothing``).
+  """
+
+  def __init__(self, model: nn.Module, variables: Any, *, bucket: int = DEFAULT_BUCKET,
+               batch_size: int = 1, meta: dict | None = None):
+    if bucket < nets.MULTIPLE or bucket % nets.MULTIPLE or batch_size < 1:
+      raise UserError(f"bucket must be a positive multiple of {nets.MULTIPLE} and batch_size "
+                      f">= 1, got {bucket}, {batch_size}")
+    self.model, self.variables, self.meta = model, variables, meta or {}
+    cfg = models.from_dict(self.meta["config"]) if "config" in self.meta else None
+    self.smoothing = default_smoothing(model, cfg)
+    self.bucket, self.batch_size = bucket, batch_size
+    self._apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
+    self.compiled_shapes: set[tuple[int, ...]] = set()
+
+  @classmethod
+  def from_checkpoint(cls, path: str | os.PathLike, *, bf16: bool = False,
+                      **kwargs) -> "Stylizer":
+    """Loads a training checkpoint once: the config in it rebuilds the network.
+
+    Args:
+      path: a training workdir (newest checkpoint), its ``checkpoints`` folder, or a step folder.
+      bf16: bfloat16 compute (parameters stay float32).
+      **kwargs: ``bucket``, ``batch_size``.
+
+    Raises:
+      UserError: missing, incomplete or damaged checkpoints, or a config that is not ours.
+    """
+    ckpts, step = checkpoint.open_checkpoint(path)
+    with ckpts:
+      meta = ckpts.restore_meta(step)
+      cfg = models.from_dict(meta["config"])
+      model = models.make_model(cfg.net, bf16=bf16)
+      tx = train_state.make_optimizer(cfg)
+      state, _ = ckpts.restore(step, train_state.abstract_train_state(model, tx))
+    return cls(model, train_state.variables_of(state), meta=meta, **kwargs)
+
+  def stylize_batch(self, images: np.ndarray) -> np.ndarray:
+    """The network on a batch of equally sized images [B, H, W, 3] (H, W multiples of 4)."""
+    self.compiled_shapes.add(tuple(images.shape))
+    return np.asarray(self._apply(self.variables, images))  # [B, H, W, 3]
+
+  def stylize_many(self, images: Sequence[np.ndarray], *, strength: float = 1.0,
+                   original_colors: str = "", smooth: bool | None = None,
+                   smoothing: config.Smoothing | None = None) -> list[np.ndarray]:
+    """Stylizes images of any sizes; returns float32 [H, W, 3] in [0, 1] for each.
+
+    Args:
+      images: float [H, W, 3] arrays in [0, 1].
+      strength: see ``blend``.
+      original_colors: see ``blend``.
+      smooth: post-step on or off; None: on for photorealistic ("affine" head) networks only.
+      smoothing: the post-step when on (default: ``self.smoothing``, else ``Smoothing()``).
+    """
+    check_options(strength, original_colors)
+    smooth = self.smoothing is not None if smooth is None else smooth
+    smoothing = (smoothing or self.smoothing or config.Smoothing()) if smooth else None
+    if smoothing is not None:
+      check_smoothing(smoothing)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, img in enumerate(images):
+      if img.ndim != 3 or img.shape[-1] != 3 or min(img.shape[:2]) < 1:
+        raise UserError(f"expected an RGB image [H, W, 3], got shape {img.shape}")
+      groups.setdefault(bucket_shape(img.shape[:2], self.bucket), []).append(i)
+    results: list[np.ndarray | None] = [None] * len(images)
+    for hw, members in groups.items():
+      for start in range(0, len(members), self.batch_size):
+        chunk = members[start:start + self.batch_size]
+        padded = [pad_to(np.asarray(images[i], np.float32), hw)[0] for i in chunk]
+        padded += [padded[-1]] * (self.batch_size - len(chunk))  # a full batch: no recompile
+        out = self.stylize_batch(np.stack(padded))
+        for j, i in enumerate(chunk):
+          h, w = images[i].shape[:2]
+          results[i] = blend(out[j, :h, :w], np.asarray(images[i], np.float32),
+                             strength=strength, original_colors=original_colors,
+                             smoothing=smoothing)
+    return results
+
+  def __call__(self, image: np.ndarray, **kwargs) -> np.ndarray:
+    """Stylizes one [H, W, 3] image (see ``stylize_many`` for the options)."""
+    return self.stylize_many([image], **kwargs)[0]

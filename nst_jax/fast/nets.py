@@ -1,0 +1,351 @@
+"""Feed-forward image transformation networks for fast style transfer (Flax Linen).
+
+Synopsis::
+
+  import jax
+  from nst_jax.fast import nets
+  model = nets.ThesisNet()                                    # or JohnsonNet(), TinyNet()
+  variables = nets.init_variables(model, jax.random.key(0))
+  out = model.apply(variables, images)                        # [B, H, W, 3] in [0, 1]; H, W % 4 == 0
+  out = nets.stylize_any_size(model, variables, odd_images)   # pads, applies, crops back
+  nets.count_params(variables)                                # 1_679_235 for JohnsonNet
+
+  # batch normalization: statistics live in the "batch_stats" collection
+  out, updates = model.apply(variables, images, train=True, mutable=["batch_stats"])
+
+The network maps RGB images in [0, 1] to RGB images in [0, 1]; it is fully convolutional with two
+stride-2 downsamplings, so a direct call needs H and W divisible by 4 (``stylize_any_size`` lifts
+that). Layer names follow the caffe habit: ``conv1 norm1 conv2 norm2 conv3 norm3 res1..res5
+(conv1 norm1 conv2 norm2) deconv1|upconv1 norm4 deconv2|upconv2 norm5 conv_out``.
+
+References:
+  Johnson, Alahi & Fei-Fei, "Perceptual Losses for Real-Time Style Transfer and Super-Resolution",
+  ECCV 2016, and its supplementary material (the architecture).
+  Ulyanov, Vedaldi & Lempitsky, "Instance Normalization: The Missing Ingredient for Fast
+  Stylization", 2016.
+  Odena, Dumoulin & Olah, "Deconvolution and Checkerboard Artifacts", Distill 2016.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nst_jax.core.conv import conv2d, upsample_conv2d
+from nst_jax.core.errors import UserError
+
+NORMALIZATIONS = ("instance", "batch")
+UPSAMPLES = ("transpose", "resize")
+PADDINGS = ("reflect", "zero")
+OUTPUTS = ("rgb", "affine")
+AFFINE_SCALE = 0.1  # the affine head's raw outputs are scaled by this (starts near the identity)
+THESIS_INPUT_BLEND = 0.15  # the reference thesis' training-time blend of the input into the output
+MULTIPLE = 4  # two stride-2 stages: H and W must be divisible by 4
+
+
+class _Conv(nn.Module):
+  # nn.Conv's parameters ("kernel" [k, k, I, O] lecun-normal, "bias" [O] zeros, float32) around
+  # a convolution function fn(x, kernel) -> [B, h, w, O].
+  features: int
+  kernel: int
+  fn: Callable
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    shape = (self.kernel, self.kernel, x.shape[-1], self.features)
+    kernel = self.param("kernel", nn.linear.default_kernel_init, shape, jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
+    return self.fn(x.astype(self.dtype), kernel.astype(self.dtype)) + bias.astype(self.dtype)
+
+
+def conv_layer(x, features: int, kernel: int, stride: int = 1, *, padding: str = "reflect",
+               dtype: Any = jnp.float32, name: str):
+  """A k x k convolution with symmetric reflect or zero padding of k // 2 (Torch semantics).
+
+  Call inside a compact ``__call__``: it creates the submodule ``name`` with ``nn.Conv``'s
+  parameters (``kernel`` HWIO, ``bias``). With stride 2 the output is ceil(H / 2) x ceil(W / 2) as
+  in the paper's Torch code (Flax's "SAME" would pad asymmetrically instead). Computed by
+  ``conv2d``.
+
+  Args:
+    x: [B, H, W, C].
+    features: output channels.
+    kernel: the kernel size k (odd).
+    stride: 1 or 2.
+    padding: "reflect" or "zero".
+    dtype: the compute dtype.
+    name: the submodule name (caffe style, e.g. "conv1").
+
+  Returns:
+    [B, H / stride, W / stride, features].
+  """
+  fn = functools.partial(conv2d, stride=stride, padding=padding)
+  return _Conv(features, kernel, fn, dtype, name=name)(x)
+
+
+def _transpose_conv(features: int, dtype: Any, name: str) -> nn.Module:
+  # Torch's SpatialFullConvolution(k=3, stride=2, pad=1, adj=1): the stride-dilated input is padded
+  # by k - 1 - pad = 1 before and k - 1 - pad + adj = 2 after, which gives exactly 2H x 2W. The
+  # kernel is Torch's flipped in H and W (Flax correlates the dilated input with it).
+  return nn.ConvTranspose(features, (3, 3), strides=(2, 2), padding=((1, 2), (1, 2)),
+                          dtype=dtype, name=name)
+
+
+def _upsample(x, features: int, *, mode: str, padding: str, dtype: Any, index: int):
+  # [B, h, w, C] -> [B, 2h, 2w, features]
+  if mode == "transpose":
+    return _transpose_conv(features, dtype, f"deconv{index}")(x)
+  fn = functools.partial(upsample_conv2d, padding=padding)  # nearest neighbour x2, 3x3 conv
+  return _Conv(features, 3, fn, dtype, name=f"upconv{index}")(x)
+
+
+def _norm(kind: str, train: bool, dtype: Any, name: str) -> nn.Module:
+  if kind == "instance":
+    # Per-image, per-channel statistics over H, W with a learned scale and bias.
+    return nn.InstanceNorm(epsilon=1e-5, dtype=dtype, name=name)
+  # Torch's momentum 0.1 for the running average is Flax's 0.9.
+  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
+                      name=name)
+
+
+class ResidualBlock(nn.Module):
+  """Two 3x3 convolutions with normalization, ReLU after the first only, identity shortcut.
+
+  The paper's blocks use unpadded convolutions and crop the shortcut (with 40 pixels of reflection
+  padding at the network's input); here both convolutions are padded so that sizes are preserved,
+  as in most re-implementations.
+  """
+
+  features: int
+  normalization: str = "instance"
+  padding: str = "reflect"
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, *, train: bool = False):  # [B, H, W, C] -> [B, H, W, C]
+    conv = functools.partial(conv_layer, padding=self.padding, dtype=self.dtype)
+    y = conv(x, self.features, 3, name="conv1")
+    y = nn.relu(_norm(self.normalization, train, self.dtype, "norm1")(y))
+    y = conv(y, self.features, 3, name="conv2")
+    y = _norm(self.normalization, train, self.dtype, "norm2")(y)
+    return x + y
+
+
+class TransformNet(nn.Module):
+  """The image transformation network of Johnson et al. (2016), with the common variations.
+
+  Architecture (channels at ``width=1``): c9s1-32, d64, d128, ``num_residual`` x R128, u64, u32,
+  c9s1-3, where every convolution but the last is followed by normalization and ReLU. The output
+  is ``(tanh(x) + 1) / 2``, exactly in [0, 1] (the paper's scaled tanh, mapped to our [0, 1]
+  image range), then optionally blended with the input: ``(1 - a) * out + a * images``.
+
+  Attributes:
+    normalization: "instance" (Ulyanov et al. 2016, learned scale and bias; the default) or
+      "batch" (the paper; statistics in the "batch_stats" collection, see ``train``).
+    upsample: "transpose" (the paper's fractionally-strided 3x3 convolutions, layers
+      ``deconv1/2``) or "resize" (nearest-neighbour x2 then a 3x3 convolution, layers
+      ``upconv1/2``, which avoids checkerboard artifacts; Odena et al. 2016).
+    padding: "reflect" (default) or "zero", for every ordinary convolution (the transposed ones
+      always zero-pad, as in the paper).
+    width: channel multiplier (e.g. 0.25 for a tiny, fast network); counts are rounded, >= 1.
+    num_residual: the number of residual blocks (5 in the paper).
+    input_blend: ``a`` above; 0 disables it, ``THESIS_INPUT_BLEND`` (0.15) is the thesis' value.
+    output: "rgb" (the paper: the last 9x9 convolution gives the colours) or "affine" (for
+      photorealism: a 3x4 colour transform per pixel p, ``out = A(p) images(p) + b(p)`` clipped
+      to [0, 1], starting near the identity; see ``affine_grid`` for where it is computed). Such an
+      output is locally affine in the input's colours, which is what the matting Laplacian
+      leaves unpenalized; cf. Gharbi et al. 2017, Xia et al. 2020).
+    affine_grid: with the "affine" head, 1 (default): the usual decoder, then a 3x3 ``conv_out``
+      with 12 channels at every pixel; 4: no upsampling layers, a 3x3 ``conv_out`` on the
+      quarter-resolution trunk, upsampled bilinearly (smooth in space by construction, cheaper,
+      but blends the transforms of neighbouring regions across edges: worse photorealism and
+      style in docs/fast_photoreal.md).
+    dtype: the compute dtype (e.g. ``jnp.bfloat16``); parameters stay float32 and the output is
+      float32.
+  """
+
+  normalization: str = "instance"
+  upsample: str = "transpose"
+  padding: str = "reflect"
+  width: float = 1.0
+  num_residual: int = 5
+  input_blend: float = 0.0
+  output: str = "rgb"
+  affine_grid: int = 1
+  dtype: Any = jnp.float32
+
+  def channels(self, base: int) -> int:
+    return max(1, int(round(base * self.width)))
+
+  @nn.compact
+  def __call__(self, images: jax.Array, *, train: bool = False) -> jax.Array:
+    """Stylizes ``images`` [B, H, W, 3] in [0, 1] (H, W divisible by 4) -> [B, H, W, 3] float32.
+
+    Args:
+      images: RGB [B, H, W, 3] in [0, 1].
+      train: batch normalization only: use batch statistics and update the running averages
+        (then call ``apply`` with ``mutable=["batch_stats"]``); otherwise the running averages.
+
+    Returns:
+      float32 [B, H, W, 3] in [0, 1].
+    """
+    check_options(self)
+    _check_size(images.shape)
+    conv = functools.partial(conv_layer, padding=self.padding, dtype=self.dtype)
+
+    def norm_relu(x, name):
+      return nn.relu(_norm(self.normalization, train, self.dtype, name)(x))
+
+    x = images.astype(self.dtype) * 2.0 - 1.0  # [B, H, W, 3] centred
+    x = norm_relu(conv(x, self.channels(32), 9, name="conv1"), "norm1")  # [B, H, W, 32]
+    x = norm_relu(conv(x, self.channels(64), 3, 2, name="conv2"), "norm2")  # [B, H/2, W/2, 64]
+    x = norm_relu(conv(x, self.channels(128), 3, 2, name="conv3"), "norm3")  # [B, H/4, W/4, 128]
+    for i in range(1, self.num_residual + 1):
+      x = ResidualBlock(self.channels(128), self.normalization, self.padding, self.dtype,
+                        name=f"res{i}")(x, train=train)
+    if self.output == "affine" and self.affine_grid == 4:
+      # Colour transforms on the quarter-resolution trunk, upsampled bilinearly: smooth in
+      # space by construction, so the output is locally affine in the input's colours.
+      coeffs = conv(x, 12, 3, name="conv_out").astype(jnp.float32)  # [B, H/4, W/4, 12]
+      coeffs = jax.image.resize(coeffs, images.shape[:3] + (12,), "linear")  # [B, H, W, 12]
+      return self._blend(affine_output(coeffs, images.astype(jnp.float32)), images)
+    for i, base in ((1, 64), (2, 32)):  # [B, H/2, W/2, 64], then [B, H, W, 32]
+      x = _upsample(x, self.channels(base), mode=self.upsample, padding=self.padding,
+                    dtype=self.dtype, index=i)
+      x = norm_relu(x, f"norm{3 + i}")
+    if self.output == "affine":  # per-pixel colour transforms (3x3: 4x cheaper than 9x9 here)
+      coeffs = conv(x, 12, 3, name="conv_out").astype(jnp.float32)  # [B, H, W, 12]
+      return self._blend(affine_output(coeffs, images.astype(jnp.float32)), images)
+    x = conv(x, 3, 9, name="conv_out")  # [B, H, W, 3]
+    return self._blend((jnp.tanh(x.astype(jnp.float32)) + 1.0) * 0.5, images)
+
+  def _blend(self, out, images):
+    if self.input_blend:
+      return (1.0 - self.input_blend) * out + self.input_blend * images.astype(jnp.float32)
+    return out
+
+
+def affine_output(coeffs: jax.Array, images: jax.Array) -> jax.Array:
+  """Per-pixel colour transforms applied to the input: the "affine" head of ``TransformNet``.
+
+  Args:
+    coeffs: [B, H, W, 12] raw head outputs: a 3x3 matrix (row-major, output colour first) then an
+      offset, each scaled by ``AFFINE_SCALE``; the matrix is added to the identity.
+    images: [B, H, W, 3] the network's input in [0, 1].
+
+  Returns:
+    ``clip((Id + s M) images + s b, 0, 1)``, float32 [B, H, W, 3].
+  """
+  coeffs = AFFINE_SCALE * coeffs
+  matrix = coeffs[..., :9].reshape(coeffs.shape[:-1] + (3, 3))  # [B, H, W, out, in]
+  out = images + jnp.einsum("bhwoi,bhwi->bhwo", matrix, images) + coeffs[..., 9:]
+  return jnp.clip(out, 0.0, 1.0)
+
+
+def check_options(model: TransformNet) -> None:
+  """Raises ``UserError`` for an unknown option value of a ``TransformNet``."""
+  for attr, valid in (("normalization", NORMALIZATIONS), ("upsample", UPSAMPLES),
+                      ("padding", PADDINGS), ("output", OUTPUTS)):
+    if getattr(model, attr) not in valid:
+      raise UserError(f"unknown {attr} {getattr(model, attr)!r}; expected one of {valid}")
+  if model.affine_grid not in (1, 4):
+    raise UserError(f"affine_grid must be 1 or 4, got {model.affine_grid}")
+  if not model.width > 0 or model.num_residual < 0 or not 0.0 <= model.input_blend < 1.0:
+    raise UserError(f"invalid network size or blend: width={model.width} (> 0), "
+                    f"num_residual={model.num_residual} (>= 0), "
+                    f"input_blend={model.input_blend} (in [0, 1))")
+
+
+def _check_size(shape: tuple[int, ...]) -> None:
+  if len(shape) != 4 or shape[-1] != 3:
+    raise ValueError(f"expected RGB images [B, H, W, 3], got shape {shape}")
+  if shape[1] % MULTIPLE or shape[2] % MULTIPLE:
+    raise ValueError(f"image height and width must be divisible by {MULTIPLE}, got {shape[1:3]}; "
+                     "use nets.stylize_any_size for other sizes")
+
+
+# Presets. The paper's network; the reference thesis' (instance norm, reflection padding,
+# resize-convolution upsampling); a tiny one for tests.
+JohnsonNet = functools.partial(TransformNet, normalization="batch", upsample="transpose",
+                               padding="zero")
+ThesisNet = functools.partial(TransformNet, normalization="instance", upsample="resize",
+                              padding="reflect")
+TinyNet = functools.partial(TransformNet, width=0.125, num_residual=1)
+
+
+def init_variables(model: nn.Module, key: jax.Array, *, size: int = 64) -> dict:
+  """Initializes ``model`` on a dummy [1, size, size, 3] batch; returns its variables.
+
+  Args:
+    model: a ``TransformNet`` (sizes do not depend on ``size``, a multiple of 4).
+    key: a ``jax.random`` key.
+    size: the dummy image size.
+
+  Returns:
+    ``{"params": ...}`` plus ``{"batch_stats": ...}`` for batch normalization.
+  """
+  return model.init(key, jnp.zeros((1, size, size, 3), jnp.float32))
+
+
+def count_params(variables: Any) -> int:
+  """The number of trainable scalars: of ``variables["params"]`` if present, else of the tree.
+
+  Works on arrays and on ``jax.ShapeDtypeStruct`` leaves (from ``jax.eval_shape(model.init, ...)``).
+  """
+  tree = variables.get("params", variables) if hasattr(variables, "get") else variables
+  return int(sum(math.prod(np.shape(leaf)) for leaf in jax.tree_util.tree_leaves(tree)))
+
+
+def pad_to_multiple(images: jax.Array, multiple: int = MULTIPLE,
+                    ) -> tuple[jax.Array, tuple[tuple[int, int], tuple[int, int]]]:
+  """Reflect-pads [B, H, W, C] images so that H and W are multiples of ``multiple``.
+
+  The padding is split between both sides (the extra pixel, if any, after).
+
+  Args:
+    images: [B, H, W, C].
+    multiple: the required divisor of the output height and width.
+
+  Returns:
+    ``(padded [B, H', W', C], ((top, bottom), (left, right)))``; undo with ``crop_padding``.
+  """
+  pads = []
+  for n in images.shape[1:3]:
+    extra = -n % multiple
+    pads.append((extra // 2, extra - extra // 2))
+  padded = jnp.pad(images, ((0, 0), pads[0], pads[1], (0, 0)), mode="reflect")
+  return padded, (pads[0], pads[1])
+
+
+def crop_padding(images: jax.Array, pads: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
+  """Undoes ``pad_to_multiple``: [B, H', W', C] -> [B, H, W, C]."""
+  (top, bottom), (left, right) = pads
+  h, w = images.shape[1:3]
+  return images[:, top:h - bottom, left:w - right, :]
+
+
+def apply_any_size(apply_fn: Callable[[jax.Array], jax.Array], images: jax.Array) -> jax.Array:
+  """Pads ``images`` [B, H, W, C] to a multiple of 4, calls ``apply_fn``, crops back."""
+  padded, pads = pad_to_multiple(images, MULTIPLE)
+  return crop_padding(apply_fn(padded), pads)
+
+
+def stylize_any_size(model: nn.Module, variables: Any, images: jax.Array) -> jax.Array:
+  """Applies a transformation network (inference mode) to images of any size.
+
+  Args:
+    model: a ``TransformNet``.
+    variables: its variables (``params`` and, for batch norm, ``batch_stats``).
+    images: RGB [B, H, W, 3] in [0, 1], any H, W >= 1.
+
+  Returns:
+    float32 [B, H, W, 3] in [0, 1].
+  """
+  return apply_any_size(lambda x: model.apply(variables, x, train=False), images)

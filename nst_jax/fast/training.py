@@ -1,0 +1,364 @@
+"""Training feed-forward style networks with perceptual losses (Johnson et al. 2016).
+
+Synopsis::
+
+  from nst_jax import config
+  from nst_jax.fast import models, training
+  cfg = config.override(config.thesis(), {"style": "starry.jpg", "data": "photos/"})
+  state = training.train_and_evaluate(cfg, "runs/starry")     # resumes if runs/starry has one
+
+  # the pieces, for custom loops and tests
+  model, tx = models.make_model(cfg.net), train_state.make_optimizer(cfg)
+  state = train_state.create_train_state(model, tx, jax.random.key(0))
+  style_targets = training.make_style_targets(vgg_params, style_image, cfg.loss)
+  step = training.jit_train_step(functools.partial(training.train_step, model=model, tx=tx,
+                                                   cfg=cfg), mesh)
+  state, metrics = step(state, batch, vgg_params, style_targets, jax.random.key(0))
+
+One step: the network stylizes a batch of photos; the loss is the perceptual loss of the core
+library (``objective.loss_terms``) with the batch's own VGG features as content targets and the
+style image's Gram matrices (computed once) as style targets; Adam updates the parameters. The
+step is jitted once over a 1-D device mesh (batch sharded, state replicated, state donated) and
+never recompiles.
+
+References:
+  Johnson, Alahi & Fei-Fei, "Perceptual Losses for Real-Time Style Transfer and
+  Super-Resolution", ECCV 2016.
+  Ulyanov, Lebedev, Vedaldi & Lempitsky, "Texture Networks", ICML 2016.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from pathlib import Path
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from nst_jax import config
+from nst_jax.config import LossConfig, TrainConfig
+from nst_jax.core import checkpoint, image_io, objective, paths, plots, vgg
+from nst_jax.core.errors import UserError
+from nst_jax.fast import data, models, photo_train, sharding, train_logging, train_state
+
+
+def make_style_targets(vgg_params, style: jax.Array, loss_cfg: LossConfig) -> dict:
+  """The style half of the objective's targets, from one style image [1, h, w, 3] (once).
+
+  Returns:
+    ``{"styles": ({layer: target},), "blend": [1.]}``; the content half comes from each batch.
+  """
+  return {"styles": (objective.make_style_targets(vgg_params, style, loss_cfg),),
+          "blend": jnp.ones((1,), jnp.float32)}
+
+
+def perceptual_loss_terms(vgg_params, outputs: jax.Array, inputs: jax.Array, style_targets: dict,
+                          loss_cfg: LossConfig, *, compute_dtype=jnp.float32) -> dict:
+  """The weighted loss terms of stylized ``outputs`` against their ``inputs`` and the style.
+
+  Args:
+    vgg_params: from ``vgg.load_vgg19``.
+    outputs: [B, H, W, 3] the network's outputs in [0, 1].
+    inputs: [B, H, W, 3] the photos (content targets; no gradient flows into them).
+    style_targets: from ``make_style_targets``.
+    loss_cfg: the objective's layers and weights.
+    compute_dtype: VGG's compute dtype (bfloat16 for mixed precision); terms are float32.
+
+  Returns:
+    ``{"content", "style", "tv", "total"}``, each float32 [B].
+  """
+  inputs = jax.lax.stop_gradient(inputs.astype(compute_dtype))
+  content = vgg.vgg_features(vgg_params, inputs, loss_cfg.content_layers, loss_cfg.pooling)
+  targets = {"content": content, **style_targets}
+  terms = objective.loss_terms(vgg_params, outputs.astype(compute_dtype), targets, loss_cfg)
+  return {k: v.astype(jnp.float32) for k, v in terms.items()}
+
+
+def training_loss_terms(vgg_params, outputs: jax.Array, inputs: jax.Array, style_targets: dict,
+                        cfg: TrainConfig | LossConfig, *, compute_dtype=jnp.float32) -> dict:
+  """The run's loss terms: ``perceptual_loss_terms``, or with ``cfg.photo`` set the masked style
+  terms and the affine loss of ``photo_train`` (style targets from ``setup_style_targets``).
+
+  Returns:
+    ``{"content", "style", "tv"[, "affine"], "total"}``, each float32 [B].
+  """
+  if isinstance(cfg, LossConfig):
+    cfg = TrainConfig(loss=cfg)
+  if cfg.photo.guided_output:
+    outputs = photo_train.guided_outputs(outputs, inputs)
+  if cfg.photo.affine_output:
+    outputs = photo_train.affine_outputs(outputs, inputs, cfg.photo.affine_output)
+  if cfg.photo.regions:
+    terms = photo_train.masked_loss_terms(vgg_params, outputs, inputs, style_targets, cfg,
+                                          compute_dtype=compute_dtype)
+  else:
+    terms = perceptual_loss_terms(vgg_params, outputs, inputs, style_targets, cfg.loss,
+                                  compute_dtype=compute_dtype)
+  if cfg.photo.affine_weight:
+    terms = photo_train.add_affine_term(terms, outputs, inputs, cfg.photo)
+  return terms
+
+
+def setup_style_targets(cfg: TrainConfig, vgg_params, style: np.ndarray, dataset=None) -> dict:
+  """The style targets of a run (computed once): plain Grams, or with ``cfg.photo.regions`` the
+  masked Grams under regions fitted on the style and ``cfg.photo.fit_photos`` photos of
+  ``dataset`` (``photo_train.fit_regions``)."""
+  style_b = jnp.asarray(style)[None]
+  if not cfg.photo.regions:
+    return jax.jit(make_style_targets, static_argnums=2)(vgg_params, style_b, cfg.loss)
+  photos = dataset.get_batch(0, cfg.photo.fit_photos)
+  regions = photo_train.fit_regions(vgg_params, style, photos, cfg)
+  return jax.jit(photo_train.make_style_targets, static_argnums=3)(vgg_params, style_b, regions,
+                                                                   cfg)
+
+
+def _apply_train(model: nn.Module, variables: dict, images: jax.Array):
+  """The forward pass of training: (outputs, new batch_stats)."""
+  if "batch_stats" in variables:
+    out, updates = model.apply(variables, images, train=True, mutable=["batch_stats"])
+    return out, updates["batch_stats"]
+  return model.apply(variables, images, train=True), {}
+
+
+def train_step(state: train_state.TrainState, images: jax.Array, vgg_params, style_targets: dict,
+               key: jax.Array, *, model: nn.Module, tx: optax.GradientTransformation,
+               cfg: TrainConfig) -> tuple[train_state.TrainState, dict]:
+  """One Adam update on a batch of photos (un-jitted; see ``jit_train_step``).
+
+  Args:
+    state: the current state.
+    images: [B, H, W, 3] photos in [0, 1] (the global batch, sharded on "data").
+    vgg_params: VGG19 parameters.
+    style_targets: from ``make_style_targets``.
+    key: the run's base key; the step's key is ``fold_in(key, state.step)``.
+    model: the network.
+    tx: the optimizer.
+    cfg: the training config (loss, ``bf16``, ``input_noise``).
+
+  Returns:
+    ``(new state, {"content", "style", "tv", "total"} batch means before the update)``.
+  """
+  compute_dtype = jnp.bfloat16 if cfg.bf16 else jnp.float32
+  net_in = images
+  if cfg.input_noise:
+    noise = jax.random.normal(jax.random.fold_in(key, state.step), images.shape, images.dtype)
+    net_in = jnp.clip(images + cfg.input_noise * noise, 0.0, 1.0)
+
+  def loss_fn(params):
+    variables = dict(train_state.variables_of(state), params=params)
+    outputs, batch_stats = _apply_train(model, variables, net_in)  # [B, H, W, 3]
+    terms = training_loss_terms(vgg_params, outputs, images, style_targets, cfg,
+                                compute_dtype=compute_dtype)
+    return jnp.mean(terms["total"]), (terms, batch_stats)
+
+  grads, (terms, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                            batch_stats=batch_stats, opt_state=opt_state)
+  return new_state, {k: jnp.mean(v) for k, v in terms.items()}
+
+
+def jit_train_step(step_fn: Callable, mesh: jax.sharding.Mesh) -> Callable:
+  """Jits ``step_fn(state, images, vgg_params, style_targets, key)`` for data parallelism.
+
+  The batch is sharded over the mesh's "data" axis, everything else replicated; the state is
+  donated, so its buffers are reused for the new state.
+  """
+  repl, batch = sharding.replicated(mesh), sharding.batch(mesh)
+  return jax.jit(step_fn, in_shardings=(repl, batch, repl, repl, repl),
+                 out_shardings=(repl, repl), donate_argnums=(0,))
+
+
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation, cfg: TrainConfig,
+                    mesh: jax.sharding.Mesh) -> Callable:
+  """``jit_train_step`` of ``train_step`` bound to ``model``, ``tx`` and ``cfg``."""
+  return jit_train_step(functools.partial(train_step, model=model, tx=tx, cfg=cfg), mesh)
+
+
+def eval_loss_terms(model: nn.Module, variables: dict, vgg_params, style_targets: dict,
+                    images: jax.Array, loss_cfg: LossConfig | TrainConfig) -> dict:
+  """The loss terms of the network (inference mode) on held-out photos; [B] each."""
+  outputs = model.apply(variables, images, train=False)
+  return training_loss_terms(vgg_params, outputs, images, style_targets, loss_cfg)
+
+
+def evaluate(model: nn.Module, variables: dict, vgg_params, style_targets: dict,
+             images: np.ndarray, loss_cfg: LossConfig | TrainConfig, *,
+             batch_size: int = 4) -> dict[str, float]:
+  """Mean loss terms over ``images`` [N, H, W, 3], in batches (one compilation).
+
+  ``loss_cfg`` is the ``LossConfig`` of an artistic run or a whole ``TrainConfig`` (needed for
+  the photorealistic terms)."""
+  fn = jax.jit(functools.partial(eval_loss_terms, model, loss_cfg=loss_cfg))
+  sums: dict[str, float] = {}
+  for i in range(0, len(images), batch_size):
+    terms = jax.device_get(fn(variables, vgg_params, style_targets,
+                              jnp.asarray(images[i:i + batch_size])))
+    for k, v in terms.items():
+      sums[k] = sums.get(k, 0.0) + float(np.sum(v))
+  return {k: v / len(images) for k, v in sums.items()}
+
+
+# ------------------------------------------------------------------------------------------------
+# The training run: setup, resume, loop, logging.
+
+
+def run_meta(cfg: TrainConfig, style_sha256: str) -> dict:
+  """What each checkpoint stores beside the state: the config and the style image's hash."""
+  return {"config": dataclasses.asdict(cfg), "style_sha256": style_sha256}
+
+
+def check_resumable(meta: dict, cfg: TrainConfig, style_sha256: str, workdir) -> None:
+  """Refuses to resume a run whose network, loss or style differ from ``cfg``'s (UserError)."""
+  saved = models.from_dict(meta["config"])
+  if meta.get("style_sha256") != style_sha256:
+    raise UserError(f"{workdir} holds a run trained on another style image (sha256 "
+                    f"{str(meta.get('style_sha256'))[:12]}...); use a new --workdir")
+  for name in ("net", "loss", "photo", "size", "batch_size", "bf16"):
+    if getattr(saved, name) != getattr(cfg, name):
+      raise UserError(f"{workdir} holds a run with a different {name} ({getattr(saved, name)}); "
+                      "use a new --workdir, or the same settings to resume")
+  if bool(saved.ema_decay) != bool(cfg.ema_decay):  # the optimizer state's structure differs
+    raise UserError(f"{workdir} holds a run with ema_decay={saved.ema_decay}; an average can "
+                    "be neither added to nor dropped from a run: use a new --workdir")
+
+
+def _data_seed(cfg: TrainConfig) -> int:
+  # Each process of a multi-host run reads its own, still deterministic, stream.
+  return cfg.seed + 1_000_003 * jax.process_index()
+
+
+def _sample_fn(model: nn.Module):
+  return jax.jit(lambda variables, images: model.apply(variables, images, train=False))
+
+
+def train_and_evaluate(cfg: TrainConfig, workdir, *, vgg_params=None, progress: bool = True,
+                       mesh: jax.sharding.Mesh | None = None) -> train_state.TrainState:
+  """Trains the network ``cfg`` describes, resuming from ``workdir``'s latest checkpoint.
+
+  Writes ``workdir/config.json``, ``checkpoints/<step>/`` (every ``cfg.checkpoint_every`` steps
+  and at the end), ``losses.csv``, ``losses.png``, ``samples.png`` and TensorBoard events in
+  ``tb/``. Ctrl-C saves a checkpoint before stopping.
+
+  Args:
+    cfg: the run (``cfg.style`` and ``cfg.data`` must be set).
+    workdir: the run's folder; running again with the same config resumes.
+    vgg_params: VGG19 parameters (default: loaded from the usual weights path).
+    progress: show a progress bar.
+    mesh: the device mesh (default: all devices).
+
+  Returns:
+    The final ``train_state.TrainState``.
+  """
+  models.check_config(cfg)
+  if not cfg.style or not cfg.data:
+    raise UserError("training needs a style image and training data (--style, --data)")
+  workdir = Path(workdir).expanduser()
+  mesh = mesh or sharding.make_mesh()
+  local_batch = sharding.check_batch_size(mesh, cfg.batch_size)
+  style = image_io.load_image(cfg.style, size=cfg.style_size)  # [h, w, 3]
+  meta = run_meta(cfg, checkpoint.sha256_file(cfg.style))
+  dataset = data.make_dataset(cfg.data, size=cfg.size, crop=cfg.crop, seed=_data_seed(cfg))
+  if vgg_params is None:
+    vgg_params = vgg.load_vgg19(paths.resolve_vgg_weights(None))
+  model, tx = models.make_model(cfg.net, bf16=cfg.bf16), train_state.make_optimizer(cfg)
+  with checkpoint.Checkpoints(workdir, every=cfg.checkpoint_every,
+                              keep=cfg.keep_checkpoints) as ckpts:
+    state, start = _init_or_restore(cfg, workdir, ckpts, model, tx, meta, mesh)
+    if sharding.is_main_process():
+      image_io.write_text(workdir / "config.json", config.to_json(cfg))
+    style_targets = sharding.replicate(mesh, setup_style_targets(cfg, vgg_params, style, dataset))
+    vgg_params = sharding.replicate(mesh, vgg_params)
+    loop = _Loop(cfg, workdir, mesh, model, dataset, start)
+    step_fn = make_train_step(model, tx, cfg, mesh)
+    key = sharding.replicate(mesh, train_state.make_key(cfg.seed))
+    try:
+      state = loop.run(state, lambda s, b: step_fn(s, b, vgg_params, style_targets, key),
+                       ckpts, meta, local_batch, progress)
+    finally:
+      loop.log.close()
+    ckpts.wait()
+  return state
+
+
+def _init_or_restore(cfg, workdir, ckpts, model, tx, meta, mesh):
+  start = ckpts.latest_step()
+  if start is None:
+    return train_state.init_train_state(model, tx, train_state.make_key(cfg.seed), mesh), 0
+  check_resumable(ckpts.restore_meta(start), cfg, meta["style_sha256"], workdir)
+  abstract = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding.replicated(mesh)),
+      train_state.abstract_train_state(model, tx))
+  state, _ = ckpts.restore(start, abstract)
+  return state, start
+
+
+class _Loop:
+  """The loop's bookkeeping: data, progress bar, logs, samples, checkpoints."""
+
+  def __init__(self, cfg: TrainConfig, workdir: Path, mesh, model, dataset, start: int):
+    self.cfg, self.workdir, self.mesh, self.dataset, self.start = cfg, workdir, mesh, dataset, start
+    self.main = sharding.is_main_process()
+    self.log = train_logging.TrainLog(workdir, start_step=start, enabled=self.main)
+    self.samples = dataset.get_batch(0, cfg.num_samples) if cfg.num_samples else None
+    self.stylize = _sample_fn(model)
+
+  def run(self, state, step_fn, ckpts, meta, local_batch: int, progress: bool):
+    """Steps from ``self.start`` to ``cfg.num_steps``; returns the final state."""
+    cfg, step = self.cfg, self.start
+    clock = train_logging.Throughput(time.perf_counter())
+    batches = self.dataset.batches(local_batch, start_step=step,
+                                   num_steps=max(cfg.num_steps - step, 0), prefetch=cfg.prefetch)
+    try:
+      with batches, tqdm(total=cfg.num_steps, initial=step, desc="train", unit="step",
+                         disable=not (progress and self.main), dynamic_ncols=True) as bar:
+        for batch in batches:  # [local B, size, size, 3]
+          state, metrics = step_fn(state, sharding.shard_batch(self.mesh, batch))
+          self.log.record(step, metrics)
+          clock.add(cfg.batch_size, batches.last_wait)
+          step += 1
+          bar.update(1)
+          self._periodic(step, state, clock, bar, ckpts, meta)
+    except KeyboardInterrupt:
+      self._save_on_interrupt(step, state, ckpts, meta)
+      raise
+    self.log.finish()
+    if self.main and self.samples is not None:
+      self._sample_sheet(state)
+    return state
+
+  def _periodic(self, step, state, clock, bar, ckpts, meta) -> None:
+    cfg, last = self.cfg, step == self.cfg.num_steps
+    if step % cfg.log_every == 0 or last:
+      losses = self.log.flush()
+      rates = clock.rate(time.perf_counter())
+      self.log.scalars(step, {"perf/" + k: v for k, v in rates.items()})
+      bar.set_postfix({**{k: f"{v:.3g}" for k, v in losses.items()},
+                       "img/s": f"{rates['images_per_s']:.3g}",
+                       "data_s": f"{rates['data_s_per_step']:.3f}"}, refresh=False)
+    if self.samples is not None and self.main and (step % cfg.sample_every == 0 or last):
+      out = self.stylize(train_state.variables_of(state), jnp.asarray(self.samples))
+      self.log.images(step, "samples", np.asarray(out))
+    if step % cfg.checkpoint_every == 0 or last:
+      self.log.save_history()  # before the checkpoint, so the CSV never lags behind it
+      ckpts.save(step, state, meta, force=True)
+
+  def _save_on_interrupt(self, step, state, ckpts, meta) -> None:
+    try:
+      self.log.save_history()
+      ckpts.save(step, state, meta, force=True)
+      ckpts.wait()
+    except RuntimeError:  # the state's buffers were donated to a step that did not finish
+      pass
+
+  def _sample_sheet(self, state) -> None:
+    out = np.asarray(self.stylize(train_state.variables_of(state), jnp.asarray(self.samples)))
+    plots.save_image_grid(self.workdir / "samples.png", [list(self.samples), list(out)],
+                          row_titles=["photo", f"step {int(state.step)}"])

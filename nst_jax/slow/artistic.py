@@ -1,0 +1,180 @@
+"""Slow artistic style transfer (Gatys et al. 2016): initialization, coarse-to-fine, batches of
+problems, luminance-only transfer, checkpoints.
+
+Synopsis::
+
+  from nst_jax import config
+  from nst_jax.core import image_io, vgg
+  from nst_jax.slow import artistic
+  params = vgg.load_vgg19(path)
+  content = image_io.load_image("photo.jpg")
+  style = image_io.load_image("painting.jpg")
+  out = artistic.stylize(params, [artistic.Problem(content, (style,))], config.gatys())
+  out.images[0]                # float32 [H, W, 3] in [0, 1]
+  out.history["style"]         # per iteration, all levels
+
+A list of several problems of the same output shape is solved at once (``jax.vmap`` of the whole
+solver in one compiled program): several contents with the same style, or one content with
+several styles.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nst_jax.config import INITS, TransferConfig
+from nst_jax.core import colors, image_io, objective
+from nst_jax.core.errors import UserError
+from nst_jax.slow import driver
+
+
+@dataclasses.dataclass
+class Problem:
+  """One output: its content (None for texture synthesis), styles and their blend weights."""
+  content: np.ndarray | None  # [H, W, 3] in [0, 1], full resolution
+  styles: Sequence[np.ndarray]  # each [h, w, 3]
+  blend: Sequence[float] | None = None
+
+
+def level_sizes(size: int, scales: int) -> list[int]:
+  """Long sides of the coarse-to-fine levels, doubling up to ``size``: (512, 3) -> [128, 256, 512]."""
+  return [max(16, size // 2 ** (scales - 1 - i)) for i in range(scales)]
+
+
+def initial_image(init: str, content: np.ndarray | None, hw: tuple[int, int], *, seed: int,
+                  noise_ratio: float) -> np.ndarray:
+  """content | noise (uniform) | mix (noise_ratio * noise + rest * content) | an image path."""
+  noise = np.random.default_rng(seed).uniform(0.0, 1.0, hw + (3,)).astype(np.float32)
+  if init == "noise" or (content is None and init in INITS):
+    return noise
+  if init == "content":
+    return content
+  if init == "mix":
+    return noise_ratio * noise + (1.0 - noise_ratio) * content
+  return image_io.resize_array(image_io.load_image(init), hw)
+
+
+def check_config(cfg: TransferConfig) -> None:
+  """Validates a transfer configuration (UserError on bad values)."""
+  objective.check_loss_config(cfg.loss)
+  if cfg.init not in INITS and not Path(cfg.init).is_file():
+    raise UserError(f"--init must be one of {', '.join(INITS)} or an existing image, got {cfg.init!r}")
+  if cfg.size < 16 or cfg.scales < 1 or cfg.style_scale <= 0:
+    raise UserError("need --size >= 16, --scales >= 1 and --style-scale > 0")
+  if cfg.optim.num_iters < 0 or cfg.optim.chunk < 1 or any(n < 0 for n in cfg.level_iters):
+    raise UserError("need --iters >= 0 and --chunk >= 1")
+  if cfg.level_iters and len(cfg.level_iters) != cfg.scales:
+    raise UserError(f"--level-iters needs one count per level ({cfg.scales}), "
+                    f"got {len(cfg.level_iters)}")
+  if cfg.original_colors not in ("",) + colors.SPACES:
+    raise UserError(f"--original-colors must be one of {', '.join(colors.SPACES)}")
+
+
+@functools.lru_cache(maxsize=16)
+def make_loss_fn(loss_cfg):
+  """``(x, vgg_params, targets) -> (total, terms)`` for ``optimize.run`` (one per config, so
+  compiled programs are reused across calls)."""
+
+  def loss_fn(x, vgg_params, targets):
+    terms = objective.loss_terms(vgg_params, x, targets, loss_cfg)
+    return jnp.sum(terms["total"]), terms
+
+  return loss_fn
+
+
+def _level_inputs(vgg_params, problems, cfg, long_side, prev):
+  """Targets and initial images of all problems at one level, stacked on a problem axis."""
+  base = problems[0].content if problems[0].content is not None else problems[0].styles[0]
+  hw = driver.fit_hw(base.shape[:2], long_side)
+  targets, inits = [], []
+  for i, p in enumerate(problems):
+    content = None if p.content is None else image_io.resize_array(p.content, hw)
+    styles = [image_io.resize_array(s, driver.fit_hw(s.shape[:2], round(long_side * cfg.style_scale)))
+              for s in p.styles]
+    targets.append(objective.make_targets(
+        vgg_params, None if content is None else jnp.asarray(content)[None],
+        [jnp.asarray(s)[None] for s in styles], cfg.loss, p.blend))
+    if prev is None:
+      inits.append(initial_image(cfg.init, content, hw, seed=cfg.seed + i,
+                                 noise_ratio=cfg.noise_ratio))
+    else:
+      inits.append(np.asarray(jax.image.resize(prev[i], hw + (3,), "bicubic")).clip(0, 1))
+  stack = lambda *xs: jnp.stack(xs)
+  return jax.tree.map(stack, *targets), jnp.asarray(np.stack(inits))[:, None]
+
+
+def stylize(vgg_params, problems: Sequence[Problem], cfg: TransferConfig, *, progress: bool = True,
+            checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 50,
+            on_chunk: Callable[[int, int, list[np.ndarray]], None] | None = None) -> driver.Output:
+  """Optimizes one image per problem; all problems must give the same output shape.
+
+  Args:
+    vgg_params: from ``vgg.load_vgg19``.
+    problems: the problems to solve together (one compiled, vmapped program when several).
+    cfg: the transfer configuration; ``cfg.level_iters`` (or ``cfg.optim.num_iters``) iterations
+      at each level.
+    progress: show a progress bar.
+    checkpoint: file to save progress to and resume from (same config and inputs only).
+    checkpoint_every: iterations between checkpoints.
+    on_chunk: ``(level, iteration, images)`` after every chunk (for intermediate images).
+
+  Returns:
+    A ``driver.Output``; on a NaN/Inf loss, the last good images and ``nan_at``.
+
+  References:
+    Gatys, Ecker & Bethge, "Image Style Transfer Using Convolutional Neural Networks", CVPR 2016.
+  """
+  check_config(cfg)
+  batched = len(problems) > 1
+  arrays = [a for p in problems for a in ([p.content] if p.content is not None else []) + list(p.styles)]
+  run_digest = driver.digest(cfg, arrays, repr([p.blend for p in problems]))
+  res = driver.run_stages(
+      make_loss_fn(cfg.loss), vgg_params, _levels(vgg_params, problems, cfg, batched),
+      digest_=run_digest, batched=batched, checkpoint=checkpoint,
+      checkpoint_every=checkpoint_every, progress=progress,
+      on_chunk=None if on_chunk is None else
+      lambda level, it, x, aux: on_chunk(level, it, _unstack(x, len(problems))))
+  images = _finish(_unstack(res.x, len(problems)), problems, cfg)
+  return driver.Output(images, res.history, res.starts, res.nan_at, res.seconds)
+
+
+def _levels(vgg_params, problems, cfg: TransferConfig, batched: bool) -> list[driver.Stage]:
+  """One ``driver.Stage`` per coarse-to-fine level, each starting from the previous result."""
+  stages = []
+  for level, long_side in enumerate(level_sizes(cfg.size, cfg.scales)):
+    optim_cfg = cfg.optim
+    if cfg.level_iters:
+      optim_cfg = dataclasses.replace(optim_cfg, num_iters=cfg.level_iters[level])
+
+    def inputs(prev, long_side=long_side):
+      prev = None if prev is None else _unstack(prev, len(problems))
+      targets, x0 = _level_inputs(vgg_params, problems, cfg, long_side, prev)
+      if not batched:
+        targets, x0 = jax.tree.map(lambda a: a[0], targets), x0[0]
+      return x0, targets
+
+    stages.append(driver.Stage(optim_cfg, inputs, f"level {level + 1}/{cfg.scales} {long_side}px"))
+  return stages
+
+
+def _unstack(x, n) -> list[np.ndarray]:
+  x = np.asarray(x).reshape((n,) + tuple(np.shape(x)[-3:]))
+  return [x[i] for i in range(n)]
+
+
+def _finish(images, problems, cfg) -> list[np.ndarray]:
+  out = []
+  for img, p in zip(images, problems):
+    if cfg.original_colors and p.content is not None:
+      img = colors.original_colors(img, image_io.resize_array(p.content, img.shape[:2]),
+                                   cfg.original_colors)
+    out.append(np.clip(img, 0.0, 1.0).astype(np.float32))
+  return out

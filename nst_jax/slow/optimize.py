@@ -1,0 +1,199 @@
+"""Per-image optimization (L-BFGS-B, L-BFGS, Adam) with the iteration loop inside one compiled program.
+
+Synopsis::
+
+  from nst_jax import config
+  from nst_jax.slow import optimize
+  def loss_fn(x, shared, aux):      # x: [1, H, W, 3] in [0, 1]; shared: e.g. VGG params;
+    terms = ...                     # aux: this problem's targets. terms: {"total": [1], ...}
+    return jnp.sum(terms["total"]), terms
+  result = optimize.run(loss_fn, x0, shared, aux, config.OptimConfig(num_iters=100))
+  result.image, result.history["total"]       # [1, H, W, 3], [100]
+
+The loop runs in chunks of ``cfg.chunk`` iterations; each chunk is a jitted ``fori_loop`` that
+records every iteration's loss terms. Between chunks the host updates the progress bar, checks
+for NaN/Inf (keeping the last good image), and may save a checkpoint. ``batched=True`` vmaps
+the whole solver over a leading problem axis of ``x0`` and ``aux``: several independent
+problems in one compiled program.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import jaxopt
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from nst_jax.config import OPTIMIZERS, OptimConfig
+from nst_jax.core.errors import UserError
+
+LossFn = Callable[[jax.Array, Any, Any], tuple[jax.Array, dict]]
+
+
+class Solver(NamedTuple):
+  """``init(x, shared, aux) -> state``; ``step(x, state, shared, aux) -> (x, state, old terms)``."""
+  init: Callable
+  step: Callable
+
+
+def _box(x):
+  return jnp.zeros_like(x), jnp.ones_like(x)
+
+
+def make_lbfgsb(loss_fn: LossFn, cfg: OptimConfig) -> Solver:
+  """L-BFGS-B with the [0, 1] pixel box (jaxopt; Byrd, Lu, Nocedal & Zhu 1995)."""
+  solver = jaxopt.LBFGSB(fun=loss_fn, has_aux=True, maxiter=cfg.num_iters,
+                         history_size=cfg.history_size)
+
+  def step(x, state, shared, aux):
+    terms = state.aux
+    x, state = solver.update(x, state, _box(x), shared, aux)
+    return x, state, terms
+
+  return Solver(lambda x, shared, aux: solver.init_state(x, _box(x), shared, aux), step)
+
+
+def _gradient_solver(loss_fn: LossFn, opt: optax.GradientTransformationExtraArgs) -> Solver:
+  """An optax transformation, followed by projection onto the [0, 1] box."""
+
+  def step(x, state, shared, aux):
+    (value, terms), grad = jax.value_and_grad(loss_fn, has_aux=True)(x, shared, aux)
+    updates, state = opt.update(grad, state, x, value=value, grad=grad,
+                                value_fn=lambda y: loss_fn(y, shared, aux)[0])
+    x = optax.projections.projection_box(optax.apply_updates(x, updates), 0.0, 1.0)
+    return x, state, terms
+
+  return Solver(lambda x, shared, aux: opt.init(x), step)
+
+
+def make_solver(loss_fn: LossFn, cfg: OptimConfig) -> Solver:
+  """The solver named by ``cfg.optimizer``: "lbfgsb", "lbfgs" (optax, zoom line search) or "adam"."""
+  if cfg.optimizer == "lbfgsb":
+    return make_lbfgsb(loss_fn, cfg)
+  if cfg.optimizer == "lbfgs":
+    return _gradient_solver(loss_fn, optax.lbfgs(memory_size=cfg.history_size))
+  if cfg.optimizer == "adam":
+    return _gradient_solver(loss_fn, optax.adam(cfg.learning_rate))
+  raise UserError(f"unknown optimizer {cfg.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
+
+
+@functools.lru_cache(maxsize=32)
+def compiled_chunk_fn(loss_fn: LossFn, cfg: OptimConfig, batched: bool):
+  """``make_chunk_fn`` cached per (loss function, config), so repeated runs reuse compilations."""
+  return make_chunk_fn(make_solver(loss_fn, cfg), cfg.chunk, batched=batched)
+
+
+def make_chunk_fn(solver: Solver, chunk: int, *, batched: bool = False):
+  """A jitted ``(x, state, shared, aux, n) -> (x, state, history)`` running n <= chunk iterations.
+
+  ``history`` holds each iteration's terms in a buffer of ``chunk`` rows (rows >= n are zero);
+  ``n`` is a traced argument, so the last, shorter chunk does not recompile.
+  """
+
+  def run(x, state, shared, aux, n):
+    _, _, terms0 = jax.eval_shape(solver.step, x, state, shared, aux)
+    buf = jax.tree.map(lambda t: jnp.zeros((chunk,) + t.shape, t.dtype), terms0)
+
+    def body(i, carry):
+      x, state, buf = carry
+      x, state, terms = solver.step(x, state, shared, aux)
+      buf = jax.tree.map(lambda b, t: b.at[i].set(t), buf, terms)
+      return x, state, buf
+
+    return jax.lax.fori_loop(0, n, body, (x, state, buf))
+
+  if batched:
+    run = jax.vmap(run, in_axes=(0, 0, None, 0, None), out_axes=(0, 0, 1))
+  return jax.jit(run, donate_argnums=(1,))
+
+
+@dataclasses.dataclass
+class Result:
+  """What ``run`` returns: the image, the loss history per iteration, and how it ended."""
+  image: jax.Array
+  history: dict[str, np.ndarray]  # name -> [iters] (or [iters, B] when batched)
+  state: Any
+  iterations: int
+  nan_at: int | None = None  # first iteration whose loss was NaN/Inf, if any
+  seconds: float = 0.0
+
+
+def _summary(terms: dict[str, np.ndarray]) -> dict[str, str]:
+  return {k: f"{float(np.sum(v)):.4g}" for k, v in terms.items()}
+
+
+def init_state(loss_fn: LossFn, x0: jax.Array, shared: Any, aux: Any, cfg: OptimConfig, *,
+               batched: bool = False):
+  """The solver's initial state (also the template for restoring a saved state)."""
+  return _compiled_init(loss_fn, cfg, batched)(x0, shared, aux)
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled_init(loss_fn: LossFn, cfg: OptimConfig, batched: bool):
+  solver = make_solver(loss_fn, cfg)
+  return jax.jit(jax.vmap(solver.init, in_axes=(0, None, 0)) if batched else solver.init)
+
+
+def run(loss_fn: LossFn, x0: jax.Array, shared: Any, aux: Any, cfg: OptimConfig, *,
+        batched: bool = False,
+        state: Any = None, start: int = 0, progress: bool = True, desc: str = "optimize",
+        on_chunk: Callable[[int, jax.Array, Any, dict], None] | None = None) -> Result:
+  """Minimizes ``loss_fn(x, shared, aux)`` over x in [0, 1], starting from ``x0``.
+
+  Args:
+    loss_fn: ``(x, shared, aux) -> (scalar loss, {name: per-example terms})``.
+    x0: the initial image(s) [1, H, W, 3] (or [P, 1, H, W, 3] with ``batched``).
+    shared: arrays common to all problems (VGG parameters), passed, never closed over.
+    aux: targets and other arrays the loss needs (leading axis P with ``batched``).
+    cfg: optimizer configuration (``num_iters`` is the total, including ``start``).
+    batched: solve P independent problems at once (vmap of the whole solver).
+    state: a solver state to resume from (with ``start`` iterations already done).
+    start: iterations already done.
+    progress: show a progress bar with the loss terms and iterations/s.
+    desc: the progress bar's label.
+    on_chunk: ``(iteration, x, state, history_so_far)`` called after every chunk (checkpoints,
+      intermediate images).
+
+  Returns:
+    A ``Result``; with a NaN/Inf loss the run stops and keeps the last good image.
+  """
+  chunk_fn = compiled_chunk_fn(loss_fn, cfg, batched)
+  x = x0
+  if state is None:
+    state = init_state(loss_fn, x0, shared, aux, cfg, batched=batched)
+  pieces: list[dict] = []
+  t0, it, nan_at = time.perf_counter(), start, None
+  with tqdm(total=cfg.num_iters, initial=start, desc=desc, disable=not progress,
+            unit="it", dynamic_ncols=True) as bar:
+    while it < cfg.num_iters:
+      n = min(cfg.chunk, cfg.num_iters - it)
+      x_new, state, hist = chunk_fn(x, state, shared, aux, n)
+      hist = jax.tree.map(lambda h: np.asarray(h)[:n], hist)
+      bad = ~np.isfinite(hist["total"].reshape(n, -1)).all(axis=1)
+      if bad.any() or not np.isfinite(np.asarray(x_new)).all():
+        first = int(np.argmax(bad)) if bad.any() else n - 1
+        pieces.append(jax.tree.map(lambda h: h[:first], hist))
+        nan_at = it + first  # x stays the last good image, from iteration `it`
+        break
+      x, it = x_new, it + n
+      pieces.append(hist)
+      bar.update(n)
+      bar.set_postfix(_summary(jax.tree.map(lambda h: h[-1], hist)), refresh=False)
+      if on_chunk is not None:
+        on_chunk(it, x, state, concat_history(pieces))
+  history = concat_history(pieces)
+  return Result(x, history, state, it, nan_at, time.perf_counter() - t0)
+
+
+def concat_history(pieces: list[dict]) -> dict[str, np.ndarray]:
+  """Joins per-chunk histories along the iteration axis."""
+  if not pieces:
+    return {}
+  return {k: np.concatenate([p[k] for p in pieces], axis=0) for k in pieces[0]}

@@ -1,0 +1,281 @@
+"""Slow photorealistic style transfer (Luan et al. 2017, "Deep Photo Style Transfer").
+
+Synopsis::
+
+  from nst_jax.core import image_io, vgg
+  from nst_jax.slow import photoreal
+  params = vgg.load_vgg19(path)
+  content = image_io.load_image("in1.png")
+  style = image_io.load_image("tar1.png")
+  out = photoreal.stylize(params, content, style, config.PhotoConfig(size=256))
+  out.images[0]              # float32 [H, W, 3] in [0, 1]
+  out.history["matting"]     # the weighted matting penalty per iteration (0 in stage 1)
+
+The objective is the content loss at conv4_2, the masked Gram loss at conv1_1..conv5_1 (pre-ReLU,
+which the reference thesis found better), TV, and the photorealism penalty
+``lambda * sum_c V_c^T L V_c / N`` with L the content's matting Laplacian (N pixels). Region
+masks come from the user (Luan's colour code) or from ``regions.auto_masks``. The Laplacian's window
+coefficients are computed once per run and passed to the loss as an argument, as are the targets,
+so both stages run the same compiled program (stage 1 with a zero matting weight).
+
+Scales. Luan's Torch code adds ``lambda * 2 L v`` (lambda = 1e4) to gradients of caffe-scale
+losses summed over pixels; our losses are means over positions and pixels are in [0, 1], so the
+penalty is divided by N to be size-independent and its weight calibrated on the shared pairs
+(docs/photoreal.md): with ``style_weight`` 1e-4, ``matting_weight`` = 3e9 per pixel cuts stage 1's
+matting energy 20-70x; 1e7 barely moves it. On the pixels the penalty alone plateaus a few times
+above the content's own matting energy (more stage-2 iterations do not help).
+
+Parameterization. By default the penalized stage optimizes an image x whose smooth local affine
+step is the output (``output_image``): O solves ``(I + affine_weight L) O = x`` (L the content's
+Laplacian at ``EVAL_EPS``; conjugate gradients with the matrix-free apply, differentiated by one
+more solve), the nearest image to x under a matting penalty. The losses score O, so the
+iterations spend themselves on what survives the step; without any post-step this beat the
+previous default (a guided-filter parameterization plus a post-step) on both the matting and the
+style measure (docs/photoreal.md, fifth calibration). ``parameterization="guided"`` uses the
+guided filter instead; ``"pixels"`` is Luan's.
+
+Post-step (Luan's optional one, off by default; ``smooth``): the output smoothed with the content
+as guide: the "smooth local affine" step (``affine_smooth``) or one guided-filter pass
+(``guided_smooth``); ``matting_budget`` picks the step's weight per image.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nst_jax import config
+from nst_jax.config import EVAL_EPS, LossConfig, OptimConfig, PhotoConfig
+from nst_jax.core import image_io, losses, matting, objective, regions, smoothing
+from nst_jax.core.errors import UserError
+from nst_jax.slow import driver
+
+PARAM_TOL = 1e-3  # relative residual of the "affine" parameterization's solves (float32: >~5e-5)
+
+
+def check_config(cfg: PhotoConfig) -> None:
+  """Validates a photorealistic configuration (UserError on bad values)."""
+  objective.check_loss_config(cfg.loss)
+  if cfg.loss.style_loss != "gram":
+    raise UserError("photorealistic transfer uses the masked Gram loss; --style-loss must be gram")
+  if cfg.stages not in (1, 2):
+    raise UserError(f"--stages must be 1 or 2, got {cfg.stages}")
+  if cfg.stage_iters and len(cfg.stage_iters) != cfg.stages:
+    raise UserError(f"--stage-iters needs one count per stage ({cfg.stages})")
+  if cfg.size < 16 or cfg.style_scale <= 0 or cfg.num_regions < 1:
+    raise UserError("need --size >= 16, --style-scale > 0 and --regions >= 1")
+  if cfg.optim.num_iters < 0 or cfg.optim.chunk < 1 or any(n < 0 for n in cfg.stage_iters):
+    raise UserError("need --iters >= 0 and --chunk >= 1")
+  if not cfg.matting_weight >= 0 or cfg.smooth_eps <= 0 or cfg.smooth_radius < 0:
+    raise UserError("need --matting-weight >= 0, --smooth-eps > 0 and --smooth-radius >= 0")
+  if not (cfg.matting_budget >= 0 and cfg.smooth_weight > 0 and cfg.affine_weight > 0):
+    raise UserError("need --matting-budget >= 0, --smooth-weight > 0 and --affine-weight > 0")
+  if cfg.smooth_method not in config.SMOOTH_METHODS:
+    raise UserError(f"--smooth-method must be one of {', '.join(config.SMOOTH_METHODS)}")
+  if cfg.parameterization not in config.PARAMETERIZATIONS:
+    raise UserError(f"--parameterization must be one of {', '.join(config.PARAMETERIZATIONS)}")
+  if cfg.mask_pooling not in config.MASK_POOLINGS:
+    raise UserError(f"--mask-pooling must be one of {', '.join(config.MASK_POOLINGS)}")
+
+
+def masked_style_targets(vgg_params, style: jax.Array, style_masks, present,
+                         cfg: PhotoConfig) -> dict:
+  """Per-layer masked Grams of the style image.
+
+  Args:
+    vgg_params: from ``vgg.load_vgg19``.
+    style: [1, h, w, 3] in [0, 1].
+    style_masks: [R, h, w] soft regions of the style image.
+    present: [R], 1 for regions present in both images (``regions.pair_regions``).
+    cfg: the configuration (layers, pooling, mask pooling).
+
+  Returns:
+    ``{layer: {"gram": [1, R, C, C], "present": [1, R]}}``.
+
+  References:
+    Luan, Paris, Shechtman & Bala, "Deep Photo Style Transfer", CVPR 2017.
+  """
+  layers = cfg.loss.style_layers
+  feats = objective.target_features(vgg_params, style, layers=layers,
+                                     pooling=cfg.loss.pooling)
+  per_layer = regions.downsample_masks(jnp.asarray(style_masks, jnp.float32), layers,
+                                     cfg.mask_pooling)             # {l: [R, h', w']}
+  present = jnp.asarray(present, jnp.float32)[None]                          # [1, R]
+  return {l: {"gram": losses.masked_gram(feats[l], per_layer[l][None]), "present": present}
+          for l in layers}
+
+
+def make_targets(vgg_params, content: np.ndarray, style: np.ndarray, content_masks,
+                 style_masks, cfg: PhotoConfig) -> dict:
+  """Targets for ``objective.loss_terms`` with region masks (the masked style term).
+
+  Args:
+    vgg_params: from ``vgg.load_vgg19``.
+    content: [H, W, 3] at the output size.
+    style: [h, w, 3].
+    content_masks: [R, H, W]; style_masks: [R, h, w] (same region order).
+    cfg: the configuration.
+
+  Returns:
+    ``{"content": {layer: [1, .., C]}, "styles": ({layer: {"gram", "present"}},),
+    "blend": [1], "masks": {layer: [1, R, h, w]}}``.
+  """
+  present = regions.pair_regions(content_masks, style_masks)
+  if not present.any():
+    raise UserError("the content and style masks share no region; paint matching colours")
+  content_b = jnp.asarray(content)[None]
+  content_feats = objective.target_features(
+      vgg_params, content_b, layers=cfg.loss.content_layers, pooling=cfg.loss.pooling)
+  per_layer = regions.downsample_masks(jnp.asarray(content_masks, jnp.float32),
+                                     cfg.loss.style_layers, cfg.mask_pooling)
+  return {"content": content_feats,
+          "styles": (masked_style_targets(vgg_params, jnp.asarray(style)[None], style_masks,
+                                          present, cfg),),
+          "blend": jnp.ones(1, jnp.float32),
+          "masks": {l: m[None] for l, m in per_layer.items()}}
+
+
+class AffineStep(NamedTuple):
+  """The smooth local affine step as a parameterization: the output O of x solves
+  ``(I + weight L) O = x``, L the content's matting Laplacian (``affine_system_solve``)."""
+  coeffs: matting.MattingCoefficients
+  weight: jax.Array
+
+
+def output_image(x: jax.Array, aux: dict) -> jax.Array:
+  """The image [1, H, W, 3] that the optimized variable ``x`` stands for: x itself
+  (aux["filtered"] = 0) or, with aux["filtered"] = 1, x smoothed by aux["filter"], content as
+  guide: a ``smoothing.GuidedFilter`` (the "guided" parameterization) or an ``AffineStep``
+  ("affine"). Both are linear maps of x whose outputs are (nearly) locally affine in the
+  content's colours."""
+  step = aux["filter"]
+  if isinstance(step, AffineStep):
+    smooth = lambda v: smoothing.affine_system_solve(step.coeffs, v, v, step.weight, tol=PARAM_TOL)
+  else:
+    smooth = lambda v: smoothing.apply_guided_filter(step, v[0])[None]
+  return jax.lax.cond(aux["filtered"] > 0, smooth, lambda v: v, x)
+
+
+@functools.lru_cache(maxsize=16)
+def make_loss_fn(loss_cfg: LossConfig):
+  """``(x, vgg_params, aux) -> (total, terms)`` of ``output_image(x, aux)`` with aux =
+  {"targets", "matting", "matting_weight", "filter", "filtered"}; one per loss config, so all
+  stages reuse one compiled program."""
+
+  def loss_fn(x, vgg_params, aux):
+    x = output_image(x, aux)
+    terms = objective.loss_terms(vgg_params, x, aux["targets"], loss_cfg)
+    pixels = x.shape[-3] * x.shape[-2]
+    energy = matting.energy_with_coefficients(aux["matting"], x) / pixels     # [B]
+    terms["matting"] = aux["matting_weight"] * energy
+    terms["total"] = terms["total"] + terms["matting"]
+    return jnp.sum(terms["total"]), terms
+
+  return loss_fn
+
+
+def prepare_masks(vgg_params, content, style, content_masks, style_masks, cfg: PhotoConfig):
+  """Given masks resized to the images, or automatic ones: ([R, H, W], [R, h, w])."""
+  if (content_masks is None) != (style_masks is None):
+    raise UserError("give both a content mask and a style mask, or neither (automatic masks)")
+  if content_masks is None:
+    return regions.auto_masks(vgg_params, content, style, num_regions=cfg.num_regions,
+                            seed=cfg.seed)
+  content_masks, style_masks = np.asarray(content_masks), np.asarray(style_masks)
+  if content_masks.shape[0] != style_masks.shape[0]:
+    raise UserError(f"region counts differ: {content_masks.shape[0]} vs {style_masks.shape[0]}")
+  return (regions.resize_masks(content_masks, content.shape[:2]),
+          regions.resize_masks(style_masks, style.shape[:2]))
+
+
+def _stage_plan(cfg: PhotoConfig) -> list[tuple[OptimConfig, dict]]:
+  """(optimizer config, the stage's aux scalars: matting weight, filtered) per stage."""
+  weights = [0.0, cfg.matting_weight] if cfg.stages == 2 else [cfg.matting_weight]
+  iters = cfg.stage_iters or (cfg.optim.num_iters,) * cfg.stages
+  smoothed = cfg.parameterization != "pixels"
+  scalars = [{"matting_weight": w, "filtered": float(smoothed and w > 0)} for w in weights]
+  return [(dataclasses.replace(cfg.optim, num_iters=n), {k: jnp.asarray(v, jnp.float32)
+                                                         for k, v in sc.items()})
+          for n, sc in zip(iters, scalars)]
+
+
+def stylize(vgg_params, content: np.ndarray, style: np.ndarray, cfg: PhotoConfig, *,
+            content_masks: np.ndarray | None = None, style_masks: np.ndarray | None = None,
+            progress: bool = True, checkpoint: str | os.PathLike | None = None,
+            checkpoint_every: int = 50,
+            on_chunk: Callable[[int, int, list[np.ndarray]], None] | None = None
+            ) -> driver.Output:
+  """Photorealistic transfer of ``style``'s look onto ``content``.
+
+  Args:
+    vgg_params: from ``vgg.load_vgg19``.
+    content: [H, W, 3] in [0, 1], any size (resized to ``cfg.size``).
+    style: [h, w, 3] in [0, 1].
+    cfg: the configuration.
+    content_masks, style_masks: [R, H, W] / [R, h, w] region masks (e.g.
+      ``regions.load_color_mask``), both or neither; neither: ``regions.auto_masks``.
+    progress: show a progress bar.
+    checkpoint: file to save progress to and resume from (same config, inputs and masks only).
+    checkpoint_every: iterations between checkpoints.
+    on_chunk: ``(stage, iteration, [image])`` after every chunk.
+
+  Returns:
+    ``driver.Output`` with one image; ``level_starts`` holds the stages' first iterations.
+
+  References:
+    Luan, Paris, Shechtman & Bala, "Deep Photo Style Transfer", CVPR 2017.
+  """
+  check_config(cfg)
+  hw = driver.fit_hw(content.shape[:2], cfg.size)
+  content = image_io.resize_array(content, hw)
+  style = image_io.resize_array(style, driver.fit_hw(style.shape[:2],
+                                                     round(cfg.size * cfg.style_scale)))
+  cm, sm = prepare_masks(vgg_params, content, style, content_masks, style_masks, cfg)
+  aux = {"targets": make_targets(vgg_params, content, style, cm, sm, cfg),
+         "matting": matting.matting_coefficients(jnp.asarray(content)),
+         "filter": parameterization_step(content, cfg)}
+  stages = [driver.Stage(optim_cfg, lambda prev, scalars=scalars: (
+                _start(prev, content), dict(aux, **scalars)),
+                         f"stage {stage + 1}/{cfg.stages} {max(hw)}px")
+            for stage, (optim_cfg, scalars) in enumerate(_stage_plan(cfg))]
+  res = driver.run_stages(
+      make_loss_fn(cfg.loss), vgg_params, stages,
+      digest_=driver.digest(cfg, (content, style, cm, sm)), checkpoint=checkpoint,
+      checkpoint_every=checkpoint_every, progress=progress,
+      on_chunk=None if on_chunk is None else
+      lambda stage, it, x, aux: on_chunk(stage, it, [np.asarray(output_image(x, aux)[0])]))
+  image = post_smooth(np.asarray(output_image(res.x, res.aux))[0], content, cfg)
+  return driver.Output([image], res.history, res.starts, res.nan_at, res.seconds)
+
+
+def _start(prev, content: np.ndarray) -> jax.Array:
+  """A stage's initial x: the previous stage's result, or the content for the first."""
+  return jnp.asarray(content)[None] if prev is None else prev
+
+
+def parameterization_step(content: np.ndarray, cfg: PhotoConfig):
+  """aux["filter"] for ``output_image``: the content's ``AffineStep`` (``cfg.affine_weight``,
+  eps ``EVAL_EPS``) for the "affine" parameterization, else its guided filter (``smooth_radius``
+  or ``default_radius``, ``smooth_eps``; unused by "pixels")."""
+  if cfg.parameterization == "affine":
+    coeffs = matting.matting_coefficients(jnp.asarray(content, jnp.float32), eps=EVAL_EPS)
+    return AffineStep(coeffs, jnp.float32(cfg.affine_weight))
+  radius = cfg.smooth_radius or smoothing.default_radius(content.shape[:2])
+  return smoothing.guided_filter_for(content, radius=radius, eps=cfg.smooth_eps)
+
+
+def post_smooth(image: np.ndarray, content: np.ndarray, cfg: PhotoConfig) -> np.ndarray:
+  """The configured post-step of ``image`` [H, W, 3] (``content``: the guide, same size): none
+  (``cfg.smooth`` off), ``affine_smooth`` or ``guided_smooth``; float32 in [0, 1]."""
+  image = np.clip(np.asarray(image, np.float32), 0.0, 1.0)
+  if not cfg.smooth:
+    return image
+  if cfg.smooth_method == "affine":
+    return smoothing.affine_smooth(image, content, weight=cfg.smooth_weight, budget=cfg.matting_budget)[0]
+  return smoothing.guided_smooth(image, content, radius=cfg.smooth_radius, eps=cfg.smooth_eps)

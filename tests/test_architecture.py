@@ -1,0 +1,123 @@
+"""The house rules of the package layout, checked on its import graph (``ast``, no imports run).
+
+- ``config`` is a leaf: it imports nothing else from the package;
+- ``core`` imports no wing (``slow``, ``fast``) and not ``cli``;
+- the wings do not import each other; nothing outside ``cli`` imports ``cli``;
+- no module uses another module's ``_private`` names;
+- no module is much above 400 lines.
+"""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "nst_jax"
+WINGS = ("slow", "fast")
+MAX_LINES = 430
+
+
+def _modules() -> dict[str, Path]:
+  out = {}
+  for path in sorted(PACKAGE.rglob("*.py")):
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+    out[name] = path
+  return out
+
+
+MODULES = _modules()
+
+
+def _imports(path: Path) -> list[tuple[str, list[str]]]:
+  """(imported module, names taken from it) for every import, at any depth of the file."""
+  out = []
+  for node in ast.walk(ast.parse(path.read_text())):
+    if isinstance(node, ast.Import):
+      out += [(a.name, []) for a in node.names]
+    elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+      for a in node.names:
+        full = f"{node.module}.{a.name}"
+        # ``from nst_jax.core import vgg`` imports the module nst_jax.core.vgg.
+        out.append((full, []) if full in MODULES else (node.module, [a.name]))
+  return [(m, names) for m, names in out if m == "nst_jax" or m.startswith("nst_jax.")]
+
+
+def _family(module: str) -> str:
+  parts = module.split(".")
+  return parts[1] if len(parts) > 1 else ""
+
+
+def _edges():
+  for name, path in MODULES.items():
+    for target, names in _imports(path):
+      yield name, target, names
+
+
+def test_the_layout_exists():
+  for family in ("core", "slow", "fast", "cli"):
+    assert f"nst_jax.{family}" in MODULES
+  assert "nst_jax.config" in MODULES
+
+
+def test_config_is_a_leaf():
+  assert [t for t, _ in _imports(MODULES["nst_jax.config"])] == []
+
+
+@pytest.mark.parametrize("family,forbidden", [
+    ("core", ("slow", "fast", "cli")),
+    ("slow", ("fast", "cli")),
+    ("fast", ("slow", "cli")),
+])
+def test_import_rules(family, forbidden):
+  bad = [(src, dst) for src, dst, _ in _edges()
+         if _family(src) == family and _family(dst) in forbidden]
+  assert bad == []
+
+
+def test_nothing_outside_cli_imports_cli():
+  bad = [(src, dst) for src, dst, _ in _edges() if _family(dst) == "cli" and _family(src) != "cli"]
+  assert bad == []
+
+
+def _module_aliases(tree: ast.AST) -> dict[str, str]:
+  """Local name -> package module, for ``from nst_jax.x import mod [as alias]`` imports."""
+  aliases = {}
+  for node in ast.walk(tree):
+    if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("nst_jax"):
+      for a in node.names:
+        if f"{node.module}.{a.name}" in MODULES:
+          aliases[a.asname or a.name] = f"{node.module}.{a.name}"
+  return aliases
+
+
+def test_no_module_uses_another_modules_private_names():
+  bad = []
+  for name, path in MODULES.items():
+    tree = ast.parse(path.read_text())
+    aliases = _module_aliases(tree)
+    for node in ast.walk(tree):
+      if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+          and node.value.id in aliases and node.attr.startswith("_")
+          and not node.attr.startswith("__")):
+        bad.append(f"{name}: {node.value.id}.{node.attr}")
+    for target, names in _imports(path):
+      bad += [f"{name}: from {target} import {n}" for n in names
+              if n.startswith("_") and not n.startswith("__")]
+  assert bad == []
+
+
+def test_modules_stay_small():
+  sizes = {name: len(path.read_text().splitlines()) for name, path in MODULES.items()}
+  assert {n: s for n, s in sizes.items() if s > MAX_LINES} == {}
+
+
+def test_the_rules_would_catch_a_violation(tmp_path):
+  """The checker itself: a wing importing its sibling, and a private call, are seen."""
+  source = "from nst_jax.slow import optimize\nfrom nst_jax.core import vgg\nvgg._conv(1, 2)\n"
+  path = tmp_path / "fake.py"
+  path.write_text(source)
+  assert ("nst_jax.slow.optimize", []) in _imports(path)
+  tree = ast.parse(source)
+  assert _module_aliases(tree) == {"optimize": "nst_jax.slow.optimize", "vgg": "nst_jax.core.vgg"}
+  assert _family("nst_jax.slow.optimize") == "slow"
