@@ -181,7 +181,7 @@ def test_keras_h5_errors(small_vgg, tmp_path, rng):
 # ----------------------------------------------------------------------------- torchvision .pth
 
 def _write_torch_pth(path, rng, channels, legacy=False):
-  torch = pytest.importorskip("torch")
+  torch = pytest.importorskip("torch", reason="PyTorch parity test: pip install -e .[torch]")
   state, cin = OrderedDict(), 3
   for idx, cout in zip(weights.TORCH_FEATURE_INDICES, channels):
     state[f"features.{idx}.weight"] = torch.from_numpy(
@@ -206,7 +206,7 @@ def _numpy_first_conv_torch(image, w_oihw, bias):
 
 
 def test_torch_pth_transpose_and_first_conv(small_vgg, cache, tmp_path, rng):
-  torch = pytest.importorskip("torch")
+  torch = pytest.importorskip("torch", reason="PyTorch parity test: pip install -e .[torch]")
   src = tmp_path / "vgg19-dcbb9e9d.pth"
   state = _write_torch_pth(src, rng, small_vgg)
   assert weights.detect_format(src) == "torch_pth"
@@ -232,7 +232,7 @@ def test_torch_pth_transpose_and_first_conv(small_vgg, cache, tmp_path, rng):
 
 def test_torch_pth_legacy_format(small_vgg, tmp_path, rng):
   """Files saved before torch 1.6 (torchvision's own vgg19 download is one) are plain pickles."""
-  pytest.importorskip("torch")
+  pytest.importorskip("torch", reason="PyTorch parity test: pip install -e .[torch]")
   state = _write_torch_pth(tmp_path / "legacy.pth", rng, small_vgg, legacy=True)
   assert (tmp_path / "legacy.pth").read_bytes()[:2] == b"\x80\x02"
   assert weights.detect_format(tmp_path / "legacy.pth") == "torch_pth"
@@ -243,7 +243,7 @@ def test_torch_pth_legacy_format(small_vgg, tmp_path, rng):
 
 
 def test_torch_pth_missing_layer(small_vgg, tmp_path):
-  torch = pytest.importorskip("torch")
+  torch = pytest.importorskip("torch", reason="PyTorch parity test: pip install -e .[torch]")
   torch.save({"features.0.weight": torch.zeros(4, 3, 3, 3)}, tmp_path / "partial.pth")
   with pytest.raises(UserError, match="features.0.bias"):
     weights.convert_torch_pth(tmp_path / "partial.pth")
