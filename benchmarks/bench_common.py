@@ -116,7 +116,7 @@ def run_main(main) -> None:
 # --- timing --------------------------------------------------------------------------------------
 
 def time_median(fn, repeats: int, *, warmup: int = 1) -> float:
-  """Median wall seconds of ``fn()`` (``block_until_ready`` on its result) after ``warmup`` calls."""
+  """Median wall seconds of ``fn()`` (blocking on its result) after ``warmup`` calls."""
   for _ in range(warmup):
     jax.block_until_ready(fn())
   times = []
@@ -232,7 +232,8 @@ def style_distance(params, image, style, content_masks, style_masks) -> float:
   cfg = dataclasses.replace(base, loss=dataclasses.replace(base.loss, content_weight=0.0,
                                                            style_weight=1.0, tv_weight=0.0))
   targets = photoreal.make_targets(params, image, style, content_masks, style_masks, cfg)
-  return float(objective.loss_terms(params, jnp.asarray(image)[None], targets, cfg.loss)["style"][0])
+  terms = objective.loss_terms(params, jnp.asarray(image)[None], targets, cfg.loss)
+  return float(terms["style"][0])
 
 
 def score_photo(params, out, content, style, content_masks, style_masks, *,

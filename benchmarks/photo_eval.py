@@ -6,6 +6,7 @@ Synopsis::
   python benchmarks/photo_eval.py --pairs 1,5,9 --masks both   # hand-made and automatic masks
   python benchmarks/photo_eval.py --fast-checkpoint 'runs/photo_pair{pair}'
   python benchmarks/photo_eval.py --time-size 256      # also time one whole photoreal run
+  python benchmarks/photo_eval.py --time-only --time-size 512 --time-iters 300   # only that
   python benchmarks/photo_eval.py --set matting_weight=6e9    # a variant of the slow method
 
 For each pair N under ``DATA/photo`` (input/inN.png, style/tarN.png, segmentation/{in,tar}N.png)
@@ -201,7 +202,9 @@ def parse_args(argv=None):
                       "replaced by the pair number (pairs without one show '-')")
   p.add_argument("--sheet-pairs", default="", help="pairs on the contact sheet (default: <= 6)")
   p.add_argument("--time-size", type=int, default=0, help="also time one run at this size")
-  p.add_argument("--time-iters", type=int, default=100)
+  p.add_argument("--time-iters", type=int, default=100, help="iterations per stage, timed run")
+  p.add_argument("--time-only", action="store_true",
+                 help="only the timed run (--time-size, default 512): photo_timing.json")
   p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                  help="override of the slow photoreal config (e.g. matting_weight=6e9); repeatable")
   p.add_argument("--results", default=str(bc.RESULTS), help="folder of photo_eval.json/.md")
@@ -235,6 +238,11 @@ def main(argv=None):
   pairs = bc.parse_pairs(args.pairs)
   photo_dir = bc.data_dir(args) / "photo"
   params = bc.load_vgg(args)
+  if args.time_only:
+    timing = time_one(params, photo_dir, args.time_size or 512, args.time_iters)
+    print(json.dumps(timing))
+    bc.write_result(Path(args.results) / "photo_timing.json", {"timing": timing}, args)
+    return
   rows, images, fast_cache, t0 = [], {}, {}, time.perf_counter()
   for n in pairs:
     row, images[n] = evaluate_pair(params, args, photo_dir, n, fast_cache)
