@@ -97,7 +97,7 @@ def worker(args) -> dict:
       first = time.perf_counter() - t0
       lat = _time_calls(lambda: fwd(t1), args.repeats)
       thr = _time_calls(lambda: fwd(tb), max(2, args.repeats // 2))
-    threads = torch.get_num_threads()
+    threads, version = torch.get_num_threads(), torch.__version__
   else:
     import jax  # pylint: disable=import-outside-toplevel
     import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
@@ -116,13 +116,13 @@ def worker(args) -> dict:
     apply(params, jb).block_until_ready()  # compile the batched shape outside the timing
     lat = _time_calls(lambda: apply(params, j1).block_until_ready(), args.repeats)
     thr = _time_calls(lambda: apply(params, jb).block_until_ready(), max(2, args.repeats // 2))
-    threads = args.threads or os.cpu_count()
+    threads, version = args.threads or os.cpu_count(), jax.__version__
   np.save(args.output, out)
   return {"backend": args.worker, "size": int(x1.shape[1]), "first_call_s": first,
           "latency_ms": 1e3 * float(np.median(lat)), "batch": int(xb.shape[0]),
           "images_per_s": xb.shape[0] / float(np.median(thr)),
           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-          "threads": threads}
+          "threads": threads, "version": version}
 
 
 def export_weights(model_path: str | None, path: Path) -> dict:
