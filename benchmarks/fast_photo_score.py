@@ -9,9 +9,10 @@ Synopsis::
 comparing training settings (seeds, learning rates, weights) needs only the fast column. Each
 ``LABEL=TEMPLATE`` names one network per pair (``{pair}`` is replaced by the pair number); every
 network stylizes ``inN.png`` with its default post-step and is scored with photo_eval's
-``metrics`` (matting ratio, gradient correlation, masked Gram loss with the hand-made masks). The
-style loss is divided by the Gatys loss of the same pair in ``--reference`` (a photo_eval JSON at
-the same size). Prints a markdown table of per-pair and mean values; ``--out`` also writes JSON.
+measures (``bench_common.score_photo``: matting ratio, gradient correlation, masked Gram loss
+with the hand-made masks). The style loss is divided by the Gatys loss of the same pair in
+``--reference`` (a photo_eval JSON at the same size). Prints a markdown table of per-pair and mean
+values; ``--out`` also writes JSON.
 """
 from __future__ import annotations
 
@@ -19,11 +20,11 @@ import argparse
 import json
 from pathlib import Path
 
+import bench_common as bc
 import numpy as np
-import photo_eval
 
 from nst_jax import config
-from nst_jax.core import image_io, paths, vgg
+from nst_jax.core.errors import UserError
 from nst_jax.fast import inference
 
 
@@ -33,7 +34,7 @@ def parse_networks(items: list[str]) -> dict[str, str]:
   for item in items:
     label, sep, template = item.rpartition("=")
     if not sep or not label or "{pair}" not in template:
-      raise SystemExit(f"error: expected LABEL=TEMPLATE with '{{pair}}' in it, got {item!r}")
+      raise UserError(f"expected LABEL=TEMPLATE with '{{pair}}' in it, got {item!r}")
     out[label] = template
   return out
 
@@ -48,26 +49,25 @@ def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("networks", nargs="+", metavar="LABEL=TEMPLATE")
   p.add_argument("--reference", required=True, help="photo_eval JSON with the Gatys rows")
-  p.add_argument("--data-dir", help="shared data folder (default $NST_JAX_DATA or ../shared/data)")
-  p.add_argument("--vgg-weights")
+  bc.add_common_args(p)
   p.add_argument("--eval-eps", type=float, default=config.EVAL_EPS)
   p.add_argument("--out", help="also write the results as JSON here")
   args = p.parse_args(argv)
   networks = parse_networks(args.networks)
   size, gatys = gatys_losses(Path(args.reference))
-  photo_dir = paths.data_dir(args.data_dir) / "photo"
-  params = vgg.load_vgg19(paths.resolve_vgg_weights(args.vgg_weights))
+  photo_dir = bc.data_dir(args) / "photo"
+  params = bc.load_vgg(args)
   pairs = [n for n in sorted(gatys)
            if all(Path(t.replace("{pair}", str(n))).exists() for t in networks.values())]
   if not pairs:
-    raise SystemExit("error: no pair of the reference has a network for every label")
+    raise UserError("no pair of the reference has a network for every label")
   rows = {label: {} for label in networks}
   for n in pairs:
-    content, style, cm, sm = photo_eval.load_pair(photo_dir, n, size)
+    content, style, cm, sm = bc.load_photo_pair(photo_dir, n, size)
     for label, template in networks.items():
       out = inference.Stylizer.from_checkpoint(template.replace("{pair}", str(n)))(content)
-      m = photo_eval.metrics(params, np.clip(out, 0.0, 1.0), content, style, cm, sm,
-                             args.eval_eps)
+      m = bc.score_photo(params, np.clip(out, 0.0, 1.0), content, style, cm, sm,
+                         eps=args.eval_eps)
       m["style_ratio"] = m["style_loss"] / gatys[n]
       rows[label][n] = m
       print(json.dumps({"label": label, "pair": n, **m}), flush=True)
@@ -83,9 +83,8 @@ def main(argv=None):
                  + " / ".join(f"{means[label][k]:.3g}" for k in keys) + " |")
   print("\n".join(lines))
   if args.out:
-    summary = {"args": vars(args), "pairs": pairs, "rows": rows, "mean": means}
-    image_io.write_text(args.out, json.dumps(summary, indent=1, default=str))
+    bc.write_result(args.out, {"pairs": pairs, "rows": rows, "mean": means}, args)
 
 
 if __name__ == "__main__":
-  main()
+  bc.run_main(main)

@@ -17,21 +17,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import os
 import time
 from pathlib import Path
 
+import bench_common as bc
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from nst_jax import config
-from nst_jax.core import image_io, paths, vgg
+from nst_jax.core import image_io
 from nst_jax.fast import inference, models, training
 from nst_jax.slow import optimize
-
-RESULTS = Path(__file__).resolve().parent / "results" / "fast_vs_optimize.json"
 
 
 def make_loss_fn(loss_cfg):
@@ -71,16 +68,15 @@ def main(argv=None) -> None:
   p.add_argument("--photos", type=int, default=2, help="how many Kodak photos by default")
   p.add_argument("--size", type=int, default=128, help="long side of the photos")
   p.add_argument("--iters", type=int, nargs="+", default=[50, 100, 300, 500])
-  p.add_argument("--vgg-weights")
-  p.add_argument("--out", default=str(RESULTS))
+  bc.add_common_args(p, out=bc.RESULTS / "fast_vs_optimize.json")
   args = p.parse_args(argv)
   stylizer = inference.Stylizer.from_checkpoint(args.model)
   cfg = models.from_dict(stylizer.meta["config"])
-  vgg_params = vgg.load_vgg19(paths.resolve_vgg_weights(args.vgg_weights))
+  vgg_params = bc.load_vgg(args)
   style = image_io.load_image(cfg.style, size=cfg.style_size)
   style_targets = training.make_style_targets(vgg_params, jnp.asarray(style)[None], cfg.loss)
   files = args.content or sorted(
-      str(f) for f in (paths.data_dir() / "content" / "kodak").glob("*.jpg"))[:args.photos]
+      str(f) for f in (bc.data_dir(args) / "content" / "kodak").glob("*.jpg"))[:args.photos]
   rows = []
   for f in files:
     photo = image_io.load_image(f, size=args.size)
@@ -89,9 +85,8 @@ def main(argv=None) -> None:
     print(f"{Path(f).name}: net {rows[-1]['net_loss']:.4g}, "
           f"L-BFGS {rows[-1]['lbfgs_loss']}", flush=True)
   report = {"benchmark": "fast_vs_optimize", "model": args.model, "step": stylizer.meta["step"],
-            "loss": dataclasses.asdict(cfg.loss), "size": args.size, "device": jax.default_backend(),
-            "load_avg_at_end": os.getloadavg(), "rows": rows}
-  image_io.write_text(args.out, json.dumps(report, indent=2))
+            "loss": dataclasses.asdict(cfg.loss), "size": args.size, "rows": rows}
+  bc.write_result(args.out, report, args)
   print("| photo | photo itself | fast net | " + " | ".join(f"L-BFGS {n}" for n in args.iters)
         + " | L-BFGS matches the net at |")
   print("|---" * (4 + len(args.iters)) + "|")
@@ -102,4 +97,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-  main()
+  bc.run_main(main)

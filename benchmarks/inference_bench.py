@@ -8,10 +8,11 @@ Usage::
 
 For each size and backend a fresh subprocess (so its peak memory is its own) measures: the first
 call (compilation for JAX), the latency of one image (median of ``--repeats`` calls), and the
-throughput of a batch of ``--batch`` images. Both backends get the same weights and input; the
-report gives the largest output difference as a check that the two networks are the same
-function. Results go to ``benchmarks/results/inference_bench.json`` and a Markdown table is
-printed. The ratio is JAX time / PyTorch time (below 1: JAX is faster).
+throughput of a batch of ``--batch`` images. JAX runs on its default device (a GPU when there is
+one), PyTorch on the CPU. Both backends get the same weights and input; the report gives the
+largest output difference as a check that the two networks are the same function. Results go
+to ``benchmarks/results/inference_bench.json`` and a Markdown table is printed. The ratio
+is JAX time / PyTorch time (below 1: JAX is faster).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -27,13 +27,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import bench_common as bc
 import numpy as np
 
-from nst_jax.core import image_io
 from nst_jax.fast import train_state
-
-HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results" / "inference_bench.json"
 
 
 # --- PyTorch: the ThesisNet architecture (instance norm, reflect padding, resize-convolution) ----
@@ -100,7 +97,7 @@ def worker(args) -> dict:
       first = time.perf_counter() - t0
       lat = _time_calls(lambda: fwd(t1), args.repeats)
       thr = _time_calls(lambda: fwd(tb), max(2, args.repeats // 2))
-    threads = torch.get_num_threads()
+    threads, version = torch.get_num_threads(), torch.__version__
   else:
     import jax  # pylint: disable=import-outside-toplevel
     import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
@@ -119,13 +116,13 @@ def worker(args) -> dict:
     apply(params, jb).block_until_ready()  # compile the batched shape outside the timing
     lat = _time_calls(lambda: apply(params, j1).block_until_ready(), args.repeats)
     thr = _time_calls(lambda: apply(params, jb).block_until_ready(), max(2, args.repeats // 2))
-    threads = args.threads or os.cpu_count()
+    threads, version = args.threads or os.cpu_count(), jax.__version__
   np.save(args.output, out)
   return {"backend": args.worker, "size": int(x1.shape[1]), "first_call_s": first,
           "latency_ms": 1e3 * float(np.median(lat)), "batch": int(xb.shape[0]),
           "images_per_s": xb.shape[0] / float(np.median(thr)),
           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-          "threads": threads}
+          "threads": threads, "version": version}
 
 
 def export_weights(model_path: str | None, path: Path) -> dict:
@@ -158,11 +155,7 @@ def run_worker(backend: str, size: int, args, tmp: Path) -> dict:
   cmd = [sys.executable, __file__, "--worker", backend, "--weights", str(tmp / "w.npz"),
          "--input", str(inp), "--output", str(tmp / f"out_{backend}_{size}.npy"),
          "--repeats", str(args.repeats), "--batch", str(args.batch)]
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE.parent),
-                                                     os.environ.get("PYTHONPATH", "")]))
-  if args.threads == 1:  # XLA's CPU backend: no intra-op thread pool
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
-                        "intra_op_parallelism_threads=1").strip()
+  env = dict(os.environ, **bc.thread_env(args.threads))
   cmd += ["--threads", str(args.threads)] if args.threads else []
   cpus = sorted(os.sched_getaffinity(0))[:args.threads] if args.threads else None
   # Pinned to that many cores as well: XLA's YNNPACK fusions have their own thread pool.
@@ -181,9 +174,8 @@ def main(argv=None) -> None:
   p.add_argument("--batch", type=int, default=4)
   p.add_argument("--repeats", type=int, default=5)
   p.add_argument("--bf16", action="store_true", help="JAX in bfloat16 (PyTorch stays float32)")
-  p.add_argument("--threads", type=int, default=0,
-                  help="1: single-threaded XLA and PyTorch (default 0: each library's default)")
-  p.add_argument("--out", default=str(RESULTS))
+  bc.add_common_args(p, vgg_weights=False, data=False, out=bc.RESULTS / "inference_bench.json",
+                     threads=True)
   p.add_argument("--worker", choices=("jax", "torch"), help=argparse.SUPPRESS)
   for hidden in ("--weights", "--input", "--output"):
     p.add_argument(hidden, help=argparse.SUPPRESS)
@@ -204,11 +196,9 @@ def main(argv=None) -> None:
                    "throughput_ratio": r_torch["images_per_s"] / r_jax["images_per_s"]})
       print(f"{size}px done", file=sys.stderr)
   report = {"benchmark": "inference", "model": args.model or "ThesisNet (random init)",
-            "threads": args.threads or "default",
-            "net": meta, "bf16": args.bf16, "device": "cpu", "cpu_count": os.cpu_count(),
-            "load_avg_at_end": os.getloadavg(), "machine": platform.processor() or
-            platform.machine(), "rows": rows}
-  image_io.write_text(args.out, json.dumps(report, indent=2))
+            "threads": args.threads or "default", "net": meta, "bf16": args.bf16,
+            "torch_device": "cpu", "rows": rows}
+  bc.write_result(args.out, report, args)
   print(f"threads: {args.threads or 'default'}; ratio = JAX time / PyTorch time")
   print(f"| size | JAX latency ms | torch latency ms | ratio | JAX img/s (batch {args.batch}) | "
         "torch img/s | ratio | JAX peak MB | torch peak MB | max diff |")

@@ -2,7 +2,7 @@
 
 Synopsis::
 
-  python benchmarks/mask_eval.py --num-regions 2 3 4 --out /tmp/mask_eval.json
+  python benchmarks/mask_eval.py --num-regions 2 3 4   # writes benchmarks/results/mask_eval.json
 
 For each of the 20 pairs under ``DATA/photo`` (input/inN.png, style/tarN.png and their masks in
 segmentation/), both photos are loaded at ``--size`` (long side), the ground truth is read with
@@ -16,26 +16,13 @@ one region covering each whole image. Writes JSON to ``--out`` and a markdown ta
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import sys
 import time
-from pathlib import Path
 
+import bench_common as bc
 import numpy as np
 
-from nst_jax.core import image_io, metrics, paths, regions, vgg
-from nst_jax.core.errors import UserError
-
-
-def load_pair(photo_dir: Path, index: int, size: int):
-  """Content, style and their ground-truth masks (at the photos' loaded sizes)."""
-  content = image_io.load_image(photo_dir / "input" / f"in{index}.png", size=size)
-  style = image_io.load_image(photo_dir / "style" / f"tar{index}.png", size=size)
-  seg = photo_dir / "segmentation"
-  truth_c = regions.load_color_mask(seg / f"in{index}.png", size_hw=content.shape[:2])
-  truth_s = regions.load_color_mask(seg / f"tar{index}.png", size_hw=style.shape[:2])
-  return content, style, truth_c, truth_s
+from nst_jax.core import image_io, metrics, regions
 
 
 def evaluate_pair(params, pair, num_regions_list, options: dict) -> dict:
@@ -62,9 +49,8 @@ def markdown(rows: list[dict], summary: dict) -> str:
 
 def parse_args(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--data-dir", help="shared data folder (default: $NST_JAX_DATA)")
-  parser.add_argument("--vgg-weights", help="VGG19 .npz (default: $NST_JAX_VGG_WEIGHTS, cache)")
-  parser.add_argument("--pairs", type=int, nargs="+", default=list(range(1, 21)))
+  bc.add_common_args(parser, out=bc.RESULTS / "mask_eval.json")
+  parser.add_argument("--pairs", type=int, nargs="+", default=list(range(1, bc.NUM_PAIRS + 1)))
   parser.add_argument("--size", type=int, default=512, help="long side of the evaluated photos")
   parser.add_argument("--num-regions", type=int, nargs="+", default=[2, 3, 4])
   parser.add_argument("--seed", type=int, default=0)
@@ -72,20 +58,19 @@ def parse_args(argv=None):
   parser.add_argument("--deep-weight", type=float, default=None)
   parser.add_argument("--colour-weight", type=float, default=None)
   parser.add_argument("--position-weight", type=float, default=None)
-  parser.add_argument("--out", default="mask_eval.json", help="JSON path; markdown goes beside")
   return parser.parse_args(argv)
 
 
 def run(args) -> dict:
-  photo_dir = paths.data_dir(args.data_dir) / "photo"
-  params = vgg.load_vgg19(paths.resolve_vgg_weights(args.vgg_weights))
+  photo_dir = bc.data_dir(args) / "photo"
+  params = bc.load_vgg(args)
   options = {"seed": args.seed, "work_size": args.work_size}
   for name in ("deep_weight", "colour_weight", "position_weight"):
     if getattr(args, name) is not None:
       options[name] = getattr(args, name)
   rows = []
   for index in args.pairs:
-    row = {"pair": index, **evaluate_pair(params, load_pair(photo_dir, index, args.size),
+    row = {"pair": index, **evaluate_pair(params, bc.load_photo_pair(photo_dir, index, args.size),
                                           args.num_regions, options)}
     print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
                    for k, v in row.items()), flush=True)
@@ -98,19 +83,13 @@ def run(args) -> dict:
 
 def main(argv=None) -> int:
   args = parse_args(argv)
-  try:
-    result = run(args)
-  except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+  result = run(args)
   table = markdown(result["rows"], result["mean"])
   print(table)
-  out = Path(args.out)
-  image_io.write_text(out, json.dumps(result, indent=2))
+  out = bc.write_result(args.out, result, args)
   image_io.write_text(out.with_suffix(".md"), table + "\n")
-  print(f"wrote {out} and {out.with_suffix('.md')}")
   return 0
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  bc.run_main(main)

@@ -2,7 +2,7 @@
 
 Synopsis::
 
-  python benchmarks/matting_bench.py --sizes 512 700 --out /tmp/matting_bench.json
+  python benchmarks/matting_bench.py --sizes 512 700  # -> benchmarks/results/matting_bench.json
 
 For each long-side size the photo (default ``photo/input/in1.png`` under the data folder, from
 ``--data-dir`` or $NST_JAX_DATA) is resized, then we time (median of ``--repeats`` runs after a
@@ -23,32 +23,16 @@ It also reports the relative error of the float32 apply against the float64 spar
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import statistics
-import sys
-import time
 from pathlib import Path
 
+import bench_common as bc
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nst_jax.core import image_io, matting, paths, smoothing
-from nst_jax.core.errors import UserError
+from nst_jax.core import image_io, matting, smoothing
 
 DEFAULT_IMAGE = Path("photo") / "input" / "in1.png"
-
-
-def time_median(fn, repeats: int) -> float:
-  """Median wall time of ``fn()`` over ``repeats`` runs, after one warm-up (compilation)."""
-  jax.block_until_ready(fn())
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
 
 
 def bench_size(photo: Path, size: int, repeats: int) -> dict:
@@ -68,14 +52,16 @@ def bench_size(photo: Path, size: int, repeats: int) -> dict:
   noisy = np.clip(image + noise, 0, 1).astype(np.float32)
   return {
       "size": size, "height": image.shape[0], "width": image.shape[1], "nnz": int(lap.nnz),
-      "sparse_build_s": time_median(lambda: matting.build_matting_laplacian(image), sparse_repeats),
-      "sparse_matvec_s": time_median(lambda: lap @ flat, repeats),
-      "coefficients_s": time_median(lambda: coefficients(x), repeats),
-      "apply_s": time_median(lambda: apply(coeffs, v_dev), repeats),
-      "energy_grad_s": time_median(lambda: energy_grad(coeffs, v_dev), repeats),
+      "sparse_build_s": bc.time_median(lambda: matting.build_matting_laplacian(image),
+                                       sparse_repeats),
+      "sparse_matvec_s": bc.time_median(lambda: lap @ flat, repeats),
+      "coefficients_s": bc.time_median(lambda: coefficients(x), repeats),
+      "apply_s": bc.time_median(lambda: apply(coeffs, v_dev), repeats),
+      "energy_grad_s": bc.time_median(lambda: energy_grad(coeffs, v_dev), repeats),
       "apply_rel_error_f32": float(error),
-      "affine_smooth_s": time_median(lambda: smoothing.affine_smooth(noisy, image)[0], repeats),
-      "guided_smooth_s": time_median(lambda: smoothing.guided_smooth(noisy, image), repeats),
+      "affine_smooth_s": bc.time_median(lambda: smoothing.affine_smooth(noisy, image)[0],
+                                        repeats),
+      "guided_smooth_s": bc.time_median(lambda: smoothing.guided_smooth(noisy, image), repeats),
   }
 
 
@@ -92,31 +78,21 @@ def format_table(rows: list[dict]) -> str:
 
 def parse_args(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--data-dir", help="shared data folder (default: $NST_JAX_DATA or "
-                      "../shared/data)")
+  bc.add_common_args(parser, vgg_weights=False, out=bc.RESULTS / "matting_bench.json")
   parser.add_argument("--image", help=f"photo to use (default: DATA/{DEFAULT_IMAGE})")
   parser.add_argument("--sizes", type=int, nargs="+", default=[512, 700])
   parser.add_argument("--repeats", type=int, default=7)
-  parser.add_argument("--out", default="matting_bench.json", help="JSON results path")
   return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
   args = parse_args(argv)
-  photo = Path(args.image) if args.image else paths.data_dir(args.data_dir) / DEFAULT_IMAGE
-  try:
-    rows = [bench_size(photo, size, args.repeats) for size in args.sizes]
-  except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+  photo = Path(args.image) if args.image else bc.data_dir(args) / DEFAULT_IMAGE
+  rows = [bench_size(photo, size, args.repeats) for size in args.sizes]
   print(format_table(rows))
-  result = {"image": str(photo), "backend": jax.default_backend(), "jax": jax.__version__,
-            "machine": platform.processor() or platform.machine(), "repeats": args.repeats,
-            "results": rows}
-  image_io.write_text(args.out, json.dumps(result, indent=2))
-  print(f"wrote {args.out}")
+  bc.write_result(args.out, {"image": str(photo), "repeats": args.repeats, "results": rows}, args)
   return 0
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  bc.run_main(main)

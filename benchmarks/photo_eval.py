@@ -6,6 +6,7 @@ Synopsis::
   python benchmarks/photo_eval.py --pairs 1,5,9 --masks both   # hand-made and automatic masks
   python benchmarks/photo_eval.py --fast-checkpoint 'runs/photo_pair{pair}'
   python benchmarks/photo_eval.py --time-size 256      # also time one whole photoreal run
+  python benchmarks/photo_eval.py --time-only --time-size 512 --time-iters 300   # only that
   python benchmarks/photo_eval.py --set matting_weight=6e9    # a variant of the slow method
 
 For each pair N under ``DATA/photo`` (input/inN.png, style/tarN.png, segmentation/{in,tar}N.png)
@@ -41,61 +42,23 @@ import os
 import time
 from pathlib import Path
 
-import jax.numpy as jnp
+import bench_common as bc
 import numpy as np
 from PIL import Image
-from scipy import ndimage
 
 from nst_jax import config
-from nst_jax.cli.train import parse_overrides
-from nst_jax.core import image_io, objective, paths, plots, regions, vgg
-from nst_jax.slow import artistic, photoreal
+from nst_jax.core import image_io, plots
+from nst_jax.slow import photoreal
 
-REPO = Path(__file__).resolve().parent.parent
-NUM_PAIRS = 20
 SHEET_ROWS = 6
 GOALS = {"photoreal_matting_max": 2.0, "gatys_matting_min": 10.0, "style_ratio_max": 2.0}
-
-
-def load_pair(photo_dir: Path, index: int, size: int):
-  """Content, style (long side ``size``) and their hand-made masks at those sizes."""
-  content = image_io.load_image(photo_dir / "input" / f"in{index}.png", size=size)
-  style = image_io.load_image(photo_dir / "style" / f"tar{index}.png", size=size)
-  seg = photo_dir / "segmentation"
-  return (content, style, regions.load_color_mask(seg / f"in{index}.png", size_hw=content.shape[:2]),
-          regions.load_color_mask(seg / f"tar{index}.png", size_hw=style.shape[:2]))
-
-
-def gradient_correlation(a: np.ndarray, b: np.ndarray) -> float:
-  """Pearson correlation of the Sobel gradient magnitudes of two images' luminance."""
-  def magnitude(img):
-    y = img @ np.array([0.299, 0.587, 0.114], np.float32)                 # [H, W]
-    return np.hypot(ndimage.sobel(y, 0), ndimage.sobel(y, 1)).ravel()
-  return float(np.corrcoef(magnitude(a), magnitude(b))[0, 1])
-
-
-def style_distance(params, image, style, cm, sm) -> float:
-  """Masked conv-Gram loss (unit weights) of ``image`` to ``style`` with the given masks."""
-  base = config.PhotoConfig()
-  cfg = dataclasses.replace(base, loss=dataclasses.replace(base.loss, content_weight=0.0,
-                                                           style_weight=1.0, tv_weight=0.0))
-  targets = photoreal.make_targets(params, image, style, cm, sm, cfg)
-  return float(objective.loss_terms(params, jnp.asarray(image)[None], targets, cfg.loss)["style"][0])
-
-
-def metrics(params, out, content, style, cm, sm, eps) -> dict:
-  return {"matting_ratio": metrics.matting_ratio(content, out, eps=eps),
-          "grad_corr": gradient_correlation(out, content),
-          "style_loss": style_distance(params, out, style, cm, sm)}
 
 
 def photo_runs(params, args, content, style, cm, sm) -> dict:
   """{method: (image, seconds)} for slow photoreal with the default config (and ``--set``) at the
   pair's size."""
-  size = max(content.shape[:2])
-  pcfg = config.override(config.PhotoConfig(), {"size": size, "optim.num_iters": args.iters,
-                                                   "optim.chunk": args.iters,
-                                                   **parse_overrides(args.overrides)})
+  pcfg = bc.photo_config(max(content.shape[:2]), args.iters,
+                         config.parse_assignments(args.overrides))
   out = {}
   for kind in (("given", "auto") if args.masks == "both" else (args.masks,)):
     given = {"content_masks": cm, "style_masks": sm} if kind == "given" else {}
@@ -116,12 +79,8 @@ def photo_runs(params, args, content, style, cm, sm) -> dict:
 
 def run_methods(params, args, content, style, cm, sm, fast) -> dict:
   """{method: (image, seconds)} for one pair; ``fast`` is a Stylizer or None."""
-  size = max(content.shape[:2])
-  gcfg = config.override(config.gatys(), {"size": size, "optim.num_iters": 2 * args.iters,
-                                          "optim.chunk": args.iters})
   t = time.perf_counter()
-  gatys = artistic.stylize(params, [artistic.Problem(content, (style,))], gcfg, progress=False)
-  out = {"gatys": (gatys.images[0], time.perf_counter() - t)}
+  out = {"gatys": (bc.run_gatys(params, content, style, 2 * args.iters), time.perf_counter() - t)}
   out.update(photo_runs(params, args, content, style, cm, sm))
   if fast is not None:
     t = time.perf_counter()
@@ -213,9 +172,8 @@ def contact_sheet(path: Path, sheet: list[list[np.ndarray]], names: list[str], c
 
 def time_one(params, photo_dir: Path, size: int, iters: int) -> dict:
   """Wall time of one whole photoreal run (automatic masks, 2 stages) at ``size``, pair 1."""
-  content, style, _, _ = load_pair(photo_dir, 1, size)
-  cfg = config.override(config.PhotoConfig(), {"size": size, "optim.num_iters": iters,
-                                                  "optim.chunk": iters})
+  content, style, _, _ = bc.load_photo_pair(photo_dir, 1, size)
+  cfg = bc.photo_config(size, iters)
   t = time.perf_counter()
   out = photoreal.stylize(params, content, style, cfg, progress=False)
   total = time.perf_counter() - t
@@ -223,28 +181,17 @@ def time_one(params, photo_dir: Path, size: int, iters: int) -> dict:
           "seconds_optimizing": out.seconds, "seconds_per_iteration": out.seconds / (2 * iters)}
 
 
-def parse_pairs(text: str) -> list[int]:
-  """``all`` or comma-separated pair numbers in 1..20."""
-  if text == "all":
-    return list(range(1, NUM_PAIRS + 1))
-  pairs = [int(x) for x in text.split(",")]
-  if not all(1 <= n <= NUM_PAIRS for n in pairs):
-    raise SystemExit(f"--pairs: numbers in 1..{NUM_PAIRS} or 'all', got {text}")
-  return pairs
-
-
 def sheet_pairs(text: str, pairs: list[int]) -> list[int]:
   """The contact sheet's pairs: given, or at most SHEET_ROWS evenly spaced ones."""
   if text:
-    return [n for n in parse_pairs(text) if n in pairs]
+    return [n for n in bc.parse_pairs(text) if n in pairs]
   step = -(-len(pairs) // SHEET_ROWS)
   return pairs[::step]
 
 
 def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--data-dir", help="shared data folder (default $NST_JAX_DATA or ../shared/data)")
-  p.add_argument("--vgg-weights")
+  bc.add_common_args(p)
   p.add_argument("--pairs", default="all", help="'all' or comma-separated pair numbers (1..20)")
   p.add_argument("--size", type=int, default=64)
   p.add_argument("--iters", type=int, default=40, help="photoreal iterations per stage")
@@ -255,28 +202,31 @@ def parse_args(argv=None):
                       "replaced by the pair number (pairs without one show '-')")
   p.add_argument("--sheet-pairs", default="", help="pairs on the contact sheet (default: <= 6)")
   p.add_argument("--time-size", type=int, default=0, help="also time one run at this size")
-  p.add_argument("--time-iters", type=int, default=100)
+  p.add_argument("--time-iters", type=int, default=100, help="iterations per stage, timed run")
+  p.add_argument("--time-only", action="store_true",
+                 help="only the timed run (--time-size, default 512): photo_timing.json")
   p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                  help="override of the slow photoreal config (e.g. matting_weight=6e9); repeatable")
-  p.add_argument("--results", default=str(REPO / "benchmarks" / "results"))
-  p.add_argument("--docs", default=str(REPO / "docs"))
+  p.add_argument("--results", default=str(bc.RESULTS), help="folder of photo_eval.json/.md")
+  p.add_argument("--docs", default=str(bc.REPO / "docs"), help="folder of the table and sheet")
   return p.parse_args(argv)
 
 
 def evaluate_pair(params, args, photo_dir, n, fast_cache) -> tuple[dict, dict]:
   """(row of metrics, {method: image}) for pair ``n``."""
-  content, style, cm, sm = load_pair(photo_dir, n, args.size)
+  content, style, cm, sm = bc.load_photo_pair(photo_dir, n, args.size)
   fast = load_fast(args.fast_checkpoint, n, fast_cache)
   outs = run_methods(params, args, content, style, cm, sm, fast)
   row = {"pair": n}
   for m, (img, sec) in outs.items():
-    row[m] = dict(metrics(params, img, content, style, cm, sm, args.eval_eps), seconds=sec)
+    row[m] = dict(bc.score_photo(params, img, content, style, cm, sm, eps=args.eval_eps),
+                  seconds=sec)
   return row, {"content": content, "style": style, **{m: img for m, (img, _) in outs.items()}}
 
 
 def write_outputs(args, summary: dict, text: str, sheet, names, cols) -> None:
   results, docs = Path(args.results), Path(args.docs)
-  image_io.write_text(results / "photo_eval.json", json.dumps(summary, indent=1))
+  bc.write_result(results / "photo_eval.json", summary, args)
   for path in (results / "photo_eval.md", docs / "photo_eval.md"):
     image_io.write_text(path, text)
   docs.mkdir(parents=True, exist_ok=True)
@@ -285,9 +235,14 @@ def write_outputs(args, summary: dict, text: str, sheet, names, cols) -> None:
 
 def main(argv=None):
   args = parse_args(argv)
-  pairs = parse_pairs(args.pairs)
-  photo_dir = paths.data_dir(args.data_dir) / "photo"
-  params = vgg.load_vgg19(paths.resolve_vgg_weights(args.vgg_weights))
+  pairs = bc.parse_pairs(args.pairs)
+  photo_dir = bc.data_dir(args) / "photo"
+  params = bc.load_vgg(args)
+  if args.time_only:
+    timing = time_one(params, photo_dir, args.time_size or 512, args.time_iters)
+    print(json.dumps(timing))
+    bc.write_result(Path(args.results) / "photo_timing.json", {"timing": timing}, args)
+    return
   rows, images, fast_cache, t0 = [], {}, {}, time.perf_counter()
   for n in pairs:
     row, images[n] = evaluate_pair(params, args, photo_dir, n, fast_cache)
@@ -303,7 +258,7 @@ def main(argv=None):
   goals = goal_check(rows, methods)
   text = markdown(rows, methods, note) + "\n" + goal_lines(goals)
   print(text)
-  summary = {"args": vars(args), "seconds": wall, "rows": rows,
+  summary = {"seconds": wall, "rows": rows,
              "mean": mean_row(rows, methods), "goals": goals,
              "defaults": {"photoreal": config.to_dict(config.PhotoConfig())}}
   if args.time_size:
@@ -318,4 +273,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  main()
+  bc.run_main(main)

@@ -25,19 +25,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import platform
 import time
-from pathlib import Path
 
-import jax
+import bench_common as bc
 import numpy as np
-import photo_eval  # benchmarks/ is on sys.path when this file is run
 
-from nst_jax import config
-from nst_jax.core import image_io, paths, vgg
 from nst_jax.slow import photoreal
 
-REPO = Path(__file__).resolve().parent.parent
 VARIANTS = {"affine": {},
             "guided_post": {"parameterization": "guided", "smooth": True},
             "pixels": {"parameterization": "pixels"}}
@@ -45,19 +39,14 @@ VARIANTS = {"affine": {},
 
 def main(argv=None) -> None:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--data-dir", help="shared data folder (default $NST_JAX_DATA or ../shared/data)")
-  p.add_argument("--vgg-weights")
+  bc.add_common_args(p, out=bc.RESULTS / "photo_param_bench.json")
   p.add_argument("--size", type=int, default=256)
   p.add_argument("--iters", type=int, default=20, help="iterations per stage")
   p.add_argument("--rounds", type=int, default=2)
-  p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "photo_param_bench.json"))
   args = p.parse_args(argv)
-  params = vgg.load_vgg19(paths.resolve_vgg_weights(args.vgg_weights))
-  photo_dir = paths.data_dir(args.data_dir) / "photo"
-  content, style, cm, sm = photo_eval.load_pair(photo_dir, 1, args.size)
-  base = config.override(config.PhotoConfig(), {"size": args.size,
-                                                   "optim.num_iters": args.iters,
-                                                   "optim.chunk": args.iters})
+  params = bc.load_vgg(args)
+  content, style, cm, sm = bc.load_photo_pair(bc.data_dir(args) / "photo", 1, args.size)
+  base = bc.photo_config(args.size, args.iters)
   cfgs = {name: dataclasses.replace(base, **kw) for name, kw in VARIANTS.items()}
   run = lambda cfg: photoreal.stylize(params, content, style, cfg, content_masks=cm,
                                       style_masks=sm, progress=False)
@@ -70,14 +59,13 @@ def main(argv=None) -> None:
       run(cfg)
       times[name].append(time.perf_counter() - t)
   med = {name: float(np.median(t)) for name, t in times.items()}
-  result = {"device": str(jax.devices()[0]), "platform": platform.platform(),
-            "size": args.size, "iters_per_stage": args.iters, "rounds": args.rounds,
+  result = {"size": args.size, "iters_per_stage": args.iters, "rounds": args.rounds,
             "seconds_per_run": times, "median_seconds_per_run": med,
             "median_seconds_per_iteration": {k: v / (2 * args.iters) for k, v in med.items()},
             "ratio_to_guided_post": {k: v / med["guided_post"] for k, v in med.items()}}
-  image_io.write_text(args.out, json.dumps(result, indent=2))
   print(json.dumps(result, indent=2))
+  bc.write_result(args.out, result, args)
 
 
 if __name__ == "__main__":
-  main()
+  bc.run_main(main)

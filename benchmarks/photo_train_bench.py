@@ -29,24 +29,20 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import platform
 import time
-from pathlib import Path
 
+import bench_common as bc
 import jax
 import numpy as np
 
 from nst_jax import config
-from nst_jax.core import image_io, paths, vgg
+from nst_jax.core import image_io
 from nst_jax.fast import data, models, sharding, train_state, training
-
-RESULTS = Path(__file__).resolve().parent / "results" / "photo_train_bench.json"
 
 
 def variants(args) -> dict[str, config.TrainConfig]:
   common = {"size": args.size, "batch_size": args.batch, "style_size": args.size,
-            **dict(kv.split("=", 1) for kv in args.overrides)}
+            **config.parse_assignments(args.overrides)}
   photo = config.override(config.photoreal(), common)
   rgb = dataclasses.replace(photo, net=dataclasses.replace(photo.net, output="rgb"))
   out = {"artistic": config.override(config.thesis(), common), "photoreal_rgb": rgb,
@@ -85,14 +81,15 @@ def main(argv=None) -> None:
   p.add_argument("--rounds", type=int, default=3)
   p.add_argument("--ablation", action="store_true", help="also time the losses' pieces")
   p.add_argument("--style", default=None, help="style photo (default: photo/style/tar1.png)")
-  p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-  p.add_argument("--out", default=str(RESULTS))
+  p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                 help="override of every variant's config (as `nst-jax train --set`); repeatable")
+  bc.add_common_args(p, out=bc.RESULTS / "photo_train_bench.json")
   args = p.parse_args(argv)
   mesh = sharding.make_mesh()
-  vgg_params = sharding.replicate(mesh, vgg.load_vgg19(paths.resolve_vgg_weights(None)))
-  style = image_io.load_image(args.style or paths.data_dir() / "photo" / "style" / "tar1.png",
+  vgg_params = sharding.replicate(mesh, bc.load_vgg(args))
+  style = image_io.load_image(args.style or bc.data_dir(args) / "photo" / "style" / "tar1.png",
                               size=args.size)
-  dataset = data.FolderDataset(paths.data_dir() / "train", size=args.size, seed=0)
+  dataset = data.FolderDataset(bc.data_dir(args) / "train", size=args.size, seed=0)
   runs, first = {}, {}
   for name, cfg in variants(args).items():
     runs[name] = build(cfg, mesh, vgg_params, style, dataset)
@@ -111,14 +108,11 @@ def main(argv=None) -> None:
             "overrides": args.overrides, "first_step_s": first, "step_s_median": median,
             "step_s_all": times, "ratio_to_artistic": {k: v / median["artistic"]
                                                        for k, v in median.items()},
-            "devices": jax.device_count(), "device_kind": jax.devices()[0].device_kind,
-            "cpu_count": os.cpu_count(), "load_avg_at_end": os.getloadavg(),
-            "machine": platform.processor() or platform.machine(),
-            "date": time.strftime("%Y-%m-%d")}
-  image_io.write_text(args.out, json.dumps(report, indent=2))
+            "devices": jax.device_count()}
   print(json.dumps({k: report[k] for k in ("size", "batch", "step_s_median",
-                                           "ratio_to_artistic", "load_avg_at_end")}, indent=2))
+                                           "ratio_to_artistic")}, indent=2))
+  bc.write_result(args.out, report, args)
 
 
 if __name__ == "__main__":
-  main()
+  bc.run_main(main)

@@ -5,10 +5,10 @@ Synopsis::
   python benchmarks/post_step_eval.py --pairs all --size 96 --iters 40
   python benchmarks/post_step_eval.py --pairs 1 --weights 1.2 --budgets 2
 
-For each pair, runs Gatys and slow photoreal without its post-step exactly as
-``benchmarks/photo_eval.py`` does (``photo_eval.run_methods``: hand-made masks, ``--iters`` per
-stage, Gatys 2x as many), then applies each post-step to the raw photoreal output and scores it
-with photo_eval's measures: the matting ratio (eps 1e-4), style loss relative to Gatys', and the
+For each pair, runs Gatys and slow photoreal without its post-step as ``benchmarks/photo_eval.py``
+does (hand-made masks, the default config with ``--iters`` per stage, Gatys 2x as many), then
+applies each post-step to the raw photoreal output and scores it with photo_eval's measures
+(``bench_common.score_photo``): the matting ratio (eps 1e-4), style loss relative to Gatys', and the
 gradient correlation with the content. Post-steps: none ("raw"), one guided-filter pass
 ("guided", radius long side / 24), ``smoothing.affine_smooth`` at each of ``--weights`` ("wX")
 and with each matting budget of ``--budgets`` ("bX"). Prints a table of means (medians; pairs
@@ -18,17 +18,16 @@ within 2x) and writes ``post_step_eval.json`` to ``--results``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
 
+import bench_common as bc
 import numpy as np
-import photo_eval
 
-from nst_jax import config
-from nst_jax.core import image_io, paths, smoothing, vgg
-
-REPO = Path(__file__).resolve().parent.parent
+from nst_jax.core import smoothing
+from nst_jax.slow import photoreal
 
 
 def post_steps(raw: np.ndarray, content: np.ndarray, weights, budgets) -> dict:
@@ -53,29 +52,29 @@ def summary_table(rows: list[dict], names: list[str]) -> str:
 
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--data-dir", help="shared data folder (default $NST_JAX_DATA or ../shared/data)")
-  p.add_argument("--vgg-weights")
-  p.add_argument("--pairs", default="all")
+  bc.add_common_args(p)
+  p.add_argument("--pairs", default="all", help="'all' or comma-separated pair numbers (1..20)")
   p.add_argument("--size", type=int, default=96)
   p.add_argument("--iters", type=int, default=40, help="photoreal iterations per stage")
   p.add_argument("--weights", default="0.3,1,1.2,1.5,3,10", help="affine_smooth weights")
   p.add_argument("--budgets", default="1.5,2,3", help="affine_smooth matting budgets")
-  p.add_argument("--results", default=str(REPO / "benchmarks" / "results"))
+  p.add_argument("--results", default=str(bc.RESULTS), help="folder of post_step_eval.json")
   args = p.parse_args(argv)
   weights = [float(w) for w in args.weights.split(",") if w]
   budgets = [float(b) for b in args.budgets.split(",") if b]
-  args.masks = "given"                                   # what photo_eval.run_methods reads
-  photo_dir = paths.data_dir(args.data_dir) / "photo"
-  params = vgg.load_vgg19(paths.resolve_vgg_weights(args.vgg_weights))
+  photo_dir = bc.data_dir(args) / "photo"
+  params = bc.load_vgg(args)
+  pcfg = dataclasses.replace(bc.photo_config(args.size, args.iters), smooth=False)
   rows, t0 = [], time.perf_counter()
-  for n in photo_eval.parse_pairs(args.pairs):
-    content, style, cm, sm = photo_eval.load_pair(photo_dir, n, args.size)
-    outs = photo_eval.run_methods(params, args, content, style, cm, sm, None)
-    gatys = photo_eval.style_distance(params, outs["gatys"][0], style, cm, sm)
-    raw = outs.get("photoreal_raw", outs["photoreal"])[0]
+  for n in bc.parse_pairs(args.pairs):
+    content, style, cm, sm = bc.load_photo_pair(photo_dir, n, args.size)
+    gatys = bc.style_distance(params, bc.run_gatys(params, content, style, 2 * args.iters),
+                              style, cm, sm)
+    raw = photoreal.stylize(params, content, style, pcfg, content_masks=cm, style_masks=sm,
+                            progress=False).images[0]
     row = {"pair": n}
     for name, image in post_steps(raw, content, weights, budgets).items():
-      m = photo_eval.metrics(params, image, content, style, cm, sm, config.EVAL_EPS)
+      m = bc.score_photo(params, image, content, style, cm, sm)
       row[name] = dict(m, style_vs_gatys=m["style_loss"] / gatys)
     rows.append(row)
     print(json.dumps({k: (v if k == "pair" else [round(v["matting_ratio"], 3),
@@ -84,9 +83,8 @@ def main(argv=None):
   names = [k for k in rows[0] if k != "pair"]
   print(f"{len(rows)} pairs at {args.size} px, {args.iters} iterations per stage; "
         f"{time.perf_counter() - t0:.0f} s\n" + summary_table(rows, names))
-  image_io.write_text(Path(args.results) / "post_step_eval.json",
-                      json.dumps({"args": vars(args), "rows": rows}, indent=1))
+  bc.write_result(Path(args.results) / "post_step_eval.json", {"rows": rows}, args)
 
 
 if __name__ == "__main__":
-  main()
+  bc.run_main(main)

@@ -16,21 +16,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import time
-from pathlib import Path
 
+import bench_common as bc
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from nst_jax import config
-from nst_jax.core import image_io, paths, vgg
+from nst_jax.core import image_io
 from nst_jax.fast import data, models, nets, sharding, train_state, training
-
-RESULTS = Path(__file__).resolve().parent / "results" / "train_bench.json"
 
 
 def _peak_memory_mb() -> dict:
@@ -41,9 +37,8 @@ def _peak_memory_mb() -> dict:
   return out
 
 
-def data_time(size: int, batch: int, batches: int = 3) -> float:
-  """Seconds to decode one batch of shared training photos synchronously (median)."""
-  root = paths.data_dir() / "train"
+def data_time(root, size: int, batch: int, batches: int = 3) -> float:
+  """Seconds to decode one batch of the photos under ``root`` synchronously (median)."""
   if not root.is_dir():
     return float("nan")
   ds = data.FolderDataset(root, size=size, seed=0)
@@ -62,17 +57,17 @@ def main(argv=None) -> None:
   p.add_argument("--batch", type=int, default=4, help="global batch")
   p.add_argument("--steps", type=int, default=3, help="timed steps after the first")
   p.add_argument("--bf16", action="store_true")
-  p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-  p.add_argument("--vgg-weights")
-  p.add_argument("--out", default=str(RESULTS))
+  p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                 help="override of the preset (as `nst-jax train --set`); repeatable")
+  bc.add_common_args(p, out=bc.RESULTS / "train_bench.json")
   args = p.parse_args(argv)
   cfg = config.TRAIN_PRESETS[args.preset]()
   cfg = config.override(cfg, {"size": args.size, "batch_size": args.batch, "bf16": args.bf16,
-                              **dict(kv.split("=", 1) for kv in args.overrides)})
+                              **config.parse_assignments(args.overrides)})
   mesh = sharding.make_mesh()
-  vgg_params = sharding.replicate(mesh, vgg.load_vgg19(paths.resolve_vgg_weights(args.vgg_weights)))
+  vgg_params = sharding.replicate(mesh, bc.load_vgg(args))
   model, tx = models.make_model(cfg.net, bf16=cfg.bf16), train_state.make_optimizer(cfg)
-  style = image_io.load_image(paths.data_dir() / "styles" / "van_gogh_starry_night.jpg",
+  style = image_io.load_image(bc.data_dir(args) / "styles" / "van_gogh_starry_night.jpg",
                               size=cfg.style_size)
   targets = jax.jit(training.make_style_targets, static_argnums=2,
                     out_shardings=sharding.replicated(mesh))(vgg_params, jnp.asarray(style)[None],
@@ -97,15 +92,14 @@ def main(argv=None) -> None:
             "batch": cfg.batch_size, "bf16": cfg.bf16, "net_width": cfg.net.width,
             "params": nets.count_params({"params": state.params}),
             "style_layers": list(cfg.loss.style_layers), "devices": jax.device_count(),
-            "device_kind": jax.devices()[0].device_kind, "platform": jax.default_backend(),
             "first_step_s": first, "step_s_median": step_s, "step_s_all": times,
             "images_per_s": cfg.batch_size / step_s,
-            "data_decode_s_per_batch": data_time(cfg.size, cfg.batch_size),
-            "cpu_count": os.cpu_count(), "load_avg_at_end": os.getloadavg(),
-            "machine": platform.processor() or platform.machine(), **_peak_memory_mb()}
-  image_io.write_text(args.out, json.dumps(report, indent=2))
+            "data_decode_s_per_batch": data_time(bc.data_dir(args) / "train", cfg.size,
+                                                 cfg.batch_size),
+            **_peak_memory_mb()}
   print(json.dumps(report, indent=2))
+  bc.write_result(args.out, report, args)
 
 
 if __name__ == "__main__":
-  main()
+  bc.run_main(main)

@@ -16,16 +16,11 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import time
-from pathlib import Path
 
+import bench_common as bc
 import numpy as np
-
-from nst_jax.core import image_io
-
-RESULTS = Path(__file__).resolve().parent / "results" / "inference_profile.json"
 
 
 def _median_ms(fn, repeats: int) -> dict:
@@ -117,16 +112,12 @@ def main(argv=None) -> None:
   p.add_argument("--batch", type=int, default=1)
   p.add_argument("--repeats", type=int, default=5)
   p.add_argument("--backends", nargs="+", default=["jax", "torch"], choices=("jax", "torch"))
-  p.add_argument("--threads", type=int, default=0,
-                 help="1: single-threaded XLA and PyTorch (default 0: each library's default)")
-  p.add_argument("--out", default=str(RESULTS))
+  bc.add_common_args(p, vgg_weights=False, data=False,
+                     out=bc.RESULTS / "inference_profile.json", threads=True)
   args = p.parse_args(argv)
-  if args.threads == 1:  # before jax is imported (lazily, in jax_layers)
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen="
-                               "false intra_op_parallelism_threads=1").strip()
-  report = {"benchmark": "inference_profile", "batch": args.batch, "cpu_count": os.cpu_count(),
-            "threads": args.threads or "default",
-            "sizes": {}}
+  os.environ.update(bc.thread_env(args.threads))  # before JAX's first computation
+  report = {"benchmark": "inference_profile", "batch": args.batch,
+            "threads": args.threads or "default", "sizes": {}}
   for size in args.sizes:
     rows = {}
     for backend, fn in (("jax", jax_layers),
@@ -143,8 +134,8 @@ def main(argv=None) -> None:
       cells = [f"{times[k]['wall_ms']:.1f} / {times[k]['cpu_ms']:.0f}" if k in times else "-"
                for k in ("xla_conv", "library", "torch")]
       print(f"| {name} | " + " | ".join(cells) + " |")
-  image_io.write_text(args.out, json.dumps(report, indent=2))
+  bc.write_result(args.out, report, args)
 
 
 if __name__ == "__main__":
-  main()
+  bc.run_main(main)

@@ -133,6 +133,15 @@ def test_matched_region_iou_needs_one_shared_matching():
   assert metrics.matched_region_iou(whole, whole, truth, truth) == pytest.approx(0.25)
 
 
+def test_gradient_correlation_sees_edges_not_contrast(rng):
+  x = ndimage.gaussian_filter(rng.uniform(size=(24, 32, 3)), (1, 1, 0)).astype(np.float32)
+  assert metrics.gradient_correlation(x, x) == pytest.approx(1.0)
+  # A contrast change and a shift keep every edge: the magnitudes scale by 0.5.
+  assert metrics.gradient_correlation(0.5 * x + 0.2, x) == pytest.approx(1.0, abs=1e-6)
+  # Unrelated structure: uncorrelated edges.
+  assert abs(metrics.gradient_correlation(x[::-1, ::-1], x)) < 0.3
+
+
 @pytest.mark.real_weights
 def test_auto_masks_are_partitions(vgg_params, rng):
   content = rng.random((40, 64, 3)).astype(np.float32)

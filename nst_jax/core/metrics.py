@@ -5,6 +5,7 @@ Synopsis::
   from nst_jax.core import metrics
   metrics.matting_ratio(content, stylized)     # 1.0: as locally affine as the content itself
   metrics.matched_region_iou(pc, ps, tc, ts)   # automatic masks against hand-made ones, in [0, 1]
+  metrics.gradient_correlation(stylized, content)  # 1.0: the same edges, at any contrast
 """
 
 from __future__ import annotations
@@ -33,6 +34,28 @@ def matting_ratio(content: np.ndarray, image: np.ndarray, *, eps: float = EVAL_E
   coeffs = matting.matting_coefficients(jnp.asarray(content, jnp.float32), eps=eps)
   energy = lambda v: float(matting.energy_with_coefficients(coeffs, jnp.asarray(v, jnp.float32)))
   return energy(image) / max(energy(content), 1e-12)
+
+
+def gradient_correlation(a: np.ndarray, b: np.ndarray) -> float:
+  """Pearson correlation of the Sobel gradient magnitudes of two images' luminance.
+
+  A structure measure for photorealistic transfer: the output should keep the content's edges
+  whatever colours it takes (Luan et al. 2017 judge this by eye).
+
+  Args:
+    a, b: [H, W, 3] images of the same size.
+
+  Returns:
+    The correlation in [-1, 1]; 1 when one gradient-magnitude map is a positive multiple of the
+    other plus a constant (e.g. ``b = 0.5 * a``).
+  """
+  from scipy import ndimage  # pylint: disable=import-outside-toplevel
+
+  def magnitude(img):
+    y = np.asarray(img, np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)  # [H, W]
+    return np.hypot(ndimage.sobel(y, 0), ndimage.sobel(y, 1)).ravel()
+
+  return float(np.corrcoef(magnitude(a), magnitude(b))[0, 1])
 
 
 def _iou_matrix(pred: np.ndarray, truth: np.ndarray, n_pred: int, n_truth: int) -> np.ndarray:

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Runs every GPU goal of the open issues on one accelerator (H100/H200) in under 8 minutes.
+#
+# Synopsis:
+#   bash benchmarks/gpu_suite.sh                  # results in benchmarks/results/gpu/
+#   DRY_RUN=1 bash benchmarks/gpu_suite.sh        # print the commands, run nothing
+#   OUT=/tmp/gpu PYTHON=python3.11 bash benchmarks/gpu_suite.sh
+#
+# Steps (each under its own `timeout`; a failure is recorded and the suite goes on):
+#   optimize    slow transfer, s/iteration at 512 and 1024 px, JAX only (optimize_bench.py)
+#   matting     matting Laplacian at 700 px: apply <= 5 ms (matting_bench.py)
+#   inference   fast network latency and batched throughput at 256/512/1024 px, float32
+#               (<= 3 ms per image and >= 1,000 images/s at 512 px), then bfloat16 at 512 px
+#   train       fast training images/s at 256 px (>= 1,000), float32 and bfloat16 (train_bench.py)
+#   photoreal   one whole default slow photoreal run at 512 px, 2 x 300 iterations (<= 15 s)
+# A summary (step, exit code, seconds) is printed and written to $OUT/summary.json. The timeouts
+# (each + 5 s to kill) add up to 480 s: the suite ends within 8 minutes even if every step hangs.
+# Not yet run on a GPU (none was lent when it was written): the timeouts are estimates.
+#
+# The weights and data are found as everywhere else ($NST_JAX_VGG_WEIGHTS, $NST_JAX_DATA, or
+# ../shared beside the repository). PYTHONPATH starts with this checkout, so the nst_jax measured
+# is the one beside this script even when another copy is installed.
+
+set -u
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+OUT="${OUT:-$REPO/benchmarks/results/gpu}"
+PYTHON="${PYTHON:-python3}"
+DRY_RUN="${DRY_RUN:-0}"
+export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
+# optimize_bench keeps several JAX workers alive at once: none may grab 75% of the memory.
+export XLA_PYTHON_CLIENT_PREALLOCATE=false
+
+NAMES=()
+CODES=()
+SECONDS_TAKEN=()
+
+# step NAME TIMEOUT_S COMMAND...: runs one benchmark, logging to $OUT/NAME.log.
+step() {
+  local name="$1" limit="$2"
+  shift 2
+  if [[ "$DRY_RUN" != 0 ]]; then
+    printf 'timeout %s %s > %s 2>&1\n' "$limit" "$*" "$OUT/$name.log"
+    return
+  fi
+  echo "== $name (timeout ${limit}s): $*"
+  local start=$SECONDS
+  (cd "$REPO" && timeout --kill-after=5 "$limit" "$@") > "$OUT/$name.log" 2>&1
+  local code=$?
+  NAMES+=("$name")
+  CODES+=("$code")
+  SECONDS_TAKEN+=("$((SECONDS - start))")
+  if [[ $code -ne 0 ]]; then
+    echo "   FAILED (exit $code; 124: timed out); last lines of $OUT/$name.log:"
+    tail -n 5 "$OUT/$name.log" | sed 's/^/   | /'
+  fi
+}
+
+summary() {
+  local i json="" failed=0
+  echo
+  echo "| step | exit | seconds |"
+  echo "|---|---|---|"
+  for i in "${!NAMES[@]}"; do
+    echo "| ${NAMES[$i]} | ${CODES[$i]} | ${SECONDS_TAKEN[$i]} |"
+    json+="${json:+, }{\"step\": \"${NAMES[$i]}\", \"exit\": ${CODES[$i]}, \"seconds\": ${SECONDS_TAKEN[$i]}}"
+    [[ ${CODES[$i]} -ne 0 ]] && failed=$((failed + 1))
+  done
+  echo "[${json}]" > "$OUT/summary.json"
+  echo "$failed of ${#NAMES[@]} steps failed; results and logs in $OUT"
+  return $((failed > 0))
+}
+
+if [[ "$DRY_RUN" == 0 ]]; then
+  mkdir -p "$OUT"
+  "$PYTHON" -c 'import jax; print("devices:", jax.devices())' || echo "warning: JAX did not start"
+fi
+B="benchmarks"
+
+step optimize 120 "$PYTHON" $B/optimize_bench.py --sizes 512 1024 --no-torch \
+  --chunk 10 10 --timed-chunks 10 5 --warmup-chunks 1 --out "$OUT/optimize_bench.json"
+step matting 45 "$PYTHON" $B/matting_bench.py --sizes 700 --repeats 5 \
+  --out "$OUT/matting_bench.json"
+step inference 85 "$PYTHON" $B/inference_bench.py --sizes 256 512 1024 --batch 16 --repeats 10 \
+  --out "$OUT/inference_bench.json"
+step inference_bf16 40 "$PYTHON" $B/inference_bench.py --sizes 512 --batch 64 --repeats 10 \
+  --bf16 --out "$OUT/inference_bench_bf16.json"
+step train 60 "$PYTHON" $B/train_bench.py --preset thesis --size 256 --batch 64 --steps 10 \
+  --out "$OUT/train_bench.json"
+step train_bf16 45 "$PYTHON" $B/train_bench.py --preset thesis --size 256 --batch 64 --steps 10 \
+  --bf16 --out "$OUT/train_bench_bf16.json"
+step photoreal 50 "$PYTHON" $B/photo_eval.py --time-only --time-size 512 --time-iters 300 \
+  --results "$OUT"
+
+if [[ "$DRY_RUN" == 0 ]]; then
+  summary
+fi
