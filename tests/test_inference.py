@@ -153,7 +153,7 @@ def test_cli_stylizes_several_images(ckpt, photo_files, tmp_path, capsys):
   code = cli.main(["stylize", "--model", str(ckpt[0]), "--content", *map(str, photo_files),
                    "--out", str(out), "--strength", "0.5", "--original-colors", "yuv"])
   assert code == 0
-  assert sorted(p.name for p in out.iterdir()) == ["a.png", "a_2.png"]
+  assert sorted(p.name for p in out.iterdir()) == ["a.png", "a_2.png", "smoothing_config.json"]
   assert Image.open(out / "a.png").size == (30, 21) and Image.open(out / "a_2.png").size == (18, 40)
   assert "stylized 2 image(s)" in capsys.readouterr().out
 

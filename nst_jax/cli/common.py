@@ -173,7 +173,11 @@ def resolve_config(args, base, flags: dict):
   if getattr(args, "config", None):
     cfg = load_config_file(cfg, args.config)
   cfg = config.override(cfg, flags)
-  return config.override(cfg, config.parse_assignments(getattr(args, "overrides", ())))
+  try:
+    assignments = config.parse_assignments(getattr(args, "overrides", ()))
+  except config.ConfigError as e:  # its key is the malformed item
+    raise UserError(f"--set expects KEY=VALUE, got {e.key!r}") from None
+  return config.override(cfg, assignments)
 
 
 def wants_key_help(args) -> bool:
