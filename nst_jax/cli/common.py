@@ -109,24 +109,26 @@ def describe_presets(presets: dict) -> str:
 
 def add_config_flags(parser: argparse.ArgumentParser, config_name: str, *,
                      presets: dict | None = None, default_preset: str | None = None,
-                     preset_help: str | None = None, module: str = "nst_jax/config.py"):
+                     preset_help: str | None = None, module: str = "nst_jax/config.py",
+                     saved: str = "the <out>_config.json every run writes",
+                     example: str = "loss.style_weight=1e-2", base: str = "the defaults"):
   """--preset (with ``presets``), --config FILE.json and --set KEY=VALUE; returns the group.
 
   ``config_name`` is the config's class, defined in ``module``.
   """
   g = parser.add_argument_group(
       "configuration", f"a {config_name} ({module}), built as: "
-      + ("--preset < " if presets else "the defaults < ")
+      + ("--preset < " if presets else f"{base} < ")
       + "--config < the flags above < --set")
   if presets:
     g.add_argument("--preset", choices=sorted(presets), default=default_preset,
                    help=preset_help or describe_presets(presets))
   g.add_argument("--config", metavar="FILE.json",
-                 help="start from a saved config, e.g. the <out>_config.json every run writes "
-                 "(fields it leaves out keep the preset's values)")
+                 help=f"start from a saved config, e.g. {saved} (fields it leaves out keep "
+                 "their earlier values; default: none)")
   g.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                 help=f"set any field of the {config_name} (repeatable; dotted keys such as "
-                 "loss.style_weight=1e-2, type-checked; the fields and their meaning: "
+                 help=f"set any field of the {config_name} (repeatable; keys such as "
+                 f"{example}, type-checked; the fields and their meaning: "
                  f"{module}, {config_name}); '--set help' lists every key with its "
                  "value for this command")
   return g
@@ -198,9 +200,8 @@ def format_keys(cfg) -> str:
 
 def format_value(value) -> str:
   """A config value as ``--set`` takes it (tuples comma-joined)."""
-  if isinstance(value, tuple):
-    return ",".join(map(str, value))
-  return "''" if value == "" else str(value)
+  text = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+  return text or "''"
 
 
 def config_path(out: Path) -> Path:
@@ -227,8 +228,7 @@ def annotate_defaults(parser: argparse.ArgumentParser, flags: dict[str, str], ba
       for part in flags[action.dest].split("."):
         value = getattr(value, part)
       where = f", from the preset {preset}" if preset else ""
-      text = format_value(value) if value != "" else "''"
-      action.help = f"{action.help or ''} (default: {text}{where})".strip()
+      action.help = f"{action.help or ''} (default: {format_value(value)}{where})".strip()
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -236,7 +236,9 @@ class HelpFormatter(argparse.HelpFormatter):
 
   def _get_help_string(self, action):
     text = action.help or ""
-    if ("default" in text or action.default is None or action.default is False
+    if action.default is False and "default" not in text:
+      return f"{text} (default: off)".strip()
+    if ("default" in text or action.default is None
         or action.default in ([], argparse.SUPPRESS) or not action.option_strings):
       return text
     return f"{text} (default: %(default)s)".strip()

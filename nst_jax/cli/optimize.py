@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--content", nargs="+", required=True, metavar="IMG",
                  help="content image(s); several are optimized together (batched)")
   p.add_argument("--style", nargs="+", required=True, metavar="IMG", help="style image(s)")
-  p.add_argument("--style-blend-weights", metavar="W1,W2", help="blend of several styles")
+  p.add_argument("--style-blend-weights", metavar="W1,W2", help="blend of several styles (default: equal weights)")
   p.add_argument("--batch-styles", action="store_true",
                  help="one output per style (optimized together) instead of blending them")
   p.add_argument("--out", required=True, metavar="PATH",

@@ -51,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="one or more photos")
   parser.add_argument("--out", required=True, help="the output folder")
   parser.add_argument("--size", type=int, default=None,
-                      help="resize each photo so its long side is this many pixels first")
+                      help="resize each photo so its long side is this many pixels first "
+                      "(default: keep their size)")
   parser.add_argument("--strength", type=_unit_float, default=1.0,
                       help="s in [0, 1]: output = s * stylized + (1 - s) * photo (default 1)")
   parser.add_argument("--original-colors", choices=config.COLOR_MODES, default="",
@@ -79,7 +80,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="images per compiled call (default 1; more helps on accelerators)")
   parser.add_argument("--max-pixels", type=int, default=None,
                       help="refuse input images with more pixels than this (default 64M)")
-  common.add_config_flags(parser, "Smoothing")
+  common.add_config_flags(parser, "Smoothing", base="the network's own post-step", saved="the OUT/smoothing_config.json every run "
+                          "writes", example="method=guided")
 
 
 def output_paths(inputs: list[str], out_dir: Path, fmt: str) -> list[Path]:

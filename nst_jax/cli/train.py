@@ -50,7 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
       preset_help="thesis (instance norm, relu4_2 + relu*_1), johnson (the paper), photoreal "
       "(fast photorealistic transfer: affine head, masked style over automatic regions, "
       "matting-Laplacian loss; --style is a photo), smoke (a tiny test run); e.g. --set "
-      "num_steps=2000 --set net.width=0.5 --set bf16=true")
+      "num_steps=2000 --set net.width=0.5 --set bf16=true",
+      saved="the WORKDIR/config.json every run writes", example="num_steps=2000, net.width=0.5")
 
 
 def resolve_config(args: argparse.Namespace) -> config.TrainConfig:
