@@ -79,7 +79,8 @@ def _asks_key_help(argv: list[str]) -> bool:
 
 def _parse_for_key_help(parser: argparse.ArgumentParser, argv: list[str]):
   """Parses ``argv`` with no option required, so ``--set help`` needs no input files."""
-  sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))  # pylint: disable=protected-access
+  # pylint: disable=protected-access
+  sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
   command = sub.choices.get(argv[0]) if argv else None
   for action in getattr(command, "_actions", ()):
     action.required = False

@@ -3,6 +3,12 @@
 Example::
 
   nst-jax optimize --content photo.jpg --style starry.jpg --out out/photo_starry.png --size 512
+  nst-jax optimize ... --set loss.style_loss=mean_std --set optim.history_size=10
+  nst-jax optimize ... --config out/photo_starry_config.json   # the run above again
+  nst-jax optimize --set help                                   # every key and its value
+
+The config is built as: --preset < --config < the flags < --set; the resolved one is written to
+``<out>_config.json``.
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--content", nargs="+", required=True, metavar="IMG",
                  help="content image(s); several are optimized together (batched)")
   p.add_argument("--style", nargs="+", required=True, metavar="IMG", help="style image(s)")
-  p.add_argument("--style-blend-weights", metavar="W1,W2", help="blend of several styles (default: equal weights)")
+  p.add_argument("--style-blend-weights", metavar="W1,W2",
+                 help="blend of several styles (default: equal weights)")
   p.add_argument("--batch-styles", action="store_true",
                  help="one output per style (optimized together) instead of blending them")
   p.add_argument("--out", required=True, metavar="PATH",

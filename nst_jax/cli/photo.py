@@ -37,7 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--style", required=True, metavar="IMG", help="style (reference) photo")
   p.add_argument("--content-mask", metavar="IMG", help="colour-coded segmentation of the "
                  "content (Luan's colours); with --style-mask; default: automatic masks")
-  p.add_argument("--style-mask", metavar="IMG", help="colour-coded segmentation of the style (default: automatic masks)")
+  p.add_argument("--style-mask", metavar="IMG",
+                 help="colour-coded segmentation of the style (default: automatic masks)")
   p.add_argument("--out", required=True, metavar="PATH", help="output image (format by extension)")
   p.add_argument("--size", type=common.positive_int, help="long side of the output (px)")
   p.add_argument("--stages", type=int, choices=(1, 2),

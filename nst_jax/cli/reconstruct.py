@@ -59,7 +59,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--content-layers", metavar="L1,L2", help="one content reconstruction per layer")
   p.add_argument("--style-layers", metavar="L1,L2",
                  help="one style reconstruction per growing stack of these layers")
-  p.add_argument("--tv-weight", type=common.non_negative_float, help="weight of the total variation")
+  p.add_argument("--tv-weight", type=common.non_negative_float,
+                 help="weight of the total variation")
   p.add_argument("--pooling", choices=config.POOLINGS, help="VGG19's pooling layers")
   p.add_argument("--seed", type=int, help="seed of the initial noise")
   p.add_argument("--chunk", type=common.positive_int, help="iterations per compiled chunk")

@@ -80,8 +80,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="images per compiled call (default 1; more helps on accelerators)")
   parser.add_argument("--max-pixels", type=int, default=None,
                       help="refuse input images with more pixels than this (default 64M)")
-  common.add_config_flags(parser, "Smoothing", base="the network's own post-step", saved="the OUT/smoothing_config.json every run "
-                          "writes", example="method=guided")
+  common.add_config_flags(parser, "Smoothing", base="the network's own post-step",
+                          saved="the OUT/smoothing_config.json every run writes",
+                          example="method=guided")
 
 
 def output_paths(inputs: list[str], out_dir: Path, fmt: str) -> list[Path]:

@@ -217,7 +217,8 @@ def check_visualize(vgg_params, layer: str, units: Sequence[int], cfg: config.Vi
   if bad:
     raise UserError(f"unit(s) {bad} out of range: {layer} has channels 0..{channels - 1}")
   for key, ok, need in (("size", cfg.size >= 16, ">= 16"),
-                        ("num_iters", cfg.num_iters >= 0, ">= 0"), ("chunk", cfg.chunk >= 1, ">= 1"),
+                        ("num_iters", cfg.num_iters >= 0, ">= 0"),
+                        ("chunk", cfg.chunk >= 1, ">= 1"),
                         ("blur_every", cfg.blur_every >= 0, ">= 0"),
                         ("jitter", cfg.jitter >= 0, ">= 0"),
                         ("learning_rate", cfg.learning_rate > 0, "> 0"),
