@@ -337,7 +337,11 @@ def test_cli_end_to_end(inputs, tmp_path, capsys, with_masks):
   assert len(rows) == 1 + 12
   assert Image.open(out.parent / "result_losses.png").format == "PNG"
   assert sorted(p.name for p in out.parent.iterdir()) == [
-      "result.png", "result_losses.csv", "result_losses.png"]  # no checkpoint left behind
+      "result.png", "result_config.json", "result_losses.csv",
+      "result_losses.png"]  # no checkpoint left behind
+  saved = config.from_json(config.PhotoConfig, (out.parent / "result_config.json").read_text())
+  assert saved == photo_command.build_config(cli.build_parser().parse_args(_args(inputs, out,
+                                                                                 *extra)))
   assert "wrote" in capsys.readouterr().err
 
 
