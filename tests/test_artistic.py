@@ -5,7 +5,6 @@ import pytest
 
 from nst_jax import config
 from nst_jax.core import colors, image_io
-from nst_jax.core.errors import UserError
 from nst_jax.slow import artistic
 
 
@@ -40,12 +39,17 @@ def test_initial_images(images):
                                                        noise_ratio=0.6), content)
 
 
-def test_bad_config_values_are_user_errors():
-  for kw in ({"init": "nonexistent.png"}, {"loss.style_weight": "-1"},
-             {"loss.style_layers": "relu9_9", "loss.style_layer_weights": "1"},
-             {"scales": 2, "level_iters": "5"}):
-    with pytest.raises(UserError):
+def test_bad_config_values_are_config_errors_naming_the_key():
+  for kw, key in (({"init": "nonexistent.png"}, "init"),
+                  ({"loss.style_weight": "-1"}, "loss.style_weight"),
+                  ({"loss.style_layers": "relu9_9", "loss.style_layer_weights": "1"},
+                   "loss.style_layers"),
+                  ({"loss.style_layers": "relu1_1"}, "loss.style_layer_weights"),
+                  ({"scales": 2, "level_iters": "5"}, "level_iters"),
+                  ({"optim.chunk": 0}, "optim.chunk")):
+    with pytest.raises(config.ConfigError) as info:
       artistic.check_config(_cfg(**kw))
+    assert info.value.key == key, (kw, info.value)
 
 
 @pytest.mark.real_weights

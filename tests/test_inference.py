@@ -89,10 +89,10 @@ def test_smoothing_defaults_by_head_and_training(stylizer, rng):
   np.testing.assert_allclose(stylizer(x, smooth=True, smoothing=config.Smoothing("guided")),
                              smoothing.guided_smooth(stylizer(x), x, radius=3),  # 40 / 12
                              atol=1e-6)
-  for bad, match in ((dict(method="box"), "smooth-method"), (dict(radius=-1), "smooth-radius"),
-                     (dict(weight=-1.0), "smooth-weight"), (dict(budget=-2.0), "budget")):
-    with pytest.raises(UserError, match=match):
+  for bad in (dict(method="box"), dict(radius=-1), dict(weight=-1.0), dict(budget=-2.0)):
+    with pytest.raises(config.ConfigError) as info:
       stylizer(x, smooth=True, smoothing=config.Smoothing(**bad))
+    assert info.value.key == next(iter(bad))
   # Photorealistic ("affine" head) networks: the post-step their training implies.
   net = nets.TinyNet(output="affine")
   variables = nets.init_variables(net, jax.random.key(0))
@@ -131,9 +131,9 @@ def test_bf16_is_close_to_float32(ckpt, stylizer, rng):
 
 
 def test_bad_options_and_shapes_are_user_errors(stylizer, rng):
-  with pytest.raises(UserError, match="strength"):
+  with pytest.raises(config.ConfigError, match="strength"):
     stylizer(_photo(rng, 8, 8), strength=1.5)
-  with pytest.raises(UserError, match="original-colors"):
+  with pytest.raises(config.ConfigError, match="original_colors"):
     stylizer(_photo(rng, 8, 8), original_colors="lab")
   with pytest.raises(UserError, match="RGB"):
     stylizer(np.zeros((8, 8), np.float32))
@@ -153,7 +153,7 @@ def test_cli_stylizes_several_images(ckpt, photo_files, tmp_path, capsys):
   code = cli.main(["stylize", "--model", str(ckpt[0]), "--content", *map(str, photo_files),
                    "--out", str(out), "--strength", "0.5", "--original-colors", "yuv"])
   assert code == 0
-  assert sorted(p.name for p in out.iterdir()) == ["a.png", "a_2.png"]
+  assert sorted(p.name for p in out.iterdir()) == ["a.png", "a_2.png", "smoothing_config.json"]
   assert Image.open(out / "a.png").size == (30, 21) and Image.open(out / "a_2.png").size == (18, 40)
   assert "stylized 2 image(s)" in capsys.readouterr().out
 

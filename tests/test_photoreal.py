@@ -295,17 +295,19 @@ def test_post_step_follows_the_config(rng):
   assert cfg.smooth  # a post-step option turns the post-step on
 
 
-@pytest.mark.parametrize("kw,match", [({"stages": 3}, "stages"), ({"stage_iters": (1,)}, "stage"),
-                                      ({"matting_weight": -1.0}, "matting"),
-                                      ({"matting_budget": -1.0}, "matting-budget"),
-                                      ({"smooth_weight": 0.0}, "smooth-weight"),
-                                      ({"affine_weight": 0.0}, "affine-weight"),
-                                      ({"smooth_method": "median"}, "smooth-method"),
-                                      ({"parameterization": "rgb"}, "parameterization"),
-                                      ({"mask_pooling": "median"}, "mask-pooling")])
-def test_bad_configs(kw, match):
-  with pytest.raises(UserError, match=match):
+@pytest.mark.parametrize("kw,key", [({"stages": 3}, "stages"), ({"stage_iters": (1,)}, "stage_iters"),
+                                    ({"matting_weight": -1.0}, "matting_weight"),
+                                    ({"matting_budget": -1.0}, "matting_budget"),
+                                    ({"smooth_weight": 0.0}, "smooth_weight"),
+                                    ({"affine_weight": 0.0}, "affine_weight"),
+                                    ({"smooth_method": "median"}, "smooth_method"),
+                                    ({"parameterization": "rgb"}, "parameterization"),
+                                    ({"mask_pooling": "median"}, "mask_pooling"),
+                                    ({"size": 8}, "size"), ({"num_regions": 0}, "num_regions")])
+def test_bad_configs(kw, key):
+  with pytest.raises(config.ConfigError) as info:
     photoreal.check_config(dataclasses.replace(config.PhotoConfig(), **kw))
+  assert info.value.key == key
 
 
 def _args(inp, out, *extra):
@@ -335,7 +337,11 @@ def test_cli_end_to_end(inputs, tmp_path, capsys, with_masks):
   assert len(rows) == 1 + 12
   assert Image.open(out.parent / "result_losses.png").format == "PNG"
   assert sorted(p.name for p in out.parent.iterdir()) == [
-      "result.png", "result_losses.csv", "result_losses.png"]  # no checkpoint left behind
+      "result.png", "result_config.json", "result_losses.csv",
+      "result_losses.png"]  # no checkpoint left behind
+  saved = config.from_json(config.PhotoConfig, (out.parent / "result_config.json").read_text())
+  assert saved == photo_command.build_config(cli.build_parser().parse_args(_args(inputs, out,
+                                                                                 *extra)))
   assert "wrote" in capsys.readouterr().err
 
 

@@ -18,7 +18,6 @@ import pytest
 from nst_jax import config
 from nst_jax.config import LossConfig
 from nst_jax.core import image_io
-from nst_jax.core.errors import UserError
 from nst_jax.fast import data, models, sharding, train_logging, train_state, training
 
 SHALLOW = LossConfig(content_layers=("relu2_2",), content_layer_weights=(1.0,),
@@ -247,7 +246,7 @@ def test_ema_matches_a_numpy_average_and_is_what_stylizes():
   plain = train_state.TrainState(step=jnp.array(4), params=params, batch_stats={},
                               opt_state=adam_state)
   assert train_state.variables_of(plain)["params"] is params  # no average: the last parameters
-  with pytest.raises(UserError, match="ema_decay"):
+  with pytest.raises(config.ConfigError, match="ema_decay"):
     models.check_config(tiny_config(ema_decay=1.0))
 
 

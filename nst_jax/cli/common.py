@@ -1,12 +1,25 @@
-"""Flags and helpers shared by the subcommands: weights, loss options, outputs."""
+"""Flags and helpers shared by the subcommands: configs, weights, loss options, outputs.
+
+Every command that runs a config builds it the same way (``resolve_config``), each later source
+replacing fields of the earlier ones::
+
+  preset (--preset) < saved config (--config FILE.json) < explicit flags < --set KEY=VALUE
+
+and writes the resolved config next to its output (``write_config``), so ``--config`` reproduces
+the run. This module imports no JAX: ``nst-jax COMMAND --help`` stays fast, and the commands import
+the library inside ``run``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from pathlib import Path
 
-from nst_jax.core import image_io, paths, vgg
+from nst_jax import config
+from nst_jax.core import image_io, paths
 from nst_jax.core.errors import UserError
 
 
@@ -38,51 +51,197 @@ def add_weights_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def load_vgg(args) -> dict:
+  from nst_jax.core import vgg  # pylint: disable=import-outside-toplevel  (imports JAX)
   return vgg.load_vgg19(paths.resolve_vgg_weights(args.vgg_weights))
 
 
 def add_loss_flags(parser: argparse.ArgumentParser) -> None:
   g = parser.add_argument_group("loss (neural-style vocabulary)")
-  g.add_argument("--content-weight", type=non_negative_float)
-  g.add_argument("--style-weight", type=non_negative_float)
-  g.add_argument("--tv-weight", type=non_negative_float)
-  g.add_argument("--content-layers", metavar="L1,L2", help="e.g. relu4_2 (default)")
-  g.add_argument("--content-layer-weights", metavar="W1,W2")
-  g.add_argument("--style-layers", metavar="L1,L2", help="default relu1_1,...,relu5_1")
-  g.add_argument("--style-layer-weights", metavar="W1,W2")
-  g.add_argument("--style-loss", choices=("gram", "mean", "mean_std", "mmd_poly", "mmd_gauss"))
-  g.add_argument("--pooling", choices=("avg", "max"))
+  g.add_argument("--content-weight", type=non_negative_float, help="weight of the content loss")
+  g.add_argument("--style-weight", type=non_negative_float, help="weight of the style loss")
+  g.add_argument("--tv-weight", type=non_negative_float, help="weight of the total variation")
+  g.add_argument("--content-layers", metavar="L1,L2", help="VGG19 layers of the content loss")
+  g.add_argument("--content-layer-weights", metavar="W1,W2",
+                 help="one weight per content layer (all 1 when only --content-layers is given)")
+  g.add_argument("--style-layers", metavar="L1,L2", help="VGG19 layers of the style loss")
+  g.add_argument("--style-layer-weights", metavar="W1,W2",
+                 help="one weight per style layer (all 1 when only --style-layers is given)")
+  g.add_argument("--style-loss", choices=config.STYLE_LOSSES, help="statistics the style matches")
+  g.add_argument("--pooling", choices=config.POOLINGS, help="VGG19's pooling layers")
 
 
 def add_optim_flags(parser: argparse.ArgumentParser) -> None:
   g = parser.add_argument_group("optimizer")
-  g.add_argument("--optimizer", choices=("lbfgsb", "lbfgs", "adam"))
+  g.add_argument("--optimizer", choices=config.OPTIMIZERS, help="the per-image optimizer")
   g.add_argument("--iters", type=int, help="iterations per level")
   g.add_argument("--learning-rate", "--lr", type=non_negative_float, help="Adam step size")
   g.add_argument("--chunk", type=positive_int, help="iterations per compiled chunk")
 
 
-_LOSS_KEYS = ("content_weight", "style_weight", "tv_weight", "content_layers",
-              "content_layer_weights", "style_layers", "style_layer_weights", "style_loss",
-              "pooling")
-_OPTIM_KEYS = {"optimizer": "optimizer", "iters": "num_iters", "learning_rate": "learning_rate",
-               "chunk": "chunk"}
+# Flag (argparse dest) -> config key, of the loss and optimizer flags above.
+LOSS_FLAGS = {k: f"loss.{k}" for k in (
+    "content_weight", "style_weight", "tv_weight", "content_layers", "content_layer_weights",
+    "style_layers", "style_layer_weights", "style_loss", "pooling")}
+OPTIM_FLAGS = {"optimizer": "optim.optimizer", "iters": "optim.num_iters",
+               "learning_rate": "optim.learning_rate", "chunk": "optim.chunk"}
 
 
-def loss_and_optim_overrides(args, prefix: str = "") -> dict:
-  """Dotted config overrides from the flags the user gave (None = keep the preset's value)."""
-  out = {}
-  for key in _LOSS_KEYS:
-    if getattr(args, key, None) is not None:
-      out[f"{prefix}loss.{key}"] = getattr(args, key)
-  for flag, key in _OPTIM_KEYS.items():
-    if getattr(args, flag, None) is not None:
-      out[f"{prefix}optim.{key}"] = getattr(args, flag)
-  if ("content_layers" in vars(args) and args.content_layers and not args.content_layer_weights):
-    out[f"{prefix}loss.content_layer_weights"] = ",".join(["1"] * len(args.content_layers.split(",")))
-  if ("style_layers" in vars(args) and args.style_layers and not args.style_layer_weights):
-    out[f"{prefix}loss.style_layer_weights"] = ",".join(["1"] * len(args.style_layers.split(",")))
+def flag_overrides(args, flags: dict[str, str]) -> dict:
+  """Dotted config overrides from the flags the user gave (None: keep the earlier value).
+
+  ``--content-layers``/``--style-layers`` without their ``--*-layer-weights`` weigh every layer 1.
+  """
+  out = {key: getattr(args, dest) for dest, key in flags.items()
+         if getattr(args, dest, None) is not None}
+  for kind in ("content", "style"):
+    layers, weights = getattr(args, f"{kind}_layers", None), f"{kind}_layer_weights"
+    if layers and weights in flags and getattr(args, weights, None) is None:
+      out[flags[weights]] = ",".join(["1"] * len(layers.split(",")))
   return out
+
+
+# ------------------------------------------------------------------------------- configuration
+def describe_presets(presets: dict) -> str:
+  """"name: its docstring; ..." for a ``--preset`` help."""
+  return "; ".join(f"{name}: {' '.join((fn.__doc__ or '').split())}"
+                   for name, fn in sorted(presets.items()))
+
+
+def add_config_flags(parser: argparse.ArgumentParser, config_name: str, *,
+                     presets: dict | None = None, default_preset: str | None = None,
+                     preset_help: str | None = None, module: str = "nst_jax/config.py",
+                     saved: str = "the <out>_config.json every run writes",
+                     example: str = "loss.style_weight=1e-2", base: str = "the defaults"):
+  """--preset (with ``presets``), --config FILE.json and --set KEY=VALUE; returns the group.
+
+  ``config_name`` is the config's class, defined in ``module``.
+  """
+  g = parser.add_argument_group(
+      "configuration", f"a {config_name} ({module}), built as: "
+      + ("--preset < " if presets else f"{base} < ")
+      + "--config < the flags above < --set")
+  if presets:
+    g.add_argument("--preset", choices=sorted(presets), default=default_preset,
+                   help=preset_help or describe_presets(presets))
+  g.add_argument("--config", metavar="FILE.json",
+                 help=f"start from a saved config, e.g. {saved} (fields it leaves out keep "
+                 "their earlier values; default: none)")
+  g.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                 help=f"set any field of the {config_name} (repeatable; keys such as "
+                 f"{example}, type-checked; the fields and their meaning: "
+                 f"{module}, {config_name}); '--set help' lists every key with its "
+                 "value for this command")
+  return g
+
+
+def _flatten(data: dict, prefix: str = "") -> dict:
+  """{"a": {"b": 1}} -> {"a.b": 1}."""
+  out = {}
+  for key, value in data.items():
+    if isinstance(value, dict):
+      out.update(_flatten(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
+
+
+def load_config_file(cfg, path: str):
+  """``cfg`` with the fields of a saved config (``config.to_json``) replacing its own."""
+  try:
+    text = Path(path).read_text()
+  except OSError as e:
+    raise UserError(f"cannot read --config {path}: {e.strerror or e}") from None
+  try:
+    data = json.loads(text)
+  except json.JSONDecodeError as e:
+    raise UserError(f"--config {path} is not a saved config (bad JSON: {e})") from None
+  if not isinstance(data, dict):
+    raise UserError(f"--config {path} is not a saved config (not a JSON object)")
+  return config.override(cfg, _flatten(data))
+
+
+def resolve_config(args, base, flags: dict):
+  """The command's config: ``base`` (the preset) < ``--config`` < explicit flags < ``--set``.
+
+  Args:
+    args: the parsed arguments, with ``config`` and ``overrides`` (``add_config_flags``).
+    base: the starting config (the preset's).
+    flags: dotted key -> value of the explicit flags the user gave (``flag_overrides``).
+
+  Raises:
+    config.ConfigError: for an unknown key (listing the valid ones) or a badly typed value.
+  """
+  cfg = base
+  if getattr(args, "config", None):
+    cfg = load_config_file(cfg, args.config)
+  cfg = config.override(cfg, flags)
+  try:
+    assignments = config.parse_assignments(getattr(args, "overrides", ()))
+  except config.ConfigError as e:  # its key is the malformed item
+    raise UserError(f"--set expects KEY=VALUE, got {e.key!r}") from None
+  return config.override(cfg, assignments)
+
+
+def wants_key_help(args) -> bool:
+  """``--set help``: list the keys instead of running."""
+  return "help" in (getattr(args, "overrides", None) or ())
+
+
+def format_keys(cfg) -> str:
+  """One ``key = value`` line per config key (what ``--set help`` prints)."""
+  lines = []
+  for key in config.keys(cfg):
+    value = cfg
+    for part in key.split("."):
+      value = getattr(value, part)
+    lines.append(f"{key} = {format_value(value)}")
+  return "\n".join(lines)
+
+
+def format_value(value) -> str:
+  """A config value as ``--set`` takes it (tuples comma-joined)."""
+  text = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+  return text or "''"
+
+
+def config_path(out: Path) -> Path:
+  """Where a run with output ``out`` writes its resolved config: ``<out>_config.json``."""
+  return sibling(out, "_config.json")
+
+
+def write_config(path: Path, cfg) -> Path:
+  """Writes ``cfg`` as JSON (atomically: a reader never sees half a file)."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(f".{path.name}.tmp")
+  tmp.write_text(config.to_json(cfg) + "\n")
+  os.replace(tmp, path)
+  return path
+
+
+def annotate_defaults(parser: argparse.ArgumentParser, flags: dict[str, str], base,
+                      preset: str = "") -> None:
+  """Appends "(default: VALUE[, from the preset NAME])" to the help of every flag in ``flags``
+  whose default is None (the config's value applies), from the config ``base``."""
+  for action in parser._actions:  # pylint: disable=protected-access
+    if action.dest in flags and action.default is None:
+      value = base
+      for part in flags[action.dest].split("."):
+        value = getattr(value, part)
+      where = f", from the preset {preset}" if preset else ""
+      action.help = f"{action.help or ''} (default: {format_value(value)}{where})".strip()
+
+
+class HelpFormatter(argparse.HelpFormatter):
+  """Shows every option's default: "(default: X)" unless its help already says one."""
+
+  def _get_help_string(self, action):
+    text = action.help or ""
+    if action.default is False and "default" not in text:
+      return f"{text} (default: off)".strip()
+    if ("default" in text or action.default is None
+        or action.default in ([], argparse.SUPPRESS) or not action.option_strings):
+      return text
+    return f"{text} (default: %(default)s)".strip()
 
 
 def check_output_path(path: str | Path, kinds=image_io.IMAGE_SUFFIXES) -> Path:
@@ -111,7 +270,7 @@ def add_output_flags(parser: argparse.ArgumentParser, *, checkpoint: bool = True
   if checkpoint:
     o.add_argument("--checkpoint-every", type=positive_int, default=50, metavar="N",
                    help="save progress every N iterations; re-running the command resumes")
-  o.add_argument("--no-progress", action="store_true")
+  o.add_argument("--no-progress", action="store_true", help="no progress bar")
   return o
 
 

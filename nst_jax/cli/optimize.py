@@ -3,6 +3,12 @@
 Example::
 
   nst-jax optimize --content photo.jpg --style starry.jpg --out out/photo_starry.png --size 512
+  nst-jax optimize ... --set loss.style_loss=mean_std --set optim.history_size=10
+  nst-jax optimize ... --config out/photo_starry_config.json   # the run above again
+  nst-jax optimize --set help                                   # every key and its value
+
+The config is built as: --preset < --config < the flags < --set; the resolved one is written to
+``<out>_config.json``.
 """
 
 from __future__ import annotations
@@ -14,29 +20,33 @@ from nst_jax import config
 from nst_jax.cli import common
 from nst_jax.core import image_io
 from nst_jax.core.errors import UserError
-from nst_jax.slow import artistic
 
 HELP = "slow style transfer: optimize an image to match a content and style(s) (Gatys et al.)"
+DEFAULT_PRESET = "gatys"
+# Flag (argparse dest) -> TransferConfig key.
+FLAGS = {**{k: k for k in ("size", "scales", "level_iters", "style_scale", "init", "noise_ratio",
+                           "seed", "original_colors")},
+         **common.LOSS_FLAGS, **common.OPTIM_FLAGS}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--content", nargs="+", required=True, metavar="IMG",
                  help="content image(s); several are optimized together (batched)")
   p.add_argument("--style", nargs="+", required=True, metavar="IMG", help="style image(s)")
-  p.add_argument("--style-blend-weights", metavar="W1,W2", help="blend of several styles")
+  p.add_argument("--style-blend-weights", metavar="W1,W2",
+                 help="blend of several styles (default: equal weights)")
   p.add_argument("--batch-styles", action="store_true",
                  help="one output per style (optimized together) instead of blending them")
   p.add_argument("--out", required=True, metavar="PATH",
                  help="output image (format by extension); several outputs get _<name> suffixes")
-  p.add_argument("--preset", choices=sorted(config.PRESETS), default="gatys")
   p.add_argument("--size", type=common.positive_int, help="long side of the output (px)")
   p.add_argument("--scales", type=common.positive_int, help="coarse-to-fine levels (x2 each)")
   p.add_argument("--level-iters", metavar="N1,N2", help="iterations per level, coarse first "
-                 "(default: --iters at every level)")
+                 "('': --iters at every level)")
   p.add_argument("--style-scale", type=float, help="style size relative to the output")
   p.add_argument("--init", help="content | noise | mix | path to an image")
-  p.add_argument("--noise-ratio", type=float, help="noise share of --init mix (default 0.6)")
-  p.add_argument("--seed", type=int)
+  p.add_argument("--noise-ratio", type=float, help="noise share of --init mix")
+  p.add_argument("--seed", type=int, help="seed of the initial noise")
   p.add_argument("--original-colors", nargs="?", const="yiq", choices=("yiq", "yuv"),
                  help="luminance-only transfer: keep the content's colours (YIQ or YUV)")
   common.add_loss_flags(p)
@@ -45,16 +55,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   o.add_argument("--save-every", type=int, default=0, metavar="N",
                  help="also save the image every N iterations (<out>_iterNNNN.png)")
   common.add_weights_flag(p)
+  common.add_config_flags(p, "TransferConfig", presets=config.PRESETS,
+                          default_preset=DEFAULT_PRESET)
+  common.annotate_defaults(p, FLAGS, config.PRESETS[DEFAULT_PRESET](), DEFAULT_PRESET)
+
+
+def resolve_config(args) -> config.TransferConfig:
+  """The preset < --config < the flags < --set (unchecked)."""
+  return common.resolve_config(args, config.PRESETS[args.preset](),
+                               common.flag_overrides(args, FLAGS))
 
 
 def build_config(args) -> config.TransferConfig:
-  overrides = common.loss_and_optim_overrides(args)
-  for key in ("size", "scales", "level_iters", "style_scale", "init", "noise_ratio", "seed"):
-    if getattr(args, key) is not None:
-      overrides[key] = getattr(args, key)
-  if args.original_colors:
-    overrides["original_colors"] = args.original_colors
-  cfg = config.override(config.PRESETS[args.preset](), overrides)
+  """``resolve_config``, validated (``config.ConfigError`` naming the key)."""
+  from nst_jax.slow import artistic  # pylint: disable=import-outside-toplevel
+  cfg = resolve_config(args)
   artistic.check_config(cfg)
   return cfg
 
@@ -73,6 +88,7 @@ def _blend(args, n_styles):
 
 def make_problems(args, contents, styles):
   """(problems, output names): batched contents, batched styles, or one blended problem."""
+  from nst_jax.slow import artistic  # pylint: disable=import-outside-toplevel
   if len(contents) > 1 and args.batch_styles:
     raise UserError("use either several --content images or --batch-styles, not both")
   if args.batch_styles:
@@ -91,6 +107,7 @@ def output_paths(out: Path, names: list[str]) -> list[Path]:
 
 
 def run(args) -> int:
+  from nst_jax.slow import artistic  # pylint: disable=import-outside-toplevel
   out = common.check_output_path(args.out)
   cfg = build_config(args)
   load = lambda p: (Path(p).stem, image_io.load_image(p, max_pixels=args.max_pixels))
@@ -111,6 +128,7 @@ def run(args) -> int:
                             checkpoint_every=args.checkpoint_every, on_chunk=save_intermediate)
   for o, img in zip(outs, result.images):
     image_io.save_image(o, img)
+  common.write_config(common.config_path(out), cfg)
   common.report_run(outs, result, log_path, plot_path,
                     f"{out.name}: {cfg.optim.optimizer}, {cfg.size}px")
   return 0

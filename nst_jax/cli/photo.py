@@ -16,20 +16,20 @@ import argparse
 
 from nst_jax import config
 from nst_jax.cli import common
-from nst_jax.core import image_io, regions
+from nst_jax.core import image_io
 from nst_jax.core.errors import UserError
-from nst_jax.slow import photoreal
 
 HELP = "photorealistic style transfer: masked style, matting-Laplacian penalty (Luan et al.)"
 
-# Flag -> PhotoConfig key, for the options specific to this command.
-_PHOTO_KEYS = {"size": "size", "stages": "stages", "stage_iters": "stage_iters",
-               "style_scale": "style_scale", "matting_weight": "matting_weight",
-               "parameterization": "parameterization", "affine_weight": "affine_weight",
-               "regions": "num_regions", "mask_pooling": "mask_pooling",
-               "smooth_radius": "smooth_radius", "smooth_eps": "smooth_eps",
-               "smooth_method": "smooth_method", "smooth_weight": "smooth_weight",
-               "matting_budget": "matting_budget", "seed": "seed"}
+# Flag (argparse dest) -> PhotoConfig key.
+FLAGS = {"size": "size", "stages": "stages", "stage_iters": "stage_iters",
+         "style_scale": "style_scale", "matting_weight": "matting_weight",
+         "parameterization": "parameterization", "affine_weight": "affine_weight",
+         "regions": "num_regions", "mask_pooling": "mask_pooling",
+         "smooth_radius": "smooth_radius", "smooth_eps": "smooth_eps",
+         "smooth_method": "smooth_method", "smooth_weight": "smooth_weight",
+         "matting_budget": "matting_budget", "seed": "seed", "smooth": "smooth",
+         **common.LOSS_FLAGS, **common.OPTIM_FLAGS}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -37,61 +37,68 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--style", required=True, metavar="IMG", help="style (reference) photo")
   p.add_argument("--content-mask", metavar="IMG", help="colour-coded segmentation of the "
                  "content (Luan's colours); with --style-mask; default: automatic masks")
-  p.add_argument("--style-mask", metavar="IMG", help="colour-coded segmentation of the style")
+  p.add_argument("--style-mask", metavar="IMG",
+                 help="colour-coded segmentation of the style (default: automatic masks)")
   p.add_argument("--out", required=True, metavar="PATH", help="output image (format by extension)")
-  p.add_argument("--size", type=common.positive_int, help="long side of the output (default 512)")
+  p.add_argument("--size", type=common.positive_int, help="long side of the output (px)")
   p.add_argument("--stages", type=int, choices=(1, 2),
-                 help="2: without, then with the matting penalty (default); 1: with it only")
-  p.add_argument("--stage-iters", metavar="N1,N2", help="iterations per stage (default --iters)")
+                 help="2: without, then with the matting penalty; 1: with it only")
+  p.add_argument("--stage-iters", metavar="N1,N2", help="iterations per stage ('': --iters each)")
   p.add_argument("--style-scale", type=float, help="style size relative to the output")
   p.add_argument("--matting-weight", type=common.non_negative_float,
-                 help="weight of the matting-Laplacian penalty per pixel (default 3e9)")
+                 help="weight of the matting-Laplacian penalty per pixel")
   p.add_argument("--parameterization", choices=config.PARAMETERIZATIONS,
-                 help="what the stage with the penalty optimizes: 'affine' (default) an image "
+                 help="what the stage with the penalty optimizes: 'affine' an image "
                       "whose smooth local affine step is the output, 'guided' one whose guided "
                       "filter by the content is, 'pixels' the output")
   p.add_argument("--affine-weight", type=float,
-                 help="'affine' parameterization: the matting Laplacian's weight (default 30)")
+                 help="'affine' parameterization: the matting Laplacian's weight")
   p.add_argument("--regions", type=common.positive_int, help="automatic masks: region count")
-  p.add_argument("--mask-pooling", choices=config.MASK_POOLINGS)
+  p.add_argument("--mask-pooling", choices=config.MASK_POOLINGS,
+                 help="how the masks follow VGG19's pooling")
   p.add_argument("--smooth", action=argparse.BooleanOptionalAction,
-                 help="post-step with the content as guide (Luan's optional one; default off; "
+                 help="post-step with the content as guide (Luan's optional one; "
                       "--smooth-method, --smooth-weight or --matting-budget turn it on)")
   p.add_argument("--smooth-method", choices=config.SMOOTH_METHODS,
-                 help="post-step: 'affine' (default) the nearest locally affine image, or "
+                 help="post-step: 'affine' the nearest locally affine image, or "
                       "'guided' one guided-filter pass")
   p.add_argument("--smooth-weight", type=float,
-                 help="affine post-step: the matting Laplacian's weight (default 1.2)")
+                 help="affine post-step: the matting Laplacian's weight")
   p.add_argument("--matting-budget", type=common.non_negative_float, metavar="X",
                  help="affine post-step: per image, the least smoothing that keeps the matting "
-                      "energy within X times the content's (default 0: --smooth-weight)")
+                      "energy within X times the content's (0: --smooth-weight)")
   p.add_argument("--smooth-radius", type=int,
                  help="guided filter radius, post-step and parameterization (0: size / 24)")
-  p.add_argument("--smooth-eps", type=float, help="guided filter regulariser (default 1e-4)")
-  p.add_argument("--seed", type=int)
+  p.add_argument("--smooth-eps", type=float, help="guided filter regulariser")
+  p.add_argument("--seed", type=int, help="seed of the automatic masks' clustering")
   common.add_loss_flags(p)
   common.add_optim_flags(p)
   common.add_output_flags(p)
   common.add_weights_flag(p)
+  common.add_config_flags(p, "PhotoConfig")
+  common.annotate_defaults(p, FLAGS, config.PhotoConfig())
+
+
+def resolve_config(args) -> config.PhotoConfig:
+  """PhotoConfig() < --config < the flags < --set (unchecked)."""
+  flags = common.flag_overrides(args, FLAGS)
+  if args.smooth is None and any(getattr(args, f) is not None for f in (
+      "smooth_method", "smooth_weight", "matting_budget")):
+    flags["smooth"] = True  # a post-step option turns the post-step on
+  return common.resolve_config(args, config.PhotoConfig(), flags)
 
 
 def build_config(args) -> config.PhotoConfig:
-  overrides = common.loss_and_optim_overrides(args)
-  for flag, key in _PHOTO_KEYS.items():
-    if getattr(args, flag) is not None:
-      overrides[key] = getattr(args, flag)
-  if args.smooth is not None:
-    overrides["smooth"] = args.smooth
-  elif any(getattr(args, f) is not None for f in ("smooth_method", "smooth_weight",
-                                                   "matting_budget")):
-    overrides["smooth"] = True
-  cfg = config.override(config.PhotoConfig(), overrides)
+  """``resolve_config``, validated (``config.ConfigError`` naming the key)."""
+  from nst_jax.slow import photoreal  # pylint: disable=import-outside-toplevel
+  cfg = resolve_config(args)
   photoreal.check_config(cfg)
   return cfg
 
 
 def load_inputs(args):
   """(content, style, content masks or None, style masks or None), all validated."""
+  from nst_jax.core import regions  # pylint: disable=import-outside-toplevel
   if bool(args.content_mask) != bool(args.style_mask):
     raise UserError("give both --content-mask and --style-mask, or neither (automatic masks)")
   content = image_io.load_image(args.content, max_pixels=args.max_pixels)
@@ -104,6 +111,7 @@ def load_inputs(args):
 
 
 def run(args) -> int:
+  from nst_jax.slow import photoreal  # pylint: disable=import-outside-toplevel
   out = common.check_output_path(args.out)
   cfg = build_config(args)
   log_path, plot_path = common.loss_output_paths(args, out)
@@ -114,6 +122,7 @@ def run(args) -> int:
                              checkpoint=out.with_name(f".{out.name}.ckpt"),
                              checkpoint_every=args.checkpoint_every)
   image_io.save_image(out, result.images[0])
+  common.write_config(common.config_path(out), cfg)
   common.report_run([out], result, log_path, plot_path,
                     f"{out.name}: {cfg.stages} stage(s), {cfg.optim.optimizer}, {cfg.size}px")
   return 0

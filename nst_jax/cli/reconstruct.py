@@ -6,72 +6,122 @@ Example::
 
 Row 1: images optimized from noise to match the content's features at one layer (conv1_2 ...
 conv5_2). Row 2: images matching the style's Gram matrices on growing stacks of layers (conv1_1;
-conv1_1..conv2_1; ... conv1_1..conv5_1). One PNG grid, written at the end.
+conv1_1..conv2_1; ... conv1_1..conv5_1). One PNG grid, written at the end, with the resolved
+config beside it (``<out>_config.json``).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass, field
 
 from nst_jax import config
 from nst_jax.cli import common
-from nst_jax.core import image_io, plots, vgg
-from nst_jax.core.errors import UserError
-from nst_jax.slow import research
+from nst_jax.core import image_io
 
 HELP = "content and style reconstructions from VGG19 layers, as one grid (Gatys et al. Fig. 1)"
+
+
+@dataclass(frozen=True)
+class ReconstructConfig:
+  """The figure's settings, the arguments of ``research.reconstruct_all``.
+
+  Kept here rather than in ``nst_jax/config.py`` only because that module is at its size limit
+  (tests/test_architecture.py); it is a plain leaf dataclass and can move there as it is.
+  """
+  optim: config.OptimConfig = field(default_factory=lambda: config.OptimConfig(num_iters=100))
+  size: int = 128  # long side of the inputs and reconstructions, px
+  content_layers: tuple[str, ...] = ("conv1_2", "conv2_2", "conv3_2", "conv4_2", "conv5_2")
+  style_layers: tuple[str, ...] = config.LUAN_STYLE_LAYERS  # conv1_1 ... conv5_1
+  tv_weight: float = 0.0
+  pooling: str = "avg"
+  seed: int = 0  # of the initial noise
+
+
+# Flag (argparse dest) -> ReconstructConfig key.
+FLAGS = {"size": "size", "iters": "optim.num_iters", "optimizer": "optim.optimizer",
+         "learning_rate": "optim.learning_rate", "chunk": "optim.chunk",
+         "content_layers": "content_layers", "style_layers": "style_layers",
+         "tv_weight": "tv_weight", "pooling": "pooling", "seed": "seed"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--content", required=True, metavar="IMG", help="content image")
   p.add_argument("--style", required=True, metavar="IMG", help="style image")
   p.add_argument("--out", required=True, metavar="PNG", help="the grid figure (.png)")
-  p.add_argument("--size", type=common.positive_int, default=128,
-                 help="long side of the inputs and reconstructions (px, default 128)")
-  p.add_argument("--iters", type=common.positive_int, default=100,
-                 help="iterations per reconstruction (default 100)")
-  p.add_argument("--optimizer", choices=config.OPTIMIZERS, default="lbfgsb")
-  p.add_argument("--learning-rate", "--lr", type=common.non_negative_float, default=0.02,
+  p.add_argument("--size", type=common.positive_int,
+                 help="long side of the inputs and reconstructions (px)")
+  p.add_argument("--iters", type=common.positive_int, help="iterations per reconstruction")
+  p.add_argument("--optimizer", choices=config.OPTIMIZERS, help="the per-image optimizer")
+  p.add_argument("--learning-rate", "--lr", type=common.non_negative_float,
                  help="Adam step size")
-  p.add_argument("--content-layers", default=",".join(research.CONTENT_LAYERS),
-                 metavar="L1,L2", help="one content reconstruction per layer")
-  p.add_argument("--style-layers", default=",".join(research.STYLE_LAYERS), metavar="L1,L2",
+  p.add_argument("--content-layers", metavar="L1,L2", help="one content reconstruction per layer")
+  p.add_argument("--style-layers", metavar="L1,L2",
                  help="one style reconstruction per growing stack of these layers")
-  p.add_argument("--tv-weight", type=common.non_negative_float, default=0.0)
-  p.add_argument("--pooling", choices=("avg", "max"), default="avg")
-  p.add_argument("--seed", type=int, default=0, help="seed of the initial noise")
-  p.add_argument("--chunk", type=common.positive_int, default=10,
-                 help="iterations per compiled chunk")
-  p.add_argument("--no-progress", action="store_true")
+  p.add_argument("--tv-weight", type=common.non_negative_float,
+                 help="weight of the total variation")
+  p.add_argument("--pooling", choices=config.POOLINGS, help="VGG19's pooling layers")
+  p.add_argument("--seed", type=int, help="seed of the initial noise")
+  p.add_argument("--chunk", type=common.positive_int, help="iterations per compiled chunk")
+  p.add_argument("--no-progress", action="store_true", help="no progress bar")
   common.add_weights_flag(p)
+  common.add_config_flags(p, "ReconstructConfig", module="nst_jax/cli/reconstruct.py")
+  common.annotate_defaults(p, FLAGS, ReconstructConfig())
 
 
-def parse_layers(text: str, flag: str) -> tuple[str, ...]:
-  layers = tuple(l.strip() for l in text.split(",") if l.strip())
-  if not layers:
-    raise UserError(f"{flag} needs at least one layer name")
-  return vgg.check_layers(layers)
+def resolve_config(args) -> ReconstructConfig:
+  """ReconstructConfig() < --config < the flags < --set (unchecked)."""
+  return common.resolve_config(args, ReconstructConfig(),
+                               common.flag_overrides(args, FLAGS))
+
+
+def build_config(args) -> ReconstructConfig:
+  """``resolve_config``, validated (``config.ConfigError`` naming the key)."""
+  cfg = resolve_config(args)
+  check_config(cfg)
+  return cfg
+
+
+def check_config(cfg: ReconstructConfig) -> None:
+  """Raises ``config.ConfigError``, naming the key, for settings no figure can use."""
+  from nst_jax.core import vgg  # pylint: disable=import-outside-toplevel  (imports JAX)
+  for key in ("content_layers", "style_layers"):
+    bad = [l for l in getattr(cfg, key) if l not in vgg.VGG19_LAYERS]
+    if bad or not getattr(cfg, key):
+      raise config.ConfigError(key, f"unknown VGG19 layer(s) {', '.join(bad)}; valid names are "
+                               "conv1_1 ... conv5_4, relu1_1 ... relu5_4, pool1 ... pool5"
+                               if bad else "needs at least one layer name")
+  for key, value, ok, need in (
+      ("size", cfg.size, cfg.size >= 16, ">= 16"),
+      ("tv_weight", cfg.tv_weight, cfg.tv_weight >= 0, ">= 0"),
+      ("optim.num_iters", cfg.optim.num_iters, cfg.optim.num_iters >= 1, ">= 1"),
+      ("optim.chunk", cfg.optim.chunk, cfg.optim.chunk >= 1, ">= 1"),
+      ("optim.optimizer", cfg.optim.optimizer, cfg.optim.optimizer in config.OPTIMIZERS,
+       f"one of {', '.join(config.OPTIMIZERS)}"),
+      ("pooling", cfg.pooling, cfg.pooling in config.POOLINGS, "avg or max")):
+    if not ok:
+      raise config.ConfigError(key, f"must be {need}, got {value!r}")
 
 
 def run(args) -> int:
+  from nst_jax.core import plots  # pylint: disable=import-outside-toplevel
+  from nst_jax.slow import research  # pylint: disable=import-outside-toplevel
   out = common.check_output_path(args.out, (".png",))
-  content_layers = parse_layers(args.content_layers, "--content-layers")
-  style_layers = parse_layers(args.style_layers, "--style-layers")
-  content = image_io.load_image(args.content, size=args.size, max_pixels=args.max_pixels)
-  style = image_io.load_image(args.style, size=args.size, max_pixels=args.max_pixels)
-  optim = config.OptimConfig(optimizer=args.optimizer, num_iters=args.iters,
-                             learning_rate=args.learning_rate, chunk=args.chunk)
+  cfg = build_config(args)
+  content = image_io.load_image(args.content, size=cfg.size, max_pixels=args.max_pixels)
+  style = image_io.load_image(args.style, size=cfg.size, max_pixels=args.max_pixels)
   params = common.load_vgg(args)
   contents, styles = research.reconstruct_all(
-      params, content, style, optim, content_layers=content_layers, style_layers=style_layers,
-      tv_weight=args.tv_weight, pooling=args.pooling, seed=args.seed,
+      params, content, style, cfg.optim, content_layers=cfg.content_layers,
+      style_layers=cfg.style_layers, tv_weight=cfg.tv_weight, pooling=cfg.pooling, seed=cfg.seed,
       progress=not args.no_progress)
   failed = [r.label for r in contents + styles if r.nan_at is not None]
   rows, row_titles, col_titles = research.figure_rows(content, style, contents, styles)
   plots.save_image_grid(out, rows, row_titles=row_titles, col_titles=col_titles)
+  common.write_config(common.config_path(out), cfg)
   print(f"wrote {out} ({len(contents)} content and {len(styles)} style reconstructions, "
-        f"{args.iters} iterations each)", file=sys.stderr)
+        f"{cfg.optim.num_iters} iterations each)", file=sys.stderr)
   if failed:
     print(f"warning: the loss became NaN/Inf in {', '.join(failed)}; those show the last good "
           "image", file=sys.stderr)

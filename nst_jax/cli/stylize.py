@@ -9,22 +9,29 @@ Synopsis::
 
 Every input is read and checked before anything is written; outputs are ``OUT/<stem>.png``
 (written atomically). ``--strength s`` blends ``s * stylized + (1 - s) * photo`` in pixel space.
+The post-step's settings are a ``config.Smoothing``: the network's own (or the defaults) <
+``--config`` < the ``--smooth-*``/``--matting-budget`` flags < ``--set`` (e.g. ``--set
+method=guided``); the resolved one is written to ``OUT/smoothing_config.json``.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import time
 from pathlib import Path
 
 from nst_jax import config
-from nst_jax.core import colors, image_io
+from nst_jax.cli import common
+from nst_jax.core import image_io
 from nst_jax.core.errors import UserError
-from nst_jax.fast import inference
 
 HELP = "stylize photos with a trained fast style network (nst-jax train)"
+DEFAULT_BUCKET = 32  # inference.DEFAULT_BUCKET (tests/test_cli_config.py checks), not imported
+# here: importing inference imports JAX, and --help should not wait for it.
+# Flag (argparse dest) -> Smoothing key.
+FLAGS = {"smooth_method": "method", "smooth_weight": "weight", "matting_budget": "budget",
+         "smooth_radius": "radius"}
 
 
 def _unit_float(text: str) -> float:
@@ -44,10 +51,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="one or more photos")
   parser.add_argument("--out", required=True, help="the output folder")
   parser.add_argument("--size", type=int, default=None,
-                      help="resize each photo so its long side is this many pixels first")
+                      help="resize each photo so its long side is this many pixels first "
+                      "(default: keep their size)")
   parser.add_argument("--strength", type=_unit_float, default=1.0,
                       help="s in [0, 1]: output = s * stylized + (1 - s) * photo (default 1)")
-  parser.add_argument("--original-colors", choices=colors.SPACES, default="",
+  parser.add_argument("--original-colors", choices=config.COLOR_MODES, default="",
                       help="keep the photo's colours (luminance-only transfer in YIQ or YUV)")
   parser.add_argument("--smooth", action=argparse.BooleanOptionalAction, default=None,
                       help="smooth the output with the photo as guide (Luan et al.'s post-step; "
@@ -63,15 +71,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       "0: exactly --smooth-weight)")
   parser.add_argument("--smooth-radius", type=int, default=None,
                       help="guided: the filter's box radius (default 0: long side / 12)")
-  parser.add_argument("--bf16", action="store_true", help="bfloat16 compute")
+  parser.add_argument("--bf16", action="store_true", help="bfloat16 compute (default: off)")
   parser.add_argument("--format", choices=("png", "jpg"), default="png",
                       help="output image format (default png)")
-  parser.add_argument("--bucket", type=int, default=inference.DEFAULT_BUCKET,
+  parser.add_argument("--bucket", type=int, default=DEFAULT_BUCKET,
                       help="pad sizes to multiples of this, one compilation per padded shape")
   parser.add_argument("--batch-size", type=int, default=1,
                       help="images per compiled call (default 1; more helps on accelerators)")
   parser.add_argument("--max-pixels", type=int, default=None,
                       help="refuse input images with more pixels than this (default 64M)")
+  common.add_config_flags(parser, "Smoothing", base="the network's own post-step",
+                          saved="the OUT/smoothing_config.json every run writes",
+                          example="method=guided")
 
 
 def output_paths(inputs: list[str], out_dir: Path, fmt: str) -> list[Path]:
@@ -86,18 +97,24 @@ def output_paths(inputs: list[str], out_dir: Path, fmt: str) -> list[Path]:
   return paths
 
 
+def resolve_config(args: argparse.Namespace,
+                   default: config.Smoothing | None = None) -> config.Smoothing:
+  """The network's default post-step (or ``Smoothing()``) < --config < the flags < --set."""
+  return common.resolve_config(args, default or config.Smoothing(),
+                               common.flag_overrides(args, FLAGS))
+
+
 def smoothing_from_flags(args: argparse.Namespace,
                          default: config.Smoothing | None) -> config.Smoothing:
-  """The network's default post-step (or ``Smoothing()``) with the given flags replacing fields."""
-  flags = {"method": args.smooth_method, "weight": args.smooth_weight,
-           "budget": args.matting_budget, "radius": args.smooth_radius}
-  smoothing = dataclasses.replace(default or config.Smoothing(),
-                                  **{k: v for k, v in flags.items() if v is not None})
+  """``resolve_config``, validated (``config.ConfigError`` naming the key)."""
+  from nst_jax.fast import inference  # pylint: disable=import-outside-toplevel
+  smoothing = resolve_config(args, default)
   inference.check_smoothing(smoothing)
   return smoothing
 
 
 def run(args: argparse.Namespace) -> int:
+  from nst_jax.fast import inference  # pylint: disable=import-outside-toplevel  (imports JAX)
   logging.getLogger("absl").setLevel(logging.ERROR)
   inference.check_options(args.strength, args.original_colors)
   smoothing_from_flags(args, None)  # bad smoothing flags fail before any work
@@ -116,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
                                   original_colors=args.original_colors, smooth=args.smooth,
                                   smoothing=smoothing)
   seconds = time.perf_counter() - t0
+  common.write_config(out_dir / "smoothing_config.json", smoothing)
   for path, image in zip(output_paths(args.content, out_dir, args.format), outputs):
     image_io.save_image(path, image)
     print(path)

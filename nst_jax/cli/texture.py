@@ -13,49 +13,71 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import dataclasses
+
 from nst_jax import config
 from nst_jax.cli import common
 from nst_jax.core import image_io
-from nst_jax.core.errors import UserError
-from nst_jax.slow import artistic, research
 
 HELP = "texture synthesis: match the style's Gram statistics from noise (Gatys et al. 2015)"
+DEFAULT_PRESET = "gatys"
+_LOSS = ("style_weight", "tv_weight", "style_layers", "style_layer_weights", "style_loss",
+         "pooling")
+# Flag (argparse dest) -> TransferConfig key.
+FLAGS = {**{k: k for k in ("size", "scales", "style_scale", "seed")},
+         **{k: common.LOSS_FLAGS[k] for k in _LOSS}, **common.OPTIM_FLAGS}
+
+
+def make_base(preset: str) -> config.TransferConfig:
+  """The preset, at this command's default size (256 px: textures need less)."""
+  cfg = config.PRESETS[preset]()
+  return dataclasses.replace(cfg, size=256) if preset == "gatys" else cfg
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--style", required=True, metavar="IMG", help="the example texture")
   p.add_argument("--out", required=True, metavar="PATH",
                  help="output image (format by extension)")
-  p.add_argument("--size", type=common.positive_int, default=256,
-                 help="long side of the texture (px, default 256)")
+  p.add_argument("--size", type=common.positive_int, help="long side of the texture (px)")
   p.add_argument("--scales", type=common.positive_int, help="coarse-to-fine levels (x2 each)")
   p.add_argument("--style-scale", type=float, help="example size relative to the output")
   p.add_argument("--seed", type=int, help="seed of the initial noise")
   g = p.add_argument_group("loss")
-  g.add_argument("--style-weight", type=common.non_negative_float)
-  g.add_argument("--tv-weight", type=common.non_negative_float)
-  g.add_argument("--style-layers", metavar="L1,L2", help="default relu1_1,...,relu5_1")
-  g.add_argument("--style-layer-weights", metavar="W1,W2")
-  g.add_argument("--style-loss", choices=("gram", "mean", "mean_std", "mmd_poly", "mmd_gauss"))
-  g.add_argument("--pooling", choices=("avg", "max"))
+  g.add_argument("--style-weight", type=common.non_negative_float, help="weight of the style loss")
+  g.add_argument("--tv-weight", type=common.non_negative_float,
+                 help="weight of the total variation")
+  g.add_argument("--style-layers", metavar="L1,L2", help="VGG19 layers of the style loss")
+  g.add_argument("--style-layer-weights", metavar="W1,W2",
+                 help="one weight per style layer (all 1 when only --style-layers is given)")
+  g.add_argument("--style-loss", choices=config.STYLE_LOSSES, help="statistics the style matches")
+  g.add_argument("--pooling", choices=config.POOLINGS, help="VGG19's pooling layers")
   common.add_optim_flags(p)
   common.add_output_flags(p, checkpoint=False)
   common.add_weights_flag(p)
+  common.add_config_flags(p, "TransferConfig", presets=config.PRESETS,
+                          default_preset=DEFAULT_PRESET,
+                          preset_help=common.describe_presets(config.PRESETS)
+                          + " (gatys at 256 px here)")
+  common.annotate_defaults(p, FLAGS, make_base(DEFAULT_PRESET), DEFAULT_PRESET)
+
+
+def resolve_config(args) -> config.TransferConfig:
+  """The preset < --config < the flags < --set (unchecked)."""
+  return common.resolve_config(args, make_base(args.preset), common.flag_overrides(args, FLAGS))
 
 
 def build_config(args) -> config.TransferConfig:
-  overrides = common.loss_and_optim_overrides(args)
-  for key in ("size", "scales", "style_scale", "seed"):
-    if getattr(args, key) is not None:
-      overrides[key] = getattr(args, key)
-  cfg = config.override(config.gatys(), overrides)
+  """``resolve_config``, validated (``config.ConfigError`` naming the key)."""
+  from nst_jax.slow import artistic  # pylint: disable=import-outside-toplevel
+  cfg = resolve_config(args)
   if cfg.optim.num_iters < 1:
-    raise UserError(f"--iters must be at least 1, got {cfg.optim.num_iters}")
+    raise config.ConfigError("optim.num_iters", f"must be at least 1, got {cfg.optim.num_iters}")
   artistic.check_config(cfg)
   return cfg
 
 
 def run(args) -> int:
+  from nst_jax.slow import research  # pylint: disable=import-outside-toplevel
   out = common.check_output_path(args.out)
   log_path, plot_path = common.loss_output_paths(args, out)
   cfg = build_config(args)
@@ -63,6 +85,7 @@ def run(args) -> int:
   params = common.load_vgg(args)
   result = research.synthesize_texture(params, style, cfg, progress=not args.no_progress)
   image_io.save_image(out, result.images[0])
+  common.write_config(common.config_path(out), cfg)
   common.report_run([out], result, log_path, plot_path,
                     f"texture {Path(args.style).name}: {cfg.optim.optimizer}, {cfg.size}px",
                     hide=("content",))

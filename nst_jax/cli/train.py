@@ -7,6 +7,8 @@ Synopsis::
       --set net.width=0.5 --set loss.style_weight=5e-5
   nst-jax train --preset photoreal --style tar1.png --data DIR --workdir runs/photo1
   nst-jax train ... --distributed          # on every host of a multi-host run
+  nst-jax train --config runs/starry/config.json --workdir runs/starry2   # the same run again
+  nst-jax train --preset johnson --set help --workdir W   # every key with its value
 
 Re-running the same command resumes from the newest checkpoint in the workdir.
 """
@@ -18,28 +20,23 @@ import logging
 import sys
 
 from nst_jax import config
-from nst_jax.core import checkpoint, paths, vgg
-from nst_jax.core.errors import UserError
-from nst_jax.fast import models, sharding, training
+from nst_jax.cli import common
+from nst_jax.core import paths
 
 HELP = "train a fast (feed-forward) style network; re-run to resume"
+DEFAULT_PRESET = "thesis"
+# Flag (argparse dest) -> TrainConfig key.
+FLAGS = {"style": "style", "data": "data"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--style", required=True, help="the style image")
-  parser.add_argument("--data", required=True,
+  parser.add_argument("--style", help="the style image (required unless --config gives it)")
+  parser.add_argument("--data",
                       help="a folder of training photos (recursive), or tfds:NAME (e.g. "
-                      "tfds:coco/2017, needs tensorflow-datasets)")
+                      "tfds:coco/2017, needs tensorflow-datasets); required unless --config "
+                      "gives it")
   parser.add_argument("--workdir", required=True,
                       help="the run's folder: checkpoints, config.json, losses, TensorBoard")
-  parser.add_argument("--preset", choices=sorted(config.TRAIN_PRESETS), default="thesis",
-                      help="thesis (instance norm, relu4_2 + relu*_1, default), johnson (the "
-                      "paper), photoreal (fast photorealistic transfer: affine head, masked "
-                      "style over automatic regions, matting-Laplacian loss; --style is a photo), "
-                      "smoke (a tiny test run)")
-  parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                      help="override a config field, e.g. num_steps=2000, net.width=0.5, "
-                      "loss.style_weight=1e-4, bf16=true (repeatable; the keys: nst_jax/config.py, TrainConfig)")
   parser.add_argument("--vgg-weights", metavar="PATH",
                       help=f"VGG19 weights .npz (default: ${paths.WEIGHTS_ENV}, then the cache)")
   parser.add_argument("--distributed", action="store_true",
@@ -48,29 +45,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       "SLURM / Cloud TPU)")
   parser.add_argument("--no-progress", dest="progress", action="store_false",
                       help="no progress bar")
+  common.add_config_flags(
+      parser, "TrainConfig", presets=config.TRAIN_PRESETS, default_preset=DEFAULT_PRESET,
+      preset_help="thesis (instance norm, relu4_2 + relu*_1), johnson (the paper), photoreal "
+      "(fast photorealistic transfer: affine head, masked style over automatic regions, "
+      "matting-Laplacian loss; --style is a photo), smoke (a tiny test run); e.g. --set "
+      "num_steps=2000 --set net.width=0.5 --set bf16=true",
+      saved="the WORKDIR/config.json every run writes", example="num_steps=2000, net.width=0.5")
 
 
-def parse_overrides(items: list[str]) -> dict[str, str]:
-  """["a.b=1", ...] -> {"a.b": "1"}; a malformed item is a ``UserError``."""
-  out = {}
-  for item in items:
-    key, sep, value = item.partition("=")
-    if not sep or not key.strip():
-      raise UserError(f"--set expects KEY=VALUE, got {item!r}")
-    out[key.strip()] = value.strip()
-  return out
+def resolve_config(args: argparse.Namespace) -> config.TrainConfig:
+  """The preset < --config < ``--style``/``--data`` < ``--set`` (unchecked)."""
+  return common.resolve_config(args, config.TRAIN_PRESETS[args.preset](),
+                               common.flag_overrides(args, FLAGS))
 
 
 def build_config(args: argparse.Namespace) -> config.TrainConfig:
-  """The preset, then ``--style``/``--data``, then the ``--set`` overrides (type-checked)."""
-  cfg = config.TRAIN_PRESETS[args.preset]()
-  cfg = config.override(cfg, {"style": args.style, "data": args.data})
-  cfg = config.override(cfg, parse_overrides(args.overrides))
+  """``resolve_config``, validated (``config.ConfigError`` naming the key)."""
+  from nst_jax.fast import models  # pylint: disable=import-outside-toplevel
+  cfg = resolve_config(args)
+  for key in ("style", "data"):
+    if not getattr(cfg, key):
+      raise config.ConfigError(key, "is required (give it, or a --config that has it)")
   models.check_config(cfg)
   return cfg
 
 
 def run(args: argparse.Namespace) -> int:
+  # pylint: disable=import-outside-toplevel  (JAX only when the command runs)
+  from nst_jax.core import checkpoint, vgg
+  from nst_jax.fast import sharding, training
   logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's per-save info lines
   sharding.maybe_initialize_distributed(args.distributed)
   cfg = build_config(args)

@@ -5,51 +5,61 @@ Example::
 
   nst-jax visualize --layer conv5_1 --units 0,1,2,3 --out out/conv5_1.png --size 128
 
-All units are optimized together, as one batch; the grid has up to ``--columns`` images a row.
+All units are optimized together, as one batch; the grid has up to ``--columns`` images a row. The
+resolved config is written beside it (``<out>_config.json``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from nst_jax import config
 from nst_jax.cli import common
-from nst_jax.core import plots, vgg
 from nst_jax.core.errors import UserError
-from nst_jax.slow import research
 
 HELP = "activation maximization of VGG19 channels (Yosinski et al. 2015), as one grid"
-_DEFAULTS = config.VisualizeConfig()
+# Flag (argparse dest) -> VisualizeConfig key.
+FLAGS = {k: k for k in ("size", "learning_rate", "decay", "blur_every", "blur_sigma", "jitter",
+                        "spatial", "pooling", "seed", "chunk")}
+FLAGS["iters"] = "num_iters"
+
+
+def make_base() -> config.VisualizeConfig:
+  """``VisualizeConfig()`` with this command's 100 steps."""
+  return dataclasses.replace(config.VisualizeConfig(), num_iters=100)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--layer", required=True, help="a VGG19 layer, e.g. conv5_1 (pre-ReLU)")
   p.add_argument("--units", required=True, metavar="U1,U2", help="channel indices, e.g. 0,1,2,3")
   p.add_argument("--out", required=True, metavar="PNG", help="the grid figure (.png)")
-  p.add_argument("--size", type=common.positive_int, default=_DEFAULTS.size,
-                 help=f"side of each image (px, default {_DEFAULTS.size})")
-  p.add_argument("--iters", type=common.positive_int, default=100,
-                 help="gradient ascent steps (default 100)")
+  p.add_argument("--size", type=common.positive_int, help="side of each image (px)")
+  p.add_argument("--iters", type=common.positive_int, help="gradient ascent steps")
   p.add_argument("--learning-rate", "--lr", type=common.non_negative_float,
-                 default=_DEFAULTS.learning_rate,
                  help="step along the gradient normalized by its mean magnitude")
-  p.add_argument("--decay", type=common.non_negative_float, default=_DEFAULTS.decay,
-                 help="L2 decay towards grey per step")
-  p.add_argument("--blur-every", type=int, default=_DEFAULTS.blur_every, metavar="N",
+  p.add_argument("--decay", type=common.non_negative_float, help="L2 decay towards grey per step")
+  p.add_argument("--blur-every", type=int, metavar="N",
                  help="Gaussian blur every N steps (0: never)")
-  p.add_argument("--blur-sigma", type=common.non_negative_float, default=_DEFAULTS.blur_sigma)
-  p.add_argument("--jitter", type=int, default=_DEFAULTS.jitter, metavar="PX",
+  p.add_argument("--blur-sigma", type=common.non_negative_float, help="the blur's sigma (px)")
+  p.add_argument("--jitter", type=int, metavar="PX",
                  help="random shift of up to PX pixels before each step")
-  p.add_argument("--spatial", choices=("mean", "center"), default=_DEFAULTS.spatial,
+  p.add_argument("--spatial", choices=("mean", "center"),
                  help="maximize the channel's mean or its center unit")
-  p.add_argument("--pooling", choices=("avg", "max"), default=_DEFAULTS.pooling)
-  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--pooling", choices=config.POOLINGS, help="VGG19's pooling layers")
+  p.add_argument("--seed", type=int, help="seed of the initial noise and the jitter")
   p.add_argument("--columns", type=common.positive_int, default=4, help="images per grid row")
-  p.add_argument("--chunk", type=common.positive_int, default=10,
-                 help="iterations per compiled chunk")
-  p.add_argument("--no-progress", action="store_true")
+  p.add_argument("--chunk", type=common.positive_int, help="iterations per compiled chunk")
+  p.add_argument("--no-progress", action="store_true", help="no progress bar")
   common.add_weights_flag(p)
+  common.add_config_flags(p, "VisualizeConfig")
+  common.annotate_defaults(p, FLAGS, make_base())
+
+
+def resolve_config(args) -> config.VisualizeConfig:
+  """The defaults (100 steps) < --config < the flags < --set (unchecked)."""
+  return common.resolve_config(args, make_base(), common.flag_overrides(args, FLAGS))
 
 
 def parse_units(text: str) -> tuple[int, ...]:
@@ -63,12 +73,11 @@ def parse_units(text: str) -> tuple[int, ...]:
 
 
 def run(args) -> int:
+  from nst_jax.core import plots, vgg  # pylint: disable=import-outside-toplevel
+  from nst_jax.slow import research  # pylint: disable=import-outside-toplevel
   out = common.check_output_path(args.out, (".png",))
   units = parse_units(args.units)
-  cfg = config.VisualizeConfig(
-      size=args.size, num_iters=args.iters, learning_rate=args.learning_rate, decay=args.decay,
-      blur_every=args.blur_every, blur_sigma=args.blur_sigma, jitter=args.jitter,
-      spatial=args.spatial, pooling=args.pooling, seed=args.seed, chunk=args.chunk)
+  cfg = resolve_config(args)
   vgg.check_layers((args.layer,))  # before the weights are loaded
   params = common.load_vgg(args)
   research.check_visualize(params, args.layer, units, cfg)
@@ -79,6 +88,7 @@ def run(args) -> int:
                 [", ".join(f"#{u}" for u in units[i:i + args.columns])
                  for i in range(0, len(units), args.columns)])
   plots.save_image_grid(out, rows, row_titles=row_titles, col_titles=col_titles)
+  common.write_config(common.config_path(out), cfg)
   gains = ", ".join(f"#{u}: {a:.3g} -> {b:.3g}"
                     for u, a, b in zip(units, result.initial, result.final))
   print(f"wrote {out} (mean activation {gains})", file=sys.stderr)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from nst_jax.core import paths, weights
+from nst_jax.core import paths  # not weights: it imports JAX, which --help should not wait for
 
 HELP = "install (import / download) or locate the VGG19 weights"
 
@@ -31,8 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   p = sub.add_parser("download", help="download Keras' VGG19 weights, verify and install them",
                      description="Download the VGG19 notop weights that Keras publishes, check "
                      "the checksum Keras gives for them, convert and install into the cache.")
-  p.add_argument("--url", default=weights.KERAS_URL,
-                 help="where to download from (default: Keras' official URL)")
+  p.add_argument("--url", help="where to download from (default: Keras' official URL, "
+                 "core.weights.KERAS_URL)")
   _add_checksum_flags(p)
   p.add_argument("--no-progress", dest="progress", action="store_false",
                  help="no progress bar")
@@ -51,19 +51,22 @@ def _add_checksum_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _report(path) -> None:
+  from nst_jax.core import weights  # pylint: disable=import-outside-toplevel
   record = weights.read_provenance(path)
   print(f"installed VGG19 weights ({record.get('convention', '?')}, from "
         f"{record.get('source', '?')}) to {path}")
 
 
 def _run_import(args: argparse.Namespace) -> int:
+  from nst_jax.core import weights  # pylint: disable=import-outside-toplevel
   _report(weights.install_weights(args.file, expected_sha256=args.sha256,
                                   expected_md5=args.md5))
   return 0
 
 
 def _run_download(args: argparse.Namespace) -> int:
-  _report(weights.download_weights(args.url, expected_sha256=args.sha256,
+  from nst_jax.core import weights  # pylint: disable=import-outside-toplevel
+  _report(weights.download_weights(args.url or weights.KERAS_URL, expected_sha256=args.sha256,
                                    expected_md5=args.md5, progress=args.progress))
   return 0
 

@@ -19,27 +19,36 @@ from typing import Mapping, Sequence
 import jax
 import jax.numpy as jnp
 
-from nst_jax.config import LossConfig
+from nst_jax.config import POOLINGS, ConfigError, LossConfig
 from nst_jax.core import losses, vgg
 from nst_jax.core.errors import UserError
 
 
-def check_loss_config(cfg: LossConfig) -> None:
-  """Validates layer names, per-layer weight counts, loss kind and weights (UserError)."""
-  vgg.check_layers(cfg.content_layers + cfg.style_layers)
-  for name, layers, weights in (("content", cfg.content_layers, cfg.content_layer_weights),
-                                ("style", cfg.style_layers, cfg.style_layer_weights)):
+def check_loss_config(cfg: LossConfig, prefix: str = "loss.") -> None:
+  """Validates layer names, per-layer weight counts, loss kind and weights.
+
+  Raises:
+    config.ConfigError: naming the bad key, ``prefix`` + the ``LossConfig`` field.
+  """
+  for name in ("content", "style"):
+    layers, weights = getattr(cfg, f"{name}_layers"), getattr(cfg, f"{name}_layer_weights")
+    bad = [l for l in layers if l not in vgg.VGG19_LAYERS]
+    if bad:
+      raise ConfigError(f"{prefix}{name}_layers", f"unknown VGG19 layer(s) {', '.join(bad)}; "
+                        "valid names are conv1_1 ... conv5_4, relu1_1 ... relu5_4, pool1 ... pool5")
     if len(layers) != len(weights):
-      raise UserError(f"{len(layers)} {name} layers but {len(weights)} {name} layer weights")
+      raise ConfigError(f"{prefix}{name}_layer_weights",
+                        f"{len(layers)} {name} layers but {len(weights)} {name} layer weights")
     if any(w < 0 for w in weights):
-      raise UserError(f"{name} layer weights must be non-negative, got {weights}")
+      raise ConfigError(f"{prefix}{name}_layer_weights", f"must be non-negative, got {weights}")
   for name in ("content_weight", "style_weight", "tv_weight"):
-    if getattr(cfg, name) < 0:
-      raise UserError(f"--{name.replace('_', '-')} must be non-negative, got {getattr(cfg, name)}")
+    if not getattr(cfg, name) >= 0:
+      raise ConfigError(prefix + name, f"must be non-negative, got {getattr(cfg, name)}")
   if cfg.style_loss not in losses.STYLE_LOSSES:
-    raise UserError(f"unknown style loss {cfg.style_loss!r}; expected one of {losses.STYLE_LOSSES}")
-  if cfg.pooling not in ("avg", "max"):
-    raise UserError(f"unknown pooling {cfg.pooling!r}; expected avg or max")
+    raise ConfigError(f"{prefix}style_loss", f"unknown style loss {cfg.style_loss!r}; expected "
+                      f"one of {', '.join(losses.STYLE_LOSSES)}")
+  if cfg.pooling not in POOLINGS:
+    raise ConfigError(f"{prefix}pooling", f"unknown pooling {cfg.pooling!r}; expected avg or max")
 
 
 def _features(vgg_params, images, cfg: LossConfig, layers):

@@ -65,14 +65,14 @@ def pad_to(image: np.ndarray, hw: tuple[int, int]) -> tuple[np.ndarray, tuple[in
 
 
 def check_smoothing(smoothing: config.Smoothing) -> None:
-  """Raises ``UserError`` for a post-step no image can use."""
+  """Raises ``config.ConfigError`` (naming the ``Smoothing`` field) for a post-step no image can
+  use."""
   if smoothing.method not in config.SMOOTH_METHODS:
-    raise UserError(f"--smooth-method must be one of {', '.join(config.SMOOTH_METHODS)}, "
-                    f"got {smoothing.method!r}")
-  for flag, value in (("smooth-weight", smoothing.weight), ("matting-budget", smoothing.budget),
-                      ("smooth-radius", smoothing.radius)):
-    if not value >= 0:
-      raise UserError(f"--{flag} must be >= 0, got {value}")
+    raise config.ConfigError("method", f"must be one of {', '.join(config.SMOOTH_METHODS)}, "
+                             f"got {smoothing.method!r}")
+  for key in ("weight", "budget", "radius"):
+    if not getattr(smoothing, key) >= 0:
+      raise config.ConfigError(key, f"must be >= 0, got {getattr(smoothing, key)}")
 
 
 def apply_smoothing(smoothing: config.Smoothing, image: np.ndarray, photo: np.ndarray) -> np.ndarray:
@@ -120,11 +120,12 @@ def default_smoothing(model: nn.Module, cfg: config.TrainConfig | None) -> confi
 
 
 def check_options(strength: float, original_colors: str) -> None:
+  """Raises ``config.ConfigError`` (naming the option) for a bad strength or colour mode."""
   if not 0.0 <= strength <= 1.0:
-    raise UserError(f"--strength must be in [0, 1], got {strength}")
+    raise config.ConfigError("strength", f"must be in [0, 1], got {strength}")
   if original_colors not in ("",) + colors.SPACES:
-    raise UserError(f"--original-colors must be one of {', '.join(colors.SPACES)}, "
-                    f"got {original_colors!r}")
+    raise config.ConfigError("original_colors", f"must be '' or one of {', '.join(colors.SPACES)}"
+                             f", got {original_colors!r}")
 
 
 class Stylizer:

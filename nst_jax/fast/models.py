@@ -5,7 +5,7 @@ Synopsis::
   from nst_jax import config
   from nst_jax.fast import models
   cfg = config.override(config.thesis(), {"net.width": "0.5", "size": "128"})
-  models.check_config(cfg)                    # UserError for values no run can use
+  models.check_config(cfg)                    # ConfigError for values no run can use
   model = models.make_model(cfg.net)          # a nets.TransformNet
   cfg2 = models.from_json(config.to_json(cfg))
 
@@ -22,7 +22,7 @@ import json
 import jax.numpy as jnp
 
 from nst_jax import config
-from nst_jax.config import NetConfig, PhotoTrainConfig, TrainConfig
+from nst_jax.config import ConfigError, NetConfig, PhotoTrainConfig, TrainConfig
 from nst_jax.core.errors import UserError
 from nst_jax.fast import nets
 
@@ -39,45 +39,63 @@ def make_model(net: NetConfig, *, bf16: bool = False) -> nets.TransformNet:
 
 
 def check_config(cfg: TrainConfig) -> None:
-  """Raises ``UserError`` for values no training run can use."""
-  make_model(cfg.net)
+  """Raises ``config.ConfigError``, naming the key, for values no training run can use."""
+  check_net(cfg.net)
   positive = ("size", "style_size", "batch_size", "checkpoint_every", "keep_checkpoints",
               "log_every", "sample_every")
-  bad = [f"{k}={getattr(cfg, k)}" for k in positive if getattr(cfg, k) < 1]
-  bad += [f"{k}={getattr(cfg, k)}" for k in ("num_steps", "warmup_steps", "num_samples",
-                                              "prefetch") if getattr(cfg, k) < 0]
-  if bad:
-    raise UserError(f"invalid training config: {', '.join(bad)}")
+  for key in positive:
+    if getattr(cfg, key) < 1:
+      raise ConfigError(key, f"must be >= 1, got {getattr(cfg, key)}")
+  for key in ("num_steps", "warmup_steps", "num_samples", "prefetch"):
+    if getattr(cfg, key) < 0:
+      raise ConfigError(key, f"must be >= 0, got {getattr(cfg, key)}")
   if cfg.size % nets.MULTIPLE:
-    raise UserError(f"training size must be a multiple of {nets.MULTIPLE}, got {cfg.size}")
-  if not cfg.learning_rate > 0 or cfg.input_noise < 0:
-    raise UserError(f"need learning_rate > 0 and input_noise >= 0, got {cfg.learning_rate}, "
-                    f"{cfg.input_noise}")
+    raise ConfigError("size", f"training size must be a multiple of {nets.MULTIPLE}, "
+                      f"got {cfg.size}")
+  if not cfg.learning_rate > 0:
+    raise ConfigError("learning_rate", f"must be > 0, got {cfg.learning_rate}")
+  if not cfg.input_noise >= 0:
+    raise ConfigError("input_noise", f"must be >= 0, got {cfg.input_noise}")
   if not 0 <= cfg.ema_decay < 1:
-    raise UserError(f"need ema_decay in [0, 1), got {cfg.ema_decay}")
+    raise ConfigError("ema_decay", f"must be in [0, 1), got {cfg.ema_decay}")
   if cfg.schedule not in config.SCHEDULES:
-    raise UserError(f"unknown schedule {cfg.schedule!r}; expected one of {config.SCHEDULES}")
+    raise ConfigError("schedule", f"unknown schedule {cfg.schedule!r}; expected one of "
+                      f"{', '.join(config.SCHEDULES)}")
   check_photo(cfg.photo)
 
 
+def check_net(net: NetConfig) -> None:
+  """Raises ``config.ConfigError`` (key ``net.*``) for a network no run can build."""
+  for key, valid in (("normalization", nets.NORMALIZATIONS), ("upsample", nets.UPSAMPLES),
+                     ("padding", nets.PADDINGS), ("output", nets.OUTPUTS)):
+    if getattr(net, key) not in valid:
+      raise ConfigError(f"net.{key}", f"unknown {key} {getattr(net, key)!r}; expected one of "
+                        f"{', '.join(valid)}")
+  for key, ok, need in (("affine_grid", net.affine_grid in (1, 4), "1 or 4"),
+                        ("width", net.width > 0, "> 0"),
+                        ("num_residual", net.num_residual >= 0, ">= 0"),
+                        ("input_blend", 0.0 <= net.input_blend < 1.0, "in [0, 1)")):
+    if not ok:
+      raise ConfigError(f"net.{key}", f"must be {need}, got {getattr(net, key)}")
+  make_model(net)  # anything else the network itself rejects
+
+
 def check_photo(photo: PhotoTrainConfig) -> None:
-  """Raises ``UserError`` for photorealistic settings no run can use."""
-  if (photo.regions < 0 or not photo.affine_weight >= 0 or not 0 <= photo.min_area < 1
-      or not photo.affine_eps > 0):
-    raise UserError(f"need photo.regions >= 0, photo.affine_weight >= 0, photo.affine_eps > 0 "
-                    f"and photo.min_area in [0, 1); got {photo.regions}, {photo.affine_weight}, "
-                    f"{photo.affine_eps}, {photo.min_area}")
-  if not photo.affine_output >= 0 or (photo.affine_output and photo.guided_output):
-    raise UserError(f"need photo.affine_output >= 0 and not both it and photo.guided_output; "
-                    f"got {photo.affine_output}, {photo.guided_output}")
-  if photo.regions and photo.fit_photos < 1:
-    raise UserError("photo.fit_photos must be >= 1 with photo.regions > 0")
-  if photo.affine_loss not in config.AFFINE_LOSSES:
-    raise UserError(f"unknown photo.affine_loss {photo.affine_loss!r}; expected one of "
-                    f"{config.AFFINE_LOSSES}")
-  if photo.mask_pooling not in config.MASK_POOLINGS:
-    raise UserError(f"unknown photo.mask_pooling {photo.mask_pooling!r}; expected one of "
-                    f"{config.MASK_POOLINGS}")
+  """Raises ``config.ConfigError`` (key ``photo.*``) for photorealistic settings no run can use."""
+  for key, ok, need in (
+      ("regions", photo.regions >= 0, ">= 0"), ("affine_weight", photo.affine_weight >= 0, ">= 0"),
+      ("min_area", 0 <= photo.min_area < 1, "in [0, 1)"),
+      ("affine_eps", photo.affine_eps > 0, "> 0"),
+      ("affine_output", photo.affine_output >= 0, ">= 0"),
+      ("guided_output", not (photo.affine_output and photo.guided_output),
+       "false with photo.affine_output > 0 (one post-step or the other)"),
+      ("fit_photos", photo.fit_photos >= 1 or not photo.regions, ">= 1 with photo.regions > 0"),
+      ("affine_loss", photo.affine_loss in config.AFFINE_LOSSES,
+       f"one of {', '.join(config.AFFINE_LOSSES)}"),
+      ("mask_pooling", photo.mask_pooling in config.MASK_POOLINGS,
+       f"one of {', '.join(config.MASK_POOLINGS)}")):
+    if not ok:
+      raise ConfigError(f"photo.{key}", f"must be {need}, got {getattr(photo, key)!r}")
 
 
 def from_json(text: str) -> TrainConfig:

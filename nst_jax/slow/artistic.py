@@ -30,9 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nst_jax.config import INITS, TransferConfig
+from nst_jax.config import INITS, ConfigError, TransferConfig
 from nst_jax.core import colors, image_io, objective
-from nst_jax.core.errors import UserError
 from nst_jax.slow import driver
 
 
@@ -63,19 +62,31 @@ def initial_image(init: str, content: np.ndarray | None, hw: tuple[int, int], *,
 
 
 def check_config(cfg: TransferConfig) -> None:
-  """Validates a transfer configuration (UserError on bad values)."""
+  """Validates a transfer configuration (``config.ConfigError`` naming the bad key)."""
   objective.check_loss_config(cfg.loss)
   if cfg.init not in INITS and not Path(cfg.init).is_file():
-    raise UserError(f"--init must be one of {', '.join(INITS)} or an existing image, got {cfg.init!r}")
-  if cfg.size < 16 or cfg.scales < 1 or cfg.style_scale <= 0:
-    raise UserError("need --size >= 16, --scales >= 1 and --style-scale > 0")
-  if cfg.optim.num_iters < 0 or cfg.optim.chunk < 1 or any(n < 0 for n in cfg.level_iters):
-    raise UserError("need --iters >= 0 and --chunk >= 1")
+    raise ConfigError("init", f"must be one of {', '.join(INITS)} or an existing image, "
+                      f"got {cfg.init!r}")
+  for key, ok, need in (("size", cfg.size >= 16, ">= 16"), ("scales", cfg.scales >= 1, ">= 1"),
+                        ("style_scale", cfg.style_scale > 0, "> 0"),
+                        ("optim.num_iters", cfg.optim.num_iters >= 0, ">= 0"),
+                        ("optim.chunk", cfg.optim.chunk >= 1, ">= 1"),
+                        ("level_iters", all(n >= 0 for n in cfg.level_iters), ">= 0 each")):
+    if not ok:
+      raise ConfigError(key, f"must be {need}, got {_value(cfg, key)}")
   if cfg.level_iters and len(cfg.level_iters) != cfg.scales:
-    raise UserError(f"--level-iters needs one count per level ({cfg.scales}), "
-                    f"got {len(cfg.level_iters)}")
+    raise ConfigError("level_iters", f"needs one count per level ({cfg.scales}), "
+                      f"got {len(cfg.level_iters)}")
   if cfg.original_colors not in ("",) + colors.SPACES:
-    raise UserError(f"--original-colors must be one of {', '.join(colors.SPACES)}")
+    raise ConfigError("original_colors", f"must be '' or one of {', '.join(colors.SPACES)}, "
+                      f"got {cfg.original_colors!r}")
+
+
+def _value(cfg, key: str):
+  """The value of a dotted key of ``cfg``."""
+  for part in key.split("."):
+    cfg = getattr(cfg, part)
+  return cfg
 
 
 @functools.lru_cache(maxsize=16)

@@ -22,17 +22,21 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
+import warnings
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import jaxopt
 import numpy as np
 import optax
 from tqdm.auto import tqdm
 
 from nst_jax.config import OPTIMIZERS, OptimConfig
 from nst_jax.core.errors import UserError
+
+with warnings.catch_warnings():  # "JAXopt is no longer maintained": we know, L-BFGS-B is still used
+  warnings.simplefilter("ignore", DeprecationWarning)
+  import jaxopt
 
 LossFn = Callable[[jax.Array, Any, Any], tuple[jax.Array, dict]]
 

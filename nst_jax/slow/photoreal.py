@@ -51,7 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nst_jax import config
-from nst_jax.config import EVAL_EPS, LossConfig, OptimConfig, PhotoConfig
+from nst_jax.config import EVAL_EPS, ConfigError, LossConfig, OptimConfig, PhotoConfig
 from nst_jax.core import image_io, losses, matting, objective, regions, smoothing
 from nst_jax.core.errors import UserError
 from nst_jax.slow import driver
@@ -60,28 +60,36 @@ PARAM_TOL = 1e-3  # relative residual of the "affine" parameterization's solves 
 
 
 def check_config(cfg: PhotoConfig) -> None:
-  """Validates a photorealistic configuration (UserError on bad values)."""
+  """Validates a photorealistic configuration (``config.ConfigError`` naming the bad key)."""
   objective.check_loss_config(cfg.loss)
   if cfg.loss.style_loss != "gram":
-    raise UserError("photorealistic transfer uses the masked Gram loss; --style-loss must be gram")
+    raise ConfigError("loss.style_loss", "photorealistic transfer uses the masked Gram loss; "
+                      f"must be gram, got {cfg.loss.style_loss!r}")
   if cfg.stages not in (1, 2):
-    raise UserError(f"--stages must be 1 or 2, got {cfg.stages}")
+    raise ConfigError("stages", f"must be 1 or 2, got {cfg.stages}")
   if cfg.stage_iters and len(cfg.stage_iters) != cfg.stages:
-    raise UserError(f"--stage-iters needs one count per stage ({cfg.stages})")
-  if cfg.size < 16 or cfg.style_scale <= 0 or cfg.num_regions < 1:
-    raise UserError("need --size >= 16, --style-scale > 0 and --regions >= 1")
-  if cfg.optim.num_iters < 0 or cfg.optim.chunk < 1 or any(n < 0 for n in cfg.stage_iters):
-    raise UserError("need --iters >= 0 and --chunk >= 1")
-  if not cfg.matting_weight >= 0 or cfg.smooth_eps <= 0 or cfg.smooth_radius < 0:
-    raise UserError("need --matting-weight >= 0, --smooth-eps > 0 and --smooth-radius >= 0")
-  if not (cfg.matting_budget >= 0 and cfg.smooth_weight > 0 and cfg.affine_weight > 0):
-    raise UserError("need --matting-budget >= 0, --smooth-weight > 0 and --affine-weight > 0")
-  if cfg.smooth_method not in config.SMOOTH_METHODS:
-    raise UserError(f"--smooth-method must be one of {', '.join(config.SMOOTH_METHODS)}")
-  if cfg.parameterization not in config.PARAMETERIZATIONS:
-    raise UserError(f"--parameterization must be one of {', '.join(config.PARAMETERIZATIONS)}")
-  if cfg.mask_pooling not in config.MASK_POOLINGS:
-    raise UserError(f"--mask-pooling must be one of {', '.join(config.MASK_POOLINGS)}")
+    raise ConfigError("stage_iters", f"needs one count per stage ({cfg.stages}), "
+                      f"got {len(cfg.stage_iters)}")
+  for key, ok, need in (
+      ("size", cfg.size >= 16, ">= 16"), ("style_scale", cfg.style_scale > 0, "> 0"),
+      ("num_regions", cfg.num_regions >= 1, ">= 1"),
+      ("optim.num_iters", cfg.optim.num_iters >= 0, ">= 0"),
+      ("optim.chunk", cfg.optim.chunk >= 1, ">= 1"),
+      ("stage_iters", all(n >= 0 for n in cfg.stage_iters), ">= 0 each"),
+      ("matting_weight", cfg.matting_weight >= 0, ">= 0"),
+      ("smooth_eps", cfg.smooth_eps > 0, "> 0"), ("smooth_radius", cfg.smooth_radius >= 0, ">= 0"),
+      ("matting_budget", cfg.matting_budget >= 0, ">= 0"),
+      ("smooth_weight", cfg.smooth_weight > 0, "> 0"),
+      ("affine_weight", cfg.affine_weight > 0, "> 0"),
+      ("smooth_method", cfg.smooth_method in config.SMOOTH_METHODS,
+       f"one of {', '.join(config.SMOOTH_METHODS)}"),
+      ("parameterization", cfg.parameterization in config.PARAMETERIZATIONS,
+       f"one of {', '.join(config.PARAMETERIZATIONS)}"),
+      ("mask_pooling", cfg.mask_pooling in config.MASK_POOLINGS,
+       f"one of {', '.join(config.MASK_POOLINGS)}")):
+    if not ok:
+      value = cfg.optim if key.startswith("optim.") else cfg
+      raise ConfigError(key, f"must be {need}, got {getattr(value, key.split('.')[-1])!r}")
 
 
 def masked_style_targets(vgg_params, style: jax.Array, style_masks, present,

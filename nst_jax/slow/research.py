@@ -208,19 +208,26 @@ def layer_channels(vgg_params, layer: str) -> int:
 
 
 def check_visualize(vgg_params, layer: str, units: Sequence[int], cfg: config.VisualizeConfig) -> None:
-  """Validates the layer, units and settings (UserError)."""
+  """Validates the layer and units (UserError) and the settings (``config.ConfigError`` naming the
+  key)."""
   channels = layer_channels(vgg_params, layer)
   if not units:
     raise UserError("give at least one unit")
   bad = [u for u in units if not 0 <= u < channels]
   if bad:
     raise UserError(f"unit(s) {bad} out of range: {layer} has channels 0..{channels - 1}")
-  if cfg.size < 16 or cfg.num_iters < 0 or cfg.chunk < 1 or cfg.blur_every < 0 or cfg.jitter < 0:
-    raise UserError("need --size >= 16, --iters >= 0, --blur-every >= 0 and --jitter >= 0")
-  if not (cfg.learning_rate > 0 and 0 <= cfg.decay < 1 and cfg.blur_sigma >= 0):
-    raise UserError("need --learning-rate > 0, 0 <= --decay < 1 and --blur-sigma >= 0")
-  if cfg.spatial not in ("mean", "center") or cfg.pooling not in ("avg", "max"):
-    raise UserError("--spatial must be mean or center, --pooling avg or max")
+  for key, ok, need in (("size", cfg.size >= 16, ">= 16"),
+                        ("num_iters", cfg.num_iters >= 0, ">= 0"),
+                        ("chunk", cfg.chunk >= 1, ">= 1"),
+                        ("blur_every", cfg.blur_every >= 0, ">= 0"),
+                        ("jitter", cfg.jitter >= 0, ">= 0"),
+                        ("learning_rate", cfg.learning_rate > 0, "> 0"),
+                        ("decay", 0 <= cfg.decay < 1, "in [0, 1)"),
+                        ("blur_sigma", cfg.blur_sigma >= 0, ">= 0"),
+                        ("spatial", cfg.spatial in ("mean", "center"), "mean or center"),
+                        ("pooling", cfg.pooling in config.POOLINGS, "avg or max")):
+    if not ok:
+      raise config.ConfigError(key, f"must be {need}, got {getattr(cfg, key)!r}")
 
 
 def unit_activations(vgg_params, images: jax.Array, layer: str, units: jax.Array, *,
