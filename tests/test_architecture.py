@@ -64,6 +64,11 @@ def test_config_is_a_leaf():
   assert [t for t, _ in _imports(MODULES["nst_jax.config"])] == []
 
 
+def test_config_sr_imports_only_config():
+  """``config_sr`` (the SR configs, beside ``config`` at its size limit) is a leaf but for it."""
+  assert {t for t, _ in _imports(MODULES["nst_jax.config_sr"])} <= {"nst_jax.config"}
+
+
 @pytest.mark.parametrize("family,forbidden", [
     ("core", ("slow", "fast", "sr", "cli")),
     ("slow", ("fast", "sr", "cli")),

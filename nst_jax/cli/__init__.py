@@ -24,6 +24,8 @@ COMMANDS = {
     "train": "train",
     "stylize": "stylize",
     "photo": "photo",
+    "sr": "sr",
+    "upscale": "upscale",
 }
 
 
