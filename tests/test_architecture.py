@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "nst_jax"
-WINGS = ("slow", "fast")
+WINGS = ("slow", "fast", "sr")
 MAX_LINES = 430
 
 
@@ -55,7 +55,7 @@ def _edges():
 
 
 def test_the_layout_exists():
-  for family in ("core", "slow", "fast", "cli"):
+  for family in ("core", "slow", "fast", "sr", "cli"):
     assert f"nst_jax.{family}" in MODULES
   assert "nst_jax.config" in MODULES
 
@@ -64,10 +64,16 @@ def test_config_is_a_leaf():
   assert [t for t, _ in _imports(MODULES["nst_jax.config"])] == []
 
 
+def test_config_sr_imports_only_config():
+  """``config_sr`` (the SR configs, beside ``config`` at its size limit) is a leaf but for it."""
+  assert {t for t, _ in _imports(MODULES["nst_jax.config_sr"])} <= {"nst_jax.config"}
+
+
 @pytest.mark.parametrize("family,forbidden", [
-    ("core", ("slow", "fast", "cli")),
-    ("slow", ("fast", "cli")),
-    ("fast", ("slow", "cli")),
+    ("core", ("slow", "fast", "sr", "cli")),
+    ("slow", ("fast", "sr", "cli")),
+    ("fast", ("slow", "sr", "cli")),
+    ("sr", ("slow", "fast", "cli")),
 ])
 def test_import_rules(family, forbidden):
   bad = [(src, dst) for src, dst, _ in _edges()

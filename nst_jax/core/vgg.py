@@ -1,4 +1,4 @@
-"""VGG19 (Simonyan & Zisserman 2015) convolutional features, as a pure function of its weights.
+"""VGG19 / VGG16 (Simonyan & Zisserman 2015) conv features, as a pure function of their weights.
 
 Synopsis::
 
@@ -6,6 +6,11 @@ Synopsis::
   params = vgg.load_vgg19("vgg19_conv.npz")
   feats = vgg.vgg_features(params, images, ("conv4_2", "relu1_1"), pooling="avg")
   feats["conv4_2"].shape   # [B, H/8, W/8, 512]
+  params16 = vgg.load_vgg("vgg16_conv.npz")             # the npz records its architecture
+  vgg.vgg_features(params16, images, ("relu2_2",))     # the same function runs VGG16
+
+The architecture is told from the params' structure (VGG19 has ``conv5_4``, VGG16 stops at
+``conv5_3``), so it is static under ``jax.jit``.
 
 The public input convention is RGB float images in [0, 1], NHWC. The weights' own convention
 (Caffe: BGR, 0-255, mean-subtracted; or torchvision: RGB, mean/std) is handled once, at load time,
@@ -24,11 +29,13 @@ import numpy as np
 from nst_jax.core.errors import UserError
 
 BLOCKS = (2, 2, 4, 4, 4)  # convolutions per block in VGG19
+VGG16_BLOCKS = (2, 2, 3, 3, 3)
+ARCHITECTURES = ("vgg19", "vgg16")
 
 
-def _layer_names() -> tuple[str, ...]:
+def _layer_names(blocks=BLOCKS) -> tuple[str, ...]:
   names = []
-  for b, n in enumerate(BLOCKS, start=1):
+  for b, n in enumerate(blocks, start=1):
     for i in range(1, n + 1):
       names += [f"conv{b}_{i}", f"relu{b}_{i}"]
     names.append(f"pool{b}")
@@ -37,6 +44,19 @@ def _layer_names() -> tuple[str, ...]:
 
 VGG19_LAYERS = _layer_names()
 CONV_LAYERS = tuple(n for n in VGG19_LAYERS if n.startswith("conv"))
+VGG16_LAYERS = _layer_names(VGG16_BLOCKS)
+VGG16_CONV_LAYERS = tuple(n for n in VGG16_LAYERS if n.startswith("conv"))
+LAYERS = {"vgg19": VGG19_LAYERS, "vgg16": VGG16_LAYERS}
+
+
+def conv_layers(architecture: str = "vgg19") -> tuple[str, ...]:
+  """The convolution names of an architecture (16 for VGG19, 13 for VGG16)."""
+  return CONV_LAYERS if architecture == "vgg19" else VGG16_CONV_LAYERS
+
+
+def architecture_of(params: Mapping) -> str:
+  """"vgg19" or "vgg16", from the params' structure (static under jit)."""
+  return "vgg19" if "conv5_4" in params else "vgg16"
 
 CAFFE_MEAN_RGB = np.array([123.68, 116.779, 103.939], np.float32)
 TORCH_MEAN_RGB = np.array([0.485, 0.456, 0.406], np.float32)
@@ -53,15 +73,19 @@ def preprocess_for(convention: str) -> dict[str, np.ndarray]:
   raise UserError(f"unknown VGG weight convention {convention!r}; expected one of {CONVENTIONS}")
 
 
-def params_from_arrays(arrays: Mapping[str, np.ndarray], convention: str = "caffe_bgr") -> dict:
+def params_from_arrays(arrays: Mapping[str, np.ndarray], convention: str = "caffe_bgr",
+                       architecture: str = "vgg19") -> dict:
   """Builds the params pytree from ``{"convX_Y/kernel": HWIO, "convX_Y/bias": (O,)}`` arrays."""
-  params = {}
-  for name in CONV_LAYERS:
+  if architecture not in ARCHITECTURES:
+    raise UserError(f"unknown VGG architecture {architecture!r}; expected one of {ARCHITECTURES}")
+  params, label = {}, architecture.upper()
+  for name in conv_layers(architecture):
     try:
       kernel = np.asarray(arrays[f"{name}/kernel"], np.float32)
       bias = np.asarray(arrays[f"{name}/bias"], np.float32)
     except KeyError:
-      raise UserError(f"VGG19 weights lack layer {name}; is this a VGG19 conv weights file?") from None
+      raise UserError(f"{label} weights lack layer {name}; is this a {label} conv weights "
+                      "file?") from None
     if name == "conv1_1" and convention == "caffe_bgr":
       kernel = kernel[:, :, ::-1, :]  # BGR input channels -> RGB
     params[name] = {"kernel": jnp.asarray(kernel), "bias": jnp.asarray(bias)}
@@ -94,16 +118,23 @@ def load_vgg19(path: str | os.PathLike) -> dict:
   except (OSError, ValueError, EOFError) as e:
     raise UserError(f"cannot read VGG19 weights {path}: {e}") from None
   convention = str(arrays.pop("convention", np.array("caffe_bgr")))
-  return params_from_arrays(arrays, convention)
+  architecture = str(arrays.pop("architecture", np.array("vgg19")))
+  return params_from_arrays(arrays, convention, architecture)
 
 
-def check_layers(layers: Iterable[str]) -> tuple[str, ...]:
+def load_vgg(path: str | os.PathLike) -> dict:
+  """Loads VGG19 or VGG16 conv weights (the npz's ``architecture`` entry; default "vgg19")."""
+  return load_vgg19(path)
+
+
+def check_layers(layers: Iterable[str], architecture: str = "vgg19") -> tuple[str, ...]:
   """Validates layer names; raises ``UserError`` naming the valid ones."""
   layers = tuple(layers)
-  bad = [l for l in layers if l not in VGG19_LAYERS]
+  bad = [l for l in layers if l not in LAYERS.get(architecture, VGG19_LAYERS)]
   if bad:
-    raise UserError(f"unknown VGG19 layer(s) {', '.join(bad)}; valid names are conv1_1 ... "
-                    "conv5_4, relu1_1 ... relu5_4, pool1 ... pool5")
+    last = "5_4" if architecture == "vgg19" else "5_3"
+    raise UserError(f"unknown {architecture.upper()} layer(s) {', '.join(bad)}; valid names are "
+                    f"conv1_1 ... conv{last}, relu1_1 ... relu{last}, pool1 ... pool5")
   return layers
 
 
@@ -159,21 +190,23 @@ def preprocess(params: Mapping, images: jax.Array) -> jax.Array:
 
 def vgg_features(params: Mapping, images: jax.Array, layers: Sequence[str],
                  pooling: str = "max") -> dict[str, jax.Array]:
-  """VGG19 activations at the requested layers; nothing past the deepest one is computed.
+  """VGG19 / VGG16 activations at the requested layers; nothing past the deepest one is computed.
 
   Args:
-    params: from ``load_vgg19``.
+    params: from ``load_vgg19`` / ``load_vgg`` (the architecture is told from its layers).
     images: RGB [B, H, W, 3] in [0, 1] (float32 or bfloat16).
-    layers: names among ``VGG19_LAYERS`` (``convX_Y`` pre-activation, ``reluX_Y``, ``poolX``).
+    layers: names among ``VGG19_LAYERS`` / ``VGG16_LAYERS`` (``convX_Y`` pre-activation,
+      ``reluX_Y``, ``poolX``).
     pooling: "max" (the network as trained) or "avg" (Gatys et al.).
 
   Returns:
     ``{name: [B, h, w, C]}`` for each requested layer.
   """
-  wanted = set(check_layers(layers))
+  architecture = architecture_of(params)
+  wanted = set(check_layers(layers, architecture))
   out = {}
   x = preprocess(params, images)
-  for name in VGG19_LAYERS:
+  for name in LAYERS[architecture]:
     if not wanted - out.keys():
       break
     kind = name[:4]
