@@ -13,6 +13,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -27,7 +28,7 @@ from nst_jax.core.errors import UserError
 from nst_jax.fast import data, models, sharding, train_state
 
 REPO = Path(__file__).resolve().parent.parent
-TIMEOUT_S = 300  # per process; about 20 s on an idle 2-core CPU
+TIMEOUT_S = 400  # for all three processes; about 30 s of CPU time in all
 STEPS = 2
 # The smoke preset, checkpointed after each step, with VGG's first two blocks only (as in
 # tests/test_multidevice.py): compiling the step is most of each process' time.
@@ -52,28 +53,31 @@ def _env(**extra) -> dict:
 
 
 def _start_train(workdir: Path, vgg_path: Path, data_dir: Path, env: dict,
-                 distributed: bool) -> subprocess.Popen:
+                 distributed: bool, log: Path) -> subprocess.Popen:
   argv = [sys.executable, "-m", "nst_jax.cli", "train", "--preset", "smoke", "--no-progress",
           "--style", str(data_dir / "styles" / "hokusai_great_wave.jpg"),
           "--data", str(data_dir / "train" / "t91"), "--workdir", str(workdir),
           "--vgg-weights", str(vgg_path)]
   argv += [a for kv in OVERRIDES for a in ("--set", kv)]
   argv += ["--distributed"] if distributed else []
-  return subprocess.Popen(argv, env=env, cwd=REPO, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
+  with open(log, "w") as f:  # a file, not a pipe: nothing blocks on a full pipe while we poll
+    return subprocess.Popen(argv, env=env, cwd=REPO, stdout=f, stderr=subprocess.STDOUT)
 
 
-def _finish(procs: list[subprocess.Popen]) -> list[str]:
-  """Waits for every process (killing all of them past the timeout); returns their outputs."""
-  outs = []
+def _finish(procs: list[subprocess.Popen], logs: list[Path]) -> list[str]:
+  """Waits for every process; past the deadline, or once one fails (its peer would wait for it
+  in a collective), kills the rest. Returns their outputs."""
+  deadline = time.monotonic() + TIMEOUT_S
   try:
-    for p in procs:
-      outs.append(p.communicate(timeout=TIMEOUT_S)[0])
+    while (any(p.poll() is None for p in procs) and time.monotonic() < deadline
+           and not any(p.returncode for p in procs)):
+      time.sleep(0.2)
   finally:
     for p in procs:
       if p.poll() is None:
         p.kill()
-        p.communicate()
+        p.wait()
+  outs = [log.read_text() for log in logs]
   for p, out in zip(procs, outs):
     assert p.returncode == 0, f"{p.args}\n{out[-3000:]}"
   return outs
@@ -100,13 +104,14 @@ def test_two_processes_train_like_one_process_with_the_same_global_batch(vgg_pat
   port = _free_port()
   multi, single = tmp_path / "two_processes", tmp_path / "one_process"
   coordinator = f"127.0.0.1:{port}"
+  logs = [tmp_path / f"log{i}.txt" for i in range(3)]
   procs = [_start_train(multi, vgg_path, data_dir, _env(
       JAX_COORDINATOR_ADDRESS=coordinator, JAX_COORDINATOR_BIND_ADDRESS=coordinator,
       JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i), JAX_NUM_CPU_DEVICES="1",
-      JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo"), distributed=True) for i in range(2)]
+      JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo"), distributed=True, log=logs[i]) for i in range(2)]
   procs.append(_start_train(single, vgg_path, data_dir, _env(JAX_NUM_CPU_DEVICES="2"),
-                            distributed=False))
-  outs = _finish(procs)
+                            distributed=False, log=logs[2]))
+  outs = _finish(procs, logs)
 
   # One set of checkpoints (written together), one config, one log; process 1 prints nothing.
   assert checkpoint.complete_steps(multi / checkpoint.CHECKPOINT_SUBDIR) == [1, STEPS]
