@@ -15,6 +15,10 @@ The batch at step ``s`` is a pure function of ``(seed, s)`` (and the set of imag
 from a Generator seeded with ``(seed, i)``. So a run resumed at step ``s`` sees exactly the batches
 an uninterrupted run would, with or without prefetching. Batches may straddle epoch boundaries.
 
+Multi-host: with ``shard_index=p, shard_count=P`` a process reads part ``p`` of the global batch
+(samples ``(s * P + p) * batch_size + j``), so the ``P`` processes of a run together see exactly
+the batches of one process reading ``P * batch_size`` images per step.
+
 References:
   Johnson, Alahi & Fei-Fei, "Perceptual Losses for Real-Time Style Transfer and
   Super-Resolution", ECCV 2016 (training on COCO images resized to 256 x 256).
@@ -122,30 +126,42 @@ class IndexedDataset:
     warnings.warn(f"skipping unreadable training image {self._describe(item)}: {reason}",
                   DataWarning, stacklevel=2)
 
-  def get_batch(self, step: int, batch_size: int) -> np.ndarray:
-    """The batch at ``step`` (synchronous): float32 [batch_size, size, size, 3] in [0, 1]."""
-    first = int(step) * batch_size
+  def get_batch(self, step: int, batch_size: int, *, shard_index: int = 0,
+                shard_count: int = 1) -> np.ndarray:
+    """The batch at ``step`` (synchronous): float32 [batch_size, size, size, 3] in [0, 1]; with
+    ``shard_count`` > 1, part ``shard_index`` of the global batch (see the module docstring)."""
+    first = first_sample(step, batch_size, shard_index, shard_count)
     return np.stack([self.example(first + j) for j in range(batch_size)])
 
   def batches(self, batch_size: int, *, start_step: int = 0, num_steps: int | None = None,
-              prefetch: int = 3, num_workers: int | None = None) -> "BatchIterator":
+              prefetch: int = 3, num_workers: int | None = None, shard_index: int = 0,
+              shard_count: int = 1) -> "BatchIterator":
     """Iterates over batches ``start_step, start_step + 1, ...`` (forever unless ``num_steps``).
 
     Args:
-      batch_size: images per batch.
+      batch_size: images per batch (per process, when ``shard_count`` > 1).
       start_step: the step of the first batch (resume from a checkpoint's step).
       num_steps: stop after this many batches; None iterates forever.
       prefetch: batches decoded ahead in the background (0: decode synchronously on ``next``).
       num_workers: decoding threads (default: the CPU count, 2..16).
+      shard_index: this process' part of each global batch (``jax.process_index()``).
+      shard_count: the number of parts (``jax.process_count()``).
 
     Returns:
       A ``BatchIterator``; close it (or use it as a context manager) to stop the threads.
     """
-    if batch_size < 1 or start_step < 0 or prefetch < 0:
+    if batch_size < 1 or start_step < 0 or prefetch < 0 or not 0 <= shard_index < shard_count:
       raise UserError(f"invalid batching: batch_size={batch_size} (>= 1), "
-                      f"start_step={start_step} (>= 0), prefetch={prefetch} (>= 0)")
+                      f"start_step={start_step} (>= 0), prefetch={prefetch} (>= 0), "
+                      f"shard {shard_index} of {shard_count}")
     return BatchIterator(self, batch_size, start_step=start_step, num_steps=num_steps,
-                         prefetch=prefetch, num_workers=num_workers or default_num_workers())
+                         prefetch=prefetch, num_workers=num_workers or default_num_workers(),
+                         shard=(shard_index, shard_count))
+
+
+def first_sample(step: int, batch_size: int, shard_index: int = 0, shard_count: int = 1) -> int:
+  """The stream index of the first sample of part ``shard_index`` of the batch at ``step``."""
+  return (int(step) * shard_count + shard_index) * batch_size
 
 
 def transform(img: Image.Image, size: int, crop: str, rng: np.random.Generator) -> np.ndarray:
@@ -334,8 +350,10 @@ class BatchIterator:
   """
 
   def __init__(self, dataset: IndexedDataset, batch_size: int, *, start_step: int,
-               num_steps: int | None, prefetch: int, num_workers: int):
+               num_steps: int | None, prefetch: int, num_workers: int,
+               shard: tuple[int, int] = (0, 1)):
     self.dataset, self.batch_size, self.prefetch = dataset, batch_size, prefetch
+    self.shard = shard  # (this process' part, parts per global batch)
     self.step = start_step
     self._end = None if num_steps is None else start_step + num_steps
     self._next_submit = start_step
@@ -355,7 +373,8 @@ class BatchIterator:
       raise StopIteration
     t0 = time.perf_counter()
     if self._pool is None:
-      batch = self.dataset.get_batch(self.step, self.batch_size)
+      batch = self.dataset.get_batch(self.step, self.batch_size, shard_index=self.shard[0],
+                                     shard_count=self.shard[1])
     else:
       self._fill()
       step, batch, futures = self._pending.popleft()
@@ -374,7 +393,7 @@ class BatchIterator:
       step = self._next_submit
       size = self.dataset.size
       buf = np.empty((self.batch_size, size, size, 3), np.float32)
-      first = step * self.batch_size
+      first = first_sample(step, self.batch_size, *self.shard)
       futures = [self._pool.submit(_fill_slot, self.dataset, buf, j, first + j)
                  for j in range(self.batch_size)]
       self._pending.append((step, buf, futures))

@@ -16,8 +16,9 @@ the model code knows about devices.
 Multi-host: start the same command on every host with ``--distributed`` (which calls
 ``jax.distributed.initialize()``; on Cloud TPU and SLURM the coordinator is found automatically,
 elsewhere set ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``). Each
-process then decodes ``global batch / process count`` images and ``shard_batch`` assembles the
-global array from the local pieces.
+process then decodes its own ``global batch / process count`` images (``process_shard``) and
+``shard_batch`` assembles the global array from the local pieces; on CPU the processes' collectives
+go through gloo (``jax_cpu_collectives_implementation``, JAX's default).
 
 References:
   JAX documentation, "Distributed arrays and automatic parallelization" and "Multi-process
@@ -26,7 +27,9 @@ References:
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import functools
+import os
+from typing import Any, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -37,18 +40,44 @@ from nst_jax.core.errors import UserError
 DATA_AXIS = "data"
 
 
-def maybe_initialize_distributed(enabled: bool) -> None:
-  """Calls ``jax.distributed.initialize()`` once when ``enabled`` (the ``--distributed`` flag)."""
-  if not enabled:
+DISTRIBUTED_ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+
+
+def distributed_args(environ: Mapping[str, str]) -> dict[str, Any]:
+  """``jax.distributed.initialize``'s arguments from ``JAX_COORDINATOR_ADDRESS`` (host:port of
+  process 0), ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``; those unset are left to JAX's
+  cluster detection (SLURM, Open MPI, Cloud TPU). JAX itself reads only the first of the three.
+
+  Raises:
+    UserError: a count or id that is not an integer.
+  """
+  address, count, index = (environ.get(name, "").strip() for name in DISTRIBUTED_ENV)
+  out: dict[str, Any] = {"coordinator_address": address} if address else {}
+  for key, name, value in (("num_processes", DISTRIBUTED_ENV[1], count),
+                           ("process_id", DISTRIBUTED_ENV[2], index)):
+    if value:
+      try:
+        out[key] = int(value)
+      except ValueError:
+        raise UserError(f"{name} must be an integer, got {value!r}") from None
+  return out
+
+
+def maybe_initialize_distributed(enabled: bool, environ: Mapping[str, str] | None = None) -> None:
+  """Calls ``jax.distributed.initialize`` once when ``enabled`` (the ``--distributed`` flag), with
+  ``distributed_args(environ)`` (default: ``os.environ``). Must come before any other JAX call.
+
+  Raises:
+    UserError: the arguments are incomplete or invalid, or the coordinator is unreachable.
+  """
+  if not enabled or jax.distributed.is_initialized():
     return
   try:
-    jax.distributed.initialize()
-  except (RuntimeError, ValueError) as e:
-    msg = str(e)
-    if "already" in msg and "initialize" in msg:
-      return
-    raise UserError(f"jax.distributed.initialize() failed: {msg.splitlines()[0]} (set "
-                    "JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID, or run "
+    jax.distributed.initialize(**distributed_args(os.environ if environ is None else environ))
+  except (RuntimeError, ValueError, TypeError) as e:
+    msg = str(e).strip().splitlines()
+    raise UserError(f"jax.distributed.initialize() failed: {msg[0] if msg else type(e).__name__} "
+                    "(set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID, or run "
                     "under SLURM / on Cloud TPU)") from None
 
 
@@ -90,8 +119,29 @@ def shard_batch(mesh: Mesh, local_batch: np.ndarray) -> jax.Array:
 
 
 def replicate(mesh: Mesh, tree: Any) -> Any:
-  """Places every leaf of ``tree`` on every device of ``mesh``."""
-  return jax.device_put(tree, replicated(mesh))
+  """Places every leaf of ``tree`` on every device of ``mesh`` (of every process: each leaf must
+  then be the same on all processes, which JAX checks)."""
+  return jax.tree.map(functools.partial(_replicate_leaf, replicated(mesh)), tree)
+
+
+def _replicate_leaf(target: NamedSharding, x: Any) -> Any:
+  if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+    # device_put moves typed keys to addressable devices only: move their data, then rewrap.
+    data = jax.device_put(np.asarray(jax.random.key_data(x)), target)
+    return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+  return jax.device_put(x, target)
+
+
+def process_shard() -> dict[str, int]:
+  """This process' part of each global batch: ``{"shard_index", "shard_count"}`` for
+  ``data.IndexedDataset.batches``."""
+  return {"shard_index": jax.process_index(), "shard_count": jax.process_count()}
+
+
+def local_copy(tree: Any) -> Any:
+  """A replicated tree's copy on this process' first device, for work one process does alone
+  (samples, plots): a jitted function of the global arrays would wait for the other processes."""
+  return jax.tree.map(lambda x: x.addressable_data(0) if isinstance(x, jax.Array) else x, tree)
 
 
 def is_main_process() -> bool:

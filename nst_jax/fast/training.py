@@ -230,11 +230,6 @@ def check_resumable(meta: dict, cfg: TrainConfig, style_sha256: str, workdir) ->
                     "be neither added to nor dropped from a run: use a new --workdir")
 
 
-def _data_seed(cfg: TrainConfig) -> int:
-  # Each process of a multi-host run reads its own, still deterministic, stream.
-  return cfg.seed + 1_000_003 * jax.process_index()
-
-
 def _sample_fn(model: nn.Module):
   return jax.jit(lambda variables, images: model.apply(variables, images, train=False))
 
@@ -265,7 +260,7 @@ def train_and_evaluate(cfg: TrainConfig, workdir, *, vgg_params=None, progress: 
   local_batch = sharding.check_batch_size(mesh, cfg.batch_size)
   style = image_io.load_image(cfg.style, size=cfg.style_size)  # [h, w, 3]
   meta = run_meta(cfg, checkpoint.sha256_file(cfg.style))
-  dataset = data.make_dataset(cfg.data, size=cfg.size, crop=cfg.crop, seed=_data_seed(cfg))
+  dataset = data.make_dataset(cfg.data, size=cfg.size, crop=cfg.crop, seed=cfg.seed)
   if vgg_params is None:
     vgg_params = vgg.load_vgg19(paths.resolve_vgg_weights(None))
   model, tx = models.make_model(cfg.net, bf16=cfg.bf16), train_state.make_optimizer(cfg)
@@ -315,7 +310,8 @@ class _Loop:
     cfg, step = self.cfg, self.start
     clock = train_logging.Throughput(time.perf_counter())
     batches = self.dataset.batches(local_batch, start_step=step,
-                                   num_steps=max(cfg.num_steps - step, 0), prefetch=cfg.prefetch)
+                                   num_steps=max(cfg.num_steps - step, 0), prefetch=cfg.prefetch,
+                                   **sharding.process_shard())  # this process' part
     try:
       with batches, tqdm(total=cfg.num_steps, initial=step, desc="train", unit="step",
                          disable=not (progress and self.main), dynamic_ncols=True) as bar:
@@ -344,7 +340,8 @@ class _Loop:
                        "img/s": f"{rates['images_per_s']:.3g}",
                        "data_s": f"{rates['data_s_per_step']:.3f}"}, refresh=False)
     if self.samples is not None and self.main and (step % cfg.sample_every == 0 or last):
-      out = self.stylize(train_state.variables_of(state), jnp.asarray(self.samples))
+      out = self.stylize(sharding.local_copy(train_state.variables_of(state)),
+                         jnp.asarray(self.samples))
       self.log.images(step, "samples", np.asarray(out))
     if step % cfg.checkpoint_every == 0 or last:
       self.log.save_history()  # before the checkpoint, so the CSV never lags behind it
@@ -359,6 +356,7 @@ class _Loop:
       pass
 
   def _sample_sheet(self, state) -> None:
-    out = np.asarray(self.stylize(train_state.variables_of(state), jnp.asarray(self.samples)))
+    out = np.asarray(self.stylize(sharding.local_copy(train_state.variables_of(state)),
+                                  jnp.asarray(self.samples)))
     plots.save_image_grid(self.workdir / "samples.png", [list(self.samples), list(out)],
                           row_titles=["photo", f"step {int(state.step)}"])
