@@ -4,7 +4,7 @@
 - ``core`` imports no wing (``slow``, ``fast``) and not ``cli``;
 - the wings do not import each other; nothing outside ``cli`` imports ``cli``;
 - no module uses another module's ``_private`` names;
-- no module is much above 400 lines.
+- no module is much above 400 lines (config.py, the catalogue of declarations, excepted).
 """
 
 import ast
@@ -15,6 +15,9 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "nst_jax"
 WINGS = ("slow", "fast", "sr")
 MAX_LINES = 430
+# config.py is the one catalogue of every config dataclass and preset (the issue asks for them in
+# one file): it may be longer, since it holds declarations, not logic.
+MAX_LINES_OF = {"nst_jax.config": 700}
 
 
 def _modules() -> dict[str, Path]:
@@ -64,11 +67,6 @@ def test_config_is_a_leaf():
   assert [t for t, _ in _imports(MODULES["nst_jax.config"])] == []
 
 
-def test_config_sr_imports_only_config():
-  """``config_sr`` (the SR configs, beside ``config`` at its size limit) is a leaf but for it."""
-  assert {t for t, _ in _imports(MODULES["nst_jax.config_sr"])} <= {"nst_jax.config"}
-
-
 @pytest.mark.parametrize("family,forbidden", [
     ("core", ("slow", "fast", "sr", "cli")),
     ("slow", ("fast", "sr", "cli")),
@@ -115,7 +113,7 @@ def test_no_module_uses_another_modules_private_names():
 
 def test_modules_stay_small():
   sizes = {name: len(path.read_text().splitlines()) for name, path in MODULES.items()}
-  assert {n: s for n, s in sizes.items() if s > MAX_LINES} == {}
+  assert {n: s for n, s in sizes.items() if s > MAX_LINES_OF.get(n, MAX_LINES)} == {}
 
 
 def test_the_rules_would_catch_a_violation(tmp_path):

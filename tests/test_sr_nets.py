@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nst_jax import config, config_sr
+from nst_jax import config
 from nst_jax.cli import main
 from nst_jax.core import losses as core_losses
 from nst_jax.core import vgg
@@ -18,7 +18,7 @@ from nst_jax.sr import losses, nets, upscale
 @pytest.mark.parametrize("preset,scale,count", [
     ("johnson", 4, 401_859), ("johnson", 8, 438_915), ("fast", 4, 34_800), ("fast", 3, 28_731)])
 def test_parameter_counts_and_any_input_size(preset, scale, count):
-  cfg = config_sr.check(config_sr.SR_PRESETS[preset](scale))
+  cfg = config.check(config.SR_PRESETS[preset](scale))
   net = nets.make_net(cfg.net, scale)
   variables = nets.init_variables(net, jax.random.key(0))
   assert nets.count_params(variables) == count
@@ -34,7 +34,7 @@ def test_johnson_count_by_hand():
 
 
 def test_bf16_inference_follows_float32():
-  cfg = config_sr.johnson(4)
+  cfg = config.johnson(4)
   net = nets.make_net(cfg.net, 4)
   variables = nets.init_variables(net, jax.random.key(1))
   lr = jax.random.uniform(jax.random.key(2), (1, 12, 10, 3))
@@ -54,10 +54,10 @@ def test_pixel_shuffle_matches_torch_order():
 
 
 def test_presets_override_and_bad_values():
-  cfg = config.override(config_sr.johnson(4), {"loss.pixel_weight": "2", "net.width": "8"})
+  cfg = config.override(config.johnson(4), {"loss.pixel_weight": "2", "net.width": "8"})
   assert cfg.loss.pixel_weight == 2.0 and cfg.net.width == 8
   with pytest.raises(config.ConfigError):
-    config_sr.check(config.override(cfg, {"net.arch": "nope"}))
+    config.check(config.override(cfg, {"net.arch": "nope"}))
 
 
 def test_losses_match_numpy():
@@ -71,7 +71,7 @@ def test_losses_match_numpy():
             "preprocess": {"scale": jnp.ones(3), "offset": jnp.zeros(3)}}
   f = lambda x: np.maximum(np.asarray(vgg.conv3x3(jnp.asarray(x), jnp.asarray(kernel))), 0)
   want = ((f(sr) - f(hr)) ** 2).mean((1, 2, 3))
-  cfg = config_sr.SRLossConfig(pixel_weight=0.5, feature_weight=2.0, tv_weight=3.0,
+  cfg = config.SRLossConfig(pixel_weight=0.5, feature_weight=2.0, tv_weight=3.0,
                                feature_layers=("relu1_1",))
   terms = losses.sr_losses(cfg, params, jnp.asarray(sr), jnp.asarray(hr))
   np.testing.assert_allclose(terms["feature"], want, rtol=1e-4)
@@ -82,7 +82,7 @@ def test_losses_match_numpy():
 
 
 def test_tiled_equals_untiled():
-  cfg = config_sr.smoke(4)
+  cfg = config.smoke(4)
   variables = nets.init_variables(nets.make_net(cfg.net, 4), jax.random.key(0))
   up = upscale.Upscaler(cfg, variables)
   img = np.random.default_rng(0).uniform(size=(57, 45, 3)).astype(np.float32)

@@ -14,7 +14,7 @@ from typing import Mapping
 import jax
 import jax.numpy as jnp
 
-from nst_jax import config_sr
+from nst_jax import config
 from nst_jax.core import losses, vgg
 from nst_jax.core.errors import UserError
 
@@ -26,7 +26,7 @@ def pixel_loss(sr: jax.Array, hr: jax.Array, kind: str = "mse") -> jax.Array:
     return jnp.mean(jnp.square(diff), axis=(1, 2, 3))
   if kind == "l1":
     return jnp.mean(jnp.abs(diff), axis=(1, 2, 3))
-  raise UserError(f"unknown pixel loss {kind!r}; expected one of {config_sr.PIXEL_LOSSES}")
+  raise UserError(f"unknown pixel loss {kind!r}; expected one of {config.PIXEL_LOSSES}")
 
 
 def feature_loss(vgg_params: Mapping, sr: jax.Array, hr: jax.Array,
@@ -43,7 +43,7 @@ def feature_loss(vgg_params: Mapping, sr: jax.Array, hr: jax.Array,
              for f in both.values())
 
 
-def sr_losses(cfg: config_sr.SRLossConfig, vgg_params, sr: jax.Array,
+def sr_losses(cfg: config.SRLossConfig, vgg_params, sr: jax.Array,
               hr: jax.Array) -> dict[str, jax.Array]:
   """The weighted terms and their sum, each [B]; zero-weight terms are not computed."""
   zero = jnp.zeros(sr.shape[0], jnp.float32)

@@ -2,9 +2,9 @@
 
 Synopsis::
 
-  from nst_jax import config_sr
+  from nst_jax import config
   from nst_jax.sr import nets
-  cfg = config_sr.johnson(4)
+  cfg = config.johnson(4)
   net = nets.make_net(cfg.net, cfg.scale)
   variables = nets.init_variables(net, jax.random.key(0))   # {"params", "batch_stats"?}
   sr = nets.apply_net(net, variables, lr)                   # [B, h, w, 3] -> [B, 4h, 4w, 3]
@@ -21,7 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from nst_jax import config_sr
+from nst_jax import config
 from nst_jax.core.errors import UserError
 from nst_jax.sr import degrade
 
@@ -45,7 +45,7 @@ def _norm(cfg, train: bool):
 
 class ResidualBlock(nn.Module):
   """conv3x3-norm-ReLU-conv3x3-norm plus identity (Johnson et al.'s supplement, Gross & Wilber)."""
-  cfg: config_sr.SRNetConfig
+  cfg: config.SRNetConfig
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -61,7 +61,7 @@ class JohnsonSR(nn.Module):
     Johnson, Alahi & Fei-Fei, "Perceptual Losses for Real-Time Style Transfer and
     Super-Resolution", ECCV 2016, and its supplementary material (network architectures).
   """
-  cfg: config_sr.SRNetConfig
+  cfg: config.SRNetConfig
   scale: int
 
   @nn.compact
@@ -91,7 +91,7 @@ class SubPixelSR(nn.Module):
     Shi et al., "Real-Time Single Image and Video Super-Resolution Using an Efficient Sub-Pixel
     Convolutional Neural Network", CVPR 2016.
   """
-  cfg: config_sr.SRNetConfig
+  cfg: config.SRNetConfig
   scale: int
 
   @nn.compact
@@ -106,7 +106,7 @@ class SubPixelSR(nn.Module):
     return x
 
 
-def make_net(cfg: config_sr.SRNetConfig, scale: int) -> nn.Module:
+def make_net(cfg: config.SRNetConfig, scale: int) -> nn.Module:
   """The flax module of a config; johnson needs a power-of-two scale (its x2 stages)."""
   degrade.check_scale(scale)
   if cfg.arch == "johnson":
@@ -116,7 +116,7 @@ def make_net(cfg: config_sr.SRNetConfig, scale: int) -> nn.Module:
     return JohnsonSR(cfg, scale)
   if cfg.arch == "subpixel":
     return SubPixelSR(cfg, scale)
-  raise UserError(f"unknown SR network {cfg.arch!r}; expected one of {config_sr.SR_ARCHS}")
+  raise UserError(f"unknown SR network {cfg.arch!r}; expected one of {config.SR_ARCHS}")
 
 
 def init_variables(net: nn.Module, key: jax.Array, size: int = 16) -> dict:

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nst_jax import config_sr
+from nst_jax import config
 from nst_jax.core.errors import UserError
 from nst_jax.sr import degrade, nets
 
@@ -53,7 +53,7 @@ def ramp(length: int, overlap: int, at_start: bool, at_end: bool) -> np.ndarray:
 class Upscaler:
   """An SR model as a callable on [H, W, 3] float images in [0, 1]."""
 
-  def __init__(self, cfg: config_sr.SRConfig | None, variables=None, *, scale: int | None = None):
+  def __init__(self, cfg: config.SRConfig | None, variables=None, *, scale: int | None = None):
     self.cfg = cfg
     self.scale = degrade.check_scale(cfg.scale if cfg else scale)
     if cfg is None:
