@@ -76,6 +76,7 @@ class LossConfig:
   tv_weight: float = 1e4  # TV of [0, 1] pixels is small
   style_loss: str = "gram"  # gram | mean | mean_std | mmd_poly | mmd_gauss
   pooling: str = "avg"  # avg (Gatys) | max
+  conv_impl: str = "auto"  # VGG's convolutions: auto | xla | cpu_fast (see CONV_IMPLS)
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,6 @@ class PhotoConfig:
   seed: int = 0
 
 
-
 # ------------------------------------------------------------------------ unit visualization
 @dataclass(frozen=True)
 class VisualizeConfig:
@@ -167,7 +167,7 @@ class VisualizeConfig:
   pooling: str = "max"  # the network as trained
   seed: int = 0
   chunk: int = 10  # iterations per compiled chunk
-
+  conv_impl: str = "auto"  # VGG's convolutions: auto | xla | cpu_fast (see CONV_IMPLS)
 
 
 # ------------------------------------------------------------------------- feed-forward networks
@@ -182,6 +182,7 @@ class NetConfig:
   input_blend: float = 0.0
   output: str = "rgb"  # "affine": per-pixel colour transforms of the input (photorealism)
   affine_grid: int = 1  # where the affine head computes them: 1 = every pixel, 4 = quarter res
+  conv_impl: str = "auto"  # the net's convolutions: auto | xla | cpu_fast (see CONV_IMPLS)
 
 
 @dataclass(frozen=True)

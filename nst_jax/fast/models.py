@@ -32,7 +32,7 @@ def make_model(net: NetConfig, *, bf16: bool = False) -> nets.TransformNet:
   model = nets.TransformNet(normalization=net.normalization, upsample=net.upsample,
                             padding=net.padding, width=net.width, num_residual=net.num_residual,
                             input_blend=net.input_blend, output=net.output,
-                            affine_grid=net.affine_grid,
+                            affine_grid=net.affine_grid, conv_impl=net.conv_impl,
                             dtype=jnp.bfloat16 if bf16 else jnp.float32)
   nets.check_options(model)
   return model
@@ -40,6 +40,9 @@ def make_model(net: NetConfig, *, bf16: bool = False) -> nets.TransformNet:
 
 def check_config(cfg: TrainConfig) -> None:
   """Raises ``UserError`` for values no training run can use."""
+  for key, value in (("net.conv_impl", cfg.net.conv_impl), ("loss.conv_impl", cfg.loss.conv_impl)):
+    if value not in config.CONV_IMPLS:
+      raise UserError(f"unknown {key} {value!r}; expected one of {', '.join(config.CONV_IMPLS)}")
   make_model(cfg.net)
   positive = ("size", "style_size", "batch_size", "checkpoint_every", "keep_checkpoints",
               "log_every", "sample_every")
