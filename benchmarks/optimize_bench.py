@@ -51,6 +51,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from nst_jax import config  # noqa: E402
 from nst_jax.core import image_io, paths  # noqa: E402  (no jax import here)
 
 DEFAULT_CONTENT = Path("content") / "classic_st" / "tubingen.jpg"
@@ -87,8 +88,7 @@ def _spawn(impl, optimizer, size, opts, tmp, check: bool) -> Worker:
           "--chunk", str(opts["chunk"]), "--chunks", str(opts["chunks"])]
   if check:
     argv += ["--check", str(tmp / f"grad_{impl}_{size}.npy")]
-  if opts["jax_autodiff_conv"]:
-    argv += ["--jax-autodiff-conv"]
+  argv += ["--conv-impl", opts["conv_impl"]]
   env = dict(os.environ, OMP_NUM_THREADS=str(opts["threads"]),
              MKL_NUM_THREADS=str(opts["threads"]), JAX_PLATFORMS=opts["platform"],
              OMP_WAIT_POLICY=opts["omp_wait_policy"])
@@ -225,9 +225,11 @@ def parse_args(argv=None):
   p.add_argument("--warmup-chunks", type=int, default=1)
   p.add_argument("--optimizers", nargs="+", default=["lbfgsb", "lbfgs", "adam"])
   p.add_argument("--no-torch", action="store_true")
-  p.add_argument("--jax-autodiff-conv", action="store_true",
-                 help="JAX workers use a plain autodiff convolution instead of vgg.conv3x3 "
-                 "(the slow in-loop backward pass of conv_loop_profile.py)")
+  p.add_argument("--conv-impl", choices=config.CONV_IMPLS, default="auto",
+                 help="VGG's convolutions in the JAX workers (LossConfig.conv_impl); xla: the "
+                 "plain autodiff convolution, whose in-loop backward pass is slow on the CPU "
+                 "(conv_loop_profile.py)")
+  p.add_argument("--jax-autodiff-conv", action="store_true", help="the same as --conv-impl xla")
   p.add_argument("--threads", type=int, default=2)
   p.add_argument("--platform", default="cpu", help="JAX_PLATFORMS for the JAX workers")
   p.add_argument("--omp-wait-policy", default="PASSIVE", choices=("PASSIVE", "ACTIVE"),
@@ -243,6 +245,8 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
   args = parse_args(argv)
+  if args.jax_autodiff_conv:
+    args.conv_impl = "xla"
   n = len(args.sizes)
   if len(args.chunk) != n or len(args.timed_chunks) != n:
     sys.exit("--chunk and --timed-chunks need one value per --sizes entry")
@@ -257,7 +261,7 @@ def main(argv=None) -> int:
             f"{args.warmup_chunks} warm-up chunk(s)", flush=True)
       _prepare_inputs(data, size, tmp, args.content, args.style)
       opts = {"weights": weights, "threads": args.threads, "platform": args.platform,
-              "omp_wait_policy": args.omp_wait_policy, "jax_autodiff_conv": args.jax_autodiff_conv,
+              "omp_wait_policy": args.omp_wait_policy, "conv_impl": args.conv_impl,
               "chunk": chunk, "chunks": args.warmup_chunks + timed, "warmup": args.warmup_chunks,
               "timed": timed, "optimizers": args.optimizers}
       size_rows, check = bench_size(size, opts, tmp, impls)
@@ -267,7 +271,8 @@ def main(argv=None) -> int:
   print(format_table(rows, ratio_rows, checks))
   result = {"rows": rows, "ratios": ratio_rows, "checks": [c for c in checks if c],
             "seconds_total": time.perf_counter() - t0, "threads": args.threads,
-            "omp_wait_policy": args.omp_wait_policy, "jax_autodiff_conv": args.jax_autodiff_conv,
+            "omp_wait_policy": args.omp_wait_policy, "conv_impl": args.conv_impl,
+            "jax_autodiff_conv": args.conv_impl == "xla",
             "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                         "python": platform.python_version()},
             "content": str(args.content), "style": str(args.style)}

@@ -3,7 +3,8 @@
 Synopsis (started by ``optimize_bench.py``, not by hand)::
 
   python benchmarks/optimize_bench_worker.py --impl jax --optimizer lbfgsb --inputs in.npz \
-      --weights vgg19_conv.npz --threads 2 --chunk 2 --chunks 6 [--check grad.npy]
+      --weights vgg19_conv.npz --threads 2 --chunk 2 --chunks 6 [--check grad.npy] \
+      [--conv-impl auto|xla|cpu_fast]
 
 Protocol: the worker prints one JSON line when ready (with the loss terms, gradient file and one
 timed value-and-gradient when ``--check``), then for every ``go`` line on stdin it runs ``--chunk``
@@ -14,6 +15,7 @@ iterations and prints ``{"seconds", "cpu_seconds", "iters", "evals"}``; ``stop``
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -87,10 +89,8 @@ def jax_worker(args, inputs, ch: Channel) -> dict:
   from nst_jax.core import objective, vgg
   from nst_jax.slow import artistic, optimize
 
-  if args.jax_autodiff_conv:  # the convolution before vgg.conv3x3 (see conv_loop_profile.py)
-    import conv_loop_profile
-    vgg._conv = conv_loop_profile.autodiff_conv
-  cfg = config.gatys().loss
+  # conv_impl="xla": the plain autodiff convolution of before vgg.conv3x3 (conv_loop_profile.py)
+  cfg = dataclasses.replace(config.gatys().loss, conv_impl=args.conv_impl)
   params = vgg.load_vgg19(args.weights)
   targets = objective.make_targets(params, jnp.asarray(inputs["content"])[None],
                                    [jnp.asarray(inputs["style"])[None]], cfg)
@@ -218,8 +218,13 @@ def parse_args(argv=None):
   p.add_argument("--chunk", type=int, required=True)
   p.add_argument("--chunks", type=int, required=True)
   p.add_argument("--check", help="write the gradient at x0 here and time one value+grad")
-  p.add_argument("--jax-autodiff-conv", action="store_true")
-  return p.parse_args(argv)
+  p.add_argument("--conv-impl", choices=config.CONV_IMPLS, default="auto",
+                 help="VGG's convolutions in the JAX worker (LossConfig.conv_impl)")
+  p.add_argument("--jax-autodiff-conv", action="store_true", help="the same as --conv-impl xla")
+  args = p.parse_args(argv)
+  if args.jax_autodiff_conv:
+    args.conv_impl = "xla"
+  return args
 
 
 if __name__ == "__main__":

@@ -76,6 +76,7 @@ class LossConfig:
   tv_weight: float = 1e4  # TV of [0, 1] pixels is small
   style_loss: str = "gram"  # gram | mean | mean_std | mmd_poly | mmd_gauss
   pooling: str = "avg"  # avg (Gatys) | max
+  conv_impl: str = "auto"  # VGG's convolutions: auto | xla | cpu_fast (see CONV_IMPLS)
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,6 @@ class PhotoConfig:
   seed: int = 0
 
 
-
 # ------------------------------------------------------------------------ unit visualization
 @dataclass(frozen=True)
 class VisualizeConfig:
@@ -167,7 +167,7 @@ class VisualizeConfig:
   pooling: str = "max"  # the network as trained
   seed: int = 0
   chunk: int = 10  # iterations per compiled chunk
-
+  conv_impl: str = "auto"  # VGG's convolutions: auto | xla | cpu_fast (see CONV_IMPLS)
 
 
 # ------------------------------------------------------------------------- feed-forward networks
@@ -182,6 +182,7 @@ class NetConfig:
   input_blend: float = 0.0
   output: str = "rgb"  # "affine": per-pixel colour transforms of the input (photorealism)
   affine_grid: int = 1  # where the affine head computes them: 1 = every pixel, 4 = quarter res
+  conv_impl: str = "auto"  # the net's convolutions: auto | xla | cpu_fast (see CONV_IMPLS)
 
 
 @dataclass(frozen=True)
@@ -386,14 +387,14 @@ def check(cfg: SRConfig) -> SRConfig:
   return cfg
 
 
-def johnson(scale: int = 4) -> SRConfig:
+def sr_johnson(scale: int = 4) -> SRConfig:
   """Johnson et al. 2016 (supplement): 9x9 conv 64, 4 residual blocks, log2(scale) stride-1/2
   3x3 convs, 9x9 conv out, batch norm; feature loss at VGG16 relu2_2; 288-px HR crops, batch 4,
   200k steps of Adam at 1e-3, blur (sigma 1) + bicubic degradation."""
   return SRConfig(net=SRNetConfig(), loss=SRLossConfig(), scale=scale, degradation="johnson")
 
 
-def fast(scale: int = 4) -> SRConfig:
+def sr_fast(scale: int = 4) -> SRConfig:
   """A sub-pixel network at LR resolution over a bicubic residual, small enough for a CPU;
   pixel (MSE) loss, bicubic degradation."""
   return SRConfig(
@@ -403,14 +404,14 @@ def fast(scale: int = 4) -> SRConfig:
       batch_size=16)
 
 
-def smoke(scale: int = 4) -> SRConfig:
+def sr_smoke(scale: int = 4) -> SRConfig:
   """A tiny configuration for tests."""
-  cfg = fast(scale)
+  cfg = sr_fast(scale)
   return dataclasses.replace(cfg, net=dataclasses.replace(cfg.net, width=8, num_residual=1),
                              size=32, batch_size=2, num_steps=4)
 
 
-SR_PRESETS = {"johnson": johnson, "fast": fast, "smoke": smoke}
+SR_PRESETS = {"johnson": sr_johnson, "fast": sr_fast, "smoke": sr_smoke}
 
 
 # ----------------------------------------------------------------------------- (de)serialization

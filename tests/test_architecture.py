@@ -125,3 +125,12 @@ def test_the_rules_would_catch_a_violation(tmp_path):
   tree = ast.parse(source)
   assert _module_aliases(tree) == {"optimize": "nst_jax.slow.optimize", "vgg": "nst_jax.core.vgg"}
   assert _family("nst_jax.slow.optimize") == "slow"
+
+
+def test_config_defines_each_name_once():
+  """One catalogue, one meaning per name: a preset defined twice silently replaces the first."""
+  tree = ast.parse(MODULES["nst_jax.config"].read_text())
+  names = [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+  names += [t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets
+            if isinstance(t, ast.Name)]
+  assert sorted({n for n in names if names.count(n) > 1}) == []

@@ -6,13 +6,17 @@ Synopsis::
   y = conv.conv2d(x, kernel, stride=1, padding="reflect")   # [B, H, W, I] x [k, k, I, O]
   y = conv.upsample_conv2d(x, kernel, padding="reflect")    # nearest x2, then 3x3 conv
   conv.conv_reference(x, kernel)                            # plain XLA, for tests
+  conv.resolve_impl("auto")          # "cpu_fast" on the CPU backend, else "xla"
+  y = conv.conv2d(x, kernel, impl="xla")                    # conv_reference, whatever the backend
 
 XLA:CPU runs 3x3 convolutions with many channels well below the machine's matmul speed, and 9x9
 ones with 3 channels at a few GFLOP/s (benchmarks/transform_net_profile.py). Here stride-1 3x3
 convolutions are Winograd F(2x2, 3x3) batched matmuls, large stride-1 kernels a 3x3 convolution
 between space-to-depth pixel blocks (one matmul, im2col or col2im), and nearest-x2 upsampling
 followed by a 3x3 convolution one sub-pixel convolution of the small input. Tests compare each with
-``conv_reference`` / ``upsample_conv_reference``, values and gradients.
+``conv_reference`` / ``upsample_conv_reference``, values and gradients. These reformulations (and
+``vgg.conv3x3``'s custom VJP) are chosen by ``impl`` (``config.CONV_IMPLS``): "auto" uses them only
+on the CPU backend and lets XLA's own convolutions (cuDNN on GPUs) run everywhere else.
 
 References:
   Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", CVPR 2016.
@@ -28,7 +32,31 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nst_jax.config import CONV_IMPLS
+from nst_jax.core.errors import UserError
+
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
+
+
+def resolve_impl(impl: str) -> str:
+  """The convolution implementation ``impl`` names on the current backend, at trace time.
+
+  Args:
+    impl: one of ``config.CONV_IMPLS``: "auto" (the CPU kernels on the CPU backend only),
+      "xla" (``lax.conv_general_dilated`` differentiated by JAX) or "cpu_fast" (the kernels of
+      this module and ``vgg.conv3x3``, written to beat XLA:CPU).
+
+  Returns:
+    "xla" or "cpu_fast".
+
+  Raises:
+    UserError: for a value not in ``config.CONV_IMPLS``.
+  """
+  if impl not in CONV_IMPLS:
+    raise UserError(f"unknown conv_impl {impl!r}; expected one of {', '.join(CONV_IMPLS)}")
+  if impl == "auto":
+    return "cpu_fast" if jax.default_backend() == "cpu" else "xla"
+  return impl
 
 
 def _pad_hw(x, pad: int, padding: str):
@@ -221,7 +249,7 @@ def _col2im_conv3x3(xp, kernel):
   return sum(z[:, i:i + h, j:j + w, 3 * i + j] for i in range(3) for j in range(3))
 
 
-def conv2d(x, kernel, stride: int = 1, *, padding: str = "reflect"):
+def conv2d(x, kernel, stride: int = 1, *, padding: str = "reflect", impl: str = "auto"):
   """``conv_reference`` (same values within float rounding, same gradients), but faster on CPUs.
 
   Stride-1 3x3 convolutions use Winograd F(2x2, 3x3); larger stride-1 kernels become a 3x3
@@ -234,6 +262,7 @@ def conv2d(x, kernel, stride: int = 1, *, padding: str = "reflect"):
     kernel: [k, k, I, O] (HWIO, k odd), in ``x.dtype``.
     stride: 1 or 2.
     padding: "reflect" or "zero" (k // 2 on each side, Torch semantics).
+    impl: ``resolve_impl``'s argument; "xla" is ``conv_reference`` itself.
 
   Returns:
     [B, ceil(H / stride), ceil(W / stride), O].
@@ -242,7 +271,7 @@ def conv2d(x, kernel, stride: int = 1, *, padding: str = "reflect"):
     Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", CVPR 2016.
   """
   k = kernel.shape[0]
-  if stride != 1 or k == 1:  # XLA's stride-2 convolutions beat the reformulations tried
+  if resolve_impl(impl) == "xla" or stride != 1 or k == 1:  # XLA's stride-2 convolutions beat the reformulations tried
     return conv_reference(x, kernel, stride, padding=padding)
   if k == 3:
     return _conv3x3(_pad_hw(x, 1, padding), kernel)
@@ -273,19 +302,22 @@ def upsample_conv_reference(x, kernel, *, padding: str = "reflect"):
   return conv_reference(x, kernel, padding=padding)
 
 
-def upsample_conv2d(x, kernel, *, padding: str = "reflect"):
+def upsample_conv2d(x, kernel, *, padding: str = "reflect", impl: str = "auto"):
   """``upsample_conv_reference`` without the upsampled intermediate (sub-pixel form).
 
   Reflect padding of the upsampled image equals edge padding of the input; each of the four
   output phases is then a 2x2 convolution of the input (all four as one convolution with 4 O
   outputs, 16 instead of 36 multiplies per output pixel and channel), interleaved by
   depth-to-space. Arguments and result as ``upsample_conv_reference``: x [B, h, w, I], kernel
-  [3, 3, I, O], padding "reflect" or "zero" -> [B, 2h, 2w, O].
+  [3, 3, I, O], padding "reflect" or "zero" -> [B, 2h, 2w, O]; ``impl`` as ``conv2d``'s ("xla":
+  ``upsample_conv_reference`` itself).
 
   References:
     Shi et al., "Real-Time Single Image and Video Super-Resolution Using an Efficient Sub-Pixel
     Convolutional Neural Network", CVPR 2016.
   """
+  if resolve_impl(impl) == "xla":
+    return upsample_conv_reference(x, kernel, padding=padding)
   b, h, w, c = x.shape
   o = kernel.shape[-1]
   xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)),

@@ -19,7 +19,7 @@ from typing import Mapping, Sequence
 import jax
 import jax.numpy as jnp
 
-from nst_jax.config import POOLINGS, ConfigError, LossConfig
+from nst_jax.config import CONV_IMPLS, POOLINGS, ConfigError, LossConfig
 from nst_jax.core import losses, vgg
 from nst_jax.core.errors import UserError
 
@@ -49,20 +49,24 @@ def check_loss_config(cfg: LossConfig, prefix: str = "loss.") -> None:
                       f"one of {', '.join(losses.STYLE_LOSSES)}")
   if cfg.pooling not in POOLINGS:
     raise ConfigError(f"{prefix}pooling", f"unknown pooling {cfg.pooling!r}; expected avg or max")
+  if cfg.conv_impl not in CONV_IMPLS:
+    raise ConfigError(f"{prefix}conv_impl", f"unknown conv_impl {cfg.conv_impl!r}; expected one "
+                      f"of {', '.join(CONV_IMPLS)}")
 
 
 def _features(vgg_params, images, cfg: LossConfig, layers):
-  return vgg.vgg_features(vgg_params, images, layers, cfg.pooling)
+  return vgg.vgg_features(vgg_params, images, layers, cfg.pooling, conv_impl=cfg.conv_impl)
 
 
 # Targets are computed once per image, outside the optimization loop: compile the VGG pass
 # rather than dispatching it op by op (it is inlined when called under an outer jit).
-target_features = jax.jit(vgg.vgg_features, static_argnames=("layers", "pooling"))
+target_features = jax.jit(vgg.vgg_features, static_argnames=("layers", "pooling", "conv_impl"))
 
 
 def make_style_targets(vgg_params, style: jax.Array, cfg: LossConfig) -> dict:
   """{layer: style_target} for one style image [1, h, w, 3]."""
-  feats = target_features(vgg_params, style, layers=cfg.style_layers, pooling=cfg.pooling)
+  feats = target_features(vgg_params, style, layers=cfg.style_layers, pooling=cfg.pooling,
+                          conv_impl=cfg.conv_impl)
   return {l: losses.style_target(feats[l], cfg.style_loss) for l in cfg.style_layers}
 
 
@@ -86,7 +90,7 @@ def make_targets(vgg_params, content: jax.Array | None, styles: Sequence[jax.Arr
   content_targets = {}
   if content is not None:
     content_targets = target_features(vgg_params, content, layers=cfg.content_layers,
-                                       pooling=cfg.pooling)
+                                       pooling=cfg.pooling, conv_impl=cfg.conv_impl)
   return {"content": content_targets,
           "styles": tuple(make_style_targets(vgg_params, s, cfg) for s in styles),
           "blend": blend / jnp.sum(blend)}

@@ -18,7 +18,7 @@ WEIGHTS_ENV = "NST_JAX_VGG_WEIGHTS"
 DATA_ENV = "NST_JAX_DATA"
 CACHE_ENV = "NST_JAX_CACHE"
 VGG_FILENAME = "vgg19_conv.npz"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]  # nst_jax/core/paths.py -> the repository
 
 
 def cache_dir() -> Path:

@@ -6,6 +6,7 @@ Synopsis::
   params = vgg.load_vgg19("vgg19_conv.npz")
   feats = vgg.vgg_features(params, images, ("conv4_2", "relu1_1"), pooling="avg")
   feats["conv4_2"].shape   # [B, H/8, W/8, 512]
+  feats = vgg.vgg_features(params, images, ("relu1_1",), conv_impl="xla")  # plain autodiff
   params16 = vgg.load_vgg("vgg16_conv.npz")             # the npz records its architecture
   vgg.vgg_features(params16, images, ("relu2_2",))     # the same function runs VGG16
 
@@ -26,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nst_jax.core import conv
 from nst_jax.core.errors import UserError
 
 BLOCKS = (2, 2, 4, 4, 4)  # convolutions per block in VGG19
@@ -138,39 +140,57 @@ def check_layers(layers: Iterable[str], architecture: str = "vgg19") -> tuple[st
   return layers
 
 
-def _conv3x3(x, kernel):
+def _conv3x3_xla(x, kernel):
   return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME",
                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
 @jax.custom_vjp
-def conv3x3(x, kernel):
-  """3x3 SAME convolution [B, H, W, I] x [3, 3, I, O] -> [B, H, W, O].
-
-  Same values and gradients as autodiff; the input gradient is written as an explicit
-  convolution with the flipped, I/O-swapped kernel in canonical HWIO layout. Autodiff inside a
-  ``while_loop`` (the optimizer's loop) leaves XLA:CPU with non-canonical ``01oi`` kernels that
-  miss its fast convolution path (benchmarks/conv_loop_profile.py).
-  """
-  return _conv3x3(x, kernel)
+def _conv3x3_cpu(x, kernel):
+  # The input gradient is an explicit convolution with the flipped, I/O-swapped kernel in
+  # canonical HWIO layout: autodiff inside a ``while_loop`` (the optimizer's loop) leaves XLA:CPU
+  # with non-canonical ``01oi`` kernels that miss its fast convolution path
+  # (benchmarks/conv_loop_profile.py).
+  return _conv3x3_xla(x, kernel)
 
 
 def _conv3x3_fwd(x, kernel):
-  return _conv3x3(x, kernel), (x, kernel)
+  return _conv3x3_xla(x, kernel), (x, kernel)
 
 
 def _conv3x3_bwd(residuals, g):
   x, kernel = residuals
   kernel_t = jnp.transpose(kernel[::-1, ::-1], (0, 1, 3, 2))  # [3, 3, O, I]
-  _, kernel_vjp = jax.vjp(lambda k: _conv3x3(x, k), kernel)  # removed unless kernels train
-  return _conv3x3(g, kernel_t), kernel_vjp(g)[0]
+  _, kernel_vjp = jax.vjp(lambda k: _conv3x3_xla(x, k), kernel)  # removed unless kernels train
+  return _conv3x3_xla(g, kernel_t), kernel_vjp(g)[0]
 
 
-conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
+_conv3x3_cpu.defvjp(_conv3x3_fwd, _conv3x3_bwd)
 
 
-def _conv(x, p):
-  return conv3x3(x, p["kernel"].astype(x.dtype)) + p["bias"].astype(x.dtype)
+def conv3x3(x, kernel, *, impl: str = "auto"):
+  """3x3 SAME convolution [B, H, W, I] x [3, 3, I, O] -> [B, H, W, O].
+
+  Both implementations compute the same values and gradients. "cpu_fast" writes the input
+  gradient as an explicit convolution with the flipped, I/O-swapped kernel (a custom VJP) that
+  keeps XLA:CPU on its fast path inside the optimizer's loop; "xla" is the plain convolution
+  differentiated by JAX, for the backends whose compilers handle that themselves.
+
+  Args:
+    x: [B, H, W, I].
+    kernel: [3, 3, I, O] (HWIO).
+    impl: "auto", "xla" or "cpu_fast" (``conv.resolve_impl``, resolved at trace time).
+
+  Returns:
+    [B, H, W, O].
+  """
+  if conv.resolve_impl(impl) == "xla":
+    return _conv3x3_xla(x, kernel)
+  return _conv3x3_cpu(x, kernel)
+
+
+def _conv(x, p, impl: str):
+  return conv3x3(x, p["kernel"].astype(x.dtype), impl=impl) + p["bias"].astype(x.dtype)
 
 
 def _pool(x, pooling: str):
@@ -189,7 +209,7 @@ def preprocess(params: Mapping, images: jax.Array) -> jax.Array:
 
 
 def vgg_features(params: Mapping, images: jax.Array, layers: Sequence[str],
-                 pooling: str = "max") -> dict[str, jax.Array]:
+                 pooling: str = "max", *, conv_impl: str = "auto") -> dict[str, jax.Array]:
   """VGG19 / VGG16 activations at the requested layers; nothing past the deepest one is computed.
 
   Args:
@@ -198,12 +218,14 @@ def vgg_features(params: Mapping, images: jax.Array, layers: Sequence[str],
     layers: names among ``VGG19_LAYERS`` / ``VGG16_LAYERS`` (``convX_Y`` pre-activation,
       ``reluX_Y``, ``poolX``).
     pooling: "max" (the network as trained) or "avg" (Gatys et al.).
+    conv_impl: "auto", "xla" or "cpu_fast" (``conv3x3``; "auto" is "cpu_fast" on the CPU only).
 
   Returns:
     ``{name: [B, h, w, C]}`` for each requested layer.
   """
   architecture = architecture_of(params)
   wanted = set(check_layers(layers, architecture))
+  conv_impl = conv.resolve_impl(conv_impl)
   out = {}
   x = preprocess(params, images)
   for name in LAYERS[architecture]:
@@ -211,7 +233,7 @@ def vgg_features(params: Mapping, images: jax.Array, layers: Sequence[str],
       break
     kind = name[:4]
     if kind == "conv":
-      x = _conv(x, params[name])
+      x = _conv(x, params[name], conv_impl)
     elif kind == "relu":
       x = jax.nn.relu(x)
     else:

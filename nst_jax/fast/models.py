@@ -22,7 +22,7 @@ import json
 import jax.numpy as jnp
 
 from nst_jax import config
-from nst_jax.config import ConfigError, NetConfig, PhotoTrainConfig, TrainConfig
+from nst_jax.config import CONV_IMPLS, ConfigError, NetConfig, PhotoTrainConfig, TrainConfig
 from nst_jax.core.errors import UserError
 from nst_jax.fast import nets
 
@@ -32,7 +32,7 @@ def make_model(net: NetConfig, *, bf16: bool = False) -> nets.TransformNet:
   model = nets.TransformNet(normalization=net.normalization, upsample=net.upsample,
                             padding=net.padding, width=net.width, num_residual=net.num_residual,
                             input_blend=net.input_blend, output=net.output,
-                            affine_grid=net.affine_grid,
+                            affine_grid=net.affine_grid, conv_impl=net.conv_impl,
                             dtype=jnp.bfloat16 if bf16 else jnp.float32)
   nets.check_options(model)
   return model
@@ -41,6 +41,9 @@ def make_model(net: NetConfig, *, bf16: bool = False) -> nets.TransformNet:
 def check_config(cfg: TrainConfig) -> None:
   """Raises ``config.ConfigError``, naming the key, for values no training run can use."""
   check_net(cfg.net)
+  if cfg.loss.conv_impl not in CONV_IMPLS:
+    raise ConfigError("loss.conv_impl", f"unknown conv_impl {cfg.loss.conv_impl!r}; expected one "
+                      f"of {', '.join(CONV_IMPLS)}")
   positive = ("size", "style_size", "batch_size", "checkpoint_every", "keep_checkpoints",
               "log_every", "sample_every")
   for key in positive:
@@ -67,7 +70,8 @@ def check_config(cfg: TrainConfig) -> None:
 def check_net(net: NetConfig) -> None:
   """Raises ``config.ConfigError`` (key ``net.*``) for a network no run can build."""
   for key, valid in (("normalization", nets.NORMALIZATIONS), ("upsample", nets.UPSAMPLES),
-                     ("padding", nets.PADDINGS), ("output", nets.OUTPUTS)):
+                     ("padding", nets.PADDINGS), ("output", nets.OUTPUTS),
+                     ("conv_impl", CONV_IMPLS)):
     if getattr(net, key) not in valid:
       raise ConfigError(f"net.{key}", f"unknown {key} {getattr(net, key)!r}; expected one of "
                         f"{', '.join(valid)}")

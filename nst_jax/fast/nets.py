@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nst_jax.core.conv import conv2d, upsample_conv2d
+from nst_jax.core.conv import conv2d, resolve_impl, upsample_conv2d
 from nst_jax.core.errors import UserError
 
 NORMALIZATIONS = ("instance", "batch")
@@ -66,13 +66,13 @@ class _Conv(nn.Module):
 
 
 def conv_layer(x, features: int, kernel: int, stride: int = 1, *, padding: str = "reflect",
-               dtype: Any = jnp.float32, name: str):
+               dtype: Any = jnp.float32, conv_impl: str = "auto", name: str):
   """A k x k convolution with symmetric reflect or zero padding of k // 2 (Torch semantics).
 
   Call inside a compact ``__call__``: it creates the submodule ``name`` with ``nn.Conv``'s
   parameters (``kernel`` HWIO, ``bias``). With stride 2 the output is ceil(H / 2) x ceil(W / 2) as
   in the paper's Torch code (Flax's "SAME" would pad asymmetrically instead). Computed by
-  ``conv2d``.
+  ``conv2d`` with ``impl=conv_impl``.
 
   Args:
     x: [B, H, W, C].
@@ -81,12 +81,13 @@ def conv_layer(x, features: int, kernel: int, stride: int = 1, *, padding: str =
     stride: 1 or 2.
     padding: "reflect" or "zero".
     dtype: the compute dtype.
+    conv_impl: "auto", "xla" or "cpu_fast" (``conv.resolve_impl``).
     name: the submodule name (caffe style, e.g. "conv1").
 
   Returns:
     [B, H / stride, W / stride, features].
   """
-  fn = functools.partial(conv2d, stride=stride, padding=padding)
+  fn = functools.partial(conv2d, stride=stride, padding=padding, impl=conv_impl)
   return _Conv(features, kernel, fn, dtype, name=name)(x)
 
 
@@ -98,11 +99,13 @@ def _transpose_conv(features: int, dtype: Any, name: str) -> nn.Module:
                           dtype=dtype, name=name)
 
 
-def _upsample(x, features: int, *, mode: str, padding: str, dtype: Any, index: int):
+def _upsample(x, features: int, *, mode: str, padding: str, dtype: Any, conv_impl: str,
+              index: int):
   # [B, h, w, C] -> [B, 2h, 2w, features]
   if mode == "transpose":
     return _transpose_conv(features, dtype, f"deconv{index}")(x)
-  fn = functools.partial(upsample_conv2d, padding=padding)  # nearest neighbour x2, 3x3 conv
+  # nearest neighbour x2, 3x3 conv
+  fn = functools.partial(upsample_conv2d, padding=padding, impl=conv_impl)
   return _Conv(features, 3, fn, dtype, name=f"upconv{index}")(x)
 
 
@@ -127,10 +130,12 @@ class ResidualBlock(nn.Module):
   normalization: str = "instance"
   padding: str = "reflect"
   dtype: Any = jnp.float32
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):  # [B, H, W, C] -> [B, H, W, C]
-    conv = functools.partial(conv_layer, padding=self.padding, dtype=self.dtype)
+    conv = functools.partial(conv_layer, padding=self.padding, dtype=self.dtype,
+                             conv_impl=self.conv_impl)
     y = conv(x, self.features, 3, name="conv1")
     y = nn.relu(_norm(self.normalization, train, self.dtype, "norm1")(y))
     y = conv(y, self.features, 3, name="conv2")
@@ -169,6 +174,8 @@ class TransformNet(nn.Module):
       style in docs/fast_photoreal.md).
     dtype: the compute dtype (e.g. ``jnp.bfloat16``); parameters stay float32 and the output is
       float32.
+    conv_impl: "auto" (default: the CPU kernels of ``core.conv`` on the CPU backend, XLA's own
+      convolutions elsewhere), "xla" or "cpu_fast"; the same values and gradients either way.
   """
 
   normalization: str = "instance"
@@ -180,6 +187,7 @@ class TransformNet(nn.Module):
   output: str = "rgb"
   affine_grid: int = 1
   dtype: Any = jnp.float32
+  conv_impl: str = "auto"
 
   def channels(self, base: int) -> int:
     return max(1, int(round(base * self.width)))
@@ -198,7 +206,8 @@ class TransformNet(nn.Module):
     """
     check_options(self)
     _check_size(images.shape)
-    conv = functools.partial(conv_layer, padding=self.padding, dtype=self.dtype)
+    conv = functools.partial(conv_layer, padding=self.padding, dtype=self.dtype,
+                             conv_impl=self.conv_impl)
 
     def norm_relu(x, name):
       return nn.relu(_norm(self.normalization, train, self.dtype, name)(x))
@@ -209,7 +218,7 @@ class TransformNet(nn.Module):
     x = norm_relu(conv(x, self.channels(128), 3, 2, name="conv3"), "norm3")  # [B, H/4, W/4, 128]
     for i in range(1, self.num_residual + 1):
       x = ResidualBlock(self.channels(128), self.normalization, self.padding, self.dtype,
-                        name=f"res{i}")(x, train=train)
+                        self.conv_impl, name=f"res{i}")(x, train=train)
     if self.output == "affine" and self.affine_grid == 4:
       # Colour transforms on the quarter-resolution trunk, upsampled bilinearly: smooth in
       # space by construction, so the output is locally affine in the input's colours.
@@ -218,7 +227,7 @@ class TransformNet(nn.Module):
       return self._blend(affine_output(coeffs, images.astype(jnp.float32)), images)
     for i, base in ((1, 64), (2, 32)):  # [B, H/2, W/2, 64], then [B, H, W, 32]
       x = _upsample(x, self.channels(base), mode=self.upsample, padding=self.padding,
-                    dtype=self.dtype, index=i)
+                    dtype=self.dtype, conv_impl=self.conv_impl, index=i)
       x = norm_relu(x, f"norm{3 + i}")
     if self.output == "affine":  # per-pixel colour transforms (3x3: 4x cheaper than 9x9 here)
       coeffs = conv(x, 12, 3, name="conv_out").astype(jnp.float32)  # [B, H, W, 12]
@@ -255,6 +264,7 @@ def check_options(model: TransformNet) -> None:
                       ("padding", PADDINGS), ("output", OUTPUTS)):
     if getattr(model, attr) not in valid:
       raise UserError(f"unknown {attr} {getattr(model, attr)!r}; expected one of {valid}")
+  resolve_impl(model.conv_impl)  # UserError naming conv_impl
   if model.affine_grid not in (1, 4):
     raise UserError(f"affine_grid must be 1 or 4, got {model.affine_grid}")
   if not model.width > 0 or model.num_residual < 0 or not 0.0 <= model.input_blend < 1.0:

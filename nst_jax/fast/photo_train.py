@@ -129,7 +129,8 @@ def region_masks(region_model: RegionModel, feats: dict, images: jax.Array) -> j
 
 def features(vgg_params, images, loss_cfg: LossConfig, extra=()):
   layers = tuple(dict.fromkeys(tuple(extra) + loss_cfg.content_layers))
-  return vgg.vgg_features(vgg_params, images, layers, loss_cfg.pooling)
+  return vgg.vgg_features(vgg_params, images, layers, loss_cfg.pooling,
+                          conv_impl=loss_cfg.conv_impl)
 
 
 def fit_regions(vgg_params, style: np.ndarray, photos: np.ndarray, cfg) -> RegionModel:

@@ -75,7 +75,8 @@ def perceptual_loss_terms(vgg_params, outputs: jax.Array, inputs: jax.Array, sty
     ``{"content", "style", "tv", "total"}``, each float32 [B].
   """
   inputs = jax.lax.stop_gradient(inputs.astype(compute_dtype))
-  content = vgg.vgg_features(vgg_params, inputs, loss_cfg.content_layers, loss_cfg.pooling)
+  content = vgg.vgg_features(vgg_params, inputs, loss_cfg.content_layers, loss_cfg.pooling,
+                             conv_impl=loss_cfg.conv_impl)
   targets = {"content": content, **style_targets}
   terms = objective.loss_terms(vgg_params, outputs.astype(compute_dtype), targets, loss_cfg)
   return {k: v.astype(jnp.float32) for k, v in terms.items()}

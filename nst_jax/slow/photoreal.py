@@ -111,7 +111,7 @@ def masked_style_targets(vgg_params, style: jax.Array, style_masks, present,
   """
   layers = cfg.loss.style_layers
   feats = objective.target_features(vgg_params, style, layers=layers,
-                                     pooling=cfg.loss.pooling)
+                                     pooling=cfg.loss.pooling, conv_impl=cfg.loss.conv_impl)
   per_layer = regions.downsample_masks(jnp.asarray(style_masks, jnp.float32), layers,
                                      cfg.mask_pooling)             # {l: [R, h', w']}
   present = jnp.asarray(present, jnp.float32)[None]                          # [1, R]
@@ -139,7 +139,8 @@ def make_targets(vgg_params, content: np.ndarray, style: np.ndarray, content_mas
     raise UserError("the content and style masks share no region; paint matching colours")
   content_b = jnp.asarray(content)[None]
   content_feats = objective.target_features(
-      vgg_params, content_b, layers=cfg.loss.content_layers, pooling=cfg.loss.pooling)
+      vgg_params, content_b, layers=cfg.loss.content_layers, pooling=cfg.loss.pooling,
+      conv_impl=cfg.loss.conv_impl)
   per_layer = regions.downsample_masks(jnp.asarray(content_masks, jnp.float32),
                                      cfg.loss.style_layers, cfg.mask_pooling)
   return {"content": content_feats,

@@ -53,20 +53,21 @@ class Reconstruction:
   nan_at: int | None = None
 
 
-def content_config(layer: str, *, tv_weight: float = 0.0, pooling: str = "avg") -> LossConfig:
+def content_config(layer: str, *, tv_weight: float = 0.0, pooling: str = "avg",
+                   conv_impl: str = "auto") -> LossConfig:
   """A loss that only compares the features of one layer with the target's."""
   return LossConfig(content_layers=(layer,), content_layer_weights=(1.0,), style_layers=(),
                     style_layer_weights=(), content_weight=1.0, style_weight=0.0,
-                    tv_weight=tv_weight, pooling=pooling)
+                    tv_weight=tv_weight, pooling=pooling, conv_impl=conv_impl)
 
 
-def style_config(layers: Sequence[str], *, tv_weight: float = 0.0,
-                 pooling: str = "avg") -> LossConfig:
+def style_config(layers: Sequence[str], *, tv_weight: float = 0.0, pooling: str = "avg",
+                 conv_impl: str = "auto") -> LossConfig:
   """A Gram loss over ``layers``, each weighted 1 / len(layers) (Gatys' w_l), no content."""
   layers = tuple(layers)
   return LossConfig(content_layers=(), content_layer_weights=(), style_layers=layers,
                     style_layer_weights=(1.0 / len(layers),) * len(layers), content_weight=0.0,
-                    style_weight=1.0, tv_weight=tv_weight, pooling=pooling)
+                    style_weight=1.0, tv_weight=tv_weight, pooling=pooling, conv_impl=conv_impl)
 
 
 def growing_stacks(layers: Sequence[str]) -> list[tuple[str, ...]]:
@@ -112,7 +113,7 @@ def reconstruct(vgg_params, image: np.ndarray, loss_cfg: LossConfig, optim_cfg: 
 def reconstruct_all(vgg_params, content: np.ndarray, style: np.ndarray, optim_cfg: OptimConfig, *,
                     content_layers: Sequence[str] = CONTENT_LAYERS,
                     style_layers: Sequence[str] = STYLE_LAYERS, tv_weight: float = 0.0,
-                    pooling: str = "avg", seed: int = 0,
+                    pooling: str = "avg", seed: int = 0, conv_impl: str = "auto",
                     progress: bool = True) -> tuple[list[Reconstruction], list[Reconstruction]]:
   """Content reconstructions from single layers and style reconstructions from growing stacks.
 
@@ -126,6 +127,7 @@ def reconstruct_all(vgg_params, content: np.ndarray, style: np.ndarray, optim_cf
     tv_weight: total-variation weight (0 in the paper).
     pooling: "avg" (Gatys) or "max".
     seed: seed of the initial noise (the same for all).
+    conv_impl: VGG's convolutions ("auto", "xla" or "cpu_fast", ``LossConfig.conv_impl``).
     progress: show progress bars.
 
   Returns:
@@ -136,7 +138,7 @@ def reconstruct_all(vgg_params, content: np.ndarray, style: np.ndarray, optim_cf
     Figure 1.
   """
   vgg.check_layers(tuple(content_layers) + tuple(style_layers))
-  kw = dict(tv_weight=tv_weight, pooling=pooling)
+  kw = dict(tv_weight=tv_weight, pooling=pooling, conv_impl=conv_impl)
   contents = [reconstruct(vgg_params, content, content_config(l, **kw), optim_cfg, seed=seed,
                           progress=progress, label=f"content {l}") for l in content_layers]
   styles = [reconstruct(vgg_params, style, style_config(s, **kw), optim_cfg, seed=seed,
@@ -225,13 +227,16 @@ def check_visualize(vgg_params, layer: str, units: Sequence[int], cfg: config.Vi
                         ("decay", 0 <= cfg.decay < 1, "in [0, 1)"),
                         ("blur_sigma", cfg.blur_sigma >= 0, ">= 0"),
                         ("spatial", cfg.spatial in ("mean", "center"), "mean or center"),
-                        ("pooling", cfg.pooling in config.POOLINGS, "avg or max")):
+                        ("pooling", cfg.pooling in config.POOLINGS, "avg or max"),
+                        ("conv_impl", cfg.conv_impl in config.CONV_IMPLS,
+                         " or ".join(config.CONV_IMPLS))):
     if not ok:
       raise config.ConfigError(key, f"must be {need}, got {getattr(cfg, key)!r}")
 
 
 def unit_activations(vgg_params, images: jax.Array, layer: str, units: jax.Array, *,
-                     spatial: str = "mean", pooling: str = "max") -> jax.Array:
+                     spatial: str = "mean", pooling: str = "max",
+                     conv_impl: str = "auto") -> jax.Array:
   """Activation of channel ``units[i]`` of ``layer`` in image i.
 
   Args:
@@ -241,11 +246,13 @@ def unit_activations(vgg_params, images: jax.Array, layer: str, units: jax.Array
     units: [U] integer channel indices.
     spatial: "mean" over all positions, or the "center" position.
     pooling: "max" or "avg".
+    conv_impl: VGG's convolutions ("auto", "xla" or "cpu_fast").
 
   Returns:
     [U] activations.
   """
-  feats = vgg.vgg_features(vgg_params, images, (layer,), pooling)[layer]  # [U, h, w, C]
+  feats = vgg.vgg_features(vgg_params, images, (layer,), pooling,
+                           conv_impl=conv_impl)[layer]  # [U, h, w, C]
   chosen = jnp.take_along_axis(feats, units[:, None, None, None], axis=-1)[..., 0]  # [U, h, w]
   if spatial == "center":
     return chosen[:, chosen.shape[1] // 2, chosen.shape[2] // 2]
@@ -281,7 +288,8 @@ def make_ascent_solver(layer: str, cfg: config.VisualizeConfig) -> optimize.Solv
 
   def objective_fn(x, vgg_params, units, shift):
     x = jnp.roll(x, shift, axis=(1, 2)) if cfg.jitter else x
-    acts = unit_activations(vgg_params, x, layer, units, spatial=cfg.spatial, pooling=cfg.pooling)
+    acts = unit_activations(vgg_params, x, layer, units, spatial=cfg.spatial, pooling=cfg.pooling,
+                            conv_impl=cfg.conv_impl)
     return jnp.sum(acts), acts  # images are independent: d sum / d x_i = d act_i / d x_i
 
   def step(x, state, vgg_params, aux):
@@ -331,7 +339,8 @@ def visualize_units(vgg_params, layer: str, units: Sequence[int], cfg: config.Vi
   x = jnp.asarray(np.clip(0.5 + noise, 0.0, 1.0), jnp.float32)  # [U, S, S, 3]
   solver = make_ascent_solver(layer, cfg)
   measure = jax.jit(lambda x, p, u: unit_activations(p, x, layer, u, spatial=cfg.spatial,
-                                                     pooling=cfg.pooling))
+                                                     pooling=cfg.pooling,
+                                                     conv_impl=cfg.conv_impl))
   initial = np.asarray(measure(x, vgg_params, aux["units"]))
   x, history = _ascend(solver, x, vgg_params, aux, cfg, progress, desc=f"visualize {layer}")
   final = np.asarray(measure(x, vgg_params, aux["units"]))
