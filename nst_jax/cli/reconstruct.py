@@ -16,7 +16,7 @@ import sys
 
 from nst_jax import config
 from nst_jax.cli import common
-from nst_jax.core import image_io, plots, vgg
+from nst_jax.core import image_io, memory, plots, vgg
 from nst_jax.core.errors import UserError
 from nst_jax.slow import research
 
@@ -58,15 +58,18 @@ def run(args) -> int:
   out = common.check_output_path(args.out, (".png",))
   content_layers = parse_layers(args.content_layers, "--content-layers")
   style_layers = parse_layers(args.style_layers, "--style-layers")
-  content = image_io.load_image(args.content, size=args.size, max_pixels=args.max_pixels)
-  style = image_io.load_image(args.style, size=args.size, max_pixels=args.max_pixels)
   optim = config.OptimConfig(optimizer=args.optimizer, num_iters=args.iters,
                              learning_rate=args.learning_rate, chunk=args.chunk)
+  memory.check_files_fit("reconstruct", (args.content, args.style), args.size,  # before resizing
+                         memory.budget_bytes(args.max_memory), layers=content_layers + style_layers,
+                         history=0 if optim.optimizer == "adam" else optim.history_size)
+  content = image_io.load_image(args.content, size=args.size, max_pixels=args.max_pixels)
+  style = image_io.load_image(args.style, size=args.size, max_pixels=args.max_pixels)
   params = common.load_vgg(args)
   contents, styles = research.reconstruct_all(
       params, content, style, optim, content_layers=content_layers, style_layers=style_layers,
       tv_weight=args.tv_weight, pooling=args.pooling, seed=args.seed,
-      progress=not args.no_progress)
+      progress=not args.no_progress, max_memory=args.max_memory)
   failed = [r.label for r in contents + styles if r.nan_at is not None]
   rows, row_titles, col_titles = research.figure_rows(content, style, contents, styles)
   plots.save_image_grid(out, rows, row_titles=row_titles, col_titles=col_titles)

@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 from nst_jax import config
-from nst_jax.core import colors, image_io
+from nst_jax.cli import common
+from nst_jax.core import colors, image_io, memory
 from nst_jax.core.errors import UserError
 from nst_jax.fast import inference
 
@@ -72,6 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="images per compiled call (default 1; more helps on accelerators)")
   parser.add_argument("--max-pixels", type=int, default=None,
                       help="refuse input images with more pixels than this (default 64M)")
+  common.add_memory_flag(parser)
 
 
 def output_paths(inputs: list[str], out_dir: Path, fmt: str) -> list[Path]:
@@ -106,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
   out_dir = Path(args.out)
   if out_dir.exists() and not out_dir.is_dir():
     raise UserError(f"--out must be a folder, got a file: {out_dir}")
+  memory.check_files_fit("stylize", args.content, args.size,  # before a --size resize
+                         memory.budget_bytes(args.max_memory), batch=args.batch_size)
   images = [image_io.load_image(p, size=args.size, max_pixels=args.max_pixels)
             for p in args.content]  # every input is checked before any work
   stylizer = inference.Stylizer.from_checkpoint(args.model, bf16=args.bf16, bucket=args.bucket,
@@ -114,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
   t0 = time.perf_counter()
   outputs = stylizer.stylize_many(images, strength=args.strength,
                                   original_colors=args.original_colors, smooth=args.smooth,
-                                  smoothing=smoothing)
+                                  smoothing=smoothing, max_memory=args.max_memory)
   seconds = time.perf_counter() - t0
   for path, image in zip(output_paths(args.content, out_dir, args.format), outputs):
     image_io.save_image(path, image)
