@@ -135,7 +135,8 @@ def test_optimize_upscales_1x1_and_2x2_contents_to_the_requested_size(images, vg
   out = tmp_path / "o.png"  # two contents: one batched run, o_one.png and o_two.png
   assert cli.main(["optimize", "--content", str(images["one"]), str(images["two"]), "--style",
                    str(images["two"]), "--vgg-weights", str(vgg_path), "--out", str(out),
-                   "--size", "32", "--iters", "2", "--chunk", "2", "--no-progress"]) == 0
+                   "--size", "32", "--iters", "2", "--chunk", "2", "--optimizer", "adam",
+                   "--no-progress"]) == 0
   for name in ("one", "two"):
     img = np.asarray(Image.open(tmp_path / f"o_{name}.png"))
     assert img.shape == (32, 32, 3) and img.std() > 0  # optimized, not a blank upscale
