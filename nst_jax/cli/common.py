@@ -48,6 +48,13 @@ def add_weights_flag(parser: argparse.ArgumentParser) -> None:
                       help=f"VGG19 weights .npz (default: ${paths.WEIGHTS_ENV}, then the cache)")
   parser.add_argument("--max-pixels", type=positive_int, default=None,
                       help="refuse input images with more pixels than this (default 64M)")
+  add_memory_flag(parser)
+
+
+def add_memory_flag(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--max-memory", type=float, default=None, metavar="GB",
+                      help="refuse sizes whose estimated peak memory exceeds this (default: "
+                      "$NST_JAX_MAX_MEMORY, else 80%% of the available memory)")
 
 
 def load_vgg(args) -> dict:

@@ -103,7 +103,7 @@ def make_problems(args, contents, styles):
 def output_paths(out: Path, names: list[str]) -> list[Path]:
   if len(names) == 1:
     return [out]
-  return [common.sibling(out, f"_{name}") for name in names]
+  return [common.sibling(out, f"_{name}{out.suffix}") for name in names]
 
 
 def run(args) -> int:
@@ -116,6 +116,7 @@ def run(args) -> int:
   problems, names = make_problems(args, contents, styles)
   outs = output_paths(out, names)
   log_path, plot_path = common.loss_output_paths(args, out)
+  artistic.check_size(problems, cfg, args.max_memory)  # before the weights load
   params = common.load_vgg(args)
 
   def save_intermediate(level, it, images):
@@ -125,7 +126,8 @@ def run(args) -> int:
 
   result = artistic.stylize(params, problems, cfg, progress=not args.no_progress,
                             checkpoint=out.with_name(f".{out.name}.ckpt"),
-                            checkpoint_every=args.checkpoint_every, on_chunk=save_intermediate)
+                            checkpoint_every=args.checkpoint_every, on_chunk=save_intermediate,
+                            max_memory=args.max_memory)
   for o, img in zip(outs, result.images):
     image_io.save_image(o, img)
   common.write_config(common.config_path(out), cfg)

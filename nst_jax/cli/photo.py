@@ -118,7 +118,7 @@ def run(args) -> int:
   content, style, cm, sm = load_inputs(args)
   params = common.load_vgg(args)
   result = photoreal.stylize(params, content, style, cfg, content_masks=cm, style_masks=sm,
-                             progress=not args.no_progress,
+                             max_memory=args.max_memory, progress=not args.no_progress,
                              checkpoint=out.with_name(f".{out.name}.ckpt"),
                              checkpoint_every=args.checkpoint_every)
   image_io.save_image(out, result.images[0])

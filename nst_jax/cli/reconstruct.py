@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from nst_jax import config
 from nst_jax.cli import common
-from nst_jax.core import image_io
+from nst_jax.core import image_io, memory
 
 HELP = "content and style reconstructions from VGG19 layers, as one grid (Gatys et al. Fig. 1)"
 
@@ -109,13 +109,17 @@ def run(args) -> int:
   from nst_jax.slow import research  # pylint: disable=import-outside-toplevel
   out = common.check_output_path(args.out, (".png",))
   cfg = build_config(args)
+  memory.check_files_fit("reconstruct", (args.content, args.style), cfg.size,  # before resizing
+                         memory.budget_bytes(args.max_memory),
+                         layers=tuple(cfg.content_layers) + tuple(cfg.style_layers),
+                         history=0 if cfg.optim.optimizer == "adam" else cfg.optim.history_size)
   content = image_io.load_image(args.content, size=cfg.size, max_pixels=args.max_pixels)
   style = image_io.load_image(args.style, size=cfg.size, max_pixels=args.max_pixels)
   params = common.load_vgg(args)
   contents, styles = research.reconstruct_all(
       params, content, style, cfg.optim, content_layers=cfg.content_layers,
       style_layers=cfg.style_layers, tv_weight=cfg.tv_weight, pooling=cfg.pooling, seed=cfg.seed,
-      progress=not args.no_progress)
+      progress=not args.no_progress, max_memory=args.max_memory)
   failed = [r.label for r in contents + styles if r.nan_at is not None]
   rows, row_titles, col_titles = research.figure_rows(content, style, contents, styles)
   plots.save_image_grid(out, rows, row_titles=row_titles, col_titles=col_titles)

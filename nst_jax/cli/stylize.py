@@ -23,7 +23,7 @@ from pathlib import Path
 
 from nst_jax import config
 from nst_jax.cli import common
-from nst_jax.core import image_io
+from nst_jax.core import image_io, memory
 from nst_jax.core.errors import UserError
 
 HELP = "stylize photos with a trained fast style network (nst-jax train)"
@@ -83,6 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   common.add_config_flags(parser, "Smoothing", base="the network's own post-step",
                           saved="the OUT/smoothing_config.json every run writes",
                           example="method=guided")
+  common.add_memory_flag(parser)
 
 
 def output_paths(inputs: list[str], out_dir: Path, fmt: str) -> list[Path]:
@@ -123,6 +124,8 @@ def run(args: argparse.Namespace) -> int:
   out_dir = Path(args.out)
   if out_dir.exists() and not out_dir.is_dir():
     raise UserError(f"--out must be a folder, got a file: {out_dir}")
+  memory.check_files_fit("stylize", args.content, args.size,  # before a --size resize
+                         memory.budget_bytes(args.max_memory), batch=args.batch_size)
   images = [image_io.load_image(p, size=args.size, max_pixels=args.max_pixels)
             for p in args.content]  # every input is checked before any work
   stylizer = inference.Stylizer.from_checkpoint(args.model, bf16=args.bf16, bucket=args.bucket,
@@ -131,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
   t0 = time.perf_counter()
   outputs = stylizer.stylize_many(images, strength=args.strength,
                                   original_colors=args.original_colors, smooth=args.smooth,
-                                  smoothing=smoothing)
+                                  smoothing=smoothing, max_memory=args.max_memory)
   seconds = time.perf_counter() - t0
   common.write_config(out_dir / "smoothing_config.json", smoothing)
   for path, image in zip(output_paths(args.content, out_dir, args.format), outputs):

@@ -83,7 +83,8 @@ def run(args) -> int:
   cfg = build_config(args)
   style = image_io.load_image(args.style, max_pixels=args.max_pixels)
   params = common.load_vgg(args)
-  result = research.synthesize_texture(params, style, cfg, progress=not args.no_progress)
+  result = research.synthesize_texture(params, style, cfg, progress=not args.no_progress,
+                                       max_memory=args.max_memory)
   image_io.save_image(out, result.images[0])
   common.write_config(common.config_path(out), cfg)
   common.report_run([out], result, log_path, plot_path,

@@ -81,7 +81,8 @@ def run(args) -> int:
   vgg.check_layers((args.layer,))  # before the weights are loaded
   params = common.load_vgg(args)
   research.check_visualize(params, args.layer, units, cfg)
-  result = research.visualize_units(params, args.layer, units, cfg, progress=not args.no_progress)
+  result = research.visualize_units(params, args.layer, units, cfg, progress=not args.no_progress,
+                                    max_memory=args.max_memory)
   rows = research.grid_rows(result.images, args.columns)
   col_titles = [f"{args.layer} #{u}" for u in units[:args.columns]]
   row_titles = ([] if len(rows) == 1 else

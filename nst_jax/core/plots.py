@@ -27,33 +27,61 @@ def _pyplot():
   return plt
 
 
+def _positive_range(v: np.ndarray) -> np.ndarray:
+  # Exact zeros and negatives have no place on a log axis; they become gaps.
+  return np.where(v > 0, v, np.nan)
+
+
+def make_loss_figure(history: Mapping[str, Sequence[float]], *, title: str = "loss",
+                     xlabel: str = "iteration", boundaries: Sequence[int] = ()):
+  """A matplotlib figure with one log-scaled axes per loss term, stacked, sharing the x axis.
+
+  Each term gets its own y range (a term that starts at ~0, like the content loss when starting
+  from the content image, no longer squashes the others); terms that are zero at every iteration
+  get an empty axes saying so. ``boundaries`` (iterations where a stage or level starts) are
+  dotted vertical lines on every axes.
+
+  Returns:
+    The figure; ``fig.axes`` holds one axes per term, in ``history``'s order.
+  """
+  plt = _pyplot()
+  names = list(history)
+  fig, axes = plt.subplots(max(1, len(names)), 1, figsize=(7, 1.2 + 1.9 * max(1, len(names))),
+                           dpi=100, sharex=True, squeeze=False)
+  for ax, name in zip(axes[:, 0], names):
+    v = np.asarray(history[name], np.float64)
+    v = v.reshape(len(v), -1).sum(axis=1)  # summed over problems
+    if np.any(v > 0):
+      ax.plot(np.arange(len(v)), _positive_range(v), lw=1.5)
+      ax.set_yscale("log")
+    else:
+      ax.text(0.5, 0.5, "zero at every iteration", transform=ax.transAxes, ha="center",
+              va="center", color="grey")
+      ax.set_yticks([])
+    for b in boundaries:
+      ax.axvline(b, color="grey", ls=":", lw=1)
+    ax.set_title(name, fontsize=10, loc="left")
+    ax.grid(True, which="both", alpha=0.3)
+  axes[-1, 0].set_xlabel(xlabel)
+  fig.suptitle(title)
+  fig.tight_layout()
+  return fig
+
+
 def save_loss_plot(path: str | os.PathLike, history: Mapping[str, Sequence[float]], *,
                    title: str = "loss", xlabel: str = "iteration",
                    boundaries: Sequence[int] = ()) -> Path:
-  """Plots each loss term against the iteration on a log scale; writes a PNG atomically.
+  """Plots each loss term against the iteration on its own log axis; writes a PNG atomically.
 
   Args:
     path: output PNG.
-    history: name -> values per iteration.
+    history: name -> values per iteration (or [iterations, problems], summed).
     title: figure title.
     xlabel: x-axis label.
     boundaries: iterations where a new stage starts (drawn as dotted lines).
   """
   plt = _pyplot()
-  fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
-  for name, values in history.items():
-    v = np.asarray(values, np.float64).reshape(len(values), -1).sum(axis=1)
-    if np.any(v > 0):
-      ax.plot(np.arange(len(v)), np.where(v > 0, v, np.nan), label=name, lw=1.5)
-  for b in boundaries:
-    ax.axvline(b, color="grey", ls=":", lw=1)
-  ax.set_yscale("log")
-  ax.set_xlabel(xlabel)
-  ax.set_ylabel("weighted loss")
-  ax.set_title(title)
-  ax.grid(True, which="both", alpha=0.3)
-  ax.legend()
-  fig.tight_layout()
+  fig = make_loss_figure(history, title=title, xlabel=xlabel, boundaries=boundaries)
   out = image_io.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
   plt.close(fig)
   return out

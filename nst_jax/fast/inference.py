@@ -44,7 +44,7 @@ import jax
 import numpy as np
 
 from nst_jax import config
-from nst_jax.core import checkpoint, colors
+from nst_jax.core import checkpoint, colors, memory
 from nst_jax.core import smoothing as smoothing_lib
 from nst_jax.core.errors import UserError
 from nst_jax.fast import models, nets, train_state
@@ -181,7 +181,8 @@ class Stylizer:
 
   def stylize_many(self, images: Sequence[np.ndarray], *, strength: float = 1.0,
                    original_colors: str = "", smooth: bool | None = None,
-                   smoothing: config.Smoothing | None = None) -> list[np.ndarray]:
+                   smoothing: config.Smoothing | None = None,
+                   max_memory: float | None = None) -> list[np.ndarray]:
     """Stylizes images of any sizes; returns float32 [H, W, 3] in [0, 1] for each.
 
     Args:
@@ -190,6 +191,8 @@ class Stylizer:
       original_colors: see ``blend``.
       smooth: post-step on or off; None: on for photorealistic ("affine" head) networks only.
       smoothing: the post-step when on (default: ``self.smoothing``, else ``Smoothing()``).
+      max_memory: GB a batch may use (``memory.budget_bytes``); an image whose estimated peak
+        is larger is refused (UserError) before any is stylized.
     """
     check_options(strength, original_colors)
     smooth = self.smoothing is not None if smooth is None else smooth
@@ -201,6 +204,10 @@ class Stylizer:
       if img.ndim != 3 or img.shape[-1] != 3 or min(img.shape[:2]) < 1:
         raise UserError(f"expected an RGB image [H, W, 3], got shape {img.shape}")
       groups.setdefault(bucket_shape(img.shape[:2], self.bucket), []).append(i)
+    budget = memory.budget_bytes(max_memory)
+    for hw in groups:
+      memory.check_fits("stylize", hw, budget, batch=self.batch_size,
+                        width=getattr(self.model, "width", 1.0), smoothing=smoothing is not None)
     results: list[np.ndarray | None] = [None] * len(images)
     for hw, members in groups.items():
       for start in range(0, len(members), self.batch_size):

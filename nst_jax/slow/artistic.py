@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nst_jax.config import INITS, ConfigError, TransferConfig
-from nst_jax.core import colors, image_io, objective
+from nst_jax.core import colors, image_io, memory, objective
 from nst_jax.slow import driver
 
 
@@ -124,7 +124,8 @@ def _level_inputs(vgg_params, problems, cfg, long_side, prev):
 
 def stylize(vgg_params, problems: Sequence[Problem], cfg: TransferConfig, *, progress: bool = True,
             checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 50,
-            on_chunk: Callable[[int, int, list[np.ndarray]], None] | None = None) -> driver.Output:
+            on_chunk: Callable[[int, int, list[np.ndarray]], None] | None = None,
+            max_memory: float | None = None) -> driver.Output:
   """Optimizes one image per problem; all problems must give the same output shape.
 
   Args:
@@ -136,14 +137,20 @@ def stylize(vgg_params, problems: Sequence[Problem], cfg: TransferConfig, *, pro
     checkpoint: file to save progress to and resume from (same config and inputs only).
     checkpoint_every: iterations between checkpoints.
     on_chunk: ``(level, iteration, images)`` after every chunk (for intermediate images).
+    max_memory: GB the run may use (default ``memory.budget_bytes``); a larger estimated peak
+      is refused before anything is allocated.
 
   Returns:
     A ``driver.Output``; on a NaN/Inf loss, the last good images and ``nan_at``.
+
+  Raises:
+    UserError: a bad configuration, an output too small for the layers or too large for memory.
 
   References:
     Gatys, Ecker & Bethge, "Image Style Transfer Using Convolutional Neural Networks", CVPR 2016.
   """
   check_config(cfg)
+  check_size(problems, cfg, max_memory)
   batched = len(problems) > 1
   arrays = [a for p in problems for a in ([p.content] if p.content is not None else []) + list(p.styles)]
   run_digest = driver.digest(cfg, arrays, repr([p.blend for p in problems]))
@@ -155,6 +162,20 @@ def stylize(vgg_params, problems: Sequence[Problem], cfg: TransferConfig, *, pro
       lambda level, it, x, aux: on_chunk(level, it, _unstack(x, len(problems))))
   images = _finish(_unstack(res.x, len(problems)), problems, cfg)
   return driver.Output(images, res.history, res.starts, res.nan_at, res.seconds)
+
+
+def check_size(problems: Sequence[Problem], cfg: TransferConfig,
+               max_memory: float | None = None) -> None:
+  """Refuses outputs whose short side is too small for the loss's layers, or whose estimated
+  peak memory exceeds ``max_memory`` GB (``memory.budget_bytes``), before any work."""
+  base = problems[0].content if problems[0].content is not None else problems[0].styles[0]
+  hw = driver.fit_hw(base.shape[:2], cfg.size)
+  layers = tuple(cfg.loss.content_layers) + tuple(cfg.loss.style_layers)
+  memory.check_min_side(driver.fit_hw(base.shape[:2], level_sizes(cfg.size, cfg.scales)[0]),
+                        layers)
+  history = 0 if cfg.optim.optimizer == "adam" else cfg.optim.history_size
+  memory.check_fits("optimize", hw, memory.budget_bytes(max_memory), batch=len(problems),
+                    layers=layers, history=history)
 
 
 def _levels(vgg_params, problems, cfg: TransferConfig, batched: bool) -> list[driver.Stage]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -163,6 +164,9 @@ def run_stages(loss_fn: optimize.LossFn, shared, stages: Sequence[Stage], *, dig
     x0, aux = stage.inputs(x)
     starts.append(sum(history_length(p) for p in pieces))
     if str(index) in done:  # finished before an interruption
+      if progress:
+        print(f"{stage.desc}: done before the interruption (checkpoint {checkpoint})",
+              file=sys.stderr)
       pieces.append(done[str(index)]["history"])
       x = jnp.asarray(done[str(index)]["x"]).reshape(x0.shape)
       continue
@@ -171,6 +175,9 @@ def run_stages(loss_fn: optimize.LossFn, shared, stages: Sequence[Stage], *, dig
       template = optimize.init_state(loss_fn, x0, shared, aux, stage.optim, batched=batched)
       state = flax.serialization.from_state_dict(template, saved["state"])
       x0, start, earlier = jnp.asarray(saved["x"]), int(saved["iteration"]), saved.get("history")
+      if progress:
+        print(f"{stage.desc}: resuming from iteration {start} (checkpoint {checkpoint})",
+              file=sys.stderr)
 
     def chunk_cb(it, xi, st, hist, index=index, earlier=earlier, aux=aux):
       ckpt.save(index, it, xi, st, join_history(earlier, hist), done)

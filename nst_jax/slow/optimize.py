@@ -176,6 +176,8 @@ def run(loss_fn: LossFn, x0: jax.Array, shared: Any, aux: Any, cfg: OptimConfig,
   t0, it, nan_at = time.perf_counter(), start, None
   with tqdm(total=cfg.num_iters, initial=start, desc=desc, disable=not progress,
             unit="it", dynamic_ncols=True) as bar:
+    if it < cfg.num_iters:
+      bar.set_postfix_str("compiling...")  # the first chunk compiles (tens of seconds on CPU)
     while it < cfg.num_iters:
       n = min(cfg.chunk, cfg.num_iters - it)
       x_new, state, hist = chunk_fn(x, state, shared, aux, n)
@@ -188,12 +190,26 @@ def run(loss_fn: LossFn, x0: jax.Array, shared: Any, aux: Any, cfg: OptimConfig,
         break
       x, it = x_new, it + n
       pieces.append(hist)
-      bar.update(n)
-      bar.set_postfix(_summary(jax.tree.map(lambda h: h[-1], hist)), refresh=False)
+      show_progress(bar, n, _summary(jax.tree.map(lambda h: h[-1], hist)),
+                    last=it >= cfg.num_iters)
       if on_chunk is not None:
         on_chunk(it, x, state, concat_history(pieces))
   history = concat_history(pieces)
   return Result(x, history, state, it, nan_at, time.perf_counter() - t0)
+
+
+def show_progress(bar, n: int, terms: dict[str, str], *, last: bool) -> None:
+  """Advances ``bar`` by ``n`` iterations showing ``terms`` (the chunk's last recorded row).
+
+  The terms are set before the bar moves, so the line drawn shows this chunk's values, not the
+  previous one's; the last chunk only moves the counter, and closing the bar draws the level's
+  one final line.
+  """
+  bar.set_postfix(terms, refresh=False)
+  if last:
+    bar.n += n  # drawn once, by bar.close()
+  else:
+    bar.update(n)
 
 
 def concat_history(pieces: list[dict]) -> dict[str, np.ndarray]:

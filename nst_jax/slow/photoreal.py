@@ -52,7 +52,7 @@ import numpy as np
 
 from nst_jax import config
 from nst_jax.config import EVAL_EPS, ConfigError, LossConfig, OptimConfig, PhotoConfig
-from nst_jax.core import image_io, losses, matting, objective, regions, smoothing
+from nst_jax.core import image_io, losses, matting, memory, objective, regions, smoothing
 from nst_jax.core.errors import UserError
 from nst_jax.slow import driver
 
@@ -218,8 +218,8 @@ def stylize(vgg_params, content: np.ndarray, style: np.ndarray, cfg: PhotoConfig
             content_masks: np.ndarray | None = None, style_masks: np.ndarray | None = None,
             progress: bool = True, checkpoint: str | os.PathLike | None = None,
             checkpoint_every: int = 50,
-            on_chunk: Callable[[int, int, list[np.ndarray]], None] | None = None
-            ) -> driver.Output:
+            on_chunk: Callable[[int, int, list[np.ndarray]], None] | None = None,
+            max_memory: float | None = None) -> driver.Output:
   """Photorealistic transfer of ``style``'s look onto ``content``.
 
   Args:
@@ -233,6 +233,8 @@ def stylize(vgg_params, content: np.ndarray, style: np.ndarray, cfg: PhotoConfig
     checkpoint: file to save progress to and resume from (same config, inputs and masks only).
     checkpoint_every: iterations between checkpoints.
     on_chunk: ``(stage, iteration, [image])`` after every chunk.
+    max_memory: GB the run may use (default ``memory.budget_bytes``); a larger estimated peak
+      is refused (UserError) before anything is allocated.
 
   Returns:
     ``driver.Output`` with one image; ``level_starts`` holds the stages' first iterations.
@@ -242,6 +244,10 @@ def stylize(vgg_params, content: np.ndarray, style: np.ndarray, cfg: PhotoConfig
   """
   check_config(cfg)
   hw = driver.fit_hw(content.shape[:2], cfg.size)
+  layers = tuple(cfg.loss.content_layers) + tuple(cfg.loss.style_layers)
+  memory.check_min_side(hw, layers)
+  memory.check_fits("photo", hw, memory.budget_bytes(max_memory), layers=layers,
+                    history=0 if cfg.optim.optimizer == "adam" else cfg.optim.history_size)
   content = image_io.resize_array(content, hw)
   style = image_io.resize_array(style, driver.fit_hw(style.shape[:2],
                                                      round(cfg.size * cfg.style_scale)))

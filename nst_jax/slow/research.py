@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from nst_jax import config
 from nst_jax.config import LossConfig, OptimConfig, TransferConfig
-from nst_jax.core import objective, vgg
+from nst_jax.core import memory, objective, vgg
 from nst_jax.core.errors import UserError
 from nst_jax.slow import artistic, driver, optimize
 
@@ -76,7 +76,8 @@ def growing_stacks(layers: Sequence[str]) -> list[tuple[str, ...]]:
 
 
 def reconstruct(vgg_params, image: np.ndarray, loss_cfg: LossConfig, optim_cfg: OptimConfig, *,
-                seed: int = 0, progress: bool = True, label: str = "") -> Reconstruction:
+                seed: int = 0, progress: bool = True, label: str = "",
+                max_memory: float | None = None) -> Reconstruction:
   """Optimizes uniform noise until its features match ``image``'s under ``loss_cfg``.
 
   With content layers (``content_config``) this inverts the feature maps; with style layers
@@ -90,6 +91,7 @@ def reconstruct(vgg_params, image: np.ndarray, loss_cfg: LossConfig, optim_cfg: 
     seed: seed of the initial noise.
     progress: show a progress bar.
     label: the progress bar's label and ``Reconstruction.label``.
+    max_memory: GB the run may use (``memory.budget_bytes``); more is refused (UserError).
 
   Returns:
     A ``Reconstruction`` of the same size as ``image``.
@@ -99,6 +101,8 @@ def reconstruct(vgg_params, image: np.ndarray, loss_cfg: LossConfig, optim_cfg: 
     Gatys, Ecker & Bethge, "Image Style Transfer Using Convolutional Neural Networks", CVPR 2016.
   """
   objective.check_loss_config(loss_cfg)
+  check_reconstruction_size(image.shape[:2], loss_cfg.content_layers + loss_cfg.style_layers,
+                            optim_cfg, max_memory)
   target = jnp.asarray(image)[None]  # [1, H, W, 3]
   # make_targets needs at least one style; with no style layers it contributes nothing.
   targets = objective.make_targets(vgg_params, target if loss_cfg.content_layers else None,
@@ -114,7 +118,8 @@ def reconstruct_all(vgg_params, content: np.ndarray, style: np.ndarray, optim_cf
                     content_layers: Sequence[str] = CONTENT_LAYERS,
                     style_layers: Sequence[str] = STYLE_LAYERS, tv_weight: float = 0.0,
                     pooling: str = "avg", seed: int = 0, conv_impl: str = "auto",
-                    progress: bool = True) -> tuple[list[Reconstruction], list[Reconstruction]]:
+                    progress: bool = True, max_memory: float | None = None
+                    ) -> tuple[list[Reconstruction], list[Reconstruction]]:
   """Content reconstructions from single layers and style reconstructions from growing stacks.
 
   Args:
@@ -129,6 +134,8 @@ def reconstruct_all(vgg_params, content: np.ndarray, style: np.ndarray, optim_cf
     seed: seed of the initial noise (the same for all).
     conv_impl: VGG's convolutions ("auto", "xla" or "cpu_fast", ``LossConfig.conv_impl``).
     progress: show progress bars.
+    max_memory: GB a reconstruction may use (``memory.budget_bytes``); checked for both images
+      before the first one starts.
 
   Returns:
     (content reconstructions, style reconstructions).
@@ -138,13 +145,27 @@ def reconstruct_all(vgg_params, content: np.ndarray, style: np.ndarray, optim_cf
     Figure 1.
   """
   vgg.check_layers(tuple(content_layers) + tuple(style_layers))
+  for image in (content, style):
+    check_reconstruction_size(image.shape[:2], tuple(content_layers) + tuple(style_layers),
+                              optim_cfg, max_memory)
   kw = dict(tv_weight=tv_weight, pooling=pooling, conv_impl=conv_impl)
   contents = [reconstruct(vgg_params, content, content_config(l, **kw), optim_cfg, seed=seed,
-                          progress=progress, label=f"content {l}") for l in content_layers]
+                          progress=progress, label=f"content {l}", max_memory=max_memory)
+              for l in content_layers]
   styles = [reconstruct(vgg_params, style, style_config(s, **kw), optim_cfg, seed=seed,
-                        progress=progress, label=f"style {stack_label(s)}")
+                        progress=progress, label=f"style {stack_label(s)}",
+                        max_memory=max_memory)
             for s in growing_stacks(style_layers)]
   return contents, styles
+
+
+def check_reconstruction_size(hw: tuple[int, int], layers: Sequence[str], optim_cfg: OptimConfig,
+                              max_memory: float | None = None) -> None:
+  """Refuses an image too small for ``layers`` or too large for ``max_memory`` GB (UserError)."""
+  memory.check_min_side(hw, layers)
+  history = 0 if optim_cfg.optimizer == "adam" else optim_cfg.history_size
+  memory.check_fits("reconstruct", hw, memory.budget_bytes(max_memory), layers=layers,
+                    history=history)
 
 
 def stack_label(layers: Sequence[str]) -> str:
@@ -170,7 +191,7 @@ def figure_rows(content: np.ndarray, style: np.ndarray, contents: Sequence[Recon
 
 
 def synthesize_texture(vgg_params, style: np.ndarray, cfg: TransferConfig, *,
-                       progress: bool = True) -> driver.Output:
+                       progress: bool = True, max_memory: float | None = None) -> driver.Output:
   """Texture synthesis: a style-only transfer from noise (coarse-to-fine with ``cfg.scales``).
 
   Args:
@@ -179,6 +200,7 @@ def synthesize_texture(vgg_params, style: np.ndarray, cfg: TransferConfig, *,
     cfg: the transfer configuration; its content settings are ignored, ``cfg.size`` is the
       long side of the output (the style's aspect ratio).
     progress: show a progress bar.
+    max_memory: GB the run may use (``memory.budget_bytes``); more is refused (UserError).
 
   Returns:
     ``driver.Output`` with one image.
@@ -187,7 +209,8 @@ def synthesize_texture(vgg_params, style: np.ndarray, cfg: TransferConfig, *,
     Gatys, Ecker & Bethge, "Texture Synthesis Using Convolutional Neural Networks", NeurIPS 2015.
   """
   cfg = dataclasses.replace(cfg, init="noise", original_colors="")
-  return artistic.stylize(vgg_params, [artistic.Problem(None, (style,))], cfg, progress=progress)
+  return artistic.stylize(vgg_params, [artistic.Problem(None, (style,))], cfg, progress=progress,
+                          max_memory=max_memory)
 
 
 # ----------------------------------------------------------------------------- unit visualization
@@ -312,7 +335,7 @@ def make_ascent_solver(layer: str, cfg: config.VisualizeConfig) -> optimize.Solv
 
 
 def visualize_units(vgg_params, layer: str, units: Sequence[int], cfg: config.VisualizeConfig, *,
-                    progress: bool = True) -> Visualization:
+                    progress: bool = True, max_memory: float | None = None) -> Visualization:
   """Activation maximization of several channels of one layer, optimized together as a batch.
 
   Starts from grey plus a little noise and climbs the channel's mean (or center) activation
@@ -324,6 +347,7 @@ def visualize_units(vgg_params, layer: str, units: Sequence[int], cfg: config.Vi
     units: channel indices of ``layer``.
     cfg: ascent settings.
     progress: show a progress bar.
+    max_memory: GB the run may use (``memory.budget_bytes``); more is refused (UserError).
 
   Returns:
     A ``Visualization`` (images, per-iteration activations, initial and final activations).
@@ -334,6 +358,8 @@ def visualize_units(vgg_params, layer: str, units: Sequence[int], cfg: config.Vi
     Features of a Deep Network", 2009.
   """
   check_visualize(vgg_params, layer, units, cfg)
+  memory.check_fits("visualize", (cfg.size, cfg.size), memory.budget_bytes(max_memory),
+                    batch=len(units), layers=(layer,))
   aux = {"units": jnp.asarray(units, jnp.int32)}
   noise = np.random.default_rng(cfg.seed).normal(0.0, 0.02, (len(units), cfg.size, cfg.size, 3))
   x = jnp.asarray(np.clip(0.5 + noise, 0.0, 1.0), jnp.float32)  # [U, S, S, 3]
