@@ -366,6 +366,20 @@ def test_cli_end_to_end(inputs, tmp_path, capsys, with_masks):
   assert "wrote" in capsys.readouterr().err
 
 
+@pytest.mark.real_weights
+@pytest.mark.parametrize("stage_iters, rows", [("0,6", 6), ("0,0", 0)])
+def test_cli_stages_without_iterations_run_cleanly(inputs, tmp_path, capsys, stage_iters, rows):
+  # Issue 23: skipping stage 1 ended in KeyError: 'total'. A stage with no iterations passes its
+  # image on; with none at all the output is the content at the size, and no loss log is written.
+  out = tmp_path / "out" / "result.png"
+  assert cli.main(_args(inputs, out, "--regions", "9", "--stage-iters", stage_iters)) == 0, \
+      capsys.readouterr().err
+  assert max(Image.open(out).size) == 64
+  log = out.parent / "result_losses.csv"
+  assert (len(log.read_text().splitlines()) - 1 if rows else log.exists()) == rows
+  assert not (out.parent / ".result.png.ckpt").exists()
+
+
 def _expect_error(capsys, argv, match, out):
   code = cli.main(argv)
   err = capsys.readouterr().err
