@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from nst_jax import config
-from nst_jax.core import colors, image_io
-from nst_jax.slow import artistic
+from nst_jax.core import checkpoint, colors, image_io
+from nst_jax.slow import artistic, driver
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def test_interrupted_run_resumes_exactly(vgg_params, images, tmp_path):
   with pytest.raises(KeyboardInterrupt):
     artistic.stylize(vgg_params, problem, cfg, progress=False, checkpoint=ckpt,
                      checkpoint_every=5, on_chunk=interrupt)
-  assert ckpt.is_file()
+  assert checkpoint.complete_steps(ckpt)  # an orbax folder with a whole save
   calls = []
   resumed = artistic.stylize(vgg_params, problem, cfg, progress=False, checkpoint=ckpt,
                              checkpoint_every=5, on_chunk=lambda *a: calls.append(a[:2]))
@@ -98,3 +98,29 @@ def test_interrupted_run_resumes_exactly(vgg_params, images, tmp_path):
   np.testing.assert_allclose(resumed.images[0], full.images[0], atol=1e-6)
   np.testing.assert_allclose(resumed.history["total"], full.history["total"], rtol=1e-6)
   assert not ckpt.exists()  # removed once finished
+
+
+def test_checkpointer_ignores_other_runs_and_old_files_and_keeps_the_config(tmp_path):
+  path = tmp_path / ".out.png.ckpt"
+  path.write_bytes(b"\x80an old msgpack checkpoint")
+  x, state = np.full((1, 4, 4, 3), 0.25, np.float32), {"count": np.int32(3), "mu": np.ones(2)}
+  hist = {"total": np.asarray([3.0, 2.5], np.float32)}
+  ckpt = driver.Checkpointer(path, 1, "run-a", config=_cfg())
+  assert ckpt.load() is None  # the old file is ignored...
+  ckpt.save(1, 2, x, state, hist, {"0": {"x": x + 0.5, "history": {}}})
+  ckpt.close()
+  assert path.is_dir()  # ... and replaced
+  assert driver.Checkpointer(path, 1, "run-b").load() is None  # another run's
+  saved = driver.Checkpointer(path, 1, "run-a").load()
+  assert (saved["stage"], saved["iteration"], saved["done"]["0"]["history"]) == (1, 2, {})
+  np.testing.assert_array_equal(saved["x"], x)
+  np.testing.assert_array_equal(saved["done"]["0"]["x"], x + 0.5)
+  np.testing.assert_array_equal(saved["history"]["total"], hist["total"])
+  assert int(saved["state"]["count"]) == 3
+  with checkpoint.Checkpoints(None, directory=path, read_only=True) as ckpts:
+    assert ckpts.restore_meta(ckpts.latest_step())["config"]["size"] == 48  # the resolved config
+  other = driver.Checkpointer(path, 1, "run-b")
+  other.load()
+  other.save(0, 1, x, state, hist, {})  # the first save replaces another run's steps
+  other.remove()
+  assert not path.exists()

@@ -16,7 +16,7 @@ import pytest
 from nst_jax import config
 from nst_jax.core import checkpoint
 from nst_jax.core.errors import UserError
-from nst_jax.fast import models, sharding, train_state, training
+from nst_jax.fast import inference, models, sharding, train_state, training
 
 REPO = Path(__file__).resolve().parent.parent
 STEPS, EVERY = 12, 3
@@ -182,6 +182,23 @@ def test_parameter_average_round_trips_and_cannot_be_toggled_on_resume(tmp_path)
   _assert_trees_equal(restored, state)
   _assert_trees_equal(train_state.variables_of(restored)["params"],
                       jax.tree.map(lambda p: p + 0.5, state.params))  # the average stylizes
+  stylizer = inference.Stylizer.from_checkpoint(tmp_path)  # parameters only, the average's
+  _assert_trees_equal(stylizer.variables["params"], jax.tree.map(lambda p: p + 0.5, state.params))
   training.check_resumable(meta, cfg, "abc", tmp_path)  # another nonzero decay would do too
   with pytest.raises(UserError, match="ema_decay=0.99"):
     training.check_resumable(meta, config.train_smoke(), "abc", tmp_path)
+
+
+def test_partial_restore_reads_only_the_chosen_leaves(tmp_path):
+  model, tx, state = _tiny_state()
+  state = state.replace(params=jax.tree.map(lambda p: p + 2.0, state.params))
+  with checkpoint.Checkpoints(tmp_path, every=1, keep=1) as ckpts:
+    ckpts.save(3, state, {"config": {}})
+    ckpts.wait()
+  with checkpoint.Checkpoints(tmp_path, read_only=True) as ckpts:
+    tree = ckpts.restore_leaves(3, lambda path: path[0] == "params")
+  _assert_trees_equal(tree["params"], state.params)
+  assert tree["step"] is None  # not read
+  assert jax.tree.leaves(tree["opt_state"]) == []  # all None: no optimizer state is read
+  with pytest.raises(UserError, match="cannot restore"):
+    checkpoint.Checkpoints(tmp_path, read_only=True).restore_leaves(4, lambda path: True)

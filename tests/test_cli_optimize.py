@@ -40,6 +40,18 @@ def test_cli_writes_image_of_requested_size_history_and_plot(inputs, capsys):
   assert "wrote" in capsys.readouterr().err
 
 
+@pytest.mark.real_weights
+@pytest.mark.parametrize("extra, rows", [(["--iters", "0"], 0),
+                                         (["--size", "64", "--scales", "2", "--level-iters", "0,3"],
+                                          3)])
+def test_cli_levels_without_iterations_run_cleanly(inputs, capsys, extra, rows):
+  # Issue 23: an iteration list with zeros runs (the level passes its image on), no traceback.
+  assert cli.main(_args(inputs, *extra)) == 0, capsys.readouterr().err
+  assert Image.open(inputs["out"]).mode == "RGB"
+  log = inputs["out"].with_name("result_losses.csv")
+  assert (len(log.read_text().splitlines()) - 1 if rows else log.exists()) == rows
+
+
 def _expect_error(capsys, argv, match):
   code = cli.main(argv) if "optimize" in argv else None
   err = capsys.readouterr().err

@@ -12,7 +12,8 @@ from PIL import Image
 
 from nst_jax import cli, config
 from nst_jax.cli import photo as photo_command
-from nst_jax.core import image_io, matting, metrics, regions, smoothing, vgg
+from nst_jax.core import (checkpoint, image_io, matting, metrics, objective, regions,
+                           smoothing, vgg)
 from nst_jax.core.errors import UserError
 from nst_jax.slow import photoreal
 
@@ -144,33 +145,59 @@ def test_affine_parameterization_scores_the_solved_image(vgg_params, rng, monkey
   np.testing.assert_allclose(system @ g_on, g_out, atol=1e-3 * np.abs(g_out).max())
 
 
+def _counting(counts, name, fn):
+  """``fn`` that adds 1 to ``counts[name]`` whenever it runs, traced or not (one host callback)."""
+  def wrapped(*args, **kwargs):
+    jax.debug.callback(lambda: counts.__setitem__(name, counts[name] + 1))
+    return fn(*args, **kwargs)
+  return wrapped
+
+
 @pytest.mark.real_weights
-def test_interrupted_run_resumes_to_the_same_result(vgg_params, rng, tmp_path):
-  # Interrupted inside the guided stage 2, re-run with the same checkpoint: the same image and
-  # loss history as a run that was never interrupted.
+def test_interrupted_run_resumes_to_the_same_result_at_the_same_cost(vgg_params, rng, tmp_path,
+                                                                     monkeypatch, request):
+  # Interrupted inside stage 2 (the "affine" parameterization: a CG solve per loss and gradient),
+  # re-run with the same checkpoint: the same image and loss history as a run that was never
+  # interrupted, and the resumed chunk costs what it cost there: as many loss evaluations (the
+  # line search) and CG iterations (issue 23: a resumed 256-px run was reported 6-10x slower).
+  counts = {"evals": 0, "matvecs": 0}
+  monkeypatch.setattr(objective, "loss_terms", _counting(counts, "evals", objective.loss_terms))
+  monkeypatch.setattr(matting, "apply_with_coefficients",
+                      _counting(counts, "matvecs", matting.apply_with_coefficients))
+  photoreal.make_loss_fn.cache_clear()  # traced anew, with the counters
+  request.addfinalizer(photoreal.make_loss_fn.cache_clear)
   content = image_io.resize_array(rng.uniform(size=(6, 5, 3)).astype(np.float32), (40, 32))
   style = rng.uniform(size=(32, 32, 3)).astype(np.float32)
   cm, sm = np.ones((1, 40, 32), np.float32), np.ones((1, 32, 32), np.float32)
   base = _cfg(40, 4, stage_iters=(4, 6))
   cfg = dataclasses.replace(base, optim=dataclasses.replace(base.optim, chunk=2))
-  run = lambda **kw: photoreal.stylize(vgg_params, content, style, cfg, content_masks=cm,
-                                       style_masks=sm, progress=False, **kw)
-  reference = run()
 
-  def interrupt(stage, iteration, images):
-    if stage == 1 and iteration == 4:
-      raise KeyboardInterrupt
+  def run(log, stop=None, **kw):  # log: (stage, iteration, evals, matvecs) after each chunk
+    def on_chunk(stage, iteration, images):
+      jax.effects_barrier()
+      log.append((stage, iteration, counts["evals"], counts["matvecs"]))
+      if (stage, iteration) == stop:
+        raise KeyboardInterrupt
+    counts.update(evals=0, matvecs=0)
+    return photoreal.stylize(vgg_params, content, style, cfg, content_masks=cm, style_masks=sm,
+                             progress=False, on_chunk=on_chunk, **kw)
 
+  full, interrupted, resumed = [], [], []
+  reference = run(full)
   ckpt = tmp_path / "run.ckpt"
   with pytest.raises(KeyboardInterrupt):
-    run(checkpoint=ckpt, checkpoint_every=1, on_chunk=interrupt)
-  assert ckpt.is_file()
-  calls = []
-  resumed = run(checkpoint=ckpt, checkpoint_every=1, on_chunk=lambda *a: calls.append(a[:2]))
-  assert calls == [(1, 6)]  # only the last chunk of stage 2 ran again
-  np.testing.assert_array_equal(resumed.images[0], reference.images[0])
+    run(interrupted, stop=(1, 4), checkpoint=ckpt, checkpoint_every=1)
+  with checkpoint.Checkpoints(None, directory=ckpt, read_only=True) as saved:
+    meta = saved.restore_meta(saved.latest_step())
+  assert (meta["stage"], meta["iteration"], meta["config"]["size"]) == (1, 4, 40)
+  out = run(resumed, checkpoint=ckpt, checkpoint_every=1)
+  assert [c[:2] for c in resumed] == [(1, 6)]  # only the last chunk of stage 2 ran again
+  # Resuming evaluates nothing before that chunk, which then costs what it cost uninterrupted.
+  assert resumed[0][2:] == tuple(np.subtract(full[-1][2:], full[-2][2:])), (full, resumed)
+  assert full[-1][3] > full[-1][2] > 0  # the counters see the evaluations and the solves
+  np.testing.assert_array_equal(out.images[0], reference.images[0])
   for key in reference.history:
-    np.testing.assert_array_equal(resumed.history[key], reference.history[key])
+    np.testing.assert_array_equal(out.history[key], reference.history[key])
   assert not ckpt.exists()
 
 
@@ -343,6 +370,20 @@ def test_cli_end_to_end(inputs, tmp_path, capsys, with_masks):
   assert saved == photo_command.build_config(cli.build_parser().parse_args(_args(inputs, out,
                                                                                  *extra)))
   assert "wrote" in capsys.readouterr().err
+
+
+@pytest.mark.real_weights
+@pytest.mark.parametrize("stage_iters, rows", [("0,6", 6), ("0,0", 0)])
+def test_cli_stages_without_iterations_run_cleanly(inputs, tmp_path, capsys, stage_iters, rows):
+  # Issue 23: skipping stage 1 ended in KeyError: 'total'. A stage with no iterations passes its
+  # image on; with none at all the output is the content at the size, and no loss log is written.
+  out = tmp_path / "out" / "result.png"
+  assert cli.main(_args(inputs, out, "--regions", "9", "--stage-iters", stage_iters)) == 0, \
+      capsys.readouterr().err
+  assert max(Image.open(out).size) == 64
+  log = out.parent / "result_losses.csv"
+  assert (len(log.read_text().splitlines()) - 1 if rows else log.exists()) == rows
+  assert not (out.parent / ".result.png.ckpt").exists()
 
 
 def _expect_error(capsys, argv, match, out):

@@ -143,6 +143,8 @@ def test_cli_visualize_grid(tmp_path, vgg_path, capsys):
     ("reconstruct", ["--content", "{content}", "--style", "{style}", "--out", "{tmp}/x.jpg"]),
     ("texture", ["--style", "{corrupt}"]),
     ("texture", ["--style", "{style}", "--iters", "0"]),
+    ("reconstruct", ["--content", "{content}", "--style", "{style}", "--iters", "0"]),
+    ("visualize", ["--layer", "conv1_1", "--units", "0", "--iters", "0"]),
     ("texture", ["--style", "{style}", "--tv-weight", "-1"]),
     ("visualize", ["--layer", "conv9_1", "--units", "0"]),
     ("visualize", ["--layer", "conv1_1", "--units", "1,x"]),

@@ -1,4 +1,5 @@
-"""A thin wrapper of orbax's ``CheckpointManager`` for training runs: state + config JSON per step.
+"""A thin wrapper of orbax's ``CheckpointManager``: state + config JSON per step, for training runs
+and the slow methods' resumable runs (``slow.driver``).
 
 Synopsis::
 
@@ -9,7 +10,8 @@ Synopsis::
       state, meta = ckpts.restore(start, abstract_state)
     ...
     ckpts.save(step, state, meta)                       # orbax keeps every 1000th, the last 3
-  meta, step, ckpt_dir = checkpoint.load_meta("runs/starry")   # inference: config + style hash
+  ckpts, step = checkpoint.open_checkpoint("runs/starry")   # inference: a read-only view
+  params = ckpts.restore_leaves(step, lambda path: path[0] == "params")  # no optimizer state
 
 Layout: ``WORKDIR/checkpoints/<step>/{state,meta}``; ``meta`` is JSON with the training config,
 the style image's sha256 and the step, so one step folder rebuilds the network on its own. Orbax
@@ -25,8 +27,9 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+import jax
 import orbax.checkpoint as ocp
 
 from nst_jax.core.errors import UserError
@@ -59,16 +62,21 @@ class Checkpoints:
     every: the save interval in steps.
     keep: how many checkpoints to keep.
     read_only: open an existing folder for restoring only.
+    directory: the checkpoints folder itself (``workdir`` is then ignored).
+    asynchronous: save in the background (training); False: ``save`` returns once the step is
+      on disk (a process interrupted right after a save still finds it).
   """
 
-  def __init__(self, workdir: str | os.PathLike, *, every: int = 1000, keep: int = 3,
-               read_only: bool = False, directory: str | os.PathLike | None = None):
+  def __init__(self, workdir: str | os.PathLike | None, *, every: int = 1000, keep: int = 3,
+               read_only: bool = False, directory: str | os.PathLike | None = None,
+               asynchronous: bool = True):
     self.directory = Path(directory) if directory else checkpoint_dir(workdir)
     if read_only:
       options = ocp.CheckpointManagerOptions(read_only=True, save_interval_steps=0, create=False)
     else:
       options = ocp.CheckpointManagerOptions(save_interval_steps=every, max_to_keep=keep,
-                                             create=True, cleanup_tmp_directories=True)
+                                             create=True, cleanup_tmp_directories=True,
+                                             enable_async_checkpointing=asynchronous)
     try:
       self.manager = ocp.CheckpointManager(self.directory.resolve(), options=options,
                                            item_names=ITEMS)
@@ -92,8 +100,9 @@ class Checkpoints:
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(dict(meta, step=int(step)))),
                              force=force)
 
-  def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
-    """The state (with ``abstract_state``'s structure, shapes and shardings) and meta at ``step``."""
+  def restore(self, step: int, abstract_state: Any = None) -> tuple[Any, dict]:
+    """The state (with ``abstract_state``'s structure, shapes and shardings; None: as saved, with
+    dicts for named tuples and numpy arrays for host arrays) and meta at ``step``."""
     try:
       out = self.manager.restore(int(step), args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
@@ -101,6 +110,25 @@ class Checkpoints:
       raise UserError(f"cannot restore checkpoint {self.directory / str(step)}: "
                       f"{_first_line(e)}") from None
     return out.state, dict(out.meta)
+
+  def restore_leaves(self, step: int, keep: Callable[[tuple], bool]) -> Any:
+    """The saved state's tree at ``step`` with only the arrays whose key path (a tuple of dict
+    keys and list indices, e.g. ``("opt_state", 1, "ema_params", "conv1", "kernel")``) ``keep``
+    accepts read, onto the default device; the others are None, never read (orbax's restore
+    with placeholders): e.g. a network's parameters without its optimizer state."""
+    path = (self.directory / str(int(step)) / "state").resolve()
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    try:
+      with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as reader:
+        saved = reader.metadata(path).item_metadata.tree
+        target = jax.tree_util.tree_map_with_path(
+            lambda p, m: (jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device)
+                          if keep(key_names(p)) else ocp.PLACEHOLDER), saved)
+        out = reader.restore(path, args=ocp.args.PyTreeRestore(
+            item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target)))
+    except Exception as e:  # as in ``restore``
+      raise UserError(f"cannot restore checkpoint {path.parent}: {_first_line(e)}") from None
+    return jax.tree.map(lambda a: None if a is ocp.PLACEHOLDER else a, out)
 
   def restore_meta(self, step: int) -> dict:
     """Only the JSON meta of ``step`` (cheap: no arrays are read)."""
@@ -125,6 +153,11 @@ class Checkpoints:
 
   def __exit__(self, *exc) -> None:
     self.close()
+
+
+def key_names(path: tuple) -> tuple:
+  """A ``jax.tree_util`` key path as plain names: dict keys, attribute names, list indices."""
+  return tuple(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))) for k in path)
 
 
 def _first_line(e: BaseException) -> str:

@@ -47,7 +47,7 @@ from nst_jax import config
 from nst_jax.core import checkpoint, colors, memory
 from nst_jax.core import smoothing as smoothing_lib
 from nst_jax.core.errors import UserError
-from nst_jax.fast import models, nets, train_state
+from nst_jax.fast import models, nets
 
 DEFAULT_BUCKET = 32
 
@@ -119,6 +119,32 @@ def default_smoothing(model: nn.Module, cfg: config.TrainConfig | None) -> confi
   return config.Smoothing(weight=cfg.photo.affine_output if cfg is not None else 0.0)
 
 
+def pick_variables(tree: dict, averaged: bool) -> dict:
+  """``{"params", "batch_stats"?}`` for ``model.apply`` from a partly restored training state
+  (``Checkpoints.restore_leaves``): the parameter average, found under the optimizer state's
+  ``ema_params``, when the run kept one (as ``train_state.variables_of``), else the parameters."""
+  params = find_subtree(tree.get("opt_state"), "ema_params") if averaged else tree["params"]
+  if params is None:
+    raise UserError("the checkpoint's config keeps a parameter average, but its state has none")
+  out = {"params": params}
+  if tree.get("batch_stats"):
+    out["batch_stats"] = tree["batch_stats"]
+  return out
+
+
+def find_subtree(tree: Any, key: str) -> Any:
+  """The value under the first dict key ``key`` in nested dicts and lists (depth first), or None."""
+  if isinstance(tree, dict):
+    if key in tree:
+      return tree[key]
+    tree = list(tree.values())
+  for child in tree if isinstance(tree, (list, tuple)) else ():
+    found = find_subtree(child, key)
+    if found is not None:
+      return found
+  return None
+
+
 def check_options(strength: float, original_colors: str) -> None:
   """Raises ``config.ConfigError`` (naming the option) for a bad strength or colour mode."""
   if not 0.0 <= strength <= 1.0:
@@ -169,10 +195,10 @@ class Stylizer:
     with ckpts:
       meta = ckpts.restore_meta(step)
       cfg = models.from_dict(meta["config"])
-      model = models.make_model(cfg.net, bf16=bf16)
-      tx = train_state.make_optimizer(cfg)
-      state, _ = ckpts.restore(step, train_state.abstract_train_state(model, tx))
-    return cls(model, train_state.variables_of(state), meta=meta, **kwargs)
+      tree = ckpts.restore_leaves(step, lambda p: p[0] in ("params", "batch_stats") or (
+          cfg.ema_decay > 0 and "ema_params" in p))
+    return cls(models.make_model(cfg.net, bf16=bf16), pick_variables(tree, cfg.ema_decay > 0),
+               meta=meta, **kwargs)
 
   def stylize_batch(self, images: np.ndarray) -> np.ndarray:
     """The network on a batch of equally sized images [B, H, W, 3] (H, W multiples of 4)."""

@@ -156,7 +156,7 @@ def stylize(vgg_params, problems: Sequence[Problem], cfg: TransferConfig, *, pro
   run_digest = driver.digest(cfg, arrays, repr([p.blend for p in problems]))
   res = driver.run_stages(
       make_loss_fn(cfg.loss), vgg_params, _levels(vgg_params, problems, cfg, batched),
-      digest_=run_digest, batched=batched, checkpoint=checkpoint,
+      digest_=run_digest, batched=batched, checkpoint=checkpoint, config=cfg,
       checkpoint_every=checkpoint_every, progress=progress,
       on_chunk=None if on_chunk is None else
       lambda level, it, x, aux: on_chunk(level, it, _unstack(x, len(problems))))

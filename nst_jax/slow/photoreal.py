@@ -230,7 +230,8 @@ def stylize(vgg_params, content: np.ndarray, style: np.ndarray, cfg: PhotoConfig
     content_masks, style_masks: [R, H, W] / [R, h, w] region masks (e.g.
       ``regions.load_color_mask``), both or neither; neither: ``regions.auto_masks``.
     progress: show a progress bar.
-    checkpoint: file to save progress to and resume from (same config, inputs and masks only).
+    checkpoint: folder to save progress to and resume from (same config, inputs and masks
+      only; ``driver.Checkpointer``).
     checkpoint_every: iterations between checkpoints.
     on_chunk: ``(stage, iteration, [image])`` after every chunk.
     max_memory: GB the run may use (default ``memory.budget_bytes``); a larger estimated peak
@@ -261,7 +262,7 @@ def stylize(vgg_params, content: np.ndarray, style: np.ndarray, cfg: PhotoConfig
             for stage, (optim_cfg, scalars) in enumerate(_stage_plan(cfg))]
   res = driver.run_stages(
       make_loss_fn(cfg.loss), vgg_params, stages,
-      digest_=driver.digest(cfg, (content, style, cm, sm)), checkpoint=checkpoint,
+      digest_=driver.digest(cfg, (content, style, cm, sm)), checkpoint=checkpoint, config=cfg,
       checkpoint_every=checkpoint_every, progress=progress,
       on_chunk=None if on_chunk is None else
       lambda stage, it, x, aux: on_chunk(stage, it, [np.asarray(output_image(x, aux)[0])]))
