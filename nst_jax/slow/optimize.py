@@ -47,26 +47,100 @@ def _box(x):
   return jnp.zeros_like(x), jnp.ones_like(x)
 
 
+class _ZoomKeepingAux(jaxopt.ZoomLineSearch):
+  """jaxopt's zoom line search (strong Wolfe) without its forward pass for the start's aux.
+
+  Given the start point's value and gradient but not its aux, ``ZoomLineSearch.init_state``
+  re-runs ``fun`` there just to fill ``state.aux`` (jaxopt's own TODO): one forward pass per
+  iteration. That aux is never returned: the search always evaluates at least one trial point
+  and returns the params, value, gradient and aux of the point it accepts (or of its safe step
+  when it fails), so a zero placeholder of the right shape is enough.
+  """
+
+  def __post_init__(self):
+    super().__post_init__()
+    fun = self._fun_with_aux
+    self._fun_with_aux = lambda *args, **kwargs: jax.tree.map(
+        lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(fun, *args, **kwargs))
+
+
 def make_lbfgsb(loss_fn: LossFn, cfg: OptimConfig) -> Solver:
-  """L-BFGS-B with the [0, 1] pixel box (jaxopt; Byrd, Lu, Nocedal & Zhu 1995)."""
+  """L-BFGS-B with the [0, 1] pixel box (jaxopt; Byrd, Lu, Nocedal & Zhu 1995).
+
+  One loss evaluation per iteration when the line search accepts its first step: the loss
+  terms of the new iterate come with its value and gradient from the line search
+  (``_ZoomKeepingAux``). Steps are at most 1 along the direction to the subspace minimizer,
+  which lies in the box; the clip only removes rounding (an ulp) from ``x + t (x* - x)``.
+  """
+  search = _ZoomKeepingAux(fun=loss_fn, has_aux=True, maxiter=30, max_stepsize=1.0)
   solver = jaxopt.LBFGSB(fun=loss_fn, has_aux=True, maxiter=cfg.num_iters,
-                         history_size=cfg.history_size)
+                         history_size=cfg.history_size, linesearch=search)
 
   def step(x, state, shared, aux):
-    terms = state.aux
+    terms = state.aux  # at x, from the previous line search (or init_state)
     x, state = solver.update(x, state, _box(x), shared, aux)
-    return x, state, terms
+    return jnp.clip(x, 0.0, 1.0), state, terms
 
   return Solver(lambda x, shared, aux: solver.init_state(x, _box(x), shared, aux), step)
 
 
-def _gradient_solver(loss_fn: LossFn, opt: optax.GradientTransformationExtraArgs) -> Solver:
-  """An optax transformation, followed by projection onto the [0, 1] box."""
+@jax.custom_jvp
+def _clip_straight_through(x):
+  """Projection onto [0, 1] whose derivative is the identity (the gradient at the projection)."""
+  return jnp.clip(x, 0.0, 1.0)
+
+
+@_clip_straight_through.defjvp
+def _clip_straight_through_jvp(primals, tangents):
+  return _clip_straight_through(primals[0]), tangents[0]
+
+
+class ProjectedLbfgsState(NamedTuple):
+  """optax's L-BFGS memory, and the loss, its gradient and its terms at the current iterate."""
+  memory: Any  # optax.ScaleByLBFGSState
+  value: jax.Array
+  grad: jax.Array
+  terms: dict
+
+
+def make_projected_lbfgs(loss_fn: LossFn, cfg: OptimConfig) -> Solver:
+  """L-BFGS (optax's two-loop direction) with a zoom line search along the projected path.
+
+  A trial point x + t d is evaluated at its projection P(x + t d) onto the [0, 1] box, with the
+  gradient passed straight through P, so the accepted point, projected, is the next iterate and
+  its loss, gradient (at the projected point) and terms are already known: one evaluation per
+  iteration when the first step is accepted, none to restart the next iteration. The memory
+  pairs (s, y) are differences of projected iterates and of their gradients. The first step is
+  scaled to unit length (optax's ``scale_init_precond``); each search starts at t = 1.
+
+  References:
+    Nocedal & Wright, "Numerical Optimization", 2nd ed. 2006, algorithms 7.4 (L-BFGS) and
+    3.5-3.6 (zoom); Bertsekas, "Projected Newton methods for optimization problems with simple
+    constraints", SIAM J. Control Optim. 1982 (search along the projection arc).
+  """
+  direction = optax.scale_by_lbfgs(memory_size=cfg.history_size)
+  projected_loss = lambda y, shared, aux: loss_fn(_clip_straight_through(y), shared, aux)
+  search = _ZoomKeepingAux(fun=projected_loss, has_aux=True, maxiter=20)
+
+  def init(x, shared, aux):
+    (value, terms), grad = jax.value_and_grad(loss_fn, has_aux=True)(x, shared, aux)
+    return ProjectedLbfgsState(direction.init(x), value, grad, terms)
 
   def step(x, state, shared, aux):
-    (value, terms), grad = jax.value_and_grad(loss_fn, has_aux=True)(x, shared, aux)
-    updates, state = opt.update(grad, state, x, value=value, grad=grad,
-                                value_fn=lambda y: loss_fn(y, shared, aux)[0])
+    d, memory = direction.update(state.grad, state.memory, x)  # H g, a descent direction for -1
+    found = search.run(1.0, x, state.value, state.grad, -d, fun_args=(shared, aux)).state
+    new_state = ProjectedLbfgsState(memory, found.value, found.grad, found.aux)
+    return jnp.clip(found.params, 0.0, 1.0), new_state, state.terms
+
+  return Solver(init, step)
+
+
+def _gradient_solver(loss_fn: LossFn, opt: optax.GradientTransformation) -> Solver:
+  """An optax transformation (no line search), followed by projection onto the [0, 1] box."""
+
+  def step(x, state, shared, aux):
+    (_, terms), grad = jax.value_and_grad(loss_fn, has_aux=True)(x, shared, aux)
+    updates, state = opt.update(grad, state, x)
     x = optax.projections.projection_box(optax.apply_updates(x, updates), 0.0, 1.0)
     return x, state, terms
 
@@ -74,11 +148,15 @@ def _gradient_solver(loss_fn: LossFn, opt: optax.GradientTransformationExtraArgs
 
 
 def make_solver(loss_fn: LossFn, cfg: OptimConfig) -> Solver:
-  """The solver named by ``cfg.optimizer``: "lbfgsb", "lbfgs" (optax, zoom line search) or "adam"."""
+  """The solver named by ``cfg.optimizer``: "lbfgsb", "lbfgs" (projected) or "adam".
+
+  Every solver's ``step`` returns the loss terms at the iterate it starts from, so a history
+  row i holds the terms of iterate i (row 0: the initial image).
+  """
   if cfg.optimizer == "lbfgsb":
     return make_lbfgsb(loss_fn, cfg)
   if cfg.optimizer == "lbfgs":
-    return _gradient_solver(loss_fn, optax.lbfgs(memory_size=cfg.history_size))
+    return make_projected_lbfgs(loss_fn, cfg)
   if cfg.optimizer == "adam":
     return _gradient_solver(loss_fn, optax.adam(cfg.learning_rate))
   raise UserError(f"unknown optimizer {cfg.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
