@@ -84,15 +84,9 @@ def make_lbfgsb(loss_fn: LossFn, cfg: OptimConfig) -> Solver:
   return Solver(lambda x, shared, aux: solver.init_state(x, _box(x), shared, aux), step)
 
 
-@jax.custom_jvp
-def _clip_straight_through(x):
-  """Projection onto [0, 1] whose derivative is the identity (the gradient at the projection)."""
-  return jnp.clip(x, 0.0, 1.0)
-
-
-@_clip_straight_through.defjvp
-def _clip_straight_through_jvp(primals, tangents):
-  return _clip_straight_through(primals[0]), tangents[0]
+def _arc_mask(y: jax.Array, d: jax.Array) -> jax.Array:
+  """Where the projection P(y + s d) onto [0, 1] moves with s at s = 0+ (inside, or leaving a bound)."""
+  return ((y > 0.0) | (d > 0.0)) & ((y < 1.0) | (d < 0.0))
 
 
 class ProjectedLbfgsState(NamedTuple):
@@ -104,14 +98,16 @@ class ProjectedLbfgsState(NamedTuple):
 
 
 def make_projected_lbfgs(loss_fn: LossFn, cfg: OptimConfig) -> Solver:
-  """L-BFGS (optax's two-loop direction) with a zoom line search along the projected path.
+  """L-BFGS (optax's two-loop direction d) with a zoom line search along the projection arc.
 
-  A trial point x + t d is evaluated at its projection P(x + t d) onto the [0, 1] box, with the
-  gradient passed straight through P, so the accepted point, projected, is the next iterate and
-  its loss, gradient (at the projected point) and terms are already known: one evaluation per
-  iteration when the first step is accepted, none to restart the next iteration. The memory
-  pairs (s, y) are differences of projected iterates and of their gradients. The first step is
-  scaled to unit length (optax's ``scale_init_precond``); each search starts at t = 1.
+  The search minimizes phi(t) = f(P(x + t d)), P the projection onto the [0, 1] box: its trial
+  points are evaluated where the next iterate will be, and its slopes are phi's (the gradient
+  masked where P does not move, ``_arc_mask``). Each evaluation also returns the full gradient
+  and the loss terms at P(x + t d), so the accepted point's value, gradient and terms start
+  the next iteration: one evaluation per iteration when the first step (t = 1) is accepted.
+  The memory pairs (s, y) are differences of projected iterates and of their full gradients.
+  Should d not descend along the arc (its slope >= 0), the step falls back to projected
+  steepest descent. The first direction has unit length (optax's ``scale_init_precond``).
 
   References:
     Nocedal & Wright, "Numerical Optimization", 2nd ed. 2006, algorithms 7.4 (L-BFGS) and
@@ -119,17 +115,27 @@ def make_projected_lbfgs(loss_fn: LossFn, cfg: OptimConfig) -> Solver:
     constraints", SIAM J. Control Optim. 1982 (search along the projection arc).
   """
   direction = optax.scale_by_lbfgs(memory_size=cfg.history_size)
-  projected_loss = lambda y, shared, aux: loss_fn(_clip_straight_through(y), shared, aux)
-  search = _ZoomKeepingAux(fun=projected_loss, has_aux=True, maxiter=20)
+  value_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def arc_fn(y, d, shared, aux):  # ((phi, (terms, full gradient)), phi's gradient) at P(y)
+    (value, terms), grad = value_and_grad(jnp.clip(y, 0.0, 1.0), shared, aux)
+    return (value, (terms, grad)), jnp.where(_arc_mask(y, d), grad, 0.0)
+
+  search = _ZoomKeepingAux(fun=arc_fn, value_and_grad=True, has_aux=True, maxiter=20)
 
   def init(x, shared, aux):
-    (value, terms), grad = jax.value_and_grad(loss_fn, has_aux=True)(x, shared, aux)
+    (value, terms), grad = value_and_grad(x, shared, aux)
     return ProjectedLbfgsState(direction.init(x), value, grad, terms)
 
   def step(x, state, shared, aux):
-    d, memory = direction.update(state.grad, state.memory, x)  # H g, a descent direction for -1
-    found = search.run(1.0, x, state.value, state.grad, -d, fun_args=(shared, aux)).state
-    new_state = ProjectedLbfgsState(memory, found.value, found.grad, found.aux)
+    h_g, memory = direction.update(state.grad, state.memory, x)  # [1, H, W, 3], H g
+    steepest = -state.grad * jnp.minimum(1.0, 1.0 / optax.tree.norm(state.grad))
+    descends = jnp.vdot(jnp.where(_arc_mask(x, -h_g), state.grad, 0.0), -h_g) < 0.0
+    d = jnp.where(descends, -h_g, steepest)
+    grad0 = jnp.where(_arc_mask(x, d), state.grad, 0.0)
+    found = search.run(1.0, x, state.value, grad0, d, fun_args=(d, shared, aux)).state
+    terms, grad = found.aux
+    new_state = ProjectedLbfgsState(memory, found.value, grad, terms)
     return jnp.clip(found.params, 0.0, 1.0), new_state, state.terms
 
   return Solver(init, step)
