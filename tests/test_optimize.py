@@ -1,5 +1,8 @@
 """The optimizer loop: convergence on real problems, chunking, NaN handling, batching."""
 
+import dataclasses
+
+import flax.serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -67,6 +70,23 @@ def test_lbfgs_evaluates_about_once_per_iteration_and_records_each_iterate(rng, 
     np.testing.assert_allclose(recorded[:, 0], expected, rtol=1e-5)
   assert min(x.min() for x in images) >= 0.0 and max(x.max() for x in images) <= 1.0
   assert res.history["total"][-1, 0] < 0.9 * res.history["total"][0, 0]
+
+
+@pytest.mark.parametrize("opt", ("lbfgsb", "lbfgs"))
+def test_a_saved_solver_state_resumes_exactly(rng, opt):
+  shared, aux, x0 = _toy(rng)
+  cfg = config.OptimConfig(optimizer=opt, num_iters=12, chunk=4)
+  full = optimize.run(coupled, x0, shared, aux, cfg, progress=False)
+  first = optimize.run(coupled, x0, shared, aux, dataclasses.replace(cfg, num_iters=8),
+                       progress=False)
+  blob = flax.serialization.msgpack_serialize(  # as driver.Checkpointer saves and loads it
+      flax.serialization.to_state_dict(jax.device_get(first.state)))
+  template = optimize.init_state(coupled, x0, shared, aux, cfg)
+  state = flax.serialization.from_state_dict(template, flax.serialization.msgpack_restore(blob))
+  rest = optimize.run(coupled, first.image, shared, aux, cfg, state=state, start=8,
+                      progress=False)
+  np.testing.assert_array_equal(rest.image, full.image)
+  np.testing.assert_array_equal(rest.history["total"], full.history["total"][8:])
 
 
 def test_chunking_does_not_change_the_result(rng):
