@@ -11,7 +11,10 @@ Synopsis::
   result.image, result.history["total"]       # [1, H, W, 3], [100]
 
 The loop runs in chunks of ``cfg.chunk`` iterations; each chunk is a jitted ``fori_loop`` that
-records every iteration's loss terms. Between chunks the host updates the progress bar, checks
+records every iteration's loss terms: row i of the history holds the terms of iterate i, the
+image iteration i starts from (row 0: ``x0``; the final image's terms are those the next
+iteration would record). The L-BFGS solvers get them with the value and gradient their line
+search evaluates, so an iteration costs one loss evaluation when the first trial step is taken. Between chunks the host updates the progress bar, checks
 for NaN/Inf (keeping the last good image), and may save a checkpoint. ``batched=True`` vmaps
 the whole solver over a leading problem axis of ``x0`` and ``aux``: several independent
 problems in one compiled program.
@@ -177,7 +180,8 @@ def compiled_chunk_fn(loss_fn: LossFn, cfg: OptimConfig, batched: bool):
 def make_chunk_fn(solver: Solver, chunk: int, *, batched: bool = False):
   """A jitted ``(x, state, shared, aux, n) -> (x, state, history)`` running n <= chunk iterations.
 
-  ``history`` holds each iteration's terms in a buffer of ``chunk`` rows (rows >= n are zero);
+  ``history`` holds, per iteration, the terms of the iterate it starts from (``Solver.step``'s
+  third output) in a buffer of ``chunk`` rows (rows >= n are zero);
   ``n`` is a traced argument, so the last, shorter chunk does not recompile.
   """
 
