@@ -73,8 +73,9 @@ def make_lbfgsb(loss_fn: LossFn, cfg: OptimConfig) -> Solver:
   One loss evaluation per iteration when the line search accepts its first step: the loss
   terms of the new iterate come with its value and gradient from the line search
   (``_ZoomKeepingAux``), which tries t = 1 first (jaxopt's default starts at 1.5 times the last
-  step, so after a short step it needs several trials to get back to 1). Steps are at most 1 along the direction to the subspace minimizer,
-  which lies in the box; the clip only removes rounding (an ulp) from ``x + t (x* - x)``.
+  step, so after a short step it needs several trials to get back to 1). Steps are at most 1
+  along the direction to the subspace minimizer, which lies in the box; the clip only removes
+  rounding (an ulp) from ``x + t (x* - x)``.
   """
   search = _ZoomKeepingAux(fun=loss_fn, has_aux=True, maxiter=30, max_stepsize=1.0)
   solver = jaxopt.LBFGSB(fun=loss_fn, has_aux=True, maxiter=cfg.num_iters,
