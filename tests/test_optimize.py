@@ -1,5 +1,9 @@
 """The optimizer loop: convergence on real problems, chunking, NaN handling, batching."""
 
+import dataclasses
+
+import flax.serialization
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -31,6 +35,60 @@ def test_toy_problem_converges_to_the_box_projection(rng, opt):
   assert res.nan_at is None
 
 
+def coupled(x, shared, aux):
+  """Curvatures spread over two decades plus a quartic coupling of neighbouring rows."""
+  fit = jnp.sum(shared["w"] * jnp.square(x - aux["target"]), axis=(1, 2, 3))
+  smooth = 10.0 * jnp.sum(jnp.diff(x, axis=1) ** 4, axis=(1, 2, 3))
+  terms = {"fit": fit, "smooth": smooth, "total": fit + smooth}
+  return jnp.sum(terms["total"]), terms
+
+
+@pytest.mark.parametrize("opt", ("lbfgsb", "lbfgs"))
+def test_lbfgs_evaluates_about_once_per_iteration_and_records_each_iterate(rng, opt):
+  shape = (1, 8, 8, 3)
+  shared = {"w": jnp.asarray(np.geomspace(1.0, 100.0, 192).reshape(shape), jnp.float32)}
+  aux = {"target": jnp.asarray(rng.uniform(-0.3, 1.3, shape), jnp.float32)}  # box often active
+  x0, evals, after_chunk, images = jnp.full(shape, 0.5), [], [], []
+
+  def counted(x, shared, aux):
+    value, terms = coupled(x, shared, aux)
+    jax.debug.callback(lambda _: evals.append(1), value)
+    return value, terms
+
+  def on_chunk(it, x, state, hist):
+    after_chunk.append(len(evals))
+    images.append(np.asarray(x))
+
+  cfg = config.OptimConfig(optimizer=opt, num_iters=20, chunk=1)
+  res = optimize.run(counted, x0, shared, aux, cfg, progress=False, on_chunk=on_chunk)
+  per_iteration = np.diff(after_chunk)  # iterations 2..20 (the first also has init's evaluation)
+  assert per_iteration.mean() <= 1.2, per_iteration
+  iterates = [np.asarray(x0)] + images[:-1]  # history row i describes iterate i
+  loss = jax.jit(coupled)
+  for name, recorded in res.history.items():
+    expected = [float(loss(x, shared, aux)[1][name][0]) for x in iterates]
+    np.testing.assert_allclose(recorded[:, 0], expected, rtol=1e-5)
+  assert min(x.min() for x in images) >= 0.0 and max(x.max() for x in images) <= 1.0
+  assert res.history["total"][-1, 0] < 0.9 * res.history["total"][0, 0]
+
+
+@pytest.mark.parametrize("opt", ("lbfgsb", "lbfgs"))
+def test_a_saved_solver_state_resumes_exactly(rng, opt):
+  shared, aux, x0 = _toy(rng)
+  cfg = config.OptimConfig(optimizer=opt, num_iters=12, chunk=4)
+  full = optimize.run(coupled, x0, shared, aux, cfg, progress=False)
+  first = optimize.run(coupled, x0, shared, aux, dataclasses.replace(cfg, num_iters=8),
+                       progress=False)
+  blob = flax.serialization.msgpack_serialize(  # as driver.Checkpointer saves and loads it
+      flax.serialization.to_state_dict(jax.device_get(first.state)))
+  template = optimize.init_state(coupled, x0, shared, aux, cfg)
+  state = flax.serialization.from_state_dict(template, flax.serialization.msgpack_restore(blob))
+  rest = optimize.run(coupled, first.image, shared, aux, cfg, state=state, start=8,
+                      progress=False)
+  np.testing.assert_array_equal(rest.image, full.image)
+  np.testing.assert_array_equal(rest.history["total"], full.history["total"][8:])
+
+
 def test_chunking_does_not_change_the_result(rng):
   shared, aux, x0 = _toy(rng)
   runs = [optimize.run(quadratic, x0, shared, aux,
@@ -53,10 +111,11 @@ def test_nan_stops_and_keeps_the_last_good_image():
   assert np.all(np.asarray(res.image) >= 0.5)
 
 
-def test_batched_problems_match_separate_runs(rng):
+@pytest.mark.parametrize("opt", ("lbfgsb", "lbfgs"))
+def test_batched_problems_match_separate_runs(rng, opt):
   shared, aux1, x0 = _toy(rng)
   _, aux2, _ = _toy(rng)
-  cfg = config.OptimConfig(optimizer="lbfgsb", num_iters=15, chunk=5)
+  cfg = config.OptimConfig(optimizer=opt, num_iters=15, chunk=5)
   stacked = {"target": jnp.stack([aux1["target"], aux2["target"]])}
   both = optimize.run(quadratic, jnp.stack([x0, x0]), shared, stacked, cfg, batched=True,
                       progress=False)

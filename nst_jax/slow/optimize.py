@@ -11,7 +11,10 @@ Synopsis::
   result.image, result.history["total"]       # [1, H, W, 3], [100]
 
 The loop runs in chunks of ``cfg.chunk`` iterations; each chunk is a jitted ``fori_loop`` that
-records every iteration's loss terms. Between chunks the host updates the progress bar, checks
+records every iteration's loss terms: row i of the history holds the terms of iterate i, the
+image iteration i starts from (row 0: ``x0``; the final image's terms are those the next
+iteration would record). The L-BFGS solvers get them with the value and gradient their line
+search evaluates, so an iteration costs one loss evaluation when the first trial step is taken. Between chunks the host updates the progress bar, checks
 for NaN/Inf (keeping the last good image), and may save a checkpoint. ``batched=True`` vmaps
 the whole solver over a leading problem axis of ``x0`` and ``aux``: several independent
 problems in one compiled program.
@@ -51,26 +54,109 @@ def _box(x):
   return jnp.zeros_like(x), jnp.ones_like(x)
 
 
+class _ZoomKeepingAux(jaxopt.ZoomLineSearch):
+  """jaxopt's zoom line search (strong Wolfe) without its forward pass for the start's aux.
+
+  Given the start point's value and gradient but not its aux, ``ZoomLineSearch.init_state``
+  re-runs ``fun`` there just to fill ``state.aux`` (jaxopt's own TODO): one forward pass per
+  iteration. That aux is never returned: the search always evaluates at least one trial point
+  and returns the params, value, gradient and aux of the point it accepts (or of its safe step
+  when it fails), so a zero placeholder of the right shape is enough.
+  """
+
+  def __post_init__(self):
+    super().__post_init__()
+    fun = self._fun_with_aux
+    self._fun_with_aux = lambda *args, **kwargs: jax.tree.map(
+        lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(fun, *args, **kwargs))
+
+
 def make_lbfgsb(loss_fn: LossFn, cfg: OptimConfig) -> Solver:
-  """L-BFGS-B with the [0, 1] pixel box (jaxopt; Byrd, Lu, Nocedal & Zhu 1995)."""
+  """L-BFGS-B with the [0, 1] pixel box (jaxopt; Byrd, Lu, Nocedal & Zhu 1995).
+
+  One loss evaluation per iteration when the line search accepts its first step: the loss
+  terms of the new iterate come with its value and gradient from the line search
+  (``_ZoomKeepingAux``), which tries t = 1 first (jaxopt's default starts at 1.5 times the last
+  step, so after a short step it needs several trials to get back to 1). Steps are at most 1
+  along the direction to the subspace minimizer, which lies in the box; the clip only removes
+  rounding (an ulp) from ``x + t (x* - x)``.
+  """
+  search = _ZoomKeepingAux(fun=loss_fn, has_aux=True, maxiter=30, max_stepsize=1.0)
   solver = jaxopt.LBFGSB(fun=loss_fn, has_aux=True, maxiter=cfg.num_iters,
-                         history_size=cfg.history_size)
+                         history_size=cfg.history_size, linesearch=search,
+                         linesearch_init="max")  # try the quasi-Newton step t = 1 first
 
   def step(x, state, shared, aux):
-    terms = state.aux
+    terms = state.aux  # at x, from the previous line search (or init_state)
     x, state = solver.update(x, state, _box(x), shared, aux)
-    return x, state, terms
+    return jnp.clip(x, 0.0, 1.0), state, terms
 
   return Solver(lambda x, shared, aux: solver.init_state(x, _box(x), shared, aux), step)
 
 
-def _gradient_solver(loss_fn: LossFn, opt: optax.GradientTransformationExtraArgs) -> Solver:
-  """An optax transformation, followed by projection onto the [0, 1] box."""
+def _arc_mask(y: jax.Array, d: jax.Array) -> jax.Array:
+  """Where the projection P(y + s d) onto [0, 1] moves with s at s = 0+ (inside, or leaving a bound)."""
+  return ((y > 0.0) | (d > 0.0)) & ((y < 1.0) | (d < 0.0))
+
+
+class ProjectedLbfgsState(NamedTuple):
+  """optax's L-BFGS memory, and the loss, its gradient and its terms at the current iterate."""
+  memory: Any  # optax.ScaleByLBFGSState
+  value: jax.Array
+  grad: jax.Array
+  terms: dict
+
+
+def make_projected_lbfgs(loss_fn: LossFn, cfg: OptimConfig) -> Solver:
+  """L-BFGS (optax's two-loop direction d) with a zoom line search along the projection arc.
+
+  The search minimizes phi(t) = f(P(x + t d)), P the projection onto the [0, 1] box: its trial
+  points are evaluated where the next iterate will be, and its slopes are phi's (the gradient
+  masked where P does not move, ``_arc_mask``). Each evaluation also returns the full gradient
+  and the loss terms at P(x + t d), so the accepted point's value, gradient and terms start
+  the next iteration: one evaluation per iteration when the first step (t = 1) is accepted.
+  The memory pairs (s, y) are differences of projected iterates and of their full gradients.
+  Should d not descend along the arc (its slope >= 0), the step falls back to projected
+  steepest descent. The first direction has unit length (optax's ``scale_init_precond``).
+
+  References:
+    Nocedal & Wright, "Numerical Optimization", 2nd ed. 2006, algorithms 7.4 (L-BFGS) and
+    3.5-3.6 (zoom); Bertsekas, "Projected Newton methods for optimization problems with simple
+    constraints", SIAM J. Control Optim. 1982 (search along the projection arc).
+  """
+  direction = optax.scale_by_lbfgs(memory_size=cfg.history_size)
+  value_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def arc_fn(y, d, shared, aux):  # ((phi, (terms, full gradient)), phi's gradient) at P(y)
+    (value, terms), grad = value_and_grad(jnp.clip(y, 0.0, 1.0), shared, aux)
+    return (value, (terms, grad)), jnp.where(_arc_mask(y, d), grad, 0.0)
+
+  search = _ZoomKeepingAux(fun=arc_fn, value_and_grad=True, has_aux=True, maxiter=20)
+
+  def init(x, shared, aux):
+    (value, terms), grad = value_and_grad(x, shared, aux)
+    return ProjectedLbfgsState(direction.init(x), value, grad, terms)
 
   def step(x, state, shared, aux):
-    (value, terms), grad = jax.value_and_grad(loss_fn, has_aux=True)(x, shared, aux)
-    updates, state = opt.update(grad, state, x, value=value, grad=grad,
-                                value_fn=lambda y: loss_fn(y, shared, aux)[0])
+    h_g, memory = direction.update(state.grad, state.memory, x)  # [1, H, W, 3], H g
+    steepest = -state.grad * jnp.minimum(1.0, 1.0 / optax.tree.norm(state.grad))
+    descends = jnp.vdot(jnp.where(_arc_mask(x, -h_g), state.grad, 0.0), -h_g) < 0.0
+    d = jnp.where(descends, -h_g, steepest)
+    grad0 = jnp.where(_arc_mask(x, d), state.grad, 0.0)
+    found = search.run(1.0, x, state.value, grad0, d, fun_args=(d, shared, aux)).state
+    terms, grad = found.aux
+    new_state = ProjectedLbfgsState(memory, found.value, grad, terms)
+    return jnp.clip(found.params, 0.0, 1.0), new_state, state.terms
+
+  return Solver(init, step)
+
+
+def _gradient_solver(loss_fn: LossFn, opt: optax.GradientTransformation) -> Solver:
+  """An optax transformation (no line search), followed by projection onto the [0, 1] box."""
+
+  def step(x, state, shared, aux):
+    (_, terms), grad = jax.value_and_grad(loss_fn, has_aux=True)(x, shared, aux)
+    updates, state = opt.update(grad, state, x)
     x = optax.projections.projection_box(optax.apply_updates(x, updates), 0.0, 1.0)
     return x, state, terms
 
@@ -78,11 +164,15 @@ def _gradient_solver(loss_fn: LossFn, opt: optax.GradientTransformationExtraArgs
 
 
 def make_solver(loss_fn: LossFn, cfg: OptimConfig) -> Solver:
-  """The solver named by ``cfg.optimizer``: "lbfgsb", "lbfgs" (optax, zoom line search) or "adam"."""
+  """The solver named by ``cfg.optimizer``: "lbfgsb", "lbfgs" (projected) or "adam".
+
+  Every solver's ``step`` returns the loss terms at the iterate it starts from, so a history
+  row i holds the terms of iterate i (row 0: the initial image).
+  """
   if cfg.optimizer == "lbfgsb":
     return make_lbfgsb(loss_fn, cfg)
   if cfg.optimizer == "lbfgs":
-    return _gradient_solver(loss_fn, optax.lbfgs(memory_size=cfg.history_size))
+    return make_projected_lbfgs(loss_fn, cfg)
   if cfg.optimizer == "adam":
     return _gradient_solver(loss_fn, optax.adam(cfg.learning_rate))
   raise UserError(f"unknown optimizer {cfg.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
@@ -97,7 +187,8 @@ def compiled_chunk_fn(loss_fn: LossFn, cfg: OptimConfig, batched: bool):
 def make_chunk_fn(solver: Solver, chunk: int, *, batched: bool = False):
   """A jitted ``(x, state, shared, aux, n) -> (x, state, history)`` running n <= chunk iterations.
 
-  ``history`` holds each iteration's terms in a buffer of ``chunk`` rows (rows >= n are zero);
+  ``history`` holds, per iteration, the terms of the iterate it starts from (``Solver.step``'s
+  third output) in a buffer of ``chunk`` rows (rows >= n are zero);
   ``n`` is a traced argument, so the last, shorter chunk does not recompile.
   """
 
