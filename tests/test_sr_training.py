@@ -132,10 +132,13 @@ def test_export_round_trip_is_float16_on_disk_and_float32_loaded(trained, tmp_pa
 
 def test_shipped_names_resolve_through_the_manifest_and_check_the_hash(trained, tmp_path,
                                                                         monkeypatch):
-  cfg, _, state = trained
-  path = export.export_npz(cfg, training.variables_of(state), tmp_path / "tiny_x4.npz")
-  entry = export.update_manifest(tmp_path, "tiny_x4", path, cfg, steps=STEPS)
+  cfg, workdir, _ = trained
+  path = tmp_path / "tiny_x4.npz"
+  assert cli.main(["sr", "export", "--model", str(workdir), "--out", str(path), "--info",
+                   "device=test"]) == 0
+  entry = export.read_manifest(tmp_path)["tiny_x4"]
   assert entry["scale"] == 4 and entry["steps"] == STEPS and entry["dtype"] == "float16"
+  assert entry["device"] == "test" and entry["sha256"] == checkpoint.sha256_file(path)
   monkeypatch.setenv(export.SHIPPED_ENV, str(tmp_path))
   assert upscale.Upscaler.load("tiny_x4").cfg == cfg
   with pytest.raises(UserError, match="not found.*tiny_x4"):

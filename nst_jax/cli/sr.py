@@ -33,6 +33,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   sub = parser.add_subparsers(dest="sr_command", required=True, metavar="ACTION")
   add_train_arguments(sub.add_parser("train", help="train an SR network; re-run to resume",
                                      formatter_class=common.HelpFormatter))
+  e = sub.add_parser("export", help="write a trained model as a float16 .npz + manifest entry")
+  e.add_argument("--model", required=True, help="a training workdir or checkpoint folder")
+  e.add_argument("--out", required=True, help="the .npz to write (e.g. checkpoints/NAME.npz); "
+                 "its folder's MANIFEST.json gets an entry named after the file")
+  e.add_argument("--eval", nargs="*", default=[], metavar="JSON",
+                 help="`sr eval --json` reports whose means go into the manifest entry")
+  e.add_argument("--info", action="append", default=[], metavar="KEY=VALUE",
+                 help="more manifest fields (e.g. training_time=25 min, device=...)")
   p = sub.add_parser("eval", help="PSNR/SSIM on Y and LPIPS over a folder of HR images")
   p.add_argument("--model", required=True, help=MODEL_HELP)
   p.add_argument("--data", required=True, help="folder of HR images (e.g. Set5)")
@@ -103,9 +111,36 @@ def load_upscaler(model: str, scale: int):
   return up
 
 
+def run_export(args: argparse.Namespace) -> int:
+  # pylint: disable=import-outside-toplevel  (JAX only when the command runs)
+  from pathlib import Path
+  from nst_jax.core import checkpoint
+  from nst_jax.sr import export, upscale
+  up = upscale.Upscaler.from_checkpoint(args.model)
+  out = Path(args.out)
+  if out.suffix != ".npz":
+    raise UserError(f"--out must end in .npz, got {out}")
+  metrics = {}
+  for path in args.eval:
+    try:
+      report = json.loads(Path(path).read_text())
+      metrics[Path(report["data"]).name] = report["mean"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+      raise UserError(f"--eval {path} is not an `sr eval --json` report: {e}") from None
+  info = config.parse_assignments(args.info)
+  export.export_npz(up.cfg, up.variables, out)
+  entry = export.update_manifest(out.parent, out.stem, out, up.cfg, metrics=metrics,
+                                 steps=checkpoint.locate(args.model)[1], **info)
+  print(f"wrote {out} ({entry['bytes']} bytes, sha256 {entry['sha256'][:12]}...) and "
+        f"{out.parent / export.MANIFEST}", file=sys.stderr)
+  return 0
+
+
 def run(args: argparse.Namespace) -> int:
   if args.sr_command == "train":
     return run_train(args)
+  if args.sr_command == "export":
+    return run_export(args)
   from nst_jax.sr import evaluate  # pylint: disable=import-outside-toplevel
   nets = tuple(n for n in args.lpips.split(",") if n)
   upscale = load_upscaler(args.model, args.scale)

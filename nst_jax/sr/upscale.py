@@ -60,7 +60,7 @@ class Upscaler:
   """An SR model as a callable on [H, W, 3] float images in [0, 1]."""
 
   def __init__(self, cfg: config.SRConfig | None, variables=None, *, scale: int | None = None):
-    self.cfg = cfg
+    self.cfg, self.variables = cfg, variables
     self.scale = degrade.check_scale(cfg.scale if cfg else scale)
     if cfg is None:
       self._fn = jax.jit(lambda x: degrade.upsample_bicubic(x, self.scale))
