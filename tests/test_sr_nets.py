@@ -34,7 +34,7 @@ def test_johnson_count_by_hand():
 
 
 def test_bf16_inference_follows_float32():
-  cfg = config.johnson(4)
+  cfg = config.sr_johnson(4)
   net = nets.make_net(cfg.net, 4)
   variables = nets.init_variables(net, jax.random.key(1))
   lr = jax.random.uniform(jax.random.key(2), (1, 12, 10, 3))
@@ -54,7 +54,7 @@ def test_pixel_shuffle_matches_torch_order():
 
 
 def test_presets_override_and_bad_values():
-  cfg = config.override(config.johnson(4), {"loss.pixel_weight": "2", "net.width": "8"})
+  cfg = config.override(config.sr_johnson(4), {"loss.pixel_weight": "2", "net.width": "8"})
   assert cfg.loss.pixel_weight == 2.0 and cfg.net.width == 8
   with pytest.raises(config.ConfigError):
     config.check(config.override(cfg, {"net.arch": "nope"}))
@@ -82,7 +82,7 @@ def test_losses_match_numpy():
 
 
 def test_tiled_equals_untiled():
-  cfg = config.smoke(4)
+  cfg = config.sr_smoke(4)
   variables = nets.init_variables(nets.make_net(cfg.net, 4), jax.random.key(0))
   up = upscale.Upscaler(cfg, variables)
   img = np.random.default_rng(0).uniform(size=(57, 45, 3)).astype(np.float32)

@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 from nst_jax import cli, config
-from nst_jax.core import checkpoint, data, sharding
+from nst_jax.core import checkpoint, data, image_io, sharding
 from nst_jax.core.errors import UserError
-from nst_jax.sr import export, nets, training, upscale
+from nst_jax.sr import evaluate, export, nets, training, upscale
 
 STEPS = 4
 
@@ -202,3 +202,15 @@ def test_sr_train_cli_builds_the_config_and_resumes(photo_dir, tmp_path, capsys)
   assert "resuming" in capsys.readouterr().err
   assert checkpoint.latest_step(tmp_path) == 3
   assert cli.main(args[:4] + ["--scale", "3", "--set", "size=16"] + args[6:-6]) == 2  # 16 % 3
+
+
+def test_the_shipped_x4_model_loads_and_beats_bicubic(data_dir, monkeypatch):
+  monkeypatch.delenv(export.SHIPPED_ENV, raising=False)
+  path = export.resolve_shipped("sr_fast_x4")  # sha256-checked against the manifest
+  assert path is not None and path.stat().st_size <= 2 * 2 ** 20
+  up = upscale.Upscaler.load("sr_fast_x4")
+  assert up.scale == 4
+  hr = image_io.load_image(data_dir / "sr" / "Set5" / "butterfly.png")[:96, :96]
+  ours = evaluate.evaluate_image(up, hr, scale=4)["psnr"]
+  bicubic = evaluate.evaluate_image(evaluate.bicubic_upscaler(4), hr, scale=4)["psnr"]
+  assert ours > bicubic + 1.0

@@ -4,7 +4,7 @@ Synopsis::
 
   from nst_jax import config
   from nst_jax.sr import nets
-  cfg = config.johnson(4)
+  cfg = config.sr_johnson(4)
   net = nets.make_net(cfg.net, cfg.scale)
   variables = nets.init_variables(net, jax.random.key(0))   # {"params", "batch_stats"?}
   sr = nets.apply_net(net, variables, lr)                   # [B, h, w, 3] -> [B, 4h, 4w, 3]
