@@ -37,7 +37,8 @@ import numpy as np
 
 from nst_jax import config
 from nst_jax.core import image_io
-from nst_jax.fast import data, models, sharding, train_state, training
+from nst_jax.core import data, sharding
+from nst_jax.fast import models, train_state, training
 
 
 def variants(args) -> dict[str, config.TrainConfig]:

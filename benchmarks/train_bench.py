@@ -26,7 +26,8 @@ import numpy as np
 
 from nst_jax import config
 from nst_jax.core import image_io
-from nst_jax.fast import data, models, nets, sharding, train_state, training
+from nst_jax.core import data, sharding
+from nst_jax.fast import models, nets, train_state, training
 
 
 def _peak_memory_mb() -> dict:

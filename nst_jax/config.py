@@ -360,16 +360,27 @@ class SRLossConfig:
 
 @dataclass(frozen=True)
 class SRConfig:
-  """A super-resolution model and its training run (training itself: a later issue)."""
+  """A super-resolution model and its training run (``sr.training``).
+
+  HR patches of ``size`` pixels are cropped at the images' own resolution from ``data``; their LR
+  images are made in the step (``degradation``, then 8-bit rounding). The learning rate is
+  "constant" or "cosine" (decay to 0 over ``num_steps``).
+  """
   net: SRNetConfig = field(default_factory=SRNetConfig)
   loss: SRLossConfig = field(default_factory=SRLossConfig)
   scale: int = 4
   degradation: str = "bicubic"
-  size: int = 288  # HR training crops (Johnson et al.: 288 px)
-  batch_size: int = 4
+  data: str = ""  # a folder of training photos, or "tfds:NAME"
+  size: int = 288  # HR training crops (Johnson et al.: 288 px); a multiple of the scale
+  batch_size: int = 4  # the global batch, split over all devices
   num_steps: int = 200_000
   learning_rate: float = 1e-3
+  schedule: str = "constant"
   seed: int = 0
+  checkpoint_every: int = 1000
+  keep_checkpoints: int = 3
+  log_every: int = 50
+  prefetch: int = 3  # batches decoded ahead
 
 
 def check(cfg: SRConfig) -> SRConfig:
@@ -379,11 +390,18 @@ def check(cfg: SRConfig) -> SRConfig:
       ("net.arch", cfg.net.arch, SR_ARCHS), ("net.upsample", cfg.net.upsample, SR_UPSAMPLES),
       ("net.normalization", cfg.net.normalization, SR_NORMALIZATIONS),
       ("loss.pixel_loss", cfg.loss.pixel_loss, PIXEL_LOSSES),
-      ("loss.loss_network", cfg.loss.loss_network, LOSS_NETWORKS)):
+      ("loss.loss_network", cfg.loss.loss_network, LOSS_NETWORKS),
+      ("schedule", cfg.schedule, SCHEDULES[:2])):
     if value not in allowed:
       raise ConfigError(key, f"{value!r} is not one of {allowed}")
   if cfg.net.width < 1 or cfg.net.num_residual < 0:
     raise ConfigError("net.width", "width must be >= 1 and num_residual >= 0")
+  if cfg.size < cfg.scale or cfg.size % cfg.scale:
+    raise ConfigError("size", f"HR crops of {cfg.size} px must be a multiple of the scale "
+                      f"{cfg.scale}")
+  for key in ("batch_size", "num_steps", "checkpoint_every", "log_every"):
+    if getattr(cfg, key) < 1:
+      raise ConfigError(key, f"must be >= 1, got {getattr(cfg, key)}")
   return cfg
 
 
@@ -408,7 +426,8 @@ def sr_smoke(scale: int = 4) -> SRConfig:
   """A tiny configuration for tests."""
   cfg = sr_fast(scale)
   return dataclasses.replace(cfg, net=dataclasses.replace(cfg.net, width=8, num_residual=1),
-                             size=32, batch_size=2, num_steps=4)
+                             size=32, batch_size=2, num_steps=4, checkpoint_every=2,
+                             log_every=1, prefetch=1)
 
 
 SR_PRESETS = {"johnson": sr_johnson, "fast": sr_fast, "smoke": sr_smoke}

@@ -16,7 +16,8 @@ import pytest
 from nst_jax import config
 from nst_jax.core import checkpoint
 from nst_jax.core.errors import UserError
-from nst_jax.fast import inference, models, sharding, train_state, training
+from nst_jax.core import sharding
+from nst_jax.fast import inference, models, train_state, training
 
 REPO = Path(__file__).resolve().parent.parent
 STEPS, EVERY = 12, 3
@@ -28,7 +29,7 @@ TRAIN_SETTINGS = [f"num_steps={STEPS}", f"checkpoint_every={EVERY}", "num_sample
 # Slows the data pipeline in the child (a test-only patch), so the kill lands mid-run.
 SLOW_CHILD = ("import sys, time\n"
               "from nst_jax import cli\n"
-              "from nst_jax.fast import data\n"
+              "from nst_jax.core import data\n"
               "orig = data.IndexedDataset.example\n"
               "def slow(self, i):\n"
               "  time.sleep(0.4)\n"

@@ -10,7 +10,7 @@ from PIL import Image
 
 from nst_jax.core import image_io
 from nst_jax.core.errors import UserError
-from nst_jax.fast import data
+from nst_jax.core import data
 
 SIZE = 16
 

@@ -10,7 +10,8 @@ from PIL import Image
 from nst_jax import cli, config
 from nst_jax.core import checkpoint, colors, metrics, smoothing
 from nst_jax.core.errors import UserError
-from nst_jax.fast import inference, models, nets, sharding, train_state, training
+from nst_jax.core import sharding
+from nst_jax.fast import inference, models, nets, train_state, training
 
 
 @pytest.fixture(scope="module")

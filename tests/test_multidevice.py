@@ -18,7 +18,8 @@ import dataclasses, json, sys
 import jax, jax.numpy as jnp, numpy as np, optax
 from nst_jax.fast import train_state
 from nst_jax.core import image_io, vgg
-from nst_jax.fast import data, models, sharding, training
+from nst_jax.core import data, sharding
+from nst_jax.fast import models, training
 from nst_jax import config
 from nst_jax.config import LossConfig
 

@@ -25,7 +25,8 @@ from nst_jax import config
 from nst_jax.cli import main as cli_main
 from nst_jax.core import checkpoint
 from nst_jax.core.errors import UserError
-from nst_jax.fast import data, models, sharding, train_state
+from nst_jax.core import data, sharding
+from nst_jax.fast import models, train_state
 
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 400  # for all three processes; about 30 s of CPU time in all

@@ -19,14 +19,13 @@ from PIL import Image
 
 from nst_jax import config
 from nst_jax.config import LossConfig
-from nst_jax.core import image_io, matting, regions
+from nst_jax.core import image_io, matting, regions, sharding
 from nst_jax.core.errors import UserError
 from nst_jax.fast import (
   inference,
   models,
   nets,
   photo_train,
-  sharding,
   train_state,
   training,
 )

@@ -18,7 +18,8 @@ import pytest
 from nst_jax import config
 from nst_jax.config import LossConfig
 from nst_jax.core import image_io
-from nst_jax.fast import data, models, sharding, train_logging, train_state, training
+from nst_jax.core import data, sharding, train_logging
+from nst_jax.fast import models, train_state, training
 
 SHALLOW = LossConfig(content_layers=("relu2_2",), content_layer_weights=(1.0,),
                      style_layers=("relu1_1", "relu2_1"), style_layer_weights=(1.0, 1.0),

@@ -74,7 +74,8 @@ def build_config(args: argparse.Namespace) -> config.TrainConfig:
 def run(args: argparse.Namespace) -> int:
   # pylint: disable=import-outside-toplevel  (JAX only when the command runs)
   from nst_jax.core import checkpoint, vgg
-  from nst_jax.fast import sharding, training
+  from nst_jax.core import sharding
+  from nst_jax.fast import training
   logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's per-save info lines
   sharding.maybe_initialize_distributed(args.distributed)
   cfg = build_config(args)

@@ -2,7 +2,9 @@
 
 Synopsis::
 
-  nst-jax upscale --model bicubic photo.jpg --out out/ --scale 4 --tile 256 --overlap 32
+  nst-jax upscale --model sr_fast_x4 photo.jpg --out out/ --scale 4 --tile 256 --overlap 32
+  nst-jax upscale --model runs/sr_x4 photo.jpg --out out/        # a training run's newest step
+  nst-jax upscale --model bicubic photo.jpg --out out/ --scale 4
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ HELP = "super-resolution: upscale images (tiles for large ones; histogram matchi
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("images", nargs="+", metavar="IMG")
-  parser.add_argument("--model", required=True, help="'bicubic' (trained checkpoints: later)")
+  parser.add_argument("--model", required=True,
+                      help="a training workdir or checkpoint folder, a shipped model's name "
+                      "(e.g. sr_fast_x4, from checkpoints/), an exported .npz, or 'bicubic'")
   parser.add_argument("--out", required=True, help="output folder (PNG files)")
   parser.add_argument("--scale", type=positive_int, default=4, help="2, 3, 4 or 8")
   parser.add_argument("--tile", type=int, default=0, help="LR tile size (0: whole image)")
@@ -34,8 +38,10 @@ def load_model(model: str, scale: int):
   from nst_jax.sr import upscale  # pylint: disable=import-outside-toplevel
   if model == "bicubic":
     return upscale.Upscaler.bicubic(scale)
-  raise UserError(f"unknown SR model {model!r}: only 'bicubic' exists until trained "
-                  "checkpoints ship")
+  up = upscale.Upscaler.load(model)
+  if up.scale != scale:
+    raise UserError(f"model {model} upscales x{up.scale}, not x{scale}: use --scale {up.scale}")
+  return up
 
 
 def run(args: argparse.Namespace) -> int:

@@ -130,6 +130,17 @@ class Checkpoints:
       raise UserError(f"cannot restore checkpoint {path.parent}: {_first_line(e)}") from None
     return jax.tree.map(lambda a: None if a is ocp.PLACEHOLDER else a, out)
 
+  def restore_partial(self, step: int, abstract_subtree: dict) -> dict:
+    """Only the parts of the saved state named in ``abstract_subtree`` (a dict of some of the
+    state's top-level fields, e.g. ``{"params": ...}``); the rest (optimizer state) is not read."""
+    try:
+      out = self.manager.restore(int(step), args=ocp.args.Composite(
+          state=ocp.args.PyTreeRestore(item=abstract_subtree, partial_restore=True)))
+    except Exception as e:  # as in ``restore``
+      raise UserError(f"cannot restore checkpoint {self.directory / str(step)}: "
+                      f"{_first_line(e)}") from None
+    return dict(out.state)
+
   def restore_meta(self, step: int) -> dict:
     """Only the JSON meta of ``step`` (cheap: no arrays are read)."""
     try:

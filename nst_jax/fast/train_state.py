@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import optax
 
 from nst_jax.config import TrainConfig
-from nst_jax.fast import sharding
+from nst_jax.core import sharding
 
 
 class TrainState(flax.struct.PyTreeNode):

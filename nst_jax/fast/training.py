@@ -46,7 +46,8 @@ from nst_jax import config
 from nst_jax.config import LossConfig, TrainConfig
 from nst_jax.core import checkpoint, image_io, objective, paths, plots, vgg
 from nst_jax.core.errors import UserError
-from nst_jax.fast import data, models, photo_train, sharding, train_logging, train_state
+from nst_jax.core import data, sharding, train_logging
+from nst_jax.fast import models, photo_train, train_state
 
 
 def make_style_targets(vgg_params, style: jax.Array, loss_cfg: LossConfig) -> dict:

@@ -100,7 +100,10 @@ class SubPixelSR(nn.Module):
     x = nn.relu(_norm(cfg, train)(nn.Conv(cfg.width, (5, 5), dtype=dt)(lr)))
     for _ in range(cfg.num_residual):
       x = nn.relu(_norm(cfg, train)(nn.Conv(cfg.width, (3, 3), dtype=dt)(x)))
-    x = pixel_shuffle(nn.Conv(3 * self.scale ** 2, (3, 3), dtype=dt)(x), self.scale)
+    # Over a bicubic residual the last layer starts at zero, so training starts from bicubic.
+    init = nn.initializers.zeros if cfg.residual_bicubic else nn.linear.default_kernel_init
+    x = pixel_shuffle(nn.Conv(3 * self.scale ** 2, (3, 3), dtype=dt, kernel_init=init)(x),
+                      self.scale)
     if cfg.residual_bicubic:
       return degrade.upsample_bicubic(lr, self.scale) + x
     return x

@@ -3,8 +3,11 @@
 Synopsis::
 
   from nst_jax.sr import upscale
-  up = upscale.Upscaler.bicubic(4)                         # the baseline, until models ship
+  up = upscale.Upscaler.bicubic(4)                         # the baseline
   up = upscale.Upscaler(cfg, variables)                    # a network from its variables
+  up = upscale.Upscaler.from_checkpoint("runs/sr_x4")      # a training run (parameters only)
+  up = upscale.Upscaler.from_file("checkpoints/sr_fast_x4.npz")  # an exported float16 model
+  up = upscale.Upscaler.load("sr_fast_x4")                 # any of these, or a shipped name
   out = up(image, tile=128, overlap=16)                    # [H, W, 3] -> [4H, 4W, 3] in [0, 1]
   out = upscale.match_histogram(out, up.bicubic_of(image)) # Johnson's colour post-step
 
@@ -22,9 +25,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pathlib import Path
+
 from nst_jax import config
+from nst_jax.core import checkpoint
 from nst_jax.core.errors import UserError
-from nst_jax.sr import degrade, nets
+from nst_jax.sr import degrade, export, nets, training
 
 
 def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
@@ -54,7 +60,7 @@ class Upscaler:
   """An SR model as a callable on [H, W, 3] float images in [0, 1]."""
 
   def __init__(self, cfg: config.SRConfig | None, variables=None, *, scale: int | None = None):
-    self.cfg = cfg
+    self.cfg, self.variables = cfg, variables
     self.scale = degrade.check_scale(cfg.scale if cfg else scale)
     if cfg is None:
       self._fn = jax.jit(lambda x: degrade.upsample_bicubic(x, self.scale))
@@ -65,6 +71,47 @@ class Upscaler:
   @classmethod
   def bicubic(cls, scale: int) -> "Upscaler":
     return cls(None, scale=scale)
+
+  @classmethod
+  def from_checkpoint(cls, path) -> "Upscaler":
+    """The network of a training run (workdir, its ``checkpoints`` folder or one step folder),
+    rebuilt from the config in the checkpoint's meta; only the parameters (and batch statistics)
+    are read, no optimizer is built.
+
+    Raises:
+      UserError: missing or damaged checkpoint, or not an SR model's.
+    """
+    ckpts, step = checkpoint.open_checkpoint(path)
+    with ckpts:
+      cfg = training.config_of_meta(ckpts.restore_meta(step), path)
+      net = nets.make_net(cfg.net, cfg.scale)
+      device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+      abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+                              jax.eval_shape(lambda: nets.init_variables(net, jax.random.key(0))))
+      variables = ckpts.restore_partial(step, abstract)
+    return cls(cfg, variables)
+
+  @classmethod
+  def from_file(cls, path) -> "Upscaler":
+    """An exported model (``export.export_npz``: float16 on disk, float32 here)."""
+    cfg, variables = export.load_npz(path)
+    return cls(cfg, variables)
+
+  @classmethod
+  def load(cls, model: str) -> "Upscaler":
+    """What ``--model`` names: a checkpoint folder, an exported ``.npz``, or the name of a
+    shipped model in ``checkpoints/MANIFEST.json``."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+      return cls.from_checkpoint(path)
+    if path.is_file():
+      return cls.from_file(path)
+    shipped = export.resolve_shipped(model) if "/" not in model else None
+    if shipped is None:
+      names = ", ".join(["bicubic", *export.shipped_names()])
+      raise UserError(f"SR model not found: {model} (expected a training workdir, a checkpoint "
+                      f"folder, an exported .npz, or one of: {names})")
+    return cls.from_file(shipped)
 
   @property
   def name(self) -> str:

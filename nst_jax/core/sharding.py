@@ -2,7 +2,7 @@
 
 Synopsis::
 
-  from nst_jax.fast import sharding
+  from nst_jax.core import sharding
   sharding.maybe_initialize_distributed(True)     # multi-host: before any other JAX call
   mesh = sharding.make_mesh()                     # all devices, of all processes
   state = jax.device_put(state, sharding.replicated(mesh))

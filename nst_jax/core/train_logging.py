@@ -2,7 +2,7 @@
 
 Synopsis::
 
-  from nst_jax.fast import train_logging
+  from nst_jax.core import train_logging
   log = train_logging.TrainLog(workdir, start_step=0)          # reloads losses.csv on resume
   log.record(step, metrics)                                    # device scalars; no host sync
   rows = log.flush()                                           # one device_get for the pending

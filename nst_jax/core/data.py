@@ -2,7 +2,7 @@
 
 Synopsis::
 
-  from nst_jax.fast import data
+  from nst_jax.core import data
   ds = data.make_dataset("../shared/data/train", size=256, seed=0)   # or "tfds:coco/2017"
   with ds.batches(4, start_step=1000, prefetch=3) as it:
     for batch in it:             # float32 [4, 256, 256, 3] in [0, 1]
@@ -42,7 +42,7 @@ from nst_jax.core import image_io
 from nst_jax.core.errors import UserError
 
 DATA_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-CROPS = ("random", "resize")
+CROPS = ("random", "resize", "patch")
 TFDS_PREFIX = "tfds:"
 _SHUFFLE, _CROP = 0, 1  # stream tags in the seeds, so permutations and crops never share a stream
 
@@ -171,7 +171,8 @@ def transform(img: Image.Image, size: int, crop: str, rng: np.random.Generator) 
     img: any mode; converted to RGB (alpha over white, 16-bit scaled) via ``image_io``.
     size: the output side.
     crop: "random" (resize the short side to ``size``, then a random square crop) or "resize"
-      (squash to size x size, as Johnson et al. did with COCO).
+      (squash to size x size, as Johnson et al. did with COCO) or "patch" (a random square at the
+      image's own resolution, for super-resolution; images smaller than ``size`` are enlarged).
     rng: draws the crop offset.
 
   Returns:
@@ -183,6 +184,8 @@ def transform(img: Image.Image, size: int, crop: str, rng: np.random.Generator) 
     img = img.resize((size, size), Image.Resampling.LANCZOS)
   else:
     scale = size / min(w, h)
+    if crop == "patch":
+      scale = max(scale, 1.0)  # native resolution unless the image is too small
     new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
     if (new_w, new_h) != (w, h):
       img = img.resize((new_w, new_h), Image.Resampling.LANCZOS)

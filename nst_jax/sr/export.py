@@ -1,0 +1,153 @@
+"""Shipping SR models: float16 ``.npz`` files (parameters + config) and a manifest.
+
+Synopsis::
+
+  from nst_jax.sr import export
+  path = export.export_npz(cfg, variables, "checkpoints/sr_fast_x4.npz")   # float16 storage
+  cfg, variables = export.load_npz(path)                                    # float32 again
+  export.update_manifest("checkpoints", "sr_fast_x4", path, cfg, metrics={...}, steps=12000)
+  export.resolve_shipped("sr_fast_x4")   # checkpoints/sr_fast_x4.npz, sha256-checked
+
+A shipped file holds ``variables/<collection>/<module>/.../<name>`` arrays in float16, a
+``config`` entry (the ``SRConfig`` JSON) and ``kind = "sr"``. ``checkpoints/MANIFEST.json`` maps
+each model's name to its file, sha256, scale, preset, loss, steps, metrics and how it was
+trained; ``resolve_shipped`` refuses a file whose sha256 differs from its entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from nst_jax import config
+from nst_jax.core import checkpoint, image_io
+from nst_jax.core.errors import UserError
+
+KIND = "sr"
+MANIFEST = "MANIFEST.json"
+PREFIX = "variables/"
+SHIPPED_DIR = Path(__file__).resolve().parents[2] / "checkpoints"  # the repository's checkpoints/
+SHIPPED_ENV = "NST_JAX_SR_MODELS"  # another folder of shipped models (tests, installs)
+
+
+def shipped_dir() -> Path:
+  """``$NST_JAX_SR_MODELS``, else the repository's top-level ``checkpoints/``."""
+  value = os.environ.get(SHIPPED_ENV)
+  return Path(value).expanduser() if value else SHIPPED_DIR
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
+  """{"a": {"b": x}} -> {"a/b": x}."""
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(flatten(value, f"{prefix}{key}/"))
+    else:
+      out[f"{prefix}{key}"] = np.asarray(value)
+  return out
+
+
+def unflatten(flat: dict[str, np.ndarray]) -> dict:
+  """{"a/b": x} -> {"a": {"b": x}}."""
+  out: dict = {}
+  for key, value in flat.items():
+    *parents, leaf = key.split("/")
+    node = out
+    for part in parents:
+      node = node.setdefault(part, {})
+    node[leaf] = value
+  return out
+
+
+def export_npz(cfg: config.SRConfig, variables: dict, path: str | os.PathLike) -> Path:
+  """Writes ``variables`` (``{"params", "batch_stats"?}``) in float16 with the config.
+
+  Returns:
+    The written path.
+  """
+  arrays = {PREFIX + k: v.astype(np.float16) for k, v in flatten(dict(variables)).items()}
+  buf = io.BytesIO()
+  np.savez_compressed(buf, kind=np.array(KIND), config=np.array(config.to_json(cfg)), **arrays)
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_bytes(buf.getvalue())
+  return path
+
+
+def load_npz(path: str | os.PathLike) -> tuple[config.SRConfig, dict]:
+  """An exported model: its config and its variables in float32.
+
+  Raises:
+    UserError: the file is missing, not an npz, not an SR model, or its config is bad.
+  """
+  try:
+    with np.load(path, allow_pickle=False) as f:
+      entries = {k: f[k] for k in f.files}
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # missing, truncated, no zip
+    raise UserError(f"cannot read SR model {path}: {e}") from None
+  if str(entries.pop("kind", "")) != KIND or "config" not in entries:
+    raise UserError(f"{path} is not an exported super-resolution model")
+  try:
+    cfg = config.check(config.from_json(config.SRConfig, str(entries.pop("config"))))
+  except config.ConfigError as e:
+    raise UserError(f"{path} has a bad SR config: {e}") from None
+  flat = {k[len(PREFIX):]: v.astype(np.float32) for k, v in entries.items()
+          if k.startswith(PREFIX)}
+  variables = unflatten(flat)
+  if "params" not in variables:
+    raise UserError(f"{path} holds no parameters")
+  return cfg, variables
+
+
+def read_manifest(folder: str | os.PathLike) -> dict:
+  """The manifest of a folder of shipped models ({} when there is none)."""
+  path = Path(folder) / MANIFEST
+  if not path.is_file():
+    return {}
+  try:
+    data = json.loads(path.read_text())
+  except (OSError, json.JSONDecodeError) as e:
+    raise UserError(f"cannot read {path}: {e}") from None
+  return data.get("models", {}) if isinstance(data, dict) else {}
+
+
+def update_manifest(folder: str | os.PathLike, name: str, path: str | os.PathLike,
+                    cfg: config.SRConfig, **info) -> dict:
+  """Adds (or replaces) ``name``'s entry: file, sha256, bytes, scale, arch, loss weights, config
+  and ``info`` (steps, metrics, training time and device, ...). Returns the entry."""
+  path = Path(path)
+  loss = {k: v for k, v in config.to_dict(cfg.loss).items()}
+  entry = {"file": path.name, "sha256": checkpoint.sha256_file(path),
+           "bytes": path.stat().st_size, "dtype": "float16", "scale": cfg.scale,
+           "arch": cfg.net.arch, "loss": loss, "config": config.to_dict(cfg), **info}
+  models = read_manifest(folder)
+  models[name] = entry
+  text = json.dumps({"models": dict(sorted(models.items()))}, indent=2, sort_keys=True) + "\n"
+  image_io.write_text(Path(folder) / MANIFEST, text)
+  return entry
+
+
+def resolve_shipped(name: str, folder: str | os.PathLike | None = None) -> Path | None:
+  """The file of the shipped model ``name`` (sha256-checked), or None when no entry has it."""
+  folder = Path(folder) if folder else shipped_dir()
+  entry = read_manifest(folder).get(name)
+  if entry is None:
+    return None
+  path = folder / entry["file"]
+  if not path.is_file():
+    raise UserError(f"shipped model {name} is missing its file {path}")
+  digest = hashlib.sha256(path.read_bytes()).hexdigest()
+  if digest != entry.get("sha256"):
+    raise UserError(f"shipped model {path} is corrupt (sha256 {digest[:12]}... differs from "
+                    f"{MANIFEST})")
+  return path
+
+
+def shipped_names(folder: str | os.PathLike | None = None) -> list[str]:
+  return sorted(read_manifest(folder or shipped_dir()))
