@@ -11,7 +11,6 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from nst_jax import config
@@ -35,7 +34,7 @@ def _random_norm_rows(params, key):
   leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
   out = []
   for i, (path, x) in enumerate(leaves):
-    if multistyle._is_norm_leaf(path):  # pylint: disable=protected-access
+    if multistyle.is_norm_leaf(path):
       x = x + 0.5 * jax.random.normal(jax.random.fold_in(key, i), x.shape)
     out.append(x)
   return jax.tree_util.tree_unflatten(treedef, out)
@@ -44,7 +43,7 @@ def _random_norm_rows(params, key):
 def _row(params, pick):
   """A one-style network's parameters: each norm leaf [S, C] -> pick(leaf) [C]."""
   return jax.tree_util.tree_map_with_path(
-      lambda p, x: pick(x) if multistyle._is_norm_leaf(p) else x,  # pylint: disable=protected-access
+      lambda p, x: pick(x) if multistyle.is_norm_leaf(p) else x,
       params)
 
 

@@ -115,7 +115,8 @@ def _find_style(names: Sequence[str], who: str) -> int:
   return hits[0]
 
 
-def _is_norm_leaf(path) -> bool:
+def is_norm_leaf(path) -> bool:
+  """Whether a parameter's tree path (``tree_map_with_path``) is a norm layer's scale or bias."""
   keys = [str(getattr(k, "key", k)) for k in path]
   return len(keys) >= 2 and keys[-1] in NORM_LEAVES and keys[-2].startswith("norm")
 
@@ -128,7 +129,7 @@ def add_style_rows(params, num_new: int):
   every other parameter is unchanged.
   """
   def expand(path, x):
-    if not _is_norm_leaf(path):
+    if not is_norm_leaf(path):
       return x
     rows = x[None] if x.ndim == 1 else x  # [S, C]
     new = jnp.repeat(jnp.mean(rows, axis=0, keepdims=True), num_new, axis=0)
@@ -139,7 +140,7 @@ def add_style_rows(params, num_new: int):
 def new_rows_mask(params, first_new: int):
   """1 on the normalization rows >= ``first_new``, 0 everywhere else (a tree like ``params``)."""
   def mask(path, x):
-    if not _is_norm_leaf(path) or x.ndim != 2:
+    if not is_norm_leaf(path) or x.ndim != 2:
       return jnp.zeros_like(x)
     return jnp.broadcast_to((jnp.arange(x.shape[0]) >= first_new)[:, None], x.shape).astype(x.dtype)
   return jax.tree_util.tree_map_with_path(mask, params)
