@@ -232,3 +232,18 @@ def test_zoo_rejects_corrupt_truncated_and_foreign_files(tmp_path, multi):
   for name, kind in (("bad", None), ("up", "style"), ("nope", None)):
     with pytest.raises(UserError):
       zoo.resolve_model(name, kind=kind, manifest=manifest)
+
+
+def test_train_flags_one_and_several_styles():
+  from nst_jax import cli  # pylint: disable=import-outside-toplevel
+  from nst_jax.cli import train  # pylint: disable=import-outside-toplevel
+  parse = cli.build_parser().parse_args
+  one = train.resolve_config(parse(["train", "--style", "a.jpg", "--data", "d", "--workdir", "w"]))
+  assert (one.style, one.styles, one.net.num_styles) == ("a.jpg", (), 1)
+  two = train.resolve_config(parse(["train", "--style", "a.jpg", "b.jpg", "--data", "d",
+                                    "--workdir", "w"]))
+  assert (two.style, two.styles, two.net.num_styles) == ("", ("a.jpg", "b.jpg"), 2)
+  old = config.from_json(config.TrainConfig, config.to_json(one).replace('"styles": [],', ""))
+  assert old.styles == () and models.style_paths(old) == ("a.jpg",)  # an old config.json
+  with pytest.raises(config.ConfigError, match="num_styles"):
+    models.check_styles(dataclasses.replace(two, net=dataclasses.replace(two.net, num_styles=3)))
