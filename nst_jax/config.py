@@ -183,6 +183,7 @@ class NetConfig:
   output: str = "rgb"  # "affine": per-pixel colour transforms of the input (photorealism)
   affine_grid: int = 1  # where the affine head computes them: 1 = every pixel, 4 = quarter res
   conv_impl: str = "auto"  # the net's convolutions: auto | xla | cpu_fast (see CONV_IMPLS)
+  num_styles: int = 1  # > 1: conditional instance norm, one scale/shift row per style
 
 
 @dataclass(frozen=True)
@@ -229,7 +230,9 @@ class TrainConfig:
   net: NetConfig = field(default_factory=NetConfig)
   loss: LossConfig = field(default_factory=LossConfig)
   photo: PhotoTrainConfig = field(default_factory=PhotoTrainConfig)
-  style: str = ""  # the style image
+  style: str = ""  # the style image (one-style runs)
+  styles: tuple[str, ...] = ()  # several style images: a multi-style run (net.num_styles of them)
+  base_model: str = ""  # add-style runs: the trained network whose new norm rows are fitted
   data: str = ""  # a folder of training photos, or "tfds:NAME"
   size: int = 256  # training crops are size x size
   crop: str = "random"  # random | resize (see data.transform)

@@ -30,6 +30,7 @@ COMMANDS = {
     "photo": "photo",
     "sr": "sr",
     "upscale": "upscale",
+    "models": "models",
 }
 
 

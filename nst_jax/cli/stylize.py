@@ -6,6 +6,9 @@ Synopsis::
   nst-jax stylize --model runs/starry --content a.jpg --out out/ --strength 0.7 \\
       --original-colors yiq --bf16
   nst-jax stylize --model runs/photo_pair1 --content a.jpg --out out/ --matting-budget 1.5
+  nst-jax stylize --model starry_small --content a.jpg --out out/     # a shipped model (nst-jax models)
+  nst-jax stylize --model zoo8 --style-name great_wave --content a.jpg --out out/
+  nst-jax stylize --model zoo8 --mix 0.5:starry,0.5:great_wave --content a.jpg --out out/
 
 Every input is read and checked before anything is written; outputs are ``OUT/<stem>.png``
 (written atomically). ``--strength s`` blends ``s * stylized + (1 - s) * photo`` in pixel space.
@@ -46,7 +49,15 @@ def _unit_float(text: str) -> float:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--model", required=True,
-                      help="a training workdir (newest checkpoint) or one checkpoint step folder")
+                      help="a shipped model name (`nst-jax models`), a model .npz, a training "
+                      "workdir (newest checkpoint) or one checkpoint step folder")
+  parser.add_argument("--style-index", type=int, default=None, metavar="I",
+                      help="multi-style networks: the style to apply, by index (default 0)")
+  parser.add_argument("--style-name", default=None, metavar="NAME",
+                      help="multi-style networks: the style to apply, by (part of its) name")
+  parser.add_argument("--mix", default=None, metavar="W:STYLE,...",
+                      help="multi-style networks: blend styles, e.g. 0.5:starry,0.5:great_wave "
+                      "(names or indices; the normalization parameters are interpolated)")
   parser.add_argument("--content", required=True, nargs="+", metavar="IMAGE",
                       help="one or more photos")
   parser.add_argument("--out", required=True, help="the output folder")
@@ -128,8 +139,9 @@ def run(args: argparse.Namespace) -> int:
                          memory.budget_bytes(args.max_memory), batch=args.batch_size)
   images = [image_io.load_image(p, size=args.size, max_pixels=args.max_pixels)
             for p in args.content]  # every input is checked before any work
-  stylizer = inference.Stylizer.from_checkpoint(args.model, bf16=args.bf16, bucket=args.bucket,
-                                                 batch_size=args.batch_size)
+  stylizer = inference.Stylizer.from_any(args.model, bf16=args.bf16, bucket=args.bucket,
+                                         batch_size=args.batch_size)
+  stylizer.set_style(index=args.style_index, name=args.style_name, mix=args.mix)
   smoothing = smoothing_from_flags(args, stylizer.smoothing)
   t0 = time.perf_counter()
   outputs = stylizer.stylize_many(images, strength=args.strength,

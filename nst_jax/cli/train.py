@@ -3,6 +3,9 @@
 Synopsis::
 
   nst-jax train --style starry.jpg --data ../shared/data/train --workdir runs/starry
+  nst-jax train --style a.jpg b.jpg c.jpg --data DIR --workdir runs/abc   # one multi-style net
+  nst-jax train --add-style d.jpg --from runs/abc --data DIR --workdir runs/abcd --set \
+      num_steps=500       # fit only the new style's normalization rows (Dumoulin et al. 2017)
   nst-jax train --style starry.jpg --data DIR --workdir W --preset johnson --set num_steps=2000 \\
       --set net.width=0.5 --set loss.style_weight=5e-5
   nst-jax train --preset photoreal --style tar1.png --data DIR --workdir runs/photo1
@@ -26,11 +29,18 @@ from nst_jax.core import paths
 HELP = "train a fast (feed-forward) style network; re-run to resume"
 DEFAULT_PRESET = "thesis"
 # Flag (argparse dest) -> TrainConfig key.
-FLAGS = {"style": "style", "data": "data"}
+FLAGS = {"data": "data"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--style", help="the style image (required unless --config gives it)")
+  parser.add_argument("--style", nargs="+", metavar="IMAGE",
+                      help="the style image, or several for one multi-style network "
+                      "(conditional instance norm); required unless --config or --add-style")
+  parser.add_argument("--add-style", nargs="+", metavar="IMAGE",
+                      help="add these styles to the trained network --from (fits only their "
+                      "normalization parameters; the rest is frozen)")
+  parser.add_argument("--from", dest="base_model", metavar="MODEL",
+                      help="with --add-style: a training workdir, model file or shipped name")
   parser.add_argument("--data",
                       help="a folder of training photos (recursive), or tfds:NAME (e.g. "
                       "tfds:coco/2017, needs tensorflow-datasets); required unless --config "
@@ -54,19 +64,51 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
       saved="the WORKDIR/config.json every run writes", example="num_steps=2000, net.width=0.5")
 
 
+def style_overrides(args: argparse.Namespace) -> dict:
+  """``--style``: one image -> ``style``; several -> ``styles`` and ``net.num_styles``."""
+  images = getattr(args, "style", None)
+  if not images:
+    return {}
+  if len(images) == 1:
+    return {"style": images[0], "styles": ()}
+  return {"style": "", "styles": tuple(images), "net.num_styles": len(images)}
+
+
 def resolve_config(args: argparse.Namespace) -> config.TrainConfig:
-  """The preset < --config < ``--style``/``--data`` < ``--set`` (unchecked)."""
-  return common.resolve_config(args, config.TRAIN_PRESETS[args.preset](),
-                               common.flag_overrides(args, FLAGS))
+  """The preset (or, with ``--add-style``, the ``--from`` network's config) < --config <
+  ``--style``/``--data`` < ``--set`` (unchecked)."""
+  base = config.TRAIN_PRESETS[args.preset]()
+  flags = {**style_overrides(args), **common.flag_overrides(args, FLAGS)}
+  if getattr(args, "add_style", None):
+    base, flags = add_style_config(args, flags)
+  return common.resolve_config(args, base, flags)
+
+
+def add_style_config(args: argparse.Namespace, flags: dict) -> tuple[config.TrainConfig, dict]:
+  """The base network's own training config, and overrides that add ``--add-style``'s images."""
+  # pylint: disable=import-outside-toplevel  (JAX only when the command runs)
+  from nst_jax.core.errors import UserError
+  from nst_jax.fast import inference, models
+  if not args.base_model or getattr(args, "style", None):
+    raise UserError("--add-style needs --from MODEL (and no --style)")
+  base = inference.Stylizer.from_any(args.base_model)
+  if "config" not in base.meta:
+    raise UserError(f"{args.base_model} has no training config to continue from")
+  cfg = models.from_dict(base.meta["config"])
+  new = tuple(args.add_style)
+  return cfg, {**flags, "style": "", "styles": new, "base_model": str(args.base_model),
+               "net.num_styles": cfg.net.num_styles + len(new),
+               "data": flags.get("data", cfg.data)}
 
 
 def build_config(args: argparse.Namespace) -> config.TrainConfig:
   """``resolve_config``, validated (``config.ConfigError`` naming the key)."""
   from nst_jax.fast import models  # pylint: disable=import-outside-toplevel
   cfg = resolve_config(args)
-  for key in ("style", "data"):
-    if not getattr(cfg, key):
-      raise config.ConfigError(key, "is required (give it, or a --config that has it)")
+  if not models.style_paths(cfg):
+    raise config.ConfigError("style", "is required (give it, or a --config that has it)")
+  if not cfg.data:
+    raise config.ConfigError("data", "is required (give it, or a --config that has it)")
   models.check_config(cfg)
   return cfg
 

@@ -6,6 +6,8 @@ Synopsis::
   stylizer = inference.Stylizer.from_checkpoint("runs/starry")       # loads once
   out = stylizer(photo)                                              # [H, W, 3] in [0, 1]
   outs = stylizer.stylize_many([a, b, c], strength=0.8, original_colors="yiq")
+  stylizer = inference.Stylizer.from_any("starry")      # a shipped model name, .npz, or workdir
+  stylizer.set_style(mix="0.5:starry,0.5:great_wave")   # multi-style networks
 
 Sizes: each image is reflect-padded on the host to the next multiple of ``bucket`` pixels in
 height and width (32 by default; the network itself needs a multiple of 4), stylized, and cropped
@@ -44,10 +46,10 @@ import jax
 import numpy as np
 
 from nst_jax import config
-from nst_jax.core import checkpoint, colors, memory
+from nst_jax.core import checkpoint, colors, memory, zoo
 from nst_jax.core import smoothing as smoothing_lib
 from nst_jax.core.errors import UserError
-from nst_jax.fast import models, nets
+from nst_jax.fast import models, multistyle, nets
 
 DEFAULT_BUCKET = 32
 
@@ -154,6 +156,17 @@ def check_options(strength: float, original_colors: str) -> None:
                              f", got {original_colors!r}")
 
 
+def check_params_fit(model: nn.Module, params, path) -> None:
+  """Raises ``UserError`` unless ``params`` has exactly the structure and shapes of ``model``'s."""
+  expected = jax.eval_shape(lambda: nets.init_variables(model, jax.random.key(0)))["params"]
+  want = {k: v.shape for k, v in zoo.flatten(expected).items()}
+  got = {k: v.shape for k, v in zoo.flatten(params).items()}
+  if want != got:
+    diff = sorted(set(want.items()) ^ set(got.items()))[:1]
+    raise UserError(f"{path}: the parameters do not fit the network its config describes "
+                    f"(first difference: {diff})")
+
+
 class Stylizer:
   """A trained network with its variables, compiled per input shape, applied to host arrays.
 
@@ -175,8 +188,44 @@ class Stylizer:
     cfg = models.from_dict(self.meta["config"]) if "config" in self.meta else None
     self.smoothing = default_smoothing(model, cfg)
     self.bucket, self.batch_size = bucket, batch_size
-    self._apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
+    self._apply = jax.jit(lambda v, x, w: model.apply(v, x, w, train=False))
     self.compiled_shapes: set[tuple[int, ...]] = set()
+    self.style_names = [s.get("name", str(i)) for i, s in enumerate(self.meta.get("styles", []))]
+    num_styles = getattr(model, "num_styles", 1)
+    if len(self.style_names) != num_styles:
+      self.style_names = [str(i) for i in range(num_styles)]
+    self.style_weights = multistyle.style_vector(self.style_names)  # [S]: the first style
+
+  def set_style(self, *, index: int | None = None, name: str | None = None,
+                mix: str | None = None) -> np.ndarray:
+    """Picks the style of a multi-style network (``multistyle.style_vector``); returns [S]."""
+    self.style_weights = multistyle.style_vector(self.style_names, index=index, name=name,
+                                                 mix=mix)
+    return self.style_weights
+
+  @classmethod
+  def from_file(cls, path: str | os.PathLike, *, bf16: bool = False, **kwargs) -> "Stylizer":
+    """Loads a model file of ``zoo.export_params`` (float16 on disk, float32 here).
+
+    Raises:
+      UserError: a damaged or foreign file, or parameters that do not fit its network.
+    """
+    params, meta = zoo.load_params(path)
+    if "config" not in meta:
+      raise UserError(f"{path} is not a style network (no training config)")
+    cfg = models.from_dict(meta["config"])
+    model = models.make_model(cfg.net, bf16=bf16)
+    check_params_fit(model, params, path)
+    return cls(model, {"params": params}, meta=meta, **kwargs)
+
+  @classmethod
+  def from_any(cls, path: str | os.PathLike, **kwargs) -> "Stylizer":
+    """``from_file`` for a shipped model name (sha256 checked) or an ``.npz``, else
+    ``from_checkpoint`` (a training workdir or checkpoint folder)."""
+    resolved, _ = zoo.resolve_model(path, kind="style")
+    if resolved.is_file():
+      return cls.from_file(resolved, **kwargs)
+    return cls.from_checkpoint(resolved, **kwargs)
 
   @classmethod
   def from_checkpoint(cls, path: str | os.PathLike, *, bf16: bool = False,
@@ -203,7 +252,8 @@ class Stylizer:
   def stylize_batch(self, images: np.ndarray) -> np.ndarray:
     """The network on a batch of equally sized images [B, H, W, 3] (H, W multiples of 4)."""
     self.compiled_shapes.add(tuple(images.shape))
-    return np.asarray(self._apply(self.variables, images))  # [B, H, W, 3]
+    weights = np.broadcast_to(self.style_weights, (images.shape[0], len(self.style_weights)))
+    return np.asarray(self._apply(self.variables, images, weights))  # [B, H, W, 3]
 
   def stylize_many(self, images: Sequence[np.ndarray], *, strength: float = 1.0,
                    original_colors: str = "", smooth: bool | None = None,

@@ -33,14 +33,37 @@ def make_model(net: NetConfig, *, bf16: bool = False) -> nets.TransformNet:
                             padding=net.padding, width=net.width, num_residual=net.num_residual,
                             input_blend=net.input_blend, output=net.output,
                             affine_grid=net.affine_grid, conv_impl=net.conv_impl,
+                            num_styles=net.num_styles,
                             dtype=jnp.bfloat16 if bf16 else jnp.float32)
   nets.check_options(model)
   return model
 
 
+def style_paths(cfg: TrainConfig) -> tuple[str, ...]:
+  """The run's style images: ``cfg.styles``, else ``(cfg.style,)`` (``()`` when neither is set)."""
+  return tuple(cfg.styles) or ((cfg.style,) if cfg.style else ())
+
+
+def check_styles(cfg: TrainConfig) -> None:
+  """Raises ``config.ConfigError`` when the style images do not fit the network's styles."""
+  if cfg.style and cfg.styles:
+    raise ConfigError("styles", "give style (one image) or styles (several), not both")
+  n = len(style_paths(cfg))
+  if cfg.base_model:
+    if not cfg.net.num_styles > n >= 1:
+      raise ConfigError("net.num_styles", f"an add-style run needs the base network's styles "
+                        f"plus its {n} new one(s), got {cfg.net.num_styles}")
+  elif n > 1 and n != cfg.net.num_styles:
+    raise ConfigError("net.num_styles", f"{n} style images need net.num_styles={n}, got "
+                      f"{cfg.net.num_styles}")
+  if cfg.net.num_styles > 1 and cfg.photo.regions:
+    raise ConfigError("photo.regions", "multi-style networks have no masked (region) style loss")
+
+
 def check_config(cfg: TrainConfig) -> None:
   """Raises ``config.ConfigError``, naming the key, for values no training run can use."""
   check_net(cfg.net)
+  check_styles(cfg)
   if cfg.loss.conv_impl not in CONV_IMPLS:
     raise ConfigError("loss.conv_impl", f"unknown conv_impl {cfg.loss.conv_impl!r}; expected one "
                       f"of {', '.join(CONV_IMPLS)}")
@@ -78,7 +101,10 @@ def check_net(net: NetConfig) -> None:
   for key, ok, need in (("affine_grid", net.affine_grid in (1, 4), "1 or 4"),
                         ("width", net.width > 0, "> 0"),
                         ("num_residual", net.num_residual >= 0, ">= 0"),
-                        ("input_blend", 0.0 <= net.input_blend < 1.0, "in [0, 1)")):
+                        ("input_blend", 0.0 <= net.input_blend < 1.0, "in [0, 1)"),
+                        ("num_styles", net.num_styles == 1 or (
+                            net.num_styles > 1 and net.normalization == "instance"),
+                         ">= 1, and 1 unless normalization is instance")):
     if not ok:
       raise ConfigError(f"net.{key}", f"must be {need}, got {getattr(net, key)}")
   make_model(net)  # anything else the network itself rejects

@@ -13,6 +13,10 @@ Synopsis::
   # batch normalization: statistics live in the "batch_stats" collection
   out, updates = model.apply(variables, images, train=True, mutable=["batch_stats"])
 
+  # conditional instance normalization: one scale/shift row per style, blended per example
+  multi = nets.ThesisNet(num_styles=4)
+  out = multi.apply(multi_vars, images, style_weights)        # style_weights [B, 4], rows sum 1
+
 The network maps RGB images in [0, 1] to RGB images in [0, 1]; it is fully convolutional with two
 stride-2 downsamplings, so a direct call needs H and W divisible by 4 (``stylize_any_size`` lifts
 that). Layer names follow the caffe habit: ``conv1 norm1 conv2 norm2 conv3 norm3 res1..res5
@@ -24,6 +28,8 @@ References:
   Ulyanov, Vedaldi & Lempitsky, "Instance Normalization: The Missing Ingredient for Fast
   Stylization", 2016.
   Odena, Dumoulin & Olah, "Deconvolution and Checkerboard Artifacts", Distill 2016.
+  Dumoulin, Shlens & Kudlur, "A Learned Representation for Artistic Style", ICLR 2017
+  (conditional instance normalization).
 """
 
 from __future__ import annotations
@@ -109,7 +115,35 @@ def _upsample(x, features: int, *, mode: str, padding: str, dtype: Any, conv_imp
   return _Conv(features, 3, fn, dtype, name=f"upconv{index}")(x)
 
 
-def _norm(kind: str, train: bool, dtype: Any, name: str) -> nn.Module:
+class ConditionalInstanceNorm(nn.Module):
+  """Instance normalization whose scale and shift are a per-example blend of per-style rows.
+
+  ``out = x_hat * (w @ scale) + (w @ bias)`` with ``x_hat`` the instance-normalized input and
+  ``w`` [B, S] the style weights (one-hot picks one style; a convex mix interpolates styles,
+  Dumoulin et al. 2017, Fig. 7). Parameters: ``scale`` [S, C] (ones), ``bias`` [S, C] (zeros).
+  """
+  num_styles: int
+  epsilon: float = 1e-5
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, style_weights):  # [B, H, W, C], [B, S] -> [B, H, W, C]
+    c = x.shape[-1]
+    scale = self.param("scale", nn.initializers.ones_init(), (self.num_styles, c), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros_init(), (self.num_styles, c), jnp.float32)
+    x_hat = nn.InstanceNorm(epsilon=self.epsilon, use_scale=False, use_bias=False,
+                            dtype=self.dtype, name="norm")(x)
+    w = style_weights.astype(jnp.float32)
+    gamma, beta = w @ scale, w @ bias  # [B, C] each
+    return (x_hat * gamma[:, None, None, :].astype(self.dtype)
+            + beta[:, None, None, :].astype(self.dtype))
+
+
+def _norm(kind: str, train: bool, dtype: Any, name: str, style_weights=None) -> Callable:
+  # -> x [B, H, W, C] -> [B, H, W, C]; conditional instance norm when style_weights is given.
+  if style_weights is not None:
+    cin = ConditionalInstanceNorm(style_weights.shape[-1], dtype=dtype, name=name)
+    return lambda x: cin(x, style_weights)
   if kind == "instance":
     # Per-image, per-channel statistics over H, W with a learned scale and bias.
     return nn.InstanceNorm(epsilon=1e-5, dtype=dtype, name=name)
@@ -133,13 +167,14 @@ class ResidualBlock(nn.Module):
   conv_impl: str = "auto"
 
   @nn.compact
-  def __call__(self, x, *, train: bool = False):  # [B, H, W, C] -> [B, H, W, C]
+  def __call__(self, x, style_weights=None, *, train: bool = False):
+    # [B, H, W, C] (, [B, S] for conditional instance norm) -> [B, H, W, C]
     conv = functools.partial(conv_layer, padding=self.padding, dtype=self.dtype,
                              conv_impl=self.conv_impl)
     y = conv(x, self.features, 3, name="conv1")
-    y = nn.relu(_norm(self.normalization, train, self.dtype, "norm1")(y))
+    y = nn.relu(_norm(self.normalization, train, self.dtype, "norm1", style_weights)(y))
     y = conv(y, self.features, 3, name="conv2")
-    y = _norm(self.normalization, train, self.dtype, "norm2")(y)
+    y = _norm(self.normalization, train, self.dtype, "norm2", style_weights)(y)
     return x + y
 
 
@@ -172,6 +207,9 @@ class TransformNet(nn.Module):
       quarter-resolution trunk, upsampled bilinearly (smooth in space by construction, cheaper,
       but blends the transforms of neighbouring regions across edges: worse photorealism and
       style in docs/fast_photoreal.md).
+    num_styles: S; 1 (default): ordinary instance norm (parameters ``scale``, ``bias`` [C]);
+      S > 1: ``ConditionalInstanceNorm`` everywhere (``scale``, ``bias`` [S, C]), one row per
+      style, blended by the call's ``style_weights`` [B, S] (instance norm only).
     dtype: the compute dtype (e.g. ``jnp.bfloat16``); parameters stay float32 and the output is
       float32.
     conv_impl: "auto" (default: the CPU kernels of ``core.conv`` on the CPU backend, XLA's own
@@ -186,6 +224,7 @@ class TransformNet(nn.Module):
   input_blend: float = 0.0
   output: str = "rgb"
   affine_grid: int = 1
+  num_styles: int = 1
   dtype: Any = jnp.float32
   conv_impl: str = "auto"
 
@@ -193,11 +232,14 @@ class TransformNet(nn.Module):
     return max(1, int(round(base * self.width)))
 
   @nn.compact
-  def __call__(self, images: jax.Array, *, train: bool = False) -> jax.Array:
+  def __call__(self, images: jax.Array, style_weights: jax.Array | None = None, *,
+               train: bool = False) -> jax.Array:
     """Stylizes ``images`` [B, H, W, 3] in [0, 1] (H, W divisible by 4) -> [B, H, W, 3] float32.
 
     Args:
       images: RGB [B, H, W, 3] in [0, 1].
+      style_weights: [B, num_styles] per-example style weights (one-hot: one style; rows
+        summing to 1: a mix); ignored when ``num_styles`` is 1; default: the first style.
       train: batch normalization only: use batch statistics and update the running averages
         (then call ``apply`` with ``mutable=["batch_stats"]``); otherwise the running averages.
 
@@ -206,11 +248,12 @@ class TransformNet(nn.Module):
     """
     check_options(self)
     _check_size(images.shape)
+    w = self._style_weights(style_weights, images.shape[0])  # [B, S] or None
     conv = functools.partial(conv_layer, padding=self.padding, dtype=self.dtype,
                              conv_impl=self.conv_impl)
 
     def norm_relu(x, name):
-      return nn.relu(_norm(self.normalization, train, self.dtype, name)(x))
+      return nn.relu(_norm(self.normalization, train, self.dtype, name, w)(x))
 
     x = images.astype(self.dtype) * 2.0 - 1.0  # [B, H, W, 3] centred
     x = norm_relu(conv(x, self.channels(32), 9, name="conv1"), "norm1")  # [B, H, W, 32]
@@ -218,7 +261,7 @@ class TransformNet(nn.Module):
     x = norm_relu(conv(x, self.channels(128), 3, 2, name="conv3"), "norm3")  # [B, H/4, W/4, 128]
     for i in range(1, self.num_residual + 1):
       x = ResidualBlock(self.channels(128), self.normalization, self.padding, self.dtype,
-                        self.conv_impl, name=f"res{i}")(x, train=train)
+                        self.conv_impl, name=f"res{i}")(x, w, train=train)
     if self.output == "affine" and self.affine_grid == 4:
       # Colour transforms on the quarter-resolution trunk, upsampled bilinearly: smooth in
       # space by construction, so the output is locally affine in the input's colours.
@@ -234,6 +277,16 @@ class TransformNet(nn.Module):
       return self._blend(affine_output(coeffs, images.astype(jnp.float32)), images)
     x = conv(x, 3, 9, name="conv_out")  # [B, H, W, 3]
     return self._blend((jnp.tanh(x.astype(jnp.float32)) + 1.0) * 0.5, images)
+
+  def _style_weights(self, style_weights, batch: int):
+    if self.num_styles == 1:
+      return None
+    if style_weights is None:
+      return jax.nn.one_hot(jnp.zeros((batch,), jnp.int32), self.num_styles)
+    if style_weights.shape != (batch, self.num_styles):
+      raise ValueError(f"style_weights must be [{batch}, {self.num_styles}], got "
+                       f"{style_weights.shape}")
+    return style_weights
 
   def _blend(self, out, images):
     if self.input_blend:
@@ -265,6 +318,9 @@ def check_options(model: TransformNet) -> None:
     if getattr(model, attr) not in valid:
       raise UserError(f"unknown {attr} {getattr(model, attr)!r}; expected one of {valid}")
   resolve_impl(model.conv_impl)  # UserError naming conv_impl
+  if model.num_styles < 1 or (model.num_styles > 1 and model.normalization != "instance"):
+    raise UserError(f"num_styles must be >= 1, and > 1 only with instance normalization; got "
+                    f"{model.num_styles} with {model.normalization!r}")
   if model.affine_grid not in (1, 4):
     raise UserError(f"affine_grid must be 1 or 4, got {model.affine_grid}")
   if not model.width > 0 or model.num_residual < 0 or not 0.0 <= model.input_blend < 1.0:

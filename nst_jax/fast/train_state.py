@@ -24,6 +24,7 @@ import optax
 
 from nst_jax.config import TrainConfig
 from nst_jax.core import sharding
+from nst_jax.fast import multistyle
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -85,9 +86,15 @@ def params_ema(decay: float) -> optax.GradientTransformation:
 
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
   """Adam (Kingma & Ba 2015) with ``make_schedule``; the paper's choice, learning rate 1e-3.
-  With ``cfg.ema_decay`` it also averages the parameters (``params_ema``)."""
+  With ``cfg.ema_decay`` it also averages the parameters (``params_ema``).
+  With ``cfg.base_model`` (adding styles to a trained network) only the new styles'
+  normalization rows move (``multistyle.add_style_optimizer``)."""
   adam = optax.adam(make_schedule(cfg))
-  return optax.chain(adam, params_ema(cfg.ema_decay)) if cfg.ema_decay else adam
+  tx = optax.chain(adam, params_ema(cfg.ema_decay)) if cfg.ema_decay else adam
+  if cfg.base_model:
+    num_new = len(cfg.styles) or 1
+    tx = multistyle.add_style_optimizer(tx, first_new=cfg.net.num_styles - num_new)
+  return tx
 
 
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation, key: jax.Array, *,
@@ -119,6 +126,16 @@ def init_train_state(model: nn.Module, tx: optax.GradientTransformation, key: ja
   init = jax.jit(functools.partial(create_train_state, model, tx),
                  out_shardings=sharding.replicated(mesh))
   return init(key)
+
+
+def init_from_params(params, tx: optax.GradientTransformation,
+                     mesh: jax.sharding.Mesh) -> TrainState:
+  """A step-0 ``TrainState`` around given parameters (instance norm: no batch statistics),
+  replicated on ``mesh`` (on copies: the train step donates the state's buffers)."""
+  params = jax.tree.map(jnp.array, params)
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats={},
+                     opt_state=tx.init(params))
+  return jax.device_put(state, sharding.replicated(mesh))
 
 
 def abstract_train_state(model: nn.Module, tx: optax.GradientTransformation) -> TrainState:

@@ -31,9 +31,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -47,7 +48,7 @@ from nst_jax.config import LossConfig, TrainConfig
 from nst_jax.core import checkpoint, image_io, objective, paths, plots, vgg
 from nst_jax.core.errors import UserError
 from nst_jax.core import data, sharding, train_logging
-from nst_jax.fast import models, photo_train, train_state
+from nst_jax.fast import models, multistyle, photo_train, train_state
 
 
 def make_style_targets(vgg_params, style: jax.Array, loss_cfg: LossConfig) -> dict:
@@ -121,12 +122,26 @@ def setup_style_targets(cfg: TrainConfig, vgg_params, style: np.ndarray, dataset
                                                                    cfg)
 
 
-def _apply_train(model: nn.Module, variables: dict, images: jax.Array):
+def _apply_train(model: nn.Module, variables: dict, images: jax.Array, style_weights=None):
   """The forward pass of training: (outputs, new batch_stats)."""
   if "batch_stats" in variables:
-    out, updates = model.apply(variables, images, train=True, mutable=["batch_stats"])
+    out, updates = model.apply(variables, images, style_weights, train=True,
+                               mutable=["batch_stats"])
     return out, updates["batch_stats"]
-  return model.apply(variables, images, train=True), {}
+  return model.apply(variables, images, style_weights, train=True), {}
+
+
+def per_example_styles(model: nn.Module, style_targets: dict, key: jax.Array, batch: int):
+  """A multi-style network's draw: each example's targets and its style weights [B, S].
+
+  One-style networks keep the targets as they are (weights None); otherwise each example draws
+  one of the stacked targets' styles (``multistyle.draw_styles``)."""
+  num_styles = getattr(model, "num_styles", 1)
+  if num_styles == 1:
+    return style_targets, None
+  idx, weights = multistyle.draw_styles(key, batch, multistyle.num_targets(style_targets),
+                                        num_styles)
+  return multistyle.gather_style_targets(style_targets, idx), weights
 
 
 def train_step(state: train_state.TrainState, images: jax.Array, vgg_params, style_targets: dict,
@@ -152,10 +167,13 @@ def train_step(state: train_state.TrainState, images: jax.Array, vgg_params, sty
   if cfg.input_noise:
     noise = jax.random.normal(jax.random.fold_in(key, state.step), images.shape, images.dtype)
     net_in = jnp.clip(images + cfg.input_noise * noise, 0.0, 1.0)
+  style_key = jax.random.fold_in(jax.random.fold_in(key, state.step), 1)
+  style_targets, style_weights = per_example_styles(model, style_targets, style_key,
+                                                    images.shape[0])
 
   def loss_fn(params):
     variables = dict(train_state.variables_of(state), params=params)
-    outputs, batch_stats = _apply_train(model, variables, net_in)  # [B, H, W, 3]
+    outputs, batch_stats = _apply_train(model, variables, net_in, style_weights)  # [B, H, W, 3]
     terms = training_loss_terms(vgg_params, outputs, images, style_targets, cfg,
                                 compute_dtype=compute_dtype)
     return jnp.mean(terms["total"]), (terms, batch_stats)
@@ -212,9 +230,14 @@ def evaluate(model: nn.Module, variables: dict, vgg_params, style_targets: dict,
 # The training run: setup, resume, loop, logging.
 
 
-def run_meta(cfg: TrainConfig, style_sha256: str) -> dict:
-  """What each checkpoint stores beside the state: the config and the style image's hash."""
-  return {"config": dataclasses.asdict(cfg), "style_sha256": style_sha256}
+def run_meta(cfg: TrainConfig, style_sha256: str | Sequence[str]) -> dict:
+  """What each checkpoint stores beside the state: the config, the style images' hashes
+  (``style_sha256``: the one image's, or a hash of all of them) and ``styles`` (name, sha256)."""
+  hashes = [style_sha256] if isinstance(style_sha256, str) else list(style_sha256)
+  names = [multistyle.style_name(p) for p in models.style_paths(cfg)] or [""] * len(hashes)
+  combined = hashes[0] if len(hashes) == 1 else hashlib.sha256(" ".join(hashes).encode()).hexdigest()
+  return {"config": dataclasses.asdict(cfg), "style_sha256": combined,
+          "styles": [{"name": n, "sha256": h} for n, h in zip(names, hashes)]}
 
 
 def check_resumable(meta: dict, cfg: TrainConfig, style_sha256: str, workdir) -> None:
@@ -230,6 +253,21 @@ def check_resumable(meta: dict, cfg: TrainConfig, style_sha256: str, workdir) ->
   if bool(saved.ema_decay) != bool(cfg.ema_decay):  # the optimizer state's structure differs
     raise UserError(f"{workdir} holds a run with ema_decay={saved.ema_decay}; an average can "
                     "be neither added to nor dropped from a run: use a new --workdir")
+
+
+def add_style_params(cfg: TrainConfig):
+  """An add-style run's starting parameters: ``cfg.base_model``'s (a workdir, checkpoint, zoo
+  file or name) with a row per new style in every normalization layer; and the base's
+  ``styles`` metadata (name, sha256 of each of its styles)."""
+  from nst_jax.fast import inference  # pylint: disable=import-outside-toplevel  (no cycle at import)
+  base = inference.Stylizer.from_any(cfg.base_model)
+  num_new = cfg.net.num_styles - getattr(base.model, "num_styles", 1)
+  if num_new != len(models.style_paths(cfg)) or "batch_stats" in base.variables:
+    raise UserError(f"{cfg.base_model} cannot take {len(models.style_paths(cfg))} new style(s) "
+                    f"as net.num_styles={cfg.net.num_styles} (it has "
+                    f"{getattr(base.model, 'num_styles', 1)}; instance norm only)")
+  base_styles = base.meta.get("styles") or [{"name": n, "sha256": ""} for n in base.style_names]
+  return multistyle.add_style_rows(base.variables["params"], num_new), base_styles
 
 
 def _sample_fn(model: nn.Module):
@@ -255,13 +293,16 @@ def train_and_evaluate(cfg: TrainConfig, workdir, *, vgg_params=None, progress: 
     The final ``train_state.TrainState``.
   """
   models.check_config(cfg)
-  if not cfg.style or not cfg.data:
+  style_paths = models.style_paths(cfg)
+  if not style_paths or not cfg.data:
     raise UserError("training needs a style image and training data (--style, --data)")
   workdir = Path(workdir).expanduser()
   mesh = mesh or sharding.make_mesh()
   local_batch = sharding.check_batch_size(mesh, cfg.batch_size)
-  style = image_io.load_image(cfg.style, size=cfg.style_size)  # [h, w, 3]
-  meta = run_meta(cfg, checkpoint.sha256_file(cfg.style))
+  styles = [image_io.load_image(p, size=cfg.style_size) for p in style_paths]  # [h, w, 3] each
+  meta = run_meta(cfg, [checkpoint.sha256_file(p) for p in style_paths])
+  if cfg.base_model:  # the network's styles: the base's, then the new ones
+    meta["styles"] = add_style_params(cfg)[1] + meta["styles"]
   dataset = data.make_dataset(cfg.data, size=cfg.size, crop=cfg.crop, seed=cfg.seed)
   if vgg_params is None:
     vgg_params = vgg.load_vgg19(paths.resolve_vgg_weights(None))
@@ -271,7 +312,8 @@ def train_and_evaluate(cfg: TrainConfig, workdir, *, vgg_params=None, progress: 
     state, start = _init_or_restore(cfg, workdir, ckpts, model, tx, meta, mesh)
     if sharding.is_main_process():
       image_io.write_text(workdir / "config.json", config.to_json(cfg))
-    style_targets = sharding.replicate(mesh, setup_style_targets(cfg, vgg_params, style, dataset))
+    style_targets = sharding.replicate(mesh, setup_all_style_targets(cfg, vgg_params, styles,
+                                                                     dataset))
     vgg_params = sharding.replicate(mesh, vgg_params)
     loop = _Loop(cfg, workdir, mesh, model, dataset, start)
     step_fn = make_train_step(model, tx, cfg, mesh)
@@ -285,8 +327,21 @@ def train_and_evaluate(cfg: TrainConfig, workdir, *, vgg_params=None, progress: 
   return state
 
 
+def setup_all_style_targets(cfg: TrainConfig, vgg_params, styles: Sequence[np.ndarray],
+                            dataset=None) -> dict:
+  """A one-style network's targets (``setup_style_targets``), or a multi-style network's: every
+  style's Gram targets stacked (leaves [S, ...], ``multistyle.stack_style_targets``)."""
+  if cfg.net.num_styles == 1:
+    return setup_style_targets(cfg, vgg_params, styles[0], dataset)
+  fn = jax.jit(make_style_targets, static_argnums=2)
+  return multistyle.stack_style_targets(
+      [fn(vgg_params, jnp.asarray(s)[None], cfg.loss) for s in styles])
+
+
 def _init_or_restore(cfg, workdir, ckpts, model, tx, meta, mesh):
   start = ckpts.latest_step()
+  if start is None and cfg.base_model:
+    return train_state.init_from_params(add_style_params(cfg)[0], tx, mesh), 0
   if start is None:
     return train_state.init_train_state(model, tx, train_state.make_key(cfg.seed), mesh), 0
   check_resumable(ckpts.restore_meta(start), cfg, meta["style_sha256"], workdir)

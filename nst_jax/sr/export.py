@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from nst_jax import config
-from nst_jax.core import checkpoint, image_io
+from nst_jax.core import checkpoint, image_io, zoo
 from nst_jax.core.errors import UserError
 
 KIND = "sr"
@@ -42,36 +42,13 @@ def shipped_dir() -> Path:
   return Path(value).expanduser() if value else SHIPPED_DIR
 
 
-def flatten(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
-  """{"a": {"b": x}} -> {"a/b": x}."""
-  out = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      out.update(flatten(value, f"{prefix}{key}/"))
-    else:
-      out[f"{prefix}{key}"] = np.asarray(value)
-  return out
-
-
-def unflatten(flat: dict[str, np.ndarray]) -> dict:
-  """{"a/b": x} -> {"a": {"b": x}}."""
-  out: dict = {}
-  for key, value in flat.items():
-    *parents, leaf = key.split("/")
-    node = out
-    for part in parents:
-      node = node.setdefault(part, {})
-    node[leaf] = value
-  return out
-
-
 def export_npz(cfg: config.SRConfig, variables: dict, path: str | os.PathLike) -> Path:
   """Writes ``variables`` (``{"params", "batch_stats"?}``) in float16 with the config.
 
   Returns:
     The written path.
   """
-  arrays = {PREFIX + k: v.astype(np.float16) for k, v in flatten(dict(variables)).items()}
+  arrays = {PREFIX + k: v.astype(np.float16) for k, v in zoo.flatten(dict(variables)).items()}
   buf = io.BytesIO()
   np.savez_compressed(buf, kind=np.array(KIND), config=np.array(config.to_json(cfg)), **arrays)
   path = Path(path)
@@ -99,7 +76,7 @@ def load_npz(path: str | os.PathLike) -> tuple[config.SRConfig, dict]:
     raise UserError(f"{path} has a bad SR config: {e}") from None
   flat = {k[len(PREFIX):]: v.astype(np.float32) for k, v in entries.items()
           if k.startswith(PREFIX)}
-  variables = unflatten(flat)
+  variables = zoo.unflatten(flat)
   if "params" not in variables:
     raise UserError(f"{path} holds no parameters")
   return cfg, variables
@@ -110,11 +87,8 @@ def read_manifest(folder: str | os.PathLike) -> dict:
   path = Path(folder) / MANIFEST
   if not path.is_file():
     return {}
-  try:
-    data = json.loads(path.read_text())
-  except (OSError, json.JSONDecodeError) as e:
-    raise UserError(f"cannot read {path}: {e}") from None
-  return data.get("models", {}) if isinstance(data, dict) else {}
+  # One manifest for every shipped model (``core.zoo``'s list format); SR entries by name.
+  return {m["name"]: m for m in zoo.read_manifest(path) if m.get("kind", "sr") == "sr"}
 
 
 def update_manifest(folder: str | os.PathLike, name: str, path: str | os.PathLike,
@@ -123,12 +97,12 @@ def update_manifest(folder: str | os.PathLike, name: str, path: str | os.PathLik
   and ``info`` (steps, metrics, training time and device, ...). Returns the entry."""
   path = Path(path)
   loss = {k: v for k, v in config.to_dict(cfg.loss).items()}
-  entry = {"file": path.name, "sha256": checkpoint.sha256_file(path),
+  entry = {"name": name, "kind": "sr", "file": path.name, "sha256": checkpoint.sha256_file(path),
            "bytes": path.stat().st_size, "dtype": "float16", "scale": cfg.scale,
            "arch": cfg.net.arch, "loss": loss, "config": config.to_dict(cfg), **info}
-  models = read_manifest(folder)
-  models[name] = entry
-  text = json.dumps({"models": dict(sorted(models.items()))}, indent=2, sort_keys=True) + "\n"
+  others = [m for m in zoo.read_manifest(Path(folder) / MANIFEST) if m["name"] != name]
+  models = sorted(others + [entry], key=lambda m: m["name"])
+  text = json.dumps({"models": models}, indent=2, sort_keys=True) + "\n"
   image_io.write_text(Path(folder) / MANIFEST, text)
   return entry
 

@@ -1,0 +1,109 @@
+"""Export trained style networks to the zoo (checkpoints/), update MANIFEST.json, draw the sheet.
+
+Synopsis::
+
+  python3 benchmarks/export_zoo.py export --workdir runs/starry --name starry_small \\
+      --hours 0.35 --device "2-core CPU (shared)"
+  python3 benchmarks/export_zoo.py sheet --models starry_small zoo8   # checkpoints/contact_sheet.jpg
+
+``export`` writes ``checkpoints/NAME.npz`` (float16 parameters + the training config and style
+names/sha256, ``core.zoo.export_params``) from a training workdir's newest checkpoint, and adds
+or replaces the entry ``NAME`` (kind "style") in ``checkpoints/MANIFEST.json``, keeping every
+other entry (e.g. the super-resolution models, kind "sr"). ``sheet`` stylizes three content
+photos (not in the training set) with every style of the given models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+import bench_common as bc
+from nst_jax.core import errors, image_io, plots, zoo
+from nst_jax.fast import inference, models
+
+MAX_BYTES = 4_000_000
+SHEET_PHOTOS = ("kodak/kodim23.jpg", "classic_st/golden_gate.jpg", "classic_st/tubingen.jpg")
+
+
+def manifest_entry(name: str, stylizer: inference.Stylizer, info: dict, *, hours: float,
+                   device: str) -> dict:
+  """The manifest fields of an exported style network."""
+  cfg = models.from_dict(stylizer.meta["config"])
+  return {"name": name, "kind": "style", **info,
+          "styles": stylizer.meta.get("styles", []),
+          "preset": "thesis" if cfg.net.upsample == "resize" else "johnson",
+          "net": {"width": cfg.net.width, "num_residual": cfg.net.num_residual,
+                  "num_styles": cfg.net.num_styles},
+          "loss_network": "vgg19", "steps": int(stylizer.meta.get("step", 0)),
+          "train_size": cfg.size, "batch_size": cfg.batch_size,
+          "train_hours": hours, "device": device, "metrics": {}}
+
+
+def update_manifest(entry: dict, path: Path = zoo.MANIFEST) -> None:
+  """Adds ``entry`` to the manifest, replacing one of the same name; keeps the rest."""
+  entries = [e for e in zoo.read_manifest(path) if e["name"] != entry["name"]]
+  old = zoo.find_model(entry["name"], path) or {}
+  entry = {**entry, "metrics": old.get("metrics", {}) or entry.get("metrics", {})}
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(json.dumps({"models": entries + [entry]}, indent=2) + "\n")
+
+
+def export(args) -> None:
+  stylizer = inference.Stylizer.from_checkpoint(args.workdir)
+  styles = stylizer.meta.get("styles") or [  # runs from before multi-style training
+      {"name": Path(stylizer.meta["config"]["style"]).stem,
+       "sha256": stylizer.meta.get("style_sha256", "")}]
+  meta = {"config": stylizer.meta["config"], "styles": styles,
+          "step": int(stylizer.meta.get("step", 0))}
+  out = zoo.CHECKPOINTS_DIR / f"{args.name}.npz"
+  info = zoo.export_params(out, stylizer.variables["params"], meta)
+  if info["bytes"] > MAX_BYTES:
+    raise errors.UserError(f"{out} is {info['bytes']} bytes, over the zoo's {MAX_BYTES}")
+  shipped = inference.Stylizer.from_file(out)  # loads back (float32), names its styles
+  update_manifest(manifest_entry(args.name, shipped, info, hours=args.hours, device=args.device))
+  print(f"{out}: {info['bytes'] / 1e6:.2f} MB, sha256 {info['sha256'][:12]}..., "
+        f"{len(meta['styles'])} style(s), step {meta['step']}")
+
+
+def sheet(args) -> None:
+  data = bc.data_dir(args) / "content"
+  photos = [image_io.load_image(data / p, size=args.size) for p in SHEET_PHOTOS]
+  rows, titles = [[None] + photos], ["photo"]
+  for name in args.models:
+    stylizer = inference.Stylizer.from_any(name)
+    style_dir = bc.data_dir(args) / "styles"
+    for i, style in enumerate(stylizer.style_names):
+      stylizer.set_style(index=i)
+      thumb = style_dir / f"{style}.jpg"
+      rows.append([image_io.load_image(thumb, size=args.size) if thumb.is_file() else None]
+                  + stylizer.stylize_many(photos))
+      titles.append(f"{name}:{i}\n{style[:22]}")
+  out = plots.save_image_grid(args.out, rows, row_titles=titles,
+                              col_titles=["style"] + [Path(p).stem for p in SHEET_PHOTOS])
+  print(out)
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  sub = p.add_subparsers(dest="command", required=True)
+  e = sub.add_parser("export")
+  e.add_argument("--workdir", required=True)
+  e.add_argument("--name", required=True)
+  e.add_argument("--hours", type=float, required=True, help="training wall-clock hours")
+  e.add_argument("--device", required=True, help="what it was trained on")
+  s = sub.add_parser("sheet")
+  bc.add_common_args(s, vgg_weights=False, out=zoo.CHECKPOINTS_DIR / "contact_sheet.jpg")
+  s.add_argument("--models", nargs="+", required=True)
+  s.add_argument("--size", type=int, default=192)
+  args = p.parse_args(argv)
+  (export if args.command == "export" else sheet)(args)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.path.insert(0, str(Path(__file__).resolve().parent))
+  bc.run_main(main)

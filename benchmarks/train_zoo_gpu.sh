@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Retrains the whole style zoo of checkpoints/ (issue 20) on one H100/H200, then exports it.
+#
+#   bash benchmarks/train_zoo_gpu.sh              # from the repository root; resumable: re-run it
+#   DRY_RUN=1 bash benchmarks/train_zoo_gpu.sh    # print the commands only
+#   STEPS_SCALE=2 bash benchmarks/train_zoo_gpu.sh   # twice the steps (longer, better nets)
+#
+# The same commands as the CPU zoo (checkpoints/README.md), sized for one GPU in under 8 minutes:
+# 256-px crops, batch 16, bfloat16 compute. The step counts are estimates (~35-45 ms per step of
+# the width-0.5 thesis net + VGG19 at batch 16 on an H200, plus ~1 min of compilation per run)
+# that no GPU has checked yet: the first run's `perf/` scalars (TensorBoard in runs/gpu_*/tb)
+# say how to rescale them. Environment: SHARED (default ../shared), WORKDIR (default runs),
+# NST_JAX_VGG_WEIGHTS (default $SHARED/weights/vgg19_conv.npz).
+set -euo pipefail
+
+SHARED=${SHARED:-../shared}
+WORKDIR=${WORKDIR:-runs}
+STEPS_SCALE=${STEPS_SCALE:-1}
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}  # this checkout's nst_jax
+export NST_JAX_VGG_WEIGHTS=${NST_JAX_VGG_WEIGHTS:-$SHARED/weights/vgg19_conv.npz}
+S=$SHARED/data/styles
+DATA=$SHARED/data/train/coco2017_256
+DEVICE=${DEVICE:-"$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || echo GPU)"}
+COMMON=(--data "$DATA" --preset thesis --set net.width=0.5 --set size=256 --set batch_size=16
+        --set bf16=true --set checkpoint_every=500 --set log_every=100 --set sample_every=100000
+        --set num_samples=2 --set style_size=256 --no-progress)
+STYLES8=("$S/van_gogh_starry_night.jpg" "$S/hokusai_great_wave.jpg" "$S/munch_the_scream.jpg"
+         "$S/picabia_udnie.jpg" "$S/kandinsky_composition_vii.jpg" "$S/picabia_edtaonisl.jpg"
+         "$S/turner_shipwreck_of_the_minotaur.jpg" "$S/van_gogh_wheat_field_with_cypresses.jpg")
+SINGLE_STEPS=$((1500 * STEPS_SCALE))
+MULTI_STEPS=$((5000 * STEPS_SCALE))
+
+run() {
+  echo "+ $*"
+  if [[ "${DRY_RUN:-0}" != 1 ]]; then "$@"; fi
+}
+
+timed() {  # timed NAME CMD...: runs CMD, writes its wall-clock hours to $WORKDIR/NAME.hours
+  local t0=$SECONDS
+  run "${@:2}"
+  if [[ "${DRY_RUN:-0}" != 1 ]]; then
+    python3 -c "print(round(($SECONDS - $t0) / 3600, 3))" > "$WORKDIR/$1.hours"
+  fi
+}
+
+mkdir -p "$WORKDIR"
+timed gpu_starry python3 -m nst_jax.cli train --style "$S/van_gogh_starry_night.jpg" \
+  --workdir "$WORKDIR/gpu_starry" --set num_steps=$SINGLE_STEPS "${COMMON[@]}"
+timed gpu_zoo8 python3 -m nst_jax.cli train --style "${STYLES8[@]}" \
+  --workdir "$WORKDIR/gpu_zoo8" --set num_steps=$MULTI_STEPS "${COMMON[@]}"
+
+hours() { if [[ -f "$WORKDIR/$1.hours" ]]; then cat "$WORKDIR/$1.hours"; else echo 0; fi; }
+run python3 benchmarks/export_zoo.py export --workdir "$WORKDIR/gpu_starry" --name starry_small \
+  --hours "$(hours gpu_starry)" --device "$DEVICE"
+run python3 benchmarks/export_zoo.py export --workdir "$WORKDIR/gpu_zoo8" --name zoo8 \
+  --hours "$(hours gpu_zoo8)" --device "$DEVICE"
+run python3 benchmarks/export_zoo.py sheet --models starry_small zoo8
