@@ -37,11 +37,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nst_jax import config
+from nst_jax.core import conv, image_io, objective, paths, vgg
+from nst_jax.slow import artistic
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-from nst_jax import config  # noqa: E402
-from nst_jax.core import conv, image_io, objective, paths, vgg  # noqa: E402
-from nst_jax.slow import artistic  # noqa: E402
 
 
 def make_programs(vgg_params, content, style, conv_impl: str) -> dict:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 import time
 from pathlib import Path
 
@@ -118,5 +117,4 @@ def update_metrics(name: str, summary: dict) -> None:
 
 
 if __name__ == "__main__":
-  sys.path.insert(0, str(Path(__file__).resolve().parent))
   bc.run_main(main)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from nst_jax import config
 from nst_jax.cli import common
-from nst_jax.core import image_io, memory
+from nst_jax.core import image_io
 
 HELP = "content and style reconstructions from VGG19 layers, as one grid (Gatys et al. Fig. 1)"
 
@@ -109,6 +109,7 @@ def run(args) -> int:
   from nst_jax.slow import research  # pylint: disable=import-outside-toplevel
   out = common.check_output_path(args.out, (".png",))
   cfg = build_config(args)
+  from nst_jax.core import memory  # pylint: disable=import-outside-toplevel (imports JAX)
   memory.check_files_fit("reconstruct", (args.content, args.style), cfg.size,  # before resizing
                          memory.budget_bytes(args.max_memory),
                          layers=tuple(cfg.content_layers) + tuple(cfg.style_layers),

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from nst_jax import config
 from nst_jax.cli import common
-from nst_jax.core import image_io, memory
+from nst_jax.core import image_io
 from nst_jax.core.errors import UserError
 
 HELP = "stylize photos with a trained fast style network (nst-jax train)"
@@ -135,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
   out_dir = Path(args.out)
   if out_dir.exists() and not out_dir.is_dir():
     raise UserError(f"--out must be a folder, got a file: {out_dir}")
+  from nst_jax.core import memory  # pylint: disable=import-outside-toplevel (imports JAX)
   memory.check_files_fit("stylize", args.content, args.size,  # before a --size resize
                          memory.budget_bytes(args.max_memory), batch=args.batch_size)
   images = [image_io.load_image(p, size=args.size, max_pixels=args.max_pixels)
