@@ -17,7 +17,8 @@ from nst_jax import config
 from nst_jax.config import LossConfig
 from nst_jax.core import image_io, zoo
 from nst_jax.core.errors import UserError
-from nst_jax.fast import data, inference, models, multistyle, nets, sharding, train_state, training
+from nst_jax.core import data, sharding
+from nst_jax.fast import inference, models, multistyle, nets, train_state, training
 
 SHALLOW = LossConfig(content_layers=("relu2_2",), content_layer_weights=(1.0,),
                      style_layers=("relu1_1", "relu2_1"), style_layer_weights=(1.0, 1.0),
