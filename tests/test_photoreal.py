@@ -449,3 +449,18 @@ def test_affine_solve_matches_a_direct_solve_and_reports_its_iterations(rng, pre
     ref = jax.scipy.sparse.linalg.cg(op, b, x0=b, tol=1e-5, maxiter=1000)[0]
     np.testing.assert_allclose(out, ref, atol=1e-6)
   del again
+
+
+def test_expected_time_extrapolates_the_first_timed_chunk_once(capsys):
+  # Stages of 30 and 20 iterations, the second 1.5x as costly: chunks of 10 at 2 s/iteration
+  # after a first, compiling chunk; the estimate comes from the second chunk of stage 1:
+  # 10 iterations left there at 2 s, 20 in stage 2 at 3 s: 80 s, printed once.
+  assert photoreal.expected_seconds(2.0, 0, 20, [30, 20], [1.0, 1.5]) == 80.0
+  assert photoreal.expected_seconds(3.0, 1, 10, [30, 20], [1.0, 1.5]) == 30.0
+  times = iter([100.0, 120.0, 140.0, 170.0])
+  clock = photoreal.ExpectedTime([30, 20], [1.0, 1.5], clock=lambda: next(times))
+  for stage, it in [(0, 10), (0, 20), (0, 30), (1, 10)]:
+    clock.tick(stage, it)
+  lines = capsys.readouterr().err.splitlines()
+  assert len(lines) == 1 and lines[0].startswith("expected ~80 s more (2.00 s/iteration"), lines
+  assert photoreal.stage_costs(_cfg(32, 4)) == [1.0, photoreal.PENALIZED_COST]
