@@ -45,9 +45,10 @@ def test_masked_targets_match_feature_shapes_and_ignore_missing_regions(vgg_para
   feats = vgg.vgg_features(vgg_params, content[None], cfg.loss.style_layers)
   for layer in cfg.loss.style_layers:
     _, h, w, c = feats[layer].shape
-    assert targets["masks"][layer].shape == (1, 3, h, w)
-    assert targets["styles"][0][layer]["gram"].shape == (1, 3, c, c)
-    np.testing.assert_array_equal(targets["styles"][0][layer]["present"], [[1.0, 0.0, 0.0]])
+    # Only region 0 is in both images; the others are dropped (they would add nothing).
+    assert targets["masks"][layer].shape == (1, 1, h, w)
+    assert targets["styles"][0][layer]["gram"].shape == (1, 1, c, c)
+    np.testing.assert_array_equal(targets["styles"][0][layer]["present"], [[1.0]])
   assert targets["content"]["conv4_2"].shape[-1] == 512
 
 
@@ -464,3 +465,23 @@ def test_expected_time_extrapolates_the_first_timed_chunk_once(capsys):
   lines = capsys.readouterr().err.splitlines()
   assert len(lines) == 1 and lines[0].startswith("expected ~80 s more (2.00 s/iteration"), lines
   assert photoreal.stage_costs(_cfg(32, 4)) == [1.0, photoreal.PENALIZED_COST]
+
+
+def test_regions_missing_from_either_image_are_dropped_without_changing_the_loss(vgg_params, rng):
+  # Three regions, the last absent from the style: the targets keep two, and the loss is the
+  # one of the masks without it (a missing region contributes nothing, at a Gram's cost).
+  content = rng.uniform(size=(32, 32, 3)).astype(np.float32)
+  style = rng.uniform(size=(32, 32, 3)).astype(np.float32)
+  cm = np.zeros((3, 32, 32), np.float32)
+  cm[0, :16], cm[1, 16:24], cm[2, 24:] = 1, 1, 1
+  sm = np.zeros((3, 32, 32), np.float32)
+  sm[0, :, :20], sm[1, :, 20:] = 1, 1
+  cfg = _cfg(32, 1)
+  full = photoreal.make_targets(vgg_params, content, style, cm, sm, cfg)
+  ref = photoreal.make_targets(vgg_params, content, style, cm[:2], sm[:2], cfg)
+  assert all(m.shape[1] == 2 for m in full["masks"].values())
+  x = jnp.asarray(rng.uniform(size=(1, 32, 32, 3)), jnp.float32)
+  a = objective.loss_terms(vgg_params, x, full, cfg.loss)["style"]
+  b = objective.loss_terms(vgg_params, x, ref, cfg.loss)["style"]
+  np.testing.assert_allclose(a, b, rtol=1e-6)
+  assert float(a[0]) > 0

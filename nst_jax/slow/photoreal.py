@@ -142,6 +142,12 @@ def make_targets(vgg_params, content: np.ndarray, style: np.ndarray, content_mas
   present = regions.pair_regions(content_masks, style_masks)
   if not present.any():
     raise UserError("the content and style masks share no region; paint matching colours")
+  # Regions missing from either image add nothing to the loss but cost a masked Gram per layer
+  # and evaluation (colour masks have all 9 of Luan's codes, most empty: stage 1 cost 2.4x a
+  # Gatys iteration at 256 px with them, benchmarks/photo_stage_bench.py): keep the shared ones.
+  keep = np.flatnonzero(present)
+  content_masks, style_masks = np.asarray(content_masks)[keep], np.asarray(style_masks)[keep]
+  present = present[keep]
   content_b = jnp.asarray(content)[None]
   content_feats = objective.target_features(
       vgg_params, content_b, layers=cfg.loss.content_layers, pooling=cfg.loss.pooling,
