@@ -45,9 +45,10 @@ def test_masked_targets_match_feature_shapes_and_ignore_missing_regions(vgg_para
   feats = vgg.vgg_features(vgg_params, content[None], cfg.loss.style_layers)
   for layer in cfg.loss.style_layers:
     _, h, w, c = feats[layer].shape
-    assert targets["masks"][layer].shape == (1, 3, h, w)
-    assert targets["styles"][0][layer]["gram"].shape == (1, 3, c, c)
-    np.testing.assert_array_equal(targets["styles"][0][layer]["present"], [[1.0, 0.0, 0.0]])
+    # Only region 0 is in both images; the others are dropped (they would add nothing).
+    assert targets["masks"][layer].shape == (1, 1, h, w)
+    assert targets["styles"][0][layer]["gram"].shape == (1, 1, c, c)
+    np.testing.assert_array_equal(targets["styles"][0][layer]["present"], [[1.0]])
   assert targets["content"]["conv4_2"].shape[-1] == 512
 
 
@@ -415,3 +416,72 @@ def test_cli_bad_inputs(inputs, tmp_path, capsys, bad):
   match = {"missing_mask": "not found", "one_mask": "both", "mask_shape": "aspect ratio",
            "corrupt_image": "corrupt or truncated", "corrupt_mask": "corrupt or truncated"}[bad]
   _expect_error(capsys, argv, match, out)
+
+
+def test_laplacian_diagonal_matches_the_host_laplacian(rng):
+  image = rng.uniform(size=(9, 11, 3)).astype(np.float32)
+  lap = matting.build_matting_laplacian(image, eps=config.EVAL_EPS)
+  diag = matting.laplacian_diagonal(matting.matting_coefficients(jnp.asarray(image),
+                                                                 eps=config.EVAL_EPS))
+  np.testing.assert_allclose(diag, lap.diagonal().reshape(9, 11), atol=1e-5)
+
+
+@pytest.mark.parametrize("precondition", [False, True])
+def test_affine_solve_matches_a_direct_solve_and_reports_its_iterations(rng, precondition):
+  # Plain and Jacobi-preconditioned CG reach the requested residual; recorded iteration counts
+  # equal jax's CG for the plain solve (same criterion); a start at the solution costs nothing.
+  guide = rng.uniform(size=(14, 12, 3)).astype(np.float32)
+  b = jnp.asarray(rng.uniform(size=(1, 14, 12, 3)), jnp.float32)
+  coeffs = matting.matting_coefficients(jnp.asarray(guide), eps=config.EVAL_EPS)
+  system = scipy.sparse.identity(14 * 12) + 3.0 * matting.build_matting_laplacian(
+      guide, eps=config.EVAL_EPS)
+  exact = scipy.sparse.linalg.spsolve(system.tocsc(), np.asarray(b, np.float64).reshape(-1, 3))
+  log = []
+  with smoothing.recording_cg_iterations(lambda kind, n: log.append((kind, n))):
+    solve = jax.jit(lambda b, x0: smoothing.affine_system_solve(
+        coeffs, b, x0, 3.0, tol=1e-5, precondition=precondition))
+    out = solve(b, b)
+    again = solve(b, out)
+  jax.effects_barrier()
+  np.testing.assert_allclose(np.asarray(out).reshape(-1, 3), exact, atol=1e-4)
+  assert log[0][0] == "forward" and log[0][1] > 5 and log[1][1] <= 1, log
+  if not precondition:
+    op = lambda v: v + 3.0 * matting.apply_with_coefficients(coeffs, v)
+    ref = jax.scipy.sparse.linalg.cg(op, b, x0=b, tol=1e-5, maxiter=1000)[0]
+    np.testing.assert_allclose(out, ref, atol=1e-6)
+  del again
+
+
+def test_expected_time_extrapolates_the_first_timed_chunk_once(capsys):
+  # Stages of 30 and 20 iterations, the second 1.5x as costly: chunks of 10 at 2 s/iteration
+  # after a first, compiling chunk; the estimate comes from the second chunk of stage 1:
+  # 10 iterations left there at 2 s, 20 in stage 2 at 3 s: 80 s, printed once.
+  assert photoreal.expected_seconds(2.0, 0, 20, [30, 20], [1.0, 1.5]) == 80.0
+  assert photoreal.expected_seconds(3.0, 1, 10, [30, 20], [1.0, 1.5]) == 30.0
+  times = iter([100.0, 120.0, 140.0, 170.0])
+  clock = photoreal.ExpectedTime([30, 20], [1.0, 1.5], clock=lambda: next(times))
+  for stage, it in [(0, 10), (0, 20), (0, 30), (1, 10)]:
+    clock.tick(stage, it)
+  lines = capsys.readouterr().err.splitlines()
+  assert len(lines) == 1 and lines[0].startswith("expected ~80 s more (2.00 s/iteration"), lines
+  assert photoreal.stage_costs(_cfg(32, 4)) == [1.0, photoreal.PENALIZED_COST]
+
+
+def test_regions_missing_from_either_image_are_dropped_without_changing_the_loss(vgg_params, rng):
+  # Three regions, the last absent from the style: the targets keep two, and the loss is the
+  # one of the masks without it (a missing region contributes nothing, at a Gram's cost).
+  content = rng.uniform(size=(32, 32, 3)).astype(np.float32)
+  style = rng.uniform(size=(32, 32, 3)).astype(np.float32)
+  cm = np.zeros((3, 32, 32), np.float32)
+  cm[0, :16], cm[1, 16:24], cm[2, 24:] = 1, 1, 1
+  sm = np.zeros((3, 32, 32), np.float32)
+  sm[0, :, :20], sm[1, :, 20:] = 1, 1
+  cfg = _cfg(32, 1)
+  full = photoreal.make_targets(vgg_params, content, style, cm, sm, cfg)
+  ref = photoreal.make_targets(vgg_params, content, style, cm[:2], sm[:2], cfg)
+  assert all(m.shape[1] == 2 for m in full["masks"].values())
+  x = jnp.asarray(rng.uniform(size=(1, 32, 32, 3)), jnp.float32)
+  a = objective.loss_terms(vgg_params, x, full, cfg.loss)["style"]
+  b = objective.loss_terms(vgg_params, x, ref, cfg.loss)["style"]
+  np.testing.assert_allclose(a, b, rtol=1e-6)
+  assert float(a[0]) > 0

@@ -7,6 +7,7 @@ Synopsis::
   coeffs = matting.matting_coefficients(image)             # once per content image
   lv = matting.apply_with_coefficients(coeffs, v)          # L @ v, [.., H, W, C]; jit it
   e = matting.energy_with_coefficients(coeffs, v)          # sum_c v_c^T L v_c (Luan's L_m)
+  d = matting.laplacian_diagonal(coeffs)                   # diag(L), [H, W]: Jacobi
 
 For every (2r+1)x(2r+1) window w_k lying fully inside the image, with centred colours
 ``D_k = I_w - mu_k`` ([|w|, 3]), the Laplacian restricted to the window is
@@ -217,6 +218,26 @@ def apply_with_coefficients(coeffs: MattingCoefficients, v: jax.Array) -> jax.Ar
                for i, (dy, dx) in offsets for j, p in enumerate(proj)))
   out = jnp.moveaxis(out, 1, -1)                                           # [B, H, W, C]
   return out[0] if pr.single else out
+
+
+def laplacian_diagonal(coeffs: MattingCoefficients) -> jax.Array:
+  """The diagonal of L, [H, W] (or [B, H, W]): per pixel, the sum over the windows covering it
+  of ``1 - 1/|w| - |Q_k row|^2`` (``L_k``'s diagonal); the Jacobi preconditioner of
+  ``I + weight L``.
+
+  References:
+    Levin, Lischinski & Weiss, "A Closed-Form Solution to Natural Image Matting", PAMI 2008.
+  """
+  q = coeffs.whitened                                     # [(B,) K, c, H + 2r, W + 2r]
+  k, h_pad, w_pad = q.shape[-4], q.shape[-2], q.shape[-1]
+  radius = (int(round(np.sqrt(k))) - 1) // 2
+  r2 = 2 * radius
+  h, w = h_pad - r2, w_pad - r2
+  norms = jnp.sum(jnp.square(q), axis=-3)                 # [(B,) K, H + 2r, W + 2r]
+  count = _pad_windows(jnp.ones((h - r2, w - r2), q.dtype), radius)
+  at = lambda x, dy, dx: x[..., r2 - dy:r2 - dy + h, r2 - dx:r2 - dx + w]
+  return sum(at(count, dy, dx) * (1.0 - 1.0 / k) - at(norms[..., i, :, :], dy, dx)
+             for i, (dy, dx) in enumerate(_offsets(radius)))
 
 
 def energy_with_coefficients(coeffs: MattingCoefficients, v: jax.Array) -> jax.Array:

@@ -15,6 +15,10 @@ use them at inference (and, differentiably, in training).
 
 from __future__ import annotations
 
+import contextlib
+import functools
+from typing import Callable
+
 import flax
 import jax
 import jax.numpy as jnp
@@ -112,20 +116,122 @@ def guided_smooth(image: np.ndarray, guide: np.ndarray, *, radius: int = 0,
   return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
+def conjugate_gradients(matvec, b: jax.Array, x0: jax.Array, *, tol: float, maxiter: int,
+                        inverse_diagonal: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+  """(Jacobi-preconditioned) conjugate gradients for SPD ``matvec`` on arrays of any shape.
+
+  Stops when ``|b - A x| <= tol |b|`` (``jax.scipy.sparse.linalg.cg``'s criterion) or after
+  ``maxiter`` iterations.
+
+  Args:
+    matvec: ``v -> A v``, A symmetric positive definite.
+    b: the right-hand side.
+    x0: the initial guess (same shape as b).
+    tol: the residual relative to ``|b|``.
+    maxiter: the most iterations.
+    inverse_diagonal: 1 / diag(A), broadcastable to b (None: no preconditioner).
+
+  Returns:
+    (x, the iterations done, an int32 scalar).
+
+  References:
+    Hestenes & Stiefel, "Methods of Conjugate Gradients for Solving Linear Systems", 1952;
+    Saad, "Iterative Methods for Sparse Linear Systems", 2003, Alg. 9.1 (preconditioned CG).
+  """
+  dot = lambda u, v: jnp.vdot(u, v).real
+  precond = (lambda r: r) if inverse_diagonal is None else (lambda r: inverse_diagonal * r)
+  bound = jnp.square(tol) * dot(b, b)
+  r = b - matvec(x0)
+  z = precond(r)
+
+  def cond(carry):
+    _, r, _, _, k = carry
+    return (dot(r, r) > bound) & (k < maxiter)
+
+  def body(carry):
+    x, r, p, gamma, k = carry
+    q = matvec(p)
+    alpha = gamma / dot(p, q)
+    x, r = x + alpha * p, r - alpha * q
+    z = precond(r)
+    gamma_new = dot(r, z)
+    return x, r, z + (gamma_new / gamma) * p, gamma_new, k + 1
+
+  x, *_, k = jax.lax.while_loop(cond, body, (x0, r, z, dot(r, z), jnp.int32(0)))
+  return x, k
+
+
+_RECORDERS: list = []  # see ``recording_cg_iterations``
+
+
+@contextlib.contextmanager
+def recording_cg_iterations(record: Callable[[str, int], None]):
+  """Programs traced inside this block call ``record(kind, iterations)`` on the host after each
+  of their ``affine_system_solve`` solves (kind "forward" or "adjoint"), whenever they run.
+
+  Synopsis::
+
+    counts = []
+    with smoothing.recording_cg_iterations(lambda kind, n: counts.append((kind, n))):
+      out = jax.jit(f)(x)      # traced (compiled) here
+    out = jax.jit(f)(x)        # the cached program still records
+  """
+  _RECORDERS.append(record)
+  try:
+    yield
+  finally:
+    _RECORDERS.remove(record)
+
+
+def _record(kind: str, iterations: jax.Array) -> None:
+  for record in list(_RECORDERS):
+    jax.debug.callback(functools.partial(_report, record, kind), iterations)
+
+
+def _report(record, kind, iterations) -> None:
+  record(kind, int(iterations))
+
+
 def affine_system_solve(coeffs: matting.MattingCoefficients, image: jax.Array, x0: jax.Array,
-                        weight: jax.Array | float, *, tol: float = 1e-6) -> jax.Array:
+                        weight: jax.Array | float, *, tol: float = 1e-6,
+                        precondition: bool = False,
+                        adjoint_x0: jax.Array | None = None) -> jax.Array:
   """Solves ``(I + weight L) x = image`` per channel (and image of a batch) by conjugate
   gradients (I + wL is SPD), L applied matrix-free from ``coeffs``, to a residual of ``tol``
   relative to ``image``; differentiable in ``image`` (``lax.custom_linear_solve``: the backward
-  pass is one more solve, started from zero, not from ``x0``: a cotangent is rough, and from
-  itself the initial residual ``weight L g`` would be far larger than ``g``), not in ``x0``."""
+  pass is one more solve), not in ``x0``.
+
+  Args:
+    coeffs: the guide's ``matting.MattingCoefficients``.
+    image: the right-hand side [(B,) H, W, C].
+    x0: the forward solve's initial guess (e.g. the previous solution; ``image`` itself).
+    weight: the Laplacian's weight.
+    tol: the residual of both solves, relative to their right-hand sides.
+    precondition: Jacobi preconditioning with ``1 / (1 + weight diag L)``.
+    adjoint_x0: the backward solve's initial guess (e.g. the previous evaluation's gradient);
+      None: zero. (Not ``x0``: a cotangent is rough, and from itself the initial residual
+      ``weight L g`` would be far larger than ``g``.)
+
+  Returns:
+    The solution, shaped like ``image``.
+  """
   op = lambda v: v + weight * matting.apply_with_coefficients(coeffs, v)
-  cg = lambda matvec, b, start: jax.scipy.sparse.linalg.cg(
-      matvec, b, x0=start, tol=tol, maxiter=AFFINE_MAX_ITERS)[0]
+  inverse = None
+  if precondition:
+    inverse = 1.0 / (1.0 + weight * matting.laplacian_diagonal(coeffs))[..., None]  # [(B,) H, W, 1]
+
+  def cg(kind, start, matvec, b):
+    x, k = conjugate_gradients(matvec, b, start, tol=tol, maxiter=AFFINE_MAX_ITERS,
+                               inverse_diagonal=inverse)
+    _record(kind, k)
+    return x
+
   start = jax.lax.stop_gradient(x0)
-  return jax.lax.custom_linear_solve(op, image, lambda matvec, b: cg(matvec, b, start),
-                                     lambda matvec, b: cg(matvec, b, jnp.zeros_like(b)),
-                                     symmetric=True)
+  adjoint = None if adjoint_x0 is None else jax.lax.stop_gradient(adjoint_x0)
+  return jax.lax.custom_linear_solve(
+      op, image, functools.partial(cg, "forward", start),
+      lambda matvec, b: cg("adjoint", jnp.zeros_like(b) if adjoint is None else adjoint,
+                           matvec, b), symmetric=True)
 
 
 _affine_solve = jax.jit(affine_system_solve)

@@ -44,6 +44,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import sys
+import time
 from typing import Callable, NamedTuple
 
 import jax
@@ -57,6 +59,10 @@ from nst_jax.core.errors import UserError
 from nst_jax.slow import driver
 
 PARAM_TOL = 1e-3  # relative residual of the "affine" parameterization's solves (float32: >~5e-5)
+# A penalized stage's seconds per iteration over an unpenalized one's with the "affine" and
+# "guided" parameterizations (benchmarks/photo_stage_bench.py, 256 px, 2-core CPU: 1.37 once
+# absent regions are dropped; 1.10 before, when stage 1 carried 9 masked Grams).
+PENALIZED_COST = 1.35
 
 
 def check_config(cfg: PhotoConfig) -> None:
@@ -137,6 +143,12 @@ def make_targets(vgg_params, content: np.ndarray, style: np.ndarray, content_mas
   present = regions.pair_regions(content_masks, style_masks)
   if not present.any():
     raise UserError("the content and style masks share no region; paint matching colours")
+  # Regions missing from either image add nothing to the loss but cost a masked Gram per layer
+  # and evaluation (colour masks have all 9 of Luan's codes, most empty: stage 1 cost 2.4x a
+  # Gatys iteration at 256 px with them, benchmarks/photo_stage_bench.py): keep the shared ones.
+  keep = np.flatnonzero(present)
+  content_masks, style_masks = np.asarray(content_masks)[keep], np.asarray(style_masks)[keep]
+  present = present[keep]
   content_b = jnp.asarray(content)[None]
   content_feats = objective.target_features(
       vgg_params, content_b, layers=cfg.loss.content_layers, pooling=cfg.loss.pooling,
@@ -260,14 +272,60 @@ def stylize(vgg_params, content: np.ndarray, style: np.ndarray, cfg: PhotoConfig
                 _start(prev, content), dict(aux, **scalars)),
                          f"stage {stage + 1}/{cfg.stages} {max(hw)}px")
             for stage, (optim_cfg, scalars) in enumerate(_stage_plan(cfg))]
+  clock = ExpectedTime([o.num_iters for o, _ in _stage_plan(cfg)], stage_costs(cfg))
+
+  def chunk_cb(stage, it, x, aux):
+    if progress:
+      clock.tick(stage, it)
+    if on_chunk is not None:
+      on_chunk(stage, it, [np.asarray(output_image(x, aux)[0])])
+
   res = driver.run_stages(
       make_loss_fn(cfg.loss), vgg_params, stages,
       digest_=driver.digest(cfg, (content, style, cm, sm)), checkpoint=checkpoint, config=cfg,
-      checkpoint_every=checkpoint_every, progress=progress,
-      on_chunk=None if on_chunk is None else
-      lambda stage, it, x, aux: on_chunk(stage, it, [np.asarray(output_image(x, aux)[0])]))
+      checkpoint_every=checkpoint_every, progress=progress, on_chunk=chunk_cb)
   image = post_smooth(np.asarray(output_image(res.x, res.aux))[0], content, cfg)
   return driver.Output([image], res.history, res.starts, res.nan_at, res.seconds)
+
+
+def stage_costs(cfg: PhotoConfig) -> list[float]:
+  """Each stage's seconds per iteration relative to an unpenalized stage's (``PENALIZED_COST``
+  for a penalized stage that solves or filters, else 1)."""
+  smoothed = cfg.parameterization != "pixels"
+  return [PENALIZED_COST if smoothed and sc["matting_weight"] > 0 else 1.0
+          for _, sc in _stage_plan(cfg)]
+
+
+def expected_seconds(rate: float, stage: int, iteration: int, stage_iters: list[int],
+                     costs: list[float]) -> float:
+  """Seconds left of a run: ``rate`` (s/iteration measured in ``stage``) times the iterations
+  left in ``stage`` (from ``iteration``) and after it, each weighted by its stage's cost relative
+  to ``stage``'s (``stage_costs``)."""
+  left = [(n - iteration if s == stage else n) * costs[s] / costs[stage]
+          for s, n in enumerate(stage_iters) if s >= stage]
+  return rate * sum(left)
+
+
+class ExpectedTime:
+  """Prints "expected ~N s more" once, from the first chunk timed after a stage's first (which
+  compiles): ``tick(stage, iteration)`` after every chunk; ``clock`` for tests."""
+
+  def __init__(self, stage_iters: list[int], costs: list[float], clock=time.perf_counter,
+               out=None):
+    self.stage_iters, self.costs, self.clock, self.out = stage_iters, costs, clock, out
+    self.mark, self.done = None, False
+
+  def tick(self, stage: int, iteration: int) -> None:
+    now = self.clock()
+    if not self.done and self.mark and self.mark[0] == stage and iteration > self.mark[1]:
+      rate = (now - self.mark[2]) / (iteration - self.mark[1])
+      left = expected_seconds(rate, stage, iteration, self.stage_iters, self.costs)
+      if left > 0:
+        print(f"expected ~{left:.0f} s more ({rate:.2f} s/iteration in stage {stage + 1}; a "
+              f"penalized stage costs ~{PENALIZED_COST:g}x an unpenalized one)",
+              file=self.out or sys.stderr)
+      self.done = True
+    self.mark = (stage, iteration, now)
 
 
 def _start(prev, content: np.ndarray) -> jax.Array:
