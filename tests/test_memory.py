@@ -110,7 +110,8 @@ def test_cli_refuses_a_hostile_size_quickly_and_writes_nothing(images, vgg_path,
   assert "the largest size that fits is --size" in lines[0]
   assert not out.parent.exists() or not any(out.parent.iterdir())
   # CPU seconds (importing jax is most of it): the wall time depends on the machine's load.
-  assert cpu < 10 and usage.ru_maxrss < 2 ** 20, (cpu, wall, usage.ru_maxrss)  # ru_maxrss: KB
+  # (Not its peak RSS: a forked child inherits the pytest worker's resident pages in ru_maxrss.)
+  assert cpu < 10, (cpu, wall)
 
 
 @pytest.mark.parametrize("command", ["texture", "reconstruct", "visualize", "photo"])

@@ -133,9 +133,14 @@ class Checkpoints:
   def restore_partial(self, step: int, abstract_subtree: dict) -> dict:
     """Only the parts of the saved state named in ``abstract_subtree`` (a dict of some of the
     state's top-level fields, e.g. ``{"params": ...}``); the rest (optimizer state) is not read."""
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
+                          abstract_subtree)
     try:
       out = self.manager.restore(int(step), args=ocp.args.Composite(
-          state=ocp.args.PyTreeRestore(item=abstract_subtree, partial_restore=True)))
+          state=ocp.args.PyTreeRestore(
+              item=target, partial_restore=True,
+              restore_args=ocp.checkpoint_utils.construct_restore_args(target))))
     except Exception as e:  # as in ``restore``
       raise UserError(f"cannot restore checkpoint {self.directory / str(step)}: "
                       f"{_first_line(e)}") from None

@@ -263,7 +263,7 @@ def _run_stages(loss_fn, shared, stages, ckpt: Checkpointer, batched, progress, 
     starts.append(sum(history_length(p) for p in pieces))
     if str(index) in done:  # finished before an interruption
       if progress:
-        print(f"{stage.desc}: done before the interruption (checkpoint {checkpoint})",
+        print(f"{stage.desc}: done before the interruption (checkpoint {ckpt.path})",
               file=sys.stderr)
       pieces.append(done[str(index)]["history"])
       x = jnp.asarray(done[str(index)]["x"]).reshape(x0.shape)
@@ -277,7 +277,7 @@ def _run_stages(loss_fn, shared, stages, ckpt: Checkpointer, batched, progress, 
       x0 = jnp.asarray(saved["x"], x0.dtype).reshape(x0.shape)
       start, earlier = int(saved["iteration"]), saved.get("history")
       if progress:
-        print(f"{stage.desc}: resuming from iteration {start} (checkpoint {checkpoint})",
+        print(f"{stage.desc}: resuming from iteration {start} (checkpoint {ckpt.path})",
               file=sys.stderr)
 
     def chunk_cb(it, xi, st, hist, index=index, earlier=earlier, aux=aux):
