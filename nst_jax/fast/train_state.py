@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 from typing import Any, NamedTuple
 
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -24,28 +23,8 @@ import optax
 
 from nst_jax.config import TrainConfig
 from nst_jax.core import sharding
+from nst_jax.core.state import TrainState, make_key  # the training state every wing shares
 from nst_jax.fast import multistyle
-
-
-class TrainState(flax.struct.PyTreeNode):
-  """Everything that changes during training; a plain pytree (saved as is by orbax).
-
-  Attributes:
-    step: int32 scalar, the number of updates done.
-    params: the network's parameters.
-    batch_stats: batch-norm running averages (an empty dict for instance norm).
-    opt_state: the optax state.
-  """
-  step: jax.Array
-  params: Any
-  batch_stats: Any
-  opt_state: Any
-
-
-def make_key(seed: int) -> jax.Array:
-  """The run's base key. The "rbg" generator: initializing the network with threefry compiles
-  ~7x slower on CPU (~15 s), and training needs no cross-backend bit reproducibility."""
-  return jax.random.key(seed, impl="rbg")
 
 
 def make_schedule(cfg: TrainConfig) -> optax.Schedule:

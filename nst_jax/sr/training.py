@@ -35,9 +35,8 @@ import dataclasses
 import functools
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -48,29 +47,10 @@ from nst_jax import config
 from nst_jax.config import SRConfig
 from nst_jax.core import checkpoint, data, image_io, paths, sharding, train_logging, vgg
 from nst_jax.core.errors import UserError
+from nst_jax.core.state import TrainState, make_key
 from nst_jax.sr import degrade, losses, nets
 
 MODEL_KIND = "sr"  # the checkpoint meta's "kind": what tells an SR run from a style network
-
-
-class TrainState(flax.struct.PyTreeNode):
-  """Everything that changes during training; a plain pytree (saved as is by orbax).
-
-  Attributes:
-    step: int32 scalar, the number of updates done.
-    params: the network's parameters.
-    batch_stats: batch-norm running averages (an empty dict without batch norm).
-    opt_state: the optax state.
-  """
-  step: jax.Array
-  params: Any
-  batch_stats: Any
-  opt_state: Any
-
-
-def make_key(seed: int) -> jax.Array:
-  """The run's base key ("rbg": fast initialization on CPU, as in the fast wing)."""
-  return jax.random.key(seed, impl="rbg")
 
 
 def make_optimizer(cfg: SRConfig) -> optax.GradientTransformation:
