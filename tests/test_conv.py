@@ -172,7 +172,7 @@ def test_vgg_conv3x3_impls_agree_on_every_vgg19_shape():
   _assert_impls_agree(make, (cases,), seed=1)
 
 
-@pytest.mark.parametrize("padding", nets.PADDINGS)
+@pytest.mark.parametrize("padding", config.PADDINGS)
 def test_transform_net_convs_agree_between_impls(padding):
   # conv2d on every (kernel, stride, in, out) of NET_SHAPES, then the two upsampling convs.
   cases = _conv_cases([(k, i, o) for k, _, i, o in NET_SHAPES], (12, 10), seed=10)
@@ -192,7 +192,7 @@ def test_transform_net_convs_agree_between_impls(padding):
 def test_xla_impl_is_the_reference_convolution():
   # "xla" is not a third implementation: it is conv_reference / upsample_conv_reference.
   x, w = _normal((1, 7, 6, 4), 1), _normal((3, 3, 4, 5), 2)
-  for padding in nets.PADDINGS:
+  for padding in config.PADDINGS:
     np.testing.assert_array_equal(conv.conv2d(x, w, 1, padding=padding, impl="xla"),
                                   conv.conv_reference(x, w, 1, padding=padding))
     np.testing.assert_array_equal(conv.upsample_conv2d(x, w, padding=padding, impl="xla"),

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from nst_jax import config
 from nst_jax.core import conv
 from nst_jax.core.errors import UserError
 from nst_jax.fast import nets
@@ -296,7 +297,7 @@ def _assert_close(actual, expected, rtol=2e-5):
   np.testing.assert_allclose(np.asarray(actual), expected, atol=rtol * scale, rtol=0)
 
 
-@pytest.mark.parametrize("padding", nets.PADDINGS)
+@pytest.mark.parametrize("padding", config.PADDINGS)
 @pytest.mark.parametrize("kernel,stride,cin,cout", [(3, 1, 5, 6), (3, 2, 4, 6), (9, 1, 3, 4),
                                                     (9, 1, 6, 3), (5, 1, 3, 2), (1, 1, 3, 2)])
 @pytest.mark.parametrize("size", [(12, 16), (13, 11)])
@@ -322,7 +323,7 @@ def test_winograd_tiles_match_xla_convolution_on_any_size(tile):
     _assert_close(out, conv._conv_valid(x, w), rtol=2e-6 if tile == 2 else 2e-5)
 
 
-@pytest.mark.parametrize("padding", nets.PADDINGS)
+@pytest.mark.parametrize("padding", config.PADDINGS)
 @pytest.mark.parametrize("size", [(6, 8), (5, 7), (1, 1)])
 def test_upsample_conv2d_matches_upsample_then_convolution(padding, size):
   x, w = _conv_case((2, *size, 5), 3, 4, seed=size[0])
@@ -336,7 +337,7 @@ def test_upsample_conv2d_matches_upsample_then_convolution(padding, size):
     (conv.conv2d, conv.conv_reference, 9, 1, 3, 5),  # few inputs: im2col between blocks
     (conv.conv2d, conv.conv_reference, 3, 2, 4, 3),
     (conv.upsample_conv2d, conv.upsample_conv_reference, 3, None, 4, 3)])
-@pytest.mark.parametrize("padding", nets.PADDINGS)
+@pytest.mark.parametrize("padding", config.PADDINGS)
 def test_fast_convolution_gradients_match_the_reference(fast, ref, kernel, stride, cin, cout,
                                                         padding):
   x, w = _conv_case((1, 10, 9, cin), kernel, cout, seed=7)
@@ -387,7 +388,7 @@ def _reference_net(model, params, images):
   return (jnp.tanh(conv_(x, "conv_out")) + 1) / 2
 
 
-@pytest.mark.parametrize("padding", nets.PADDINGS)
+@pytest.mark.parametrize("padding", config.PADDINGS)
 def test_thesis_net_matches_a_plain_convolution_reference(padding):
   model = nets.TinyNet(upsample="resize", padding=padding)
   params = _init(model)["params"]

@@ -92,8 +92,8 @@ def check_config(cfg: TrainConfig) -> None:
 
 def check_net(net: NetConfig) -> None:
   """Raises ``config.ConfigError`` (key ``net.*``) for a network no run can build."""
-  for key, valid in (("normalization", nets.NORMALIZATIONS), ("upsample", nets.UPSAMPLES),
-                     ("padding", nets.PADDINGS), ("output", nets.OUTPUTS),
+  for key, valid in (("normalization", config.NORMALIZATIONS), ("upsample", config.UPSAMPLES),
+                     ("padding", config.PADDINGS), ("output", config.NET_OUTPUTS),
                      ("conv_impl", CONV_IMPLS)):
     if getattr(net, key) not in valid:
       raise ConfigError(f"net.{key}", f"unknown {key} {getattr(net, key)!r}; expected one of "

@@ -43,13 +43,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nst_jax import config
 from nst_jax.core.conv import conv2d, resolve_impl, upsample_conv2d
 from nst_jax.core.errors import UserError
 
-NORMALIZATIONS = ("instance", "batch")
-UPSAMPLES = ("transpose", "resize")
-PADDINGS = ("reflect", "zero")
-OUTPUTS = ("rgb", "affine")
 AFFINE_SCALE = 0.1  # the affine head's raw outputs are scaled by this (starts near the identity)
 THESIS_INPUT_BLEND = 0.15  # the reference thesis' training-time blend of the input into the output
 MULTIPLE = 4  # two stride-2 stages: H and W must be divisible by 4
@@ -313,8 +310,8 @@ def affine_output(coeffs: jax.Array, images: jax.Array) -> jax.Array:
 
 def check_options(model: TransformNet) -> None:
   """Raises ``UserError`` for an unknown option value of a ``TransformNet``."""
-  for attr, valid in (("normalization", NORMALIZATIONS), ("upsample", UPSAMPLES),
-                      ("padding", PADDINGS), ("output", OUTPUTS)):
+  for attr, valid in (("normalization", config.NORMALIZATIONS), ("upsample", config.UPSAMPLES),
+                      ("padding", config.PADDINGS), ("output", config.NET_OUTPUTS)):
     if getattr(model, attr) not in valid:
       raise UserError(f"unknown {attr} {getattr(model, attr)!r}; expected one of {valid}")
   resolve_impl(model.conv_impl)  # UserError naming conv_impl
