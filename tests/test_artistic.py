@@ -28,6 +28,16 @@ def test_level_sizes_double_up_to_the_size():
   assert artistic.level_sizes(100, 1) == [100]
 
 
+def test_coarse_levels_are_raised_to_reach_the_deepest_layer():
+  """32 px over 2 scales of a 3:2 image: the 16-px level (16x11) could not reach relu5_1, so it is
+  raised to 24 px (24x16), the smallest that can; levels that fit are untouched."""
+  cfg = _cfg(size=32, scales=2)
+  assert artistic.fitted_level_sizes((512, 768), cfg) == [24, 32]
+  hws = [driver.fit_hw((512, 768), s) for s in artistic.fitted_level_sizes((512, 768), cfg)]
+  assert min(hws[0]) == 16
+  assert artistic.fitted_level_sizes((512, 512), _cfg(size=512, scales=3)) == [128, 256, 512]
+
+
 def test_initial_images(images):
   content, _, _ = images
   hw = content.shape[:2]

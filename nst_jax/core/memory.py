@@ -187,14 +187,20 @@ def check_fits(kind: str, hw: tuple[int, int], budget: int | None, **model) -> N
                   f"{DEFAULT_FRACTION:.0%} of available memory); {fix}")
 
 
+def min_side(layers: Sequence[str]) -> tuple[int, str | None]:
+  """The smallest image side from which VGG19 reaches the deepest of ``layers`` (each pooling
+  halves it), and that layer's name (``(1, None)`` for no layers)."""
+  if not layers:
+    return 1, None
+  pools = {l: int(l[4]) - (not l.startswith("pool")) for l in layers}  # poolings before l
+  deepest = max(pools, key=pools.get)
+  return 2 ** pools[deepest], deepest
+
+
 def check_min_side(hw: tuple[int, int], layers: Sequence[str]) -> None:
   """Refuses an image too small for VGG19 to reach the deepest of ``layers`` (each pooling
   halves it): a one-line ``UserError`` instead of empty features and NaN losses."""
-  if not layers:
-    return
-  pools = {l: int(l[4]) - (not l.startswith("pool")) for l in layers}  # poolings before l
-  deepest = max(pools, key=pools.get)
-  need = 2 ** pools[deepest]
+  need, deepest = min_side(layers)
   if min(hw) < need:
     raise UserError(f"a {hw[1]}x{hw[0]} image is too small: VGG19's {deepest} needs both sides "
                     f">= {need} px (raise --size or use a less elongated image)")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 from pathlib import Path
 from typing import Callable, Sequence
@@ -43,9 +44,17 @@ class Problem:
   blend: Sequence[float] | None = None
 
 
-def level_sizes(size: int, scales: int) -> list[int]:
-  """Long sides of the coarse-to-fine levels, doubling up to ``size``: (512, 3) -> [128, 256, 512]."""
-  return [max(16, size // 2 ** (scales - 1 - i)) for i in range(scales)]
+def level_sizes(size: int, scales: int, min_long: int = 16) -> list[int]:
+  """Long sides of the coarse-to-fine levels, doubling up to ``size``: (512, 3) -> [128, 256, 512];
+  a coarse level is never below ``min_long`` (nor above ``size``)."""
+  return [min(size, max(min_long, size // 2 ** (scales - 1 - i))) for i in range(scales)]
+
+
+def fitted_level_sizes(hw: tuple[int, int], cfg: TransferConfig) -> list[int]:
+  """``level_sizes`` for an image of shape ``hw``, with coarse levels raised so that their short
+  side still reaches the loss's deepest layer (e.g. 32 px over 2 scales: [22, 32], not [16, 32])."""
+  need, _ = memory.min_side(tuple(cfg.loss.content_layers) + tuple(cfg.loss.style_layers))
+  return level_sizes(cfg.size, cfg.scales, max(16, math.ceil(need * max(hw) / min(hw))))
 
 
 def initial_image(init: str, content: np.ndarray | None, hw: tuple[int, int], *, seed: int,
@@ -171,7 +180,7 @@ def check_size(problems: Sequence[Problem], cfg: TransferConfig,
   base = problems[0].content if problems[0].content is not None else problems[0].styles[0]
   hw = driver.fit_hw(base.shape[:2], cfg.size)
   layers = tuple(cfg.loss.content_layers) + tuple(cfg.loss.style_layers)
-  memory.check_min_side(driver.fit_hw(base.shape[:2], level_sizes(cfg.size, cfg.scales)[0]),
+  memory.check_min_side(driver.fit_hw(base.shape[:2], fitted_level_sizes(base.shape[:2], cfg)[0]),
                         layers)
   history = 0 if cfg.optim.optimizer == "adam" else cfg.optim.history_size
   memory.check_fits("optimize", hw, memory.budget_bytes(max_memory), batch=len(problems),
@@ -181,7 +190,8 @@ def check_size(problems: Sequence[Problem], cfg: TransferConfig,
 def _levels(vgg_params, problems, cfg: TransferConfig, batched: bool) -> list[driver.Stage]:
   """One ``driver.Stage`` per coarse-to-fine level, each starting from the previous result."""
   stages = []
-  for level, long_side in enumerate(level_sizes(cfg.size, cfg.scales)):
+  base = problems[0].content if problems[0].content is not None else problems[0].styles[0]
+  for level, long_side in enumerate(fitted_level_sizes(base.shape[:2], cfg)):
     optim_cfg = cfg.optim
     if cfg.level_iters:
       optim_cfg = dataclasses.replace(optim_cfg, num_iters=cfg.level_iters[level])
