@@ -4,6 +4,7 @@ Usage::
 
   python benchmarks/sr_torch_bench.py                           # sr_fast_x4, 256 -> 1024 px
   python benchmarks/sr_torch_bench.py --lr-size 128 --repeats 3 --threads 1
+  python benchmarks/sr_torch_bench.py --conv-impl xla   # XLA's own convolutions throughout
 
 The twin is the ``fast`` preset's network written with ``torch.nn.functional`` (issue 18, Sec. 7):
 a 5x5 convolution, ReLU 3x3 convolutions at LR resolution, a 3x3 convolution to 3 s^2 channels,
@@ -103,12 +104,16 @@ def main(argv=None) -> int:
                  "(the fast preset's network; default: %(default)s)")
   p.add_argument("--lr-size", type=int, default=256, help="LR input side (default: %(default)s)")
   p.add_argument("--repeats", type=int, default=5, help="timed calls each (default: %(default)s)")
+  p.add_argument("--conv-impl", default="auto", help="the JAX network's net.conv_impl: auto, xla "
+                 "or cpu_fast (default: %(default)s)")
   args = p.parse_args(argv)
   import torch  # pylint: disable=import-outside-toplevel
   bc.limit_threads(args.threads)
 
   up = upscale.Upscaler.load(args.model)
   cfg, s = up.cfg, up.scale
+  if cfg is not None:
+    cfg = config.check(config.override(cfg, {"net.conv_impl": args.conv_impl}))
   if cfg is None or cfg.net.arch != "subpixel" or cfg.net.normalization != "none":
     raise config.ConfigError("model", "the twin is the fast preset's network (subpixel, no "
                              "normalisation)")
@@ -193,7 +198,7 @@ def main(argv=None) -> int:
   checks = {"infer_max_abs_diff": infer_diff, "step_loss_abs_diff": loss_diff,
             "step_param_max_abs_diff": param_diff}
   print(f"{args.model}: LR {n}x{n} -> {n * s}x{n * s}, median of {args.repeats}, "
-        f"torch {torch.get_num_threads()} threads")
+        f"torch {torch.get_num_threads()} threads, conv_impl {args.conv_impl}")
   print("| what | JAX ms | PyTorch ms | ratio (wall) | JAX CPU ms | PyTorch CPU ms | ratio (CPU) |")
   print("|---|---|---|---|---|---|---|")
   for r in rows:
