@@ -37,7 +37,7 @@ import numpy as np
 from nst_jax import config
 from nst_jax.core import sharding, zoo
 from nst_jax.core.state import TrainState
-from nst_jax.sr import degrade, export, nets, training, upscale
+from nst_jax.sr import degrade, nets, training, upscale
 
 
 def torch_twin(flat: dict, scale: int):
