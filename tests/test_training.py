@@ -331,3 +331,9 @@ def test_loss_network_layer_names_and_missing_weights(tmp_path, monkeypatch, dat
   err = capsys.readouterr().err.strip()
   assert code == 2 and len(err.splitlines()) == 1 and "nst-jax weights import" in err, err
   assert not (tmp_path / "run" / "checkpoints").exists()
+  # Weights of the other network than loss.loss_network names: refused before training.
+  with pytest.raises(UserError, match="loss.loss_network is vgg19 but the weights given are vgg16"):
+    training.train_and_evaluate(tiny_config(style=str(style_img), data=str(data_dir / "train" /
+                                                                           "t91")),
+                                tmp_path / "run2", vgg_params=_tiny_vgg16(), progress=False)
+  assert not (tmp_path / "run2" / "checkpoints").exists()

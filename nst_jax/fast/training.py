@@ -307,7 +307,7 @@ def train_and_evaluate(cfg: TrainConfig, workdir, *, vgg_params=None, progress: 
   dataset = data.make_dataset(cfg.data, size=cfg.size, crop=cfg.crop, seed=cfg.seed)
   if vgg_params is None:  # cfg.loss.loss_network: VGG19 or VGG16
     vgg_params = vgg16_weights.load_loss_network(cfg.loss.loss_network)
-  elif vgg.architecture_of(vgg_params) != cfg.loss.loss_network:
+  elif vgg_params and vgg.architecture_of(vgg_params) != cfg.loss.loss_network:
     raise UserError(f"loss.loss_network is {cfg.loss.loss_network} but the weights given are "
                     f"{vgg.architecture_of(vgg_params)}")
   model, tx = models.make_model(cfg.net, bf16=cfg.bf16), train_state.make_optimizer(cfg)
