@@ -23,6 +23,21 @@ import typing
 from dataclasses import dataclass, field
 
 # ---------------------------------------------------------------------------------------- names
+VGG_BLOCKS = {"vgg19": (2, 2, 4, 4, 4), "vgg16": (2, 2, 3, 3, 3)}  # convolutions per block
+LOSS_NETWORKS = ("vgg16", "vgg19")  # the loss networks (core/vgg.py), by VGG_BLOCKS' names
+
+
+def _vgg_layer_names(blocks) -> tuple[str, ...]:
+  names = []
+  for b, n in enumerate(blocks, start=1):
+    for i in range(1, n + 1):
+      names += [f"conv{b}_{i}", f"relu{b}_{i}"]
+    names.append(f"pool{b}")
+  return tuple(names)
+
+
+# Every layer of each loss network: convX_Y (before the ReLU), reluX_Y, poolX.
+VGG_LAYERS = {arch: _vgg_layer_names(blocks) for arch, blocks in VGG_BLOCKS.items()}
 GATYS_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 THESIS_STYLE_LAYERS = GATYS_STYLE_LAYERS
 JOHNSON_STYLE_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
@@ -77,6 +92,9 @@ class LossConfig:
   style_loss: str = "gram"  # gram | mean | mean_std | mmd_poly | mmd_gauss
   pooling: str = "avg"  # avg (Gatys) | max
   conv_impl: str = "auto"  # VGG's convolutions: auto | xla | cpu_fast (see CONV_IMPLS)
+  # vgg19 | vgg16 (LOSS_NETWORKS; the layers must be VGG_LAYERS of it); vgg16 (Johnson et al.'s
+  # loss network): feed-forward training only, slow transfer runs on VGG19.
+  loss_network: str = "vgg19"
 
 
 @dataclass(frozen=True)
@@ -323,7 +341,6 @@ SR_ARCHS = ("johnson", "subpixel")
 SR_UPSAMPLES = ("transpose", "resize")
 SR_NORMALIZATIONS = ("batch", "none")
 PIXEL_LOSSES = ("mse", "l1")
-LOSS_NETWORKS = ("vgg16", "vgg19")
 DEGRADATIONS = ("bicubic", "bicubic_noaa", "johnson")
 SR_SCALES = (2, 3, 4, 8)
 
@@ -341,6 +358,9 @@ class SRNetConfig:
       then a 3x3 convolution).
     normalization: "batch" (the paper's supplement) or "none".
     residual_bicubic: predict a residual over the bicubic upsample of the input.
+    conv_impl: "auto" (``cpu_fast`` on the CPU backend, else ``xla``), "xla" (``nn.Conv`` as
+      is) or "cpu_fast" (convolutions with more than 32 outputs in groups of 64,
+      ``core.conv.grouped_out_conv``: the same values, a faster weight gradient on XLA:CPU).
   """
   arch: str = "johnson"
   width: int = 64
@@ -348,6 +368,7 @@ class SRNetConfig:
   upsample: str = "transpose"
   normalization: str = "batch"
   residual_bicubic: bool = False
+  conv_impl: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -392,6 +413,7 @@ def check(cfg: SRConfig) -> SRConfig:
       ("scale", cfg.scale, SR_SCALES), ("degradation", cfg.degradation, DEGRADATIONS),
       ("net.arch", cfg.net.arch, SR_ARCHS), ("net.upsample", cfg.net.upsample, SR_UPSAMPLES),
       ("net.normalization", cfg.net.normalization, SR_NORMALIZATIONS),
+      ("net.conv_impl", cfg.net.conv_impl, CONV_IMPLS),
       ("loss.pixel_loss", cfg.loss.pixel_loss, PIXEL_LOSSES),
       ("loss.loss_network", cfg.loss.loss_network, LOSS_NETWORKS),
       ("schedule", cfg.schedule, SCHEDULES[:2])):

@@ -53,6 +53,31 @@ def test_pixel_shuffle_matches_torch_order():
         np.testing.assert_array_equal(y[0, i::2, j::2, c], np.asarray(x)[0, :, :, c * 4 + i * 2 + j])
 
 
+def test_grouped_conv_impl_same_values_and_gradients():
+  """conv_impl=cpu_fast (wide outputs in groups of 64) is nn.Conv's function: x8's 192 and x4's
+  48 outputs, values and parameter gradients; a bad conv_impl is refused naming the key."""
+  for scale in (8, 4):
+    base = config.sr_smoke(scale)
+    lr = jax.random.uniform(jax.random.key(3), (2, 6, 5, 3))
+    hr = jax.random.uniform(jax.random.key(4), (2, 6 * scale, 5 * scale, 3))
+    outs = []
+    for impl in ("xla", "cpu_fast"):
+      net = nets.make_net(config.override(base, {"net.conv_impl": impl}).net, scale)
+      variables = nets.init_variables(net, jax.random.key(0))
+      # A nonzero last layer (the preset starts it at zero), so every gradient is exercised.
+      params = jax.tree.map(lambda x: x + 0.1, variables["params"])
+      loss = lambda p: jnp.mean(jnp.square(net.apply({"params": p}, lr) - hr))
+      outs.append((net.apply({"params": params}, lr), jax.grad(loss)(params)))
+      convs = str(jax.make_jaxpr(net.apply)({"params": params}, lr)).count("conv_general_dilated")
+      # smoke: a 5x5 and a 3x3 of width 8, then 3 s^2 outputs: 192 = 3 groups, 48 = 1 (padded)
+      assert convs == (2 + (3 if scale == 8 and impl == "cpu_fast" else 1))
+    np.testing.assert_allclose(outs[1][0], outs[0][0], rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(outs[0][1]), jax.tree.leaves(outs[1][1])):
+      np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
+  with pytest.raises(config.ConfigError, match="net.conv_impl"):
+    config.check(config.override(config.sr_fast(4), {"net.conv_impl": "fast"}))
+
+
 def test_presets_override_and_bad_values():
   cfg = config.override(config.sr_johnson(4), {"loss.pixel_weight": "2", "net.width": "8"})
   assert cfg.loss.pixel_weight == 2.0 and cfg.net.width == 8
@@ -92,6 +117,25 @@ def test_tiled_equals_untiled():
   w = [upscale.ramp(40, 16, False, True), upscale.ramp(40, 16, True, False)]
   np.testing.assert_allclose(w[0][:16] + w[1][-16:], 1.0)  # complementary in a shared band
   assert w[0][:4].max() == 0.0
+
+
+def test_tiled_upscale_holds_one_output_sized_buffer():
+  """Host memory (numpy's allocations, traced) of a tiled upscale and its uint8 conversion stay
+  near one float32 output (the result itself): no weight map, no full-size temporaries."""
+  import tracemalloc  # pylint: disable=import-outside-toplevel
+  from nst_jax.core import image_io  # pylint: disable=import-outside-toplevel
+  up = upscale.Upscaler.bicubic(4)
+  img = np.random.default_rng(0).uniform(size=(200, 150, 3)).astype(np.float32)
+  up(img[:40, :40], tile=32, overlap=8)  # compile the tile shape first
+  tracemalloc.start()
+  try:
+    out = up(img, tile=32, overlap=8)
+    u8 = image_io.to_uint8(out, rows=32)  # float temporaries of 32-row bands
+    peak = tracemalloc.get_traced_memory()[1]
+  finally:
+    tracemalloc.stop()
+  assert peak < 1.2 * out.nbytes + u8.nbytes  # before: ~3.5x (weights, quotient, clip, x255)
+  np.testing.assert_array_equal(u8, np.round(np.clip(out, 0, 1) * 255).astype(np.uint8))
 
 
 def test_histogram_matching_takes_the_reference_distribution():

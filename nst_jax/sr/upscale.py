@@ -16,7 +16,8 @@ over the quarter nearest its own edge (where its zero padding reaches), then ris
 1 over the middle half; the neighbour's weight is the complement, and the weighted sum is
 divided by the summed weights. Tiles cross-fade without seams, and the result equals the
 untiled one wherever the network's receptive radius is at most ``overlap / 4`` LR pixels.
-Memory is that of one tile plus the output.
+Memory is that of one tile plus the output: one float32 output buffer, accumulated, normalised
+and clipped in place (the summed weights are a row vector times a column vector).
 """
 
 from __future__ import annotations
@@ -128,24 +129,32 @@ class Upscaler:
     if h < 1 or w < 1:
       raise UserError("empty image")
     if not tile or (tile >= h and tile >= w):
-      return np.clip(np.asarray(self._fn(jnp.asarray(image, jnp.float32)[None])[0]), 0, 1)
+      out = np.array(self._fn(jnp.asarray(image, jnp.float32)[None])[0])  # a writable copy
+      return np.clip(out, 0, 1, out=out)
     if not 0 <= overlap < tile:
       raise UserError(f"--overlap {overlap} must be below --tile {tile}")
     s = self.scale
-    out = np.zeros((h * s, w * s, 3), np.float32)
-    weight = np.zeros((h * s, w * s, 1), np.float32)
+    out = np.zeros((h * s, w * s, 3), np.float32)  # the one output-sized buffer
     ys, xs = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
+    th, tw = min(tile, h) * s, min(tile, w) * s  # every tile's output size
+    # Tile weights are products wy (rows) x wx (columns) over a grid of starts, so their sum is
+    # the product of the summed row and column ramps: no output-sized weight array.
+    wys = {y: ramp(th, overlap * s, y == 0, y + tile >= h) for y in ys}
+    wxs = {x: ramp(tw, overlap * s, x == 0, x + tile >= w) for x in xs}
+    wy_sum, wx_sum = np.zeros(h * s, np.float32), np.zeros(w * s, np.float32)
+    for y, wy in wys.items():
+      wy_sum[y * s:y * s + th] += wy
+    for x, wx in wxs.items():
+      wx_sum[x * s:x * s + tw] += wx
     for y in ys:
       for x in xs:
         patch = jnp.asarray(image[y:y + tile, x:x + tile], jnp.float32)[None]
-        res = np.asarray(self._fn(patch)[0])  # [th s, tw s, 3]
-        th, tw = res.shape[:2]
-        wy = ramp(th, overlap * s, y == 0, y + tile >= h)
-        wx = ramp(tw, overlap * s, x == 0, x + tile >= w)
-        wt = (wy[:, None] * wx[None, :])[..., None]
+        res = np.asarray(self._fn(patch)[0])  # [th, tw, 3]
+        wt = (wys[y][:, None] * wxs[x][None, :])[..., None]
         out[y * s:y * s + th, x * s:x * s + tw] += res * wt
-        weight[y * s:y * s + th, x * s:x * s + tw] += wt
-    return np.clip(out / weight, 0, 1)
+    out /= wy_sum[:, None, None]  # in place, row and column factors in turn
+    out /= wx_sum[None, :, None]
+    return np.clip(out, 0, 1, out=out)
 
 
 def match_histogram(image: np.ndarray, reference: np.ndarray) -> np.ndarray:
