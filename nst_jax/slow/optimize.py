@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from nst_jax.config import OPTIMIZERS, OptimConfig
 from nst_jax.core.errors import UserError
+from nst_jax.slow import lbfgsb
 
 with warnings.catch_warnings():  # "JAXopt is no longer maintained": we know, L-BFGS-B is still used
   warnings.simplefilter("ignore", DeprecationWarning)
@@ -164,12 +165,18 @@ def _gradient_solver(loss_fn: LossFn, opt: optax.GradientTransformation) -> Solv
 
 
 def make_solver(loss_fn: LossFn, cfg: OptimConfig) -> Solver:
-  """The solver named by ``cfg.optimizer``: "lbfgsb", "lbfgs" (projected) or "adam".
+  """The solver named by ``cfg.optimizer`` (``config.OPTIMIZERS``).
+
+  "lbfgsb": the lean free-variable L-BFGS-B (``lbfgsb.make``); "lbfgs": projected L-BFGS
+  (optax's direction, zoom search along the projection arc); "lbfgsb_jaxopt": jaxopt's
+  L-BFGS-B; "adam": optax Adam.
 
   Every solver's ``step`` returns the loss terms at the iterate it starts from, so a history
   row i holds the terms of iterate i (row 0: the initial image).
   """
   if cfg.optimizer == "lbfgsb":
+    return Solver(*lbfgsb.make(loss_fn, history_size=cfg.history_size))
+  if cfg.optimizer == "lbfgsb_jaxopt":
     return make_lbfgsb(loss_fn, cfg)
   if cfg.optimizer == "lbfgs":
     return make_projected_lbfgs(loss_fn, cfg)
