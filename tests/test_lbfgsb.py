@@ -57,7 +57,7 @@ def test_two_loop_is_the_bfgs_inverse_hessian_on_the_free_pixels(rng, masked):
   expected[idx] = h @ g.ravel()[idx]
   if not masked:
     np.testing.assert_allclose(expected, _dense_bfgs(pairs, gamma, g.ravel()), rtol=1e-10)
-  got = lbfgsb.two_loop(jnp.asarray(g, jnp.float32), state, jnp.asarray(free, jnp.float32))
+  got = lbfgsb.two_loop(jnp.asarray(g, jnp.float32), state, jnp.asarray(free))
   np.testing.assert_allclose(np.asarray(got).ravel(), expected, rtol=2e-4,
                              atol=2e-4 * np.abs(expected).max())
 
@@ -71,7 +71,7 @@ def test_pairs_without_positive_curvature_are_skipped(rng):
   empty = lbfgsb.make(lambda x, s, a: (jnp.sum(x), {}), history_size=3).init(
       jnp.zeros(SHAPE), None, None)
   g = jnp.asarray(rng.normal(size=SHAPE), jnp.float32)  # no memory: a unit step along g
-  np.testing.assert_allclose(lbfgsb.two_loop(g, empty, jnp.ones(SHAPE)),
+  np.testing.assert_allclose(lbfgsb.two_loop(g, empty, jnp.ones(SHAPE, bool)),
                              g / jnp.linalg.norm(g), rtol=1e-6)
 
 

@@ -69,9 +69,8 @@ class Solver(NamedTuple):
 
 
 def free_mask(x: jax.Array, g: jax.Array) -> jax.Array:
-  """1.0 where a pixel may move: not at a bound with the gradient pushing it outward."""
-  fixed = ((x <= 0.0) & (g > 0.0)) | ((x >= 1.0) & (g < 0.0))
-  return jnp.where(fixed, 0.0, 1.0).astype(x.dtype)
+  """True where a pixel may move: not at a bound with the gradient pushing it outward."""
+  return ~(((x <= 0.0) & (g > 0.0)) | ((x >= 1.0) & (g < 0.0)))
 
 
 def arc_mask(x: jax.Array, d: jax.Array) -> jax.Array:
@@ -80,22 +79,22 @@ def arc_mask(x: jax.Array, d: jax.Array) -> jax.Array:
 
 
 def two_loop(g: jax.Array, state: State, free: jax.Array) -> jax.Array:
-  """H_F g: the L-BFGS inverse Hessian on the free pixels (``free`` 0/1) applied to g.
+  """H_F g: the L-BFGS inverse Hessian on the free pixels (``free``, bool) applied to g.
 
   With an empty memory (gamma = 0) the result is g / ||g||, a unit first step.
   """
   m = state.rho.shape[0]
-  q, alphas = g * free, []
+  q, alphas = jnp.where(free, g, 0.0), []  # a bool mask: a quarter of a float mask's traffic
   for i in range(m):  # newest to oldest; empty slots have rho = 0 and change nothing
     k = (state.newest - i) % m
     alpha = state.rho[k] * jnp.vdot(state.s[k], q)  # q is 0 off F: s . q = s_F . q
-    q = (q - alpha * state.y[k]) * free
+    q = jnp.where(free, q - alpha * state.y[k], 0.0)
     alphas.append((k, alpha))
   norm = jnp.sqrt(jnp.vdot(q, q))
   r = q * jnp.where(state.gamma > 0.0, state.gamma, jnp.minimum(1.0, 1.0 / norm))
   for k, alpha in reversed(alphas):  # oldest to newest
     beta = state.rho[k] * jnp.vdot(state.y[k], r)
-    r = (r + (alpha - beta) * state.s[k]) * free
+    r = jnp.where(free, r + (alpha - beta) * state.s[k], 0.0)
   return r
 
 
@@ -137,7 +136,7 @@ def make(loss_fn: Callable, *, history_size: int = 20, c1: float = ARMIJO_C1, ma
     free = free_mask(x, g)
     d = -two_loop(g, state, free)
     slope = jnp.vdot(jnp.where(arc_mask(x, d), g, 0.0), d)  # d/dt f(P(x + t d)) at 0+
-    steepest = -g * free
+    steepest = jnp.where(free, -g, 0.0)
     steepest = steepest * jnp.minimum(1.0, 1.0 / jnp.sqrt(jnp.vdot(steepest, steepest)))
     return jnp.where(slope < 0.0, d, steepest)
 
