@@ -39,7 +39,8 @@ References:
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -110,7 +111,8 @@ def push_pair(state: State, s: jax.Array, y: jax.Array) -> State:
       newest=k, gamma=jnp.where(ok, sy / jnp.where(ok, yy, 1.0), state.gamma))
 
 
-def make(loss_fn: Callable, *, history_size: int = 20, c1: float = ARMIJO_C1, max_trials: int = MAX_TRIALS) -> Solver:
+def make(loss_fn: Callable, *, history_size: int = 20, c1: float = ARMIJO_C1,
+         max_trials: int = MAX_TRIALS) -> Solver:
   """The solver for ``loss_fn(x, shared, aux) -> (scalar, terms)`` over x in [0, 1].
 
   Args:
@@ -155,7 +157,7 @@ def make(loss_fn: Callable, *, history_size: int = 20, c1: float = ARMIJO_C1, ma
       return (n == 0) | ((n < max_trials) & ~armijo(xt, value))
 
     def body(c):
-      n, t, xt, value, grad, terms = c
+      n, t, xt, value, _, _ = c
       # quadratic through f(0), the slope along the step taken, f(t); kept in [0.1 t, 0.5 t]
       lin = jnp.vdot(state.grad, xt - x)
       curv = value - state.value - lin
