@@ -10,10 +10,11 @@ For each size the Gatys objective (``config.gatys().loss``: relu4_2 content, rel
 Gram style, tv, average pooling) of the same content, style and initial image (0.6 noise +
 0.4 content, seed 0) is minimized by
 
-- nst_jax: ``optimize.run`` with each optimizer (lbfgsb = jaxopt L-BFGS-B, lbfgs = projected
-  L-BFGS: optax's direction, a zoom search along the projection arc; adam = optax Adam), i.e. the
-  production loop with its jitted chunks; both L-BFGS variants evaluate the loss once per
-  iteration when the line search accepts its first step, as torch does;
+- nst_jax: ``optimize.run`` with each optimizer (lbfgsb = the lean free-variable L-BFGS-B of
+  slow/lbfgsb.py, lbfgs = projected L-BFGS: optax's direction, a zoom search along the projection
+  arc; lbfgsb_jaxopt = jaxopt's L-BFGS-B; adam = optax Adam), i.e. the production loop with its jitted chunks; the L-BFGS
+  variants evaluate the loss once per iteration when the line search accepts its first step, as
+  torch does;
 - PyTorch (``torch_reference.py``, the same loss and weights): ``torch.optim.LBFGS`` with the
   strong Wolfe line search (compared with both L-BFGS variants; torch has no L-BFGS-B) and
   ``torch.optim.Adam`` with clamping to [0, 1].
@@ -58,7 +59,7 @@ from nst_jax.core import image_io, paths  # noqa: E402  (no jax import here)
 
 DEFAULT_CONTENT = Path("content") / "classic_st" / "tubingen.jpg"
 DEFAULT_STYLE = Path("styles") / "van_gogh_starry_night.jpg"
-FAMILIES = {"lbfgs": ("lbfgsb", "lbfgs"), "adam": ("adam",)}  # torch optimizer -> JAX ones
+FAMILIES = {"lbfgs": ("lbfgsb", "lbfgs", "lbfgsb_jaxopt"), "adam": ("adam",)}  # torch optimizer -> JAX ones
 
 
 class Worker:

@@ -45,7 +45,7 @@ LUAN_STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")  # p
 PHOTO_STYLE_LAYERS = LUAN_STYLE_LAYERS
 STYLE_LOSSES = ("gram", "mean", "mean_std", "mmd_poly", "mmd_gauss")
 POOLINGS = ("avg", "max")
-OPTIMIZERS = ("lbfgsb", "lbfgs", "adam")
+OPTIMIZERS = ("lbfgsb", "lbfgs", "adam", "lbfgsb_jaxopt")
 INITS = ("content", "noise", "mix")
 COLOR_MODES = ("yiq", "yuv")  # original_colors: keep the content's chroma in this space
 CONV_IMPLS = ("auto", "xla", "cpu_fast")  # "auto": cpu_fast on the CPU backend, else xla
@@ -100,7 +100,9 @@ class LossConfig:
 @dataclass(frozen=True)
 class OptimConfig:
   """The per-image optimizer."""
-  optimizer: str = "lbfgsb"  # lbfgsb (jaxopt, [0, 1] box) | lbfgs (optax + projection) | adam
+  # lbfgsb (lean free-variable L-BFGS-B, [0, 1] box; slow/lbfgsb.py) | lbfgs (optax + projection)
+  # | adam | lbfgsb_jaxopt (jaxopt's L-BFGS-B, slower per iteration)
+  optimizer: str = "lbfgsb"
   num_iters: int = 500
   learning_rate: float = 0.02  # Adam only; pixels are in [0, 1]
   history_size: int = 20  # L-BFGS memory

@@ -25,7 +25,7 @@ def _toy(rng, hw=(6, 5)):
   return {"w": jnp.float32(3.0)}, {"target": jnp.asarray(target)}, jnp.full((1,) + hw + (3,), 0.5)
 
 
-@pytest.mark.parametrize("opt", OPTIMIZERS)
+@pytest.mark.parametrize("opt", OPTIMIZERS + ("lbfgsb_jaxopt",))
 def test_toy_problem_converges_to_the_box_projection(rng, opt):
   shared, aux, x0 = _toy(rng)
   cfg = config.OptimConfig(optimizer=opt, num_iters=60, chunk=7, learning_rate=0.05)

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from nst_jax.config import OPTIMIZERS, OptimConfig
 from nst_jax.core.errors import UserError
+from nst_jax.slow import lbfgsb
 
 with warnings.catch_warnings():  # "JAXopt is no longer maintained": we know, L-BFGS-B is still used
   warnings.simplefilter("ignore", DeprecationWarning)
@@ -72,7 +73,10 @@ class _ZoomKeepingAux(jaxopt.ZoomLineSearch):
 
 
 def make_lbfgsb(loss_fn: LossFn, cfg: OptimConfig) -> Solver:
-  """L-BFGS-B with the [0, 1] pixel box (jaxopt; Byrd, Lu, Nocedal & Zhu 1995).
+  """L-BFGS-B with the [0, 1] pixel box (jaxopt; Byrd, Lu, Nocedal & Zhu 1995): "lbfgsb_jaxopt".
+
+  Kept for comparison: "lbfgsb" is the leaner ``lbfgsb.make`` (no Cauchy point or subspace
+  minimization, ~0.2 s less CPU per iteration at 256 px; BENCHMARKS.md).
 
   One loss evaluation per iteration when the line search accepts its first step: the loss
   terms of the new iterate come with its value and gradient from the line search
@@ -164,12 +168,18 @@ def _gradient_solver(loss_fn: LossFn, opt: optax.GradientTransformation) -> Solv
 
 
 def make_solver(loss_fn: LossFn, cfg: OptimConfig) -> Solver:
-  """The solver named by ``cfg.optimizer``: "lbfgsb", "lbfgs" (projected) or "adam".
+  """The solver named by ``cfg.optimizer`` (``config.OPTIMIZERS``).
+
+  "lbfgsb": the lean free-variable L-BFGS-B (``lbfgsb.make``); "lbfgs": projected L-BFGS
+  (optax's direction, zoom search along the projection arc); "lbfgsb_jaxopt": jaxopt's
+  L-BFGS-B; "adam": optax Adam.
 
   Every solver's ``step`` returns the loss terms at the iterate it starts from, so a history
   row i holds the terms of iterate i (row 0: the initial image).
   """
   if cfg.optimizer == "lbfgsb":
+    return Solver(*lbfgsb.make(loss_fn, history_size=cfg.history_size))
+  if cfg.optimizer == "lbfgsb_jaxopt":
     return make_lbfgsb(loss_fn, cfg)
   if cfg.optimizer == "lbfgs":
     return make_projected_lbfgs(loss_fn, cfg)

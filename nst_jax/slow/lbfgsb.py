@@ -1,0 +1,188 @@
+"""A lean L-BFGS for the [0, 1] pixel box: projected quasi-Newton steps, one evaluation per step.
+
+Synopsis::
+
+  from nst_jax.slow import lbfgsb
+  solver = lbfgsb.make(loss_fn, history_size=20)          # free-variable L-BFGS-B
+  state = solver.init(x, shared, aux)                     # value, gradient, terms at x
+  x, state, terms_at_old_x = solver.step(x, state, shared, aux)
+
+An iteration:
+
+1. The free set F: every pixel except those at a bound whose gradient pushes outward (at 0
+   with g > 0, at 1 with g < 0).
+2. The direction d = -H_F g_F: the L-BFGS two-loop recursion (Nocedal & Wright, algorithm 7.4)
+   on the gradient restricted to F, its vectors masked to F, so d is 0 on the fixed pixels and
+   d . g = -g_F . H_F g_F < 0. Should d not descend along the projection arc (pixels of F at a
+   bound that d pushes outward are clipped), projected steepest descent replaces it. The first
+   direction has unit length (no curvature is known yet), later ones are scaled by
+   gamma = s . y / y . y.
+3. A backtracking search along the arc x(t) = P(x + t d), P the projection onto [0, 1], from
+   t = 1 (the quasi-Newton step), with the Armijo test f(x(t)) <= f(x) + c1 g . (x(t) - x)
+   (Bertsekas 1982) and safeguarded quadratic interpolation. Every trial returns the value,
+   gradient and loss terms at x(t), so the accepted point's start the next iteration: one loss
+   evaluation per iteration when t = 1 is accepted, which is the rule after the first steps.
+4. The pair (s, y) = (x+ - x, g+ - g) enters the circular memory when s . y > eps y . y; empty
+   slots have rho = 0 and drop out of the recursion, so the state has fixed shapes.
+
+This skips what makes jaxopt's L-BFGS-B heavy per iteration (the generalized Cauchy point's
+breakpoint sort and the subspace minimization over the compact matrices, Byrd et al. 1995) and
+the zoom search's bookkeeping; the state is a NamedTuple of arrays, so checkpoints hold it as is.
+
+References:
+  Nocedal & Wright, "Numerical Optimization", 2nd ed. 2006, sections 7.2 (L-BFGS), 3.5 (step
+  length selection by interpolation). Bertsekas, "Projected Newton methods for optimization
+  problems with simple constraints", SIAM J. Control Optim. 20(2), 1982. Kim, Sra & Dhillon,
+  "Tackling box-constrained optimization via a new projected quasi-Newton approach", SIAM J.
+  Sci. Comput. 32(6), 2010 (the free-variable two-loop).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+ARMIJO_C1 = 1e-4
+MAX_TRIALS = 20  # evaluations per iteration at most (t >= 0.1 ** 19 by then)
+CURVATURE_EPS = 1e-10  # a pair enters the memory when s . y > eps y . y
+
+
+class State(NamedTuple):
+  """The memory and the loss, gradient and terms at the current iterate (all arrays)."""
+  s: jax.Array  # [m, *x.shape] steps, circular
+  y: jax.Array  # [m, *x.shape] gradient differences
+  rho: jax.Array  # [m] 1 / s . y, 0 for an empty slot
+  newest: jax.Array  # int32 [] slot of the newest pair
+  gamma: jax.Array  # [] s . y / y . y of the newest pair, 0 while the memory is empty
+  value: jax.Array  # [] loss at x
+  grad: jax.Array  # gradient at x
+  terms: dict  # loss terms at x
+  evals: jax.Array  # int32 [] loss evaluations so far (init's included)
+
+
+class Solver(NamedTuple):
+  """``init(x, shared, aux) -> state``; ``step(x, state, shared, aux) -> (x, state, old terms)``."""
+  init: Callable
+  step: Callable
+
+
+def free_mask(x: jax.Array, g: jax.Array) -> jax.Array:
+  """True where a pixel may move: not at a bound with the gradient pushing it outward."""
+  return ~(((x <= 0.0) & (g > 0.0)) | ((x >= 1.0) & (g < 0.0)))
+
+
+def arc_mask(x: jax.Array, d: jax.Array) -> jax.Array:
+  """Where P(x + t d) moves with t at t = 0+ (inside the box, or leaving a bound inwards)."""
+  return ((x > 0.0) | (d > 0.0)) & ((x < 1.0) | (d < 0.0))
+
+
+def two_loop(g: jax.Array, state: State, free: jax.Array) -> jax.Array:
+  """H_F g: the L-BFGS inverse Hessian on the free pixels (``free``, bool) applied to g.
+
+  With an empty memory (gamma = 0) the result is g / ||g||, a unit first step.
+  """
+  m = state.rho.shape[0]
+  q, alphas = jnp.where(free, g, 0.0), []  # a bool mask: a quarter of a float mask's traffic
+  for i in range(m):  # newest to oldest; empty slots have rho = 0 and change nothing
+    k = (state.newest - i) % m
+    alpha = state.rho[k] * jnp.vdot(state.s[k], q)  # q is 0 off F: s . q = s_F . q
+    q = jnp.where(free, q - alpha * state.y[k], 0.0)
+    alphas.append((k, alpha))
+  norm = jnp.sqrt(jnp.vdot(q, q))
+  r = q * jnp.where(state.gamma > 0.0, state.gamma, jnp.minimum(1.0, 1.0 / norm))
+  for k, alpha in reversed(alphas):  # oldest to newest
+    beta = state.rho[k] * jnp.vdot(state.y[k], r)
+    r = jnp.where(free, r + (alpha - beta) * state.s[k], 0.0)
+  return r
+
+
+def push_pair(state: State, s: jax.Array, y: jax.Array) -> State:
+  """The memory with (s, y) as its newest pair, or unchanged when s . y <= eps y . y."""
+  sy, yy = jnp.vdot(s, y), jnp.vdot(y, y)
+  ok = sy > CURVATURE_EPS * yy
+  k = jnp.where(ok, (state.newest + 1) % state.rho.shape[0], state.newest)
+  return state._replace(
+      s=state.s.at[k].set(jnp.where(ok, s, state.s[k])),
+      y=state.y.at[k].set(jnp.where(ok, y, state.y[k])),
+      rho=state.rho.at[k].set(jnp.where(ok, 1.0 / jnp.where(ok, sy, 1.0), state.rho[k])),
+      newest=k, gamma=jnp.where(ok, sy / jnp.where(ok, yy, 1.0), state.gamma))
+
+
+def make(loss_fn: Callable, *, history_size: int = 20, c1: float = ARMIJO_C1,
+         max_trials: int = MAX_TRIALS) -> Solver:
+  """The solver for ``loss_fn(x, shared, aux) -> (scalar, terms)`` over x in [0, 1].
+
+  Args:
+    loss_fn: the objective; its gradient comes from ``jax.value_and_grad``.
+    history_size: pairs kept in the memory (m).
+    c1: the Armijo constant.
+    max_trials: evaluations per iteration at most; after that the last trial is taken.
+
+  Returns:
+    A ``Solver``; ``step`` returns the new iterate, its state and the terms at the old iterate.
+  """
+  value_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def init(x, shared, aux):
+    (value, terms), grad = value_and_grad(x, shared, aux)
+    m = history_size
+    zeros = jnp.zeros((m,) + x.shape, x.dtype)
+    return State(zeros, zeros, jnp.zeros((m,), x.dtype), jnp.int32(m - 1),
+                 jnp.zeros((), x.dtype), value, grad, terms, jnp.int32(1))
+
+  def direction(x, state):
+    g = state.grad
+    free = free_mask(x, g)
+    d = -two_loop(g, state, free)
+    slope = jnp.vdot(jnp.where(arc_mask(x, d), g, 0.0), d)  # d/dt f(P(x + t d)) at 0+
+    steepest = jnp.where(free, -g, 0.0)
+    steepest = steepest * jnp.minimum(1.0, 1.0 / jnp.sqrt(jnp.vdot(steepest, steepest)))
+    return jnp.where(slope < 0.0, d, steepest)
+
+  def search(x, d, state, shared, aux):
+    """Backtracking along P(x + t d) from t = 1; returns the accepted trial."""
+    def trial(t):
+      xt = jnp.clip(x + t * d, 0.0, 1.0)
+      (value, terms), grad = value_and_grad(xt, shared, aux)
+      return xt, value, grad, terms
+
+    def armijo(xt, value):
+      return value <= state.value + c1 * jnp.vdot(state.grad, xt - x)
+
+    def cond(c):
+      n, _, xt, value, *_ = c
+      return (n == 0) | ((n < max_trials) & ~armijo(xt, value))
+
+    def body(c):
+      n, t, xt, value, _, _ = c
+      # quadratic through f(0), the slope along the step taken, f(t); kept in [0.1 t, 0.5 t]
+      lin = jnp.vdot(state.grad, xt - x)
+      curv = value - state.value - lin
+      t_q = 0.5 * t * -lin / jnp.where(curv > 0.0, curv, 1.0)
+      t_new = jnp.where((n == 0), 1.0,
+                        jnp.where((curv > 0.0) & jnp.isfinite(t_q),
+                                  jnp.clip(t_q, 0.1 * t, 0.5 * t), 0.5 * t))
+      return (n + 1, t_new) + trial(t_new)
+
+    shape = jax.eval_shape(trial, 1.0)
+    zeros = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shape)
+    n, _, xt, value, grad, terms = jax.lax.while_loop(
+        cond, body, (jnp.int32(0), jnp.ones((), x.dtype)) + tuple(zeros))
+    return n, xt, value, grad, terms
+
+  def step(x, state, shared, aux):
+    d = direction(x, state)
+    n, x_new, value, grad, terms = search(x, d, state, shared, aux)
+    new = push_pair(state, x_new - x, grad - state.grad)
+    new = new._replace(value=value, grad=grad, terms=terms, evals=state.evals + n)
+    return x_new, new, state.terms
+
+  return Solver(init, step)
+
+
+def evaluations(state: Any) -> jax.Array:
+  """Loss evaluations the solver has made (init's included)."""
+  return state.evals

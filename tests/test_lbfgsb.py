@@ -1,0 +1,121 @@
+"""The lean box-constrained L-BFGS (slow/lbfgsb.py) against numpy and scipy references."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.optimize
+
+from nst_jax import config
+from nst_jax.core import image_io, objective
+from nst_jax.slow import artistic, lbfgsb, optimize
+
+SHAPE = (1, 4, 4, 3)  # 48 pixels
+
+
+def _dense_bfgs(pairs, gamma, g):
+  """H g with H from H0 = gamma I and the BFGS update per pair, oldest first (N&W eq. 7.16)."""
+  n = g.size
+  h = gamma * np.eye(n)
+  for s, y in pairs:
+    rho = 1.0 / (s @ y)
+    v = np.eye(n) - rho * np.outer(y, s)
+    h = v.T @ h @ v + rho * np.outer(s, s)
+  return h @ g
+
+
+def _memory(rng, m, pairs):
+  """A state whose memory received ``pairs`` random pairs (s . y > 0) through ``push_pair``."""
+  x = jnp.zeros(SHAPE)
+  state = lbfgsb.make(lambda x, s, a: (jnp.sum(x), {}), history_size=m).init(x, None, None)
+  kept = []
+  for _ in range(pairs):
+    s = rng.normal(size=SHAPE).astype(np.float64)
+    y = s * rng.uniform(0.5, 20.0, SHAPE) + 0.1 * rng.normal(size=SHAPE)  # s . y > 0
+    state = lbfgsb.push_pair(state, jnp.asarray(s, jnp.float32), jnp.asarray(y, jnp.float32))
+    kept.append((np.asarray(s, np.float32).ravel().astype(np.float64),
+                 np.asarray(y, np.float32).ravel().astype(np.float64)))
+  return state, kept[-m:]
+
+
+@pytest.mark.parametrize("masked", (False, True))
+def test_two_loop_is_the_bfgs_inverse_hessian_on_the_free_pixels(rng, masked):
+  state, pairs = _memory(rng, m=4, pairs=6)  # the memory wrapped around: the last 4 remain
+  g = rng.normal(size=SHAPE)
+  free = (rng.uniform(size=SHAPE) < 0.7) if masked else np.ones(SHAPE, bool)
+  z = free.ravel().astype(np.float64)
+  s_new, y_new = pairs[-1]
+  gamma = (s_new @ y_new) / (y_new @ y_new)
+  # the reduced problem: vectors restricted to F (Z^T s, Z^T y), rho of the full pair
+  expected = np.zeros(g.size)
+  idx = np.flatnonzero(z)
+  h = gamma * np.eye(idx.size)
+  for s, y in pairs:
+    rho = 1.0 / (s @ y)
+    v = np.eye(idx.size) - rho * np.outer(y[idx], s[idx])
+    h = v.T @ h @ v + rho * np.outer(s[idx], s[idx])
+  expected[idx] = h @ g.ravel()[idx]
+  if not masked:
+    np.testing.assert_allclose(expected, _dense_bfgs(pairs, gamma, g.ravel()), rtol=1e-10)
+  got = lbfgsb.two_loop(jnp.asarray(g, jnp.float32), state, jnp.asarray(free))
+  np.testing.assert_allclose(np.asarray(got).ravel(), expected, rtol=2e-4,
+                             atol=2e-4 * np.abs(expected).max())
+
+
+def test_pairs_without_positive_curvature_are_skipped(rng):
+  state, _ = _memory(rng, m=3, pairs=2)
+  s = jnp.asarray(rng.normal(size=SHAPE), jnp.float32)
+  after = lbfgsb.push_pair(state, s, -s)  # s . y < 0
+  for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(after)):
+    np.testing.assert_array_equal(a, b)
+  empty = lbfgsb.make(lambda x, s, a: (jnp.sum(x), {}), history_size=3).init(
+      jnp.zeros(SHAPE), None, None)
+  g = jnp.asarray(rng.normal(size=SHAPE), jnp.float32)  # no memory: a unit step along g
+  np.testing.assert_allclose(lbfgsb.two_loop(g, empty, jnp.ones(SHAPE, bool)),
+                             g / jnp.linalg.norm(g), rtol=1e-6)
+
+
+def box_quadratic(x, shared, aux):
+  """0.5 x' A x - b' x on the flattened image; A has eigenvalues from 1 to 100."""
+  v = x.reshape(-1)
+  value = 0.5 * v @ (shared["a"] @ v) - aux["b"] @ v
+  return value, {"total": value[None]}
+
+
+def test_box_quadratic_matches_scipy_lbfgsb(rng):
+  n = int(np.prod(SHAPE))
+  q, _ = np.linalg.qr(rng.normal(size=(n, n)))
+  a = (q * np.geomspace(1.0, 100.0, n)) @ q.T
+  b = a @ rng.uniform(-0.5, 1.5, n)  # the unconstrained minimizer lies partly outside the box
+  ref = scipy.optimize.minimize(lambda v: (0.5 * v @ a @ v - b @ v, a @ v - b), np.full(n, 0.5),
+                                jac=True, method="L-BFGS-B", bounds=[(0.0, 1.0)] * n,
+                                options={"ftol": 1e-15, "gtol": 1e-10, "maxiter": 1000})
+  active = np.sum((ref.x <= 0.0) | (ref.x >= 1.0))
+  assert ref.success and 5 <= active <= n - 5, (ref.message, active)  # a real box problem
+  images = []
+  cfg = config.OptimConfig(optimizer="lbfgsb", num_iters=150, chunk=10, history_size=10)
+  res = optimize.run(box_quadratic, jnp.full(SHAPE, 0.5), {"a": jnp.asarray(a, jnp.float32)},
+                     {"b": jnp.asarray(b, jnp.float32)}, cfg, progress=False,
+                     on_chunk=lambda it, x, state, hist: images.append(np.asarray(x)))
+  np.testing.assert_allclose(np.asarray(res.image).ravel(), ref.x, atol=2e-3)
+  assert min(x.min() for x in images) >= 0.0 and max(x.max() for x in images) <= 1.0
+  assert np.all(np.diff(res.history["total"][:, 0]) <= 1e-3)  # monotone up to float32 rounding
+
+
+@pytest.mark.real_weights
+def test_one_evaluation_per_iteration_on_the_vgg_loss(vgg_params, data_dir):
+  content = image_io.load_image(data_dir / "content/classic_st/tubingen.jpg", size=32)
+  style = image_io.load_image(data_dir / "styles/van_gogh_starry_night.jpg", size=32)
+  loss_cfg = config.gatys().loss
+  targets = objective.make_targets(vgg_params, jnp.asarray(content)[None],
+                                   [jnp.asarray(style)[None]], loss_cfg)
+  noise = np.random.default_rng(0).uniform(0.0, 1.0, content.shape).astype(np.float32)
+  x0 = jnp.asarray(0.6 * noise + 0.4 * content)[None]
+  cfg = config.OptimConfig(optimizer="lbfgsb", num_iters=40, chunk=20)
+  res = optimize.run(artistic.make_loss_fn(loss_cfg), x0, vgg_params, targets, cfg,
+                     progress=False)
+  evals = int(lbfgsb.evaluations(res.state)) - 1  # init evaluates once
+  assert evals <= 41, evals  # one per iteration, one retry at most (the unit first step)
+  total = res.history["total"][:, 0]
+  assert total[-1] < 0.2 * total[0]
+  assert float(res.image.min()) >= 0.0 and float(res.image.max()) <= 1.0
