@@ -1,0 +1,109 @@
+"""The task queue (huey): one task, ``run_job(job_id)``; the job's state lives in the database.
+
+Synopsis::
+
+  huey, tasks = make_queue(cfg)     # SqliteHuey under cfg.data_dir, or RedisHuey for redis://
+  tasks.run_job(job.id)             # the web app enqueues
+  run_worker(cfg)                   # `nst-jax worker`: recover, then consume until a signal
+
+The queue only carries job ids, so it may lose or repeat a message without harm: a worker claims
+a job in the database before it runs it (``db.Database.claim``), and on start (and every minute)
+re-enqueues the jobs that are queued but forgotten, or running under a dead worker (a heartbeat
+older than ``cfg.stale_s``). A claimed job whose runner still beats is retried after that delay.
+
+References:
+  huey, https://huey.readthedocs.io (SqliteHuey, RedisHuey, the consumer).
+"""
+
+from __future__ import annotations
+
+import logging
+import types
+from pathlib import Path
+from urllib.parse import urlparse
+
+from huey import RedisHuey, SqliteHuey, crontab
+
+from nst_jax import config
+from nst_jax.core.errors import UserError
+
+log = logging.getLogger("nst_jax.web.queue")
+QUEUE_NAME = "nst_jax"
+
+
+def queue_url(cfg: config.WebConfig) -> str:
+  """The queue's URL, the default filled in."""
+  if cfg.queue_url:
+    return cfg.queue_url
+  return f"sqlite:///{Path(cfg.data_dir).resolve() / 'queue.db'}"
+
+
+def make_huey(cfg: config.WebConfig, *, immediate: bool = False):
+  """A huey instance for ``cfg.queue_url`` (sqlite:///FILE or redis://HOST:PORT/DB)."""
+  url = queue_url(cfg)
+  scheme = urlparse(url).scheme
+  if scheme in ("redis", "rediss", "unix"):
+    return RedisHuey(QUEUE_NAME, url=url, results=False, immediate=immediate)
+  if scheme == "sqlite":
+    path = Path(url.split("///", 1)[-1])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return SqliteHuey(QUEUE_NAME, filename=str(path), results=False, immediate=immediate,
+                      timeout=30)
+  raise UserError(f"unsupported queue URL {url!r} (expected sqlite:///FILE or redis://HOST:PORT)")
+
+
+def make_queue(cfg: config.WebConfig, *, immediate: bool = False, executor=None):
+  """(huey, tasks): ``tasks.run_job`` and ``tasks.recover`` registered on a new huey.
+
+  Args:
+    cfg: the service's config.
+    immediate: run tasks at once in the caller (tests), not through the storage.
+    executor: what runs a job in this process (``jobs.Executor``); None in the web app, which
+      only enqueues (a worker passes its own).
+  """
+  huey = make_huey(cfg, immediate=immediate)
+  tasks = types.SimpleNamespace()
+
+  @huey.task(name="run_job")
+  def run_job(job_id: str) -> None:
+    if executor is None:
+      raise RuntimeError("this process only enqueues jobs")
+    outcome = executor.run(job_id)
+    if outcome == "busy":  # another worker holds it; look again once its heartbeat may be stale
+      tasks.run_job.schedule((job_id,), delay=cfg.stale_s + 1)
+
+  @huey.periodic_task(crontab(minute="*"), name="recover")
+  def recover() -> None:
+    if executor is not None:
+      enqueue_forgotten(executor.db, tasks, cfg, queued_older_than=60.0)
+
+  tasks.run_job, tasks.recover = run_job, recover
+  return huey, tasks
+
+
+def enqueue_forgotten(db, tasks, cfg: config.WebConfig, *, queued_older_than: float = 0.0,
+                      all_running: bool = False) -> list[str]:
+  """Enqueues the jobs a dead process may have left: queued ones (older than the given seconds)
+  and running ones with a stale heartbeat (``all_running``: every running one; a live runner's
+  are retried later); returns their ids."""
+  ids = db.recoverable(-1e12 if all_running else cfg.stale_s, queued_older_than)
+  for job_id in ids:
+    tasks.run_job(job_id)
+  if ids:
+    log.info("re-enqueued %d job(s): %s", len(ids), ", ".join(ids))
+  return ids
+
+
+def run_worker(cfg: config.WebConfig) -> None:
+  """One worker process: recovers forgotten jobs, then runs jobs one at a time until SIGINT or
+  SIGTERM (huey's consumer)."""
+  from nst_jax.web import jobs  # pylint: disable=import-outside-toplevel  (imports JAX lazily)
+  executor = jobs.Executor(cfg)
+  huey, tasks = make_queue(cfg, executor=executor)
+  enqueue_forgotten(executor.db, tasks, cfg, all_running=True)
+  poll = max(cfg.poll_s, 0.01)
+  consumer = huey.create_consumer(workers=1, worker_type="thread", initial_delay=poll,
+                                  backoff=1.0 if poll >= 0.5 else 1.1, max_delay=max(poll, 0.5),
+                                  periodic=True, scheduler_interval=1)
+  log.info("worker %s: queue %s, database %s", executor.name, queue_url(cfg), executor.db.url)
+  consumer.run()
