@@ -261,3 +261,17 @@ def test_quota_rate_limit_and_cancel(tmp_path):
   r = client.delete(f"/api/jobs/{first.json()['id']}", headers={"X-CSRF-Token": csrf})
   assert r.status_code == 204
   assert client.get(f"/api/jobs/{first.json()['id']}").status_code == 404
+
+
+def test_model_samples_are_rendered_once_then_served(service):
+  _, new_client = service
+  client = new_client()
+  r = client.get("/models/starry_small/0/sample.png", follow_redirects=False)
+  assert r.status_code == 302 and r.headers["location"].startswith("/api/blobs/")
+  again = client.get("/models/starry_small/0/sample.png", follow_redirects=False)
+  assert again.headers["location"] == r.headers["location"]  # the same job's result
+  image = Image.open(io.BytesIO(client.get(r.headers["location"]).content))
+  assert image.size == (160, 160)
+  assert client.get("/models/starry_small/1/sample.png").status_code == 404
+  assert client.get("/models/nope/0/sample.png").status_code == 404
+  assert "/models/zoo8/7/sample.png" in client.get("/models").text
