@@ -237,3 +237,53 @@ def test_a_job_through_the_redis_queue(tmp_path, redis_url):
   done = svc.db.get_job(job.id)
   assert done.status == "done" and svc.store.exists(done.result_key)
   assert huey.pending_count() == 0
+
+
+def test_cancelling_a_running_slow_job_stops_it_and_cleans_up(tmp_path, vgg_path,
+                                                             monkeypatch):
+  import threading  # pylint: disable=import-outside-toplevel
+  monkeypatch.setenv("NST_JAX_VGG_WEIGHTS", str(vgg_path))
+  cfg = config.WebConfig(data_dir=str(tmp_path), checkpoint_every=2)
+  database = jobs.open_database(cfg)
+  database.migrate()
+  svc = Service(cfg, database, jobs.open_store(cfg), lambda job_id: None)
+  job = svc.submit("me", {"kind": "artistic", "size": "48", "iterations": "16"},
+                   {"content": png_bytes(40, 56), "style": png_bytes(48, 48, seed=1)})
+  executor = jobs.Executor(cfg, db=database, store=svc.store)
+  outcome = []
+  runner = threading.Thread(target=lambda: outcome.append(executor.run(job.id)))
+  runner.start()
+  running = wait_for(lambda: (j := database.get_job(job.id)).iteration >= 4 and j, 300,
+                     what="iteration 4")
+  assert running.loss > 0 and running.preview_key and running.total == 16
+  svc.cancel("me", job.id)
+  runner.join(timeout=120)
+  assert outcome == ["cancelled"]
+  final = database.get_job(job.id)
+  assert final.status == "cancelled" and final.result_key is None and final.iteration < 16
+  assert final.preview_key is None and not svc.store.exists(running.preview_key)
+  assert not (tmp_path / "work" / job.id).exists()
+
+
+def test_serve_starts_the_app_and_stops_on_sigint(tmp_path):
+  import httpx  # pylint: disable=import-outside-toplevel
+  port = free_port()
+  proc = subprocess.Popen([sys.executable, "-m", "nst_jax.cli", "serve", "--data-dir",  # pylint: disable=consider-using-with
+                           str(tmp_path), "--port", str(port), "--workers", "0"], cwd=REPO,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+  def page():
+    try:
+      return httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
+    except httpx.HTTPError:
+      return None
+
+  try:
+    response = wait_for(page, 60, proc, "the server")
+    assert response.status_code == 200 and 'id="upload"' in response.text
+    assert (tmp_path / "nst.db").is_file()
+    assert (tmp_path / "serve_config.json").stat().st_mode & 0o777 == 0o600
+  finally:
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 0
+    proc.stdout.read()
