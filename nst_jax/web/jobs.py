@@ -253,9 +253,9 @@ class Progress:
     db, now = self.ex.db, time.time()
     done = stage * self.iters + it
     fields = {"iteration": done, "loss": self.loss}
-    if self.first is None:
-      self.first = (max(0, done - self.chunk), now - 1e-3)
-      fields["start_iteration"] = self.first[0]
+    if self.first is None:  # the first chunk includes the compilation: no rate yet
+      self.first = (done, now)
+      fields["start_iteration"] = max(0, done - self.chunk)
     rate = (done - self.first[0]) / max(now - self.first[1], 1e-3)
     fields["eta_s"] = (self.total - done) / rate if rate > 0 else None
     old = None

@@ -1,0 +1,263 @@
+"""The web application in-process (TestClient): pages, the fast path upload -> job -> result,
+API errors, bad uploads, CSRF, ownership, limits and the gallery.
+
+Jobs run in-process (``create_app(enqueue=executor.run)``) with the smallest shipped network on
+tiny images; the queue and worker processes are tested in test_web_jobs.py.
+"""
+
+import io
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from nst_jax import config
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402  pylint: disable=wrong-import-position
+
+from nst_jax.web import app as web_app  # noqa: E402  pylint: disable=wrong-import-position
+from nst_jax.web import jobs  # noqa: E402  pylint: disable=wrong-import-position
+
+
+def png_bytes(h: int, w: int, seed: int = 0) -> bytes:
+  buf = io.BytesIO()
+  rgb = (np.random.default_rng(seed).random((h, w, 3)) * 255).astype(np.uint8)
+  Image.fromarray(rgb).save(buf, "PNG")
+  return buf.getvalue()
+
+
+def csrf_of(client: TestClient) -> str:
+  return client.get("/api/session").json()["csrf_token"]
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+  """An app whose jobs run in-process at once, and a factory of clients (one identity each)."""
+  cfg = config.WebConfig(data_dir=str(tmp_path_factory.mktemp("web")),
+                         limits=config.WebLimits(max_upload_mb=0.05, queue_quota=3,
+                                                 rate_per_minute=1000))
+  holder = {}
+  app = web_app.create_app(cfg, enqueue=lambda job_id: holder["ex"].run(job_id))
+  svc = app.state.service
+  holder["ex"] = jobs.Executor(cfg, db=svc.db, store=svc.store)
+  return app, lambda: TestClient(app)
+
+
+@pytest.fixture(scope="module")
+def done_job(service):
+  """(client, job json) of one finished fast job (48 px, starry_small)."""
+  _, new_client = service
+  client = new_client()
+  r = client.post("/api/jobs", data={"model": "starry_small", "size": "48"},
+                  files={"content": ("photo.png", png_bytes(40, 56))},
+                  headers={"X-CSRF-Token": csrf_of(client)})
+  assert r.status_code == 201, r.text
+  job = client.get(f"/api/jobs/{r.json()['id']}").json()
+  assert job["status"] == "done", job
+  return client, job
+
+
+@pytest.mark.parametrize("path", ["/", "/custom", "/gallery", "/models", "/openapi.json",
+                                  "/docs"])
+def test_pages_render(service, path):
+  _, new_client = service
+  r = new_client().get(path)
+  assert r.status_code == 200
+  if path == "/":
+    for element in ("upload", "model", "strength", "keep-colors", "size", "submit", "progress",
+                    "result", "share", "drop"):
+      assert f'id="{element}"' in r.text, element
+    assert 'value="zoo8#7"' in r.text and "hokusai_great_wave" in r.text
+  if path == "/openapi.json":
+    assert "/api/jobs" in r.json()["paths"]
+
+
+def test_first_visit_gets_a_signed_client_cookie(service):
+  _, new_client = service
+  client = new_client()
+  assert "nst_client" not in client.cookies
+  first = client.get("/api/session").json()
+  assert client.cookies.get("nst_client")
+  assert client.get("/api/session").json()["client_id"] == first["client_id"]
+  forged = new_client()
+  forged.cookies.set("nst_client", client.cookies.get("nst_client")[:-2] + "xx")
+  assert forged.get("/api/session").json()["client_id"] != first["client_id"]
+
+
+def test_fast_job_result_is_the_networks_output(service, done_job):
+  from nst_jax.core import image_io  # pylint: disable=import-outside-toplevel
+  from nst_jax.fast import inference  # pylint: disable=import-outside-toplevel
+  from nst_jax.web import uploads  # pylint: disable=import-outside-toplevel
+  client, job = done_job
+  assert (job["iteration"], job["total"], job["mine"]) == (1, 1, True)
+  r = client.get(job["result_url"])
+  assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+  result = np.asarray(Image.open(io.BytesIO(r.content)))
+  assert result.shape == (34, 48, 3)  # long side 48, aspect kept
+  photo = uploads.decode_png(png_bytes(40, 56))
+  expected = inference.Stylizer.from_any("starry_small")(image_io.resize_array(photo, (34, 48)))
+  assert np.abs(result / 255.0 - expected).max() <= 1 / 255 + 1e-6
+
+
+def test_job_page_shows_result_download_and_share(done_job):
+  client, job = done_job
+  page = client.get(job["page_url"]).text
+  for element in ("result", "download", "share", "share-title", "progress", "status"):
+    assert f'id="{element}"' in page, element
+  assert 'id="cancel"' not in page  # finished
+
+
+@pytest.mark.parametrize("data,status,words", [
+    (b"", 400, "choose a content image"),
+    (b"this is not an image at all", 415, "content image"),
+    (png_bytes(8, 8), 400, "content image"),  # below the minimum side
+    (png_bytes(200, 200, seed=3), 413, "content image"),  # > max_upload_mb (50 kB)
+])
+def test_bad_uploads_are_4xx_with_a_message(service, data, status, words):
+  _, new_client = service
+  client = new_client()
+  csrf = csrf_of(client)
+  r = client.post("/api/jobs", data={"model": "starry_small"},
+                  files={"content": ("x.png", data)}, headers={"X-CSRF-Token": csrf})
+  assert r.status_code == status, r.text
+  assert words in r.json()["detail"] and "\n" not in r.json()["detail"]
+  page = client.post("/jobs", data={"model": "starry_small", "csrf": csrf, "kind": "fast"},
+                     files={"content": ("x.png", data)})
+  assert page.status_code == status
+  assert re.search(r'id="error"[^>]*>[^<]*' + re.escape(words), page.text)
+
+
+@pytest.mark.parametrize("fields,status,words", [
+    ({"model": "no_such_model"}, 400, "unknown model"),
+    ({"model": "../../etc/passwd"}, 400, "unknown model"),
+    ({"model": "starry_small", "size": "99999"}, 400, "size must be between"),
+    ({"model": "starry_small", "strength": "abc"}, 400, "strength must be a number"),
+    ({"model": "zoo8", "style_index": "8"}, 400, "style_index"),
+    ({"kind": "nonsense"}, 400, "unknown method"),
+    ({"kind": "artistic", "iterations": "100000"}, 400, "iterations must be between"),
+    ({"kind": "artistic"}, 400, "choose a style image"),
+])
+def test_bad_parameters_are_400(service, fields, status, words):
+  _, new_client = service
+  client = new_client()
+  r = client.post("/api/jobs", data=fields, files={"content": ("x.png", png_bytes(32, 32))},
+                  headers={"X-CSRF-Token": csrf_of(client)})
+  assert r.status_code == status, r.text
+  assert words in r.json()["detail"]
+
+
+@pytest.mark.parametrize("path", ["/api/jobs/0123456789abcdef0123456789abcdef",
+                                  "/api/jobs/../../etc", "/api/blobs/nothere.png",
+                                  "/api/blobs/" + "0" * 64 + ".png", "/api/gallery/99999",
+                                  "/jobs/xyz", "/gallery/99999"])
+def test_unknown_things_are_404(service, path):
+  _, new_client = service
+  assert new_client().get(path).status_code == 404
+
+
+def test_csrf_is_required_on_state_changes(service):
+  _, new_client = service
+  client = new_client()
+  files = {"content": ("x.png", png_bytes(32, 32))}
+  for headers in ({}, {"X-CSRF-Token": "forged"}):
+    r = client.post("/api/jobs", data={"model": "starry_small"}, files=files, headers=headers)
+    assert r.status_code == 403 and "CSRF" in r.json()["detail"]
+  other = new_client()
+  stolen = csrf_of(other)  # another client's token is not this client's
+  r = client.post("/jobs", data={"csrf": stolen, "kind": "fast"}, files=files)
+  assert r.status_code == 403 and "CSRF" in r.text
+
+
+def test_a_script_authenticated_by_header_needs_no_csrf(service):
+  _, new_client = service
+  token = new_client().get("/").cookies.get("nst_client")
+  script = new_client()
+  r = script.post("/api/jobs", data={"model": "starry_small", "size": "32"},
+                  files={"content": ("x.png", png_bytes(32, 32))},
+                  headers={"X-Client-Token": token})
+  assert r.status_code == 201 and r.json()["mine"]
+
+
+def test_ownership_share_and_delete(service, done_job):
+  _, new_client = service
+  owner, job = done_job
+  other = new_client()
+  other_csrf = csrf_of(other)
+  assert other.post(f"/api/jobs/{job['id']}/cancel",
+                    headers={"X-CSRF-Token": other_csrf}).status_code in (403, 409)
+  r = other.post("/api/gallery", data={"job_id": job["id"]}, headers={"X-CSRF-Token": other_csrf})
+  assert r.status_code == 403
+  title = "<script>alert('x')</script> & friends"
+  r = owner.post("/api/gallery", data={"job_id": job["id"], "title": title},
+                 headers={"X-CSRF-Token": csrf_of(owner)})
+  assert r.status_code == 201, r.text
+  item = r.json()
+  assert item["result"] == job["result"] and item["mine"]
+  for client in (owner, other):  # the title is escaped on every page that shows it
+    for page in ("/gallery", item["page_url"]):
+      text = client.get(page).text
+      assert "<script>alert" not in text and "&lt;script&gt;alert" in text
+  assert 'id="delete"' in owner.get(item["page_url"]).text
+  assert 'id="delete"' not in other.get(item["page_url"]).text
+  store = service[0].state.service.store
+  assert store.exists(item["thumb"])
+  assert other.delete(f"/api/gallery/{item['id']}",
+                      headers={"X-CSRF-Token": other_csrf}).status_code == 403
+  assert other.post(f"/gallery/{item['id']}/delete", data={"csrf": other_csrf}).status_code == 403
+  assert owner.get(item["page_url"]).status_code == 200
+  r = owner.post(f"/gallery/{item['id']}/delete", data={"csrf": csrf_of(owner)},
+                 follow_redirects=False)
+  assert r.status_code == 303
+  assert owner.get(item["page_url"]).status_code == 404
+  # Its own file is gone (a thumbnail of a small result is the result itself, still in use).
+  assert store.exists(item["thumb"]) == (item["thumb"] == job["result"])
+  assert store.exists(job["result"])  # the job still shows the result
+
+
+def test_gallery_is_newest_first_and_paginated(service, done_job):
+  app, new_client = service
+  owner, job = done_job
+  csrf = csrf_of(owner)
+  ids = [owner.post("/api/gallery", data={"job_id": job["id"], "title": f"t{i}"},
+                    headers={"X-CSRF-Token": csrf}).json()["id"] for i in range(3)]
+  first = new_client().get("/api/gallery", params={"per_page": 2}).json()
+  assert [i["id"] for i in first["items"]] == ids[::-1][:2] and first["total"] >= 3
+  second = new_client().get("/api/gallery", params={"per_page": 2, "page": 2}).json()
+  assert second["items"][0]["id"] == ids[0]
+  for item_id in ids:
+    assert owner.delete(f"/api/gallery/{item_id}", headers={"X-CSRF-Token": csrf}
+                        ).status_code == 204
+  assert app.state.service.db.gallery_page(1, 10)[1] == 0
+
+
+def test_quota_rate_limit_and_cancel(tmp_path):
+  """Jobs that are never run (no worker): the queue quota, the rate limit, cancelling."""
+  cfg = config.WebConfig(data_dir=str(tmp_path), limits=config.WebLimits(
+      queue_quota=2, rate_per_minute=3))
+  queued = []
+  client = TestClient(web_app.create_app(cfg, enqueue=queued.append))
+  csrf = csrf_of(client)
+
+  def submit():
+    return client.post("/api/jobs", data={"model": "starry_small"},
+                       files={"content": ("x.png", png_bytes(32, 32))},
+                       headers={"X-CSRF-Token": csrf})
+
+  first, second, third = submit(), submit(), submit()
+  assert (first.status_code, second.status_code) == (201, 201)
+  assert third.status_code == 429 and "2 jobs queued" in third.json()["detail"]
+  assert len(queued) == 2
+  assert client.get(f"/api/jobs/{second.json()['id']}").json()["queue_position"] == 1
+  r = client.post(f"/api/jobs/{first.json()['id']}/cancel", headers={"X-CSRF-Token": csrf})
+  assert r.status_code == 200 and r.json()["status"] == "cancelled"
+  fourth = submit()  # the quota has room again, but the rate limit (3 a minute) is spent
+  assert fourth.status_code == 429 and "too many requests" in fourth.json()["detail"]
+  executor = jobs.Executor(cfg)
+  assert executor.run(first.json()["id"]) == "skipped"  # a cancelled job is never run
+  assert client.post(f"/api/jobs/{first.json()['id']}/cancel",
+                     headers={"X-CSRF-Token": csrf}).status_code == 409
+  r = client.delete(f"/api/jobs/{first.json()['id']}", headers={"X-CSRF-Token": csrf})
+  assert r.status_code == 204
+  assert client.get(f"/api/jobs/{first.json()['id']}").status_code == 404
