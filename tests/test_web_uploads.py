@@ -216,3 +216,21 @@ def test_thumbnail():
   small = uploads.encode_png(_gradient(40, 30))
   with Image.open(io.BytesIO(uploads.thumbnail(small))) as t:
     assert t.size == (40, 30)  # never enlarged
+
+
+def test_a_bare_rgb_png_is_kept_as_it_is_and_anything_else_is_rewritten():
+  bare = uploads.encode_png(_gradient(40, 30))
+  assert uploads.is_bare_png(bare)
+  assert clean_upload(bare, **LIMITS).png == bare
+  # Appended bytes (a polyglot), metadata, 16-bit, bad CRC: never passed through.
+  meta = PngImagePlugin.PngInfo()
+  meta.add_text("k", "v")
+  with_text = _encode(Image.fromarray(_gradient(40, 30)), "PNG", pnginfo=meta)
+  sixteen = _encode(Image.fromarray(np.full((30, 40), 1000, np.uint16)), "PNG")
+  bad_crc = bare[:-5] + bytes([bare[-5] ^ 1]) + bare[-4:]  # IEND's CRC
+  for data in (bare + b"<html>", with_text, sixteen):
+    clean = clean_upload(data, **LIMITS)
+    assert clean.png != data and uploads.is_bare_png(clean.png)
+  assert not uploads.is_bare_png(bad_crc)
+  np.testing.assert_array_equal(_decoded(clean_upload(bare + b"junk", **LIMITS))[0],
+                                _gradient(40, 30))

@@ -13,7 +13,9 @@ The type comes from the bytes (Pillow's own sniffing), never from a filename. Th
 checked before Pillow sees the data and the pixel limit from the header before any pixel is
 decoded, so a small file that claims a huge canvas (a decompression bomb) costs nothing. The
 output is a fresh 8-bit RGB PNG: EXIF (GPS, camera, orientation), ICC, XMP and text chunks are
-gone; the orientation is applied first and an embedded colour profile is converted to sRGB.
+gone; the orientation is applied first and an embedded colour profile is converted to sRGB. An
+upload that is already such a PNG (8-bit RGB, IHDR/IDAT/IEND chunks only, nothing appended) is
+kept as it is once it decoded in full, which spares a re-encoding (~50 ms at 512 px).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import io
 import struct
 import warnings
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,7 +38,8 @@ ACCEPTED_FORMATS = {"JPEG": "JPEG", "MPO": "JPEG", "PNG": "PNG", "WEBP": "WEBP",
 _SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00",
                b"MM\x00*")
 _NATIVE_RGB_MODES = ("RGB", "L", "1", "CMYK", "YCbCr", "LAB", "HSV")
-_PNG_LEVEL = 4  # zlib level: near the smallest files at a fraction of level 9's time
+_PNG_LEVEL = 1  # zlib level: files ~5 % above level 6's at a quarter of its time (512 px: 46 ms)
+_BARE_PNG_CHUNKS = {b"IHDR", b"IDAT", b"IEND"}
 
 
 class UploadError(ValueError):
@@ -90,6 +94,26 @@ def _open(data: bytes, max_pixels: int, min_side: int) -> Image.Image:
   return img
 
 
+def is_bare_png(data: bytes) -> bool:
+  """Whether ``data`` is an 8-bit RGB PNG made of IHDR, IDAT and IEND chunks alone (no metadata,
+  no colour profile), every CRC right and nothing after IEND: what ``clean_upload`` would write."""
+  pos, kinds = 8, []
+  while pos + 12 <= len(data):
+    length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+    end = pos + 12 + length
+    if end > len(data) or kind not in _BARE_PNG_CHUNKS:
+      return False
+    if zlib.crc32(data[pos + 4:end - 4]) != struct.unpack(">I", data[end - 4:end])[0]:
+      return False
+    if kind == b"IHDR" and data[pos + 16:pos + 18] != b"\x08\x02":  # 8-bit truecolour only
+      return False
+    kinds.append(kind)
+    pos = end
+    if kind == b"IEND":
+      break
+  return pos == len(data) and kinds[:1] == [b"IHDR"] and kinds[-1:] == [b"IEND"]
+
+
 def _to_srgb(img: Image.Image) -> Image.Image:
   """Converts pixels with an embedded ICC profile to sRGB; unusable profiles are ignored."""
   icc = img.info.get("icc_profile")
@@ -138,12 +162,15 @@ def clean_upload(data: bytes, *, max_bytes: int, max_pixels: int,
     try:
       img.seek(0)  # animated GIF/WEBP, multi-page TIFF: the first frame
       img.load()
+      bare = fmt == "PNG" and img.mode == "RGB" and is_bare_png(data)
       img = ImageOps.exif_transpose(img)
       rgb = _to_rgb8(_to_srgb(img))
     except Image.DecompressionBombError:
       raise UploadError("image has too many pixels (decompression bomb guard)", 413) from None
     except (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError):
       raise UploadError("the image file is corrupt or truncated", 400) from None
+  if bare:  # decoded in full above, so not truncated; re-encoding would change nothing
+    return CleanImage(png=bytes(data), width=rgb.width, height=rgb.height, source_format=fmt)
   clean = Image.fromarray(np.asarray(rgb, dtype=np.uint8), mode="RGB")  # a fresh image: no info
   return CleanImage(png=_save_png(clean), width=clean.width, height=clean.height,
                     source_format=fmt)
