@@ -117,17 +117,18 @@ def test_a_killed_worker_s_slow_job_resumes_from_its_checkpoint(tmp_path, vgg_pa
   resumes from the optimizer checkpoint, and writes exactly one result."""
   cfg = config.WebConfig(data_dir=str(tmp_path), stale_s=2, checkpoint_every=2)
   svc = service_for(cfg)
-  job = svc.submit("me", {"kind": "artistic", "size": "48", "iterations": "16"},
+  # 40 iterations in chunks of 10 (each checkpointed): killed after the first chunk, with 3 to go.
+  job = svc.submit("me", {"kind": "artistic", "size": "48", "iterations": "40"},
                    {"content": png_bytes(40, 56), "style": png_bytes(48, 48, seed=1)})
   first = start_worker(tmp_path, "--set", "checkpoint_every=2", vgg_path=vgg_path)
   try:
-    wait_for(lambda: svc.db.get_job(job.id).iteration >= 8, 300, first, "iteration 8")
+    wait_for(lambda: svc.db.get_job(job.id).iteration >= 10, 300, first, "iteration 10")
     first.send_signal(signal.SIGKILL)
     first.wait()
   finally:
     stop(first)
   killed = svc.db.get_job(job.id)
-  assert killed.status == "running" and killed.iteration < 16
+  assert killed.status == "running" and killed.iteration < 40, "finished before the kill"
   assert (tmp_path / "work" / job.id).is_dir()  # the checkpoint the next worker resumes
   second = start_worker(tmp_path, "--set", "checkpoint_every=2", vgg_path=vgg_path)
   try:
@@ -136,8 +137,8 @@ def test_a_killed_worker_s_slow_job_resumes_from_its_checkpoint(tmp_path, vgg_pa
   finally:
     log = stop(second)
   assert done.status == "done", (done.error, log[-2000:])
-  assert done.attempts == 2 and done.iteration == done.total == 16
-  assert done.start_iteration >= 8, "the second worker did not resume from the checkpoint"
+  assert done.attempts == 2 and done.iteration == done.total == 40 and done.loss > 0
+  assert done.start_iteration >= 10, "the second worker did not resume from the checkpoint"
   assert "re-enqueued 1 job(s)" in log
   result = Image.open(io.BytesIO(svc.store.get(done.result_key)))
   assert result.size == (48, 34)
@@ -247,20 +248,20 @@ def test_cancelling_a_running_slow_job_stops_it_and_cleans_up(tmp_path, vgg_path
   database = jobs.open_database(cfg)
   database.migrate()
   svc = Service(cfg, database, jobs.open_store(cfg), lambda job_id: None)
-  job = svc.submit("me", {"kind": "artistic", "size": "48", "iterations": "16"},
+  job = svc.submit("me", {"kind": "artistic", "size": "48", "iterations": "40"},
                    {"content": png_bytes(40, 56), "style": png_bytes(48, 48, seed=1)})
   executor = jobs.Executor(cfg, db=database, store=svc.store)
   outcome = []
   runner = threading.Thread(target=lambda: outcome.append(executor.run(job.id)))
   runner.start()
-  running = wait_for(lambda: (j := database.get_job(job.id)).iteration >= 4 and j, 300,
-                     what="iteration 4")
-  assert running.loss > 0 and running.preview_key and running.total == 16
+  running = wait_for(lambda: (j := database.get_job(job.id)).iteration >= 10 and j, 300,
+                     what="iteration 10")
+  assert running.loss > 0 and running.preview_key and running.total == 40
   svc.cancel("me", job.id)
   runner.join(timeout=120)
   assert outcome == ["cancelled"]
   final = database.get_job(job.id)
-  assert final.status == "cancelled" and final.result_key is None and final.iteration < 16
+  assert final.status == "cancelled" and final.result_key is None and final.iteration < 40
   assert final.preview_key is None and not svc.store.exists(running.preview_key)
   assert not (tmp_path / "work" / job.id).exists()
 

@@ -125,6 +125,13 @@ class Service:
       entry = catalog.find(self.cfg, name)
       if entry is None:
         raise ServiceError(400, f"unknown model {name[:60]!r} (see the Models page)")
+      wanted = (fields.get("style_name") or "").strip()
+      if wanted and fields.get("style_index") in (None, ""):  # by (part of) its name
+        hits = [i for i, s in enumerate(entry["styles"]) if wanted.lower() in s.lower()]
+        if len(hits) != 1:
+          raise ServiceError(400, f"style_name {wanted[:40]!r} matches {len(hits)} of the "
+                             f"model's styles ({', '.join(entry['styles'])})")
+        fields = {**fields, "style_index": hits[0]}
       index = _number(fields, "style_index", int, 0, 0, max(0, len(entry["styles"]) - 1))
       return {"model": name, "style_index": index,
               "style": entry["styles"][index] if entry["styles"] else "",
