@@ -288,3 +288,24 @@ def test_serve_starts_the_app_and_stops_on_sigint(tmp_path):
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=30) == 0
     proc.stdout.read()
+
+
+def test_periodic_recovery_enqueues_forgotten_jobs_once(tmp_path):
+  cfg = config.WebConfig(data_dir=str(tmp_path), stale_s=30)
+  database = jobs.open_database(cfg)
+  database.migrate()
+  executor = jobs.Executor(cfg, db=database)
+  huey, tasks = queue.make_queue(cfg, executor=executor)
+  forgotten = database.create_job("me", "fast", {})
+  database.set_fields(forgotten.id, created_at=time.time() - 120)
+  fresh = database.create_job("me", "fast", {})  # just submitted: its message is on its way
+  dead = database.create_job("me", "fast", {})
+  assert database.claim(dead.id, "gone", stale_s=30)
+  database.set_fields(dead.id, heartbeat_at=time.time() - 60)
+  tasks.recover.call_local()
+  queued = sorted(huey.dequeue().args[0] for _ in range(huey.pending_count()))
+  assert queued == sorted([forgotten.id, dead.id]) and fresh.id not in queued
+  tasks.run_job(forgotten.id)  # a backlog: queued jobs wait their turn, stale ones don't
+  tasks.recover.call_local()
+  assert sorted(huey.dequeue().args[0] for _ in range(huey.pending_count())) == sorted(
+      [forgotten.id, dead.id])

@@ -75,8 +75,12 @@ def make_queue(cfg: config.WebConfig, *, immediate: bool = False, executor=None)
 
   @huey.periodic_task(crontab(minute="*"), name="recover")
   def recover() -> None:
-    if executor is not None:
-      enqueue_forgotten(executor.db, tasks, cfg, queued_older_than=60.0)
+    if executor is None:
+      return
+    # Queued jobs are forgotten only if the queue holds nothing (else they wait their turn):
+    # re-enqueuing them on every tick would pile up duplicate messages behind a long backlog.
+    idle = huey.pending_count() == 0
+    enqueue_forgotten(executor.db, tasks, cfg, queued_older_than=60.0 if idle else 1e12)
 
   tasks.run_job, tasks.recover = run_job, recover
   return huey, tasks
