@@ -58,17 +58,28 @@ class Client:
       raise RuntimeError(f"submit: {resp.status_code} {resp.text[:200]}")
     return resp.json()["id"]
 
-  def wait(self, job_id: str) -> bytes:
+  def wait(self, job_id: str, poll: float | None = None) -> tuple[bytes, dict]:
+    """(result PNG, the job's last state) once it is done."""
     while True:
       job = self.http.get(f"/api/jobs/{job_id}").json()
       if job["status"] == "done":
-        return self.http.get(job["result_url"]).content
+        return self.http.get(job["result_url"]).content, job
       if job["status"] in ("failed", "cancelled"):
         raise RuntimeError(f"job {job_id} {job['status']}: {job.get('error')}")
-      time.sleep(self.poll)
+      time.sleep(self.poll if poll is None else poll)
 
-  def run(self, png: bytes, args) -> bytes:
-    return self.wait(self.submit(png, args))
+  def run(self, png: bytes, args) -> tuple[bytes, dict]:
+    """Submits and waits; the job's state gains ``timing``: where the seconds went."""
+    start = time.perf_counter()
+    job_id = self.submit(png, args)
+    submitted = time.perf_counter()
+    result, job = self.wait(job_id)
+    total = time.perf_counter() - start
+    queued = job["started_at"] - job["created_at"]
+    worker = job["finished_at"] - job["started_at"]
+    job["timing"] = {"submit_s": submitted - start, "queue_s": queued, "worker_s": worker,
+                     "rest_s": total - (submitted - start) - queued - worker}
+    return result, job
 
 
 def variants(image: np.ndarray, n: int) -> list[bytes]:
@@ -84,7 +95,7 @@ def variants(image: np.ndarray, n: int) -> list[bytes]:
 def overhead(url: str, stylizer: Stylizer, image: np.ndarray, args) -> dict:
   client = Client(url, args.poll)
   pngs = iter(variants(image, args.warmup + args.repeats))
-  api, api_io, service = [], [], []
+  api, api_io, service, parts = [], [], [], []
 
   def api_call():
     return np.asarray(stylizer(image))
@@ -104,9 +115,10 @@ def overhead(url: str, stylizer: Stylizer, image: np.ndarray, args) -> dict:
         out.append(time.perf_counter() - start)
     body = next(pngs)
     start = time.perf_counter()
-    result = client.run(body, args)
+    result, job = client.run(body, args)
     if timed:
       service.append(time.perf_counter() - start)
+      parts.append(job["timing"])
     if i == 0:
       with Image.open(io.BytesIO(result)) as im:
         assert max(im.size) == args.size, im.size
@@ -114,7 +126,9 @@ def overhead(url: str, stylizer: Stylizer, image: np.ndarray, args) -> dict:
          (("api_s", api), ("api_with_png_io_s", api_io), ("service_s", service))}
   med["overhead_vs_api"] = med["service_s"] / med["api_s"] - 1.0
   med["overhead_vs_api_with_png_io"] = med["service_s"] / med["api_with_png_io_s"] - 1.0
-  med["samples"] = {"api_s": api, "api_with_png_io_s": api_io, "service_s": service}
+  med["service_parts_s"] = {k: float(np.median([p[k] for p in parts])) for k in parts[0]}
+  med["samples"] = {"api_s": api, "api_with_png_io_s": api_io, "service_s": service,
+                    "service_parts_s": parts}
   return med
 
 
@@ -125,7 +139,7 @@ def throughput(url: str, image: np.ndarray, workers: int, args) -> dict:
   pngs = variants(np.flipud(image).copy(), args.jobs + 2 * workers)
   warm = [clients[0].submit(p, args) for p in pngs[:2 * workers]]  # every worker compiles once
   for job in warm:
-    clients[0].wait(job)
+    clients[0].wait(job, poll=0.25)
   start = time.perf_counter()
   ids = [(clients[i // per_client], clients[i // per_client].submit(p, args))
          for i, p in enumerate(pngs[2 * workers:])]
@@ -133,7 +147,7 @@ def throughput(url: str, image: np.ndarray, workers: int, args) -> dict:
 
   def wait(c, job):
     try:
-      c.wait(job)
+      c.wait(job, poll=0.25)  # polling faster would take the CPU the workers need
     except RuntimeError as e:
       errors.append(str(e))
 
@@ -175,6 +189,8 @@ def main(argv=None) -> int:
   print(f"| Python API + PNG decode/encode | {o['api_with_png_io_s']:.3f} | "
         f"{o['overhead_vs_api_with_png_io']:+.1%} |")
   print(f"| service (upload -> result PNG) | {o['service_s']:.3f} | |")
+  print("service, median parts (s): " + ", ".join(
+      f"{k[:-2]} {v:.3f}" for k, v in o["service_parts_s"].items()))
   print("\n| workers | jobs | seconds | jobs/s |\n| --- | --- | --- | --- |")
   for t in result["throughput"]:
     print(f"| {t['workers']} | {t['jobs']} | {t['seconds']:.1f} | {t['jobs_per_s']:.2f} |")
