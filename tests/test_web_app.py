@@ -310,3 +310,35 @@ def test_model_samples_are_rendered_once_then_served(service):
   assert client.get("/models/starry_small/1/sample.png").status_code == 404
   assert client.get("/models/nope/0/sample.png").status_code == 404
   assert "/models/zoo8/7/sample.png" in client.get("/models").text
+
+
+def test_security_headers_and_an_oversized_request(service):
+  _, new_client = service
+  client = new_client()
+  r = client.get("/")
+  assert "script-src" not in r.headers["content-security-policy"]  # default-src 'self' covers it
+  assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
+  assert r.headers["x-content-type-options"] == "nosniff"
+  big = client.post("/api/jobs", content=b"x" * 1000,
+                    headers={"X-CSRF-Token": csrf_of(client), "Content-Length": "999999999",
+                             "Content-Type": "multipart/form-data; boundary=b"})
+  assert big.status_code == 413 and "too large" in big.json()["detail"]
+
+
+def test_user_trained_models_in_the_data_folder_are_offered(tmp_path):
+  import shutil  # pylint: disable=import-outside-toplevel
+  from nst_jax.core import zoo  # pylint: disable=import-outside-toplevel
+  (tmp_path / "models").mkdir()
+  shutil.copy(zoo.CHECKPOINTS_DIR / "starry_small.npz", tmp_path / "models" / "mine.npz")
+  (tmp_path / "models" / "junk.npz").write_bytes(b"not a model")
+  queued = []
+  client = TestClient(web_app.create_app(config.WebConfig(data_dir=str(tmp_path)),
+                                         enqueue=queued.append))
+  models = {m["name"]: m for m in client.get("/api/models").json()}
+  assert models["user:mine"]["styles"] == ["van_gogh_starry_night"]
+  assert "user:junk" not in models and "path" not in models["user:mine"]
+  assert 'value="user:mine#0"' in client.get("/").text
+  r = client.post("/api/jobs", data={"model": "user:mine"},
+                  files={"content": ("x.png", png_bytes(32, 32))},
+                  headers={"X-CSRF-Token": csrf_of(client)})
+  assert r.status_code == 201 and queued == [r.json()["id"]]

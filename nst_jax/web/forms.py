@@ -26,6 +26,10 @@ async def read_form(request: Request, file_fields=("content", "style", "content_
   """(text fields, uploaded bytes by field) of a multipart or urlencoded body; files are read
   up to the upload limit plus one byte (more is refused by ``uploads.clean_upload``)."""
   limit = int(request.app.state.cfg.limits.max_upload_mb * 1e6) + 1
+  declared = request.headers.get("content-length", "")
+  if declared.isdigit() and int(declared) > len(file_fields) * limit + 1_000_000:
+    raise ServiceError(413, f"the request is too large (at most "
+                       f"{request.app.state.cfg.limits.max_upload_mb:g} MB per image)")
   try:
     form = await request.form(max_files=8, max_fields=50)
   except Exception as e:  # pylint: disable=broad-except  (a malformed body is the client's)
