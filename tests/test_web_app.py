@@ -59,8 +59,8 @@ def done_job(service):
   return client, job
 
 
-@pytest.mark.parametrize("path", ["/", "/custom", "/gallery", "/models", "/openapi.json",
-                                  "/docs"])
+@pytest.mark.parametrize("path", ["/", "/custom", "/gallery", "/models", "/jobs",
+                                  "/openapi.json", "/docs"])
 def test_pages_render(service, path):
   _, new_client = service
   r = new_client().get(path)
@@ -296,6 +296,8 @@ def test_quota_rate_limit_and_cancel(tmp_path):
   r = client.delete(f"/api/jobs/{first.json()['id']}", headers={"X-CSRF-Token": csrf})
   assert r.status_code == 204
   assert client.get(f"/api/jobs/{first.json()['id']}").status_code == 404
+  page = client.get("/jobs").text  # my jobs: the one left
+  assert second.json()["id"][:8] in page and first.json()["id"][:8] not in page
 
 
 def test_model_samples_are_rendered_once_then_served(service):
@@ -342,3 +344,26 @@ def test_user_trained_models_in_the_data_folder_are_offered(tmp_path):
                   files={"content": ("x.png", png_bytes(32, 32))},
                   headers={"X-CSRF-Token": csrf_of(client)})
   assert r.status_code == 201 and queued == [r.json()["id"]]
+
+
+def test_deleting_the_job_and_its_gallery_item_removes_their_files(service):
+  app, new_client = service
+  store = app.state.service.store
+  client = new_client()
+  csrf = csrf_of(client)
+  job = client.post("/api/jobs", data={"model": "starry_small", "size": "48"},
+                    files={"content": ("x.png", png_bytes(40, 56, seed=7))},
+                    headers={"X-CSRF-Token": csrf}).json()
+  job = client.get(f"/api/jobs/{job['id']}").json()
+  assert job["status"] == "done"
+  item = client.post("/api/gallery", data={"job_id": job["id"]},
+                     headers={"X-CSRF-Token": csrf}).json()
+  assert new_client().post(f"/jobs/{job['id']}/delete", data={"csrf": csrf}).status_code == 403
+  r = client.post(f"/jobs/{job['id']}/delete", data={"csrf": csrf}, follow_redirects=False)
+  assert r.status_code == 303
+  assert client.get(job["page_url"]).status_code == 404
+  # The gallery item still shows the photo and the result: they stay until it goes too.
+  assert store.exists(job["content"]) and store.exists(job["result"])
+  assert client.delete(f"/api/gallery/{item['id']}", headers={"X-CSRF-Token": csrf}
+                       ).status_code == 204
+  assert not store.exists(job["content"]) and not store.exists(job["result"])

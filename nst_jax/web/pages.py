@@ -61,6 +61,22 @@ async def submit(request: Request):
   return RedirectResponse(f"/jobs/{job.id}", status_code=303)
 
 
+@router.get("/jobs")
+async def my_jobs_page(request: Request):
+  """This client's newest jobs."""
+  service = request.app.state.service
+  mine = [api.job_json(request, j) for j in service.db.jobs_of(request.state.client_id, 50)]
+  return render(request, "jobs.html", title="My jobs", page="jobs", jobs=mine)
+
+
+@router.post("/jobs/{job_id}/delete")
+async def delete_job(request: Request, job_id: str):
+  fields, _ = await read_form(request)
+  check_csrf(request, fields.get("csrf"))
+  request.app.state.service.delete_job(request.state.client_id, job_id)
+  return RedirectResponse("/jobs", status_code=303)
+
+
 @router.get("/jobs/{job_id}")
 async def job_page(request: Request, job_id: str):
   job = request.app.state.service.job_of(job_id)
