@@ -14,7 +14,8 @@ from PIL import Image
 
 from nst_jax import config
 
-pytest.importorskip("fastapi")
+for _module in ("fastapi", "sqlalchemy", "huey", "jinja2", "itsdangerous"):
+  pytest.importorskip(_module, reason="the web extra is not installed (pip install -e '.[web]')")
 from fastapi.testclient import TestClient  # noqa: E402  pylint: disable=wrong-import-position
 
 from nst_jax.web import app as web_app  # noqa: E402  pylint: disable=wrong-import-position
