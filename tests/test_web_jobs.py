@@ -49,7 +49,8 @@ def start_worker(data_dir: Path, *extra: str, vgg_path=None) -> subprocess.Popen
     env["NST_JAX_VGG_WEIGHTS"] = str(vgg_path)
   argv = [sys.executable, "-m", "nst_jax.cli", "worker", "--data-dir", str(data_dir),
           "--set", "stale_s=2", "--set", "poll_s=0.05", *extra]
-  return subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE,  # pylint: disable=consider-using-with
+  # pylint: disable-next=consider-using-with
+  return subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
 
 
@@ -154,7 +155,8 @@ class Collect:
   def __init__(self):
     self.envelopes = []
 
-  async def handle_DATA(self, server, session, envelope):  # pylint: disable=invalid-name,unused-argument
+  # pylint: disable-next=invalid-name,unused-argument
+  async def handle_DATA(self, server, session, envelope):
     self.envelopes.append(envelope)
     return "250 OK"
 
@@ -207,7 +209,8 @@ def redis_url(tmp_path):
   if binary is None:
     pytest.skip("redis-server is not installed (Debian: apt-get install redis-server)")
   port = free_port()
-  proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",  # pylint: disable=consider-using-with
+  # pylint: disable-next=consider-using-with
+  proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                            "--appendonly", "no", "--dir", str(tmp_path)],
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   try:
@@ -270,7 +273,8 @@ def test_cancelling_a_running_slow_job_stops_it_and_cleans_up(tmp_path, vgg_path
 def test_serve_starts_the_app_and_stops_on_sigint(tmp_path):
   import httpx  # pylint: disable=import-outside-toplevel
   port = free_port()
-  proc = subprocess.Popen([sys.executable, "-m", "nst_jax.cli", "serve", "--data-dir",  # pylint: disable=consider-using-with
+  # pylint: disable-next=consider-using-with
+  proc = subprocess.Popen([sys.executable, "-m", "nst_jax.cli", "serve", "--data-dir",
                            str(tmp_path), "--port", str(port), "--workers", "0"], cwd=REPO,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 

@@ -7,7 +7,8 @@ Synopsis::
 
 Shipped models come from ``checkpoints/MANIFEST.json`` (``core.zoo``); user-trained ones are the
 exported ``.npz`` files (``core.zoo.export_params``) in ``cfg.models_dir`` (default
-``<data_dir>/models``), named ``user:<file stem>``. Reading a catalogue opens no network (numpy only).
+``<data_dir>/models``), named ``user:<file stem>``. Reading a catalogue loads no network
+(numpy only).
 """
 
 from __future__ import annotations

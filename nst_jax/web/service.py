@@ -174,8 +174,8 @@ class Service:
 
   def sample(self, name: str, index: int) -> Job | None:
     """The job rendering model ``name``'s style ``index`` on ``catalog.sample_photo``: the
-    finished one, else the one in progress (or failed), else a new one (enqueued); None for an unknown
-    model or style."""
+    finished one, else the one in progress (or failed), else a new one (enqueued); None for an
+    unknown model or style."""
     entry = catalog.find(self.cfg, name)
     if entry is None or not 0 <= index < max(1, len(entry["styles"])):
       return None
