@@ -101,6 +101,27 @@ def test_fast_job_result_is_the_networks_output(service, done_job):
   assert np.abs(result / 255.0 - expected).max() <= 1 / 255 + 1e-6
 
 
+def test_super_resolution_job_is_the_upscalers_output(service):
+  from nst_jax.sr import upscale  # pylint: disable=import-outside-toplevel
+  from nst_jax.web import uploads  # pylint: disable=import-outside-toplevel
+  _, new_client = service
+  client = new_client()
+  csrf = csrf_of(client)
+  r = client.post("/api/jobs", data={"kind": "sr"}, files={"content": ("x.png", png_bytes(24, 32))},
+                  headers={"X-CSRF-Token": csrf})
+  job = client.get(f"/api/jobs/{r.json()['id']}").json()
+  assert job["status"] == "done", job
+  result = np.asarray(Image.open(io.BytesIO(client.get(job["result_url"]).content)))
+  assert result.shape == (96, 128, 3)
+  expected = upscale.Upscaler.load("sr_fast_x4")(uploads.decode_png(png_bytes(24, 32)))
+  assert np.abs(result / 255.0 - np.clip(expected, 0, 1)).max() <= 1 / 255 + 1e-6
+  flat = io.BytesIO()
+  Image.new("RGB", (600, 40), (90, 120, 200)).save(flat, "PNG")  # small file, large image
+  too_big = client.post("/api/jobs", data={"kind": "sr"}, headers={"X-CSRF-Token": csrf},
+                        files={"content": ("x.png", flat.getvalue())})
+  assert too_big.status_code == 413 and "super-resolution takes images up to" in too_big.text
+
+
 def test_job_page_shows_result_download_and_share(done_job):
   client, job = done_job
   page = client.get(job["page_url"]).text
@@ -135,6 +156,7 @@ def test_bad_uploads_are_4xx_with_a_message(service, data, status, words):
     ({"model": "starry_small", "size": "99999"}, 400, "size must be between"),
     ({"model": "starry_small", "strength": "abc"}, 400, "strength must be a number"),
     ({"model": "zoo8", "style_index": "8"}, 400, "style_index"),
+    ({"model": "zoo8", "style_name": "van_gogh"}, 400, "matches 2 of the model's styles"),
     ({"kind": "nonsense"}, 400, "unknown method"),
     ({"kind": "artistic", "iterations": "100000"}, 400, "iterations must be between"),
     ({"kind": "artistic"}, 400, "choose a style image"),
@@ -157,6 +179,19 @@ def test_unknown_things_are_404(service, path):
   assert new_client().get(path).status_code == 404
 
 
+def test_a_style_is_picked_by_index_or_name(tmp_path):
+  cfg = config.WebConfig(data_dir=str(tmp_path))
+  client = TestClient(web_app.create_app(cfg, enqueue=lambda job_id: None))
+  csrf, photo = csrf_of(client), png_bytes(32, 32)
+  for fields in ({"model": "zoo8#3"}, {"model": "zoo8", "style_index": "3"},
+                 {"model": "zoo8", "style_name": "UDNIE"}):
+    r = client.post("/api/jobs", data=fields, files={"content": ("x.png", photo)},
+                    headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 201, r.text
+    assert (r.json()["params"]["style_index"], r.json()["params"]["style"]) == (3, "picabia_udnie")
+    client.post(f"/api/jobs/{r.json()['id']}/cancel", headers={"X-CSRF-Token": csrf})
+
+
 def test_csrf_is_required_on_state_changes(service):
   _, new_client = service
   client = new_client()
@@ -174,8 +209,8 @@ def test_a_script_authenticated_by_header_needs_no_csrf(service):
   _, new_client = service
   token = new_client().get("/").cookies.get("nst_client")
   script = new_client()
-  r = script.post("/api/jobs", data={"model": "starry_small", "size": "32"},
-                  files={"content": ("x.png", png_bytes(32, 32))},
+  r = script.post("/api/jobs", data={"model": "starry_small", "size": "48"},
+                  files={"content": ("x.png", png_bytes(40, 56))},
                   headers={"X-Client-Token": token})
   assert r.status_code == 201 and r.json()["mine"]
 
@@ -261,3 +296,17 @@ def test_quota_rate_limit_and_cancel(tmp_path):
   r = client.delete(f"/api/jobs/{first.json()['id']}", headers={"X-CSRF-Token": csrf})
   assert r.status_code == 204
   assert client.get(f"/api/jobs/{first.json()['id']}").status_code == 404
+
+
+def test_model_samples_are_rendered_once_then_served(service):
+  _, new_client = service
+  client = new_client()
+  r = client.get("/models/starry_small/0/sample.png", follow_redirects=False)
+  assert r.status_code == 302 and r.headers["location"].startswith("/api/blobs/")
+  again = client.get("/models/starry_small/0/sample.png", follow_redirects=False)
+  assert again.headers["location"] == r.headers["location"]  # the same job's result
+  image = Image.open(io.BytesIO(client.get(r.headers["location"]).content))
+  assert image.size == (160, 160)
+  assert client.get("/models/starry_small/1/sample.png").status_code == 404
+  assert client.get("/models/nope/0/sample.png").status_code == 404
+  assert "/models/zoo8/7/sample.png" in client.get("/models").text

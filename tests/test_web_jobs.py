@@ -117,17 +117,18 @@ def test_a_killed_worker_s_slow_job_resumes_from_its_checkpoint(tmp_path, vgg_pa
   resumes from the optimizer checkpoint, and writes exactly one result."""
   cfg = config.WebConfig(data_dir=str(tmp_path), stale_s=2, checkpoint_every=2)
   svc = service_for(cfg)
-  job = svc.submit("me", {"kind": "artistic", "size": "48", "iterations": "16"},
+  # 40 iterations in chunks of 10 (each checkpointed): killed after the first chunk, with 3 to go.
+  job = svc.submit("me", {"kind": "artistic", "size": "48", "iterations": "40"},
                    {"content": png_bytes(40, 56), "style": png_bytes(48, 48, seed=1)})
   first = start_worker(tmp_path, "--set", "checkpoint_every=2", vgg_path=vgg_path)
   try:
-    wait_for(lambda: svc.db.get_job(job.id).iteration >= 8, 300, first, "iteration 8")
+    wait_for(lambda: svc.db.get_job(job.id).iteration >= 10, 300, first, "iteration 10")
     first.send_signal(signal.SIGKILL)
     first.wait()
   finally:
     stop(first)
   killed = svc.db.get_job(job.id)
-  assert killed.status == "running" and killed.iteration < 16
+  assert killed.status == "running" and killed.iteration < 40, "finished before the kill"
   assert (tmp_path / "work" / job.id).is_dir()  # the checkpoint the next worker resumes
   second = start_worker(tmp_path, "--set", "checkpoint_every=2", vgg_path=vgg_path)
   try:
@@ -136,8 +137,8 @@ def test_a_killed_worker_s_slow_job_resumes_from_its_checkpoint(tmp_path, vgg_pa
   finally:
     log = stop(second)
   assert done.status == "done", (done.error, log[-2000:])
-  assert done.attempts == 2 and done.iteration == done.total == 16
-  assert done.start_iteration >= 8, "the second worker did not resume from the checkpoint"
+  assert done.attempts == 2 and done.iteration == done.total == 40 and done.loss > 0
+  assert done.start_iteration >= 10, "the second worker did not resume from the checkpoint"
   assert "re-enqueued 1 job(s)" in log
   result = Image.open(io.BytesIO(svc.store.get(done.result_key)))
   assert result.size == (48, 34)
@@ -237,3 +238,74 @@ def test_a_job_through_the_redis_queue(tmp_path, redis_url):
   done = svc.db.get_job(job.id)
   assert done.status == "done" and svc.store.exists(done.result_key)
   assert huey.pending_count() == 0
+
+
+def test_cancelling_a_running_slow_job_stops_it_and_cleans_up(tmp_path, vgg_path,
+                                                             monkeypatch):
+  import threading  # pylint: disable=import-outside-toplevel
+  monkeypatch.setenv("NST_JAX_VGG_WEIGHTS", str(vgg_path))
+  cfg = config.WebConfig(data_dir=str(tmp_path), checkpoint_every=2)
+  database = jobs.open_database(cfg)
+  database.migrate()
+  svc = Service(cfg, database, jobs.open_store(cfg), lambda job_id: None)
+  job = svc.submit("me", {"kind": "artistic", "size": "48", "iterations": "40"},
+                   {"content": png_bytes(40, 56), "style": png_bytes(48, 48, seed=1)})
+  executor = jobs.Executor(cfg, db=database, store=svc.store)
+  outcome = []
+  runner = threading.Thread(target=lambda: outcome.append(executor.run(job.id)))
+  runner.start()
+  running = wait_for(lambda: (j := database.get_job(job.id)).iteration >= 10 and j, 300,
+                     what="iteration 10")
+  assert running.loss > 0 and running.preview_key and running.total == 40
+  svc.cancel("me", job.id)
+  runner.join(timeout=120)
+  assert outcome == ["cancelled"]
+  final = database.get_job(job.id)
+  assert final.status == "cancelled" and final.result_key is None and final.iteration < 40
+  assert final.preview_key is None and not svc.store.exists(running.preview_key)
+  assert not (tmp_path / "work" / job.id).exists()
+
+
+def test_serve_starts_the_app_and_stops_on_sigint(tmp_path):
+  import httpx  # pylint: disable=import-outside-toplevel
+  port = free_port()
+  proc = subprocess.Popen([sys.executable, "-m", "nst_jax.cli", "serve", "--data-dir",  # pylint: disable=consider-using-with
+                           str(tmp_path), "--port", str(port), "--workers", "0"], cwd=REPO,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+  def page():
+    try:
+      return httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
+    except httpx.HTTPError:
+      return None
+
+  try:
+    response = wait_for(page, 60, proc, "the server")
+    assert response.status_code == 200 and 'id="upload"' in response.text
+    assert (tmp_path / "nst.db").is_file()
+    assert (tmp_path / "serve_config.json").stat().st_mode & 0o777 == 0o600
+  finally:
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 0
+    proc.stdout.read()
+
+
+def test_periodic_recovery_enqueues_forgotten_jobs_once(tmp_path):
+  cfg = config.WebConfig(data_dir=str(tmp_path), stale_s=30)
+  database = jobs.open_database(cfg)
+  database.migrate()
+  executor = jobs.Executor(cfg, db=database)
+  huey, tasks = queue.make_queue(cfg, executor=executor)
+  forgotten = database.create_job("me", "fast", {})
+  database.set_fields(forgotten.id, created_at=time.time() - 120)
+  fresh = database.create_job("me", "fast", {})  # just submitted: its message is on its way
+  dead = database.create_job("me", "fast", {})
+  assert database.claim(dead.id, "gone", stale_s=30)
+  database.set_fields(dead.id, heartbeat_at=time.time() - 60)
+  tasks.recover.call_local()
+  queued = sorted(huey.dequeue().args[0] for _ in range(huey.pending_count()))
+  assert queued == sorted([forgotten.id, dead.id]) and fresh.id not in queued
+  tasks.run_job(forgotten.id)  # a backlog: queued jobs wait their turn, stale ones don't
+  tasks.recover.call_local()
+  assert sorted(huey.dequeue().args[0] for _ in range(huey.pending_count())) == sorted(
+      [forgotten.id, dead.id])

@@ -66,3 +66,27 @@ def find(cfg: config.WebConfig, name: str) -> dict | None:
 def public(entry: dict) -> dict:
   """An entry without its path (what the API shows)."""
   return {k: v for k, v in entry.items() if k != "path"}
+
+
+SAMPLE_OWNER = "system:samples"  # the owner of the jobs that render the models' samples
+SAMPLE_SIZE = 160
+
+
+def sample_photo(size: int = SAMPLE_SIZE) -> np.ndarray:
+  """A small synthetic landscape (sky, sun, hills, a house), float [size, size, 3]: the photo
+  every model's sample on the Models page and in the picker is rendered from (no data shipped)."""
+  y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
+  sky = np.stack([0.45 + 0.4 * y, 0.65 + 0.3 * y, np.full_like(y, 0.95)], -1)
+  image = sky
+  sun = (x - 0.72) ** 2 + (y - 0.25) ** 2 < 0.012
+  image[sun] = (1.0, 0.85, 0.3)
+  hill1 = y > 0.62 + 0.08 * np.sin(6 * x)
+  hill2 = y > 0.75 + 0.05 * np.cos(9 * x + 1)
+  image[hill1] = np.stack([0.25 + 0.2 * x, 0.55 + 0.1 * y, 0.2 + 0 * x], -1)[hill1]
+  image[hill2] = np.stack([0.15 + 0 * x, 0.4 + 0.2 * x, 0.15 + 0 * x], -1)[hill2]
+  house = (x > 0.2) & (x < 0.38) & (y > 0.55) & (y < 0.72)
+  roof = (y > 0.45) & (y <= 0.55) & (np.abs(x - 0.29) < (y - 0.45) * 1.0)
+  image[house] = (0.85, 0.8, 0.7)
+  image[roof] = (0.6, 0.15, 0.1)
+  image[(x > 0.26) & (x < 0.31) & (y > 0.63) & (y < 0.72)] = (0.35, 0.2, 0.1)
+  return np.clip(image, 0.0, 1.0)

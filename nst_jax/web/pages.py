@@ -9,7 +9,7 @@ field and are answered with a redirect (303) or the form again with the error an
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import RedirectResponse
+from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from nst_jax import config
@@ -108,6 +108,23 @@ async def delete_item(request: Request, item_id: int):
   check_csrf(request, fields.get("csrf"))
   request.app.state.service.delete_item(request.state.client_id, item_id)
   return RedirectResponse("/gallery", status_code=303)
+
+
+PLACEHOLDER = ('<svg xmlns="http://www.w3.org/2000/svg" width="160" height="160">'
+               '<rect width="160" height="160" fill="#ddd"/><text x="80" y="85" font-size="14" '
+               'text-anchor="middle" fill="#666">rendering…</text></svg>')
+
+
+@router.get("/models/{name}/{index}/sample.png")
+async def model_sample(request: Request, name: str, index: int):
+  """The model's style on the built-in sample photo (rendered once by a worker; a placeholder
+  until then)."""
+  job = await run_in_threadpool(request.app.state.service.sample, name, index)
+  if job is None:
+    raise ServiceError(404, "no such model or style")
+  if job.status == "done":
+    return RedirectResponse(api.blob_url(job.result_key), status_code=302)
+  return Response(PLACEHOLDER, media_type="image/svg+xml", headers={"Cache-Control": "no-store"})
 
 
 @router.get("/models")

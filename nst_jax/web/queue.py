@@ -18,6 +18,7 @@ References:
 from __future__ import annotations
 
 import logging
+import time
 import types
 from pathlib import Path
 from urllib.parse import urlparse
@@ -74,8 +75,12 @@ def make_queue(cfg: config.WebConfig, *, immediate: bool = False, executor=None)
 
   @huey.periodic_task(crontab(minute="*"), name="recover")
   def recover() -> None:
-    if executor is not None:
-      enqueue_forgotten(executor.db, tasks, cfg, queued_older_than=60.0)
+    if executor is None:
+      return
+    # Queued jobs are forgotten only if the queue holds nothing (else they wait their turn):
+    # re-enqueuing them on every tick would pile up duplicate messages behind a long backlog.
+    idle = huey.pending_count() == 0
+    enqueue_forgotten(executor.db, tasks, cfg, queued_older_than=60.0 if idle else 1e12)
 
   tasks.run_job, tasks.recover = run_job, recover
   return huey, tasks
@@ -94,11 +99,24 @@ def enqueue_forgotten(db, tasks, cfg: config.WebConfig, *, queued_older_than: fl
   return ids
 
 
+def migrate(db, attempts: int = 5) -> None:
+  """``db.migrate()``, retried: the app and other workers may be migrating the same database."""
+  for attempt in range(attempts):
+    try:
+      db.migrate()
+      return
+    except Exception:  # pylint: disable=broad-except  (a concurrent first migration)
+      if attempt == attempts - 1:
+        raise
+      time.sleep(1.0 + attempt)
+
+
 def run_worker(cfg: config.WebConfig) -> None:
   """One worker process: recovers forgotten jobs, then runs jobs one at a time until SIGINT or
   SIGTERM (huey's consumer)."""
   from nst_jax.web import jobs  # pylint: disable=import-outside-toplevel  (imports JAX lazily)
   executor = jobs.Executor(cfg)
+  migrate(executor.db)
   huey, tasks = make_queue(cfg, executor=executor)
   enqueue_forgotten(executor.db, tasks, cfg, all_running=True)
   poll = max(cfg.poll_s, 0.01)

@@ -125,6 +125,13 @@ class Service:
       entry = catalog.find(self.cfg, name)
       if entry is None:
         raise ServiceError(400, f"unknown model {name[:60]!r} (see the Models page)")
+      wanted = (fields.get("style_name") or "").strip()
+      if wanted and fields.get("style_index") in (None, ""):  # by (part of) its name
+        hits = [i for i, s in enumerate(entry["styles"]) if wanted.lower() in s.lower()]
+        if len(hits) != 1:
+          raise ServiceError(400, f"style_name {wanted[:40]!r} matches {len(hits)} of the "
+                             f"model's styles ({', '.join(entry['styles'])})")
+        fields = {**fields, "style_index": hits[0]}
       index = _number(fields, "style_index", int, 0, 0, max(0, len(entry["styles"]) - 1))
       return {"model": name, "style_index": index,
               "style": entry["styles"][index] if entry["styles"] else "",
@@ -164,6 +171,26 @@ class Service:
                                         deleted.result_key, deleted.preview_key,
                                         *(deleted.params.get(k) for k in ("content_mask",
                                                                            "style_mask"))])
+
+  def sample(self, name: str, index: int) -> Job | None:
+    """The job rendering model ``name``'s style ``index`` on ``catalog.sample_photo``: the
+    finished one, else the one in progress (or failed), else a new one (enqueued); None for an unknown
+    model or style."""
+    entry = catalog.find(self.cfg, name)
+    if entry is None or not 0 <= index < max(1, len(entry["styles"])):
+      return None
+    ours = [j for j in self.db.jobs_of(catalog.SAMPLE_OWNER, limit=10_000)
+            if j.params.get("model") == name and j.params.get("style_index") == index]
+    for status in ("done", "running", "queued", "failed"):
+      found = [j for j in ours if j.status == status]
+      if found:
+        return found[0]
+    photo = self.store.put(uploads.encode_png(catalog.sample_photo()), "png")
+    job = self.db.create_job(catalog.SAMPLE_OWNER, "fast", {
+        "model": name, "style_index": index, "strength": 1.0, "keep_colors": False,
+        "size": catalog.SAMPLE_SIZE, "sample": True}, content=photo, total=1)
+    self.enqueue(job.id)
+    return self.db.get_job(job.id)
 
   def position(self, job: Job) -> int:
     return self.db.queue_position(job)

@@ -61,6 +61,13 @@ function setupStylize() {
     e.preventDefault();
     if (e.dataTransfer.files.length) upload.files = e.dataTransfer.files;
   });
+  const model = $("model");
+  const mark = () => document.querySelectorAll(".pick").forEach((b) =>
+    b.classList.toggle("picked", b.dataset.value === model.value));
+  document.querySelectorAll(".pick").forEach((b) => b.addEventListener("click", () => {
+    model.value = b.dataset.value; mark(); }));
+  model.addEventListener("change", mark);
+  mark();
   $("strength").addEventListener("input", () => { $("strength-value").textContent = $("strength").value; });
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
