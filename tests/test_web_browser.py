@@ -297,3 +297,25 @@ def test_gallery_share_and_delete_only_by_the_owner(fast_result, owner, browser,
   mine.wait_for_url(re.compile(r"/gallery$"))
   assert mine.locator(f"#item-{item_id}").count() == 0
   assert httpx.get(f"{service}/api/gallery/{item_id}").status_code == 404
+
+
+def test_a_bad_upload_dropped_on_the_page_gets_one_clear_line(owner, service):
+  page = owner.new_page()
+  page.goto("/")
+  # Drag and drop: a text file that calls itself a JPEG lands in the file input.
+  page.evaluate("""() => {
+    const data = new DataTransfer();
+    data.items.add(new File(['<html>not a photo</html>'], 'photo.jpg', {type: 'image/jpeg'}));
+    const drop = document.getElementById('drop');
+    drop.dispatchEvent(new DragEvent('dragenter', {dataTransfer: data, bubbles: true}));
+    drop.dispatchEvent(new DragEvent('drop', {dataTransfer: data, bubbles: true}));
+  }""")
+  assert page.evaluate("() => document.getElementById('upload').files[0].name") == "photo.jpg"
+  jobs_before = len(page.evaluate("() => fetch('/api/jobs').then(r => r.json())"))
+  page.click("#submit")
+  error = page.locator("#error")
+  error.wait_for(state="visible")
+  text = error.inner_text()
+  assert "not an accepted image type" in text and "\n" not in text.strip(), text
+  assert page.locator("#result-box").is_hidden()
+  assert len(page.evaluate("() => fetch('/api/jobs').then(r => r.json())")) == jobs_before
