@@ -107,7 +107,8 @@ class Executor:
     finally:
       lost.set()
       beat.join(timeout=5)
-      now = self.db.get_job(job_id)
+      # Slow jobs leave a checkpoint folder and a preview (fast ones nothing: no more queries).
+      now = self.db.get_job(job_id) if job.kind in ("artistic", "photoreal") else None
       if now is not None and now.status != "running":  # ended (not taken over): clean up
         shutil.rmtree(self.work_dir(job_id), ignore_errors=True)
         if now.preview_key:
@@ -178,8 +179,7 @@ class Executor:
     image = self.image(job.content_key, p.get("size"))
     out = stylizer(image, strength=float(p.get("strength", 1.0)),
                    original_colors="yiq" if p.get("keep_colors") else "")
-    self.db.heartbeat(job.id, self.name, iteration=1, total=1)
-    return uploads.encode_png(out)
+    return uploads.encode_png(out)  # ``finish`` records iteration = total
 
   def run_sr(self, job) -> bytes:
     if self._upscaler is None:
