@@ -5,6 +5,7 @@ Usage::
   python benchmarks/web_load.py                            # starts `nst-jax serve`, 50 clients, 60 s
   python benchmarks/web_load.py --clients 20 --duration 30 --workers 2
   python benchmarks/web_load.py --url http://127.0.0.1:8000  # against a service already running
+  python benchmarks/web_load.py --serve-arg=--queue-url=redis://127.0.0.1:6379/0  # Redis queue
 
 Each client (a thread with its own ``httpx.Client``, so its own cookie and client id) loops:
 upload a small image of its own (``--image-size`` px, random pixels so that no two uploads share a
@@ -182,6 +183,9 @@ def main(argv=None) -> int:
   p.add_argument("--image-size", type=int, default=64, help="uploaded image side, px")
   p.add_argument("--poll", type=float, default=0.25, help="seconds between polls")
   p.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
+  p.add_argument("--serve-arg", action="append", default=[], metavar="FLAG",
+                 help="a flag for the started `nst-jax serve` (repeat), e.g. "
+                 "--serve-arg=--queue-url=redis://127.0.0.1:6379/0")
   args = p.parse_args(argv)
   if args.url:
     result = run_load(args)
@@ -189,7 +193,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="nst_web_load_") as tmp:
       # The limits of a public service would refuse this many jobs from one machine; each
       # client here is its own client id, so only the per-client limits apply.
-      with bc.web_service(tmp, workers=args.workers) as url:
+      with bc.web_service(tmp, workers=args.workers, extra=args.serve_arg) as url:
         args.url = url
         result = run_load(args)
   print_table(result)
