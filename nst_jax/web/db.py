@@ -15,6 +15,7 @@ lost its job (killed, or too slow to beat) can never write a second result.
 
 from __future__ import annotations
 
+import importlib.util
 import time
 import uuid
 from pathlib import Path
@@ -102,11 +103,20 @@ def default_url(data_dir: Path) -> str:
   return f"sqlite:///{Path(data_dir).resolve() / 'nst.db'}"
 
 
+def driver_url(url: str) -> str:
+  """``url`` with a PostgreSQL driver that is installed: SQLAlchemy reads a plain
+  ``postgresql://`` as psycopg2; without it, psycopg (3) is used."""
+  if url.startswith("postgresql://") and importlib.util.find_spec("psycopg2") is None \
+      and importlib.util.find_spec("psycopg") is not None:
+    return "postgresql+psycopg://" + url[len("postgresql://"):]
+  return url
+
+
 class Database:
   """An engine and session factory on ``url``, with the service's queries."""
 
   def __init__(self, url: str):
-    self.url = url
+    url = self.url = driver_url(url)
     if url.startswith("sqlite"):
       path = url.split("///", 1)[-1]
       if path and path != ":memory:":
