@@ -301,18 +301,53 @@ def test_quota_rate_limit_and_cancel(tmp_path):
   assert second.json()["id"][:8] in page and first.json()["id"][:8] not in page
 
 
-def test_model_samples_are_rendered_once_then_served(service):
+def test_shipped_models_samples_are_committed_files(service):
+  """Every style of every shipped network has its small precomputed sample (no job, no worker):
+  a JPEG of the sample picture's size, served as it is."""
+  from nst_jax.web import catalog  # pylint: disable=import-outside-toplevel
   _, new_client = service
   client = new_client()
-  r = client.get("/models/starry_small/0/sample.png", follow_redirects=False)
-  assert r.status_code == 302 and r.headers["location"].startswith("/api/blobs/")
-  again = client.get("/models/starry_small/0/sample.png", follow_redirects=False)
-  assert again.headers["location"] == r.headers["location"]  # the same job's result
-  image = Image.open(io.BytesIO(client.get(r.headers["location"]).content))
-  assert image.size == (160, 160)
+  shipped = [m for m in client.get("/api/models").json() if m["source"] == "shipped"]
+  assert {m["name"] for m in shipped} >= {"starry_small", "zoo8"}
+  for m in shipped:
+    for i in range(len(m["styles"])):
+      path = catalog.sample_file(m["name"], i)
+      assert path.is_file() and path.stat().st_size < 8000, path  # the zoo stays small
+      r = client.get(f"/models/{m['name']}/{i}/sample.png", follow_redirects=False)
+      assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+      assert r.content == path.read_bytes()
+      assert Image.open(io.BytesIO(r.content)).size == (catalog.SAMPLE_SIZE,) * 2
+  assert not service[0].state.service.db.jobs_of(catalog.SAMPLE_OWNER)  # nothing rendered
   assert client.get("/models/starry_small/1/sample.png").status_code == 404
   assert client.get("/models/nope/0/sample.png").status_code == 404
   assert "/models/zoo8/7/sample.png" in client.get("/models").text
+
+
+def test_user_models_samples_are_rendered_once_then_served(tmp_path):
+  """A user-trained model's sample is a (low-priority) job, rendered once; here the network is
+  a copy of starry_small, so the result is the committed sample of starry_small (up to JPEG)."""
+  import shutil  # pylint: disable=import-outside-toplevel
+  from nst_jax.core import zoo  # pylint: disable=import-outside-toplevel
+  from nst_jax.web import catalog  # pylint: disable=import-outside-toplevel
+  (tmp_path / "models").mkdir()
+  shutil.copy(zoo.CHECKPOINTS_DIR / "starry_small.npz", tmp_path / "models" / "mine.npz")
+  cfg = config.WebConfig(data_dir=str(tmp_path))
+  holder, low = {}, []
+  app = web_app.create_app(cfg, enqueue=lambda job_id: None)
+  svc = app.state.service
+  svc.enqueue_low = lambda job_id: (low.append(job_id), holder["ex"].run(job_id))
+  holder["ex"] = jobs.Executor(cfg, db=svc.db, store=svc.store)
+  client = TestClient(app)
+  r = client.get("/models/user:mine/0/sample.png", follow_redirects=False)
+  assert r.status_code == 302 and r.headers["location"].startswith("/api/blobs/")
+  assert len(low) == 1  # through the low-priority queue
+  again = client.get("/models/user:mine/0/sample.png", follow_redirects=False)
+  assert again.headers["location"] == r.headers["location"] and len(low) == 1  # the same job
+  rendered = np.asarray(Image.open(io.BytesIO(client.get(r.headers["location"]).content)))
+  assert rendered.shape == (catalog.SAMPLE_SIZE, catalog.SAMPLE_SIZE, 3)
+  shipped = np.asarray(Image.open(catalog.sample_file("starry_small", 0)).convert("RGB"))
+  assert np.abs(rendered / 255.0 - shipped / 255.0).mean() < 0.03
+  assert client.get("/models/user:mine/1/sample.png").status_code == 404
 
 
 def test_security_headers_and_an_oversized_request(service):

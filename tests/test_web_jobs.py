@@ -27,6 +27,13 @@ from nst_jax.web.service import Service  # noqa: E402  pylint: disable=wrong-imp
 
 REPO = Path(__file__).resolve().parent.parent
 FINAL = ("done", "failed", "cancelled")
+# The slow job of these tests and of test_web_browser.py's custom job: the same shapes (a 48x64
+# photo and a 48x48 style at 40 px), so the run's XLA cache holds their programs once.
+SLOW_JOB = {"kind": "artistic", "size": "40", "iterations": "20"}  # chunks of 5 iterations
+
+
+def slow_images() -> dict:
+  return {"content": png_bytes(48, 64), "style": png_bytes(48, 48, seed=1)}
 
 
 def png_bytes(h: int, w: int, seed: int = 0) -> bytes:
@@ -119,18 +126,17 @@ def test_a_killed_worker_s_slow_job_resumes_from_its_checkpoint(tmp_path, vgg_pa
   resumes from the optimizer checkpoint, and writes exactly one result."""
   cfg = config.WebConfig(data_dir=str(tmp_path), stale_s=2, checkpoint_every=2)
   svc = service_for(cfg)
-  # 40 iterations in chunks of 10 (each checkpointed): killed after the first chunk, with 3 to go.
-  job = svc.submit("me", {"kind": "artistic", "size": "48", "iterations": "40"},
-                   {"content": png_bytes(40, 56), "style": png_bytes(48, 48, seed=1)})
+  # 20 iterations in chunks of 5 (each checkpointed): killed after the first chunk, with 3 to go.
+  job = svc.submit("me", SLOW_JOB, slow_images())
   first = start_worker(tmp_path, "--set", "checkpoint_every=2", vgg_path=vgg_path)
   try:
-    wait_for(lambda: svc.db.get_job(job.id).iteration >= 10, 300, first, "iteration 10")
+    wait_for(lambda: svc.db.get_job(job.id).iteration >= 5, 300, first, "iteration 5")
     first.send_signal(signal.SIGKILL)
     first.wait()
   finally:
     stop(first)
   killed = svc.db.get_job(job.id)
-  assert killed.status == "running" and killed.iteration < 40, "finished before the kill"
+  assert killed.status == "running" and killed.iteration < 20, "finished before the kill"
   assert (tmp_path / "work" / job.id).is_dir()  # the checkpoint the next worker resumes
   second = start_worker(tmp_path, "--set", "checkpoint_every=2", vgg_path=vgg_path)
   try:
@@ -139,11 +145,11 @@ def test_a_killed_worker_s_slow_job_resumes_from_its_checkpoint(tmp_path, vgg_pa
   finally:
     log = stop(second)
   assert done.status == "done", (done.error, log[-2000:])
-  assert done.attempts == 2 and done.iteration == done.total == 40 and done.loss > 0
-  assert done.start_iteration >= 10, "the second worker did not resume from the checkpoint"
+  assert done.attempts == 2 and done.iteration == done.total == 20 and done.loss > 0
+  assert done.start_iteration >= 5, "the second worker did not resume from the checkpoint"
   assert "re-enqueued 1 job(s)" in log
   result = Image.open(io.BytesIO(svc.store.get(done.result_key)))
-  assert result.size == (48, 34)
+  assert result.size == (40, 30)
   blobs = sorted(p.name for p in (tmp_path / "blobs").rglob("*.png"))
   assert blobs == sorted({done.content_key, done.style_key, done.result_key})  # one result,
   assert not (tmp_path / "work" / job.id).exists()  # no preview or checkpoint left
@@ -174,15 +180,16 @@ def test_jobs_queued_while_the_web_process_is_down_are_run_and_mailed(tmp_path):
                          smtp=config.SmtpConfig(host="127.0.0.1", port=smtp.port))
   client = TestClient(web_app.create_app(cfg))  # the real queue: nothing runs in-process
   csrf = client.get("/api/session").json()["csrf_token"]
-  ids = [client.post("/api/jobs", data={"model": "starry_small", "size": "32", "email": addr},
-                     files={"content": ("x.png", png_bytes(32, 40, seed=i))},
+  # One shape for the three jobs (and test_web_app.py's): one compiled network, from the cache.
+  ids = [client.post("/api/jobs", data={"model": "starry_small", "size": "48", "email": addr},
+                     files={"content": ("x.png", png_bytes(40, 56, seed=i))},
                      headers={"X-CSRF-Token": csrf}).json()["id"]
          for i, addr in enumerate(["me@example.org", ""])]
   del client  # the web process is gone
   svc = service_for(cfg)
   orphan = svc.db.create_job("me", "fast", {"model": "starry_small", "style_index": 0,
-                                            "size": 32}, content=svc.store.put(
-                                                png_bytes(32, 32), "png"))
+                                            "size": 48}, content=svc.store.put(
+                                                png_bytes(40, 56, seed=5), "png"))
   worker = start_worker(tmp_path, "--smtp-host", "127.0.0.1", "--smtp-port", str(smtp.port),
                         "--base-url", "http://nst.example:9000")
   try:
@@ -236,7 +243,7 @@ def test_a_job_through_the_redis_queue(tmp_path, redis_url):
   job = svc.submit("me", {"model": "starry_small", "size": "32"}, {"content": png_bytes(32, 32)})
   executor = jobs.Executor(cfg, db=svc.db, store=svc.store)
   huey, _ = queue.make_queue(cfg, executor=executor)
-  assert type(huey).__name__ == "RedisHuey" and huey.pending_count() == 1
+  assert type(huey).__name__ == "PriorityRedisHuey" and huey.pending_count() == 1
   task = huey.dequeue()
   huey.execute(task)
   done = svc.db.get_job(job.id)
@@ -252,20 +259,19 @@ def test_cancelling_a_running_slow_job_stops_it_and_cleans_up(tmp_path, vgg_path
   database = jobs.open_database(cfg)
   database.migrate()
   svc = Service(cfg, database, jobs.open_store(cfg), lambda job_id: None)
-  job = svc.submit("me", {"kind": "artistic", "size": "48", "iterations": "40"},
-                   {"content": png_bytes(40, 56), "style": png_bytes(48, 48, seed=1)})
+  job = svc.submit("me", SLOW_JOB, slow_images())
   executor = jobs.Executor(cfg, db=database, store=svc.store)
   outcome = []
   runner = threading.Thread(target=lambda: outcome.append(executor.run(job.id)))
   runner.start()
-  running = wait_for(lambda: (j := database.get_job(job.id)).iteration >= 10 and j, 300,
-                     what="iteration 10")
-  assert running.loss > 0 and running.preview_key and running.total == 40
+  running = wait_for(lambda: (j := database.get_job(job.id)).iteration >= 5 and j, 300,
+                     what="iteration 5")
+  assert running.loss > 0 and running.preview_key and running.total == 20
   svc.cancel("me", job.id)
   runner.join(timeout=120)
   assert outcome == ["cancelled"]
   final = database.get_job(job.id)
-  assert final.status == "cancelled" and final.result_key is None and final.iteration < 40
+  assert final.status == "cancelled" and final.result_key is None and final.iteration < 20
   assert final.preview_key is None and not svc.store.exists(running.preview_key)
   assert not (tmp_path / "work" / job.id).exists()
 
@@ -314,3 +320,22 @@ def test_periodic_recovery_enqueues_forgotten_jobs_once(tmp_path):
   tasks.recover.call_local()
   assert sorted(huey.dequeue().args[0] for _ in range(huey.pending_count())) == sorted(
       [forgotten.id, dead.id])
+
+
+@pytest.mark.parametrize("queue_kind", ["sqlite", "redis"])
+def test_sample_jobs_wait_behind_user_jobs(tmp_path, queue_kind, request):
+  """A user model's sample job, enqueued first, is taken after a user's job enqueued later."""
+  import shutil  # pylint: disable=import-outside-toplevel
+  from nst_jax.core import zoo  # pylint: disable=import-outside-toplevel
+  url = request.getfixturevalue("redis_url") if queue_kind == "redis" else ""
+  (tmp_path / "models").mkdir()
+  shutil.copy(zoo.CHECKPOINTS_DIR / "starry_small.npz", tmp_path / "models" / "mine.npz")
+  cfg = config.WebConfig(data_dir=str(tmp_path), queue_url=url)
+  database = jobs.open_database(cfg)
+  database.migrate()
+  huey, tasks = queue.make_queue(cfg)
+  svc = Service(cfg, database, jobs.open_store(cfg), tasks.run_job, tasks.run_sample)
+  sample = svc.sample("user:mine", 0)
+  user = svc.submit("me", {"model": "starry_small", "size": "32"}, {"content": png_bytes(32, 32)})
+  assert huey.pending_count() == 2
+  assert [huey.dequeue().args[0] for _ in range(2)] == [user.id, sample.id]

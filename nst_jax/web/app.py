@@ -55,14 +55,15 @@ def create_app(cfg: config.WebConfig, *, enqueue: Callable[[str], object] | None
   data_dir.mkdir(parents=True, exist_ok=True)
   db = jobs.open_database(cfg)
   db.migrate()
+  enqueue_low = None
   if enqueue is None:
     _, tasks = queue.make_queue(cfg)
-    enqueue = tasks.run_job
+    enqueue, enqueue_low = tasks.run_job, tasks.run_sample
   app = FastAPI(title="nst-jax", version="1",
                 description="Neural style transfer: fast networks, slow optimization, "
                 "super-resolution, and a shared gallery.")
   app.state.cfg = cfg
-  app.state.service = Service(cfg, db, jobs.open_store(cfg), enqueue)
+  app.state.service = Service(cfg, db, jobs.open_store(cfg), enqueue, enqueue_low)
   app.state.signer = security.Signer(security.load_secret(data_dir))
   env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)
   app.state.templates = Jinja2Templates(env=env)

@@ -69,8 +69,24 @@ def public(entry: dict) -> dict:
   return {k: v for k, v in entry.items() if k != "path"}
 
 
-SAMPLE_OWNER = "system:samples"  # the owner of the jobs that render the models' samples
-SAMPLE_SIZE = 160
+SAMPLE_OWNER = "system:samples"  # the owner of the jobs that render user models' samples
+SAMPLE_SIZE = 128
+SAMPLES_DIR = zoo.CHECKPOINTS_DIR / "samples"  # the shipped models' samples, precomputed
+
+
+def sample_file(name: str, index: int) -> Path:
+  """Where the shipped model ``name``'s style ``index`` sample is committed (a small JPEG of
+  ``sample_photo()`` stylized; ``benchmarks/export_zoo.py samples`` writes them)."""
+  return SAMPLES_DIR / f"{name}_{index}.jpg"
+
+
+def shipped_sample(entry: dict, index: int) -> Path | None:
+  """The precomputed sample of a shipped model's style, or None (user-trained models, or a
+  sample not exported yet: a worker renders it)."""
+  if entry.get("source") != "shipped":
+    return None
+  path = sample_file(entry["name"], index)
+  return path if path.is_file() else None
 
 
 def sample_photo(size: int = SAMPLE_SIZE) -> np.ndarray:

@@ -8,8 +8,10 @@ field and are answered with a redirect (303) or the form again with the error an
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import APIRouter, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import FileResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from nst_jax import config
@@ -133,11 +135,14 @@ PLACEHOLDER = ('<svg xmlns="http://www.w3.org/2000/svg" width="160" height="160"
 
 @router.get("/models/{name}/{index}/sample.png")
 async def model_sample(request: Request, name: str, index: int):
-  """The model's style on the built-in sample photo (rendered once by a worker; a placeholder
-  until then)."""
+  """The model's style on the built-in sample photo: the shipped models' precomputed JPEG, a
+  user model's rendered once by a worker (a placeholder until then)."""
   job = await run_in_threadpool(request.app.state.service.sample, name, index)
   if job is None:
     raise ServiceError(404, "no such model or style")
+  if isinstance(job, Path):
+    return FileResponse(job, media_type="image/jpeg",
+                        headers={"Cache-Control": "public, max-age=86400"})
   if job.status == "done":
     return RedirectResponse(api.blob_url(job.result_key), status_code=302)
   return Response(PLACEHOLDER, media_type="image/svg+xml", headers={"Cache-Control": "no-store"})

@@ -2,8 +2,8 @@
 
 Synopsis::
 
-  huey, tasks = make_queue(cfg)     # SqliteHuey under cfg.data_dir, or RedisHuey for redis://
-  tasks.run_job(job.id)             # the web app enqueues
+  huey, tasks = make_queue(cfg)     # SqliteHuey under cfg.data_dir, or PriorityRedisHuey
+  tasks.run_job(job.id)             # the web app enqueues (tasks.run_sample: behind user jobs)
   run_worker(cfg)                   # `nst-jax worker`: recover, then consume until a signal
 
 The queue only carries job ids, so it may lose or repeat a message without harm: a worker claims
@@ -23,13 +23,14 @@ import types
 from pathlib import Path
 from urllib.parse import urlparse
 
-from huey import RedisHuey, SqliteHuey, crontab
+from huey import PriorityRedisHuey, SqliteHuey, crontab
 
 from nst_jax import config
 from nst_jax.core.errors import UserError
 
 log = logging.getLogger("nst_jax.web.queue")
 QUEUE_NAME = "nst_jax"
+USER_PRIORITY, SAMPLE_PRIORITY = 10, 0  # huey: higher runs first
 
 
 def queue_url(cfg: config.WebConfig) -> str:
@@ -40,11 +41,12 @@ def queue_url(cfg: config.WebConfig) -> str:
 
 
 def make_huey(cfg: config.WebConfig, *, immediate: bool = False):
-  """A huey instance for ``cfg.queue_url`` (sqlite:///FILE or redis://HOST:PORT/DB)."""
+  """A huey instance for ``cfg.queue_url`` (sqlite:///FILE or redis://HOST:PORT/DB; both honour
+  task priorities, the Redis one needs Redis >= 5)."""
   url = queue_url(cfg)
   scheme = urlparse(url).scheme
   if scheme in ("redis", "rediss", "unix"):
-    return RedisHuey(QUEUE_NAME, url=url, results=False, immediate=immediate)
+    return PriorityRedisHuey(QUEUE_NAME, url=url, results=False, immediate=immediate)
   if scheme == "sqlite":
     path = Path(url.split("///", 1)[-1])
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -65,13 +67,22 @@ def make_queue(cfg: config.WebConfig, *, immediate: bool = False, executor=None)
   huey = make_huey(cfg, immediate=immediate)
   tasks = types.SimpleNamespace()
 
-  @huey.task(name="run_job")
-  def run_job(job_id: str) -> None:
+  def run(job_id: str, task) -> None:
     if executor is None:
       raise RuntimeError("this process only enqueues jobs")
     outcome = executor.run(job_id)
     if outcome == "busy":  # another worker holds it; look again once its heartbeat may be stale
-      tasks.run_job.schedule((job_id,), delay=cfg.stale_s + 1)
+      task.schedule((job_id,), delay=cfg.stale_s + 1)
+
+  # Users' jobs first: a worker takes the highest priority waiting; the service's own jobs
+  # (user models' style samples) wait behind them.
+  @huey.task(name="run_job", priority=USER_PRIORITY)
+  def run_job(job_id: str) -> None:
+    run(job_id, tasks.run_job)
+
+  @huey.task(name="run_sample", priority=SAMPLE_PRIORITY)
+  def run_sample(job_id: str) -> None:
+    run(job_id, tasks.run_sample)
 
   @huey.periodic_task(crontab(minute="*"), name="recover")
   def recover() -> None:
@@ -82,7 +93,7 @@ def make_queue(cfg: config.WebConfig, *, immediate: bool = False, executor=None)
     idle = huey.pending_count() == 0
     enqueue_forgotten(executor.db, tasks, cfg, queued_older_than=60.0 if idle else 1e12)
 
-  tasks.run_job, tasks.recover = run_job, recover
+  tasks.run_job, tasks.run_sample, tasks.recover = run_job, run_sample, recover
   return huey, tasks
 
 
@@ -93,7 +104,8 @@ def enqueue_forgotten(db, tasks, cfg: config.WebConfig, *, queued_older_than: fl
   are retried later); returns their ids."""
   ids = db.recoverable(-1e12 if all_running else cfg.stale_s, queued_older_than)
   for job_id in ids:
-    tasks.run_job(job_id)
+    job = db.get_job(job_id)
+    (tasks.run_sample if job is not None and job.params.get("sample") else tasks.run_job)(job_id)
   if ids:
     log.info("re-enqueued %d job(s): %s", len(ids), ", ".join(ids))
   return ids

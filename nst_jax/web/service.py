@@ -11,6 +11,7 @@ Synopsis::
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Callable
 
 from nst_jax import config
@@ -53,8 +54,12 @@ class Service:
   """The rules of the service over its database, storage and queue."""
 
   def __init__(self, cfg: config.WebConfig, db: Database, store: Storage,
-               enqueue: Callable[[str], object]):
+               enqueue: Callable[[str], object],
+               enqueue_low: Callable[[str], object] | None = None):
+    """``enqueue_low`` enqueues the service's own jobs (user models' samples) behind every user
+    job (default: ``enqueue``)."""
     self.cfg, self.db, self.store, self.enqueue = cfg, db, store, enqueue
+    self.enqueue_low = enqueue_low or enqueue
     lim = cfg.limits
     self.limiter = RateLimiter(lim.rate_per_minute, max(1, lim.rate_per_minute))
 
@@ -172,13 +177,17 @@ class Service:
                                         *(deleted.params.get(k) for k in ("content_mask",
                                                                            "style_mask"))])
 
-  def sample(self, name: str, index: int) -> Job | None:
-    """The job rendering model ``name``'s style ``index`` on ``catalog.sample_photo``: the
-    finished one, else the one in progress (or failed), else a new one (enqueued); None for an
+  def sample(self, name: str, index: int) -> Path | Job | None:
+    """Model ``name``'s style ``index`` on ``catalog.sample_photo``: a shipped model's
+    precomputed file; for a user-trained model the job rendering it: the finished one, else the
+    one in progress (or failed), else a new one (enqueued behind the users' jobs). None for an
     unknown model or style."""
     entry = catalog.find(self.cfg, name)
     if entry is None or not 0 <= index < max(1, len(entry["styles"])):
       return None
+    shipped = catalog.shipped_sample(entry, index)
+    if shipped is not None:
+      return shipped
     ours = [j for j in self.db.jobs_of(catalog.SAMPLE_OWNER, limit=10_000)
             if j.params.get("model") == name and j.params.get("style_index") == index]
     for status in ("done", "running", "queued", "failed"):
@@ -189,7 +198,7 @@ class Service:
     job = self.db.create_job(catalog.SAMPLE_OWNER, "fast", {
         "model": name, "style_index": index, "strength": 1.0, "keep_colors": False,
         "size": catalog.SAMPLE_SIZE, "sample": True}, content=photo, total=1)
-    self.enqueue(job.id)
+    self.enqueue_low(job.id)
     return self.db.get_job(job.id)
 
   def position(self, job: Job) -> int:
