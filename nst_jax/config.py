@@ -598,5 +598,6 @@ class WebConfig:
   poll_s: float = 0.05  # the worker's queue polling interval, seconds (SqliteHuey)
   stale_s: float = 30.0  # a running job whose heartbeat is older is taken over by another worker
   checkpoint_every: int = 20  # slow jobs: iterations between optimizer checkpoints
+  slow_optimizer: str = "lbfgsb"  # slow jobs' optimizer: lbfgsb | lbfgs | adam (compiles fastest)
   limits: WebLimits = field(default_factory=WebLimits)
   smtp: SmtpConfig = field(default_factory=SmtpConfig)

@@ -42,6 +42,7 @@ JOB_TIMEOUT = 90_000  # ms: compiling the network (fast) or VGG + L-BFGS (custom
 # test_web_jobs.py), so that the worker finds their programs in the run's XLA cache.
 FAST_PHOTO, FAST_SIZE, FAST_OUT = (40, 56), 48, (48, 34)  # photo h, w; long side; result w, h
 CUSTOM_SIZE, CUSTOM_ITERS = 40, 20  # 4 chunks of 5 iterations: progress in quarters
+SLOW_OPTIMIZER = "adam"  # as test_web_jobs.py: compiles in a third of L-BFGS-B's time
 
 
 def _free_port():
@@ -90,7 +91,8 @@ def service(tmp_path_factory):
   log = open(data / "serve.log", "wb")
   proc = subprocess.Popen(
       [sys.executable, "-m", "nst_jax.cli", "serve", "--data-dir", str(data), "--host",
-       "127.0.0.1", "--port", str(port), "--workers", "1"],
+       "127.0.0.1", "--port", str(port), "--workers", "1", "--set",
+       f"slow_optimizer={SLOW_OPTIMIZER}"],
       cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
   try:
     deadline = time.monotonic() + START_TIMEOUT

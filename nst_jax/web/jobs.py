@@ -199,7 +199,7 @@ class Executor:
     p = job.params
     iters, size = int(p["iterations"]), int(p["size"])
     chunk = max(1, min(10, iters // 4))
-    optim = config.OptimConfig(num_iters=iters, chunk=chunk)
+    optim = config.OptimConfig(optimizer=self.cfg.slow_optimizer, num_iters=iters, chunk=chunk)
     content, style = self.image(job.content_key), self.image(job.style_key)
     work = self.work_dir(job.id)
     work.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ References:
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import types
 from pathlib import Path
@@ -72,7 +73,10 @@ def make_queue(cfg: config.WebConfig, *, immediate: bool = False, executor=None)
       raise RuntimeError("this process only enqueues jobs")
     outcome = executor.run(job_id)
     if outcome == "busy":  # another worker holds it; look again once its heartbeat may be stale
-      task.schedule((job_id,), delay=cfg.stale_s + 1)
+      job = executor.db.get_job(job_id)
+      beat = job.heartbeat_at if job is not None and job.heartbeat_at else time.time()
+      task.schedule((job_id,), delay=min(cfg.stale_s + 1,
+                                         max(0.2, beat + cfg.stale_s - time.time() + 0.2)))
 
   # Users' jobs first: a worker takes the highest priority waiting; the service's own jobs
   # (user models' style samples) wait behind them.
@@ -123,10 +127,24 @@ def migrate(db, attempts: int = 5) -> None:
       time.sleep(1.0 + attempt)
 
 
+def warm_up() -> None:
+  """Imports JAX (and starts its CPU backend) and the job modules while the worker migrates,
+  recovers and waits for its first job, which would otherwise pay for them (seconds)."""
+  # pylint: disable=import-outside-toplevel,unused-import
+  try:
+    import jax
+    jax.numpy.zeros(1).block_until_ready()
+    from nst_jax.fast import inference  # noqa: F401
+    from nst_jax.slow import artistic  # noqa: F401
+  except Exception:  # pylint: disable=broad-except  (the job imports them again, and says why)
+    log.warning("warm-up imports failed", exc_info=True)
+
+
 def run_worker(cfg: config.WebConfig) -> None:
   """One worker process: recovers forgotten jobs, then runs jobs one at a time until SIGINT or
   SIGTERM (huey's consumer)."""
   from nst_jax.web import jobs  # pylint: disable=import-outside-toplevel  (imports JAX lazily)
+  threading.Thread(target=warm_up, daemon=True, name="warm-up").start()
   executor = jobs.Executor(cfg)
   migrate(executor.db)
   huey, tasks = make_queue(cfg, executor=executor)
