@@ -246,7 +246,8 @@ def _pings(client) -> bool:
 def test_a_job_through_the_redis_queue(tmp_path, redis_url):
   cfg = config.WebConfig(data_dir=str(tmp_path), queue_url=redis_url)
   svc = service_for(cfg)
-  job = svc.submit("me", {"model": "starry_small", "size": "32"}, {"content": png_bytes(32, 32)})
+  job = svc.submit("me", {"model": "starry_small", "size": "48"},  # the cached shape
+                   {"content": png_bytes(40, 56)})
   executor = jobs.Executor(cfg, db=svc.db, store=svc.store)
   huey, _ = queue.make_queue(cfg, executor=executor)
   assert type(huey).__name__ == "PriorityRedisHuey" and huey.pending_count() == 1
