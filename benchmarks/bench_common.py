@@ -29,6 +29,7 @@ photorealistic outputs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import importlib.metadata
@@ -39,6 +40,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -179,6 +181,80 @@ def write_result(path: str | os.PathLike, result: dict, args=None) -> Path:
   out = image_io.write_text(path, json.dumps(full, indent=1, default=str) + "\n")
   print(f"wrote {out}", file=sys.stderr)
   return out
+
+
+# --- the web service (nst-jax serve) -------------------------------------------------------------
+
+def free_port() -> int:
+  """A TCP port free on the loopback interface now."""
+  import socket  # pylint: disable=import-outside-toplevel
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def web_service(data_dir: str | os.PathLike, *, workers: int = 1, extra: Sequence[str] = (),
+                timeout: float = 180.0, log: str | os.PathLike | None = None):
+  """Runs ``python3 -m nst_jax.cli serve`` on a free loopback port; yields its base URL.
+
+  Args:
+    data_dir: the service's data folder.
+    workers: worker processes beside the app (``--workers``).
+    extra: more flags for ``serve``.
+    timeout: seconds to wait for the first page.
+    log: file for the service's output (default: ``data_dir/serve.log``).
+
+  Raises:
+    errors.UserError: the service exited or did not answer within ``timeout``.
+  """
+  import httpx  # pylint: disable=import-outside-toplevel
+  port = free_port()
+  url = f"http://127.0.0.1:{port}"
+  log = Path(log or Path(data_dir) / "serve.log")
+  log.parent.mkdir(parents=True, exist_ok=True)
+  cmd = [sys.executable, "-m", "nst_jax.cli", "serve", "--data-dir", str(data_dir),
+         "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), *extra]
+  with open(log, "ab") as out:
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+  try:
+    deadline = time.monotonic() + timeout
+    while True:
+      if proc.poll() is not None:
+        raise errors.UserError(f"nst-jax serve exited with code {proc.returncode}; see {log}")
+      try:
+        if httpx.get(url + "/api/models", timeout=2).status_code == 200:
+          break
+      except httpx.HTTPError:
+        pass
+      if time.monotonic() > deadline:
+        raise errors.UserError(f"nst-jax serve did not answer within {timeout:.0f} s; see {log}")
+      time.sleep(0.3)
+    yield url
+  finally:
+    stop_process_group(proc)
+
+
+def stop_process_group(proc: subprocess.Popen, grace: float = 20.0) -> None:
+  """SIGTERM to the process group that ``proc`` leads, then SIGKILL after ``grace`` seconds."""
+  import signal  # pylint: disable=import-outside-toplevel
+  if proc.poll() is None:
+    try:
+      os.killpg(proc.pid, signal.SIGTERM)
+      proc.wait(grace)
+    except subprocess.TimeoutExpired:
+      os.killpg(proc.pid, signal.SIGKILL)
+      proc.wait()
+    except ProcessLookupError:
+      pass
+
+
+def percentiles(values: Sequence[float], qs=(50, 95)) -> dict[str, float | None]:
+  """{"p50": ..., "p95": ...} of ``values`` (None when there are none)."""
+  if not len(values):
+    return {f"p{q}": None for q in qs}
+  return {f"p{q}": float(np.percentile(np.asarray(values), q)) for q in qs}
 
 
 # --- Luan et al.'s photo pairs -------------------------------------------------------------------

@@ -5,12 +5,16 @@ Synopsis::
   python3 benchmarks/export_zoo.py export --workdir runs/starry --name starry_small \\
       --hours 0.35 --device "2-core CPU (shared)"
   python3 benchmarks/export_zoo.py sheet --models starry_small zoo8   # checkpoints/contact_sheet.jpg
+  python3 benchmarks/export_zoo.py samples     # checkpoints/samples/<model>_<style>.jpg
 
 ``export`` writes ``checkpoints/NAME.npz`` (float16 parameters + the training config and style
 names/sha256, ``core.zoo.export_params``) from a training workdir's newest checkpoint, and adds
 or replaces the entry ``NAME`` (kind "style") in ``checkpoints/MANIFEST.json``, keeping every
 other entry (e.g. the super-resolution models, kind "sr"). ``sheet`` stylizes three content
-photos (not in the training set) with every style of the given models.
+photos (not in the training set) with every style of the given models. ``samples`` renders
+the web service's built-in synthetic sample picture (``nst_jax.web.catalog.sample_photo``, no
+shipped data) with every style of every shipped style network: the small JPEGs the Models page
+and the style picker show, so the service never computes them.
 """
 
 from __future__ import annotations
@@ -19,10 +23,13 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
+
 
 import bench_common as bc
 from nst_jax.core import errors, image_io, plots, zoo
 from nst_jax.fast import inference, models
+from nst_jax.web import catalog
 
 MAX_BYTES = 4_000_000
 SHEET_PHOTOS = ("kodak/kodim23.jpg", "classic_st/golden_gate.jpg", "classic_st/tubingen.jpg")
@@ -86,6 +93,24 @@ def sheet(args) -> None:
   print(out)
 
 
+def samples(args) -> None:
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  photo = catalog.sample_photo(catalog.SAMPLE_SIZE)
+  catalog.SAMPLES_DIR.mkdir(parents=True, exist_ok=True)
+  for entry in zoo.read_manifest():
+    if entry.get("kind") != "style":
+      continue
+    stylizer = inference.Stylizer.from_any(entry["name"])
+    for i in range(len(stylizer.style_names)):
+      stylizer.set_style(index=i)
+      out = np.clip(stylizer(photo), 0.0, 1.0)
+      path = catalog.sample_file(entry["name"], i)
+      Image.fromarray(np.round(out * 255).astype(np.uint8)).save(path, "JPEG",
+                                                                quality=args.quality,
+                                                                optimize=True)
+      print(f"{path}: {path.stat().st_size} bytes")
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   sub = p.add_subparsers(dest="command", required=True)
@@ -98,8 +123,10 @@ def main(argv=None) -> int:
   bc.add_common_args(s, vgg_weights=False, out=zoo.CHECKPOINTS_DIR / "contact_sheet.jpg")
   s.add_argument("--models", nargs="+", required=True)
   s.add_argument("--size", type=int, default=192)
+  m = sub.add_parser("samples")
+  m.add_argument("--quality", type=int, default=85, help="JPEG quality")
   args = p.parse_args(argv)
-  (export if args.command == "export" else sheet)(args)
+  {"export": export, "sheet": sheet, "samples": samples}[args.command](args)
   return 0
 
 

@@ -3,6 +3,7 @@
 - ``config`` is a leaf: it imports nothing else from the package;
 - ``core`` imports no wing (``slow``, ``fast``) and not ``cli``;
 - the wings do not import each other; nothing outside ``cli`` imports ``cli``;
+- ``web`` (the service) may use core and the wings, not ``cli``; only ``cli`` imports ``web``;
 - no module uses another module's ``_private`` names;
 - no module is much above 400 lines (config.py, the catalogue of declarations, excepted).
 """
@@ -58,7 +59,7 @@ def _edges():
 
 
 def test_the_layout_exists():
-  for family in ("core", "slow", "fast", "sr", "cli"):
+  for family in ("core", "slow", "fast", "sr", "cli", "web"):
     assert f"nst_jax.{family}" in MODULES
   assert "nst_jax.config" in MODULES
 
@@ -68,14 +69,21 @@ def test_config_is_a_leaf():
 
 
 @pytest.mark.parametrize("family,forbidden", [
-    ("core", ("slow", "fast", "sr", "cli")),
-    ("slow", ("fast", "sr", "cli")),
-    ("fast", ("slow", "sr", "cli")),
-    ("sr", ("slow", "fast", "cli")),
+    ("core", ("slow", "fast", "sr", "cli", "web")),
+    ("slow", ("fast", "sr", "cli", "web")),
+    ("fast", ("slow", "sr", "cli", "web")),
+    ("sr", ("slow", "fast", "cli", "web")),
+    ("web", ("cli",)),
 ])
 def test_import_rules(family, forbidden):
   bad = [(src, dst) for src, dst, _ in _edges()
          if _family(src) == family and _family(dst) in forbidden]
+  assert bad == []
+
+
+def test_only_cli_imports_web():
+  bad = [(src, dst) for src, dst, _ in _edges()
+         if _family(dst) == "web" and _family(src) not in ("web", "cli")]
   assert bad == []
 
 

@@ -31,6 +31,8 @@ COMMANDS = {
     "sr": "sr",
     "upscale": "upscale",
     "models": "models",
+    "serve": "serve",
+    "worker": "worker",
 }
 
 

@@ -134,7 +134,8 @@ def _level_inputs(vgg_params, problems, cfg, long_side, prev):
 def stylize(vgg_params, problems: Sequence[Problem], cfg: TransferConfig, *, progress: bool = True,
             checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 50,
             on_chunk: Callable[[int, int, list[np.ndarray]], None] | None = None,
-            max_memory: float | None = None) -> driver.Output:
+            max_memory: float | None = None,
+            on_loss: Callable[[int, int, float], None] | None = None) -> driver.Output:
   """Optimizes one image per problem; all problems must give the same output shape.
 
   Args:
@@ -146,6 +147,7 @@ def stylize(vgg_params, problems: Sequence[Problem], cfg: TransferConfig, *, pro
     checkpoint: file to save progress to and resume from (same config and inputs only).
     checkpoint_every: iterations between checkpoints.
     on_chunk: ``(level, iteration, images)`` after every chunk (for intermediate images).
+    on_loss: ``(level or stage, iteration, total loss)`` after every chunk.
     max_memory: GB the run may use (default ``memory.budget_bytes``); a larger estimated peak
       is refused before anything is allocated.
 
@@ -168,7 +170,8 @@ def stylize(vgg_params, problems: Sequence[Problem], cfg: TransferConfig, *, pro
       digest_=run_digest, batched=batched, checkpoint=checkpoint, config=cfg,
       checkpoint_every=checkpoint_every, progress=progress,
       on_chunk=None if on_chunk is None else
-      lambda level, it, x, aux: on_chunk(level, it, _unstack(x, len(problems))))
+      lambda level, it, x, aux: on_chunk(level, it, _unstack(x, len(problems))),
+      on_loss=on_loss)
   images = _finish(_unstack(res.x, len(problems)), problems, cfg)
   return driver.Output(images, res.history, res.starts, res.nan_at, res.seconds)
 

@@ -211,8 +211,8 @@ def concat_levels(pieces):
 def run_stages(loss_fn: optimize.LossFn, shared, stages: Sequence[Stage], *, digest_: str,
                batched: bool = False, checkpoint: str | os.PathLike | None = None,
                checkpoint_every: int = 50, config: Any = None, progress: bool = True,
-               on_chunk: Callable[[int, int, jax.Array, Any], None] | None = None
-               ) -> StagesResult:
+               on_chunk: Callable[[int, int, jax.Array, Any], None] | None = None,
+               on_loss: Callable[[int, int, float], None] | None = None) -> StagesResult:
   """Runs ``stages`` in order, each from the previous one's result, resuming a checkpoint.
 
   Args:
@@ -226,13 +226,14 @@ def run_stages(loss_fn: optimize.LossFn, shared, stages: Sequence[Stage], *, dig
     config: the run's resolved config (a dataclass or JSON-able), saved beside the arrays.
     progress: show a progress bar per stage.
     on_chunk: ``(stage, iteration, x, aux)`` after every chunk.
+    on_loss: ``(stage, iteration, total loss)`` after every chunk (summed over problems).
 
   Returns:
     A ``StagesResult``; after a NaN/Inf loss the run stops at that stage.
   """
   ckpt = Checkpointer(checkpoint, checkpoint_every, digest_, config)
   try:
-    return _run_stages(loss_fn, shared, stages, ckpt, batched, progress, on_chunk)
+    return _run_stages(loss_fn, shared, stages, ckpt, batched, progress, on_chunk, on_loss)
   finally:
     ckpt.close()
 
@@ -254,7 +255,8 @@ def restore_leaf(t: jax.ShapeDtypeStruct, v) -> jax.Array:
   return jnp.asarray(v)
 
 
-def _run_stages(loss_fn, shared, stages, ckpt: Checkpointer, batched, progress, on_chunk):
+def _run_stages(loss_fn, shared, stages, ckpt: Checkpointer, batched, progress, on_chunk,
+                on_loss=None):
   saved = ckpt.load() or {}
   done = saved.get("done", {})
   x, aux, pieces, starts, seconds = None, None, [], [], 0.0
@@ -282,6 +284,8 @@ def _run_stages(loss_fn, shared, stages, ckpt: Checkpointer, batched, progress, 
 
     def chunk_cb(it, xi, st, hist, index=index, earlier=earlier, aux=aux):
       ckpt.save(index, it, xi, st, join_history(earlier, hist), done)
+      if on_loss is not None and hist and len(hist["total"]):
+        on_loss(index, it, float(np.sum(np.asarray(hist["total"])[-1])))
       if on_chunk is not None:
         on_chunk(index, it, xi, aux)
 

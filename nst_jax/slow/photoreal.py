@@ -231,7 +231,8 @@ def stylize(vgg_params, content: np.ndarray, style: np.ndarray, cfg: PhotoConfig
             progress: bool = True, checkpoint: str | os.PathLike | None = None,
             checkpoint_every: int = 50,
             on_chunk: Callable[[int, int, list[np.ndarray]], None] | None = None,
-            max_memory: float | None = None) -> driver.Output:
+            max_memory: float | None = None,
+            on_loss: Callable[[int, int, float], None] | None = None) -> driver.Output:
   """Photorealistic transfer of ``style``'s look onto ``content``.
 
   Args:
@@ -246,6 +247,7 @@ def stylize(vgg_params, content: np.ndarray, style: np.ndarray, cfg: PhotoConfig
       only; ``driver.Checkpointer``).
     checkpoint_every: iterations between checkpoints.
     on_chunk: ``(stage, iteration, [image])`` after every chunk.
+    on_loss: ``(level or stage, iteration, total loss)`` after every chunk.
     max_memory: GB the run may use (default ``memory.budget_bytes``); a larger estimated peak
       is refused (UserError) before anything is allocated.
 
@@ -283,7 +285,8 @@ def stylize(vgg_params, content: np.ndarray, style: np.ndarray, cfg: PhotoConfig
   res = driver.run_stages(
       make_loss_fn(cfg.loss), vgg_params, stages,
       digest_=driver.digest(cfg, (content, style, cm, sm)), checkpoint=checkpoint, config=cfg,
-      checkpoint_every=checkpoint_every, progress=progress, on_chunk=chunk_cb)
+      checkpoint_every=checkpoint_every, progress=progress, on_chunk=chunk_cb,
+      on_loss=on_loss)
   image = post_smooth(np.asarray(output_image(res.x, res.aux))[0], content, cfg)
   return driver.Output([image], res.history, res.starts, res.nan_at, res.seconds)
 

@@ -1,0 +1,1 @@
+"""The web application: pages, JSON API, storage, uploads and background jobs."""

@@ -1,0 +1,148 @@
+"""The JSON API (``/api``): jobs, blobs, the gallery and the models; see ``/openapi.json``.
+
+Synopsis (a script; the cookie jar keeps the client id)::
+
+  s = httpx.Client(base_url="http://127.0.0.1:8000")
+  csrf = s.get("/api/session").json()["csrf_token"]
+  job = s.post("/api/jobs", data={"model": "starry_small"}, files={"content": open(p, "rb")},
+               headers={"X-CSRF-Token": csrf}).json()
+  s.get(f"/api/jobs/{job['id']}").json()["status"]       # queued | running | done | ...
+  png = s.get(job["result_url"]).content                  # once done
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
+
+from nst_jax.web import catalog, storage
+from nst_jax.web.db import GalleryItem, Job
+from nst_jax.web.forms import check_csrf, read_form
+from nst_jax.web.service import ServiceError
+
+router = APIRouter(prefix="/api", tags=["api"])
+
+
+def blob_url(key: str | None) -> str | None:
+  return f"/api/blobs/{key}" if key else None
+
+
+def job_json(request: Request, job: Job) -> dict:
+  """A job as the API shows it (no owner id, no e-mail address)."""
+  out = job.to_dict()
+  out.update(mine=job.owner == request.state.client_id,
+             queue_position=request.app.state.service.position(job),
+             result_url=blob_url(job.result_key), preview_url=blob_url(job.preview_key),
+             content_url=blob_url(job.content_key), style_url=blob_url(job.style_key),
+             page_url=f"/jobs/{job.id}", email=bool(job.email))
+  return out
+
+
+def item_json(request: Request, item: GalleryItem) -> dict:
+  out = item.to_dict()
+  out.update(mine=item.owner == request.state.client_id, result_url=blob_url(item.result_key),
+             thumb_url=blob_url(item.thumb_key), content_url=blob_url(item.content_key),
+             style_url=blob_url(item.style_key), page_url=f"/gallery/{item.id}")
+  return out
+
+
+@router.get("/session")
+async def session(request: Request) -> dict:
+  """This client's id and CSRF token (for scripts that keep the cookie)."""
+  return {"client_id": request.state.client_id, "csrf_token": request.state.csrf}
+
+
+@router.post("/jobs", status_code=201)
+async def submit_job(request: Request) -> dict:
+  """Submits a job (multipart): ``kind`` (fast | artistic | photoreal | sr), ``content`` file,
+  ``style`` file (slow methods), ``model``, ``style_index``, ``strength``, ``keep_colors``,
+  ``size``, ``iterations``, ``email``, ``content_mask``/``style_mask`` files (photoreal)."""
+  fields, files = await read_form(request)
+  check_csrf(request, fields.get("csrf"))
+  job = await run_in_threadpool(request.app.state.service.submit, request.state.client_id,
+                                fields, files)
+  return job_json(request, job)
+
+
+@router.get("/jobs")
+async def my_jobs(request: Request) -> list[dict]:
+  """This client's newest jobs."""
+  service = request.app.state.service
+  return [job_json(request, j) for j in service.db.jobs_of(request.state.client_id)]
+
+
+@router.get("/jobs/{job_id}")
+async def get_job(request: Request, job_id: str) -> dict:
+  """A job's state and progress: status, iteration / total, loss, eta_s, queue_position."""
+  return job_json(request, request.app.state.service.job_of(job_id))
+
+
+@router.post("/jobs/{job_id}/cancel")
+async def cancel_job(request: Request, job_id: str) -> dict:
+  check_csrf(request, None)
+  return job_json(request, request.app.state.service.cancel(request.state.client_id, job_id))
+
+
+@router.delete("/jobs/{job_id}", status_code=204)
+async def delete_job(request: Request, job_id: str) -> Response:
+  """Deletes a finished job of this client and its files (those no gallery item shows)."""
+  check_csrf(request, None)
+  request.app.state.service.delete_job(request.state.client_id, job_id)
+  return Response(status_code=204)
+
+
+@router.get("/blobs/{key}", response_class=FileResponse)
+async def get_blob(request: Request, key: str):
+  """An image by its content key ('<sha256>.png')."""
+  store = request.app.state.service.store
+  try:
+    storage.check_key(key)
+    path = store.path(key)
+    if path is None:
+      return Response(store.get(key), media_type="image/png",
+                      headers={"Cache-Control": "public, max-age=31536000, immutable"})
+  except (ValueError, KeyError):
+    raise ServiceError(404, "no such image") from None
+  if not path.is_file():
+    raise ServiceError(404, "no such image")
+  return FileResponse(path, media_type="image/png",
+                      headers={"Cache-Control": "public, max-age=31536000, immutable"})
+
+
+@router.get("/models")
+async def models(request: Request) -> list[dict]:
+  """The style networks (shipped and user-trained) and their styles."""
+  return [catalog.public(m) for m in catalog.models(request.app.state.cfg)]
+
+
+@router.get("/gallery")
+async def gallery(request: Request, page: int = 1, per_page: int = 12) -> dict:
+  """Shared results, newest first."""
+  page, per_page = max(1, page), min(max(1, per_page), 100)
+  items, total = request.app.state.service.db.gallery_page(page, per_page)
+  return {"items": [item_json(request, i) for i in items], "page": page, "per_page": per_page,
+          "total": total}
+
+
+@router.post("/gallery", status_code=201)
+async def share(request: Request) -> dict:
+  """Shares a finished job of this client (form fields ``job_id``, ``title``)."""
+  fields, _ = await read_form(request)
+  check_csrf(request, fields.get("csrf"))
+  item = await run_in_threadpool(request.app.state.service.share, request.state.client_id,
+                                 fields.get("job_id", ""), fields.get("title", ""))
+  return item_json(request, item)
+
+
+@router.get("/gallery/{item_id}")
+async def gallery_item(request: Request, item_id: int) -> dict:
+  return item_json(request, request.app.state.service.item(item_id))
+
+
+@router.delete("/gallery/{item_id}", status_code=204)
+async def delete_item(request: Request, item_id: int) -> Response:
+  """Deletes this client's own item (403 for anybody else's) and its files."""
+  check_csrf(request, None)
+  request.app.state.service.delete_item(request.state.client_id, item_id)
+  return Response(status_code=204)

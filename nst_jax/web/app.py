@@ -1,0 +1,121 @@
+"""The ASGI application: ``create_app(cfg)`` -> FastAPI with the pages, the JSON API under
+``/api`` (OpenAPI at ``/openapi.json``, docs at ``/docs``) and the static files.
+
+Synopsis::
+
+  app = create_app(config.WebConfig(data_dir="data"))   # migrates the database
+  uvicorn.run(app, host="127.0.0.1", port=8000)          # `nst-jax serve` does this + workers
+
+Every visitor gets a signed client id in a cookie on the first request (``security.Signer``);
+it owns the jobs and gallery items it makes. Scripts may send it back as the
+``X-Client-Token`` header instead. State-changing requests need a CSRF token (the form's hidden
+``csrf`` field or the ``X-CSRF-Token`` header) unless they authenticate by that header, which a
+cross-site page cannot set. Errors are one line: JSON ``{"detail": ...}`` under ``/api``, a page
+elsewhere; never a 500 for bad input.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable
+
+import jinja2
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from nst_jax import config
+from nst_jax.web import api, jobs, pages, queue, security
+from nst_jax.web.forms import TOKEN_HEADER
+from nst_jax.web.service import Service, ServiceError
+
+log = logging.getLogger("nst_jax.web.app")
+HERE = Path(__file__).resolve().parent
+COOKIE = "nst_client"
+COOKIE_MAX_AGE = 365 * 24 * 3600
+# Scripts and styles only from this site (no inline ones), no framing.
+CSP = ("default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'self'; "
+       "form-action 'self'; frame-ancestors 'none'")
+
+
+def create_app(cfg: config.WebConfig, *, enqueue: Callable[[str], object] | None = None
+               ) -> FastAPI:
+  """The application on ``cfg``'s database, storage and queue.
+
+  Args:
+    cfg: the service's config.
+    enqueue: job id -> enqueued (default: the huey task ``run_job`` of ``cfg.queue_url``;
+      tests pass an executor's ``run`` to run jobs in-process).
+  """
+  data_dir = Path(cfg.data_dir)
+  data_dir.mkdir(parents=True, exist_ok=True)
+  db = jobs.open_database(cfg)
+  db.migrate()
+  enqueue_low = None
+  if enqueue is None:
+    _, tasks = queue.make_queue(cfg)
+    enqueue, enqueue_low = tasks.run_job, tasks.run_sample
+  app = FastAPI(title="nst-jax", version="1",
+                description="Neural style transfer: fast networks, slow optimization, "
+                "super-resolution, and a shared gallery.")
+  app.state.cfg = cfg
+  app.state.service = Service(cfg, db, jobs.open_store(cfg), enqueue, enqueue_low)
+  app.state.signer = security.Signer(security.load_secret(data_dir))
+  env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)
+  app.state.templates = Jinja2Templates(env=env)
+  app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+  app.include_router(api.router)
+  app.include_router(pages.router)
+
+  @app.middleware("http")
+  async def identify(request: Request, call_next):
+    signer = request.app.state.signer
+    header = request.headers.get(TOKEN_HEADER)
+    client = signer.client_id(header) if header else None
+    request.state.by_header = client is not None
+    new_token = None
+    if client is None:
+      client = signer.client_id(request.cookies.get(COOKIE))
+    if client is None:
+      new_token = signer.new_client_token()
+      client = signer.client_id(new_token)
+    request.state.client_id = client
+    request.state.csrf = signer.csrf_token(client)
+    response = await call_next(request)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    if not request.url.path.startswith(("/docs", "/redoc")):  # Swagger UI loads from a CDN
+      response.headers.setdefault("Content-Security-Policy", CSP)
+    if new_token is not None:
+      response.set_cookie(COOKIE, new_token, max_age=COOKIE_MAX_AGE, httponly=True,
+                          samesite="lax")
+    return response
+
+  @app.exception_handler(ServiceError)
+  async def service_error(request: Request, exc: ServiceError):
+    return error_response(request, exc.status, exc.message)
+
+  @app.exception_handler(StarletteHTTPException)
+  async def http_error(request: Request, exc: StarletteHTTPException):
+    return error_response(request, exc.status_code, str(exc.detail))
+
+  @app.exception_handler(RequestValidationError)
+  async def validation_error(request: Request, exc: RequestValidationError):
+    first = exc.errors()[0] if exc.errors() else {}
+    where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path"))
+    return error_response(request, 422, f"{where}: {first.get('msg', 'invalid request')}")
+
+  return app
+
+
+def error_response(request: Request, status: int, message: str):
+  """JSON under /api, else the error page."""
+  if request.url.path.startswith("/api/"):
+    return JSONResponse({"detail": message}, status_code=status)
+  templates = request.app.state.templates
+  return templates.TemplateResponse(request, "error.html", pages.context(
+      request, title="Error", status=status, message=message), status_code=status)

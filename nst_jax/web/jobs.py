@@ -1,0 +1,270 @@
+"""Running jobs in a worker process: fast stylization, artistic and photorealistic optimization,
+super-resolution; progress, cancellation, resumption and the completion e-mail.
+
+Synopsis::
+
+  executor = Executor(cfg)          # one per worker process: networks and VGG loaded once
+  executor.run(job_id)              # "done" | "failed" | "cancelled" | "busy" | "skipped"
+
+A job is run only after ``db.Database.claim`` gave it to this worker. A background thread beats
+the job's heartbeat; each chunk of a slow job writes iteration / total, the loss, an ETA and a
+preview, and stops the job when the database says it is no longer this worker's (cancelled, or
+taken over after a stall). Slow jobs checkpoint their optimizer under
+``<data_dir>/work/<job id>/``, so a worker killed mid-job leaves a run the next one resumes; the
+folder is removed when the job ends. The result is written only while the job is still held,
+so a job has exactly one result.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from nst_jax import config
+from nst_jax.core.errors import UserError
+from nst_jax.web import catalog, storage, uploads
+from nst_jax.web.db import Database, default_url
+
+log = logging.getLogger("nst_jax.web.jobs")
+PREVIEW_EVERY_S = 1.0  # at most one intermediate preview per this many seconds
+
+
+class Stopped(Exception):
+  """The job was cancelled or taken over: stop without writing a result."""
+
+
+def fit_long_side(hw: tuple[int, int], size: int) -> tuple[int, int]:
+  """``hw`` scaled so that its long side is ``size``."""
+  h, w = hw
+  scale = size / max(h, w)
+  return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def open_database(cfg: config.WebConfig) -> Database:
+  return Database(cfg.database_url or default_url(Path(cfg.data_dir)))
+
+
+def open_store(cfg: config.WebConfig) -> storage.Storage:
+  return storage.open_storage(cfg.storage_url or None, Path(cfg.data_dir))
+
+
+def release_blobs(db: Database, store: storage.Storage, keys) -> None:
+  """Deletes the blobs no job or gallery item refers to any more."""
+  for key in {k for k in keys if k}:
+    if not db.blob_in_use(key):
+      store.delete(key)
+
+
+class Executor:
+  """Runs jobs for one worker process (networks and weights loaded once, kept)."""
+
+  def __init__(self, cfg: config.WebConfig, db: Database | None = None,
+               store: storage.Storage | None = None):
+    self.cfg = cfg
+    self.db = db or open_database(cfg)
+    self.store = store or open_store(cfg)
+    self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    self.stylizers: dict[str, object] = {}
+    self._vgg = None
+    self._upscaler = None
+
+  # ------------------------------------------------------------------------------- lifecycle
+  def run(self, job_id: str) -> str:
+    """Claims and runs one job; returns how it ended ("busy": another live worker has it)."""
+    if not self.db.claim(job_id, self.name, self.cfg.stale_s):
+      job = self.db.get_job(job_id)
+      return "busy" if job is not None and job.status == "running" else "skipped"
+    job = self.db.get_job(job_id)
+    lost = threading.Event()
+    beat = threading.Thread(target=self._beat, args=(job_id, lost), daemon=True)
+    beat.start()
+    outcome = "failed"
+    try:
+      png = self.execute(job, lost)
+      key = self.store.put(png, "png")
+      if self.db.finish(job_id, self.name, "done", result_key=key, iteration=job.total or 0):
+        outcome = "done"
+        self._email(job)
+      else:
+        outcome = "cancelled"
+        release_blobs(self.db, self.store, [key])
+    except Stopped:
+      outcome = "cancelled"
+    except (UserError, uploads.UploadError, config.ConfigError) as e:
+      self.db.finish(job_id, self.name, "failed", error=str(e).splitlines()[0][:500])
+    except Exception as e:  # pylint: disable=broad-except  (one job must not kill the worker)
+      log.exception("job %s failed", job_id)
+      self.db.finish(job_id, self.name, "failed",
+                     error=f"internal error ({type(e).__name__}); the service logged it")
+    finally:
+      lost.set()
+      beat.join(timeout=5)
+      # Slow jobs leave a checkpoint folder and a preview (fast ones nothing: no more queries).
+      now = self.db.get_job(job_id) if job.kind in ("artistic", "photoreal") else None
+      if now is not None and now.status != "running":  # ended (not taken over): clean up
+        shutil.rmtree(self.work_dir(job_id), ignore_errors=True)
+        if now.preview_key:
+          self.db.set_fields(job_id, preview_key=None)
+          release_blobs(self.db, self.store, [now.preview_key])
+    log.info("job %s (%s): %s", job_id, job.kind, outcome)
+    return outcome
+
+  def _beat(self, job_id: str, lost: threading.Event) -> None:
+    every = max(0.2, min(5.0, self.cfg.stale_s / 4))
+    while not lost.wait(every):
+      if not self.db.heartbeat(job_id, self.name):
+        lost.set()
+
+  def work_dir(self, job_id: str) -> Path:
+    return Path(self.cfg.data_dir) / "work" / job_id
+
+  def _email(self, job) -> None:
+    smtp = self.cfg.smtp
+    if not (job.email and smtp.host):
+      return
+    from nst_jax.web import mail  # pylint: disable=import-outside-toplevel
+    base = self.cfg.base_url or f"http://{self.cfg.host}:{self.cfg.port}"
+    link = f"{base.rstrip('/')}/jobs/{job.id}"
+    try:
+      mail.send_job_done(smtp.host, smtp.port, smtp.sender, job.email,
+                         f"Your {job.kind} style transfer is done",
+                         f"Your job {job.id} is done.\n\nSee and download the result: {link}\n",
+                         starttls=smtp.starttls, username=smtp.username or None,
+                         password=smtp.password or None)
+    except Exception as e:  # pylint: disable=broad-except  (the result stands without e-mail)
+      log.warning("job %s: e-mail to %s failed: %s", job.id, job.email, e)
+
+  # ------------------------------------------------------------------------------- execution
+  def execute(self, job, lost: threading.Event) -> bytes:
+    """The job's result as PNG bytes."""
+    if job.kind == "fast":
+      return self.run_fast(job)
+    if job.kind == "sr":
+      return self.run_sr(job)
+    if job.kind in ("artistic", "photoreal"):
+      return self.run_slow(job, lost)
+    raise UserError(f"unknown job kind {job.kind!r}")
+
+  def image(self, key: str | None, size: int | None = None) -> np.ndarray:
+    if not key:
+      raise UserError("the job has no input image")
+    image = uploads.decode_png(self.store.get(key))
+    if size and max(image.shape[:2]) != size:
+      from nst_jax.core import image_io  # pylint: disable=import-outside-toplevel
+      image = image_io.resize_array(image, fit_long_side(image.shape[:2], size))
+    return image
+
+  def stylizer(self, name: str):
+    """The network called ``name`` (catalogue), loaded once per process."""
+    if name not in self.stylizers:
+      entry = catalog.find(self.cfg, name)
+      if entry is None:
+        raise UserError(f"no model {name!r} (see /api/models)")
+      from nst_jax.fast import inference  # pylint: disable=import-outside-toplevel
+      self.stylizers[name] = inference.Stylizer.from_any(entry["path"])
+    return self.stylizers[name]
+
+  def run_fast(self, job) -> bytes:
+    p = job.params
+    stylizer = self.stylizer(p["model"])
+    stylizer.set_style(index=int(p.get("style_index", 0)))
+    image = self.image(job.content_key, p.get("size"))
+    out = stylizer(image, strength=float(p.get("strength", 1.0)),
+                   original_colors="yiq" if p.get("keep_colors") else "")
+    return uploads.encode_png(out)  # ``finish`` records iteration = total
+
+  def run_sr(self, job) -> bytes:
+    if self._upscaler is None:
+      from nst_jax.sr import upscale  # pylint: disable=import-outside-toplevel
+      self._upscaler = upscale.Upscaler.load("sr_fast_x4")
+    out = self._upscaler(self.image(job.content_key))
+    return uploads.encode_png(np.clip(out, 0.0, 1.0))
+
+  def vgg(self):
+    if self._vgg is None:
+      from nst_jax.core import paths, vgg  # pylint: disable=import-outside-toplevel
+      self._vgg = vgg.load_vgg19(paths.resolve_vgg_weights(None))
+    return self._vgg
+
+  def run_slow(self, job, lost: threading.Event) -> bytes:
+    """Artistic (Gatys) or photorealistic (Luan) optimization, resumable, with progress."""
+    p = job.params
+    iters, size = int(p["iterations"]), int(p["size"])
+    chunk = max(1, min(10, iters // 4))
+    optim = config.OptimConfig(optimizer=self.cfg.slow_optimizer, num_iters=iters, chunk=chunk)
+    content, style = self.image(job.content_key), self.image(job.style_key)
+    work = self.work_dir(job.id)
+    work.mkdir(parents=True, exist_ok=True)
+    progress = Progress(self, job, iters, chunk, lost)
+    common = dict(progress=False, checkpoint=work / "optimizer.ckpt",
+                  checkpoint_every=self.cfg.checkpoint_every, on_chunk=progress.on_chunk,
+                  on_loss=progress.on_loss)
+    if job.kind == "artistic":
+      from nst_jax.slow import artistic  # pylint: disable=import-outside-toplevel
+      cfg = config.TransferConfig(size=size, optim=optim)
+      out = artistic.stylize(self.vgg(), [artistic.Problem(content, [style])], cfg, **common)
+    else:
+      from nst_jax.slow import photoreal  # pylint: disable=import-outside-toplevel
+      cfg = config.PhotoConfig(size=size, optim=optim)
+      masks = [self.masks(p.get(k)) for k in ("content_mask", "style_mask")]
+      out = photoreal.stylize(self.vgg(), content, style, cfg, content_masks=masks[0],
+                              style_masks=masks[1], **common)
+    if out.nan_at is not None:
+      raise UserError(f"the loss became NaN/Inf at iteration {out.nan_at}; try a smaller size")
+    return uploads.encode_png(np.clip(out.images[0], 0.0, 1.0))
+
+  def masks(self, key: str | None):
+    """[R, H, W] region masks of a colour-coded mask image, or None."""
+    if not key:
+      return None
+    from nst_jax.core import regions  # pylint: disable=import-outside-toplevel
+    path = self.store.path(key)
+    if path is None:
+      raise UserError("the mask image is not available on this worker")
+    return regions.load_color_mask(path)
+
+
+class Progress:
+  """A slow job's chunk callbacks: iteration, loss, ETA and preview into the database."""
+
+  def __init__(self, executor: Executor, job, iters: int, chunk: int, lost: threading.Event):
+    self.ex, self.job, self.iters, self.chunk, self.lost = executor, job, iters, chunk, lost
+    self.stages = 2 if job.kind == "photoreal" else 1
+    self.total = iters * self.stages
+    self.loss = None
+    self.first = None  # (global iteration, time) of this attempt's first chunk
+    self.last_preview = 0.0
+    executor.db.heartbeat(job.id, executor.name, total=self.total)
+
+  def on_loss(self, _stage, _it, loss: float) -> None:
+    self.loss = loss if np.isfinite(loss) else None
+
+  def on_chunk(self, stage: int, it: int, images) -> None:
+    if self.lost.is_set():
+      raise Stopped()
+    db, now = self.ex.db, time.time()
+    done = stage * self.iters + it
+    fields = {"iteration": done, "loss": self.loss}
+    if self.first is None:  # the first chunk includes the compilation: no rate yet
+      self.first = (done, now)
+      fields["start_iteration"] = max(0, done - self.chunk)
+    rate = (done - self.first[0]) / max(now - self.first[1], 1e-3)
+    fields["eta_s"] = (self.total - done) / rate if rate > 0 else None
+    old = None
+    if now - self.last_preview >= PREVIEW_EVERY_S:
+      self.last_preview = now
+      fields["preview_key"] = self.ex.store.put(uploads.encode_png(
+          np.clip(np.asarray(images[0]), 0.0, 1.0)), "png")
+      old = db.get_job(self.job.id).preview_key
+    if not db.heartbeat(self.job.id, self.ex.name, **fields):
+      raise Stopped()
+    if old and old != fields.get("preview_key"):
+      release_blobs(db, self.ex.store, [old])

@@ -1,0 +1,135 @@
+// nst-jax pages: upload without reloading, live progress by polling /api/jobs/{id}, sharing.
+// Plain JS, no build step; every page also works without it (forms post and redirect).
+"use strict";
+
+const csrf = () => document.querySelector('meta[name="csrf-token"]').content;
+const $ = (id) => document.getElementById(id);
+const FINAL = ["done", "failed", "cancelled"];
+
+async function api(method, url, body) {
+  const r = await fetch(url, {method, body, headers: {"X-CSRF-Token": csrf()},
+                              credentials: "same-origin"});
+  let data = null;
+  try { data = await r.json(); } catch (e) { data = {detail: `HTTP ${r.status}`}; }
+  if (!r.ok) throw new Error(data.detail || `HTTP ${r.status}`);
+  return data;
+}
+
+function percent(job) {
+  if (job.status === "done") return 100;
+  return job.total ? Math.floor(100 * job.iteration / job.total) : 0;
+}
+
+function describe(job) {
+  if (job.status === "queued") return `Queued (${job.queue_position} ahead)`;
+  if (job.status === "running") {
+    let s = `Running: ${job.iteration} / ${job.total}`;
+    if (job.loss !== null) s += `, loss ${job.loss.toPrecision(4)}`;
+    if (job.eta_s !== null) s += `, ${Math.round(job.eta_s)} s left`;
+    return s;
+  }
+  if (job.status === "failed") return `Failed: ${job.error}`;
+  return job.status.charAt(0).toUpperCase() + job.status.slice(1);
+}
+
+async function poll(id, onUpdate) {
+  for (;;) {
+    let job;
+    try { job = await api("GET", `/api/jobs/${id}`); } catch (e) { await sleep(1000); continue; }
+    onUpdate(job);
+    if (FINAL.includes(job.status)) return job;
+    await sleep(job.status === "queued" ? 500 : 300);
+  }
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function showError(message) {
+  const e = $("error");
+  e.textContent = message;
+  e.hidden = !message;
+}
+
+function setupStylize() {
+  const form = $("stylize-form");
+  if (!form) return;
+  const drop = $("drop"), upload = $("upload");
+  ["dragenter", "dragover"].forEach((t) => drop.addEventListener(t, (e) => {
+    e.preventDefault(); drop.classList.add("over"); }));
+  ["dragleave", "drop"].forEach((t) => drop.addEventListener(t, () => drop.classList.remove("over")));
+  drop.addEventListener("drop", (e) => {
+    e.preventDefault();
+    if (e.dataTransfer.files.length) upload.files = e.dataTransfer.files;
+  });
+  const model = $("model");
+  const mark = () => document.querySelectorAll(".pick").forEach((b) =>
+    b.classList.toggle("picked", b.dataset.value === model.value));
+  document.querySelectorAll(".pick").forEach((b) => b.addEventListener("click", () => {
+    model.value = b.dataset.value; mark(); }));
+  model.addEventListener("change", mark);
+  mark();
+  $("strength").addEventListener("input", () => { $("strength-value").textContent = $("strength").value; });
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    showError("");
+    $("submit").disabled = true;
+    $("result-box").hidden = true;
+    $("job").hidden = false;
+    $("progress").value = 0;
+    $("status").textContent = "Uploading…";
+    let job;
+    try {
+      job = await api("POST", "/api/jobs", new FormData(form));
+    } catch (err) {
+      showError(err.message);
+      $("job").hidden = true;
+      $("submit").disabled = false;
+      return;
+    }
+    job = await poll(job.id, (j) => {
+      $("progress").value = percent(j);
+      $("status").textContent = describe(j);
+    });
+    $("submit").disabled = false;
+    if (job.status !== "done") { showError(describe(job)); return; }
+    $("result").src = job.result_url;
+    $("download").href = job.result_url;
+    $("job-link").href = job.page_url;
+    $("share").dataset.job = job.id;
+    $("share").disabled = false;
+    $("gallery-link").hidden = true;
+    $("result-box").hidden = false;
+  });
+  $("share").addEventListener("click", async () => {
+    const body = new FormData();
+    body.append("job_id", $("share").dataset.job);
+    body.append("title", $("share-title").value);
+    try {
+      const item = await api("POST", "/api/gallery", body);
+      $("share").disabled = true;
+      $("gallery-link").href = item.page_url;
+      $("gallery-link").hidden = false;
+    } catch (err) { showError(err.message); }
+  });
+}
+
+function setupJobPage() {
+  const page = $("job-page");
+  if (!page || FINAL.includes(page.dataset.status)) return;
+  poll(page.dataset.job, (j) => {
+    $("status").textContent = j.status;
+    $("progress").value = percent(j);
+    $("iteration").textContent = j.iteration;
+    $("total").textContent = j.total;
+    if (j.loss !== null) $("loss").textContent = j.loss.toPrecision(4);
+    if (j.eta_s !== null) $("eta").textContent = `${Math.round(j.eta_s)} s`;
+    const qp = $("queue-position");
+    if (qp) qp.textContent = j.queue_position;
+    const preview = $("preview");
+    if (preview && j.preview_url && preview.getAttribute("src") !== j.preview_url) {
+      preview.src = j.preview_url; preview.hidden = false;
+    }
+  }).then(() => window.location.reload());
+}
+
+document.addEventListener("DOMContentLoaded", () => { setupStylize(); setupJobPage(); });

@@ -1,0 +1,405 @@
+"""The web application in-process (TestClient): pages, the fast path upload -> job -> result,
+API errors, bad uploads, CSRF, ownership, limits and the gallery.
+
+Jobs run in-process (``create_app(enqueue=executor.run)``) with the smallest shipped network on
+tiny images; the queue and worker processes are tested in test_web_jobs.py.
+"""
+
+import io
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from nst_jax import config
+
+for _module in ("fastapi", "sqlalchemy", "huey", "jinja2", "itsdangerous"):
+  pytest.importorskip(_module, reason="the web extra is not installed (pip install -e '.[web]')")
+from fastapi.testclient import TestClient  # noqa: E402  pylint: disable=wrong-import-position
+
+from nst_jax.web import app as web_app  # noqa: E402  pylint: disable=wrong-import-position
+from nst_jax.web import jobs  # noqa: E402  pylint: disable=wrong-import-position
+
+
+def png_bytes(h: int, w: int, seed: int = 0) -> bytes:
+  buf = io.BytesIO()
+  rgb = (np.random.default_rng(seed).random((h, w, 3)) * 255).astype(np.uint8)
+  Image.fromarray(rgb).save(buf, "PNG")
+  return buf.getvalue()
+
+
+def csrf_of(client: TestClient) -> str:
+  return client.get("/api/session").json()["csrf_token"]
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+  """An app whose jobs run in-process at once, and a factory of clients (one identity each)."""
+  cfg = config.WebConfig(data_dir=str(tmp_path_factory.mktemp("web")),
+                         limits=config.WebLimits(max_upload_mb=0.05, queue_quota=3,
+                                                 rate_per_minute=1000))
+  holder = {}
+  app = web_app.create_app(cfg, enqueue=lambda job_id: holder["ex"].run(job_id))
+  svc = app.state.service
+  holder["ex"] = jobs.Executor(cfg, db=svc.db, store=svc.store)
+  return app, lambda: TestClient(app)
+
+
+@pytest.fixture(scope="module")
+def done_job(service):
+  """(client, job json) of one finished fast job (48 px, starry_small)."""
+  _, new_client = service
+  client = new_client()
+  r = client.post("/api/jobs", data={"model": "starry_small", "size": "48"},
+                  files={"content": ("photo.png", png_bytes(40, 56))},
+                  headers={"X-CSRF-Token": csrf_of(client)})
+  assert r.status_code == 201, r.text
+  job = client.get(f"/api/jobs/{r.json()['id']}").json()
+  assert job["status"] == "done", job
+  return client, job
+
+
+@pytest.mark.parametrize("path", ["/", "/custom", "/gallery", "/models", "/jobs",
+                                  "/openapi.json", "/docs"])
+def test_pages_render(service, path):
+  _, new_client = service
+  r = new_client().get(path)
+  assert r.status_code == 200
+  if path == "/":
+    for element in ("upload", "model", "strength", "keep-colors", "size", "submit", "progress",
+                    "result", "share", "drop"):
+      assert f'id="{element}"' in r.text, element
+    assert 'value="zoo8#7"' in r.text and "hokusai_great_wave" in r.text
+  if path == "/openapi.json":
+    assert "/api/jobs" in r.json()["paths"]
+
+
+def test_first_visit_gets_a_signed_client_cookie(service):
+  _, new_client = service
+  client = new_client()
+  assert "nst_client" not in client.cookies
+  first = client.get("/api/session").json()
+  assert client.cookies.get("nst_client")
+  assert client.get("/api/session").json()["client_id"] == first["client_id"]
+  forged = new_client()
+  forged.cookies.set("nst_client", client.cookies.get("nst_client")[:-2] + "xx")
+  assert forged.get("/api/session").json()["client_id"] != first["client_id"]
+
+
+def test_fast_job_result_is_the_networks_output(service, done_job):
+  from nst_jax.core import image_io  # pylint: disable=import-outside-toplevel
+  from nst_jax.fast import inference  # pylint: disable=import-outside-toplevel
+  from nst_jax.web import uploads  # pylint: disable=import-outside-toplevel
+  client, job = done_job
+  assert (job["iteration"], job["total"], job["mine"]) == (1, 1, True)
+  r = client.get(job["result_url"])
+  assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+  result = np.asarray(Image.open(io.BytesIO(r.content)))
+  assert result.shape == (34, 48, 3)  # long side 48, aspect kept
+  photo = uploads.decode_png(png_bytes(40, 56))
+  expected = inference.Stylizer.from_any("starry_small")(image_io.resize_array(photo, (34, 48)))
+  assert np.abs(result / 255.0 - expected).max() <= 1 / 255 + 1e-6
+
+
+def test_super_resolution_job_is_the_upscalers_output(service):
+  from nst_jax.sr import upscale  # pylint: disable=import-outside-toplevel
+  from nst_jax.web import uploads  # pylint: disable=import-outside-toplevel
+  _, new_client = service
+  client = new_client()
+  csrf = csrf_of(client)
+  r = client.post("/api/jobs", data={"kind": "sr"}, files={"content": ("x.png", png_bytes(24, 32))},
+                  headers={"X-CSRF-Token": csrf})
+  job = client.get(f"/api/jobs/{r.json()['id']}").json()
+  assert job["status"] == "done", job
+  result = np.asarray(Image.open(io.BytesIO(client.get(job["result_url"]).content)))
+  assert result.shape == (96, 128, 3)
+  expected = upscale.Upscaler.load("sr_fast_x4")(uploads.decode_png(png_bytes(24, 32)))
+  assert np.abs(result / 255.0 - np.clip(expected, 0, 1)).max() <= 1 / 255 + 1e-6
+  flat = io.BytesIO()
+  Image.new("RGB", (600, 40), (90, 120, 200)).save(flat, "PNG")  # small file, large image
+  too_big = client.post("/api/jobs", data={"kind": "sr"}, headers={"X-CSRF-Token": csrf},
+                        files={"content": ("x.png", flat.getvalue())})
+  assert too_big.status_code == 413 and "super-resolution takes images up to" in too_big.text
+
+
+def test_job_page_shows_result_download_and_share(done_job):
+  client, job = done_job
+  page = client.get(job["page_url"]).text
+  for element in ("result", "download", "share", "share-title", "progress", "status"):
+    assert f'id="{element}"' in page, element
+  assert 'id="cancel"' not in page  # finished
+
+
+@pytest.mark.parametrize("data,status,words", [
+    (b"", 400, "choose a content image"),
+    (b"this is not an image at all", 415, "content image"),
+    (png_bytes(8, 8), 400, "content image"),  # below the minimum side
+    (png_bytes(200, 200, seed=3), 413, "content image"),  # > max_upload_mb (50 kB)
+])
+def test_bad_uploads_are_4xx_with_a_message(service, data, status, words):
+  _, new_client = service
+  client = new_client()
+  csrf = csrf_of(client)
+  r = client.post("/api/jobs", data={"model": "starry_small"},
+                  files={"content": ("x.png", data)}, headers={"X-CSRF-Token": csrf})
+  assert r.status_code == status, r.text
+  assert words in r.json()["detail"] and "\n" not in r.json()["detail"]
+  page = client.post("/jobs", data={"model": "starry_small", "csrf": csrf, "kind": "fast"},
+                     files={"content": ("x.png", data)})
+  assert page.status_code == status
+  assert re.search(r'id="error"[^>]*>[^<]*' + re.escape(words), page.text)
+
+
+@pytest.mark.parametrize("fields,status,words", [
+    ({"model": "no_such_model"}, 400, "unknown model"),
+    ({"model": "../../etc/passwd"}, 400, "unknown model"),
+    ({"model": "starry_small", "size": "99999"}, 400, "size must be between"),
+    ({"model": "starry_small", "strength": "abc"}, 400, "strength must be a number"),
+    ({"model": "zoo8", "style_index": "8"}, 400, "style_index"),
+    ({"model": "zoo8", "style_name": "van_gogh"}, 400, "matches 2 of the model's styles"),
+    ({"kind": "nonsense"}, 400, "unknown method"),
+    ({"kind": "artistic", "iterations": "100000"}, 400, "iterations must be between"),
+    ({"kind": "artistic"}, 400, "choose a style image"),
+])
+def test_bad_parameters_are_400(service, fields, status, words):
+  _, new_client = service
+  client = new_client()
+  r = client.post("/api/jobs", data=fields, files={"content": ("x.png", png_bytes(32, 32))},
+                  headers={"X-CSRF-Token": csrf_of(client)})
+  assert r.status_code == status, r.text
+  assert words in r.json()["detail"]
+
+
+@pytest.mark.parametrize("path", ["/api/jobs/0123456789abcdef0123456789abcdef",
+                                  "/api/jobs/../../etc", "/api/blobs/nothere.png",
+                                  "/api/blobs/" + "0" * 64 + ".png", "/api/gallery/99999",
+                                  "/jobs/xyz", "/gallery/99999"])
+def test_unknown_things_are_404(service, path):
+  _, new_client = service
+  assert new_client().get(path).status_code == 404
+
+
+def test_a_style_is_picked_by_index_or_name(tmp_path):
+  cfg = config.WebConfig(data_dir=str(tmp_path))
+  client = TestClient(web_app.create_app(cfg, enqueue=lambda job_id: None))
+  csrf, photo = csrf_of(client), png_bytes(32, 32)
+  for fields in ({"model": "zoo8#3"}, {"model": "zoo8", "style_index": "3"},
+                 {"model": "zoo8", "style_name": "UDNIE"}):
+    r = client.post("/api/jobs", data=fields, files={"content": ("x.png", photo)},
+                    headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 201, r.text
+    assert (r.json()["params"]["style_index"], r.json()["params"]["style"]) == (3, "picabia_udnie")
+    client.post(f"/api/jobs/{r.json()['id']}/cancel", headers={"X-CSRF-Token": csrf})
+
+
+def test_csrf_is_required_on_state_changes(service):
+  _, new_client = service
+  client = new_client()
+  files = {"content": ("x.png", png_bytes(32, 32))}
+  for headers in ({}, {"X-CSRF-Token": "forged"}):
+    r = client.post("/api/jobs", data={"model": "starry_small"}, files=files, headers=headers)
+    assert r.status_code == 403 and "CSRF" in r.json()["detail"]
+  other = new_client()
+  stolen = csrf_of(other)  # another client's token is not this client's
+  r = client.post("/jobs", data={"csrf": stolen, "kind": "fast"}, files=files)
+  assert r.status_code == 403 and "CSRF" in r.text
+
+
+def test_a_script_authenticated_by_header_needs_no_csrf(service):
+  _, new_client = service
+  token = new_client().get("/").cookies.get("nst_client")
+  script = new_client()
+  r = script.post("/api/jobs", data={"model": "starry_small", "size": "48"},
+                  files={"content": ("x.png", png_bytes(40, 56))},
+                  headers={"X-Client-Token": token})
+  assert r.status_code == 201 and r.json()["mine"]
+
+
+def test_ownership_share_and_delete(service, done_job):
+  _, new_client = service
+  owner, job = done_job
+  other = new_client()
+  other_csrf = csrf_of(other)
+  assert other.post(f"/api/jobs/{job['id']}/cancel",
+                    headers={"X-CSRF-Token": other_csrf}).status_code in (403, 409)
+  r = other.post("/api/gallery", data={"job_id": job["id"]}, headers={"X-CSRF-Token": other_csrf})
+  assert r.status_code == 403
+  title = "<script>alert('x')</script> & friends"
+  r = owner.post("/api/gallery", data={"job_id": job["id"], "title": title},
+                 headers={"X-CSRF-Token": csrf_of(owner)})
+  assert r.status_code == 201, r.text
+  item = r.json()
+  assert item["result"] == job["result"] and item["mine"]
+  for client in (owner, other):  # the title is escaped on every page that shows it
+    for page in ("/gallery", item["page_url"]):
+      text = client.get(page).text
+      assert "<script>alert" not in text and "&lt;script&gt;alert" in text
+  assert 'id="delete"' in owner.get(item["page_url"]).text
+  assert 'id="delete"' not in other.get(item["page_url"]).text
+  store = service[0].state.service.store
+  assert store.exists(item["thumb"])
+  assert other.delete(f"/api/gallery/{item['id']}",
+                      headers={"X-CSRF-Token": other_csrf}).status_code == 403
+  assert other.post(f"/gallery/{item['id']}/delete", data={"csrf": other_csrf}).status_code == 403
+  assert owner.get(item["page_url"]).status_code == 200
+  r = owner.post(f"/gallery/{item['id']}/delete", data={"csrf": csrf_of(owner)},
+                 follow_redirects=False)
+  assert r.status_code == 303
+  assert owner.get(item["page_url"]).status_code == 404
+  # Its own file is gone (a thumbnail of a small result is the result itself, still in use).
+  assert store.exists(item["thumb"]) == (item["thumb"] == job["result"])
+  assert store.exists(job["result"])  # the job still shows the result
+
+
+def test_gallery_is_newest_first_and_paginated(service, done_job):
+  app, new_client = service
+  owner, job = done_job
+  csrf = csrf_of(owner)
+  ids = [owner.post("/api/gallery", data={"job_id": job["id"], "title": f"t{i}"},
+                    headers={"X-CSRF-Token": csrf}).json()["id"] for i in range(3)]
+  first = new_client().get("/api/gallery", params={"per_page": 2}).json()
+  assert [i["id"] for i in first["items"]] == ids[::-1][:2] and first["total"] >= 3
+  second = new_client().get("/api/gallery", params={"per_page": 2, "page": 2}).json()
+  assert second["items"][0]["id"] == ids[0]
+  for item_id in ids:
+    assert owner.delete(f"/api/gallery/{item_id}", headers={"X-CSRF-Token": csrf}
+                        ).status_code == 204
+  assert app.state.service.db.gallery_page(1, 10)[1] == 0
+
+
+def test_quota_rate_limit_and_cancel(tmp_path):
+  """Jobs that are never run (no worker): the queue quota, the rate limit, cancelling."""
+  cfg = config.WebConfig(data_dir=str(tmp_path), limits=config.WebLimits(
+      queue_quota=2, rate_per_minute=3))
+  queued = []
+  client = TestClient(web_app.create_app(cfg, enqueue=queued.append))
+  csrf = csrf_of(client)
+
+  def submit():
+    return client.post("/api/jobs", data={"model": "starry_small"},
+                       files={"content": ("x.png", png_bytes(32, 32))},
+                       headers={"X-CSRF-Token": csrf})
+
+  first, second, third = submit(), submit(), submit()
+  assert (first.status_code, second.status_code) == (201, 201)
+  assert third.status_code == 429 and "2 jobs queued" in third.json()["detail"]
+  assert len(queued) == 2
+  assert client.get(f"/api/jobs/{second.json()['id']}").json()["queue_position"] == 1
+  r = client.post(f"/api/jobs/{first.json()['id']}/cancel", headers={"X-CSRF-Token": csrf})
+  assert r.status_code == 200 and r.json()["status"] == "cancelled"
+  fourth = submit()  # the quota has room again, but the rate limit (3 a minute) is spent
+  assert fourth.status_code == 429 and "too many requests" in fourth.json()["detail"]
+  executor = jobs.Executor(cfg)
+  assert executor.run(first.json()["id"]) == "skipped"  # a cancelled job is never run
+  assert client.post(f"/api/jobs/{first.json()['id']}/cancel",
+                     headers={"X-CSRF-Token": csrf}).status_code == 409
+  r = client.delete(f"/api/jobs/{first.json()['id']}", headers={"X-CSRF-Token": csrf})
+  assert r.status_code == 204
+  assert client.get(f"/api/jobs/{first.json()['id']}").status_code == 404
+  page = client.get("/jobs").text  # my jobs: the one left
+  assert second.json()["id"][:8] in page and first.json()["id"][:8] not in page
+
+
+def test_shipped_models_samples_are_committed_files(service):
+  """Every style of every shipped network has its small precomputed sample (no job, no worker):
+  a JPEG of the sample picture's size, served as it is."""
+  from nst_jax.web import catalog  # pylint: disable=import-outside-toplevel
+  _, new_client = service
+  client = new_client()
+  shipped = [m for m in client.get("/api/models").json() if m["source"] == "shipped"]
+  assert {m["name"] for m in shipped} >= {"starry_small", "zoo8"}
+  for m in shipped:
+    for i in range(len(m["styles"])):
+      path = catalog.sample_file(m["name"], i)
+      assert path.is_file() and path.stat().st_size < 8000, path  # the zoo stays small
+      r = client.get(f"/models/{m['name']}/{i}/sample.png", follow_redirects=False)
+      assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+      assert r.content == path.read_bytes()
+      assert Image.open(io.BytesIO(r.content)).size == (catalog.SAMPLE_SIZE,) * 2
+  assert not service[0].state.service.db.jobs_of(catalog.SAMPLE_OWNER)  # nothing rendered
+  assert client.get("/models/starry_small/1/sample.png").status_code == 404
+  assert client.get("/models/nope/0/sample.png").status_code == 404
+  assert "/models/zoo8/7/sample.png" in client.get("/models").text
+
+
+def test_user_models_samples_are_rendered_once_then_served(tmp_path):
+  """A user-trained model's sample is a (low-priority) job, rendered once; here the network is
+  a copy of starry_small, so the result is the committed sample of starry_small (up to JPEG)."""
+  import shutil  # pylint: disable=import-outside-toplevel
+  from nst_jax.core import zoo  # pylint: disable=import-outside-toplevel
+  from nst_jax.web import catalog  # pylint: disable=import-outside-toplevel
+  (tmp_path / "models").mkdir()
+  shutil.copy(zoo.CHECKPOINTS_DIR / "starry_small.npz", tmp_path / "models" / "mine.npz")
+  cfg = config.WebConfig(data_dir=str(tmp_path))
+  holder, low = {}, []
+  app = web_app.create_app(cfg, enqueue=lambda job_id: None)
+  svc = app.state.service
+  svc.enqueue_low = lambda job_id: (low.append(job_id), holder["ex"].run(job_id))
+  holder["ex"] = jobs.Executor(cfg, db=svc.db, store=svc.store)
+  client = TestClient(app)
+  r = client.get("/models/user:mine/0/sample.png", follow_redirects=False)
+  assert r.status_code == 302 and r.headers["location"].startswith("/api/blobs/")
+  assert len(low) == 1  # through the low-priority queue
+  again = client.get("/models/user:mine/0/sample.png", follow_redirects=False)
+  assert again.headers["location"] == r.headers["location"] and len(low) == 1  # the same job
+  rendered = np.asarray(Image.open(io.BytesIO(client.get(r.headers["location"]).content)))
+  assert rendered.shape == (catalog.SAMPLE_SIZE, catalog.SAMPLE_SIZE, 3)
+  shipped = np.asarray(Image.open(catalog.sample_file("starry_small", 0)).convert("RGB"))
+  assert np.abs(rendered / 255.0 - shipped / 255.0).mean() < 0.03
+  assert client.get("/models/user:mine/1/sample.png").status_code == 404
+
+
+def test_security_headers_and_an_oversized_request(service):
+  _, new_client = service
+  client = new_client()
+  r = client.get("/")
+  assert "script-src" not in r.headers["content-security-policy"]  # default-src 'self' covers it
+  assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
+  assert r.headers["x-content-type-options"] == "nosniff"
+  big = client.post("/api/jobs", content=b"x" * 1000,
+                    headers={"X-CSRF-Token": csrf_of(client), "Content-Length": "999999999",
+                             "Content-Type": "multipart/form-data; boundary=b"})
+  assert big.status_code == 413 and "too large" in big.json()["detail"]
+
+
+def test_user_trained_models_in_the_data_folder_are_offered(tmp_path):
+  import shutil  # pylint: disable=import-outside-toplevel
+  from nst_jax.core import zoo  # pylint: disable=import-outside-toplevel
+  (tmp_path / "models").mkdir()
+  shutil.copy(zoo.CHECKPOINTS_DIR / "starry_small.npz", tmp_path / "models" / "mine.npz")
+  (tmp_path / "models" / "junk.npz").write_bytes(b"not a model")
+  queued = []
+  client = TestClient(web_app.create_app(config.WebConfig(data_dir=str(tmp_path)),
+                                         enqueue=queued.append))
+  models = {m["name"]: m for m in client.get("/api/models").json()}
+  assert models["user:mine"]["styles"] == ["van_gogh_starry_night"]
+  assert "user:junk" not in models and "path" not in models["user:mine"]
+  assert 'value="user:mine#0"' in client.get("/").text
+  r = client.post("/api/jobs", data={"model": "user:mine"},
+                  files={"content": ("x.png", png_bytes(32, 32))},
+                  headers={"X-CSRF-Token": csrf_of(client)})
+  assert r.status_code == 201 and queued == [r.json()["id"]]
+
+
+def test_deleting_the_job_and_its_gallery_item_removes_their_files(service):
+  app, new_client = service
+  store = app.state.service.store
+  client = new_client()
+  csrf = csrf_of(client)
+  job = client.post("/api/jobs", data={"model": "starry_small", "size": "48"},
+                    files={"content": ("x.png", png_bytes(40, 56, seed=7))},
+                    headers={"X-CSRF-Token": csrf}).json()
+  job = client.get(f"/api/jobs/{job['id']}").json()
+  assert job["status"] == "done"
+  item = client.post("/api/gallery", data={"job_id": job["id"]},
+                     headers={"X-CSRF-Token": csrf}).json()
+  assert new_client().post(f"/jobs/{job['id']}/delete", data={"csrf": csrf}).status_code == 403
+  r = client.post(f"/jobs/{job['id']}/delete", data={"csrf": csrf}, follow_redirects=False)
+  assert r.status_code == 303
+  assert client.get(job["page_url"]).status_code == 404
+  # The gallery item still shows the photo and the result: they stay until it goes too.
+  assert store.exists(job["content"]) and store.exists(job["result"])
+  assert client.delete(f"/api/gallery/{item['id']}", headers={"X-CSRF-Token": csrf}
+                       ).status_code == 204
+  assert not store.exists(job["content"]) and not store.exists(job["result"])

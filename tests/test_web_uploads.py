@@ -1,0 +1,236 @@
+"""Upload cleaning: content sniffing, byte/pixel limits, orientation, metadata, every mode."""
+
+import inspect
+import io
+import struct
+import time
+import tracemalloc
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image, ImageCms, PngImagePlugin
+
+from nst_jax.web import uploads
+from nst_jax.web.uploads import UploadError, clean_upload
+
+LIMITS = dict(max_bytes=2_000_000, max_pixels=1_000_000)
+
+
+def _encode(img, fmt, **kw):
+  buf = io.BytesIO()
+  img.save(buf, format=fmt, **kw)
+  return buf.getvalue()
+
+
+def _gradient(w=40, h=24):
+  y, x = np.mgrid[0:h, 0:w]
+  return np.stack([x * 255 // (w - 1), y * 255 // (h - 1), np.full_like(x, 128)],
+                  -1).astype(np.uint8)
+
+
+def _decoded(clean):
+  with Image.open(io.BytesIO(clean.png)) as img:
+    assert img.format == "PNG" and img.mode == "RGB"
+    img.load()
+    return np.asarray(img), dict(img.info)
+
+
+def _status(data, **kw):
+  with pytest.raises(UploadError) as e:
+    clean_upload(data, **{**LIMITS, **kw})
+  assert "\n" not in e.value.message and str(e.value) == e.value.message
+  return e.value.status
+
+
+@pytest.mark.parametrize("fmt,lossless", [("PNG", True), ("BMP", True), ("TIFF", True),
+                                          ("WEBP", True), ("JPEG", False), ("GIF", False)])
+def test_accepted_formats(fmt, lossless):
+  pixels = _gradient()
+  kw = {"lossless": True} if fmt == "WEBP" else {}
+  clean = clean_upload(_encode(Image.fromarray(pixels), fmt, **kw), **LIMITS)
+  assert (clean.source_format, clean.width, clean.height) == (fmt, 40, 24)
+  out, _ = _decoded(clean)
+  assert out.shape == (24, 40, 3) and out.dtype == np.uint8
+  err = np.abs(out.astype(int) - pixels).max()
+  assert err == 0 if lossless else err < 40  # GIF: 256-colour palette; JPEG: lossy
+
+
+def test_the_filename_plays_no_part():
+  assert "filename" not in inspect.signature(clean_upload).parameters
+  html = b"<!doctype html><script>alert(1)</script>" + b" " * 100  # whatever it was called
+  assert _status(html) == 415
+
+
+@pytest.mark.parametrize("mode,expected", [
+    ("L", [77, 77, 77]),
+    ("LA", [255, 255, 255]),          # fully transparent pixel -> white
+    ("RGBA", [255, 255, 255]),
+    ("P", [255, 255, 255]),           # palette with a transparent index
+    ("CMYK", [0, 255, 255]),          # pure cyan
+    ("I;16", [128, 128, 128]),        # 16-bit grayscale 32896/65535
+    ("I", [128, 128, 128]),
+    ("F", [128, 128, 128]),
+])
+def test_every_mode_becomes_8bit_rgb(mode, expected):
+  h, w = 20, 30
+  if mode == "L":
+    img, fmt = Image.new("L", (w, h), 77), "PNG"
+  elif mode in ("LA", "RGBA"):
+    img, fmt = Image.new(mode, (w, h), (10,) * len(mode)), "PNG"  # alpha 10/255
+    img.putpixel((0, 0), (10,) * (len(mode) - 1) + (0,))
+  elif mode == "P":
+    img = Image.new("P", (w, h), 1)
+    img.putpalette([0, 0, 0, 200, 0, 0] + [0] * 762)
+    img.putpixel((0, 0), 0)
+    img.info["transparency"] = 0
+    fmt = "PNG"
+  elif mode == "CMYK":
+    img, fmt = Image.new("CMYK", (w, h), (255, 0, 0, 0)), "TIFF"
+  elif mode == "I;16":
+    img, fmt = Image.fromarray(np.full((h, w), 32896, np.uint16)), "PNG"
+  elif mode == "I":
+    img, fmt = Image.fromarray(np.full((h, w), 32896, np.int32)), "TIFF"
+  else:
+    img, fmt = Image.fromarray(np.full((h, w), 128.0, np.float32)), "TIFF"
+  assert img.mode == mode
+  data = _encode(img, fmt, **({"transparency": 0} if mode == "P" else {}))
+  out, _ = _decoded(clean_upload(data, **LIMITS))
+  assert out.shape == (h, w, 3)
+  np.testing.assert_allclose(out[0, 0], expected, atol=1)
+  if mode in ("LA", "RGBA"):  # alpha 10/255 over white: 10*a + 255*(1-a)
+    np.testing.assert_allclose(out[5, 5], 10 * 10 / 255 + 255 * (1 - 10 / 255), atol=1)
+  if mode == "P":
+    np.testing.assert_array_equal(out[5, 5], [200, 0, 0])
+
+
+def test_exif_orientation_is_applied_and_exif_gps_icc_text_are_stripped():
+  pixels = np.zeros((20, 40, 3), np.uint8)  # landscape, red left half, blue right half
+  pixels[:, :20] = [255, 0, 0]
+  pixels[:, 20:] = [0, 0, 255]
+  exif = Image.Exif()
+  exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+  exif[0x010F] = "SpyCam"
+  exif.get_ifd(0x8825)[2] = (48.0, 51.0, 30.0)  # GPS latitude
+  srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+  data = _encode(Image.fromarray(pixels), "JPEG", exif=exif.tobytes(), icc_profile=srgb,
+                 quality=95)
+  with Image.open(io.BytesIO(data)) as src:
+    assert src.getexif().get(0x0112) == 6 and "icc_profile" in src.info
+  clean = clean_upload(data, **LIMITS)
+  assert (clean.width, clean.height, clean.source_format) == (20, 40, "JPEG")
+  out, info = _decoded(clean)
+  # Rotated clockwise: the left (red) half is now on top, the blue half at the bottom.
+  np.testing.assert_allclose(out[5, 10], [255, 0, 0], atol=30)
+  np.testing.assert_allclose(out[35, 10], [0, 0, 255], atol=30)
+  assert not {"exif", "icc_profile", "xmp"} & set(info)
+  for marker in (b"eXIf", b"iCCP", b"tEXt", b"zTXt", b"iTXt", b"SpyCam", b"Exif"):
+    assert marker not in clean.png
+
+
+def test_png_text_chunks_are_stripped():
+  meta = PngImagePlugin.PngInfo()
+  meta.add_text("Author", "secret-name")
+  meta.add_itxt("Comment", "more-secret", zip=True)
+  clean = clean_upload(_encode(Image.fromarray(_gradient()), "PNG", pnginfo=meta), **LIMITS)
+  assert b"secret" not in clean.png and b"tEXt" not in clean.png and b"iTXt" not in clean.png
+
+
+def test_animated_gif_gives_the_first_frame():
+  frames = [Image.new("RGB", (20, 20), c) for c in [(255, 0, 0), (0, 255, 0)]]
+  data = _encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=50)
+  out, _ = _decoded(clean_upload(data, **LIMITS))
+  np.testing.assert_array_equal(out[10, 10], [255, 0, 0])
+
+
+def _png_claiming(w, h):
+  """A ~70-byte PNG whose header claims w x h pixels (a decompression bomb)."""
+  raw = zlib.compress(b"\x00" * 4)
+  def chunk(kind, body):
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+  ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+  return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", raw) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("side", [50_000, 2_000])  # past Pillow's own guard; past only ours
+def test_decompression_bomb_is_refused_fast_without_allocating(side):
+  data = _png_claiming(side, side)
+  assert len(data) < 100
+  tracemalloc.start()
+  start = time.perf_counter()
+  try:
+    assert _status(data) == 413
+    elapsed = time.perf_counter() - start
+    peak = tracemalloc.get_traced_memory()[1]
+  finally:
+    tracemalloc.stop()
+  assert elapsed < 0.5 and peak < 1_000_000
+
+
+def test_limits_on_bytes_pixels_and_sides():
+  data = _encode(Image.fromarray(_gradient(200, 100)), "PNG")
+  assert _status(data, max_bytes=len(data) - 1) == 413
+  assert clean_upload(data, max_bytes=len(data), max_pixels=20_000).width == 200
+  assert _status(data, max_pixels=19_999) == 413
+  assert _status(data, min_side=101) == 400
+  assert clean_upload(data, **LIMITS, min_side=100).height == 100
+  assert _status(b"") == 400 and _status(b"\x89PNG") == 400
+
+
+def test_corrupt_truncated_and_foreign_files():
+  png = _encode(Image.fromarray(_gradient(64, 64)), "PNG")
+  jpeg = _encode(Image.fromarray(_gradient(64, 64)), "JPEG")
+  assert _status(png[: len(png) // 2]) == 400            # truncated PNG
+  assert _status(jpeg[: len(jpeg) // 2]) == 400          # truncated JPEG
+  assert _status(png[:16] + b"\x00" * 200) == 400        # valid signature, garbage after
+  assert _status(b"\xff\xd8\xff" + b"\x00" * 200) == 400  # JPEG marker, nothing valid
+  assert _status(b"hello world, not an image at all") == 415
+  assert _status(b"%PDF-1.4\n" + b"x" * 100) == 415
+  ico = _encode(Image.fromarray(_gradient(32, 32)), "ICO")  # Pillow reads it; we do not accept it
+  assert _status(ico) == 415
+  assert _status(_encode(Image.fromarray(_gradient(32, 32)), "PPM")) == 415
+
+
+def test_upload_error_is_a_value_error():
+  e = UploadError("too\nbig", 413)
+  assert isinstance(e, ValueError) and e.message == "too big" and e.status == 413
+
+
+def test_png_round_trip_and_encoding():
+  pixels = _gradient(33, 17)
+  png = uploads.encode_png(pixels)
+  arr = uploads.decode_png(png)
+  assert arr.dtype == np.float32 and arr.shape == (17, 33, 3)
+  np.testing.assert_allclose(arr * 255, pixels, atol=1e-3)
+  assert uploads.encode_png(arr) == png  # float in [0, 1] encodes to the same pixels
+  clipped = uploads.decode_png(uploads.encode_png(np.array([[[-1.0, 0.5, 2.0]]])))
+  np.testing.assert_allclose(clipped, [[[0.0, 128 / 255, 1.0]]], atol=1e-6)
+  with pytest.raises(ValueError, match="RGB image"):
+    uploads.encode_png(np.zeros((4, 4)))
+
+
+def test_thumbnail():
+  png = uploads.encode_png(_gradient(400, 100))
+  with Image.open(io.BytesIO(uploads.thumbnail(png, 128))) as t:
+    assert t.format == "PNG" and t.size == (128, 32)
+  small = uploads.encode_png(_gradient(40, 30))
+  with Image.open(io.BytesIO(uploads.thumbnail(small))) as t:
+    assert t.size == (40, 30)  # never enlarged
+
+
+def test_a_bare_rgb_png_is_kept_as_it_is_and_anything_else_is_rewritten():
+  bare = uploads.encode_png(_gradient(40, 30))
+  assert uploads.is_bare_png(bare)
+  assert clean_upload(bare, **LIMITS).png == bare
+  # Appended bytes (a polyglot), metadata, 16-bit, bad CRC: never passed through.
+  meta = PngImagePlugin.PngInfo()
+  meta.add_text("k", "v")
+  with_text = _encode(Image.fromarray(_gradient(40, 30)), "PNG", pnginfo=meta)
+  sixteen = _encode(Image.fromarray(np.full((30, 40), 1000, np.uint16)), "PNG")
+  bad_crc = bare[:-5] + bytes([bare[-5] ^ 1]) + bare[-4:]  # IEND's CRC
+  for data in (bare + b"<html>", with_text, sixteen):
+    clean = clean_upload(data, **LIMITS)
+    assert clean.png != data and uploads.is_bare_png(clean.png)
+  assert not uploads.is_bare_png(bad_crc)
+  np.testing.assert_array_equal(_decoded(clean_upload(bare + b"junk", **LIMITS))[0],
+                                _gradient(40, 30))
