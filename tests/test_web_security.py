@@ -1,6 +1,5 @@
 """Secrets, signed client tokens, CSRF binding and the token-bucket rate limiter."""
 
-import os
 import stat
 import threading
 
