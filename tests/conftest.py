@@ -41,7 +41,6 @@ LONG_FIRST = (
     "test_photoreal.py::test_interrupted_run_resumes_to_the_same_result",
     "test_checkpoint.py::test_sigkilled_run_resumes",
     "test_photoreal.py::test_two_stage_penalty_lowers_matting_energy",
-    "test_conv.py::test_vgg_feature_dicts_agree_between_impls",
     "test_photo_train.py::test_cli_trains_the_photoreal_preset",
     "test_multidevice.py::test_eight_devices_match_one_device",
     "test_photoreal.py::test_cli_end_to_end",
