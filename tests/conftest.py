@@ -32,6 +32,29 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs",
                   float(os.environ.get("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")))
 
 
+# The longest tests (10-40 s each on 2 cores), longest first. They run before the rest: with
+# pytest-xdist's "load" scheduling the first items are dealt to the workers in turn, so the long
+# ones are shared out at the start and the run does not end on one worker finishing a long test
+# while the other idles. Matched as substrings of the test ids.
+LONG_FIRST = (
+    "test_multihost.py::test_two_processes_train_like_one_process",
+    "test_photoreal.py::test_interrupted_run_resumes_to_the_same_result",
+    "test_checkpoint.py::test_sigkilled_run_resumes",
+    "test_photoreal.py::test_two_stage_penalty_lowers_matting_energy",
+    "test_photo_train.py::test_cli_trains_the_photoreal_preset",
+    "test_multidevice.py::test_eight_devices_match_one_device",
+    "test_photoreal.py::test_cli_end_to_end",
+)
+
+
+def _long_rank(item) -> int:
+  return next((i for i, name in enumerate(LONG_FIRST) if name in item.nodeid), len(LONG_FIRST))
+
+
+def pytest_collection_modifyitems(config, items):
+  items.sort(key=_long_rank)  # stable: the rest keep their order
+
+
 def pytest_unconfigure(config):
   if _OWN_CACHE is not None:
     shutil.rmtree(_OWN_CACHE, ignore_errors=True)

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nst_jax import config
+from nst_jax import cli, config
 from nst_jax.core import checkpoint
 from nst_jax.core.errors import UserError
 from nst_jax.core import sharding
@@ -98,19 +98,19 @@ def test_sha256_file(tmp_path):
     checkpoint.sha256_file(tmp_path / "nope")
 
 
-def _train_cmd(style, data, workdir, *, slow=False):
-  head = [sys.executable, "-c", SLOW_CHILD] if slow else [sys.executable, "-m", "nst_jax.cli"]
-  cmd = head + ["train", "--preset", "smoke", "--style", str(style), "--data", str(data),
-                "--workdir", str(workdir), "--no-progress"]
+def _train_argv(style, data, workdir):
+  argv = ["train", "--preset", "smoke", "--style", str(style), "--data", str(data),
+          "--workdir", str(workdir), "--no-progress"]
   for item in TRAIN_SETTINGS:
-    cmd += ["--set", item]
-  return cmd
+    argv += ["--set", item]
+  return argv
 
 
-def _env(tmp_path, vgg_path):
-  env = dict(os.environ, NST_JAX_VGG_WEIGHTS=str(vgg_path),
-             JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"),
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PLATFORMS="cpu")
+def _env(vgg_path):
+  # The run's compilation cache (conftest.py) is inherited: the victim compiles the train step
+  # once, and the uninterrupted and resumed runs in this process read it from there. The victim
+  # is killed only after its first checkpoint, long after it wrote that cache entry.
+  env = dict(os.environ, NST_JAX_VGG_WEIGHTS=str(vgg_path), JAX_PLATFORMS="cpu")
   env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
   return env
 
@@ -123,31 +123,36 @@ def _final_state(workdir):
 
 
 def test_sigkilled_run_resumes_to_exactly_the_uninterrupted_parameters(tmp_path, vgg_path,
-                                                                       data_dir):
+                                                                       data_dir, monkeypatch,
+                                                                       capsys):
+  # Only the victim needs a process of its own (SIGKILL is the point); the uninterrupted run and
+  # the resumed one run in this process, through the same command line (cli.main).
   style = data_dir / "styles" / "hokusai_great_wave.jpg"
   photos = data_dir / "train" / "t91"
-  env = _env(tmp_path, vgg_path)
   killed_dir, clean_dir = tmp_path / "killed", tmp_path / "clean"
-  victim = subprocess.Popen(_train_cmd(style, photos, killed_dir, slow=True), env=env,
+  victim = subprocess.Popen([sys.executable, "-c", SLOW_CHILD,
+                             *_train_argv(style, photos, killed_dir)], env=_env(vgg_path),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-  clean = subprocess.Popen(_train_cmd(style, photos, clean_dir), env=env,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
   deadline = time.monotonic() + 240
-  while checkpoint.latest_step(killed_dir) is None:
-    assert victim.poll() is None, victim.stdout.read().decode()[-2000:]
-    assert time.monotonic() < deadline, "no checkpoint was written"
-    time.sleep(0.05)
-  os.kill(victim.pid, signal.SIGKILL)
+  try:
+    while checkpoint.latest_step(killed_dir) is None:
+      assert victim.poll() is None, victim.stdout.read().decode()[-2000:]
+      assert time.monotonic() < deadline, "no checkpoint was written"
+      time.sleep(0.05)
+    os.kill(victim.pid, signal.SIGKILL)
+  finally:
+    if victim.poll() is None:
+      victim.kill()
   assert victim.wait() == -signal.SIGKILL
+  victim.stdout.close()
   killed_at = checkpoint.latest_step(killed_dir)
   assert killed_at is not None and killed_at < STEPS  # the run really was cut short
-  out, _ = clean.communicate(timeout=240)
-  assert clean.returncode == 0, out.decode()[-2000:]
 
-  resumed = subprocess.run(_train_cmd(style, photos, killed_dir), env=env, capture_output=True,
-                           text=True, timeout=240)
-  assert resumed.returncode == 0, resumed.stderr[-2000:]
-  assert f"resuming {killed_dir} from step {killed_at}" in resumed.stderr
+  monkeypatch.setenv("NST_JAX_VGG_WEIGHTS", str(vgg_path))
+  assert cli.main(_train_argv(style, photos, clean_dir)) == 0, capsys.readouterr().err[-2000:]
+  capsys.readouterr()
+  assert cli.main(_train_argv(style, photos, killed_dir)) == 0, capsys.readouterr().err[-2000:]
+  assert f"resuming {killed_dir} from step {killed_at}" in capsys.readouterr().err
 
   (state_a, meta_a), (state_b, meta_b) = _final_state(clean_dir), _final_state(killed_dir)
   assert int(state_a.step) == int(state_b.step) == STEPS

@@ -201,6 +201,9 @@ def test_xla_impl_is_the_reference_convolution():
 
 # --- whole networks --------------------------------------------------------------------------
 
+@pytest.mark.slow  # ~40 s (two compilations of VGG19's forward and backward pass); the default
+# run keeps every VGG19 convolution shape's values and VJPs (above) and the real network's
+# features up to conv4_2 against numpy (test_weights.py, "auto": the CPU kernels on a CPU)
 def test_vgg_feature_dicts_agree_between_impls(vgg_params):
   # Every layer of the real network at 32 px (pool5 is 1 x 1), values and input gradients.
   images = jnp.asarray(np.random.default_rng(3).uniform(size=(1, 32, 32, 3)).astype(np.float32))

@@ -7,8 +7,6 @@ network and a shallow loss so that everything compiles in seconds on a 2-core CP
 
 import dataclasses
 import json
-import subprocess
-import sys
 
 import chex
 import jax
@@ -17,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nst_jax import config
+from nst_jax import cli, config
 from nst_jax.config import LossConfig
 from nst_jax.core import image_io, matting, regions, sharding
 from nst_jax.core.errors import UserError
@@ -237,7 +235,7 @@ def test_photo_settings_are_validated_and_part_of_resume_checks(tmp_path):
   assert models.from_dict(old).photo == config.PhotoTrainConfig()
 
 
-def test_cli_trains_the_photoreal_preset_and_stylizes(tmp_path, data_dir, vgg_path):
+def test_cli_trains_the_photoreal_preset_and_stylizes(tmp_path, data_dir, vgg_path, capsys):
   photos = tmp_path / "photos"
   photos.mkdir()
   rng = np.random.default_rng(4)
@@ -246,22 +244,19 @@ def test_cli_trains_the_photoreal_preset_and_stylizes(tmp_path, data_dir, vgg_pa
     Image.fromarray((img * 255).astype(np.uint8)).save(photos / f"p{i}.png")
   style = data_dir / "photo" / "style" / "tar1.png"
   work, out = tmp_path / "run", tmp_path / "out"
-  base = [sys.executable, "-m", "nst_jax.cli"]
   flags = ["--vgg-weights", str(vgg_path)]
   sets = ["size=32", "style_size=32", "num_steps=2", "batch_size=2", "net.width=0.125",
           "net.num_residual=1", "photo.fit_photos=2", "photo.regions=2", "checkpoint_every=2",
           "num_samples=0", "loss.style_layers=conv1_1", "loss.style_layer_weights=1.0",
           "loss.content_layers=conv2_2"]
-  train = subprocess.run(base + ["train", "--preset", "photoreal", "--style", str(style), "--data",
-                                 str(photos), "--workdir", str(work), "--no-progress"] + flags
-                         + [a for s in sets for a in ("--set", s)],
-                         capture_output=True, text=True, timeout=300)
-  assert train.returncode == 0, train.stderr[-2000:]
+  # In this process (cli.main): the commands, not process behaviour, are under test here.
+  assert cli.main(["train", "--preset", "photoreal", "--style", str(style), "--data",
+                   str(photos), "--workdir", str(work), "--no-progress"] + flags
+                  + [a for s in sets for a in ("--set", s)]) == 0, capsys.readouterr().err[-2000:]
   assert "affine" in (work / "losses.csv").read_text().splitlines()[0]
   saved = models.from_json((work / "config.json").read_text())
   assert saved.net.output == "affine" and saved.photo.regions == 2
-  run = subprocess.run(base + ["stylize", "--model", str(work), "--content", str(photos / "p0.png"),
-                               "--out", str(out)], capture_output=True, text=True, timeout=300)
-  assert run.returncode == 0, run.stderr[-2000:]
+  assert cli.main(["stylize", "--model", str(work), "--content", str(photos / "p0.png"),
+                   "--out", str(out)]) == 0, capsys.readouterr().err[-2000:]
   result = image_io.load_image(out / "p0.png")
   assert result.shape == (40, 40, 3)

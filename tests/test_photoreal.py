@@ -339,10 +339,10 @@ def test_bad_configs(kw, key):
 
 
 def _args(inp, out, *extra):
-  # Same size, iterations and region count (9: Luan's colour code) as the two-stage test above,
-  # so the CLI runs reuse its compiled program instead of compiling their own.
+  # The command's mechanics at 32 px (32 x 20: conv5_1 needs both sides >= 16), in 12
+  # iterations; the CLI runs share their compiled programs (the same shapes and settings).
   return ["photo", "--content", str(inp["content"]), "--style", str(inp["style"]),
-          "--vgg-weights", str(inp["weights"]), "--out", str(out), "--size", "64",
+          "--vgg-weights", str(inp["weights"]), "--out", str(out), "--size", "32",
           "--stage-iters", "6,6", "--chunk", "6", "--no-progress", *extra]
 
 
@@ -359,7 +359,7 @@ def test_cli_end_to_end(inputs, tmp_path, capsys, with_masks):
             str(inputs["style_mask"])] if with_masks else ["--regions", "9"])
   assert cli.main(_args(inputs, out, *extra)) == 0, capsys.readouterr().err
   w, h = Image.open(out).size
-  assert max(w, h) == 64
+  assert max(w, h) == 32
   rows = (out.parent / "result_losses.csv").read_text().splitlines()
   assert set(rows[0].split(",")) == {"iteration", "content", "style", "tv", "total", "matting"}
   assert len(rows) == 1 + 12
@@ -381,7 +381,7 @@ def test_cli_stages_without_iterations_run_cleanly(inputs, tmp_path, capsys, sta
   out = tmp_path / "out" / "result.png"
   assert cli.main(_args(inputs, out, "--regions", "9", "--stage-iters", stage_iters)) == 0, \
       capsys.readouterr().err
-  assert max(Image.open(out).size) == 64
+  assert max(Image.open(out).size) == 32
   log = out.parent / "result_losses.csv"
   assert (len(log.read_text().splitlines()) - 1 if rows else log.exists()) == rows
   assert not (out.parent / ".result.png.ckpt").exists()
