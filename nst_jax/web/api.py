@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from nst_jax.web import catalog, storage
 from nst_jax.web.db import GalleryItem, Job
-from nst_jax.web.forms import check_csrf, read_form
+from nst_jax.web.forms import check_csrf, checked_form
 from nst_jax.web.service import ServiceError
 
 router = APIRouter(prefix="/api", tags=["api"])
@@ -58,8 +58,7 @@ async def submit_job(request: Request) -> dict:
   """Submits a job (multipart): ``kind`` (fast | artistic | photoreal | sr), ``content`` file,
   ``style`` file (slow methods), ``model``, ``style_index``, ``strength``, ``keep_colors``,
   ``size``, ``iterations``, ``email``, ``content_mask``/``style_mask`` files (photoreal)."""
-  fields, files = await read_form(request)
-  check_csrf(request, fields.get("csrf"))
+  fields, files = await checked_form(request)
   job = await run_in_threadpool(request.app.state.service.submit, request.state.client_id,
                                 fields, files)
   return job_json(request, job)
@@ -128,8 +127,7 @@ async def gallery(request: Request, page: int = 1, per_page: int = 12) -> dict:
 @router.post("/gallery", status_code=201)
 async def share(request: Request) -> dict:
   """Shares a finished job of this client (form fields ``job_id``, ``title``)."""
-  fields, _ = await read_form(request)
-  check_csrf(request, fields.get("csrf"))
+  fields, _ = await checked_form(request)
   item = await run_in_threadpool(request.app.state.service.share, request.state.client_id,
                                  fields.get("job_id", ""), fields.get("title", ""))
   return item_json(request, item)

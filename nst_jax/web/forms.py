@@ -44,3 +44,10 @@ async def read_form(request: Request, file_fields=("content", "style", "content_
     else:
       fields[key] = value
   return fields, files
+
+
+async def checked_form(request: Request) -> tuple[dict, dict]:
+  """``read_form``'s (fields, files) of a state-changing post, after the CSRF check."""
+  fields, files = await read_form(request)
+  check_csrf(request, fields.get("csrf"))
+  return fields, files

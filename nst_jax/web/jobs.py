@@ -41,13 +41,6 @@ class Stopped(Exception):
   """The job was cancelled or taken over: stop without writing a result."""
 
 
-def fit_long_side(hw: tuple[int, int], size: int) -> tuple[int, int]:
-  """``hw`` scaled so that its long side is ``size``."""
-  h, w = hw
-  scale = size / max(h, w)
-  return max(1, round(h * scale)), max(1, round(w * scale))
-
-
 def open_database(cfg: config.WebConfig) -> Database:
   return Database(cfg.database_url or default_url(Path(cfg.data_dir)))
 
@@ -158,8 +151,8 @@ class Executor:
       raise UserError("the job has no input image")
     image = uploads.decode_png(self.store.get(key))
     if size and max(image.shape[:2]) != size:
-      from nst_jax.core import image_io  # pylint: disable=import-outside-toplevel
-      image = image_io.resize_array(image, fit_long_side(image.shape[:2], size))
+      from nst_jax.core import image_io, memory  # pylint: disable=import-outside-toplevel
+      image = image_io.resize_array(image, memory.scaled_hw(image.shape[:2], size))
     return image
 
   def stylizer(self, name: str):

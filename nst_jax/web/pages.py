@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from nst_jax import config
 from nst_jax.web import api, catalog
-from nst_jax.web.forms import check_csrf, read_form
+from nst_jax.web.forms import check_csrf, checked_form, read_form
 from nst_jax.web.service import ServiceError
 
 router = APIRouter(include_in_schema=False)
@@ -73,8 +73,7 @@ async def my_jobs_page(request: Request):
 
 @router.post("/jobs/{job_id}/delete")
 async def delete_job(request: Request, job_id: str):
-  fields, _ = await read_form(request)
-  check_csrf(request, fields.get("csrf"))
+  await checked_form(request)
   request.app.state.service.delete_job(request.state.client_id, job_id)
   return RedirectResponse("/jobs", status_code=303)
 
@@ -88,16 +87,14 @@ async def job_page(request: Request, job_id: str):
 
 @router.post("/jobs/{job_id}/cancel")
 async def cancel(request: Request, job_id: str):
-  fields, _ = await read_form(request)
-  check_csrf(request, fields.get("csrf"))
+  await checked_form(request)
   request.app.state.service.cancel(request.state.client_id, job_id)
   return RedirectResponse(f"/jobs/{job_id}", status_code=303)
 
 
 @router.post("/jobs/{job_id}/share")
 async def share(request: Request, job_id: str):
-  fields, _ = await read_form(request)
-  check_csrf(request, fields.get("csrf"))
+  fields, _ = await checked_form(request)
   item = await run_in_threadpool(request.app.state.service.share, request.state.client_id,
                                  job_id, fields.get("title", ""))
   return RedirectResponse(f"/gallery/{item.id}", status_code=303)
@@ -122,8 +119,7 @@ async def gallery_item(request: Request, item_id: int):
 
 @router.post("/gallery/{item_id}/delete")
 async def delete_item(request: Request, item_id: int):
-  fields, _ = await read_form(request)
-  check_csrf(request, fields.get("csrf"))
+  await checked_form(request)
   request.app.state.service.delete_item(request.state.client_id, item_id)
   return RedirectResponse("/gallery", status_code=303)
 

@@ -157,18 +157,21 @@ class Service:
       raise ServiceError(404, "no such job")
     return job
 
-  def cancel(self, owner: str, job_id: str) -> Job:
+  def owned_job(self, owner: str, job_id: str, verb: str) -> Job:
+    """The job ``job_id`` if ``owner`` submitted it (404 unknown, 403 someone else's)."""
     job = self.job_of(job_id)
     if job.owner != owner:
-      raise ServiceError(403, "only the client that submitted a job may cancel it")
+      raise ServiceError(403, f"only the client that submitted a job may {verb} it")
+    return job
+
+  def cancel(self, owner: str, job_id: str) -> Job:
+    job = self.owned_job(owner, job_id, "cancel")
     if not self.db.cancel(job_id, owner):
       raise ServiceError(409, f"the job is already {job.status}")
     return self.db.get_job(job_id)
 
   def delete_job(self, owner: str, job_id: str) -> None:
-    job = self.job_of(job_id)
-    if job.owner != owner:
-      raise ServiceError(403, "only the client that submitted a job may delete it")
+    self.owned_job(owner, job_id, "delete")
     deleted = self.db.delete_job(job_id, owner)
     if deleted is None:
       raise ServiceError(409, "cancel the job before deleting it")
@@ -206,9 +209,7 @@ class Service:
 
   # ----------------------------------------------------------------------------------- gallery
   def share(self, owner: str, job_id: str, title: str) -> GalleryItem:
-    job = self.job_of(job_id)
-    if job.owner != owner:
-      raise ServiceError(403, "only the client that submitted a job may share it")
+    job = self.owned_job(owner, job_id, "share")
     if job.status != "done" or not job.result_key:
       raise ServiceError(409, "only a finished job can be shared")
     title = " ".join((title or "").split())[:200] or f"{job.kind} #{job.id[:8]}"
