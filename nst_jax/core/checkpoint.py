@@ -31,6 +31,7 @@ from typing import Any, Callable
 
 import jax
 import orbax.checkpoint as ocp
+import tensorstore as ts
 
 from nst_jax.core.errors import UserError
 
@@ -103,6 +104,7 @@ class Checkpoints:
   def restore(self, step: int, abstract_state: Any = None) -> tuple[Any, dict]:
     """The state (with ``abstract_state``'s structure, shapes and shardings; None: as saved, with
     dicts for named tuples and numpy arrays for host arrays) and meta at ``step``."""
+    self._check_readable(step)
     try:
       out = self.manager.restore(int(step), args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
@@ -117,6 +119,7 @@ class Checkpoints:
     accepts read, onto the default device; the others are None, never read (orbax's restore
     with placeholders): e.g. a network's parameters without its optimizer state."""
     path = (self.directory / str(int(step)) / "state").resolve()
+    self._check_readable(step)
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     try:
       with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as reader:
@@ -136,6 +139,7 @@ class Checkpoints:
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
                           abstract_subtree)
+    self._check_readable(step)
     try:
       out = self.manager.restore(int(step), args=ocp.args.Composite(
           state=ocp.args.PyTreeRestore(
@@ -156,6 +160,21 @@ class Checkpoints:
     if not isinstance(out.meta, dict) or "config" not in out.meta:
       raise UserError(f"checkpoint {self.directory / str(step)} has no training config")
     return dict(out.meta)
+
+  def _check_readable(self, step: int) -> None:
+    """Reads every stored value of ``step``'s array stores (OCDBT) synchronously, so a damaged
+    checkpoint is a ``UserError`` here. Handed to orbax instead, its concurrent reads fail one
+    by one: orbax raises at the first and closes its event loop, and the reads still in flight
+    then complete onto the closed loop ("Event loop is closed", printed by the interpreter)."""
+    folder = self.directory / str(int(step))
+    for manifest in sorted(folder.glob("*/manifest.ocdbt")):
+      try:
+        store = ts.KvStore.open({"driver": "ocdbt", "base": f"file://{manifest.parent.resolve()}"}
+                                ).result()
+        for read in [store.read(key) for key in store.list().result()]:
+          read.result()
+      except Exception as e:  # tensorstore raises ValueError and others for damaged files
+        raise UserError(f"cannot restore checkpoint {folder}: {_first_line(e)}") from None
 
   def wait(self) -> None:
     """Blocks until background saves are on disk."""
