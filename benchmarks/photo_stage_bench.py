@@ -131,6 +131,14 @@ def main(argv=None) -> None:
   for row in rows.values():
     row["ratio_to_gatys"] = row["s_per_iter"] / gatys
     row["s_per_evaluation"] = row["s_per_iter"] / max(row["evaluations_per_iter"], 1e-9)
+  # The profile: one matrix-free Laplacian apply (a CG iteration's main cost) timed alone, so
+  # the solves' share of a stage-2 evaluation is CG iterations x this.
+  step = aux2["filter"]
+  apply = jax.jit(lambda v: matting.apply_with_coefficients(step.coeffs, v))
+  v = jnp.asarray(runs["stage2"].x)
+  apply_s = bc.time_median(lambda: jax.block_until_ready(apply(v)), 20, warmup=2)
+  cg_per_eval = float(np.mean(cg["forward"] or [0])) + float(np.mean(cg["adjoint"] or [0]))
+  rows["stage2"].update(laplacian_apply_s=apply_s, cg_s_per_eval_estimate=cg_per_eval * apply_s)
   rows["stage2"].update(cg_forward_per_eval=float(np.mean(cg["forward"] or [0])),
                         cg_adjoint_per_eval=float(np.mean(cg["adjoint"] or [0])),
                         matting_ratio=float(matting.matting_energy(
@@ -143,7 +151,9 @@ def main(argv=None) -> None:
              f"({row['s_per_evaluation']:.3f} s/eval)")
     if name == "stage2":
       extra += (f", CG/eval forward "
-               f"{row['cg_forward_per_eval']:.1f} adjoint {row['cg_adjoint_per_eval']:.1f}")
+               f"{row['cg_forward_per_eval']:.1f} adjoint {row['cg_adjoint_per_eval']:.1f}"
+                f", Laplacian apply {row['laplacian_apply_s'] * 1e3:.1f} ms"
+                f" (CG ~{row['cg_s_per_eval_estimate']:.3f} s/eval)")
     print(f"{name:7s} {row['s_per_iter']:.3f} s/iter  x{row['ratio_to_gatys']:.2f} Gatys{extra}")
   bc.write_result(args.out, {"size": args.size, "pair": args.pair, "rows": rows}, args)
 

@@ -123,6 +123,63 @@ def test_super_resolution_job_is_the_upscalers_output(service):
   assert too_big.status_code == 413 and "super-resolution takes images up to" in too_big.text
 
 
+def _small_png(path, long_side: int, resample=Image.BILINEAR) -> bytes:
+  image = Image.open(path).convert("RGB")
+  scale = long_side / max(image.size)
+  buf = io.BytesIO()
+  image.resize((round(image.width * scale), round(image.height * scale)), resample).save(buf, "PNG")
+  return buf.getvalue()
+
+
+@pytest.mark.real_weights
+def test_photoreal_job_with_masks_is_the_librarys_output(service, data_dir, vgg_path, vgg_params,
+                                                         monkeypatch, tmp_path):
+  # A custom photorealistic job with the pair's colour-coded masks: the result is what
+  # ``photoreal.stylize`` gives for the same images, masks and settings (8 iterations per stage
+  # in chunks of 2 at 32 px); a mask of another aspect ratio fails the job with one line.
+  from nst_jax.core import regions  # pylint: disable=import-outside-toplevel
+  from nst_jax.slow import photoreal  # pylint: disable=import-outside-toplevel
+  from nst_jax.web import uploads  # pylint: disable=import-outside-toplevel
+  monkeypatch.setenv("NST_JAX_VGG_WEIGHTS", str(vgg_path))
+  photo = data_dir / "photo"
+  files = {"content": _small_png(photo / "input/in1.png", 64),
+           "style": _small_png(photo / "style/tar1.png", 64),
+           "content_mask": _small_png(photo / "segmentation/in1.png", 64, Image.NEAREST),
+           "style_mask": _small_png(photo / "segmentation/tar1.png", 64, Image.NEAREST)}
+  _, new_client = service
+  client = new_client()
+  csrf = csrf_of(client)
+
+  def submit(**replace):
+    parts = {k: (f"{k}.png", replace.get(k, v)) for k, v in files.items()}
+    r = client.post("/api/jobs", data={"kind": "photoreal", "size": "32", "iterations": "8"},
+                    files=parts, headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 201, r.text
+    return client.get(f"/api/jobs/{r.json()['id']}").json()
+
+  job = submit()
+  assert job["status"] == "done", job
+  result = np.asarray(Image.open(io.BytesIO(client.get(job["result_url"]).content)))
+  content, style = (uploads.decode_png(files[k]) for k in ("content", "style"))
+  for k in ("content_mask", "style_mask"):
+    (tmp_path / f"{k}.png").write_bytes(files[k])
+  cm = regions.load_color_mask(tmp_path / "content_mask.png", size_hw=content.shape[:2])
+  sm = regions.load_color_mask(tmp_path / "style_mask.png", size_hw=style.shape[:2])
+  assert len(cm) >= 2  # the pair's masks hold several regions
+  cfg = config.PhotoConfig(size=32, optim=config.OptimConfig(
+      optimizer=config.WebConfig().slow_optimizer, num_iters=8, chunk=2))
+  expected = photoreal.stylize(vgg_params, content, style, cfg,
+                               content_masks=cm, style_masks=sm, progress=False).images[0]
+  assert result.shape == expected.shape and max(result.shape[:2]) == 32
+  assert np.abs(result / 255.0 - np.clip(expected, 0, 1)).max() <= 1 / 255 + 1e-6
+  wide = io.BytesIO()
+  Image.open(io.BytesIO(files["content_mask"])).resize((64, 20), Image.NEAREST).save(wide, "PNG")
+  failed = submit(content_mask=wide.getvalue())
+  assert failed["status"] == "failed", failed
+  assert failed["error"].startswith("the content mask is 64x20, which does not match the image's")
+  assert "/" not in failed["error"]  # the upload named, not its storage path
+
+
 def test_job_page_shows_result_download_and_share(done_job):
   client, job = done_job
   page = client.get(job["page_url"]).text

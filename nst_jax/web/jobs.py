@@ -207,22 +207,29 @@ class Executor:
     else:
       from nst_jax.slow import photoreal  # pylint: disable=import-outside-toplevel
       cfg = config.PhotoConfig(size=size, optim=optim)
-      masks = [self.masks(p.get(k)) for k in ("content_mask", "style_mask")]
+      masks = [self.masks(p.get(k), image.shape[:2], k.replace("_", " "))
+               for k, image in (("content_mask", content), ("style_mask", style))]
       out = photoreal.stylize(self.vgg(), content, style, cfg, content_masks=masks[0],
                               style_masks=masks[1], **common)
     if out.nan_at is not None:
       raise UserError(f"the loss became NaN/Inf at iteration {out.nan_at}; try a smaller size")
     return uploads.encode_png(np.clip(out.images[0], 0.0, 1.0))
 
-  def masks(self, key: str | None):
-    """[R, H, W] region masks of a colour-coded mask image, or None."""
+  def masks(self, key: str | None, hw: tuple[int, int], name: str):
+    """[R, H, W] region masks of a colour-coded mask image for an image of size ``hw`` (as
+    ``nst-jax photo`` reads them: another aspect ratio is a UserError naming the ``name``d
+    upload, not the storage path), or None."""
     if not key:
       return None
     from nst_jax.core import regions  # pylint: disable=import-outside-toplevel
     path = self.store.path(key)
     if path is None:
       raise UserError("the mask image is not available on this worker")
-    return regions.load_color_mask(path)
+    try:
+      return regions.load_color_mask(path, size_hw=hw)
+    except UserError as e:
+      text = str(e).replace(f"mask {path}", f"the {name}").replace(str(path), f"the {name}")
+      raise UserError(text) from None
 
 
 class Progress:
