@@ -325,6 +325,32 @@ def test_gallery_is_newest_first_and_paginated(service, done_job):
   assert app.state.service.db.gallery_page(1, 10)[1] == 0
 
 
+def test_a_long_poll_answers_when_the_job_changes(tmp_path):
+  """GET /api/jobs/{id}?wait=S holds the answer until the job's status or iteration changes
+  (here: another thread cancels it) or S seconds pass; an ended job is answered at once."""
+  import threading  # pylint: disable=import-outside-toplevel
+  import time  # pylint: disable=import-outside-toplevel
+  cfg = config.WebConfig(data_dir=str(tmp_path))
+  app = web_app.create_app(cfg, enqueue=lambda job_id: None)  # no worker: the job stays queued
+  client = TestClient(app)
+  csrf = csrf_of(client)
+  job_id = client.post("/api/jobs", data={"model": "starry_small"},
+                       files={"content": ("x.png", png_bytes(32, 32))},
+                       headers={"X-CSRF-Token": csrf}).json()["id"]
+  start = time.monotonic()
+  assert client.get(f"/api/jobs/{job_id}", params={"wait": 0.4}).json()["status"] == "queued"
+  assert time.monotonic() - start >= 0.4  # nothing changed: held for the whole wait
+  timer = threading.Timer(0.3, lambda: app.state.service.db.set_fields(job_id, status="cancelled"))
+  timer.start()
+  start = time.monotonic()
+  assert client.get(f"/api/jobs/{job_id}", params={"wait": 20}).json()["status"] == "cancelled"
+  assert 0.3 <= time.monotonic() - start < 5.0  # answered on the change, not after 20 s
+  start = time.monotonic()
+  assert client.get(f"/api/jobs/{job_id}", params={"wait": 20}).json()["status"] == "cancelled"
+  assert time.monotonic() - start < 5.0  # an ended job: at once
+  timer.join()
+
+
 def test_quota_rate_limit_and_cancel(tmp_path):
   """Jobs that are never run (no worker): the queue quota, the rate limit, cancelling."""
   cfg = config.WebConfig(data_dir=str(tmp_path), limits=config.WebLimits(

@@ -7,10 +7,14 @@ Synopsis (a script; the cookie jar keeps the client id)::
   job = s.post("/api/jobs", data={"model": "starry_small"}, files={"content": open(p, "rb")},
                headers={"X-CSRF-Token": csrf}).json()
   s.get(f"/api/jobs/{job['id']}").json()["status"]       # queued | running | done | ...
+  s.get(f"/api/jobs/{job['id']}", params={"wait": 10})    # answers when it changes (<= 10 s)
   png = s.get(job["result_url"]).content                  # once done
 """
 
 from __future__ import annotations
+
+import asyncio
+import time
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse
@@ -22,6 +26,8 @@ from nst_jax.web.forms import check_csrf, checked_form
 from nst_jax.web.service import ServiceError
 
 router = APIRouter(prefix="/api", tags=["api"])
+MAX_WAIT_S = 30.0  # the longest long poll (GET /api/jobs/{id}?wait=...)
+WAIT_POLL_S = 0.01  # how often a long poll looks at the database
 
 
 def blob_url(key: str | None) -> str | None:
@@ -72,9 +78,22 @@ async def my_jobs(request: Request) -> list[dict]:
 
 
 @router.get("/jobs/{job_id}")
-async def get_job(request: Request, job_id: str) -> dict:
-  """A job's state and progress: status, iteration / total, loss, eta_s, queue_position."""
-  return job_json(request, request.app.state.service.job_of(job_id))
+async def get_job(request: Request, job_id: str, wait: float = 0.0) -> dict:
+  """A job's state and progress: status, iteration / total, loss, eta_s, queue_position.
+
+  ``wait`` (seconds, at most ``MAX_WAIT_S``): a long poll; the answer comes as soon as the job's
+  status or iteration changes (or it ends), else after ``wait`` seconds, so a client learns of
+  the result within ``WAIT_POLL_S`` without polling itself.
+  """
+  service = request.app.state.service
+  job = await run_in_threadpool(service.job_of, job_id)
+  deadline = time.monotonic() + min(max(wait, 0.0), MAX_WAIT_S)
+  seen = (job.status, job.iteration)
+  while (job.status, job.iteration) == seen and job.status in ("queued", "running") \
+      and time.monotonic() < deadline:
+    await asyncio.sleep(WAIT_POLL_S)
+    job = await run_in_threadpool(service.job_of, job_id)
+  return job_json(request, job)
 
 
 @router.post("/jobs/{job_id}/cancel")

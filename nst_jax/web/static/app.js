@@ -35,10 +35,10 @@ function describe(job) {
 async function poll(id, onUpdate) {
   for (;;) {
     let job;
-    try { job = await api("GET", `/api/jobs/${id}`); } catch (e) { await sleep(1000); continue; }
+    // a long poll: the server answers when the job changes (or after 10 s)
+    try { job = await api("GET", `/api/jobs/${id}?wait=10`); } catch (e) { await sleep(1000); continue; }
     onUpdate(job);
     if (FINAL.includes(job.status)) return job;
-    await sleep(job.status === "queued" ? 500 : 300);
   }
 }
 
