@@ -119,3 +119,48 @@ def test_one_evaluation_per_iteration_on_the_vgg_loss(vgg_params, data_dir):
   total = res.history["total"][:, 0]
   assert total[-1] < 0.2 * total[0]
   assert float(res.image.min()) >= 0.0 and float(res.image.max()) <= 1.0
+
+
+def test_a_failed_search_stays_put_and_a_second_one_stops_the_run():
+  # A loss whose reported gradient points uphill (as an inexact one may once the decrease left
+  # is below its accuracy): no trial decreases the loss. The first failure keeps x and empties
+  # the memory; the second, from steepest descent, stops the run; later steps are free.
+  @jax.custom_vjp
+  def bowl(x):
+    return jnp.sum((x - 0.5) ** 2)
+
+  bowl.defvjp(lambda x: (bowl(x), x), lambda x, ct: (-2.0 * ct * (x - 0.5),))  # wrong sign
+  solver = lbfgsb.make(lambda x, s, a: (bowl(x), {"bowl": bowl(x)}), history_size=4)
+  x0 = jnp.full(SHAPE, 0.2).at[0, 0, 0, 0].set(0.7)
+  step = jax.jit(solver.step)
+  x, state = x0, solver.init(x0, None, None)
+  evals = [int(state.evals)]
+  for failures in (1, 2, 2):
+    x, state, terms = step(x, state, None, None)
+    np.testing.assert_array_equal(x, x0)
+    assert int(state.failures) == failures
+    assert float(state.gamma) == 0.0 and not np.any(np.asarray(state.rho))
+    np.testing.assert_allclose(terms["bowl"], bowl(x0))
+    evals.append(int(state.evals))
+  assert 1 < evals[1] - evals[0] <= lbfgsb.MAX_TRIALS  # the search tried, and gave up
+  assert evals[3] == evals[2]  # stopped: the third step evaluated nothing
+
+
+def test_a_converged_run_stops_where_it_converged(rng):
+  # Descending steps keep the failure count at 0; at the minimum no step decreases the loss
+  # (it ties), and two such steps stop the run there.
+  target = jnp.asarray(rng.uniform(0.1, 0.9, size=SHAPE), jnp.float32)
+  solver = lbfgsb.make(lambda x, s, a: (jnp.sum((x - target) ** 2), {}), history_size=4)
+  x = jnp.zeros(SHAPE)
+  state = solver.init(x, None, None)
+  step = jax.jit(solver.step)
+  values = [float(state.value)]
+  for _ in range(3):
+    x, state, _ = step(x, state, None, None)
+    values.append(float(state.value))
+    assert int(state.failures) == 0
+  assert values[0] > values[1] > values[2] > values[3]
+  for _ in range(30):
+    x, state, _ = step(x, state, None, None)
+  assert int(state.failures) == lbfgsb.STALL_FAILURES
+  np.testing.assert_allclose(x, target, atol=1e-5)

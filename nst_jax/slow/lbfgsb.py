@@ -24,6 +24,15 @@ An iteration:
    evaluation per iteration when t = 1 is accepted, which is the rule after the first steps.
 4. The pair (s, y) = (x+ - x, g+ - g) enters the circular memory when s . y > eps y . y; empty
    slots have rho = 0 and drop out of the recursion, so the state has fixed shapes.
+5. A search that finds no sufficient decrease in ``max_trials`` evaluations, or ends on a value
+   that merely ties f(x) (the loss is flat
+   along d within its accuracy: float32 rounding, or the inexact solves of the photoreal
+   "affine" parameterization late in a run) leaves x where it was and empties the memory, so
+   the next direction is steepest descent; a second failure in a row ends the run: later
+   steps are free no-ops that return x (as scipy's L-BFGS-B stops on a failed line search).
+   Without this, every later iteration spent its 20 evaluations on steps of ~1e-19: a 256 px
+   photoreal stage 2 went from 1.1 to 6.6 evaluations per iteration after ~150 iterations
+   (issue 23; ``benchmarks/photo_resume_bench.py``).
 
 This skips what makes jaxopt's L-BFGS-B heavy per iteration (the generalized Cauchy point's
 breakpoint sort and the subspace minimization over the compact matrices, Byrd et al. 1995) and
@@ -47,6 +56,7 @@ import jax.numpy as jnp
 
 ARMIJO_C1 = 1e-4
 MAX_TRIALS = 20  # evaluations per iteration at most (t >= 0.1 ** 19 by then)
+STALL_FAILURES = 2  # failed searches in a row that end the run
 CURVATURE_EPS = 1e-10  # a pair enters the memory when s . y > eps y . y
 
 
@@ -61,6 +71,7 @@ class State(NamedTuple):
   grad: jax.Array  # gradient at x
   terms: dict  # loss terms at x
   evals: jax.Array  # int32 [] loss evaluations so far (init's included)
+  failures: jax.Array  # int32 [] failed line searches in a row; >= STALL_FAILURES: stopped
 
 
 class Solver(NamedTuple):
@@ -131,7 +142,7 @@ def make(loss_fn: Callable, *, history_size: int = 20, c1: float = ARMIJO_C1,
     m = history_size
     zeros = jnp.zeros((m,) + x.shape, x.dtype)
     return State(zeros, zeros, jnp.zeros((m,), x.dtype), jnp.int32(m - 1),
-                 jnp.zeros((), x.dtype), value, grad, terms, jnp.int32(1))
+                 jnp.zeros((), x.dtype), value, grad, terms, jnp.int32(1), jnp.int32(0))
 
   def direction(x, state):
     g = state.grad
@@ -171,14 +182,26 @@ def make(loss_fn: Callable, *, history_size: int = 20, c1: float = ARMIJO_C1,
     zeros = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shape)
     n, _, xt, value, grad, terms = jax.lax.while_loop(
         cond, body, (jnp.int32(0), jnp.ones((), x.dtype)) + tuple(zeros))
-    return n, xt, value, grad, terms
+    # Success needs a real decrease: with t ~ 1e-19 the Armijo test can pass on a value that
+    # only rounds to f(x) (a tie), which is no progress.
+    return n, xt, value, grad, terms, armijo(xt, value) & (value < state.value)
+
+  def advance(x, state, shared, aux):
+    d = direction(x, state)
+    n, xt, value, grad, terms, ok = search(x, d, state, shared, aux)
+    # A failed search (not ok): stay at x, empty the memory (rho = 0, gamma = 0), count it.
+    new = push_pair(state, jnp.where(ok, xt - x, 0.0), jnp.where(ok, grad - state.grad, 0.0))
+    keep = lambda a, b: jnp.where(ok, a, b)
+    new = new._replace(rho=keep(new.rho, 0.0), gamma=keep(new.gamma, 0.0),
+                       value=keep(value, state.value), grad=keep(grad, state.grad),
+                       terms=jax.tree.map(keep, terms, state.terms), evals=state.evals + n,
+                       failures=jnp.where(ok, 0, state.failures + 1))
+    return keep(xt, x), new, state.terms
 
   def step(x, state, shared, aux):
-    d = direction(x, state)
-    n, x_new, value, grad, terms = search(x, d, state, shared, aux)
-    new = push_pair(state, x_new - x, grad - state.grad)
-    new = new._replace(value=value, grad=grad, terms=terms, evals=state.evals + n)
-    return x_new, new, state.terms
+    return jax.lax.cond(state.failures >= STALL_FAILURES,
+                        lambda: (x, state, state.terms),  # stopped: a free no-op
+                        lambda: advance(x, state, shared, aux))
 
   return Solver(init, step)
 
