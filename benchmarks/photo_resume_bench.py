@@ -52,7 +52,7 @@ _COUNTS = collections.defaultdict(list)
 
 def run(params, content, style, masks, cfg, *, checkpoint=None, stop=None) -> list[dict]:
   """One ``stylize`` call; a row per chunk: stage, iteration, seconds, evaluations, CG."""
-  rows, counts = [], _COUNTS
+  rows, counts, loss = [], _COUNTS, [float("nan")]
   counts.clear()
   clock = [time.perf_counter()]
 
@@ -60,10 +60,12 @@ def run(params, content, style, masks, cfg, *, checkpoint=None, stop=None) -> li
     now = time.perf_counter()
     fwd, adj = counts["forward"], counts["adjoint"]
     rows.append({"stage": stage + 1, "iteration": iteration, "seconds": now - clock[0],
-                 "evaluations": len(fwd), "cg_forward": sum(fwd), "cg_adjoint": sum(adj)})
+                 "evaluations": len(fwd), "cg_forward": sum(fwd), "cg_adjoint": sum(adj),
+                 "loss": loss[0]})
     r = rows[-1]
     print(f"  {r['stage']} {r['iteration']:4d} {r['seconds']:7.2f} s  evals {r['evaluations']}"
-          f"  CG {r['cg_forward']}+{r['cg_adjoint']}", file=sys.stderr, flush=True)
+          f"  CG {r['cg_forward']}+{r['cg_adjoint']}  loss {r['loss']:.6g}", file=sys.stderr,
+          flush=True)
     counts.clear()
     clock[0] = time.perf_counter()
     if (stage + 1, iteration) == stop:
@@ -72,7 +74,8 @@ def run(params, content, style, masks, cfg, *, checkpoint=None, stop=None) -> li
   try:
     photoreal.stylize(params, content, style, cfg, content_masks=masks[0],
                       style_masks=masks[1], progress=False, checkpoint=checkpoint,
-                      checkpoint_every=cfg.optim.chunk, on_chunk=on_chunk)
+                      checkpoint_every=cfg.optim.chunk, on_chunk=on_chunk,
+                      on_loss=lambda stage, iteration, total: loss.__setitem__(0, float(total)))
   except _Stop:
     pass
   return rows

@@ -60,9 +60,9 @@ from nst_jax.slow import driver
 
 PARAM_TOL = 1e-3  # relative residual of the "affine" parameterization's solves (float32: >~5e-5)
 # A penalized stage's seconds per iteration over an unpenalized one's with the "affine" and
-# "guided" parameterizations (benchmarks/photo_stage_bench.py, 256 px, 2-core CPU: 1.37 once
-# absent regions are dropped; 1.10 before, when stage 1 carried 9 masked Grams).
-PENALIZED_COST = 1.35
+# "guided" parameterizations (benchmarks/photo_stage_bench.py, 2-core CPU, 2026-12-05: 1.52 at
+# 256 px, 1.54 at 512 px; the lean L-BFGS-B, absent regions dropped).
+PENALIZED_COST = 1.5
 
 
 def check_config(cfg: PhotoConfig) -> None:
