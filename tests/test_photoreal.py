@@ -17,6 +17,10 @@ from nst_jax.core import (checkpoint, image_io, matting, metrics, objective, reg
 from nst_jax.core.errors import UserError
 from nst_jax.slow import photoreal
 
+# The conjugate-gradient solves make these tests' run time outweigh their compile time: XLA's
+# optimizations stay on here (conftest turns them off elsewhere).
+pytestmark = pytest.mark.usefixtures("xla_optimized")
+
 
 def _pair(data_dir, n=1):
   root = data_dir / "photo"
