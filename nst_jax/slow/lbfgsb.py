@@ -25,14 +25,14 @@ An iteration:
 4. The pair (s, y) = (x+ - x, g+ - g) enters the circular memory when s . y > eps y . y; empty
    slots have rho = 0 and drop out of the recursion, so the state has fixed shapes.
 5. A search that finds no sufficient decrease in ``max_trials`` evaluations, or ends on a value
-   that merely ties f(x) (the loss is flat
-   along d within its accuracy: float32 rounding, or the inexact solves of the photoreal
-   "affine" parameterization late in a run) leaves x where it was and empties the memory, so
-   the next direction is steepest descent; a second failure in a row ends the run: later
-   steps are free no-ops that return x (as scipy's L-BFGS-B stops on a failed line search).
-   Without this, every later iteration spent its 20 evaluations on steps of ~1e-19: a 256 px
-   photoreal stage 2 went from 1.1 to 6.6 evaluations per iteration after ~150 iterations
-   (issue 23; ``benchmarks/photo_resume_bench.py``).
+   that merely ties f(x), means the loss is flat along d within its accuracy (float32 rounding,
+   or the inexact solves of the photoreal "affine" parameterization late in a run). It leaves
+   x where it was and empties the memory, so the next direction is steepest descent; a second
+   failure in a row ends the run, and later steps are free no-ops that return x (as scipy's
+   L-BFGS-B stops on a failed line search). Before this, such searches spent up to 20
+   evaluations each on steps too small to matter: a 256 px photoreal stage 2 went from 1.1 to
+   3-6.6 evaluations per iteration after ~120 iterations (issue 23;
+   ``benchmarks/photo_resume_bench.py``).
 
 This skips what makes jaxopt's L-BFGS-B heavy per iteration (the generalized Cauchy point's
 breakpoint sort and the subspace minimization over the compact matrices, Byrd et al. 1995) and
