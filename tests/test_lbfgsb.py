@@ -164,3 +164,22 @@ def test_a_converged_run_stops_where_it_converged(rng):
     x, state, _ = step(x, state, None, None)
   assert int(state.failures) == lbfgsb.STALL_FAILURES
   np.testing.assert_allclose(x, target, atol=1e-5)
+
+
+def test_a_stopped_run_says_so_once(capsys):
+  # optimize.run with the lean solver on a loss whose gradient points uphill: the solver stops
+  # in the first chunk; the progress output says so in one line, once, and the rest of the run
+  # leaves the image as it was.
+  @jax.custom_vjp
+  def bowl(x):
+    return jnp.sum((x - 0.5) ** 2)
+
+  bowl.defvjp(lambda x: (bowl(x), x), lambda x, ct: (-2.0 * ct * (x - 0.5),))  # wrong sign
+  x0 = jnp.full(SHAPE, 0.2)
+  cfg = config.OptimConfig(optimizer="lbfgsb", num_iters=6, chunk=2, history_size=4)
+  out = optimize.run(lambda x, s, a: (bowl(x), {"total": bowl(x)}), x0, None, None, cfg,
+                     desc="toy")
+  err = capsys.readouterr().err
+  assert err.count("toy: stopped by iteration 2: the line search finds no further decrease") == 1
+  assert optimize.stopped(out.state) and out.iterations == 6
+  np.testing.assert_array_equal(out.image, x0)

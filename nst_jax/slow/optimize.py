@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import sys
 import time
 import warnings
 from typing import Any, Callable, NamedTuple
@@ -274,7 +275,7 @@ def run(loss_fn: LossFn, x0: jax.Array, shared: Any, aux: Any, cfg: OptimConfig,
   if state is None:
     state = init_state(loss_fn, x0, shared, aux, cfg, batched=batched)
   pieces: list[dict] = []
-  t0, it, nan_at = time.perf_counter(), start, None
+  t0, it, nan_at, told = time.perf_counter(), start, None, False
   with tqdm(total=cfg.num_iters, initial=start, desc=desc, disable=not progress,
             unit="it", dynamic_ncols=True) as bar:
     if it < cfg.num_iters:
@@ -293,10 +294,22 @@ def run(loss_fn: LossFn, x0: jax.Array, shared: Any, aux: Any, cfg: OptimConfig,
       pieces.append(hist)
       show_progress(bar, n, _summary(jax.tree.map(lambda h: h[-1], hist)),
                     last=it >= cfg.num_iters)
+      if progress and not told and it < cfg.num_iters and stopped(state):
+        told = True
+        bar.write(f"{desc}: stopped by iteration {it}: the line search finds no further decrease "
+                  "(the loss is flat within its accuracy); the remaining iterations do nothing",
+                  file=sys.stderr)
       if on_chunk is not None:
         on_chunk(it, x, state, concat_history(pieces))
   history = concat_history(pieces)
   return Result(x, history, state, it, nan_at, time.perf_counter() - t0)
+
+
+def stopped(state: Any) -> bool:
+  """Whether an "lbfgsb" solver state has stopped (``lbfgsb`` rule 5: two failed line searches
+  in a row; for a batch, every problem); False for the other solvers."""
+  failures = getattr(state, "failures", None)
+  return failures is not None and bool(np.all(np.asarray(failures) >= lbfgsb.STALL_FAILURES))
 
 
 def show_progress(bar, n: int, terms: dict[str, str], *, last: bool) -> None:
