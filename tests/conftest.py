@@ -7,6 +7,7 @@
 import gc
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
@@ -110,6 +111,49 @@ def pytest_sessionfinish(session):
     gc.disable()
     gc.callbacks[:] = [cb for cb in gc.callbacks
                        if getattr(cb, "__name__", "") != "_xla_gc_callback"]
+
+
+@pytest.fixture(scope="session")
+def free_port():
+  """A function that returns a free TCP port on loopback, for the servers tests start."""
+  def pick() -> int:
+    with socket.socket() as s:
+      s.bind(("127.0.0.1", 0))
+      return s.getsockname()[1]
+  return pick
+
+
+class SmtpCollector:
+  """An aiosmtpd handler that keeps the messages it receives."""
+
+  def __init__(self):
+    self.envelopes = []
+
+  # pylint: disable-next=invalid-name,unused-argument
+  async def handle_DATA(self, server, session, envelope):
+    self.envelopes.append(envelope)
+    return "250 OK"
+
+
+@pytest.fixture
+def smtp_server(free_port):
+  """A real SMTP server (aiosmtpd) on loopback: (controller, collector, logins). Logins are
+  optional and succeed with the password "right"; every attempt lands in ``logins``."""
+  controller_mod = pytest.importorskip("aiosmtpd.controller", reason="aiosmtpd not installed")
+  handler, logins = SmtpCollector(), []
+
+  def authenticator(server, session, envelope, mechanism, auth_data):  # pylint: disable=unused-argument
+    from aiosmtpd.smtp import AuthResult  # pylint: disable=import-outside-toplevel
+    logins.append((auth_data.login, auth_data.password))
+    return AuthResult(success=auth_data.password == b"right")
+
+  controller = controller_mod.Controller(handler, hostname="127.0.0.1", port=free_port(),
+                                         authenticator=authenticator, auth_require_tls=False)
+  controller.start()
+  try:
+    yield controller, handler, logins
+  finally:
+    controller.stop()
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ process reads its own part of the same global batch.
 """
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -35,12 +34,6 @@ STEPS = 2
 # tests/test_multidevice.py): compiling the step is most of each process' time.
 OVERRIDES = (f"num_steps={STEPS}", "checkpoint_every=1", "loss.content_layers=relu2_2",
              "loss.style_layers=relu1_1,relu2_1", "loss.style_layer_weights=1,1")
-
-
-def _free_port() -> int:
-  with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
 
 
 def _env(**extra) -> dict:
@@ -101,8 +94,8 @@ def _losses(workdir: Path) -> np.ndarray:
 
 
 def test_two_processes_train_like_one_process_with_the_same_global_batch(vgg_path, data_dir,
-                                                                          tmp_path):
-  port = _free_port()
+                                                                          tmp_path, free_port):
+  port = free_port()
   multi, single = tmp_path / "two_processes", tmp_path / "one_process"
   coordinator = f"127.0.0.1:{port}"
   logs = [tmp_path / f"log{i}.txt" for i in range(3)]

@@ -15,7 +15,6 @@ import io
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -45,12 +44,6 @@ CUSTOM_SIZE, CUSTOM_ITERS = 40, 20  # 4 chunks of 5 iterations: progress in quar
 SLOW_OPTIMIZER = "adam"  # as test_web_jobs.py: compiles in a third of L-BFGS-B's time
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def _png(pixels: np.ndarray) -> bytes:
   buf = io.BytesIO()
   Image.fromarray(pixels).save(buf, "PNG")
@@ -75,7 +68,7 @@ def _style(h=48, w=48) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory):
+def service(tmp_path_factory, free_port):
   """``nst-jax serve`` (the app and one worker: two would only compete for a 2-core CPU; the
   shipped models' samples are files, so nothing waits for the worker but the two jobs) on a
   free port; yields its base URL.
@@ -86,7 +79,7 @@ def service(tmp_path_factory):
     yield os.environ["NST_JAX_WEB_URL"].rstrip("/")
     return
   data = tmp_path_factory.mktemp("web_data")
-  port = _free_port()
+  port = free_port()
   url = f"http://127.0.0.1:{port}"
   log = open(data / "serve.log", "wb")
   proc = subprocess.Popen(

@@ -7,7 +7,6 @@ import email
 import io
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -44,12 +43,6 @@ def png_bytes(h: int, w: int, seed: int = 0) -> bytes:
   rgb = (np.random.default_rng(seed).random((h, w, 3)) * 255).astype(np.uint8)
   Image.fromarray(rgb).save(buf, "PNG")
   return buf.getvalue()
-
-
-def free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
 
 
 def start_worker(data_dir: Path, *extra: str, vgg_path=None) -> subprocess.Popen:
@@ -161,27 +154,12 @@ def test_a_killed_worker_s_slow_job_resumes_from_its_checkpoint(tmp_path, vgg_pa
   assert not (tmp_path / "work" / job.id).exists()  # no preview or checkpoint left
 
 
-class Collect:
-  """An SMTP handler that keeps the messages."""
-
-  def __init__(self):
-    self.envelopes = []
-
-  # pylint: disable-next=invalid-name,unused-argument
-  async def handle_DATA(self, server, session, envelope):
-    self.envelopes.append(envelope)
-    return "250 OK"
-
-
-def test_jobs_queued_while_the_web_process_is_down_are_run_and_mailed(tmp_path):
+def test_jobs_queued_while_the_web_process_is_down_are_run_and_mailed(tmp_path, smtp_server):
   """The web process enqueues and goes away (one job recorded but never enqueued, as if it died
   in between); a worker started later runs all of them, and e-mails the one that asked."""
-  controller_mod = pytest.importorskip("aiosmtpd.controller", reason="aiosmtpd not installed")
   from fastapi.testclient import TestClient  # pylint: disable=import-outside-toplevel
   from nst_jax.web import app as web_app  # pylint: disable=import-outside-toplevel
-  handler = Collect()
-  smtp = controller_mod.Controller(handler, hostname="127.0.0.1", port=free_port())
-  smtp.start()
+  smtp, handler, _ = smtp_server
   cfg = config.WebConfig(data_dir=str(tmp_path), base_url="http://nst.example:9000",
                          smtp=config.SmtpConfig(host="127.0.0.1", port=smtp.port))
   client = TestClient(web_app.create_app(cfg))  # the real queue: nothing runs in-process
@@ -203,7 +181,6 @@ def test_jobs_queued_while_the_web_process_is_down_are_run_and_mailed(tmp_path):
              worker, "three jobs")
   finally:
     log = stop(worker)
-    smtp.stop()
   for job_id in [*ids, orphan.id]:
     job = svc.db.get_job(job_id)
     assert job.status == "done" and job.attempts == 1, (job.error, log[-2000:])
@@ -215,7 +192,7 @@ def test_jobs_queued_while_the_web_process_is_down_are_run_and_mailed(tmp_path):
 
 
 @pytest.fixture
-def redis_url(tmp_path):
+def redis_url(tmp_path, free_port):
   """A private ``redis-server`` on loopback (no persistence), or a skip."""
   import shutil  # pylint: disable=import-outside-toplevel
   binary = shutil.which("redis-server")
@@ -284,7 +261,7 @@ def test_cancelling_a_running_slow_job_stops_it_and_cleans_up(tmp_path, vgg_path
   assert not (tmp_path / "work" / job.id).exists()
 
 
-def test_serve_starts_the_app_and_stops_on_sigint(tmp_path):
+def test_serve_starts_the_app_and_stops_on_sigint(tmp_path, free_port):
   import httpx  # pylint: disable=import-outside-toplevel
   port = free_port()
   # pylint: disable-next=consider-using-with

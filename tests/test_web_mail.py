@@ -1,47 +1,10 @@
 """Job-done e-mail through a real SMTP server (aiosmtpd) on loopback."""
 
-import socket
-
 import pytest
 
-aiosmtpd_controller = pytest.importorskip("aiosmtpd.controller", reason="aiosmtpd not installed")
+pytest.importorskip("aiosmtpd.controller", reason="aiosmtpd not installed")
 
 from nst_jax.web import mail
-
-
-class Collect:
-  def __init__(self):
-    self.envelopes = []
-
-  async def handle_DATA(self, server, session, envelope):
-    self.envelopes.append(envelope)
-    return "250 OK"
-
-
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
-@pytest.fixture
-def smtp_server():
-  handler = Collect()
-  logins = []
-
-  def authenticator(server, session, envelope, mechanism, auth_data):
-    from aiosmtpd.smtp import AuthResult
-    logins.append((auth_data.login, auth_data.password))
-    return AuthResult(success=auth_data.password == b"right")
-
-  controller = aiosmtpd_controller.Controller(
-      handler, hostname="127.0.0.1", port=_free_port(), authenticator=authenticator,
-      auth_require_tls=False)
-  controller.start()
-  try:
-    yield controller, handler, logins
-  finally:
-    controller.stop()
 
 
 def test_message_is_delivered_with_the_job_link(smtp_server):
@@ -85,6 +48,6 @@ def test_bad_sender_is_refused():
     mail.send_job_done("127.0.0.1", 1, "a@b.org\nBcc: x@y.org", "c@d.org", "s", "b")
 
 
-def test_unreachable_server_is_an_os_error():
+def test_unreachable_server_is_an_os_error(free_port):
   with pytest.raises(OSError):
-    mail.send_job_done("127.0.0.1", _free_port(), "a@b.org", "c@d.org", "s", "b", timeout=2)
+    mail.send_job_done("127.0.0.1", free_port(), "a@b.org", "c@d.org", "s", "b", timeout=2)

@@ -5,7 +5,6 @@ module; skipped with the reason when PostgreSQL or the psycopg driver is missing
 import io
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -35,7 +34,7 @@ def _pg_bin(name: str) -> str | None:
 
 
 @pytest.fixture(scope="module")
-def postgres_url():
+def postgres_url(free_port):
   """postgresql://nst@127.0.0.1:PORT/postgres of a throwaway server (as 'nobody' under root:
   PostgreSQL refuses to run as root)."""
   initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
@@ -46,9 +45,7 @@ def postgres_url():
   if os.geteuid() == 0:
     shutil.chown(root, "nobody")
     prefix = ["runuser", "-u", "nobody", "--"]
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
+  port = free_port()
 
   def run(*argv):
     subprocess.run([*prefix, *argv], check=True, capture_output=True)
