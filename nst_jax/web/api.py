@@ -27,7 +27,7 @@ from nst_jax.web.service import ServiceError
 
 router = APIRouter(prefix="/api", tags=["api"])
 MAX_WAIT_S = 30.0  # the longest long poll (GET /api/jobs/{id}?wait=...)
-WAIT_POLL_S = 0.01  # how often a long poll looks at the database
+WAIT_POLL_S = (0.01, 0.05)  # a long poll looks at the database after 10 ms, backing off to 50
 
 
 def blob_url(key: str | None) -> str | None:
@@ -83,15 +83,17 @@ async def get_job(request: Request, job_id: str, wait: float = 0.0) -> dict:
 
   ``wait`` (seconds, at most ``MAX_WAIT_S``): a long poll; the answer comes as soon as the job's
   status or iteration changes (or it ends), else after ``wait`` seconds, so a client learns of
-  the result within ``WAIT_POLL_S`` without polling itself.
+  the result within ``WAIT_POLL_S[1]`` without polling itself. The looks back off from 10 to
+  50 ms, so a long job's waiting clients cost the database 20 reads a second each.
   """
   service = request.app.state.service
   job = await run_in_threadpool(service.job_of, job_id)
   deadline = time.monotonic() + min(max(wait, 0.0), MAX_WAIT_S)
-  seen = (job.status, job.iteration)
+  seen, pause = (job.status, job.iteration), WAIT_POLL_S[0]
   while (job.status, job.iteration) == seen and job.status in ("queued", "running") \
       and time.monotonic() < deadline:
-    await asyncio.sleep(WAIT_POLL_S)
+    await asyncio.sleep(pause)
+    pause = min(pause * 1.5, WAIT_POLL_S[1])
     job = await run_in_threadpool(service.job_of, job_id)
   return job_json(request, job)
 
