@@ -154,6 +154,17 @@ def _winograd_conv3x3(xp, kernel, m: int = WINOGRAD_TILE):
   return y.reshape(b, m * th, m * tw, o)[:, :h, :w]
 
 
+def winograd_conv3x3_same(x, kernel):
+  """SAME (zero-padded) 3x3 correlation [B, H, W, I] x [3, 3, I, O] -> [B, H, W, O] by Winograd
+  F(2x2, 3x3) batched matmuls, float32, differentiated as written (callers give it a VJP).
+
+  What ``vgg.conv3x3`` runs on CPUs for VGG's wide layers, where it is 1.6-2.3x faster than
+  XLA:CPU's convolution (with 64-128 channels it is slower); the transform ``4 (I + O)`` floats
+  per output pixel are transient.
+  """
+  return _winograd_conv3x3(_pad_hw(x, 1, "zero"), kernel)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _conv3x3(xp, kernel, tile: int = WINOGRAD_TILE):
   """VALID 3x3 correlation [B, H + 2, W + 2, I] x [3, 3, I, O] -> [B, H, W, O].

@@ -15,6 +15,9 @@ The model (bytes, float32)::
                  up to the deepest one used; all are kept for the backward pass)
                  + 3 * (2 * history + IMAGE_COPIES)  (L-BFGS keeps ``history`` (s, y) pairs of
                  image-sized vectors; the image, gradient, direction and line-search copies)
+                 + WINOGRAD_FLOATS when the layers reach block 3 (the transient Winograd
+                 transforms of ``vgg.conv3x3``'s wide layers: measured +690 MB, 165 floats per
+                 pixel, for the Gatys value and gradient at 1024x1024 on the CPU)
   photo:         + PHOTO_FLOATS (two sets of matting-Laplacian window coefficients, 27 floats per
                  pixel each, plus their gradients and the conjugate-gradient vectors)
   stylize:       the transform net's activations, no backward pass: STYLIZE_FLOATS plus
@@ -47,6 +50,7 @@ VGG_CHANNELS = {1: 64, 2: 128, 3: 256, 4: 512, 5: 512}  # per block
 BASE_BYTES = {"slow": int(0.75 * GB), "stylize": int(0.65 * GB)}
 VGG_FACTOR = 2.3  # activations kept for the backward pass, plus its gradients
 IMAGE_COPIES = 10
+WINOGRAD_FLOATS = 170
 PHOTO_FLOATS = 4 * 27 * 2
 STYLIZE_FLOATS = 64  # the image, the padded input, the output and XLA's buffers
 STYLIZE_PER_CHANNEL = 3  # full-resolution activations per first-layer channel
@@ -80,6 +84,8 @@ def floats_per_pixel(kind: str, *, layers: Sequence[str] = (), history: int = 0,
     net = STYLIZE_FLOATS + STYLIZE_PER_CHANNEL * max(1, round(32 * width))
     return net + (PHOTO_FLOATS if smoothing else 0)
   floats = VGG_FACTOR * vgg_floats_per_pixel(layers) + 3 * (2 * history + IMAGE_COPIES)
+  if layers and max(VGG19_LAYERS.index(l) for l in layers) >= VGG19_LAYERS.index("conv3_1"):
+    floats += WINOGRAD_FLOATS
   return floats + (PHOTO_FLOATS if kind == "photo" else 0)
 
 
