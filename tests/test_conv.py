@@ -166,10 +166,20 @@ def _conv_cases(shapes, size, seed):
 
 
 def test_vgg_conv3x3_impls_agree_on_every_vgg19_shape():
+  # cpu_fast runs the wide layers (256, 512 channels) as Winograd F(2x2, 3x3): the forward and
+  # the input gradient from the same transformed kernel; odd sizes test its tiling.
   cases = _conv_cases([(3, i, o) for i, o in VGG_SHAPES], (6, 5), seed=0)
   # One function of all the cases: a single program per impl keeps the compile time down.
   make = lambda impl: lambda cases: [vgg.conv3x3(x, w, impl=impl) for x, w in cases]
   _assert_impls_agree(make, (cases,), seed=1)
+
+
+def test_vgg_conv3x3_runs_winograd_on_the_wide_layers_only():
+  def uses_winograd(cin, cout):
+    x, k = jnp.zeros((1, 12, 10, cin)), jnp.zeros((3, 3, cin, cout))
+    return "dot_general" in _primitives(lambda x: vgg.conv3x3(x, k, impl="cpu_fast"), x)
+  assert uses_winograd(128, 256) and uses_winograd(512, 512)
+  assert not uses_winograd(64, 128) and not uses_winograd(128, 128)  # XLA's is faster there
 
 
 @pytest.mark.parametrize("padding", config.PADDINGS)

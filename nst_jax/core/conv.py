@@ -137,16 +137,40 @@ def _winograd_tiles(xp, m: int, tiles_h: int, tiles_w: int):
   return v.reshape(n * n, b * tiles_h * tiles_w, c)
 
 
-def _winograd_conv3x3(xp, kernel, m: int = WINOGRAD_TILE):
-  # VALID 3x3 correlation [B, H + 2, W + 2, I] x [3, 3, I, O] -> [B, H, W, O] (any H, W).
-  _, g, at = _WINOGRAD[m]
+def winograd_kernel(kernel, m: int = WINOGRAD_TILE):
+  """A 3x3 kernel [3, 3, I, O] in Winograd F(m x m, 3x3)'s domain, U = G k G^T: [(m + 2)^2, I, O].
+
+  Sums of scaled taps (elementwise, fused): as an einsum with its contraction of 3, XLA:CPU took
+  ~35 ms per 512x512 kernel, ~0.3 s per VGG evaluation.
+  """
+  g, n = _WINOGRAD[m][1], m + 2
+  k = kernel.astype(jnp.float32)
+  rows = [_combine(g[i], [k[r] for r in range(3)]) for i in range(n)]  # [3, I, O] each
+  return jnp.stack([_combine(g[j], [rows[i][s] for s in range(3)])
+                    for i in range(n) for j in range(n)])
+
+
+# F(2x2, 3x3): G applied to reversed taps is G with rows 0 and 3 swapped, so the spatially
+# flipped kernel's U is U at these (row, column) indices; the input gradient also swaps I and O.
+_FLIP_2 = np.array([(3 - i if i in (0, 3) else i) * 4 + (3 - j if j in (0, 3) else j)
+                    for i in range(4) for j in range(4)])
+
+
+def _winograd_conv3x3(xp, kernel, m: int = WINOGRAD_TILE, *, u=None, flipped: bool = False):
+  # VALID 3x3 correlation [B, H + 2, W + 2, I] x [3, 3, I, O] -> [B, H, W, O] (any H, W), or
+  # with ``u = winograd_kernel(kernel)`` given; ``flipped``: with the flipped, I/O-swapped kernel
+  # (the input gradient's), from the original kernel's ``u`` (m = 2).
+  at = _WINOGRAD[m][2]
+  u = winograd_kernel(kernel, m) if u is None else u
   b, hp, wp, _ = xp.shape
-  h, w, o, n = hp - 2, wp - 2, kernel.shape[-1], m + 2
+  h, w, n = hp - 2, wp - 2, m + 2
   th, tw = -(-h // m), -(-w // m)
-  v = _winograd_tiles(_pad_end(xp, m * (th + 1), m * (tw + 1)), m, th, tw)  # [n^2, T, I]
-  g = jnp.asarray(g, jnp.float32)
-  u = jnp.einsum("ir,rsco,js->ijco", g, kernel.astype(jnp.float32), g)  # [n, n, I, O]
-  prod = jnp.einsum("ktc,kco->kto", v, u.reshape(n * n, -1, o).astype(xp.dtype))
+  v = _winograd_tiles(_pad_end(xp, m * (th + 1), m * (tw + 1)), m, th, tw)  # [n^2, T, C]
+  if flipped:
+    prod = jnp.einsum("ktc,koc->kto", v, u[_FLIP_2].astype(xp.dtype))  # contracts over O
+  else:
+    prod = jnp.einsum("ktc,kco->kto", v, u.astype(xp.dtype))
+  o = prod.shape[-1]
   prod = prod.reshape(n, n, b, th, tw, o)
   rows = jnp.stack([_combine(at[a], [prod[i] for i in range(n)]) for a in range(m)])
   y = jnp.stack([_combine(at[e], [rows[:, j] for j in range(n)]) for e in range(m)], -2)
@@ -154,15 +178,17 @@ def _winograd_conv3x3(xp, kernel, m: int = WINOGRAD_TILE):
   return y.reshape(b, m * th, m * tw, o)[:, :h, :w]
 
 
-def winograd_conv3x3_same(x, kernel):
-  """SAME (zero-padded) 3x3 correlation [B, H, W, I] x [3, 3, I, O] -> [B, H, W, O] by Winograd
-  F(2x2, 3x3) batched matmuls, float32, differentiated as written (callers give it a VJP).
+def winograd_conv3x3_same(x, u, *, flipped: bool = False):
+  """SAME (zero-padded) 3x3 correlation [B, H, W, I] -> [B, H, W, O] by Winograd F(2x2, 3x3)
+  batched matmuls, float32, with ``u = winograd_kernel(kernel)`` ([16, I, O]). ``flipped``:
+  with the flipped, I/O-swapped kernel instead ([B, H, W, O] -> [B, H, W, I]: the input
+  gradient of the correlation with ``kernel``), from the same ``u``.
 
-  What ``vgg.conv3x3`` runs on CPUs for VGG's wide layers, where it is 1.6-2.3x faster than
-  XLA:CPU's convolution (with 64-128 channels it is slower); the transform ``4 (I + O)`` floats
-  per output pixel are transient.
+  What ``vgg.conv3x3`` runs on CPUs for VGG's wide layers, where it beats XLA:CPU's convolution
+  (with 64-128 channels it is slower); the transforms, 4 (I + O) floats per output pixel, are
+  transient.
   """
-  return _winograd_conv3x3(_pad_hw(x, 1, "zero"), kernel)
+  return _winograd_conv3x3(_pad_hw(x, 1, "zero"), None, 2, u=u, flipped=flipped)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))

@@ -137,19 +137,18 @@ def _conv3x3_xla(x, kernel):
                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
-# VGG's wide layers (conv3_1 on: 256 or 512 channels in or out) run as Winograd F(2x2, 3x3) on
-# CPUs, forward and input gradient: at 256 px 1.7-2.3x faster than XLA:CPU's convolution and no
-# less accurate (against float64, the whole Gatys gradient at 512 px: 1.6e-3 of its largest
-# entry against 5.0e-3). With 64-128 channels Winograd is 1.1-3x slower, so those stay XLA's.
-# Its transforms are transient buffers of 4 (I + O) floats per output pixel, at a sixteenth of
-# the input's pixels from conv3_1 on. benchmarks/vgg_conv_bench.py measures both.
+# VGG's wide layers (256 or 512 channels in or out: conv3_1 on) run as Winograd F(2x2, 3x3) on
+# CPUs, forward and input gradient, from one kernel transform per evaluation: with the kernels as
+# arguments (an optimizer's parameters) the whole Gatys value and gradient in the optimizer's
+# loop is ~20 % faster at 256 and 512 px (benchmarks/optimize_bench.py), and no less accurate
+# (against float64, the gradient at 512 px: 1.6e-3 of its largest entry against 5.0e-3). With
+# 64-128 channels XLA's convolution is faster (benchmarks/vgg_conv_bench.py). The transforms are
+# transient buffers of 4 (I + O) floats per output pixel.
 WINOGRAD_MIN_CHANNELS = 256
 
 
-def _conv3x3_fast(x, kernel):
-  if x.dtype == jnp.float32 and max(kernel.shape[2:]) >= WINOGRAD_MIN_CHANNELS:
-    return conv.winograd_conv3x3_same(x, kernel)
-  return _conv3x3_xla(x, kernel)
+def _wide(x, kernel) -> bool:
+  return x.dtype == jnp.float32 and max(kernel.shape[2:]) >= WINOGRAD_MIN_CHANNELS
 
 
 @jax.custom_vjp
@@ -158,18 +157,23 @@ def _conv3x3_cpu(x, kernel):
   # canonical HWIO layout: autodiff inside a ``while_loop`` (the optimizer's loop) leaves XLA:CPU
   # with non-canonical ``01oi`` kernels that miss its fast convolution path
   # (benchmarks/conv_loop_profile.py).
-  return _conv3x3_fast(x, kernel)
+  return _conv3x3_fwd(x, kernel)[0]
 
 
 def _conv3x3_fwd(x, kernel):
-  return _conv3x3_fast(x, kernel), (x, kernel)
+  if _wide(x, kernel):  # the Winograd kernel once per evaluation, for both passes
+    u = conv.winograd_kernel(kernel)
+    return conv.winograd_conv3x3_same(x, u), (x, kernel, u)
+  return _conv3x3_xla(x, kernel), (x, kernel, None)
 
 
 def _conv3x3_bwd(residuals, g):
-  x, kernel = residuals
-  kernel_t = jnp.transpose(kernel[::-1, ::-1], (0, 1, 3, 2))  # [3, 3, O, I]
+  x, kernel, u = residuals
   _, kernel_vjp = jax.vjp(lambda k: _conv3x3_xla(x, k), kernel)  # removed unless kernels train
-  return _conv3x3_fast(g, kernel_t), kernel_vjp(g)[0]
+  if u is not None:
+    return conv.winograd_conv3x3_same(g, u, flipped=True), kernel_vjp(g)[0]
+  kernel_t = jnp.transpose(kernel[::-1, ::-1], (0, 1, 3, 2))  # [3, 3, O, I]
+  return _conv3x3_xla(g, kernel_t), kernel_vjp(g)[0]
 
 
 _conv3x3_cpu.defvjp(_conv3x3_fwd, _conv3x3_bwd)
