@@ -352,6 +352,39 @@ def test_a_long_poll_answers_when_the_job_changes(tmp_path):
   timer.join()
 
 
+def test_one_watcher_reads_the_database_once_per_change_for_all_waiters(tmp_path):
+  """``watch.JobWatch`` behind the long polls: 20 requests wait on 20 jobs; while nothing is
+  committed the watcher reads no job (SQLite's data_version is unchanged), and one commit from
+  another connection (a worker's) costs one batched read and wakes exactly that job's waiter."""
+  import asyncio  # pylint: disable=import-outside-toplevel
+  from nst_jax.web.db import Database  # pylint: disable=import-outside-toplevel
+  from nst_jax.web.watch import JobWatch  # pylint: disable=import-outside-toplevel
+  db = Database(f"sqlite:///{tmp_path / 'w.db'}")
+  db.migrate()
+  ids = [db.create_job("owner", "fast", {}).id for _ in range(20)]
+  worker_db = Database(db.url)
+  watch = JobWatch(db, tick=0.002, fallback=60.0)  # no timed reads: only changes cause reads
+  assert Database("sqlite:///:memory:").change_token() is None  # must be read to see changes
+
+  async def scenario():
+    waits = {i: asyncio.create_task(watch.wait(i, ("queued", 0), timeout=30)) for i in ids}
+    await asyncio.sleep(0.3)  # ~150 ticks
+    quiet_reads = watch.reads
+    await asyncio.to_thread(worker_db.set_fields, ids[7], status="running")
+    done, _ = await asyncio.wait(waits.values(), timeout=10,
+                                 return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.sleep(0.1)  # any other waiter wrongly woken would be done by now
+    woken = [i for i, t in waits.items() if t.done()]
+    for t in waits.values():
+      t.cancel()
+    return quiet_reads, done, woken
+
+  quiet_reads, done, woken = asyncio.run(scenario())
+  assert quiet_reads == 1  # the watcher's first look only
+  assert len(done) == 1 and woken == [ids[7]]
+  assert watch.reads == 2  # one read for the commit, for all 20 waiters
+
+
 def test_quota_rate_limit_and_cancel(tmp_path):
   """Jobs that are never run (no worker): the queue quota, the rate limit, cancelling."""
   cfg = config.WebConfig(data_dir=str(tmp_path), limits=config.WebLimits(

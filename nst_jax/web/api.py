@@ -13,7 +13,6 @@ Synopsis (a script; the cookie jar keeps the client id)::
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from fastapi import APIRouter, Request, Response
@@ -27,7 +26,6 @@ from nst_jax.web.service import ServiceError
 
 router = APIRouter(prefix="/api", tags=["api"])
 MAX_WAIT_S = 30.0  # the longest long poll (GET /api/jobs/{id}?wait=...)
-WAIT_POLL_S = (0.01, 0.05)  # a long poll looks at the database after 10 ms, backing off to 50
 
 
 def blob_url(key: str | None) -> str | None:
@@ -83,18 +81,18 @@ async def get_job(request: Request, job_id: str, wait: float = 0.0) -> dict:
 
   ``wait`` (seconds, at most ``MAX_WAIT_S``): a long poll; the answer comes as soon as the job's
   status or iteration changes (or it ends), else after ``wait`` seconds, so a client learns of
-  the result within ``WAIT_POLL_S[1]`` without polling itself. The looks back off from 10 to
-  50 ms, so a long job's waiting clients cost the database 20 reads a second each.
+  the result within milliseconds without polling itself (``watch.JobWatch``: one watcher per
+  process looks for commits and reads all waited jobs in one query).
   """
   service = request.app.state.service
   job = await run_in_threadpool(service.job_of, job_id)
   deadline = time.monotonic() + min(max(wait, 0.0), MAX_WAIT_S)
-  seen, pause = (job.status, job.iteration), WAIT_POLL_S[0]
-  while (job.status, job.iteration) == seen and job.status in ("queued", "running") \
-      and time.monotonic() < deadline:
-    await asyncio.sleep(pause)
-    pause = min(pause * 1.5, WAIT_POLL_S[1])
+  while job.status in ("queued", "running") and time.monotonic() < deadline:
+    seen = (job.status, job.iteration)
+    await request.app.state.watch.wait(job_id, seen, deadline - time.monotonic())
     job = await run_in_threadpool(service.job_of, job_id)
+    if (job.status, job.iteration) != seen:
+      break
   return job_json(request, job)
 
 

@@ -32,6 +32,7 @@ from nst_jax import config
 from nst_jax.web import api, jobs, pages, queue, security
 from nst_jax.web.forms import TOKEN_HEADER
 from nst_jax.web.service import Service, ServiceError
+from nst_jax.web.watch import JobWatch
 
 log = logging.getLogger("nst_jax.web.app")
 HERE = Path(__file__).resolve().parent
@@ -65,6 +66,7 @@ def create_app(cfg: config.WebConfig, *, enqueue: Callable[[str], object] | None
   app.state.cfg = cfg
   app.state.service = Service(cfg, db, jobs.open_store(cfg), enqueue, enqueue_low)
   app.state.signer = security.Signer(security.load_secret(data_dir))
+  app.state.watch = JobWatch(db)
   env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)
   app.state.templates = Jinja2Templates(env=env)
   app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")

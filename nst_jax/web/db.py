@@ -16,6 +16,8 @@ lost its job (killed, or too slow to beat) can never write a second result.
 from __future__ import annotations
 
 import importlib.util
+import sqlite3
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -126,6 +128,8 @@ class Database:
     else:
       self.engine = create_engine(url, pool_pre_ping=True)
     self.session = sessionmaker(self.engine, expire_on_commit=False)
+    self._watch_conn: sqlite3.Connection | None = None
+    self._watch_lock = threading.Lock()
 
   def migrate(self) -> None:
     """``alembic upgrade head`` with the packaged migrations."""
@@ -151,6 +155,24 @@ class Database:
   def get_job(self, job_id: str) -> Job | None:
     with self.session() as s:
       return s.get(Job, job_id)
+
+  def job_states(self, ids: list[str]) -> dict[str, tuple[str, int]]:
+    """{id: (status, iteration)} of the jobs ``ids`` that exist, in one query."""
+    with self.session() as s:
+      rows = s.execute(select(Job.id, Job.status, Job.iteration).where(Job.id.in_(ids)))
+      return {job_id: (status, iteration) for job_id, status, iteration in rows}
+
+  def change_token(self) -> int | None:
+    """A number that changes whenever another connection commits to a SQLite database
+    (``PRAGMA data_version`` on a private connection: no table read); None for other databases
+    and in-memory ones, which must be read to see changes."""
+    path = self.url.split("///", 1)[-1] if self.url.startswith("sqlite") else ""
+    if not path or path == ":memory:":
+      return None
+    with self._watch_lock:
+      if self._watch_conn is None:
+        self._watch_conn = sqlite3.connect(path, check_same_thread=False, timeout=30)
+      return self._watch_conn.execute("PRAGMA data_version").fetchone()[0]
 
   def claim(self, job_id: str, worker: str, stale_s: float) -> bool:
     """Takes the job for ``worker`` if it is queued or its runner's heartbeat is stale."""
