@@ -11,7 +11,7 @@ channel counts) one program per implementation computes the convolution and its 
 in every evaluation, once with XLA's convolutions and once with Winograd. After one
 warm-up call each, the two are called in turn ``--repeats`` times (load from other users of a
 shared machine falls on both alike); medians in ms and the ratio Winograd / XLA. These numbers
-set ``vgg.WINOGRAD_MIN_CHANNELS``: the layers where Winograd wins (the whole network's
+set ``vgg.WINOGRAD_MIN_CHANNELS`` and ``WINOGRAD_MIN_PIXELS``: the layers where Winograd wins (the whole network's
 time in the optimizer, ``optimize_bench.py``, decides: layer by layer the numbers are noisier). Results: a table on stdout and
 JSON in ``--out``.
 """
@@ -50,12 +50,12 @@ def program(winograd: bool, probe):
     return y, vjp(probe)[0]
 
   def traced(x, kernel):
-    saved = vgg.WINOGRAD_MIN_CHANNELS
-    vgg.WINOGRAD_MIN_CHANNELS = 0 if winograd else 10 ** 9
+    saved = vgg.WINOGRAD_MIN_CHANNELS, vgg.WINOGRAD_MIN_PIXELS
+    vgg.WINOGRAD_MIN_CHANNELS = vgg.WINOGRAD_MIN_PIXELS = 0 if winograd else 10 ** 9
     try:
       return jax.jit(run).lower(x, kernel).compile()
     finally:
-      vgg.WINOGRAD_MIN_CHANNELS = saved
+      vgg.WINOGRAD_MIN_CHANNELS, vgg.WINOGRAD_MIN_PIXELS = saved
   return traced
 
 
@@ -86,7 +86,8 @@ def main(argv=None) -> int:
     ms = {name: 1e3 * float(np.median(t)) for name, t in times.items()}
     rows.append({"side": side, "in": cin, "out": cout, "xla_ms": ms["xla"],
                  "winograd_ms": ms["winograd"], "ratio": ms["winograd"] / ms["xla"],
-                 "max_rel_diff": err, "winograd_in_vgg": max(cin, cout) >= vgg.WINOGRAD_MIN_CHANNELS})
+                 "max_rel_diff": err, "winograd_in_vgg": max(cin, cout) >= vgg.WINOGRAD_MIN_CHANNELS
+                 and side * side >= vgg.WINOGRAD_MIN_PIXELS})
     print(f"| {side} | {cin} -> {cout} | {ms['xla']:.1f} | {ms['winograd']:.1f} | "
           f"{ms['winograd'] / ms['xla']:.2f} | {'Winograd' if rows[-1]['winograd_in_vgg'] else 'XLA'} |")
   bc.write_result(args.out, {"size": args.size, "rows": rows}, args)

@@ -165,21 +165,24 @@ def _conv_cases(shapes, size, seed):
           for n, (k, i, o) in enumerate(shapes)]
 
 
-def test_vgg_conv3x3_impls_agree_on_every_vgg19_shape():
+def test_vgg_conv3x3_impls_agree_on_every_vgg19_shape(monkeypatch):
   # cpu_fast runs the wide layers (256, 512 channels) as Winograd F(2x2, 3x3): the forward and
-  # the input gradient from the same transformed kernel; odd sizes test its tiling.
+  # the input gradient from the same transformed kernel; odd sizes test its tiling. Here on
+  # every wide layer (the default needs >= 512 pixels).
+  monkeypatch.setattr(vgg, "WINOGRAD_MIN_PIXELS", 0)
   cases = _conv_cases([(3, i, o) for i, o in VGG_SHAPES], (6, 5), seed=0)
   # One function of all the cases: a single program per impl keeps the compile time down.
   make = lambda impl: lambda cases: [vgg.conv3x3(x, w, impl=impl) for x, w in cases]
   _assert_impls_agree(make, (cases,), seed=1)
 
 
-def test_vgg_conv3x3_runs_winograd_on_the_wide_layers_only():
-  def uses_winograd(cin, cout):
-    x, k = jnp.zeros((1, 12, 10, cin)), jnp.zeros((3, 3, cin, cout))
+def test_vgg_conv3x3_runs_winograd_on_wide_layers_of_512_pixels_and_more():
+  def uses_winograd(hw, cin, cout):
+    x, k = jnp.zeros((1, *hw, cin)), jnp.zeros((3, 3, cin, cout))
     return "dot_general" in _primitives(lambda x: vgg.conv3x3(x, k, impl="cpu_fast"), x)
-  assert uses_winograd(128, 256) and uses_winograd(512, 512)
-  assert not uses_winograd(64, 128) and not uses_winograd(128, 128)  # XLA's is faster there
+  assert uses_winograd((24, 32), 256, 512) and uses_winograd((64, 48), 128, 256)
+  assert not uses_winograd((12, 16), 512, 512)  # the kernel transform would dominate
+  assert not uses_winograd((64, 64), 128, 128)  # XLA's convolution is faster with few channels
 
 
 @pytest.mark.parametrize("padding", config.PADDINGS)

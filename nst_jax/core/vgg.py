@@ -142,13 +142,17 @@ def _conv3x3_xla(x, kernel):
 # arguments (an optimizer's parameters) the whole Gatys value and gradient in the optimizer's
 # loop is ~20 % faster at 256 and 512 px (benchmarks/optimize_bench.py), and no less accurate
 # (against float64, the gradient at 512 px: 1.6e-3 of its largest entry against 5.0e-3). With
-# 64-128 channels XLA's convolution is faster (benchmarks/vgg_conv_bench.py). The transforms are
-# transient buffers of 4 (I + O) floats per output pixel.
+# 64-128 channels, and below 512 pixels (conv5 of a 256 px image: 1.1-1.3x slower), XLA's
+# convolution is faster (benchmarks/vgg_conv_bench.py); small layers also keep the many small
+# ops of the transforms out of the test-sized programs, whose compile time they would double.
+# The transforms are transient buffers of 4 (I + O) floats per output pixel.
 WINOGRAD_MIN_CHANNELS = 256
+WINOGRAD_MIN_PIXELS = 512  # batch x height x width
 
 
 def _wide(x, kernel) -> bool:
-  return x.dtype == jnp.float32 and max(kernel.shape[2:]) >= WINOGRAD_MIN_CHANNELS
+  return (x.dtype == jnp.float32 and max(kernel.shape[2:]) >= WINOGRAD_MIN_CHANNELS
+          and x.shape[0] * x.shape[1] * x.shape[2] >= WINOGRAD_MIN_PIXELS)
 
 
 @jax.custom_vjp
@@ -185,7 +189,8 @@ def conv3x3(x, kernel, *, impl: str = "auto"):
   Both implementations compute the same values and gradients. "cpu_fast" writes the input
   gradient as an explicit convolution with the flipped, I/O-swapped kernel (a custom VJP) that
   keeps XLA:CPU on its fast path inside the optimizer's loop, and runs the layers with 256 or
-  more channels as Winograd F(2x2, 3x3) matmuls (``WINOGRAD_MIN_CHANNELS``); "xla" is the plain
+  more channels and 512 or more pixels as Winograd F(2x2, 3x3) matmuls
+  (``WINOGRAD_MIN_CHANNELS``, ``WINOGRAD_MIN_PIXELS``); "xla" is the plain
   convolution differentiated by JAX, for the backends whose compilers handle that themselves.
 
   Args:
