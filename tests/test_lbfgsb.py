@@ -121,15 +121,21 @@ def test_one_evaluation_per_iteration_on_the_vgg_loss(vgg_params, data_dir):
   assert float(res.image.min()) >= 0.0 and float(res.image.max()) <= 1.0
 
 
+@jax.custom_vjp
+def _uphill_bowl(x):
+  """sum((x - 0.5)^2) whose reported gradient has the wrong sign (points uphill), as an inexact
+  one may once the decrease left is below its accuracy: no line search can decrease it."""
+  return jnp.sum((x - 0.5) ** 2)
+
+
+_uphill_bowl.defvjp(lambda x: (_uphill_bowl(x), x), lambda x, ct: (-2.0 * ct * (x - 0.5),))
+
+
 def test_a_failed_search_stays_put_and_a_second_one_stops_the_run():
   # A loss whose reported gradient points uphill (as an inexact one may once the decrease left
   # is below its accuracy): no trial decreases the loss. The first failure keeps x and empties
   # the memory; the second, from steepest descent, stops the run; later steps are free.
-  @jax.custom_vjp
-  def bowl(x):
-    return jnp.sum((x - 0.5) ** 2)
-
-  bowl.defvjp(lambda x: (bowl(x), x), lambda x, ct: (-2.0 * ct * (x - 0.5),))  # wrong sign
+  bowl = _uphill_bowl
   solver = lbfgsb.make(lambda x, s, a: (bowl(x), {"bowl": bowl(x)}), history_size=4)
   x0 = jnp.full(SHAPE, 0.2).at[0, 0, 0, 0].set(0.7)
   step = jax.jit(solver.step)
@@ -170,11 +176,7 @@ def test_a_stopped_run_says_so_once(capsys):
   # optimize.run with the lean solver on a loss whose gradient points uphill: the solver stops
   # in the first chunk; the progress output says so in one line, once, and the rest of the run
   # leaves the image as it was.
-  @jax.custom_vjp
-  def bowl(x):
-    return jnp.sum((x - 0.5) ** 2)
-
-  bowl.defvjp(lambda x: (bowl(x), x), lambda x, ct: (-2.0 * ct * (x - 0.5),))  # wrong sign
+  bowl = _uphill_bowl
   x0 = jnp.full(SHAPE, 0.2)
   cfg = config.OptimConfig(optimizer="lbfgsb", num_iters=6, chunk=2, history_size=4)
   out = optimize.run(lambda x, s, a: (bowl(x), {"total": bowl(x)}), x0, None, None, cfg,

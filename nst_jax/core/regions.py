@@ -93,12 +93,12 @@ def colors_to_masks(rgb: np.ndarray, *, tolerance: float = COLOR_TOLERANCE,
   return out
 
 
-def _check_aspect(path, mask_hw: tuple[int, int], size_hw: tuple[int, int]) -> None:
+def _check_aspect(label: str, mask_hw: tuple[int, int], size_hw: tuple[int, int]) -> None:
   """Accepts a mask whose shape matches ``size_hw`` up to a couple of pixels after scaling."""
   (hm, wm), (ht, wt) = mask_hw, size_hw
   slack = 2.0 + max(hm / ht, wm / wt)  # two mask pixels, plus rounding of one target pixel
   if abs(hm - ht * wm / wt) > slack and abs(wm - wt * hm / ht) > slack:
-    raise UserError(f"mask {path} is {wm}x{hm}, which does not match the image's aspect ratio "
+    raise UserError(f"{label} is {wm}x{hm}, which does not match the image's aspect ratio "
                     f"({wt}x{ht}); draw the mask on the same image")
 
 
@@ -116,7 +116,8 @@ def resize_masks(masks: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
 
 
 def load_color_mask(path: str | os.PathLike, *, size_hw: tuple[int, int] | None = None,
-                    tolerance: float = COLOR_TOLERANCE, min_area: float = 1e-4) -> np.ndarray:
+                    tolerance: float = COLOR_TOLERANCE, min_area: float = 1e-4,
+                    name: str | None = None) -> np.ndarray:
   """Reads a colour-coded segmentation (Luan et al.'s code) as soft region masks.
 
   Args:
@@ -126,6 +127,8 @@ def load_color_mask(path: str | os.PathLike, *, size_hw: tuple[int, int] | None 
       ratio is off by more than a couple of pixels raises ``UserError``.
     tolerance: per-channel colour tolerance (Luan: 0.1).
     min_area: minimum fraction of interior pixels for a colour to count as a region.
+    name: how errors about its content name the mask (default: its path), e.g. "the content
+      mask" for an upload whose stored path means nothing to its sender.
 
   Returns:
     [R, H, W] float32, R = len(LUAN_COLORS), in ``LUAN_COLORS`` order; sums to 1 per pixel.
@@ -138,11 +141,11 @@ def load_color_mask(path: str | os.PathLike, *, size_hw: tuple[int, int] | None 
   """
   rgb = image_io.load_image(path)                                       # [H, W, 3]
   if size_hw is not None:
-    _check_aspect(path, rgb.shape[:2], tuple(size_hw))
+    _check_aspect(name or f"mask {path}", rgb.shape[:2], tuple(size_hw))
   try:
     masks = colors_to_masks(rgb, tolerance=tolerance, min_area=min_area)
   except UserError as e:
-    raise UserError(f"{path}: {e}") from None
+    raise UserError(f"{name or path}: {e}") from None
   return masks if size_hw is None else resize_masks(masks, tuple(size_hw))
 
 

@@ -119,10 +119,12 @@ class Database:
 
   def __init__(self, url: str):
     url = self.url = driver_url(url)
+    self._watch_path = None  # a SQLite file: change_token watches it
     if url.startswith("sqlite"):
       path = url.split("///", 1)[-1]
       if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._watch_path = path
       self.engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
       event.listen(self.engine, "connect", _sqlite_pragmas)
     else:
@@ -166,12 +168,11 @@ class Database:
     """A number that changes whenever another connection commits to a SQLite database
     (``PRAGMA data_version`` on a private connection: no table read); None for other databases
     and in-memory ones, which must be read to see changes."""
-    path = self.url.split("///", 1)[-1] if self.url.startswith("sqlite") else ""
-    if not path or path == ":memory:":
+    if self._watch_path is None:
       return None
     with self._watch_lock:
       if self._watch_conn is None:
-        self._watch_conn = sqlite3.connect(path, check_same_thread=False, timeout=30)
+        self._watch_conn = sqlite3.connect(self._watch_path, check_same_thread=False, timeout=30)
       return self._watch_conn.execute("PRAGMA data_version").fetchone()[0]
 
   def claim(self, job_id: str, worker: str, stale_s: float) -> bool:

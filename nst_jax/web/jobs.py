@@ -217,19 +217,15 @@ class Executor:
 
   def masks(self, key: str | None, hw: tuple[int, int], name: str):
     """[R, H, W] region masks of a colour-coded mask image for an image of size ``hw`` (as
-    ``nst-jax photo`` reads them: another aspect ratio is a UserError naming the ``name``d
-    upload, not the storage path), or None."""
+    ``nst-jax photo`` reads them; errors name the ``name``d upload, not the storage path), or
+    None."""
     if not key:
       return None
     from nst_jax.core import regions  # pylint: disable=import-outside-toplevel
     path = self.store.path(key)
     if path is None:
       raise UserError("the mask image is not available on this worker")
-    try:
-      return regions.load_color_mask(path, size_hw=hw)
-    except UserError as e:
-      text = str(e).replace(f"mask {path}", f"the {name}").replace(str(path), f"the {name}")
-      raise UserError(text) from None
+    return regions.load_color_mask(path, size_hw=hw, name=f"the {name}")
 
 
 class Progress:

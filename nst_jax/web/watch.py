@@ -56,8 +56,9 @@ class JobWatch:
 
   async def _run(self) -> None:
     token, last_read = self.db.change_token(), 0.0
+    tick = self.tick if token is not None else self.fallback  # no change signal: timed reads
     while self._waiters:
-      await asyncio.sleep(self.tick)
+      await asyncio.sleep(tick)
       new = self.db.change_token()
       now = time.monotonic()
       if (new is None or new == token) and now - last_read < self.fallback:
