@@ -137,3 +137,17 @@ def test_each_optimizer_lowers_a_real_loss_tenfold_in_50_iterations(vgg_params, 
   assert total[0] / total[-1] >= 10.0, (total[0], total[-1])
   img = out.images[0]
   assert img.shape == content.shape and img.min() >= 0.0 and img.max() <= 1.0
+
+
+@pytest.mark.parametrize("opt", ("lbfgsb", "adam"))
+def test_a_weakly_typed_start_compiles_the_chunk_once(rng, opt):
+  # jnp.full(shape, 0.5) is weakly typed and a chunk returns strong types: without
+  # ``optimize.strong`` the first chunk compiled one program and the later chunks another.
+  shared, aux, _ = _toy(rng)
+  cfg = config.OptimConfig(optimizer=opt, num_iters=9, chunk=3, learning_rate=0.05)
+  x0 = jnp.full((1, 6, 5, 3), 0.5)
+  assert jax.typeof(x0).weak_type
+  optimize.compiled_chunk_fn.cache_clear()
+  res = optimize.run(quadratic, x0, shared, aux, cfg, progress=False)
+  assert len(res.history["total"]) == 9
+  assert optimize.compiled_chunk_fn(quadratic, cfg, False)._cache_size() == 1

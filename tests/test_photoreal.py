@@ -360,7 +360,7 @@ def inputs(data_dir, vgg_path):
 def test_cli_end_to_end(inputs, tmp_path, capsys, with_masks):
   out = tmp_path / "out" / "result.png"
   extra = (["--content-mask", str(inputs["content_mask"]), "--style-mask",
-            str(inputs["style_mask"])] if with_masks else ["--regions", "9"])
+            str(inputs["style_mask"])] if with_masks else ["--regions", "3"])
   assert cli.main(_args(inputs, out, *extra)) == 0, capsys.readouterr().err
   w, h = Image.open(out).size
   assert max(w, h) == 32
@@ -383,7 +383,7 @@ def test_cli_stages_without_iterations_run_cleanly(inputs, tmp_path, capsys, sta
   # Issue 23: skipping stage 1 ended in KeyError: 'total'. A stage with no iterations passes its
   # image on; with none at all the output is the content at the size, and no loss log is written.
   out = tmp_path / "out" / "result.png"
-  assert cli.main(_args(inputs, out, "--regions", "9", "--stage-iters", stage_iters)) == 0, \
+  assert cli.main(_args(inputs, out, "--regions", "3", "--stage-iters", stage_iters)) == 0, \
       capsys.readouterr().err
   assert max(Image.open(out).size) == 32
   log = out.parent / "result_losses.csv"

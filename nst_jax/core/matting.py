@@ -29,6 +29,7 @@ numbers, and ``L_k = Id - 11^T/|w| - Q Q^T`` stays symmetric PSD in float32 up t
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -120,6 +121,7 @@ def _centre(planes: list[jax.Array]) -> list[jax.Array]:
   return [p - mean for p in planes]
 
 
+@functools.partial(jax.jit, static_argnames=("eps", "radius"))
 def matting_coefficients(image: jax.Array, *, eps: float = LUAN_EPS,
                          radius: int = 1) -> MattingCoefficients:
   """Precomputes the image-dependent window coefficients of the matting Laplacian.

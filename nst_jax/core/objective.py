@@ -14,6 +14,7 @@ any content/style of the same shapes and ``jax.vmap`` can batch several problems
 
 from __future__ import annotations
 
+import functools
 from typing import Mapping, Sequence
 
 import jax
@@ -74,6 +75,7 @@ def _features(vgg_params, images, cfg: LossConfig, layers):
 target_features = jax.jit(vgg.vgg_features, static_argnames=("layers", "pooling", "conv_impl"))
 
 
+@functools.partial(jax.jit, static_argnames="cfg")  # one program, not a dispatch per Gram op
 def make_style_targets(vgg_params, style: jax.Array, cfg: LossConfig) -> dict:
   """{layer: style_target} for one style image [1, h, w, 3]."""
   feats = target_features(vgg_params, style, layers=cfg.style_layers, pooling=cfg.pooling,

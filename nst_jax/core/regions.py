@@ -16,6 +16,7 @@ zero; automatic masks use R = num_regions, with the same meaning in both images.
 
 from __future__ import annotations
 
+import functools
 import os
 
 import jax
@@ -222,9 +223,17 @@ def downsample_masks(masks, layers, pooling: str = "avg", *,
   """
   if pooling not in config.MASK_POOLINGS:
     raise UserError(f"unknown mask pooling {pooling!r}; expected one of {config.MASK_POOLINGS}")
-  wanted = set(vgg.check_layers(layers))
-  x = jnp.asarray(masks, jnp.float32)
-  out = {}
+  out = _downsample(jnp.asarray(masks, jnp.float32), tuple(vgg.check_layers(layers)), pooling,
+                    conv_blur)
+  return {name: out[name] for name in vgg.VGG19_LAYERS if name in out}  # network order
+
+
+# One program per shape and settings rather than a dispatch per pool and blur (inlined when
+# called under an outer jit).
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _downsample(x: jax.Array, layers: tuple[str, ...], pooling: str,
+                conv_blur: bool) -> dict[str, jax.Array]:
+  wanted, out = set(layers), {}
   for name in vgg.VGG19_LAYERS:
     if not wanted - out.keys():
       break
@@ -240,6 +249,7 @@ def downsample_masks(masks, layers, pooling: str = "avg", *,
 AUTO_LAYERS = ("relu3_1", "relu4_1")
 
 
+@jax.jit
 def rgb_to_lab(rgb):
   """sRGB in [0, 1] -> CIE Lab (D65), [..., 3]; L in [0, 100]. Traceable (a jax.Array out)."""
   rgb = jnp.asarray(rgb, jnp.float32)
@@ -252,6 +262,7 @@ def rgb_to_lab(rgb):
                     200 * (f[..., 1] - f[..., 2])], axis=-1)
 
 
+@jax.jit
 def deep_descriptors(feats: dict) -> jax.Array:
   """``AUTO_LAYERS`` features unit-normalised per position, on the first layer's grid.
 

@@ -241,6 +241,15 @@ def init_state(loss_fn: LossFn, x0: jax.Array, shared: Any, aux: Any, cfg: Optim
   return _compiled_init(loss_fn, cfg, batched)(x0, shared, aux)
 
 
+def strong(tree: Any) -> Any:
+  """``tree`` with weakly typed arrays (from Python scalars: ``jnp.full(s, 0.5)``) made strong.
+
+  A jitted function is traced again when an argument's weak type changes, and a chunk returns
+  strong types: without this the first chunk compiles one program and the rest another.
+  """
+  return jax.tree.map(lambda a: jnp.asarray(a, jnp.asarray(a).dtype), tree)
+
+
 @functools.lru_cache(maxsize=32)
 def _compiled_init(loss_fn: LossFn, cfg: OptimConfig, batched: bool):
   solver = make_solver(loss_fn, cfg)
@@ -271,9 +280,9 @@ def run(loss_fn: LossFn, x0: jax.Array, shared: Any, aux: Any, cfg: OptimConfig,
     A ``Result``; with a NaN/Inf loss the run stops and keeps the last good image.
   """
   chunk_fn = compiled_chunk_fn(loss_fn, cfg, batched)
-  x = x0
-  if state is None:
-    state = init_state(loss_fn, x0, shared, aux, cfg, batched=batched)
+  x = x0 = strong(x0)
+  state = strong(init_state(loss_fn, x0, shared, aux, cfg, batched=batched)
+                 if state is None else state)
   pieces: list[dict] = []
   t0, it, nan_at, told = time.perf_counter(), start, None, False
   with tqdm(total=cfg.num_iters, initial=start, desc=desc, disable=not progress,

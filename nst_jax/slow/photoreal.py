@@ -98,6 +98,7 @@ def check_config(cfg: PhotoConfig) -> None:
       raise ConfigError(key, f"must be {need}, got {getattr(value, key.split('.')[-1])!r}")
 
 
+@functools.partial(jax.jit, static_argnames="cfg")  # one program, not a dispatch per op
 def masked_style_targets(vgg_params, style: jax.Array, style_masks, present,
                          cfg: PhotoConfig) -> dict:
   """Per-layer masked Grams of the style image.
@@ -181,6 +182,11 @@ def output_image(x: jax.Array, aux: dict) -> jax.Array:
   else:
     smooth = lambda v: smoothing.apply_guided_filter(step, v[0])[None]
   return jax.lax.cond(aux["filtered"] > 0, smooth, lambda v: v, x)
+
+
+# For callers outside a traced function: called eagerly, the cond compiles anew on every call
+# (its branches are new closures each time).
+_output_image_jit = jax.jit(output_image)
 
 
 @functools.lru_cache(maxsize=16)
@@ -280,14 +286,14 @@ def stylize(vgg_params, content: np.ndarray, style: np.ndarray, cfg: PhotoConfig
     if progress:
       clock.tick(stage, it)
     if on_chunk is not None:
-      on_chunk(stage, it, [np.asarray(output_image(x, aux)[0])])
+      on_chunk(stage, it, [np.asarray(_output_image_jit(x, aux)[0])])
 
   res = driver.run_stages(
       make_loss_fn(cfg.loss), vgg_params, stages,
       digest_=driver.digest(cfg, (content, style, cm, sm)), checkpoint=checkpoint, config=cfg,
       checkpoint_every=checkpoint_every, progress=progress, on_chunk=chunk_cb,
       on_loss=on_loss)
-  image = post_smooth(np.asarray(output_image(res.x, res.aux))[0], content, cfg)
+  image = post_smooth(np.asarray(_output_image_jit(res.x, res.aux))[0], content, cfg)
   return driver.Output([image], res.history, res.starts, res.nan_at, res.seconds)
 
 

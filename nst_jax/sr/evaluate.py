@@ -15,9 +15,11 @@ result to 8 bits (as saved outputs are), then PSNR / SSIM on Y with ``scale`` pi
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Callable, Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -29,16 +31,27 @@ GRAY_MODES = ("L", "LA", "I;16", "I;16B", "I;16L", "I;16N", "I", "F", "1")
 Upscaler = Callable[[np.ndarray], np.ndarray]  # LR [h, w, 3] -> SR [s h, s w, 3], in [0, 1]
 
 
+# Host-side helpers, compiled once per image shape rather than dispatched op by op (every
+# test image has its own shape).
+_upsample_bicubic = jax.jit(degrade.upsample_bicubic, static_argnums=1)
+_quantize = jax.jit(degrade.quantize)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _make_lr(hr: jax.Array, scale: int, kind: str) -> jax.Array:
+  return degrade.quantize(degrade.degrade(hr, scale, kind=kind))
+
+
 def bicubic_upscaler(scale: int) -> Upscaler:
   """The bicubic baseline as an upscaler (MATLAB ``imresize(lr, scale)``)."""
   def upscale(lr):
-    return np.asarray(degrade.upsample_bicubic(jnp.asarray(lr)[None], scale)[0])
+    return np.asarray(_upsample_bicubic(jnp.asarray(lr)[None], scale)[0])
   return upscale
 
 
 def make_lr(hr: np.ndarray, scale: int, kind: str = "bicubic") -> np.ndarray:
   """The 8-bit LR image of an HR image already cropped to a multiple of ``scale``."""
-  return np.asarray(degrade.quantize(degrade.degrade(jnp.asarray(hr)[None], scale, kind=kind))[0])
+  return np.asarray(_make_lr(jnp.asarray(hr)[None], scale, kind)[0])
 
 
 def evaluate_image(upscale: Upscaler, hr: np.ndarray, *, scale: int, gray: bool = False,
@@ -48,7 +61,7 @@ def evaluate_image(upscale: Upscaler, hr: np.ndarray, *, scale: int, gray: bool 
   ``gray``: the HR file is grayscale, measured on its gray levels (``metrics.y_channel``).
   """
   hr = degrade.crop_to_multiple(hr, scale)
-  sr = np.asarray(degrade.quantize(jnp.asarray(upscale(make_lr(hr, scale)))))
+  sr = np.asarray(_quantize(jnp.asarray(upscale(make_lr(hr, scale)))))
   if sr.shape != hr.shape:
     raise UserError(f"the model returned {sr.shape[1]}x{sr.shape[0]} for a "
                     f"{hr.shape[1]}x{hr.shape[0]} target: is its scale x{scale}?")
