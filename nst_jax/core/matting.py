@@ -121,7 +121,7 @@ def _centre(planes: list[jax.Array]) -> list[jax.Array]:
   return [p - mean for p in planes]
 
 
-@functools.partial(jax.jit, static_argnames=("eps", "radius"))
+@functools.partial(jax.jit, static_argnames="radius")  # eps traced: one program for any eps
 def matting_coefficients(image: jax.Array, *, eps: float = LUAN_EPS,
                          radius: int = 1) -> MattingCoefficients:
   """Precomputes the image-dependent window coefficients of the matting Laplacian.
