@@ -134,3 +134,21 @@ def test_checkpointer_ignores_other_runs_and_old_files_and_keeps_the_config(tmp_
   other.save(0, 1, x, state, hist, {})  # the first save replaces another run's steps
   other.remove()
   assert not path.exists()
+
+
+@pytest.mark.real_weights
+def test_style_targets_keep_layer_order_and_ignore_the_loss_weights(vgg_params, rng):
+  # One compiled program per style shape and the fields the targets depend on: a loss-weight
+  # sweep does not recompile them; the dict keeps the configuration's layer order.
+  import dataclasses  # pylint: disable=import-outside-toplevel
+  from nst_jax.core import objective  # pylint: disable=import-outside-toplevel
+  style = rng.uniform(size=(1, 24, 20, 3)).astype(np.float32)
+  cfg = dataclasses.replace(config.LossConfig(), style_layers=("relu2_1", "relu1_1"),
+                            style_layer_weights=(1.0, 1.0))
+  before = objective._style_targets._cache_size()
+  first = objective.make_style_targets(vgg_params, style, cfg)
+  other = objective.make_style_targets(vgg_params, style,
+                                       dataclasses.replace(cfg, style_weight=7.0))
+  assert objective._style_targets._cache_size() == before + 1
+  assert list(first) == ["relu2_1", "relu1_1"]
+  np.testing.assert_array_equal(first["relu1_1"]["gram"], other["relu1_1"]["gram"])

@@ -75,12 +75,20 @@ def _features(vgg_params, images, cfg: LossConfig, layers):
 target_features = jax.jit(vgg.vgg_features, static_argnames=("layers", "pooling", "conv_impl"))
 
 
-@functools.partial(jax.jit, static_argnames="cfg")  # one program, not a dispatch per Gram op
 def make_style_targets(vgg_params, style: jax.Array, cfg: LossConfig) -> dict:
   """{layer: style_target} for one style image [1, h, w, 3]."""
-  feats = target_features(vgg_params, style, layers=cfg.style_layers, pooling=cfg.pooling,
-                          conv_impl=cfg.conv_impl)
-  return {l: losses.style_target(feats[l], cfg.style_loss) for l in cfg.style_layers}
+  out = _style_targets(vgg_params, style, cfg.style_layers, cfg.pooling, cfg.conv_impl,
+                       cfg.style_loss)
+  return {l: out[l] for l in cfg.style_layers}  # the configuration's order (jit sorts dict keys)
+
+
+# One program per style shape and the settings that matter (not the loss weights), not a
+# dispatch per Gram op.
+@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5))
+def _style_targets(vgg_params, style, layers, pooling, conv_impl, kind) -> dict:
+  feats = target_features(vgg_params, style, layers=layers, pooling=pooling,
+                          conv_impl=conv_impl)
+  return {l: losses.style_target(feats[l], kind) for l in layers}
 
 
 def make_targets(vgg_params, content: jax.Array | None, styles: Sequence[jax.Array], cfg: LossConfig,

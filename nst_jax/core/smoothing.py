@@ -58,7 +58,7 @@ class GuidedFilter:
   radius: int = flax.struct.field(pytree_node=False)
 
 
-@functools.partial(jax.jit, static_argnames=("radius", "eps"))
+@functools.partial(jax.jit, static_argnames="radius")  # eps traced: one program for any eps
 def guided_filter_for(guide: jax.Array, *, radius: int, eps: float) -> GuidedFilter:
   """The guided filter of ``guide`` [H, W, 3] (box radius ``radius``, regulariser ``eps``)."""
   guide = jnp.asarray(guide, jnp.float32)

@@ -98,7 +98,6 @@ def check_config(cfg: PhotoConfig) -> None:
       raise ConfigError(key, f"must be {need}, got {getattr(value, key.split('.')[-1])!r}")
 
 
-@functools.partial(jax.jit, static_argnames="cfg")  # one program, not a dispatch per op
 def masked_style_targets(vgg_params, style: jax.Array, style_masks, present,
                          cfg: PhotoConfig) -> dict:
   """Per-layer masked Grams of the style image.
@@ -117,12 +116,20 @@ def masked_style_targets(vgg_params, style: jax.Array, style_masks, present,
     Luan, Paris, Shechtman & Bala, "Deep Photo Style Transfer", CVPR 2017.
   """
   layers = cfg.loss.style_layers
-  feats = objective.target_features(vgg_params, style, layers=layers,
-                                     pooling=cfg.loss.pooling, conv_impl=cfg.loss.conv_impl)
-  per_layer = regions.downsample_masks(jnp.asarray(style_masks, jnp.float32), layers,
-                                     cfg.mask_pooling)             # {l: [R, h', w']}
-  present = jnp.asarray(present, jnp.float32)[None]                          # [1, R]
-  return {l: {"gram": losses.masked_gram(feats[l], per_layer[l][None]), "present": present}
+  out = _masked_style_targets(vgg_params, style, jnp.asarray(style_masks, jnp.float32),
+                              jnp.asarray(present, jnp.float32), layers, cfg.loss.pooling,
+                              cfg.loss.conv_impl, cfg.mask_pooling)
+  return {l: out[l] for l in layers}  # the configuration's order (jit sorts dict keys)
+
+
+# One program per style shape and the settings that matter, not a dispatch per op.
+@functools.partial(jax.jit, static_argnums=(4, 5, 6, 7))
+def _masked_style_targets(vgg_params, style, style_masks, present, layers, pooling, conv_impl,
+                          mask_pooling) -> dict:
+  feats = objective.target_features(vgg_params, style, layers=layers, pooling=pooling,
+                                    conv_impl=conv_impl)
+  per_layer = regions.downsample_masks(style_masks, layers, mask_pooling)  # {l: [R, h', w']}
+  return {l: {"gram": losses.masked_gram(feats[l], per_layer[l][None]), "present": present[None]}
           for l in layers}
 
 
