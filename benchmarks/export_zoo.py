@@ -41,9 +41,10 @@ def manifest_entry(name: str, stylizer: inference.Stylizer, info: dict, *, hours
   cfg = models.from_dict(stylizer.meta["config"])
   return {"name": name, "kind": "style", **info,
           "styles": stylizer.meta.get("styles", []),
-          "preset": "thesis" if cfg.net.upsample == "resize" else "johnson",
+          "preset": ("lite" if cfg.net.pixel_shuffle else
+                     "thesis" if cfg.net.upsample == "resize" else "johnson"),
           "net": {"width": cfg.net.width, "num_residual": cfg.net.num_residual,
-                  "num_styles": cfg.net.num_styles},
+                  "num_styles": cfg.net.num_styles, "pixel_shuffle": cfg.net.pixel_shuffle},
           "loss_network": "vgg19", "steps": int(stylizer.meta.get("step", 0)),
           "train_size": cfg.size, "batch_size": cfg.batch_size,
           "train_hours": hours, "device": device, "metrics": {}}

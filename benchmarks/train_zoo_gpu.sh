@@ -21,9 +21,10 @@ export NST_JAX_VGG_WEIGHTS=${NST_JAX_VGG_WEIGHTS:-$SHARED/weights/vgg19_conv.npz
 S=$SHARED/data/styles
 DATA=$SHARED/data/train/coco2017_256
 DEVICE=${DEVICE:-"$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || echo GPU)"}
-COMMON=(--data "$DATA" --preset thesis --set net.width=0.5 --set size=256 --set batch_size=16
-        --set bf16=true --set checkpoint_every=500 --set log_every=100 --set sample_every=100000
-        --set num_samples=2 --set style_size=256 --no-progress)
+RUN=(--data "$DATA" --set size=256 --set batch_size=16 --set bf16=true --set checkpoint_every=500
+     --set log_every=100 --set sample_every=100000 --set num_samples=2 --set style_size=256
+     --no-progress)
+COMMON=(--preset thesis --set net.width=0.5 "${RUN[@]}")
 STYLES8=("$S/van_gogh_starry_night.jpg" "$S/hokusai_great_wave.jpg" "$S/munch_the_scream.jpg"
          "$S/picabia_udnie.jpg" "$S/kandinsky_composition_vii.jpg" "$S/picabia_edtaonisl.jpg"
          "$S/turner_shipwreck_of_the_minotaur.jpg" "$S/van_gogh_wheat_field_with_cypresses.jpg")
@@ -46,12 +47,16 @@ timed() {  # timed NAME CMD...: runs CMD, writes its wall-clock hours to $WORKDI
 mkdir -p "$WORKDIR"
 timed gpu_starry python3 -m nst_jax.cli train --style "$S/van_gogh_starry_night.jpg" \
   --workdir "$WORKDIR/gpu_starry" --set num_steps=$SINGLE_STEPS "${COMMON[@]}"
+timed gpu_starry_lite python3 -m nst_jax.cli train --style "$S/van_gogh_starry_night.jpg" \
+  --workdir "$WORKDIR/gpu_starry_lite" --set num_steps=$SINGLE_STEPS --preset lite "${RUN[@]}"
 timed gpu_zoo8 python3 -m nst_jax.cli train --style "${STYLES8[@]}" \
   --workdir "$WORKDIR/gpu_zoo8" --set num_steps=$MULTI_STEPS "${COMMON[@]}"
 
 hours() { if [[ -f "$WORKDIR/$1.hours" ]]; then cat "$WORKDIR/$1.hours"; else echo 0; fi; }
 run python3 benchmarks/export_zoo.py export --workdir "$WORKDIR/gpu_starry" --name starry_small \
   --hours "$(hours gpu_starry)" --device "$DEVICE"
+run python3 benchmarks/export_zoo.py export --workdir "$WORKDIR/gpu_starry_lite" \
+  --name starry_lite --hours "$(hours gpu_starry_lite)" --device "$DEVICE"
 run python3 benchmarks/export_zoo.py export --workdir "$WORKDIR/gpu_zoo8" --name zoo8 \
   --hours "$(hours gpu_zoo8)" --device "$DEVICE"
-run python3 benchmarks/export_zoo.py sheet --models starry_small zoo8
+run python3 benchmarks/export_zoo.py sheet --models starry_small zoo8 starry_lite

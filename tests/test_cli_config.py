@@ -136,6 +136,13 @@ def test_set_help_lists_keys_with_values_without_required_flags(capsys):
   assert "loss.style_layers = relu1_1,relu2_1,relu3_1,relu4_1,relu5_1" in lines
 
 
+def test_train_presets_include_the_small_cpu_network(capsys):
+  assert cli.main(["train", "--preset", "lite", "--set", "help"]) == 0
+  lines = capsys.readouterr().out.splitlines()
+  assert {"net.pixel_shuffle = True", "net.width = 0.25", "net.num_residual = 5"} <= set(lines)
+  assert not config.thesis().net.pixel_shuffle  # the other presets keep the paper's layers
+
+
 def test_help_shows_defaults_presets_and_where_the_keys_are(capsys):
   with pytest.raises(SystemExit):
     cli.main(["optimize", "--help"])

@@ -57,7 +57,17 @@ def test_width_and_depth_scale_the_parameter_count():
   assert tiny == expected
 
 
+def test_lite_parameter_count_matches_hand_arithmetic():
+  # width 0.25: channels 8, 16, R32 x5, 16, 8; 2x2 pixel blocks in (12 channels), 12 out.
+  expected = ((3 * 3 * 12 * 8 + 3 * 8) + (3 * 3 * 8 * 16 + 3 * 16) + (3 * 3 * 16 * 32 + 3 * 32)
+              + 5 * 2 * (3 * 3 * 32 * 32 + 3 * 32) + (3 * 3 * 32 * 16 + 3 * 16)
+              + (3 * 3 * 16 * 8 + 3 * 8) + (3 * 3 * 8 * 12 + 12))
+  assert nets.count_params(_abstract_variables(nets.LiteNet())) == expected == 106_620
+  assert config.lite().net.pixel_shuffle and config.lite().net.width == nets.LiteNet().width
+
+
 @pytest.mark.parametrize("model", [nets.TinyNet(), nets.TinyNet(upsample="resize"),
+                                   nets.TinyNet(pixel_shuffle=True),
                                    nets.TinyNet(normalization="batch", padding="zero")])
 def test_output_shape_and_range(model):
   variables = _init(model)
@@ -267,7 +277,8 @@ def test_gradients_reach_every_parameter():
 
 @pytest.mark.parametrize("option", [{"normalization": "layer"}, {"upsample": "bilinear"},
                                     {"padding": "edge"}, {"width": 0.0}, {"input_blend": 1.0},
-                                    {"output": "lab"}, {"output": "affine", "affine_grid": 2}])
+                                    {"output": "lab"}, {"output": "affine", "affine_grid": 2},
+                                    {"output": "affine", "pixel_shuffle": True}])
 def test_invalid_options_raise_user_error(option):
   model = nets.TinyNet(**option)
   with pytest.raises(UserError):
@@ -376,21 +387,31 @@ def _reference_net(model, params, images):
     y = (x - mean) / jnp.sqrt(var + 1e-5) * p["scale"] + p["bias"]
     return jax.nn.relu(y) if relu else y
 
-  x = norm(conv_(images * 2 - 1, "conv1"), params["norm1"])
-  x = norm(conv_(x, "conv2", 2), params["norm2"])
+  x = images * 2 - 1
+  if model.pixel_shuffle:  # 2x2 blocks as channels, (row phase, column phase, RGB)
+    x = jnp.concatenate([x[:, a::2, b::2] for a in (0, 1) for b in (0, 1)], axis=-1)
+  x = norm(conv_(x, "conv1"), params["norm1"])
+  x = norm(conv_(x, "conv2", 1 if model.pixel_shuffle else 2), params["norm2"])
   x = norm(conv_(x, "conv3", 2), params["norm3"])
   for i in range(1, model.num_residual + 1):
     r = params[f"res{i}"]
     y = norm(conv_(x, "conv1", block=r), r["norm1"])
     x = x + norm(conv_(y, "conv2", block=r), r["norm2"], relu=False)
   x = norm(conv_(x, "upconv1", up=True), params["norm4"])
+  if model.pixel_shuffle:
+    y = conv_(norm(conv_(x, "conv4"), params["norm5"]), "conv_out")  # [B, H/2, W/2, 12]
+    out = jnp.zeros((y.shape[0], 2 * y.shape[1], 2 * y.shape[2], 3))
+    for a, b in np.ndindex(2, 2):
+      out = out.at[:, a::2, b::2].set(y[..., 6 * a + 3 * b:6 * a + 3 * b + 3])
+    return (jnp.tanh(out) + 1) / 2
   x = norm(conv_(x, "upconv2", up=True), params["norm5"])
   return (jnp.tanh(conv_(x, "conv_out")) + 1) / 2
 
 
-@pytest.mark.parametrize("padding", config.PADDINGS)
-def test_thesis_net_matches_a_plain_convolution_reference(padding):
-  model = nets.TinyNet(upsample="resize", padding=padding)
+@pytest.mark.parametrize("padding,shuffle", [("reflect", False), ("zero", False),
+                                             ("reflect", True)])
+def test_thesis_net_matches_a_plain_convolution_reference(padding, shuffle):
+  model = nets.TinyNet(upsample="resize", padding=padding, pixel_shuffle=shuffle)
   params = _init(model)["params"]
   x = _images((2, 20, 28, 3), seed=4)
   out = jax.jit(model.apply)({"params": params}, x)

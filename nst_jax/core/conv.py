@@ -217,15 +217,16 @@ def _conv3x3_bwd(tile, residuals, g):
 _conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
 
 
-def _space_to_depth(x, s: int):
-  # [B, s h, s w, C] -> [B, h, w, s s C], channels ordered (row phase, column phase, C).
+def space_to_depth(x, s: int):
+  """[B, s h, s w, C] -> [B, h, w, s s C]: s x s pixel blocks as channels, ordered (row phase,
+  column phase, C)."""
   b, hh, ww, c = x.shape
   x = x.reshape(b, hh // s, s, ww // s, s, c).transpose(0, 1, 3, 2, 4, 5)
   return x.reshape(b, hh // s, ww // s, s * s * c)
 
 
-def _depth_to_space(x, s: int):
-  # [B, h, w, s s C] -> [B, s h, s w, C], the inverse of _space_to_depth.
+def depth_to_space(x, s: int):
+  """[B, h, w, s s C] -> [B, s h, s w, C], the inverse of ``space_to_depth``."""
   b, h, w, c = x.shape
   x = x.reshape(b, h, w, s, s, c // (s * s)).transpose(0, 1, 3, 2, 4, 5)
   return x.reshape(b, h * s, w * s, c // (s * s))
@@ -253,14 +254,14 @@ def _conv_space_to_depth(x, kernel, *, padding: str):
   sel = jnp.asarray(_block_taps(k, s))
   blocks = jnp.einsum("Duat,Evbr,trco->DEuvcabo", sel, sel, kernel.astype(jnp.float32))
   blocks = blocks.reshape(3, 3, s * s * c, s * s * o).astype(x.dtype)
-  xs = _space_to_depth(xp, s)
+  xs = space_to_depth(xp, s)
   if x.dtype != jnp.float32:
     y = _conv3x3(xs, blocks)  # XLA's convolution in bfloat16
   elif c < o:  # 3 -> 32 (48 -> 512 between blocks)
     y = _im2col_conv3x3(xs, blocks)
   else:  # 32 -> 3 (512 -> 48)
     y = _col2im_conv3x3(xs, blocks)
-  return _depth_to_space(y, s)[:, :h, :w]
+  return depth_to_space(y, s)[:, :h, :w]
 
 
 # Two one-matmul forms of a VALID 3x3 correlation [B, H + 2, W + 2, I] x [3, 3, I, O] ->

@@ -33,7 +33,8 @@ def make_model(net: NetConfig, *, bf16: bool = False) -> nets.TransformNet:
   model = nets.TransformNet(normalization=net.normalization, upsample=net.upsample,
                             padding=net.padding, width=net.width, num_residual=net.num_residual,
                             input_blend=net.input_blend, output=net.output,
-                            affine_grid=net.affine_grid, conv_impl=net.conv_impl,
+                            affine_grid=net.affine_grid, pixel_shuffle=net.pixel_shuffle,
+                            conv_impl=net.conv_impl,
                             num_styles=net.num_styles,
                             dtype=jnp.bfloat16 if bf16 else jnp.float32)
   nets.check_options(model)

@@ -44,7 +44,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from nst_jax import config
-from nst_jax.core.conv import conv2d, resolve_impl, upsample_conv2d
+from nst_jax.core.conv import (conv2d, depth_to_space, resolve_impl, space_to_depth,
+                                upsample_conv2d)
 from nst_jax.core.errors import UserError
 
 AFFINE_SCALE = 0.1  # the affine head's raw outputs are scaled by this (starts near the identity)
@@ -204,6 +205,12 @@ class TransformNet(nn.Module):
       quarter-resolution trunk, upsampled bilinearly (smooth in space by construction, cheaper,
       but blends the transforms of neighbouring regions across edges: worse photorealism and
       style in docs/fast_photoreal.md).
+    pixel_shuffle: False (default): the paper's 9x9 convolutions at full resolution in and out;
+      True: nothing runs at full resolution (Shi et al. 2016's sub-pixel idea, as in small CPU
+      stylizers): 2x2 pixel blocks become 12 channels in (``space_to_depth``), ``conv1`` is 3x3
+      and ``conv2`` stride 1 at H/2; the decoder's second stage is a 3x3 ``conv4`` at H/2, and
+      ``conv_out`` (3x3, 12 channels) is shuffled back to pixels (``depth_to_space``). Several
+      times cheaper at large sizes; the ``lite`` preset.
     num_styles: S; 1 (default): ordinary instance norm (parameters ``scale``, ``bias`` [C]);
       S > 1: ``ConditionalInstanceNorm`` everywhere (``scale``, ``bias`` [S, C]), one row per
       style, blended by the call's ``style_weights`` [B, S] (instance norm only).
@@ -221,6 +228,7 @@ class TransformNet(nn.Module):
   input_blend: float = 0.0
   output: str = "rgb"
   affine_grid: int = 1
+  pixel_shuffle: bool = False
   num_styles: int = 1
   dtype: Any = jnp.float32
   conv_impl: str = "auto"
@@ -253,8 +261,12 @@ class TransformNet(nn.Module):
       return nn.relu(_norm(self.normalization, train, self.dtype, name, w)(x))
 
     x = images.astype(self.dtype) * 2.0 - 1.0  # [B, H, W, 3] centred
-    x = norm_relu(conv(x, self.channels(32), 9, name="conv1"), "norm1")  # [B, H, W, 32]
-    x = norm_relu(conv(x, self.channels(64), 3, 2, name="conv2"), "norm2")  # [B, H/2, W/2, 64]
+    shuffle = self.pixel_shuffle
+    if shuffle:
+      x = space_to_depth(x, 2)  # [B, H/2, W/2, 12]
+    x = norm_relu(conv(x, self.channels(32), 3 if shuffle else 9, name="conv1"), "norm1")
+    # [B, H, W, 32] (pixel_shuffle: [B, H/2, W/2, 32]) -> [B, H/2, W/2, 64]
+    x = norm_relu(conv(x, self.channels(64), 3, 1 if shuffle else 2, name="conv2"), "norm2")
     x = norm_relu(conv(x, self.channels(128), 3, 2, name="conv3"), "norm3")  # [B, H/4, W/4, 128]
     for i in range(1, self.num_residual + 1):
       x = ResidualBlock(self.channels(128), self.normalization, self.padding, self.dtype,
@@ -266,13 +278,19 @@ class TransformNet(nn.Module):
       coeffs = jax.image.resize(coeffs, images.shape[:3] + (12,), "linear")  # [B, H, W, 12]
       return self._blend(affine_output(coeffs, images.astype(jnp.float32)), images)
     for i, base in ((1, 64), (2, 32)):  # [B, H/2, W/2, 64], then [B, H, W, 32]
-      x = _upsample(x, self.channels(base), mode=self.upsample, padding=self.padding,
-                    dtype=self.dtype, conv_impl=self.conv_impl, index=i)
+      if i == 2 and shuffle:  # [B, H/2, W/2, 32]
+        x = conv(x, self.channels(base), 3, name="conv4")
+      else:
+        x = _upsample(x, self.channels(base), mode=self.upsample, padding=self.padding,
+                      dtype=self.dtype, conv_impl=self.conv_impl, index=i)
       x = norm_relu(x, f"norm{3 + i}")
     if self.output == "affine":  # per-pixel colour transforms (3x3: 4x cheaper than 9x9 here)
       coeffs = conv(x, 12, 3, name="conv_out").astype(jnp.float32)  # [B, H, W, 12]
       return self._blend(affine_output(coeffs, images.astype(jnp.float32)), images)
-    x = conv(x, 3, 9, name="conv_out")  # [B, H, W, 3]
+    if shuffle:
+      x = depth_to_space(conv(x, 12, 3, name="conv_out"), 2)  # [B, H, W, 3]
+    else:
+      x = conv(x, 3, 9, name="conv_out")  # [B, H, W, 3]
     return self._blend((jnp.tanh(x.astype(jnp.float32)) + 1.0) * 0.5, images)
 
   def _style_weights(self, style_weights, batch: int):
@@ -320,6 +338,8 @@ def check_options(model: TransformNet) -> None:
                     f"{model.num_styles} with {model.normalization!r}")
   if model.affine_grid not in (1, 4):
     raise UserError(f"affine_grid must be 1 or 4, got {model.affine_grid}")
+  if model.pixel_shuffle and model.output != "rgb":
+    raise UserError(f"pixel_shuffle needs the rgb output, got {model.output!r}")
   if not model.width > 0 or model.num_residual < 0 or not 0.0 <= model.input_blend < 1.0:
     raise UserError(f"invalid network size or blend: width={model.width} (> 0), "
                     f"num_residual={model.num_residual} (>= 0), "
@@ -341,19 +361,13 @@ JohnsonNet = functools.partial(TransformNet, normalization="batch", upsample="tr
 ThesisNet = functools.partial(TransformNet, normalization="instance", upsample="resize",
                               padding="reflect")
 TinyNet = functools.partial(TransformNet, width=0.125, num_residual=1)
+LiteNet = functools.partial(ThesisNet, width=0.25, pixel_shuffle=True)  # fast on CPUs
 
 
 def init_variables(model: nn.Module, key: jax.Array, *, size: int = 64) -> dict:
-  """Initializes ``model`` on a dummy [1, size, size, 3] batch; returns its variables.
-
-  Args:
-    model: a ``TransformNet`` (sizes do not depend on ``size``, a multiple of 4).
-    key: a ``jax.random`` key.
-    size: the dummy image size.
-
-  Returns:
-    ``{"params": ...}`` plus ``{"batch_stats": ...}`` for batch normalization.
-  """
+  """Initializes ``model`` (a ``TransformNet``) with ``key`` on a dummy [1, size, size, 3] batch
+  (size a multiple of 4; the shapes do not depend on it); returns ``{"params": ...}``, plus
+  ``{"batch_stats": ...}`` for batch normalization."""
   return model.init(key, jnp.zeros((1, size, size, 3), jnp.float32))
 
 

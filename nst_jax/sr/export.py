@@ -7,6 +7,7 @@ Synopsis::
   cfg, variables = export.load_npz(path)                                    # float32 again
   export.update_manifest("checkpoints", "sr_fast_x4", path, cfg, metrics={...}, steps=12000)
   export.resolve_shipped("sr_fast_x4")   # checkpoints/sr_fast_x4.npz, sha256-checked
+  cfg, variables = export.load_model("sr_fast_x4")   # a name, an .npz or a training run
 
 A shipped file holds ``variables/<collection>/<module>/.../<name>`` arrays in float16, a
 ``config`` entry (the ``SRConfig`` JSON) and ``kind = "sr"``. ``checkpoints/MANIFEST.json`` maps
@@ -23,13 +24,15 @@ import os
 import zipfile
 from pathlib import Path
 
+import jax
 import numpy as np
 
 from nst_jax import config
 from nst_jax.core import checkpoint, image_io, zoo
 from nst_jax.core.errors import UserError
+from nst_jax.sr import nets
 
-KIND = "sr"
+KIND = "sr"  # a file's (and a checkpoint meta's) "kind": what tells an SR model from a style net
 MANIFEST = "MANIFEST.json"
 PREFIX = "variables/"
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "checkpoints"  # the repository's checkpoints/
@@ -80,6 +83,50 @@ def load_npz(path: str | os.PathLike) -> tuple[config.SRConfig, dict]:
   if "params" not in variables:
     raise UserError(f"{path} holds no parameters")
   return cfg, variables
+
+
+def config_of_meta(meta: dict, where) -> config.SRConfig:
+  """The ``SRConfig`` of a training checkpoint's meta; UserError if it is not an SR model's."""
+  if not isinstance(meta, dict) or meta.get("kind") != KIND:
+    raise UserError(f"{where} is not a super-resolution model (a style-transfer network's "
+                    "checkpoint?): train one with `nst-jax sr train`")
+  try:
+    return config.check(config.from_dict(config.SRConfig, meta.get("config")))
+  except config.ConfigError as e:
+    raise UserError(f"{where} has a bad SR config: {e}") from None
+
+
+def load_checkpoint(path) -> tuple[config.SRConfig, dict]:
+  """The config and variables of a training run (workdir, its ``checkpoints`` folder or one step
+  folder): only the parameters (and batch statistics) are read, no optimizer is built.
+
+  Raises:
+    UserError: missing or damaged checkpoint, or not an SR model's.
+  """
+  ckpts, step = checkpoint.open_checkpoint(path)
+  with ckpts:
+    cfg = config_of_meta(ckpts.restore_meta(step), path)
+    net = nets.make_net(cfg.net, cfg.scale)
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+                            jax.eval_shape(lambda: nets.init_variables(net, jax.random.key(0))))
+    return cfg, ckpts.restore_partial(step, abstract)
+
+
+def load_model(model: str) -> tuple[config.SRConfig, dict]:
+  """What ``--model`` names: a checkpoint folder (``load_checkpoint``), an exported ``.npz``
+  (``load_npz``), or the name of a shipped model in ``checkpoints/MANIFEST.json``."""
+  path = Path(model).expanduser()
+  if path.is_dir():
+    return load_checkpoint(path)
+  if path.is_file():
+    return load_npz(path)
+  shipped = resolve_shipped(model) if "/" not in model else None
+  if shipped is None:
+    names = ", ".join(["bicubic", *shipped_names()])
+    raise UserError(f"SR model not found: {model} (expected a training workdir, a checkpoint "
+                    f"folder, an exported .npz, or one of: {names})")
+  return load_npz(shipped)
 
 
 def read_manifest(folder: str | os.PathLike) -> dict:

@@ -19,7 +19,9 @@ upscales it, the loss is ``losses.sr_losses`` (pixel, VGG feature reconstruction
 updates the parameters. The step is jitted once over the 1-D ``("data",)`` mesh (batch sharded,
 state replicated and donated) and never recompiles. Checkpoints (orbax, ``core.checkpoint``)
 carry the config JSON in their meta with ``kind = "sr"``, so ``upscale.Upscaler.from_checkpoint``
-rebuilds the network from the checkpoint alone. Batches are a pure function of (seed, step)
+rebuilds the network from the checkpoint alone. With ``init_from`` (a trained SR model of the
+same network and scale) a new run starts from that model's parameters and a fresh optimizer:
+fine-tuning, e.g. a pixel-loss model under a feature loss. Batches are a pure function of (seed, step)
 (``core.data``), so a resumed run equals an uninterrupted one.
 
 References:
@@ -48,9 +50,7 @@ from nst_jax.config import SRConfig
 from nst_jax.core import checkpoint, data, image_io, sharding, train_logging
 from nst_jax.core.errors import UserError
 from nst_jax.core.state import TrainState, make_key
-from nst_jax.sr import degrade, losses, nets
-
-MODEL_KIND = "sr"  # the checkpoint meta's "kind": what tells an SR run from a style network
+from nst_jax.sr import degrade, export, losses, nets
 
 
 def make_optimizer(cfg: SRConfig) -> optax.GradientTransformation:
@@ -60,21 +60,38 @@ def make_optimizer(cfg: SRConfig) -> optax.GradientTransformation:
   return optax.adam(cfg.learning_rate)
 
 
-def create_train_state(net: nn.Module, tx: optax.GradientTransformation,
-                       key: jax.Array) -> TrainState:
-  """The network's variables and the optimizer's state at step 0."""
-  variables = nets.init_variables(net, key)
+def create_train_state(net: nn.Module, tx: optax.GradientTransformation, key: jax.Array,
+                       variables: dict | None = None) -> TrainState:
+  """The optimizer's state at step 0 for ``variables`` (default: the network's initialization)."""
+  if variables is None:
+    variables = nets.init_variables(net, key)
   params = variables["params"]
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params))
 
 
 def init_train_state(net: nn.Module, tx: optax.GradientTransformation, key: jax.Array,
-                     mesh: jax.sharding.Mesh) -> TrainState:
+                     mesh: jax.sharding.Mesh, variables: dict | None = None) -> TrainState:
   """``create_train_state``, compiled, replicated on ``mesh`` (so the step never retraces)."""
   init = jax.jit(functools.partial(create_train_state, net, tx),
                  out_shardings=sharding.replicated(mesh))
-  return init(key)
+  return init(key, variables)
+
+
+def initial_variables(cfg: SRConfig) -> dict | None:
+  """The variables of ``cfg.init_from`` (``export.load_model``), None without one.
+
+  Raises:
+    UserError: the model is missing or not an SR model, or its network or scale differ.
+  """
+  if not cfg.init_from:
+    return None
+  base, variables = export.load_model(cfg.init_from)
+  for name in ("net", "scale"):
+    if getattr(base, name) != getattr(cfg, name):
+      raise UserError(f"init_from {cfg.init_from} has a different {name} "
+                      f"({getattr(base, name)}, this run: {getattr(cfg, name)})")
+  return variables
 
 
 def abstract_train_state(net: nn.Module, tx: optax.GradientTransformation) -> TrainState:
@@ -170,24 +187,14 @@ def make_train_step(net: nn.Module, tx: optax.GradientTransformation, cfg: SRCon
 
 def run_meta(cfg: SRConfig) -> dict:
   """What each checkpoint stores beside the state: the kind of model and its config."""
-  return {"kind": MODEL_KIND, "config": dataclasses.asdict(cfg)}
-
-
-def config_of_meta(meta: dict, where) -> SRConfig:
-  """The ``SRConfig`` of a checkpoint's meta; UserError if it is not an SR model's."""
-  if not isinstance(meta, dict) or meta.get("kind") != MODEL_KIND:
-    raise UserError(f"{where} is not a super-resolution model (a style-transfer network's "
-                    "checkpoint?): train one with `nst-jax sr train`")
-  try:
-    return config.check(config.from_dict(SRConfig, meta.get("config")))
-  except config.ConfigError as e:
-    raise UserError(f"{where} has a bad SR config: {e}") from None
+  return {"kind": export.KIND, "config": dataclasses.asdict(cfg)}
 
 
 def check_resumable(meta: dict, cfg: SRConfig, workdir) -> None:
   """Refuses to resume a run whose network, losses or data shapes differ from ``cfg``'s."""
-  saved = config_of_meta(meta, workdir)
-  for name in ("net", "loss", "scale", "degradation", "size", "batch_size", "schedule"):
+  saved = export.config_of_meta(meta, workdir)
+  for name in ("net", "loss", "scale", "degradation", "size", "batch_size", "schedule",
+               "init_from"):
     if getattr(saved, name) != getattr(cfg, name):
       raise UserError(f"{workdir} holds a run with a different {name} ({getattr(saved, name)}); "
                       "use a new --workdir, or the same settings to resume")
@@ -242,7 +249,7 @@ def train_and_evaluate(cfg: SRConfig, workdir, *, loss_params=None, progress: bo
 def _init_or_restore(cfg, workdir, ckpts, net, tx, mesh):
   start = ckpts.latest_step()
   if start is None:
-    return init_train_state(net, tx, make_key(cfg.seed), mesh), 0
+    return init_train_state(net, tx, make_key(cfg.seed), mesh, initial_variables(cfg)), 0
   check_resumable(ckpts.restore_meta(start), cfg, workdir)
   abstract = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding.replicated(mesh)),

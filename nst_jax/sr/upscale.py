@@ -26,12 +26,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pathlib import Path
-
 from nst_jax import config
-from nst_jax.core import checkpoint
 from nst_jax.core.errors import UserError
-from nst_jax.sr import degrade, export, nets, training
+from nst_jax.sr import degrade, export, nets
 
 
 def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
@@ -75,22 +72,8 @@ class Upscaler:
 
   @classmethod
   def from_checkpoint(cls, path) -> "Upscaler":
-    """The network of a training run (workdir, its ``checkpoints`` folder or one step folder),
-    rebuilt from the config in the checkpoint's meta; only the parameters (and batch statistics)
-    are read, no optimizer is built.
-
-    Raises:
-      UserError: missing or damaged checkpoint, or not an SR model's.
-    """
-    ckpts, step = checkpoint.open_checkpoint(path)
-    with ckpts:
-      cfg = training.config_of_meta(ckpts.restore_meta(step), path)
-      net = nets.make_net(cfg.net, cfg.scale)
-      device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-      abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-                              jax.eval_shape(lambda: nets.init_variables(net, jax.random.key(0))))
-      variables = ckpts.restore_partial(step, abstract)
-    return cls(cfg, variables)
+    """The network of a training run (``export.load_checkpoint``: parameters only)."""
+    return cls(*export.load_checkpoint(path))
 
   @classmethod
   def from_file(cls, path) -> "Upscaler":
@@ -100,19 +83,9 @@ class Upscaler:
 
   @classmethod
   def load(cls, model: str) -> "Upscaler":
-    """What ``--model`` names: a checkpoint folder, an exported ``.npz``, or the name of a
-    shipped model in ``checkpoints/MANIFEST.json``."""
-    path = Path(model).expanduser()
-    if path.is_dir():
-      return cls.from_checkpoint(path)
-    if path.is_file():
-      return cls.from_file(path)
-    shipped = export.resolve_shipped(model) if "/" not in model else None
-    if shipped is None:
-      names = ", ".join(["bicubic", *export.shipped_names()])
-      raise UserError(f"SR model not found: {model} (expected a training workdir, a checkpoint "
-                      f"folder, an exported .npz, or one of: {names})")
-    return cls.from_file(shipped)
+    """What ``--model`` names (``export.load_model``): a checkpoint folder, an exported ``.npz``,
+    or the name of a shipped model in ``checkpoints/MANIFEST.json``."""
+    return cls(*export.load_model(model))
 
   @property
   def name(self) -> str:
