@@ -114,7 +114,7 @@ def test_one_evaluation_per_iteration_on_the_vgg_loss(vgg_params, data_dir):
   cfg = config.OptimConfig(optimizer="lbfgsb", num_iters=40, chunk=20)
   res = optimize.run(artistic.make_loss_fn(loss_cfg), x0, vgg_params, targets, cfg,
                      progress=False)
-  evals = int(lbfgsb.evaluations(res.state)) - 1  # init evaluates once
+  evals = int(lbfgsb.evaluations(res.state)) - 1  # the start's evaluation
   assert evals <= 41, evals  # one per iteration, one retry at most (the unit first step)
   total = res.history["total"][:, 0]
   assert total[-1] < 0.2 * total[0]
@@ -148,8 +148,36 @@ def test_a_failed_search_stays_put_and_a_second_one_stops_the_run():
     assert float(state.gamma) == 0.0 and not np.any(np.asarray(state.rho))
     np.testing.assert_allclose(terms["bowl"], bowl(x0))
     evals.append(int(state.evals))
-  assert 1 < evals[1] - evals[0] <= lbfgsb.MAX_TRIALS  # the search tried, and gave up
+  assert evals[0] == 0  # init evaluates nothing; the first step evaluates the start too
+  assert 1 < evals[1] - 1 <= lbfgsb.MAX_TRIALS  # the search tried, and gave up
   assert evals[3] == evals[2]  # stopped: the third step evaluated nothing
+
+
+def test_the_loss_is_compiled_once_and_the_first_step_evaluates_the_start(rng):
+  # init evaluates nothing (its program holds no sin); the step's program holds the loss once,
+  # in the search's trial. The first step's terms are those of the start, as an evaluating init
+  # would have given, and a NaN there is returned as it is (the caller stops on it).
+  def loss(x, shared, aux):
+    value = jnp.sum(jnp.sin(3.0 * x) ** 2 + (x - 0.3) ** 2)
+    return value, {"total": value}
+
+  solver = lbfgsb.make(loss, history_size=4)
+  x0 = jnp.asarray(rng.uniform(0.0, 1.0, SHAPE), jnp.float32)
+  state = solver.init(x0, None, None)
+
+  def count_sin(fn, *args):
+    return str(jax.make_jaxpr(fn)(*args)).count(" sin ")
+
+  assert count_sin(solver.init, x0, None, None) == 0
+  assert count_sin(solver.step, x0, state, None, None) == 1
+  assert int(state.evals) == 0 and np.isinf(float(state.value))
+  x1, state1, terms = jax.jit(solver.step)(x0, state, None, None)
+  np.testing.assert_allclose(terms["total"], loss(x0, None, None)[0], rtol=1e-6)
+  assert float(state1.value) < float(terms["total"]) and int(state1.evals) >= 2
+  assert not np.array_equal(np.asarray(x1), np.asarray(x0))
+  nan_x = x0.at[0, 0, 0, 0].set(jnp.nan)
+  _, _, nan_terms = jax.jit(solver.step)(nan_x, solver.init(nan_x, None, None), None, None)
+  assert np.isnan(float(nan_terms["total"]))
 
 
 def test_a_converged_run_stops_where_it_converged(rng):

@@ -4,7 +4,7 @@ Synopsis::
 
   from nst_jax.slow import lbfgsb
   solver = lbfgsb.make(loss_fn, history_size=20)          # free-variable L-BFGS-B
-  state = solver.init(x, shared, aux)                     # value, gradient, terms at x
+  state = solver.init(x, shared, aux)                     # nothing evaluated yet (cheap)
   x, state, terms_at_old_x = solver.step(x, state, shared, aux)
 
 An iteration:
@@ -33,6 +33,13 @@ An iteration:
    searches spent up to 20 evaluations each on steps too small to matter: a 256 px photoreal
    stage 2 went from 1.1 to 3-6.6 evaluations per iteration after ~120 iterations (issue 23;
    ``benchmarks/photo_resume_bench.py``).
+
+The loss is evaluated in one place only, the search's trial, so its forward and backward
+passes are compiled once. ``init`` evaluates nothing: its state has f = +inf and no memory, and
+the first ``step`` starts with a start step, d = 0, whose one trial is x itself and is accepted
+as it is (even a NaN, which the caller then sees in the returned terms), before the iteration
+proper. A separate evaluating ``init`` would compile the loss a second time, ~35 % of the compile
+time of a whole run.
 
 This skips what makes jaxopt's L-BFGS-B heavy per iteration (the generalized Cauchy point's
 breakpoint sort and the subspace minimization over the compact matrices, Byrd et al. 1995) and
@@ -70,7 +77,7 @@ class State(NamedTuple):
   value: jax.Array  # [] loss at x
   grad: jax.Array  # gradient at x
   terms: dict  # loss terms at x
-  evals: jax.Array  # int32 [] loss evaluations so far (init's included)
+  evals: jax.Array  # int32 [] loss evaluations so far (the start's included; 0: fresh)
   failures: jax.Array  # int32 [] failed line searches in a row; >= STALL_FAILURES: stopped
 
 
@@ -138,11 +145,13 @@ def make(loss_fn: Callable, *, history_size: int = 20, c1: float = ARMIJO_C1,
   value_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
 
   def init(x, shared, aux):
-    (value, terms), grad = value_and_grad(x, shared, aux)
+    value, terms = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype),
+                                jax.eval_shape(loss_fn, x, shared, aux))
     m = history_size
     zeros = jnp.zeros((m,) + x.shape, x.dtype)
     return State(zeros, zeros, jnp.zeros((m,), x.dtype), jnp.int32(m - 1),
-                 jnp.zeros((), x.dtype), value, grad, terms, jnp.int32(1), jnp.int32(0))
+                 jnp.zeros((), x.dtype), value + jnp.inf, jnp.zeros_like(x), terms,
+                 jnp.int32(0), jnp.int32(0))
 
   def direction(x, state):
     g = state.grad
@@ -154,7 +163,9 @@ def make(loss_fn: Callable, *, history_size: int = 20, c1: float = ARMIJO_C1,
     return jnp.where(slope < 0.0, d, steepest)
 
   def search(x, d, state, shared, aux):
-    """Backtracking along P(x + t d) from t = 1; returns the accepted trial."""
+    """Backtracking along P(x + t d) from t = 1; returns the accepted trial. From a fresh
+    state (no evaluation yet, d = 0) its one trial is x, accepted as it is."""
+    fresh = state.evals == 0
     def trial(t):
       xt = jnp.clip(x + t * d, 0.0, 1.0)
       (value, terms), grad = value_and_grad(xt, shared, aux)
@@ -165,7 +176,7 @@ def make(loss_fn: Callable, *, history_size: int = 20, c1: float = ARMIJO_C1,
 
     def cond(c):
       n, _, xt, value, *_ = c
-      return (n == 0) | ((n < max_trials) & ~armijo(xt, value))
+      return (n == 0) | ((n < max_trials) & ~armijo(xt, value) & ~fresh)
 
     def body(c):
       n, t, xt, value, _, _ = c
@@ -184,7 +195,7 @@ def make(loss_fn: Callable, *, history_size: int = 20, c1: float = ARMIJO_C1,
         cond, body, (jnp.int32(0), jnp.ones((), x.dtype)) + tuple(zeros))
     # Success needs a real decrease: with t ~ 1e-19 the Armijo test can pass on a value that
     # only rounds to f(x) (a tie), which is no progress.
-    return n, xt, value, grad, terms, armijo(xt, value) & (value < state.value)
+    return n, xt, value, grad, terms, fresh | (armijo(xt, value) & (value < state.value))
 
   def advance(x, state, shared, aux):
     d = direction(x, state)
@@ -198,14 +209,23 @@ def make(loss_fn: Callable, *, history_size: int = 20, c1: float = ARMIJO_C1,
                        failures=jnp.where(ok, 0, state.failures + 1))
     return keep(xt, x), new, state.terms
 
-  def step(x, state, shared, aux):
+  def iterate(x, state, shared, aux):
     return jax.lax.cond(state.failures >= STALL_FAILURES,
                         lambda: (x, state, state.terms),  # stopped: a free no-op
                         lambda: advance(x, state, shared, aux))
+
+  def step(x, state, shared, aux):
+    # From a fresh state: the start step (it evaluates f at x), then the iteration; the loop
+    # keeps one copy of the loss in the program.
+    rounds = 1 + (state.evals == 0).astype(jnp.int32)
+    _, x, state, terms = jax.lax.while_loop(
+        lambda c: c[0] < rounds, lambda c: (c[0] + 1,) + iterate(*c[1:3], shared, aux),
+        (jnp.int32(0), x, state, state.terms))
+    return x, state, terms
 
   return Solver(init, step)
 
 
 def evaluations(state: Any) -> jax.Array:
-  """Loss evaluations the solver has made (init's included)."""
+  """Loss evaluations the solver has made (the start's included)."""
   return state.evals
