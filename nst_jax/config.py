@@ -202,7 +202,7 @@ class NetConfig:
   input_blend: float = 0.0
   output: str = "rgb"  # "affine": per-pixel colour transforms of the input (photorealism)
   affine_grid: int = 1  # where the affine head computes them: 1 = every pixel, 4 = quarter res
-  pixel_shuffle: bool = False  # nothing at full resolution: 2x2 pixel blocks in and out (lite)
+  pixel_shuffle: bool = False  # 2x2 pixel blocks in, all layers at <= H/2 (lite; nets.py)
   conv_impl: str = "auto"  # the net's convolutions: auto | xla | cpu_fast (see CONV_IMPLS)
   num_styles: int = 1  # > 1: conditional instance norm, one scale/shift row per style
 
@@ -312,8 +312,9 @@ def photoreal() -> TrainConfig:
 
 def lite() -> TrainConfig:
   """The thesis' losses on a small network for CPUs: a quarter of the channels (32 in the residual
-  blocks), pixel-shuffled input and output (nothing at full resolution), 5 residual blocks;
-  ~107k parameters, several times faster than the thesis network at 512-1024 px."""
+  blocks), 2x2 pixel blocks in and a resize-convolution out (every layer at <= half
+  resolution), 5 residual blocks;
+  ~106k parameters, several times faster than the thesis network at 512-1024 px."""
   cfg = thesis()
   return dataclasses.replace(
       cfg, net=dataclasses.replace(cfg.net, width=0.25, pixel_shuffle=True))

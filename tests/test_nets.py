@@ -58,11 +58,11 @@ def test_width_and_depth_scale_the_parameter_count():
 
 
 def test_lite_parameter_count_matches_hand_arithmetic():
-  # width 0.25: channels 8, 16, R32 x5, 16, 8; 2x2 pixel blocks in (12 channels), 12 out.
+  # width 0.25: channels 8, 16, R32 x5, 16, 8, 3; 2x2 pixel blocks in (12 channels).
   expected = ((3 * 3 * 12 * 8 + 3 * 8) + (3 * 3 * 8 * 16 + 3 * 16) + (3 * 3 * 16 * 32 + 3 * 32)
               + 5 * 2 * (3 * 3 * 32 * 32 + 3 * 32) + (3 * 3 * 32 * 16 + 3 * 16)
-              + (3 * 3 * 16 * 8 + 3 * 8) + (3 * 3 * 8 * 12 + 12))
-  assert nets.count_params(_abstract_variables(nets.LiteNet())) == expected == 106_620
+              + (3 * 3 * 16 * 8 + 3 * 8) + (3 * 3 * 8 * 3 + 3))
+  assert nets.count_params(_abstract_variables(nets.LiteNet())) == expected == 105_963
   assert config.lite().net.pixel_shuffle and config.lite().net.width == nets.LiteNet().width
 
 
@@ -398,12 +398,9 @@ def _reference_net(model, params, images):
     y = norm(conv_(x, "conv1", block=r), r["norm1"])
     x = x + norm(conv_(y, "conv2", block=r), r["norm2"], relu=False)
   x = norm(conv_(x, "upconv1", up=True), params["norm4"])
-  if model.pixel_shuffle:
-    y = conv_(norm(conv_(x, "conv4"), params["norm5"]), "conv_out")  # [B, H/2, W/2, 12]
-    out = jnp.zeros((y.shape[0], 2 * y.shape[1], 2 * y.shape[2], 3))
-    for a, b in np.ndindex(2, 2):
-      out = out.at[:, a::2, b::2].set(y[..., 6 * a + 3 * b:6 * a + 3 * b + 3])
-    return (jnp.tanh(out) + 1) / 2
+  if model.pixel_shuffle:  # a resize-convolution to RGB
+    x = norm(conv_(x, "conv4"), params["norm5"])
+    return (jnp.tanh(conv_(x, "conv_out", up=True)) + 1) / 2
   x = norm(conv_(x, "upconv2", up=True), params["norm5"])
   return (jnp.tanh(conv_(x, "conv_out")) + 1) / 2
 

@@ -45,3 +45,12 @@ def test_save_loss_plot_writes_a_png_with_zeros_and_batched_terms(tmp_path):
 def test_empty_and_single_iteration_histories_do_not_fail(tmp_path):
   assert Image.open(plots.save_loss_plot(tmp_path / "a.png", {"total": [3.0]})).format == "PNG"
   assert Image.open(plots.save_loss_plot(tmp_path / "b.png", {"total": [0.0, 0.0]})).format == "PNG"
+
+
+def test_image_grid_is_written_in_the_format_its_name_says(tmp_path):
+  rng = np.random.default_rng(0)
+  rows = [[rng.uniform(size=(16, 16, 3)), None], [rng.uniform(size=(16, 24, 3))]]
+  for name, fmt in (("grid.png", "PNG"), ("grid.jpg", "JPEG")):
+    path = plots.save_image_grid(tmp_path / name, rows, row_titles=["a", "b"])
+    with Image.open(path) as im:
+      assert im.format == fmt and im.size == (2 * 220, 2 * 220)

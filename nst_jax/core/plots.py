@@ -110,7 +110,8 @@ def save_history(path: str | os.PathLike, history: Mapping[str, Sequence[float]]
 def save_image_grid(path: str | os.PathLike, rows: Sequence[Sequence[np.ndarray]], *,
                     row_titles: Sequence[str] = (), col_titles: Sequence[str] = (),
                     cell: float = 2.2) -> Path:
-  """A grid of images [H, W, 3] in [0, 1] with optional row/column titles, as a PNG."""
+  """A grid of images [H, W, 3] in [0, 1] with optional row/column titles, as a PNG (or a JPEG
+  of quality 85 when ``path`` ends in .jpg / .jpeg: photos in a tenth of the bytes)."""
   plt = _pyplot()
   nr, nc = len(rows), max(len(r) for r in rows)
   fig, axes = plt.subplots(nr, nc, figsize=(cell * nc, cell * nr), dpi=100, squeeze=False)
@@ -128,6 +129,8 @@ def save_image_grid(path: str | os.PathLike, rows: Sequence[Sequence[np.ndarray]
       if j == 0 and i < len(row_titles):
         ax.set_ylabel(row_titles[i], fontsize=9)
   fig.tight_layout()
-  out = image_io.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+  jpeg = Path(path).suffix.lower() in (".jpg", ".jpeg")
+  out = image_io.atomic_write(path, lambda tmp: fig.savefig(
+      tmp, format="jpeg" if jpeg else "png", **({"pil_kwargs": {"quality": 85}} if jpeg else {})))
   plt.close(fig)
   return out

@@ -44,8 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nst_jax import config
-from nst_jax.core.conv import (conv2d, depth_to_space, resolve_impl, space_to_depth,
-                                upsample_conv2d)
+from nst_jax.core.conv import conv2d, resolve_impl, space_to_depth, upsample_conv2d
 from nst_jax.core.errors import UserError
 
 AFFINE_SCALE = 0.1  # the affine head's raw outputs are scaled by this (starts near the identity)
@@ -209,8 +208,10 @@ class TransformNet(nn.Module):
       True: nothing runs at full resolution (Shi et al. 2016's sub-pixel idea, as in small CPU
       stylizers): 2x2 pixel blocks become 12 channels in (``space_to_depth``), ``conv1`` is 3x3
       and ``conv2`` stride 1 at H/2; the decoder's second stage is a 3x3 ``conv4`` at H/2, and
-      ``conv_out`` (3x3, 12 channels) is shuffled back to pixels (``depth_to_space``). Several
-      times cheaper at large sizes; the ``lite`` preset.
+      ``conv_out`` a resize-convolution to RGB (nearest x2, 3x3; computed at H/2 in sub-pixel
+      form). Several times cheaper at large sizes; the ``lite`` preset. (A free pixel shuffle
+      out, 12 channels to 2x2 pixels, learned a 2-pixel checkerboard that the Gram loss
+      rewards.)
     num_styles: S; 1 (default): ordinary instance norm (parameters ``scale``, ``bias`` [C]);
       S > 1: ``ConditionalInstanceNorm`` everywhere (``scale``, ``bias`` [S, C]), one row per
       style, blended by the call's ``style_weights`` [B, S] (instance norm only).
@@ -287,8 +288,9 @@ class TransformNet(nn.Module):
     if self.output == "affine":  # per-pixel colour transforms (3x3: 4x cheaper than 9x9 here)
       coeffs = conv(x, 12, 3, name="conv_out").astype(jnp.float32)  # [B, H, W, 12]
       return self._blend(affine_output(coeffs, images.astype(jnp.float32)), images)
-    if shuffle:
-      x = depth_to_space(conv(x, 12, 3, name="conv_out"), 2)  # [B, H, W, 3]
+    if shuffle:  # [B, H, W, 3]
+      x = _Conv(3, 3, functools.partial(upsample_conv2d, padding=self.padding,
+                                        impl=self.conv_impl), self.dtype, name="conv_out")(x)
     else:
       x = conv(x, 3, 9, name="conv_out")  # [B, H, W, 3]
     return self._blend((jnp.tanh(x.astype(jnp.float32)) + 1.0) * 0.5, images)
