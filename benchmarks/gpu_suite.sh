@@ -13,6 +13,9 @@
 #               (<= 3 ms per image and >= 1,000 images/s at 512 px), then bfloat16 at 512 px
 #   train       fast training images/s at 256 px (>= 1,000), float32 and bfloat16 (train_bench.py)
 #   photoreal   one whole default slow photoreal run at 512 px, 2 x 300 iterations (<= 15 s)
+#   sr          x4 to 2048 px batched (<= 10 ms per image), float32 and bfloat16; SR training
+#               patches/s at 288 px, fast and johnson presets (>= 500) (sr_speed_bench.py)
+# The style zoo's retraining is its own script (benchmarks/train_zoo_gpu.sh, ~8 minutes).
 # A summary (step, exit code, seconds) is printed and written to $OUT/summary.json. The timeouts
 # (each + 5 s to kill) add up to 480 s: the suite ends within 8 minutes even if every step hangs.
 # Not yet run on a GPU (none was lent when it was written): the timeouts are estimates.
@@ -77,20 +80,21 @@ if [[ "$DRY_RUN" == 0 ]]; then
 fi
 B="benchmarks"
 
-step optimize 120 "$PYTHON" $B/optimize_bench.py --sizes 512 1024 --no-torch \
+step optimize 95 "$PYTHON" $B/optimize_bench.py --sizes 512 1024 --no-torch \
   --chunk 10 10 --timed-chunks 10 5 --warmup-chunks 1 --out "$OUT/optimize_bench.json"
-step matting 45 "$PYTHON" $B/matting_bench.py --sizes 700 --repeats 5 \
+step matting 40 "$PYTHON" $B/matting_bench.py --sizes 700 --repeats 5 \
   --out "$OUT/matting_bench.json"
-step inference 85 "$PYTHON" $B/inference_bench.py --sizes 256 512 1024 --batch 16 --repeats 10 \
+step inference 70 "$PYTHON" $B/inference_bench.py --sizes 256 512 1024 --batch 16 --repeats 10 \
   --out "$OUT/inference_bench.json"
-step inference_bf16 40 "$PYTHON" $B/inference_bench.py --sizes 512 --batch 64 --repeats 10 \
+step inference_bf16 35 "$PYTHON" $B/inference_bench.py --sizes 512 --batch 64 --repeats 10 \
   --bf16 --out "$OUT/inference_bench_bf16.json"
 step train 60 "$PYTHON" $B/train_bench.py --preset thesis --size 256 --batch 64 --steps 10 \
   --out "$OUT/train_bench.json"
-step train_bf16 45 "$PYTHON" $B/train_bench.py --preset thesis --size 256 --batch 64 --steps 10 \
+step train_bf16 35 "$PYTHON" $B/train_bench.py --preset thesis --size 256 --batch 64 --steps 10 \
   --bf16 --out "$OUT/train_bench_bf16.json"
-step photoreal 50 "$PYTHON" $B/photo_eval.py --time-only --time-size 512 --time-iters 300 \
+step photoreal 45 "$PYTHON" $B/photo_eval.py --time-only --time-size 512 --time-iters 300 \
   --results "$OUT"
+step sr 60 "$PYTHON" $B/sr_speed_bench.py --bf16 --out "$OUT/sr_speed_bench.json"
 
 if [[ "$DRY_RUN" == 0 ]]; then
   summary
