@@ -33,18 +33,6 @@ from nst_jax.core import sharding
 from nst_jax.sr import nets, training, upscale
 
 
-def median_s(fn, repeats: int, warmup: int = 1) -> float:
-  """Median wall seconds of ``fn()`` (its result blocked on) after ``warmup`` calls."""
-  for _ in range(warmup):
-    jax.block_until_ready(fn())
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - t)
-  return float(np.median(times))
-
-
 def inference_row(model: str, lr_size: int, batch: int, repeats: int, bf16: bool) -> dict:
   up = upscale.Upscaler.load(model)
   cfg = up.cfg
@@ -55,7 +43,7 @@ def inference_row(model: str, lr_size: int, batch: int, repeats: int, bf16: bool
   t0 = time.perf_counter()
   jax.block_until_ready(fn(up.variables, x))
   first = time.perf_counter() - t0
-  s = median_s(lambda: fn(up.variables, x), repeats, warmup=0)
+  s = bc.time_median(lambda: fn(up.variables, x), repeats, warmup=0)
   return {"model": model, "scale": cfg.scale, "lr_size": lr_size, "out_size": lr_size * cfg.scale,
           "batch": batch, "bf16": bf16, "first_call_s": first, "batch_ms": 1e3 * s,
           "ms_per_image": 1e3 * s / batch}
@@ -79,7 +67,7 @@ def train_row(preset: str, size: int, batch: int, repeats: int, vgg_weights) -> 
   t0 = time.perf_counter()
   jax.block_until_ready(one())
   first = time.perf_counter() - t0
-  s = median_s(one, repeats, warmup=1)
+  s = bc.time_median(one, repeats, warmup=1)
   return {"preset": preset, "size": size, "batch": batch, "devices": len(jax.devices()),
           "first_step_s": first, "step_ms": 1e3 * s, "patches_per_s": batch / s,
           "feature_weight": cfg.loss.feature_weight}
