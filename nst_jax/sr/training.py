@@ -21,8 +21,8 @@ state replicated and donated) and never recompiles. Checkpoints (orbax, ``core.c
 carry the config JSON in their meta with ``kind = "sr"``, so ``upscale.Upscaler.from_checkpoint``
 rebuilds the network from the checkpoint alone. With ``init_from`` (a trained SR model of the
 same network and scale) a new run starts from that model's parameters and a fresh optimizer:
-fine-tuning, e.g. a pixel-loss model under a feature loss. Batches are a pure function of (seed, step)
-(``core.data``), so a resumed run equals an uninterrupted one.
+fine-tuning, e.g. a pixel-loss model under a feature loss. Batches are a pure function of
+(seed, step) (``core.data``), so a resumed run equals an uninterrupted one.
 
 References:
   Johnson, Alahi & Fei-Fei, "Perceptual Losses for Real-Time Style Transfer and
