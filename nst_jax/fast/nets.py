@@ -366,6 +366,7 @@ TinyNet = functools.partial(TransformNet, width=0.125, num_residual=1)
 LiteNet = functools.partial(ThesisNet, width=0.25, pixel_shuffle=True)  # fast on CPUs
 
 
+@functools.partial(jax.jit, static_argnames=("model", "size"))  # one program, not op by op
 def init_variables(model: nn.Module, key: jax.Array, *, size: int = 64) -> dict:
   """Initializes ``model`` (a ``TransformNet``) with ``key`` on a dummy [1, size, size, 3] batch
   (size a multiple of 4; the shapes do not depend on it); returns ``{"params": ...}``, plus
@@ -374,10 +375,8 @@ def init_variables(model: nn.Module, key: jax.Array, *, size: int = 64) -> dict:
 
 
 def count_params(variables: Any) -> int:
-  """The number of trainable scalars: of ``variables["params"]`` if present, else of the tree.
-
-  Works on arrays and on ``jax.ShapeDtypeStruct`` leaves (from ``jax.eval_shape(model.init, ...)``).
-  """
+  """The number of trainable scalars: of ``variables["params"]`` if present, else of the tree;
+  arrays or ``jax.ShapeDtypeStruct`` leaves (from ``jax.eval_shape(model.init, ...)``)."""
   tree = variables.get("params", variables) if hasattr(variables, "get") else variables
   return int(sum(math.prod(np.shape(leaf)) for leaf in jax.tree_util.tree_leaves(tree)))
 

@@ -15,6 +15,7 @@ compute dtype follows the input (float32 or bfloat16), parameters stay float32.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import flax.linen as nn
@@ -128,6 +129,7 @@ def make_net(cfg: config.SRNetConfig, scale: int) -> nn.Module:
   raise UserError(f"unknown SR network {cfg.arch!r}; expected one of {config.SR_ARCHS}")
 
 
+@functools.partial(jax.jit, static_argnames=("net", "size"))  # one program, not op by op
 def init_variables(net: nn.Module, key: jax.Array, size: int = 16) -> dict:
   """The network's variables (``params`` and, with batch norm, ``batch_stats``)."""
   return dict(net.init(key, jnp.zeros((1, size, size, 3), jnp.float32)))
