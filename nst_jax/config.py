@@ -313,8 +313,8 @@ def photoreal() -> TrainConfig:
 def lite() -> TrainConfig:
   """The thesis' losses on a small network for CPUs: a quarter of the channels (32 in the residual
   blocks), 2x2 pixel blocks in and a resize-convolution out (every layer at <= half
-  resolution), 5 residual blocks;
-  ~106k parameters, several times faster than the thesis network at 512-1024 px."""
+  resolution), 5 residual blocks; ~106k parameters, several times faster than the thesis
+  network at 512-1024 px."""
   cfg = thesis()
   return dataclasses.replace(
       cfg, net=dataclasses.replace(cfg.net, width=0.25, pixel_shuffle=True))

@@ -54,6 +54,12 @@ def make_lr(hr: np.ndarray, scale: int, kind: str = "bicubic") -> np.ndarray:
   return np.asarray(_make_lr(jnp.asarray(hr)[None], scale, kind)[0])
 
 
+def protocol_output(upscale: Upscaler, hr: np.ndarray, scale: int) -> np.ndarray:
+  """The SR image the protocol scores: ``hr`` (cropped to a multiple of ``scale``) to its 8-bit
+  LR image, upscaled, rounded to 8 bits; [H, W, 3] in [0, 1]."""
+  return np.asarray(_quantize(jnp.asarray(upscale(make_lr(hr, scale)))))
+
+
 def evaluate_image(upscale: Upscaler, hr: np.ndarray, *, scale: int, gray: bool = False,
                    lpips_fns=None) -> dict:
   """Metrics of one HR image [H, W, 3] in [0, 1] (cropped here to a multiple of the scale).
@@ -61,7 +67,7 @@ def evaluate_image(upscale: Upscaler, hr: np.ndarray, *, scale: int, gray: bool 
   ``gray``: the HR file is grayscale, measured on its gray levels (``metrics.y_channel``).
   """
   hr = degrade.crop_to_multiple(hr, scale)
-  sr = np.asarray(_quantize(jnp.asarray(upscale(make_lr(hr, scale)))))
+  sr = protocol_output(upscale, hr, scale)
   if sr.shape != hr.shape:
     raise UserError(f"the model returned {sr.shape[1]}x{sr.shape[0]} for a "
                     f"{hr.shape[1]}x{hr.shape[0]} target: is its scale x{scale}?")
