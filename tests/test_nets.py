@@ -10,7 +10,7 @@ import pytest
 from nst_jax import config
 from nst_jax.core import conv
 from nst_jax.core.errors import UserError
-from nst_jax.fast import nets
+from nst_jax.fast import layers, nets
 
 KEY = jax.random.key(0)
 
@@ -131,7 +131,7 @@ def test_transposed_conv_matches_torch_full_convolution():
   # Flax's (non-transposed) kernel being Torch's flipped.
   rng = np.random.default_rng(1)
   x = rng.normal(size=(1, 3, 4, 2)).astype(np.float32)
-  layer = nets._transpose_conv(5, jnp.float32, "deconv")
+  layer = layers.transpose_conv(5, jnp.float32, "deconv")
   variables = layer.init(KEY, x)
   out = np.asarray(layer.apply(variables, x))
   w = np.asarray(variables["params"]["kernel"])[::-1, ::-1]

@@ -11,7 +11,7 @@ Synopsis::
   tx = multistyle.add_style_optimizer(optax.adam(1e-3), first_new=2)   # only row 2 moves
 
 A multi-style network (``NetConfig.num_styles`` = S > 1) has conditional instance normalization
-(``nets.ConditionalInstanceNorm``): every normalization layer holds ``scale`` and ``bias`` [S, C],
+(``layers.ConditionalInstanceNorm``): every normalization layer holds ``scale`` and ``bias`` [S, C],
 one row per style, and the call's style weights [B, S] blend the rows per example. Training draws
 one style per batch element; its Gram targets are gathered from the stacked targets of all styles.
 Adding a style to a trained network fits only the new rows (the paper's few-minute fine-tuning):

@@ -44,135 +44,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from nst_jax import config
-from nst_jax.core.conv import conv2d, resolve_impl, space_to_depth, upsample_conv2d
+from nst_jax.core.conv import resolve_impl, space_to_depth, upsample_conv2d
 from nst_jax.core.errors import UserError
+from nst_jax.fast import layers
 
 AFFINE_SCALE = 0.1  # the affine head's raw outputs are scaled by this (starts near the identity)
 THESIS_INPUT_BLEND = 0.15  # the reference thesis' training-time blend of the input into the output
 MULTIPLE = 4  # two stride-2 stages: H and W must be divisible by 4
-
-
-class _Conv(nn.Module):
-  # nn.Conv's parameters ("kernel" [k, k, I, O] lecun-normal, "bias" [O] zeros, float32) around
-  # a convolution function fn(x, kernel) -> [B, h, w, O].
-  features: int
-  kernel: int
-  fn: Callable
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x):
-    shape = (self.kernel, self.kernel, x.shape[-1], self.features)
-    kernel = self.param("kernel", nn.linear.default_kernel_init, shape, jnp.float32)
-    bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
-    return self.fn(x.astype(self.dtype), kernel.astype(self.dtype)) + bias.astype(self.dtype)
-
-
-def conv_layer(x, features: int, kernel: int, stride: int = 1, *, padding: str = "reflect",
-               dtype: Any = jnp.float32, conv_impl: str = "auto", name: str):
-  """A k x k convolution with symmetric reflect or zero padding of k // 2 (Torch semantics).
-
-  Call inside a compact ``__call__``: it creates the submodule ``name`` with ``nn.Conv``'s
-  parameters (``kernel`` HWIO, ``bias``). With stride 2 the output is ceil(H / 2) x ceil(W / 2) as
-  in the paper's Torch code (Flax's "SAME" would pad asymmetrically instead). Computed by
-  ``conv2d`` with ``impl=conv_impl``.
-
-  Args:
-    x: [B, H, W, C].
-    features: output channels.
-    kernel: the kernel size k (odd).
-    stride: 1 or 2.
-    padding: "reflect" or "zero".
-    dtype: the compute dtype.
-    conv_impl: "auto", "xla" or "cpu_fast" (``conv.resolve_impl``).
-    name: the submodule name (caffe style, e.g. "conv1").
-
-  Returns:
-    [B, H / stride, W / stride, features].
-  """
-  fn = functools.partial(conv2d, stride=stride, padding=padding, impl=conv_impl)
-  return _Conv(features, kernel, fn, dtype, name=name)(x)
-
-
-def _transpose_conv(features: int, dtype: Any, name: str) -> nn.Module:
-  # Torch's SpatialFullConvolution(k=3, stride=2, pad=1, adj=1): the stride-dilated input is padded
-  # by k - 1 - pad = 1 before and k - 1 - pad + adj = 2 after, which gives exactly 2H x 2W. The
-  # kernel is Torch's flipped in H and W (Flax correlates the dilated input with it).
-  return nn.ConvTranspose(features, (3, 3), strides=(2, 2), padding=((1, 2), (1, 2)),
-                          dtype=dtype, name=name)
-
-
-def _upsample(x, features: int, *, mode: str, padding: str, dtype: Any, conv_impl: str,
-              index: int):
-  # [B, h, w, C] -> [B, 2h, 2w, features]
-  if mode == "transpose":
-    return _transpose_conv(features, dtype, f"deconv{index}")(x)
-  # nearest neighbour x2, 3x3 conv
-  fn = functools.partial(upsample_conv2d, padding=padding, impl=conv_impl)
-  return _Conv(features, 3, fn, dtype, name=f"upconv{index}")(x)
-
-
-class ConditionalInstanceNorm(nn.Module):
-  """Instance normalization whose scale and shift are a per-example blend of per-style rows.
-
-  ``out = x_hat * (w @ scale) + (w @ bias)`` with ``x_hat`` the instance-normalized input and
-  ``w`` [B, S] the style weights (one-hot picks one style; a convex mix interpolates styles,
-  Dumoulin et al. 2017, Fig. 7). Parameters: ``scale`` [S, C] (ones), ``bias`` [S, C] (zeros).
-  """
-  num_styles: int
-  epsilon: float = 1e-5
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x, style_weights):  # [B, H, W, C], [B, S] -> [B, H, W, C]
-    c = x.shape[-1]
-    scale = self.param("scale", nn.initializers.ones_init(), (self.num_styles, c), jnp.float32)
-    bias = self.param("bias", nn.initializers.zeros_init(), (self.num_styles, c), jnp.float32)
-    x_hat = nn.InstanceNorm(epsilon=self.epsilon, use_scale=False, use_bias=False,
-                            dtype=self.dtype, name="norm")(x)
-    w = style_weights.astype(jnp.float32)
-    gamma, beta = w @ scale, w @ bias  # [B, C] each
-    return (x_hat * gamma[:, None, None, :].astype(self.dtype)
-            + beta[:, None, None, :].astype(self.dtype))
-
-
-def _norm(kind: str, train: bool, dtype: Any, name: str, style_weights=None) -> Callable:
-  # -> x [B, H, W, C] -> [B, H, W, C]; conditional instance norm when style_weights is given.
-  if style_weights is not None:
-    cin = ConditionalInstanceNorm(style_weights.shape[-1], dtype=dtype, name=name)
-    return lambda x: cin(x, style_weights)
-  if kind == "instance":
-    # Per-image, per-channel statistics over H, W with a learned scale and bias.
-    return nn.InstanceNorm(epsilon=1e-5, dtype=dtype, name=name)
-  # Torch's momentum 0.1 for the running average is Flax's 0.9.
-  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
-                      name=name)
-
-
-class ResidualBlock(nn.Module):
-  """Two 3x3 convolutions with normalization, ReLU after the first only, identity shortcut.
-
-  The paper's blocks use unpadded convolutions and crop the shortcut (with 40 pixels of reflection
-  padding at the network's input); here both convolutions are padded so that sizes are preserved,
-  as in most re-implementations.
-  """
-
-  features: int
-  normalization: str = "instance"
-  padding: str = "reflect"
-  dtype: Any = jnp.float32
-  conv_impl: str = "auto"
-
-  @nn.compact
-  def __call__(self, x, style_weights=None, *, train: bool = False):
-    # [B, H, W, C] (, [B, S] for conditional instance norm) -> [B, H, W, C]
-    conv = functools.partial(conv_layer, padding=self.padding, dtype=self.dtype,
-                             conv_impl=self.conv_impl)
-    y = conv(x, self.features, 3, name="conv1")
-    y = nn.relu(_norm(self.normalization, train, self.dtype, "norm1", style_weights)(y))
-    y = conv(y, self.features, 3, name="conv2")
-    y = _norm(self.normalization, train, self.dtype, "norm2", style_weights)(y)
-    return x + y
 
 
 class TransformNet(nn.Module):
@@ -255,11 +133,11 @@ class TransformNet(nn.Module):
     check_options(self)
     _check_size(images.shape)
     w = self._style_weights(style_weights, images.shape[0])  # [B, S] or None
-    conv = functools.partial(conv_layer, padding=self.padding, dtype=self.dtype,
+    conv = functools.partial(layers.conv_layer, padding=self.padding, dtype=self.dtype,
                              conv_impl=self.conv_impl)
 
     def norm_relu(x, name):
-      return nn.relu(_norm(self.normalization, train, self.dtype, name, w)(x))
+      return nn.relu(layers.norm(self.normalization, train, self.dtype, name, w)(x))
 
     x = images.astype(self.dtype) * 2.0 - 1.0  # [B, H, W, 3] centred
     shuffle = self.pixel_shuffle
@@ -270,8 +148,8 @@ class TransformNet(nn.Module):
     x = norm_relu(conv(x, self.channels(64), 3, 1 if shuffle else 2, name="conv2"), "norm2")
     x = norm_relu(conv(x, self.channels(128), 3, 2, name="conv3"), "norm3")  # [B, H/4, W/4, 128]
     for i in range(1, self.num_residual + 1):
-      x = ResidualBlock(self.channels(128), self.normalization, self.padding, self.dtype,
-                        self.conv_impl, name=f"res{i}")(x, w, train=train)
+      x = layers.ResidualBlock(self.channels(128), self.normalization, self.padding,
+                               self.dtype, self.conv_impl, name=f"res{i}")(x, w, train=train)
     if self.output == "affine" and self.affine_grid == 4:
       # Colour transforms on the quarter-resolution trunk, upsampled bilinearly: smooth in
       # space by construction, so the output is locally affine in the input's colours.
@@ -282,15 +160,15 @@ class TransformNet(nn.Module):
       if i == 2 and shuffle:  # [B, H/2, W/2, 32]
         x = conv(x, self.channels(base), 3, name="conv4")
       else:
-        x = _upsample(x, self.channels(base), mode=self.upsample, padding=self.padding,
-                      dtype=self.dtype, conv_impl=self.conv_impl, index=i)
+        x = layers.upsample(x, self.channels(base), mode=self.upsample, padding=self.padding,
+                            dtype=self.dtype, conv_impl=self.conv_impl, index=i)
       x = norm_relu(x, f"norm{3 + i}")
     if self.output == "affine":  # per-pixel colour transforms (3x3: 4x cheaper than 9x9 here)
       coeffs = conv(x, 12, 3, name="conv_out").astype(jnp.float32)  # [B, H, W, 12]
       return self._blend(affine_output(coeffs, images.astype(jnp.float32)), images)
     if shuffle:  # [B, H, W, 3]
-      x = _Conv(3, 3, functools.partial(upsample_conv2d, padding=self.padding,
-                                        impl=self.conv_impl), self.dtype, name="conv_out")(x)
+      x = layers.Conv(3, 3, functools.partial(upsample_conv2d, padding=self.padding,
+                                              impl=self.conv_impl), self.dtype, name="conv_out")(x)
     else:
       x = conv(x, 3, 9, name="conv_out")  # [B, H, W, 3]
     return self._blend((jnp.tanh(x.astype(jnp.float32)) + 1.0) * 0.5, images)
