@@ -143,13 +143,50 @@ def test_animated_gif_gives_the_first_frame():
   np.testing.assert_array_equal(out[10, 10], [255, 0, 0])
 
 
-def _png_claiming(w, h):
-  """A ~70-byte PNG whose header claims w x h pixels (a decompression bomb)."""
-  raw = zlib.compress(b"\x00" * 4)
+def _bare_png(w, h, idat: bytes, interlace: int = 0, splits: int = 1):
+  """An 8-bit RGB PNG of IHDR, IDAT (``idat``, the zlib stream, cut into ``splits`` chunks) and
+  IEND alone, every CRC right, whatever the stream holds."""
   def chunk(kind, body):
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-  ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-  return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", raw) + chunk(b"IEND", b"")
+  ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, interlace)
+  cut = -(-len(idat) // splits)
+  return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+          + b"".join(chunk(b"IDAT", idat[i:i + cut]) for i in range(0, len(idat), cut))
+          + chunk(b"IEND", b""))
+
+
+def _png_claiming(w, h):
+  """A ~70-byte PNG whose header claims w x h pixels (a decompression bomb)."""
+  return _bare_png(w, h, zlib.compress(b"\x00" * 4))
+
+
+def test_a_bare_png_is_kept_only_if_its_pixel_stream_is_whole():
+  w, h = 40, 30
+  pixels = _gradient(w, h)
+  rows = b"".join(b"\x00" + pixels[y].tobytes() for y in range(h))  # filter 0: raw rows
+  whole = _bare_png(w, h, zlib.compress(rows), splits=3)
+  assert uploads.is_bare_png(whole) and uploads.whole_png_pixels(whole)
+  assert clean_upload(whole, **LIMITS).png == whole
+  # Right CRCs, wrong pixel streams: the full decode decides, and refuses them.
+  bad_filter = rows[:5 * (1 + 3 * w)] + b"\x07" + rows[5 * (1 + 3 * w) + 1:]  # row 5: type 7
+  for stream in (zlib.compress(rows)[:-40], zlib.compress(rows[:-1]), zlib.compress(bad_filter),
+                 b"not zlib at all"):
+    data = _bare_png(w, h, stream)
+    assert uploads.is_bare_png(data) and not uploads.whole_png_pixels(data)
+    assert _status(data) == 400
+  # A row too many, bytes after the zlib stream: Pillow reads the pixels; they are re-encoded.
+  for stream in (zlib.compress(rows + rows[:1 + 3 * w]), zlib.compress(rows) + b"junk"):
+    data = _bare_png(w, h, stream)
+    assert not uploads.whole_png_pixels(data)
+    clean = clean_upload(data, **LIMITS)
+    assert clean.png != data and uploads.whole_png_pixels(clean.png)
+    np.testing.assert_array_equal(_decoded(clean)[0], pixels)
+  # An interlaced (Adam7) bare PNG is valid but not checked here: decoded and re-encoded.
+  adam7 = _bare_png(1, 1, zlib.compress(b"\x00\x10\x20\x30"), interlace=1)  # 1 px: pass 1
+  assert uploads.is_bare_png(adam7) and not uploads.whole_png_pixels(adam7)
+  clean = clean_upload(adam7, **LIMITS, min_side=1)
+  assert clean.png != adam7 and uploads.whole_png_pixels(clean.png)
+  np.testing.assert_array_equal(_decoded(clean)[0], [[[16, 32, 48]]])
 
 
 @pytest.mark.parametrize("side", [50_000, 2_000])  # past Pillow's own guard; past only ours

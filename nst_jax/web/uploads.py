@@ -15,7 +15,8 @@ decoded, so a small file that claims a huge canvas (a decompression bomb) costs 
 output is a fresh 8-bit RGB PNG: EXIF (GPS, camera, orientation), ICC, XMP and text chunks are
 gone; the orientation is applied first and an embedded colour profile is converted to sRGB. An
 upload that is already such a PNG (8-bit RGB, IHDR/IDAT/IEND chunks only, nothing appended) is
-kept as it is once it decoded in full, which spares a re-encoding (~50 ms at 512 px).
+kept as it is once its pixel stream proved whole (it inflates to exactly the rows the header
+promises), which spares a decode and a re-encoding (~7 + 17 ms at 512 px).
 """
 
 from __future__ import annotations
@@ -114,6 +115,30 @@ def is_bare_png(data: bytes) -> bool:
   return pos == len(data) and kinds[:1] == [b"IHDR"] and kinds[-1:] == [b"IEND"]
 
 
+def whole_png_pixels(data: bytes) -> bool:
+  """Whether a bare PNG's (``is_bare_png``) pixel stream is whole: not interlaced, and its IDAT
+  data inflate to exactly one filter byte (0-4) and 3 * width bytes per row of the header, the
+  zlib stream ending there. A full decode would find nothing more wrong; this skips unfiltering
+  the rows (~1.5 ms instead of ~7 ms at 512 px)."""
+  width, height, depth, colour, compression, filtering, interlace = struct.unpack(
+      ">IIBBBBB", data[16:29])
+  if (depth, colour, compression, filtering, interlace) != (8, 2, 0, 0, 0):
+    return False
+  stride = 1 + 3 * width
+  inflate, pos, raw = zlib.decompressobj(), 8, []
+  try:
+    while pos + 12 <= len(data):
+      length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+      if kind == b"IDAT":
+        raw.append(inflate.decompress(data[pos + 8:pos + 8 + length], stride * height + 1))
+      pos += 12 + length
+  except zlib.error:
+    return False
+  rows = b"".join(raw)
+  return (inflate.eof and not inflate.unused_data and len(rows) == stride * height
+          and int(np.frombuffer(rows, np.uint8)[::stride].max(initial=0)) <= 4)
+
+
 def _to_srgb(img: Image.Image) -> Image.Image:
   """Converts pixels with an embedded ICC profile to sRGB; unusable profiles are ignored."""
   icc = img.info.get("icc_profile")
@@ -159,18 +184,17 @@ def clean_upload(data: bytes, *, max_bytes: int, max_pixels: int,
     warnings.simplefilter("ignore")  # DecompressionBombWarning, odd-EXIF warnings
     img = _open(data, max_pixels, min_side)
     fmt = ACCEPTED_FORMATS[img.format]
+    if fmt == "PNG" and img.mode == "RGB" and is_bare_png(data) and whole_png_pixels(data):
+      return CleanImage(png=bytes(data), width=img.width, height=img.height, source_format=fmt)
     try:
       img.seek(0)  # animated GIF/WEBP, multi-page TIFF: the first frame
       img.load()
-      bare = fmt == "PNG" and img.mode == "RGB" and is_bare_png(data)
       img = ImageOps.exif_transpose(img)
       rgb = _to_rgb8(_to_srgb(img))
     except Image.DecompressionBombError:
       raise UploadError("image has too many pixels (decompression bomb guard)", 413) from None
     except (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError):
       raise UploadError("the image file is corrupt or truncated", 400) from None
-  if bare:  # decoded in full above, so not truncated; re-encoding would change nothing
-    return CleanImage(png=bytes(data), width=rgb.width, height=rgb.height, source_format=fmt)
   clean = Image.fromarray(np.asarray(rgb, dtype=np.uint8), mode="RGB")  # a fresh image: no info
   return CleanImage(png=_save_png(clean), width=clean.width, height=clean.height,
                     source_format=fmt)
