@@ -54,6 +54,25 @@ def test_matrix_free_matches_sparse_float64(rng, radius):
   assert abs(energy - ref_energy) <= 1e-5 * abs(ref_energy)
 
 
+@pytest.mark.parametrize("radius", [1, 2])
+def test_unrolled_and_stacked_coefficients_agree(rng, radius):
+  # The two forms of the same arithmetic (planes per window offset, or arrays with an offset
+  # axis) differ only in the order of their sums: to rounding in float64, and in float32 on
+  # the ill-conditioned grey-ish image of the next test.
+  image = _random(rng, (2, 11, 13, 3))
+  with jax.enable_x64(True):
+    coeffs = [np.asarray(matting.matting_coefficients(jnp.asarray(image), radius=radius,
+                                                      unroll=u).whitened) for u in (True, False)]
+  assert coeffs[0].shape == (2, (2 * radius + 1) ** 2, 3, 11 + 2 * radius, 13 + 2 * radius)
+  np.testing.assert_allclose(coeffs[1], coeffs[0], atol=1e-12)
+  gray = rng.random((12, 15, 1))
+  image = np.concatenate([gray, gray + 1e-3 * rng.random((12, 15, 2))], axis=-1)
+  v = jnp.asarray(rng.standard_normal((12, 15, 3)), jnp.float32)
+  applied = [np.asarray(matting.apply_with_coefficients(matting.matting_coefficients(
+      jnp.asarray(image, jnp.float32), radius=radius, unroll=u), v)) for u in (True, False)]
+  assert np.linalg.norm(applied[1] - applied[0]) <= 1e-4 * np.linalg.norm(applied[0])
+
+
 def test_matrix_free_float32_close_to_sparse(rng):
   # float32: the image itself is rounded to ~6e-8 and eps = 1e-7 makes windows ill-conditioned
   # (cond ~ 1e7 on grey-ish windows); the whitened form keeps the error near 1e-6 relative,

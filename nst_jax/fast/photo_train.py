@@ -224,7 +224,8 @@ def affine_loss(outputs: jax.Array, inputs: jax.Array, kind: str = "residual", *
   Returns:
     float32 [B], N = H * W.
   """
-  coeffs = jax.lax.stop_gradient(matting.matting_coefficients(inputs.astype(jnp.float32), eps=eps))
+  coeffs = jax.lax.stop_gradient(matting.matting_coefficients(inputs.astype(jnp.float32),
+                                                             eps=eps, unroll=True))
   outputs = outputs.astype(jnp.float32)
   pixels = outputs.shape[1] * outputs.shape[2]
   if kind == "energy":
@@ -262,7 +263,7 @@ def affine_outputs(outputs: jax.Array, inputs: jax.Array, weight: float) -> jax.
   more solve with the same system (``smoothing.affine_system_solve``). Training on these scores
   what inference returns (``PhotoTrainConfig.affine_output``)."""
   coeffs = matting.matting_coefficients(jax.lax.stop_gradient(inputs.astype(jnp.float32)),
-                                        eps=config.EVAL_EPS)
+                                        eps=config.EVAL_EPS, unroll=True)
   x = outputs.astype(jnp.float32)
   out = smoothing.affine_system_solve(coeffs, x, x, weight, tol=AFFINE_OUTPUT_TOL)
   return jnp.clip(out, 0.0, 1.0).astype(outputs.dtype)
