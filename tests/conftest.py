@@ -42,18 +42,17 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs",
                   float(os.environ.get("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")))
 
 
-# The longest tests (10-40 s each on 2 cores), longest first. They run before the rest: with
-# pytest-xdist's "load" scheduling the first items are dealt to the workers in turn, so the long
-# ones are shared out at the start and the run does not end on one worker finishing a long test
-# while the other idles. Matched as substrings of the test ids.
+# The longest tests of the default run (8-25 s each on 2 cores), longest first. They run before
+# the rest: with pytest-xdist's "load" scheduling the first items are dealt to the workers in
+# turn, so the long ones are shared out at the start and the run does not end on one worker
+# finishing a long test while the other idles. Matched as substrings of the test ids.
 LONG_FIRST = (
+    "test_artistic.py::test_interrupted_run_resumes_exactly",
     "test_multihost.py::test_two_processes_train_like_one_process",
-    "test_photoreal.py::test_interrupted_run_resumes_to_the_same_result",
-    "test_checkpoint.py::test_sigkilled_run_resumes",
-    "test_photoreal.py::test_two_stage_penalty_lowers_matting_energy",
-    "test_photo_train.py::test_cli_trains_the_photoreal_preset",
-    "test_multidevice.py::test_eight_devices_match_one_device",
-    "test_photoreal.py::test_cli_end_to_end[False]",  # [True] then reuses its programs (cache)
+    "test_photoreal.py::test_cli_end_to_end[True]",
+    "test_web_app.py::test_photoreal_job_with_masks_is_the_librarys_output",
+    "test_inference.py::test_smoothing_defaults_by_head_and_training",
+    "test_web_jobs.py::test_a_killed_worker_s_slow_job_resumes_from_its_checkpoint",
 )
 
 

@@ -62,6 +62,9 @@ def test_bad_config_values_are_config_errors_naming_the_key():
     assert info.value.key == key, (kw, info.value)
 
 
+# Long (over 10 s on 2 busy cores): `-m slow`; the CLI level tests cover coarse-to-fine, and
+# test_inference.py's original-colours test the same colors.original_colors.
+@pytest.mark.slow
 @pytest.mark.real_weights
 def test_coarse_to_fine_and_original_colors(vgg_params, images):
   content, style, _ = images

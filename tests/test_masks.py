@@ -156,6 +156,9 @@ def test_auto_masks_are_partitions(vgg_params, rng):
   np.testing.assert_array_equal(again[0], cm)          # deterministic for a seed
 
 
+# Long (over 10 s on 2 busy cores): `-m slow`; test_auto_masks_are_partitions covers the automatic
+# masks.
+@pytest.mark.slow
 @pytest.mark.real_weights
 def test_auto_masks_beat_one_region_baseline(vgg_params, data_dir):
   photo = data_dir / "photo"

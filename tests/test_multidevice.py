@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 
 CHILD = r'''
@@ -74,6 +76,9 @@ print(json.dumps({"devices": jax.device_count(), "diff": diff, "scale": scale, "
 '''
 
 
+# Long (over 10 s on 2 busy cores): `-m slow`; test_multihost.py trains over a device mesh in two
+# processes.
+@pytest.mark.slow
 def test_eight_devices_match_one_device(vgg_path, data_dir):
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
              JAX_PLATFORMS="cpu")

@@ -161,6 +161,9 @@ def _step_fn(model, tx, cfg):
   return training.jit_train_step(step_fn, sharding.make_mesh())
 
 
+# Long (over 10 s on 2 busy cores): `-m slow`; the one-style and add-style tests cover the
+# conditional network.
+@pytest.mark.slow
 def test_multi_style_steps_lower_each_styles_loss_without_recompiling(vgg_params, two_styles,
                                                                       photos):
   cfg = _tiny_cfg()

@@ -235,6 +235,9 @@ def test_photo_settings_are_validated_and_part_of_resume_checks(tmp_path):
   assert models.from_dict(old).photo == config.PhotoTrainConfig()
 
 
+# Long (over 10 s on 2 busy cores): `-m slow`;
+# test_photoreal_preset_steps_lower_the_loss_without_recompiling covers the step.
+@pytest.mark.slow
 def test_cli_trains_the_photoreal_preset_and_stylizes(tmp_path, data_dir, vgg_path, capsys):
   photos = tmp_path / "photos"
   photos.mkdir()

@@ -65,6 +65,9 @@ def test_masks_sharing_no_region_are_refused(vgg_params):
     photoreal.make_targets(vgg_params, img, img, cm, sm, config.PhotoConfig())
 
 
+# Long (over 10 s on 2 busy cores): `-m slow`; the other photoreal result tests (guided
+# parameterization, affine smoothing) check the stages' losses.
+@pytest.mark.slow
 @pytest.mark.real_weights
 def test_two_stage_penalty_lowers_matting_energy_without_freezing(vgg_params, data_dir):
   paths = _pair(data_dir)
@@ -115,6 +118,9 @@ def test_guided_parameterization_scores_the_filtered_image(vgg_params, rng):
       "matting"][0]
 
 
+# Long (over 10 s on 2 busy cores): `-m slow`; the guided parameterization test and the affine-solve
+# tests cover the same path.
+@pytest.mark.slow
 @pytest.mark.real_weights
 def test_affine_parameterization_scores_the_solved_image(vgg_params, rng, monkeypatch):
   # "affine": the output O of x solves (I + w L) O = x (L the content's matting Laplacian at
@@ -158,6 +164,9 @@ def _counting(counts, name, fn):
   return wrapped
 
 
+# Long (over 10 s on 2 busy cores): `-m slow`; test_artistic.py's interrupted run covers the same
+# resumable driver.
+@pytest.mark.slow
 @pytest.mark.real_weights
 def test_interrupted_run_resumes_to_the_same_result_at_the_same_cost(vgg_params, rng, tmp_path,
                                                                      monkeypatch, request):
@@ -356,7 +365,10 @@ def inputs(data_dir, vgg_path):
 
 
 @pytest.mark.real_weights
-@pytest.mark.parametrize("with_masks", [False, True])
+@pytest.mark.parametrize("with_masks", [
+    # Long (over 20 s on 2 busy cores): `-m slow`; [True] runs the same command with mask files,
+    # and test_masks.py covers the automatic regions.
+    pytest.param(False, marks=pytest.mark.slow), True])
 def test_cli_end_to_end(inputs, tmp_path, capsys, with_masks):
   out = tmp_path / "out" / "result.png"
   extra = (["--content-mask", str(inputs["content_mask"]), "--style-mask",

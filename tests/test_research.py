@@ -51,6 +51,9 @@ def test_unit_activations_match_features(vgg_params, rng):
                              rtol=1e-5, atol=1e-3)
 
 
+# Long (over 10 s on 2 busy cores): `-m slow`; test_texture_lowers_style_loss and the CLI tests
+# cover the same optimization.
+@pytest.mark.slow
 @real_weights
 def test_reconstructions_lower_their_loss(vgg_params, data_dir):
   content = image_io.load_image(data_dir / CONTENT, size=32)

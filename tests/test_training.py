@@ -251,6 +251,9 @@ def test_ema_matches_a_numpy_average_and_is_what_stylizes():
     models.check_config(tiny_config(ema_decay=1.0))
 
 
+# Long (over 10 s on 2 busy cores): `-m slow`; test_ema_matches_a_numpy_average_and_is_what_stylizes
+# covers the average.
+@pytest.mark.slow
 def test_train_steps_update_the_average_of_the_donated_parameters(vgg_params, style, photos):
   cfg = tiny_config(ema_decay=0.5)
   model, tx = models.make_model(cfg.net), train_state.make_optimizer(cfg)
