@@ -229,7 +229,7 @@ def test_vgg_feature_dicts_agree_between_impls(vgg_params):
     dict(upsample="resize", padding="reflect"),  # the thesis' network
     dict(normalization="batch", upsample="transpose", padding="zero")], ids=str)  # Johnson's
 def test_transform_net_forward_agrees_between_impls(net):
-  base = models.make_model(config.NetConfig(width=0.25, num_residual=2, **net))
+  base = models.make_model(config.NetConfig(width=0.25, num_residual=1, **net))  # 1: same shapes
   variables = jax.jit(base.init)(jax.random.key(1), jnp.zeros((1, 16, 16, 3)))
   images = jnp.asarray(np.random.default_rng(2).uniform(size=(2, 20, 16, 3)).astype(np.float32))
 
