@@ -185,6 +185,18 @@ def test_vgg_conv3x3_runs_winograd_on_wide_layers_of_512_pixels_and_more():
   assert not uses_winograd((64, 64), 128, 128)  # XLA's convolution is faster with few channels
 
 
+def test_vgg_conv3x3_impls_agree_on_images_narrower_than_the_kernel():
+  # cpu_fast computes these as one matmul (vgg.NARROW), not as XLA:CPU's slow convolution.
+  cases = [(_normal((1, *hw, 32), 60 + n), _normal((3, 3, 32, 48), 70 + n, (9 * 32) ** -0.5))
+           for n, hw in enumerate([(1, 1), (1, 2), (2, 3), (5, 2)])]
+  make = lambda impl: lambda cases: [vgg.conv3x3(x, w, impl=impl) for x, w in cases]
+  _assert_impls_agree(make, (cases,), seed=3)
+  for hw, narrow in (((2, 3), True), ((1, 7), True), ((3, 3), False)):
+    x, k = jnp.zeros((1, *hw, 512)), jnp.zeros((3, 3, 512, 512))
+    prims = _primitives(lambda x: vgg.conv3x3(x, k, impl="cpu_fast"), x)
+    assert ("conv_general_dilated" not in prims) == narrow, (hw, prims)
+
+
 @pytest.mark.parametrize("padding", config.PADDINGS)
 def test_transform_net_convs_agree_between_impls(padding):
   # conv2d on every (kernel, stride, in, out) of NET_SHAPES, then the two upsampling convs.

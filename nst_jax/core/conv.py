@@ -258,7 +258,7 @@ def _conv_space_to_depth(x, kernel, *, padding: str):
   if x.dtype != jnp.float32:
     y = _conv3x3(xs, blocks)  # XLA's convolution in bfloat16
   elif c < o:  # 3 -> 32 (48 -> 512 between blocks)
-    y = _im2col_conv3x3(xs, blocks)
+    y = im2col_conv3x3(xs, blocks)
   else:  # 32 -> 3 (512 -> 48)
     y = _col2im_conv3x3(xs, blocks)
   return depth_to_space(y, s)[:, :h, :w]
@@ -269,8 +269,10 @@ def _conv_space_to_depth(x, kernel, *, padding: str):
 # channels: 48 between 4x4 blocks) would make Winograd's sixteen products short and its transforms
 # of the wide side expensive. Measured at 256 / 512 / 1024 px against Winograd: 2.7x / 1.4x / 1.4x
 # faster for conv1 (3 -> 32), 2.2x / 1.6x for conv_out (32 -> 3).
-def _im2col_conv3x3(xp, kernel):
-  # Few inputs: the nine shifted copies side by side [B, H, W, 9 I] times the kernel [9 I, O].
+def im2col_conv3x3(xp, kernel):
+  """VALID 3x3 correlation [B, H + 2, W + 2, I] x [3, 3, I, O] -> [B, H, W, O] as one matmul:
+  the nine shifted copies side by side [B, H, W, 9 I] times the kernel [9 I, O] (for few
+  inputs, or few pixels)."""
   b, hp, wp, c = xp.shape
   h, w = hp - 2, wp - 2
   cols = jnp.concatenate([xp[:, i:i + h, j:j + w] for i in range(3) for j in range(3)], -1)
