@@ -395,7 +395,9 @@ def test_cli_stages_without_iterations_run_cleanly(inputs, tmp_path, capsys, sta
   # Issue 23: skipping stage 1 ended in KeyError: 'total'. A stage with no iterations passes its
   # image on; with none at all the output is the content at the size, and no loss log is written.
   out = tmp_path / "out" / "result.png"
-  assert cli.main(_args(inputs, out, "--regions", "3", "--stage-iters", stage_iters)) == 0, \
+  masks = ["--content-mask", str(inputs["content_mask"]), "--style-mask", str(inputs["style_mask"])]
+  # The mask files of test_cli_end_to_end[True]: its compiled programs serve here too.
+  assert cli.main(_args(inputs, out, *masks, "--stage-iters", stage_iters)) == 0, \
       capsys.readouterr().err
   assert max(Image.open(out).size) == 32
   log = out.parent / "result_losses.csv"
