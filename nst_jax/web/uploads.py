@@ -125,17 +125,21 @@ def whole_png_pixels(data: bytes) -> bool:
   if (depth, colour, compression, filtering, interlace) != (8, 2, 0, 0, 0):
     return False
   stride = 1 + 3 * width
-  inflate, pos, raw = zlib.decompressobj(), 8, []
+  size = stride * height
+  inflate, pos, raw, total = zlib.decompressobj(), 8, [], 0
   try:
     while pos + 12 <= len(data):
       length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-      if kind == b"IDAT":
-        raw.append(inflate.decompress(data[pos + 8:pos + 8 + length], stride * height + 1))
+      if kind == b"IDAT":  # never more than the header's rows + 1 byte in memory
+        raw.append(inflate.decompress(data[pos + 8:pos + 8 + length], size + 1 - total))
+        total += len(raw[-1])
+        if total > size or inflate.unconsumed_tail:
+          return False
       pos += 12 + length
   except zlib.error:
     return False
   rows = b"".join(raw)
-  return (inflate.eof and not inflate.unused_data and len(rows) == stride * height
+  return (inflate.eof and not inflate.unused_data and len(rows) == size
           and int(np.frombuffer(rows, np.uint8)[::stride].max(initial=0)) <= 4)
 
 
