@@ -11,8 +11,6 @@ Synopsis::
   y = layers.ResidualBlock(128)(x)
 
 References:
-  Johnson, Alahi & Fei-Fei, "Perceptual Losses for Real-Time Style Transfer and Super-Resolution",
-  ECCV 2016, and its supplementary material (the architecture).
   Ulyanov, Vedaldi & Lempitsky, "Instance Normalization: The Missing Ingredient for Fast
   Stylization", 2016.
   Odena, Dumoulin & Olah, "Deconvolution and Checkerboard Artifacts", Distill 2016.

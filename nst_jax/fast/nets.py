@@ -24,12 +24,8 @@ that). Layer names follow the caffe habit: ``conv1 norm1 conv2 norm2 conv3 norm3
 
 References:
   Johnson, Alahi & Fei-Fei, "Perceptual Losses for Real-Time Style Transfer and Super-Resolution",
-  ECCV 2016, and its supplementary material (the architecture).
-  Ulyanov, Vedaldi & Lempitsky, "Instance Normalization: The Missing Ingredient for Fast
-  Stylization", 2016.
-  Odena, Dumoulin & Olah, "Deconvolution and Checkerboard Artifacts", Distill 2016.
-  Dumoulin, Shlens & Kudlur, "A Learned Representation for Artistic Style", ICLR 2017
-  (conditional instance normalization).
+  ECCV 2016, and its supplementary material (the architecture). The layers' references
+  (instance and conditional instance normalization, resize-convolutions) are in ``layers``.
 """
 
 from __future__ import annotations
