@@ -126,8 +126,9 @@ def _final_state(workdir):
     return ckpts.restore(STEPS, train_state.abstract_train_state(model, tx))
 
 
-# Long (over 10 s on 2 busy cores): `-m slow`; the round-trip and partial-restore tests cover the
-# checkpoint format.
+# Long (over 10 s on 2 busy cores): `-m slow`; test_sr_training.py's resumed run equals the
+# uninterrupted one (the same orbax checkpoints), test_data.py resumes the data order, and the
+# round-trip tests here cover the format.
 @pytest.mark.slow
 def test_sigkilled_run_resumes_to_exactly_the_uninterrupted_parameters(tmp_path, vgg_path,
                                                                        data_dir, monkeypatch,

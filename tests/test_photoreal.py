@@ -65,8 +65,9 @@ def test_masks_sharing_no_region_are_refused(vgg_params):
     photoreal.make_targets(vgg_params, img, img, cm, sm, config.PhotoConfig())
 
 
-# Long (over 10 s on 2 busy cores): `-m slow`; the other photoreal result tests (guided
-# parameterization, affine smoothing) check the stages' losses.
+# Long (over 10 s on 2 busy cores): `-m slow`; test_cli_end_to_end[True] runs both stages (its
+# loss log: 12 rows with the matting term) and the guided-parameterization test checks the
+# matting term that the stage-2 penalty lowers.
 @pytest.mark.slow
 @pytest.mark.real_weights
 def test_two_stage_penalty_lowers_matting_energy_without_freezing(vgg_params, data_dir):
