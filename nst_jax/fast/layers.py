@@ -79,14 +79,20 @@ def transpose_conv(features: int, dtype: Any, name: str) -> nn.Module:
                           dtype=dtype, name=name)
 
 
+def resize_conv(x, features: int, *, padding: str, dtype: Any, conv_impl: str, name: str):
+  """Nearest-neighbour x2, then a 3x3 convolution (``upsample_conv2d``): [B, h, w, C] ->
+  [B, 2h, 2w, features], in the submodule ``name``."""
+  fn = functools.partial(upsample_conv2d, padding=padding, impl=conv_impl)
+  return Conv(features, 3, fn, dtype, name=name)(x)
+
+
 def upsample(x, features: int, *, mode: str, padding: str, dtype: Any, conv_impl: str,
               index: int):
   # [B, h, w, C] -> [B, 2h, 2w, features]
   if mode == "transpose":
     return transpose_conv(features, dtype, f"deconv{index}")(x)
-  # nearest neighbour x2, 3x3 conv
-  fn = functools.partial(upsample_conv2d, padding=padding, impl=conv_impl)
-  return Conv(features, 3, fn, dtype, name=f"upconv{index}")(x)
+  return resize_conv(x, features, padding=padding, dtype=dtype, conv_impl=conv_impl,
+                     name=f"upconv{index}")
 
 
 class ConditionalInstanceNorm(nn.Module):

@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nst_jax import config
-from nst_jax.core.conv import resolve_impl, space_to_depth, upsample_conv2d
+from nst_jax.core.conv import resolve_impl, space_to_depth
 from nst_jax.core.errors import UserError
 from nst_jax.fast import layers
 
@@ -163,8 +163,8 @@ class TransformNet(nn.Module):
       coeffs = conv(x, 12, 3, name="conv_out").astype(jnp.float32)  # [B, H, W, 12]
       return self._blend(affine_output(coeffs, images.astype(jnp.float32)), images)
     if shuffle:  # [B, H, W, 3]
-      x = layers.Conv(3, 3, functools.partial(upsample_conv2d, padding=self.padding,
-                                              impl=self.conv_impl), self.dtype, name="conv_out")(x)
+      x = layers.resize_conv(x, 3, padding=self.padding, dtype=self.dtype,
+                             conv_impl=self.conv_impl, name="conv_out")
     else:
       x = conv(x, 3, 9, name="conv_out")  # [B, H, W, 3]
     return self._blend((jnp.tanh(x.astype(jnp.float32)) + 1.0) * 0.5, images)
