@@ -7,6 +7,7 @@ tiny images; the queue and worker processes are tested in test_web_jobs.py.
 
 import io
 import re
+import time
 
 import numpy as np
 import pytest
@@ -330,7 +331,6 @@ def test_a_long_poll_answers_when_the_job_changes(tmp_path):
   """GET /api/jobs/{id}?wait=S holds the answer until the job's status or iteration changes
   (here: another thread cancels it) or S seconds pass; an ended job is answered at once."""
   import threading  # pylint: disable=import-outside-toplevel
-  import time  # pylint: disable=import-outside-toplevel
   cfg = config.WebConfig(data_dir=str(tmp_path))
   app = web_app.create_app(cfg, enqueue=lambda job_id: None)  # no worker: the job stays queued
   client = TestClient(app)
@@ -352,36 +352,46 @@ def test_a_long_poll_answers_when_the_job_changes(tmp_path):
   timer.join()
 
 
-def test_one_watcher_reads_the_database_once_per_change_for_all_waiters(tmp_path):
+@pytest.mark.parametrize("events", [True, False], ids=["inotify", "ticks"])
+def test_one_watcher_reads_the_database_once_per_change_for_all_waiters(tmp_path, events):
   """``watch.JobWatch`` behind the long polls: 20 requests wait on 20 jobs; while nothing is
-  committed the watcher reads no job (SQLite's data_version is unchanged), and one commit from
-  another connection (a worker's) costs one batched read and wakes exactly that job's waiter."""
+  committed the watcher reads no job (SQLite's data_version is unchanged) and, with inotify,
+  does not even look; one commit from another connection (a worker's) costs one batched read
+  and wakes exactly that job's waiter, within milliseconds."""
   import asyncio  # pylint: disable=import-outside-toplevel
+  if events:
+    pytest.importorskip("inotify_simple", reason="inotify_simple is not installed (Linux only)")
   from nst_jax.web.db import Database  # pylint: disable=import-outside-toplevel
   from nst_jax.web.watch import JobWatch  # pylint: disable=import-outside-toplevel
   db = Database(f"sqlite:///{tmp_path / 'w.db'}")
   db.migrate()
   ids = [db.create_job("owner", "fast", {}).id for _ in range(20)]
   worker_db = Database(db.url)
-  watch = JobWatch(db, tick=0.002, fallback=60.0)  # no timed reads: only changes cause reads
+  # No timed reads: only changes cause reads (and, with inotify, looks).
+  watch = JobWatch(db, tick=0.002, fallback=60.0, events=events)
   assert Database("sqlite:///:memory:").change_token() is None  # must be read to see changes
 
   async def scenario():
     waits = {i: asyncio.create_task(watch.wait(i, ("queued", 0), timeout=30)) for i in ids}
-    await asyncio.sleep(0.3)  # ~150 ticks
-    quiet_reads = watch.reads
+    await asyncio.sleep(0.1)  # the watcher's first looks
+    looks = watch.looks
+    await asyncio.sleep(0.2)  # ~100 ticks
+    quiet = watch.reads, watch.looks - looks
+    committed = time.monotonic()
     await asyncio.to_thread(worker_db.set_fields, ids[7], status="running")
     done, _ = await asyncio.wait(waits.values(), timeout=10,
                                  return_when=asyncio.FIRST_COMPLETED)
+    latency = time.monotonic() - committed
     await asyncio.sleep(0.1)  # any other waiter wrongly woken would be done by now
     woken = [i for i, t in waits.items() if t.done()]
     for t in waits.values():
       t.cancel()
-    return quiet_reads, done, woken
+    return quiet, done, woken, latency
 
-  quiet_reads, done, woken = asyncio.run(scenario())
+  (quiet_reads, quiet_looks), done, woken, latency = asyncio.run(scenario())
   assert quiet_reads == 1  # the watcher's first look only
-  assert len(done) == 1 and woken == [ids[7]]
+  assert quiet_looks == 0 if events else quiet_looks >= 20  # 0.2 s: ~100 ticks without inotify
+  assert len(done) == 1 and woken == [ids[7]] and latency < 2.0
   assert watch.reads == 2  # one read for the commit, for all 20 waiters
 
 

@@ -117,6 +117,40 @@ def test_claim_is_exclusive_and_a_stale_job_is_taken_over_without_a_second_resul
   assert not database.claim(job.id, "w3", stale_s=0)  # done is final
 
 
+def test_one_heartbeat_thread_beats_each_running_job_until_it_ends_or_is_lost(tmp_path):
+  import threading  # pylint: disable=import-outside-toplevel
+  cfg = config.WebConfig(data_dir=str(tmp_path), stale_s=0.8)  # a beat every 0.2 s
+  database = jobs.open_database(cfg)
+  database.migrate()
+  executor = jobs.Executor(cfg, db=database)
+  first, second = (database.create_job("me", "fast", {}) for _ in range(2))
+
+  def beats_of(job_id, lost):
+    assert database.claim(job_id, executor.name, cfg.stale_s)
+    database.set_fields(job_id, heartbeat_at=0.0)
+    executor._beat(job_id, lost)  # pylint: disable=protected-access
+    wait_for(lambda: database.get_job(job_id).heartbeat_at > 0, 10, what="a heartbeat")
+
+  lost1 = threading.Event()
+  beats_of(first.id, lost1)
+  lost1.set()  # the job ended
+  time.sleep(0.3)
+  database.set_fields(first.id, heartbeat_at=0.0)
+  lost2 = threading.Event()
+  beats_of(second.id, lost2)
+  assert database.get_job(first.id).heartbeat_at == 0.0  # no beat after its end
+  assert [t.name for t in threading.enumerate()].count(f"heartbeat {executor.name}") == 1
+  database.cancel(second.id, "me")  # no longer this worker's: the beat says so
+  assert lost2.wait(5)
+
+
+def test_the_sqlite_queue_commits_without_a_sync_in_wal_mode(tmp_path):
+  huey = queue.make_huey(config.WebConfig(data_dir=str(tmp_path)))
+  conn = huey.storage.conn
+  assert conn.execute("pragma journal_mode").fetchone()[0] == "wal"
+  assert conn.execute("pragma synchronous").fetchone()[0] == 1  # NORMAL (huey's default: FULL)
+
+
 def test_a_killed_worker_s_slow_job_resumes_from_its_checkpoint(tmp_path, vgg_path):
   """SIGKILL the worker mid-optimization: the next worker takes the job over (stale heartbeat),
   resumes from the optimizer checkpoint, and writes exactly one result."""

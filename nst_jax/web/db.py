@@ -164,6 +164,12 @@ class Database:
       rows = s.execute(select(Job.id, Job.status, Job.iteration).where(Job.id.in_(ids)))
       return {job_id: (status, iteration) for job_id, status, iteration in rows}
 
+  @property
+  def sqlite_file(self) -> Path | None:
+    """The SQLite database's file (its writes can be watched), or None (another database, or
+    an in-memory one)."""
+    return None if self._watch_path is None else Path(self._watch_path)
+
   def change_token(self) -> int | None:
     """A number that changes whenever another connection commits to a SQLite database
     (``PRAGMA data_version`` on a private connection: no table read); None for other databases
