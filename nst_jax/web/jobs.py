@@ -9,10 +9,10 @@ Synopsis::
 A job is run only after ``db.Database.claim`` gave it to this worker. A background thread (one
 per executor, started with its first job) beats the job's heartbeat; each chunk of a slow job
 writes iteration / total, the loss, an ETA and a preview, and stops the job when the database
-says it is no longer this worker's (cancelled, or taken over after a stall). Slow jobs checkpoint their optimizer under
-``<data_dir>/work/<job id>/``, so a worker killed mid-job leaves a run the next one resumes; the
-folder is removed when the job ends. The result is written only while the job is still held,
-so a job has exactly one result.
+says it is no longer this worker's (cancelled, or taken over after a stall). Slow jobs
+checkpoint their optimizer under ``<data_dir>/work/<job id>/``, so a worker killed mid-job
+leaves a run the next one resumes; the folder is removed when the job ends. The result is
+written only while the job is still held, so a job has exactly one result.
 """
 
 from __future__ import annotations
