@@ -251,3 +251,15 @@ def test_train_flags_one_and_several_styles():
   assert old.styles == () and models.style_paths(old) == ("a.jpg",)  # an old config.json
   with pytest.raises(config.ConfigError, match="num_styles"):
     models.check_styles(dataclasses.replace(two, net=dataclasses.replace(two.net, num_styles=3)))
+
+
+def test_models_lists_each_shipped_model_with_its_scale_and_training_crop(capsys):
+  from nst_jax import cli  # pylint: disable=import-outside-toplevel
+  assert cli.main(["models"]) == 0
+  lines = capsys.readouterr().out.splitlines()
+  entries = zoo.read_manifest()
+  assert len(lines) == len(entries)
+  for line, entry in zip(lines, entries):
+    size = entry.get("train_size") or entry["config"]["size"]  # sr entries: the HR crop
+    assert line.split()[:2] == [entry["name"], entry["kind"]] and f"@{size}px" in line
+    assert (f" x{entry.get('scale')} " in line) == (entry["kind"] == "sr")

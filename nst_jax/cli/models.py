@@ -28,9 +28,11 @@ def describe(entry: dict) -> str:
   styles = [s.get("name", "?") for s in entry.get("styles", [])]
   shown = ", ".join(styles[:4]) + (f", ... ({len(styles)} styles)" if len(styles) > 4 else "")
   size = entry.get("bytes")
-  parts = [f"{entry['name']:<16}", f"{entry.get('kind', '?'):<6}",
+  crop = entry.get("train_size", entry.get("config", {}).get("size", "?"))  # sr: the HR crop
+  scale = f"x{entry['scale']}" if entry.get("scale") else ""
+  parts = [f"{entry['name']:<16}", f"{entry.get('kind', '?'):<6}", scale,
            f"{size / 1e6:.2f} MB" if size else "", f"{entry.get('steps', '?')} steps",
-           f"@{entry.get('train_size', '?')}px", entry.get("device", "")]
+           f"@{crop}px", entry.get("device", "")]
   return "  ".join(p for p in parts if p) + (f"  [{shown}]" if shown else "")
 
 
