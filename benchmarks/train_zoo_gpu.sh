@@ -4,6 +4,8 @@
 #   bash benchmarks/train_zoo_gpu.sh              # from the repository root; resumable: re-run it
 #   DRY_RUN=1 bash benchmarks/train_zoo_gpu.sh    # print the commands only
 #   STEPS_SCALE=2 bash benchmarks/train_zoo_gpu.sh   # twice the steps (longer, better nets)
+#   STEPS_SCALE=4 ... 7: the single-style nets see 96k-168k crops, what the CPU learning curve
+#   says issue 20's quality goal (<= 50 L-BFGS-B iterations) needs (checkpoints/README.md)
 #
 # The same commands as the CPU zoo (checkpoints/README.md), sized for one GPU in under 8 minutes:
 # 256-px crops, batch 16, bfloat16 compute. The step counts are estimates (~35-45 ms per step of
