@@ -13,12 +13,12 @@ the waited jobs' (status, iteration) in one query and wakes the waiters whose jo
 
 When to look: on Linux, a SQLite database's writes are announced by inotify (a commit writes its
 ``-wal`` file), so the watcher sleeps until a write and then looks every ``tick`` seconds for
-``burst`` seconds (the write's event may come just before the commit is visible); it costs
-nothing between commits. Elsewhere (another OS, ``inotify_simple`` missing, a database on
-another host) it looks every ``tick`` seconds while anyone waits, which cost ~5 % of a core at
-2 ms, taken from a worker computing beside it. Either way a change reaches its waiters within
-~``tick`` instead of a per-client backoff's 10-50 ms, and the database sees one query per change,
-not one per client per look.
+``burst`` seconds (the write's event may come just before the commit is visible); between
+commits it only makes the ``fallback`` reads. Elsewhere (another OS, ``inotify_simple`` missing,
+a database on another host) it looks every ``tick`` seconds while anyone waits, which cost ~5 %
+of a core at 2 ms, taken from a worker computing beside it. Either way a change reaches its
+waiters within ~``tick`` instead of a per-client backoff's 10-50 ms, and the database sees one
+query per change, not one per client per look.
 
 References:
   SQLite, "PRAGMA data_version", https://www.sqlite.org/pragma.html#pragma_data_version.
