@@ -5,6 +5,10 @@
 #   bash benchmarks/gpu_suite.sh                  # results in benchmarks/results/gpu/
 #   DRY_RUN=1 bash benchmarks/gpu_suite.sh        # print the commands, run nothing
 #   OUT=/tmp/gpu PYTHON=python3.11 bash benchmarks/gpu_suite.sh
+#   SMOKE=1 bash benchmarks/gpu_suite.sh          # every step at toy sizes on the CPU (~3 min):
+#                                                 # checks the scripts, measures nothing
+# On the device tool's machine, which has neither ../shared nor a package registry, run it through
+# benchmarks/gpu_device.sh (it installs .device_bundle/, made here by benchmarks/gpu_bundle.py).
 #
 # Steps (each under its own `timeout`; a failure is recorded and the suite goes on):
 #   optimize    slow transfer, s/iteration at 512 and 1024 px, JAX only (optimize_bench.py)
@@ -15,9 +19,13 @@
 #   photoreal   one whole default slow photoreal run at 512 px, 2 x 300 iterations (<= 15 s)
 #   sr          x4 to 2048 px batched (<= 10 ms per image), float32 and bfloat16; SR training
 #               patches/s at 288 px, fast and johnson presets (>= 500) (sr_speed_bench.py)
+#   report      each goal beside its number (gpu_report.py; writes $OUT/gpu_report.json)
 # The style zoo's retraining is its own script (benchmarks/train_zoo_gpu.sh, ~8 minutes).
 # A summary (step, exit code, seconds) is printed and written to $OUT/summary.json. The timeouts
 # (each + 5 s to kill) add up to 480 s: the suite ends within 8 minutes even if every step hangs.
+# Then `report` (gpu_report.py) prints each goal beside its number and checks that every result
+# came from the expected backend (gpu; cpu under SMOKE=1): a GPU run that fell back to the CPU
+# fails there rather than recording CPU numbers as GPU ones.
 # Not yet run on a GPU (none was lent when it was written): the timeouts are estimates.
 #
 # The weights and data are found as everywhere else ($NST_JAX_VGG_WEIGHTS, $NST_JAX_DATA, or
@@ -30,6 +38,12 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="${OUT:-$REPO/benchmarks/results/gpu}"
 PYTHON="${PYTHON:-python3}"
 DRY_RUN="${DRY_RUN:-0}"
+SMOKE="${SMOKE:-0}"
+# The backend every result must come from; optimize_bench's workers get it as JAX_PLATFORMS.
+if [[ "$SMOKE" != 0 ]]; then BACKEND=cpu; else BACKEND="${BACKEND:-gpu}"; fi
+if [[ "$BACKEND" == gpu ]]; then PLATFORM=cuda; else PLATFORM="$BACKEND"; fi
+# Toy sizes on a 2-core CPU spend their time compiling: the GPU timeouts x4.
+if [[ "$SMOKE" != 0 ]]; then TIMEOUT_SCALE=4; else TIMEOUT_SCALE=1; fi
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 # optimize_bench keeps several JAX workers alive at once: none may grab 75% of the memory.
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -40,7 +54,7 @@ SECONDS_TAKEN=()
 
 # step NAME TIMEOUT_S COMMAND...: runs one benchmark, logging to $OUT/NAME.log.
 step() {
-  local name="$1" limit="$2"
+  local name="$1" limit="$(($2 * TIMEOUT_SCALE))"
   shift 2
   if [[ "$DRY_RUN" != 0 ]]; then
     printf 'timeout %s %s > %s 2>&1\n' "$limit" "$*" "$OUT/$name.log"
@@ -80,21 +94,38 @@ if [[ "$DRY_RUN" == 0 ]]; then
 fi
 B="benchmarks"
 
-step optimize 95 "$PYTHON" $B/optimize_bench.py --sizes 512 1024 --no-torch \
-  --chunk 10 10 --timed-chunks 10 5 --warmup-chunks 1 --out "$OUT/optimize_bench.json"
-step matting 40 "$PYTHON" $B/matting_bench.py --sizes 700 --repeats 5 \
-  --out "$OUT/matting_bench.json"
-step inference 70 "$PYTHON" $B/inference_bench.py --sizes 256 512 1024 --batch 16 --repeats 10 \
+if [[ "$SMOKE" == 0 ]]; then
+  OPTIMIZE=(--sizes 512 1024 --chunk 10 10 --timed-chunks 10 5 --warmup-chunks 1)
+  MATTING=(--sizes 700 --repeats 5)
+  INFER=(--sizes 256 512 1024 --batch 16 --repeats 10)
+  INFER_BF16=(--sizes 512 --batch 64 --repeats 10)
+  TRAIN=(--size 256 --batch 64 --steps 10)
+  PHOTO=(--time-size 512 --time-iters 300)
+  SR=()
+else  # toy sizes: the same code paths in seconds
+  OPTIMIZE=(--sizes 64 --chunk 2 --timed-chunks 2 --warmup-chunks 1 --optimizers lbfgsb adam)
+  MATTING=(--sizes 64 --repeats 2)
+  INFER=(--sizes 64 --batch 2 --repeats 2)
+  INFER_BF16=(--sizes 64 --batch 2 --repeats 2)
+  TRAIN=(--size 64 --batch 2 --steps 2)
+  PHOTO=(--time-size 64 --time-iters 5)
+  SR=(--lr-size 16 --batch 2 --train-size 64 --train-batch 2 --repeats 2)
+fi
+
+step optimize 90 "$PYTHON" $B/optimize_bench.py "${OPTIMIZE[@]}" --no-torch --platform "$PLATFORM" \
+  --out "$OUT/optimize_bench.json"
+step matting 40 "$PYTHON" $B/matting_bench.py "${MATTING[@]}" --out "$OUT/matting_bench.json"
+step inference 70 "$PYTHON" $B/inference_bench.py "${INFER[@]}" --no-torch \
   --out "$OUT/inference_bench.json"
-step inference_bf16 35 "$PYTHON" $B/inference_bench.py --sizes 512 --batch 64 --repeats 10 \
-  --bf16 --out "$OUT/inference_bench_bf16.json"
-step train 60 "$PYTHON" $B/train_bench.py --preset thesis --size 256 --batch 64 --steps 10 \
+step inference_bf16 35 "$PYTHON" $B/inference_bench.py "${INFER_BF16[@]}" --no-torch --bf16 \
+  --out "$OUT/inference_bench_bf16.json"
+step train 60 "$PYTHON" $B/train_bench.py --preset thesis "${TRAIN[@]}" \
   --out "$OUT/train_bench.json"
-step train_bf16 35 "$PYTHON" $B/train_bench.py --preset thesis --size 256 --batch 64 --steps 10 \
-  --bf16 --out "$OUT/train_bench_bf16.json"
-step photoreal 45 "$PYTHON" $B/photo_eval.py --time-only --time-size 512 --time-iters 300 \
-  --results "$OUT"
-step sr 60 "$PYTHON" $B/sr_speed_bench.py --bf16 --out "$OUT/sr_speed_bench.json"
+step train_bf16 35 "$PYTHON" $B/train_bench.py --preset thesis "${TRAIN[@]}" --bf16 \
+  --out "$OUT/train_bench_bf16.json"
+step photoreal 45 "$PYTHON" $B/photo_eval.py --time-only "${PHOTO[@]}" --results "$OUT"
+step sr 55 "$PYTHON" $B/sr_speed_bench.py "${SR[@]}" --bf16 --out "$OUT/sr_speed_bench.json"
+step report 5 "$PYTHON" $B/gpu_report.py "$OUT" --backend "$BACKEND"
 
 if [[ "$DRY_RUN" == 0 ]]; then
   summary

@@ -5,6 +5,7 @@ Usage::
 
   python benchmarks/inference_bench.py                      # ThesisNet, width 1, 256/512/1024 px
   python benchmarks/inference_bench.py --model runs/starry --sizes 256 512 --batch 4
+  python benchmarks/inference_bench.py --no-torch --batch 16     # on a GPU: JAX alone
 
 For each size and backend a fresh subprocess (so its peak memory is its own) measures: the first
 call (compilation for JAX), the latency of one image (median of ``--repeats`` calls), and the
@@ -12,7 +13,8 @@ throughput of a batch of ``--batch`` images. JAX runs on its default device (a G
 one), PyTorch on the CPU. Both backends get the same weights and input; the report gives the
 largest output difference as a check that the two networks are the same function. Results go
 to ``benchmarks/results/inference_bench.json`` and a Markdown table is printed. The ratio
-is JAX time / PyTorch time (below 1: JAX is faster).
+is JAX time / PyTorch time (below 1: JAX is faster). ``--no-torch`` leaves PyTorch out (on a GPU
+machine its CPU twin would only cost time); the rows then have no ratios.
 """
 
 from __future__ import annotations
@@ -174,6 +176,7 @@ def main(argv=None) -> None:
   p.add_argument("--batch", type=int, default=4)
   p.add_argument("--repeats", type=int, default=5)
   p.add_argument("--bf16", action="store_true", help="JAX in bfloat16 (PyTorch stays float32)")
+  p.add_argument("--no-torch", action="store_true", help="JAX alone (no PyTorch twin, no ratios)")
   bc.add_common_args(p, vgg_weights=False, data=False, out=bc.RESULTS / "inference_bench.json",
                      threads=True)
   p.add_argument("--worker", choices=("jax", "torch"), help=argparse.SUPPRESS)
@@ -188,7 +191,13 @@ def main(argv=None) -> None:
     tmp = Path(tmp)
     meta = export_weights(args.model, tmp / "w.npz")
     for size in args.sizes:
-      r_jax, r_torch = (run_worker(b, size, args, tmp) for b in ("jax", "torch"))
+      r_jax = run_worker("jax", size, args, tmp)
+      if args.no_torch:
+        rows.append({"size": size, "jax": r_jax})
+        print(f"{size}px: {r_jax['latency_ms']:.2f} ms latency, {r_jax['images_per_s']:.1f} "
+              f"images/s at batch {r_jax['batch']}", file=sys.stderr)
+        continue
+      r_torch = run_worker("torch", size, args, tmp)
       diff = float(np.max(np.abs(np.load(tmp / f"out_jax_{size}.npy")
                                  - np.load(tmp / f"out_torch_{size}.npy"))))
       rows.append({"size": size, "jax": r_jax, "torch": r_torch, "max_abs_diff": diff,
@@ -197,8 +206,10 @@ def main(argv=None) -> None:
       print(f"{size}px done", file=sys.stderr)
   report = {"benchmark": "inference", "model": args.model or "ThesisNet (random init)",
             "threads": args.threads or "default", "net": meta, "bf16": args.bf16,
-            "torch_device": "cpu", "rows": rows}
+            "torch_device": None if args.no_torch else "cpu", "rows": rows}
   bc.write_result(args.out, report, args)
+  if args.no_torch:
+    return
   print(f"threads: {args.threads or 'default'}; ratio = JAX time / PyTorch time")
   print(f"| size | JAX latency ms | torch latency ms | ratio | JAX img/s (batch {args.batch}) | "
         "torch img/s | ratio | JAX peak MB | torch peak MB | max diff |")
