@@ -3,7 +3,7 @@ neither `../shared` nor a package registry.
 
 Usage::
 
-  python3 benchmarks/gpu_bundle.py                  # writes .device_bundle/ (~35 MB, ignored)
+  python3 benchmarks/gpu_bundle.py                  # writes .device_bundle/ (~34 MB, ignored)
   python3 benchmarks/gpu_bundle.py --check          # says whether the bundle is complete
   python3 benchmarks/gpu_bundle.py --out /tmp/b --no-wheels   # for this machine (the tests)
 
@@ -15,8 +15,10 @@ not the ``../shared`` beside it; the VGG19 file alone is 80 MB. The bundle holds
   after conv2_2, Johnson's SR loss layer relu2_2) set to zero, so compressed they cost nothing.
   Timings are those of the full float32 weights (same shapes, same programs); loss *values* differ
   from the float32 weights' in the fourth digit, so the bundle is for speed, not for results.
-- ``data/``: the images the suite opens (Gatys' content and style, photo pair 1 with its masks)
-  and the first 192 training photos (train_bench decodes 3 batches of 64).
+- ``data/``: the images the suite opens (Gatys' content and style, photo pair 1 with its masks),
+  and what `benchmarks/train_zoo_gpu.sh` reads: the zoo's 8 styles, its training set
+  (``train/coco2017_256``, 256 photos; train_bench decodes 3 batches of 64 of it) and the
+  contact sheet's 3 photos.
 - ``wheels/``: pure-Python packages that the GPU image lacks (jaxopt, tensorboardX).
 - ``MANIFEST.json``: sources, sha256 of each source file, and what was zeroed.
 
@@ -45,10 +47,15 @@ BUNDLE = REPO / ".device_bundle"
 UNUSED = {"vgg19": ("conv5_2", "conv5_3", "conv5_4"),
           "vgg16": ("conv3_1", "conv3_2", "conv3_3", "conv4_1", "conv4_2", "conv4_3", "conv5_1",
                     "conv5_2", "conv5_3")}
-FILES = ("content/classic_st/tubingen.jpg", "styles/van_gogh_starry_night.jpg",
+ZOO_STYLES = ("van_gogh_starry_night", "hokusai_great_wave", "munch_the_scream", "picabia_udnie",
+              "kandinsky_composition_vii", "picabia_edtaonisl", "turner_shipwreck_of_the_minotaur",
+              "van_gogh_wheat_field_with_cypresses")
+FILES = ("content/classic_st/tubingen.jpg", "content/classic_st/golden_gate.jpg",
+         "content/kodak/kodim23.jpg", *(f"styles/{s}.jpg" for s in ZOO_STYLES),
          "photo/input/in1.png", "photo/style/tar1.png", "photo/segmentation/in1.png",
          "photo/segmentation/tar1.png")
-TRAIN_PHOTOS = 192
+# train_zoo_gpu.sh's training set (256 photos, 9 MB); train_bench decodes 3 batches of 64 of it.
+TRAIN_FOLDER = "train/coco2017_256"
 WHEELS = ("jaxopt", "tensorboardX")
 LIMIT_MB = 48  # the bundle's share of the device tool's 64 MiB (the repository takes ~6)
 
@@ -82,13 +89,8 @@ def copy_data(data: Path, dst: Path) -> list[str]:
     (dst / rel).parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(data / rel, dst / rel)
     copied.append(rel)
-  photos = sorted(p for p in (data / "train").rglob("*")
-                  if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:TRAIN_PHOTOS]
-  for p in photos:
-    rel = p.relative_to(data)
-    (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(p, dst / rel)
-  return copied + [f"train/ ({len(photos)} photos)"]
+  shutil.copytree(data / TRAIN_FOLDER, dst / TRAIN_FOLDER)
+  return copied + [f"{TRAIN_FOLDER}/ ({sum(1 for _ in (dst / TRAIN_FOLDER).iterdir())} files)"]
 
 
 def download_wheels(dst: Path) -> list[str]:

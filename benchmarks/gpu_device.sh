@@ -5,12 +5,15 @@
 #
 # Synopsis (the device tool's `run`, from the repository root; ~9 minutes with the start):
 #   command: bash benchmarks/gpu_device.sh      carry: [".device_bundle"]     timeout_s: 590
-# Here, to try the same path on the CPU without ../shared (toy sizes, ~4 minutes):
+#   command: NETS=starry_lite STEPS_SCALE=7 bash benchmarks/gpu_device.sh zoo   (the style zoo's
+#            retraining, benchmarks/train_zoo_gpu.sh, stopped after ZOO_LIMIT=540 s)
+# Here, to try the same path on the CPU without ../shared (toy sizes, ~90 s):
 #   SMOKE=1 OUT=/tmp/gpu_back bash benchmarks/gpu_device.sh
 #
 # Back in $OUT: gpu_results.tgz (every JSON and log of the suite), and beside it summary.json,
 # gpu_report.json and report.log (each goal beside its number), env.txt (nvidia-smi, pip list).
-# Unpack with `tar xzf gpu_results.tgz -C benchmarks/results/` (it holds gpu/).
+# Unpack with `tar xzf gpu_results.tgz -C benchmarks/results/` (it holds gpu/). The zoo mode
+# brings back zoo_results.tgz: checkpoints/ as exported there, and each run's logs and config.
 
 set -u
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,6 +21,7 @@ BUNDLE="${BUNDLE:-$REPO/.device_bundle}"
 DEST="${OUT:-$REPO/benchmarks/results}"
 RESULTS="${RESULTS:-/tmp/nst_gpu/gpu}"
 PYTHON="${PYTHON:-python3}"
+MODE="${1:-suite}"
 
 if [[ ! -f "$BUNDLE/MANIFEST.json" ]]; then
   echo "error: $BUNDLE is missing: run python3 benchmarks/gpu_bundle.py (and carry it)" >&2
@@ -36,6 +40,21 @@ export NST_JAX_DATA="$BUNDLE/data" PYTHONUNBUFFERED=1
 
 rm -rf "$RESULTS" && mkdir -p "$RESULTS" "$DEST"
 { nvidia-smi 2>&1; "$PYTHON" -m pip list 2>/dev/null; } > "$RESULTS/env.txt"
+if [[ "$MODE" == zoo ]]; then
+  WORK="$(dirname "$RESULTS")/zoo_runs"
+  (cd "$REPO" && WORKDIR="$WORK" timeout --kill-after=10 "${ZOO_LIMIT:-540}" \
+    bash benchmarks/train_zoo_gpu.sh) > "$RESULTS/zoo.log" 2>&1
+  code=$?
+  tail -n 20 "$RESULTS/zoo.log"
+  (cd "$WORK" 2>/dev/null && find . -maxdepth 2 \( -name losses.csv -o -name config.json \
+    -o -name '*.hours' \) -print0 | tar czf "$RESULTS/zoo_runs.tgz" --null -T -)
+  tar czf "$DEST/zoo_results.tgz" -C "$REPO" checkpoints -C "$RESULTS" zoo.log zoo_runs.tgz env.txt
+  echo "results: $DEST/zoo_results.tgz (zoo exit $code; 124: stopped at ZOO_LIMIT)"
+  exit $code
+elif [[ "$MODE" != suite ]]; then
+  echo "error: unknown mode $MODE (suite or zoo)" >&2
+  exit 2
+fi
 OUT="$RESULTS" PYTHON="$PYTHON" bash "$REPO/benchmarks/gpu_suite.sh"
 code=$?
 tar czf "$DEST/gpu_results.tgz" -C "$(dirname "$RESULTS")" "$(basename "$RESULTS")"
