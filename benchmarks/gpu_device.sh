@@ -6,7 +6,8 @@
 # Synopsis (the device tool's `run`, from the repository root; ~9 minutes with the start):
 #   command: bash benchmarks/gpu_device.sh      carry: [".device_bundle"]     timeout_s: 590
 #   command: NETS=starry_lite STEPS_SCALE=7 bash benchmarks/gpu_device.sh zoo   (the style zoo's
-#            retraining, benchmarks/train_zoo_gpu.sh, stopped after ZOO_LIMIT=540 s)
+#            retraining, benchmarks/train_zoo_gpu.sh, stopped after ZOO_LIMIT=540 s; a stopped
+#            run's latest checkpoints are exported all the same)
 # Here, to try the same path on the CPU without ../shared (toy sizes, ~90 s):
 #   SMOKE=1 OUT=/tmp/gpu_back bash benchmarks/gpu_device.sh
 #
@@ -45,6 +46,10 @@ if [[ "$MODE" == zoo ]]; then
   (cd "$REPO" && WORKDIR="$WORK" timeout --kill-after=10 "${ZOO_LIMIT:-540}" \
     bash benchmarks/train_zoo_gpu.sh) > "$RESULTS/zoo.log" 2>&1
   code=$?
+  if [[ $code -eq 124 || $code -eq 137 ]]; then  # stopped: export what the checkpoints hold
+    (cd "$REPO" && WORKDIR="$WORK" EXPORT_ONLY=1 timeout 60 bash benchmarks/train_zoo_gpu.sh) \
+      >> "$RESULTS/zoo.log" 2>&1
+  fi
   tail -n 20 "$RESULTS/zoo.log"
   (cd "$WORK" 2>/dev/null && find . -maxdepth 2 \( -name losses.csv -o -name config.json \
     -o -name '*.hours' \) -print0 | tar czf "$RESULTS/zoo_runs.tgz" --null -T -)

@@ -5,7 +5,7 @@
 #   bash benchmarks/gpu_suite.sh                  # results in benchmarks/results/gpu/
 #   DRY_RUN=1 bash benchmarks/gpu_suite.sh        # print the commands, run nothing
 #   OUT=/tmp/gpu PYTHON=python3.11 bash benchmarks/gpu_suite.sh
-#   SMOKE=1 bash benchmarks/gpu_suite.sh          # every step at toy sizes on the CPU (~3 min):
+#   SMOKE=1 bash benchmarks/gpu_suite.sh          # every step at toy sizes on the CPU (~90 s):
 #                                                 # checks the scripts, measures nothing
 # On the device tool's machine, which has neither ../shared nor a package registry, run it through
 # benchmarks/gpu_device.sh (it installs .device_bundle/, made here by benchmarks/gpu_bundle.py).

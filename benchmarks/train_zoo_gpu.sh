@@ -77,8 +77,17 @@ train_net() {
 hours() { if [[ -f "$WORKDIR/$1.hours" ]]; then cat "$WORKDIR/$1.hours"; else echo 0; fi; }
 
 mkdir -p "$WORKDIR"
-for net in $NETS; do train_net "$net"; done
+# EXPORT_ONLY=1: no training; exports the latest checkpoint of each net that has one (after a
+# run was stopped, as gpu_device.sh zoo does at its time limit).
+if [[ "${EXPORT_ONLY:-0}" == 0 ]]; then
+  for net in $NETS; do train_net "$net"; done
+fi
 for net in $NETS; do
+  if [[ "${EXPORT_ONLY:-0}" != 0 ]]; then  # a net stopped before its first checkpoint is skipped
+    run python3 benchmarks/export_zoo.py export --workdir "$WORKDIR/${WORK[$net]}" --name "$net" \
+      --hours "$(hours "${WORK[$net]}")" --device "$DEVICE" || echo "skipped $net"
+    continue
+  fi
   run python3 benchmarks/export_zoo.py export --workdir "$WORKDIR/${WORK[$net]}" --name "$net" \
     --hours "$(hours "${WORK[$net]}")" --device "$DEVICE"
 done
