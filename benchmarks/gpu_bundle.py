@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.metadata
 import json
 import shutil
 import subprocess
@@ -95,15 +96,10 @@ def copy_data(data: Path, dst: Path) -> list[str]:
 
 def download_wheels(dst: Path) -> list[str]:
   dst.mkdir(parents=True, exist_ok=True)
-  versions = [f"{name}=={_version(name)}" for name in WHEELS]
+  versions = [f"{name}=={importlib.metadata.version(name)}" for name in WHEELS]
   subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
                   "-d", str(dst), *versions], check=True)
   return sorted(p.name for p in dst.glob("*.whl"))
-
-
-def _version(name: str) -> str:
-  import importlib.metadata  # pylint: disable=import-outside-toplevel
-  return importlib.metadata.version(name)
 
 
 def size_mb(root: Path) -> float:

@@ -18,62 +18,79 @@ import json
 import sys
 from pathlib import Path
 
-# (name, file, the goal in words, value(result) -> float, "<=" or ">=" and the bound, unit)
-GOALS = (
-    ("slow transfer, L-BFGS-B s/iteration at 1024 px", "optimize_bench.json", None, "s"),
-    ("matting apply at 700 px", "matting_bench.json", ("<=", 5.0), "ms"),
-    ("fast inference latency at 512 px", "inference_bench.json", ("<=", 3.0), "ms"),
-    ("fast inference throughput at 512 px", "inference_bench.json", (">=", 1000.0), "images/s"),
-    ("fast inference throughput at 512 px, bf16", "inference_bench_bf16.json", (">=", 1000.0),
-     "images/s"),
-    ("fast training at 256 px", "train_bench.json", (">=", 1000.0), "images/s"),
-    ("fast training at 256 px, bf16", "train_bench_bf16.json", (">=", 1000.0), "images/s"),
-    ("slow photoreal run at 512 px, 2 x 300 iterations", "photo_timing.json", ("<=", 15.0), "s"),
-    ("SR x4 to 2048 px, batched, per image", "sr_speed_bench.json", ("<=", 10.0), "ms"),
-    ("SR x4 to 2048 px, batched, per image, bf16", "sr_speed_bench.json", ("<=", 10.0), "ms"),
-    ("SR training at 288 px, fast preset", "sr_speed_bench.json", (">=", 500.0), "patches/s"),
-    ("SR training at 288 px, johnson preset", "sr_speed_bench.json", (">=", 500.0), "patches/s"),
-)
-
-
-def _largest(rows, key="size"):
-  return max(rows, key=lambda r: r[key])
-
-
 def _near(rows, size, key="size"):
   """The row at ``size``, else the largest (toy sizes under SMOKE=1)."""
-  return next((r for r in rows if r[key] == size), None) or _largest(rows, key)
+  return next((r for r in rows if r[key] == size), None) or max(rows, key=lambda r: r[key])
 
 
-def value(name: str, d: dict) -> tuple[float, str]:
-  """(number, what it was measured on) for goal ``name`` from its result ``d``."""
-  if name.startswith("slow transfer"):
-    rows = [r for r in d["rows"] if r["optimizer"] == "lbfgsb"]
-    r = _near(rows, 1024)
-    return r["s_per_iter"], f"{r['size']} px"
-  if name.startswith("matting"):
-    r = _near(d["results"], 700)
-    return 1e3 * r["apply_s"], f"{r['height']}x{r['width']}"
-  if name.startswith("fast inference"):
-    r = _near(d["rows"], 512)
-    if "latency" in name:
-      return r["jax"]["latency_ms"], f"{r['size']} px"
-    return r["jax"]["images_per_s"], f"{r['size']} px, batch {r['jax']['batch']}"
-  if name.startswith("fast training"):
-    return d["images_per_s"], f"{d['size']} px, batch {d['batch']}"
-  if name.startswith("slow photoreal"):
-    t = d["timing"]
-    return t["seconds_total"], f"{t['size']} px, 2 x {t['iters_per_stage']}"
-  if name.startswith("SR x4"):
-    bf16 = name.endswith("bf16")
-    rows = [r for r in d["inference"] if r["bf16"] == bf16 and r["scale"] == 4]
-    r = min(rows, key=lambda r: r["ms_per_image"])
+def _slow(d):
+  r = _near([r for r in d["rows"] if r["optimizer"] == "lbfgsb"], 1024)
+  return r["s_per_iter"], f"{r['size']} px"
+
+
+def _matting(d):
+  r = _near(d["results"], 700)
+  return 1e3 * r["apply_s"], f"{r['height']}x{r['width']}"
+
+
+def _latency(d):
+  r = _near(d["rows"], 512)
+  return r["jax"]["latency_ms"], f"{r['size']} px"
+
+
+def _throughput(d):
+  r = _near(d["rows"], 512)
+  return r["jax"]["images_per_s"], f"{r['size']} px, batch {r['jax']['batch']}"
+
+
+def _train(d):
+  return d["images_per_s"], f"{d['size']} px, batch {d['batch']}"
+
+
+def _photoreal(d):
+  t = d["timing"]
+  return t["seconds_total"], f"{t['size']} px, 2 x {t['iters_per_stage']}"
+
+
+def _sr_inference(bf16: bool):
+  def get(d):
+    r = min((r for r in d["inference"] if r["bf16"] == bf16 and r["scale"] == 4),
+            key=lambda r: r["ms_per_image"])
     return r["ms_per_image"], f"{r['model']} {r['lr_size']}->{r['out_size']} px, batch {r['batch']}"
-  if name.startswith("SR training"):
-    preset = name.rsplit(", ", 1)[1].split()[0]
+  return get
+
+
+def _sr_train(preset: str):
+  def get(d):
     r = next(r for r in d["train"] if r["preset"] == preset)
     return r["patches_per_s"], f"{r['size']} px, batch {r['batch']}"
-  raise KeyError(name)
+  return get
+
+
+# (goal, result file, ("<=" or ">=", bound) or None (reported only), unit,
+#  result -> (number, what it was measured on))
+GOALS = (
+    ("slow transfer, L-BFGS-B s/iteration at 1024 px", "optimize_bench.json", None, "s", _slow),
+    ("matting apply at 700 px", "matting_bench.json", ("<=", 5.0), "ms", _matting),
+    ("fast inference latency at 512 px", "inference_bench.json", ("<=", 3.0), "ms", _latency),
+    ("fast inference throughput at 512 px", "inference_bench.json", (">=", 1000.0), "images/s",
+     _throughput),
+    ("fast inference throughput at 512 px, bf16", "inference_bench_bf16.json", (">=", 1000.0),
+     "images/s", _throughput),
+    ("fast training at 256 px", "train_bench.json", (">=", 1000.0), "images/s", _train),
+    ("fast training at 256 px, bf16", "train_bench_bf16.json", (">=", 1000.0), "images/s",
+     _train),
+    ("slow photoreal run at 512 px, 2 x 300 iterations", "photo_timing.json", ("<=", 15.0), "s",
+     _photoreal),
+    ("SR x4 to 2048 px, batched, per image", "sr_speed_bench.json", ("<=", 10.0), "ms",
+     _sr_inference(False)),
+    ("SR x4 to 2048 px, batched, per image, bf16", "sr_speed_bench.json", ("<=", 10.0), "ms",
+     _sr_inference(True)),
+    ("SR training at 288 px, fast preset", "sr_speed_bench.json", (">=", 500.0), "patches/s",
+     _sr_train("fast")),
+    ("SR training at 288 px, johnson preset", "sr_speed_bench.json", (">=", 500.0), "patches/s",
+     _sr_train("johnson")),
+)
 
 
 def _worker_environment(d: dict) -> dict:
@@ -84,13 +101,13 @@ def _worker_environment(d: dict) -> dict:
 
 def report(folder: Path, backend: str) -> tuple[list[dict], list[str]]:
   rows, problems = [], []
-  for name, file, goal, unit in GOALS:
+  for name, file, goal, unit, measure in GOALS:
     path = folder / file
     row = {"goal": name, "file": file, "bound": goal, "unit": unit}
     try:
       d = json.loads(path.read_text())
-      row["value"], row["measured_on"] = value(name, d)
-    except (OSError, ValueError, KeyError, StopIteration) as e:
+      row["value"], row["measured_on"] = measure(d)
+    except (OSError, ValueError, KeyError, StopIteration) as e:  # missing file, row or field
       row["error"] = f"{type(e).__name__}: {e}"
       problems.append(f"{name}: no number ({row['error']})")
       rows.append(row)

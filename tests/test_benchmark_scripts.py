@@ -81,7 +81,7 @@ def test_the_gpu_suite_runs_every_step_at_toy_sizes_from_a_bundle(tmp_path, vgg_
   assert all(s["exit"] == 0 for s in summary)
   report = json.loads((back / "gpu_report.json").read_text())
   assert report["problems"] == [] and len(report["rows"]) == 12
-  assert all(r["value"] > 0 and (r["backend"] == "cpu") for r in report["rows"])
+  assert all(r["value"] > 0 and r["backend"] == "cpu" for r in report["rows"])
   with tarfile.open(back / "gpu_results.tgz") as tar:
     names = set(tar.getnames())
   assert {"gpu/sr_speed_bench.json", "gpu/photo_timing.json", "gpu/optimize.log"} <= names
