@@ -7,7 +7,7 @@ Synopsis::
   python3 benchmarks/export_zoo.py sheet --models starry_small zoo8   # checkpoints/contact_sheet.jpg
   python3 benchmarks/export_zoo.py samples     # checkpoints/samples/<model>_<style>.jpg
 
-``export`` writes ``checkpoints/NAME.npz`` (float16 parameters + the training config and style
+``export`` writes ``checkpoints/<name>.npz`` (float16 parameters + the training config and style
 names/sha256, ``core.zoo.export_params``) from a training workdir's newest checkpoint, and adds
 or replaces the entry ``NAME`` (kind "style") in ``checkpoints/MANIFEST.json``, keeping every
 other entry (e.g. the super-resolution models, kind "sr"). ``sheet`` stylizes three content

@@ -17,8 +17,8 @@ in interleaved rounds (one call of each per round; medians over ``--repeats`` ro
 - ``api``: each library's public call from a PIL image to a PIL image (``StyleTransfer.stylize``
   against ``Stylizer.stylize_many`` with the uint8 conversions both ways).
 
-Ratio = ours / theirs (below 1: ours is faster). Writes ``benchmarks/results/lite_bench.json`` and
-prints a Markdown table.
+Ratio = ours / theirs (below 1: ours is faster). Writes its JSON to ``--out`` (by default
+``lite_bench.json`` under ``benchmarks/results/``) and prints a Markdown table.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Synopsis::
 
-  python benchmarks/mask_eval.py --num-regions 2 3 4   # writes benchmarks/results/mask_eval.json
+  python benchmarks/mask_eval.py --num-regions 2 3 4   # JSON to --out (under benchmarks/results/)
 
 For each of the 20 pairs under ``DATA/photo`` (input/inN.png, style/tarN.png and their masks in
 segmentation/), both photos are loaded at ``--size`` (long side), the ground truth is read with

@@ -2,7 +2,7 @@
 
 Synopsis::
 
-  python benchmarks/matting_bench.py --sizes 512 700  # -> benchmarks/results/matting_bench.json
+  python benchmarks/matting_bench.py --sizes 512 700  # JSON to --out (under benchmarks/results/)
 
 For each long-side size the photo (default ``photo/input/in1.png`` under the data folder, from
 ``--data-dir`` or $NST_JAX_DATA) is resized, then we time (median of ``--repeats`` runs after a

@@ -7,7 +7,8 @@ Usage::
 Runs ``photoreal.stylize`` once in this process (compilations included: they are what this
 measures) with an ``on_chunk`` callback that receives the current output image, as the web
 worker's previews do, and prints the seconds, the number of previews and the final loss. To
-compare two versions, run it at each commit. Writes ``benchmarks/results/photo_preview_bench.json``.
+compare two versions, run it at each commit. Writes its JSON to ``--out``
+(under ``benchmarks/results/``).
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
 Usage::
 
   python3 benchmarks/sr_sheet.py --scale 4 --models sr_fast_x4 sr_feat_x4 sr_pixfeat_x4 \
-      --data ../shared/data/sr/Set5 --out docs/sr_x4_set5.png
+      --data ../shared/data/sr/Set5 --out docs/sr_x4_set5.jpg
   python3 benchmarks/sr_sheet.py --scale 8 --models sr_fast_x8 --data ../shared/data/sr/Set5 \
-      --out docs/sr_x8_set5.png
+      --out docs/sr_x8_set5.jpg
 
 Each image goes through the evaluation protocol (``sr.evaluate``: crop to a multiple of the
 scale, MATLAB-bicubic LR rounded to 8 bits, upscale, round to 8 bits); the sheet shows the same

@@ -14,7 +14,8 @@ bfloat16 compute with ``--bf16``), the median of ``--repeats`` calls after a war
 per image. Training: ``sr.training.make_train_step`` of each ``--train-presets`` preset at
 ``--train-size`` HR patches, batch ``--train-batch`` (the preset's loss: ``johnson`` has the
 VGG16 feature loss), the median step time after two warm-up steps, as patches/s. Every timing
-blocks on its result. Writes ``benchmarks/results/sr_speed_bench.json``.
+blocks on its result. Writes its JSON to ``--out`` (under
+``benchmarks/results/``).
 """
 
 from __future__ import annotations

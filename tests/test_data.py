@@ -209,7 +209,7 @@ def test_tfds_source_without_tfds_names_the_extra(monkeypatch):
 
 
 def test_tfds_source_with_mock_data():
-  tfds = pytest.importorskip("tensorflow_datasets", reason="needs tensorflow-datasets (.ci/run installs it)")
+  tfds = pytest.importorskip("tensorflow_datasets", reason="needs tensorflow-datasets (README, the optional extras)")
   with tfds.testing.mock_data(num_examples=6):
     ds = data.make_dataset("tfds:mnist", size=SIZE, seed=0)
     assert len(ds) == 6

@@ -15,8 +15,7 @@ from PIL import Image
 
 from nst_jax import config
 
-for _module in ("fastapi", "sqlalchemy", "huey", "jinja2", "itsdangerous"):
-  pytest.importorskip(_module, reason="the web extra is not installed (pip install -e '.[web]')")
+pytest.importorskip("nst_jax.web")  # the web extra; the skip names its install command
 from fastapi.testclient import TestClient  # noqa: E402  pylint: disable=wrong-import-position
 
 from nst_jax.web import app as web_app  # noqa: E402  pylint: disable=wrong-import-position

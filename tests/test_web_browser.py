@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+pytest.importorskip("nst_jax.web")  # the web extra; the skip names its install command
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (Python) not installed")
 httpx = pytest.importorskip("httpx", reason="httpx not installed")
 

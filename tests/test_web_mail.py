@@ -2,6 +2,7 @@
 
 import pytest
 
+pytest.importorskip("nst_jax.web")  # the web extra; the skip names its install command
 pytest.importorskip("aiosmtpd.controller", reason="aiosmtpd not installed")
 
 from nst_jax.web import mail

@@ -5,6 +5,8 @@ import threading
 
 import pytest
 
+pytest.importorskip("nst_jax.web")  # the web extra; the skip names its install command
+
 from nst_jax.web import security
 from nst_jax.web.security import RateLimiter, Signer
 

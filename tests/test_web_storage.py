@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+pytest.importorskip("nst_jax.web")  # the web extra; the skip names its install command
+
 from nst_jax.web import storage
 from nst_jax.web.storage import LocalStorage, open_storage
 

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms, PngImagePlugin
 
+pytest.importorskip("nst_jax.web")  # the web extra; the skip names its install command
+
 from nst_jax.web import uploads
 from nst_jax.web.uploads import UploadError, clean_upload
 

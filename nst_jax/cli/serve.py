@@ -81,8 +81,8 @@ class Workers:
 def run(args: argparse.Namespace) -> int:
   cfg = resolve_config(args)
   worker.setup_logging()
-  import uvicorn  # pylint: disable=import-outside-toplevel
   from nst_jax.web import app as web_app  # pylint: disable=import-outside-toplevel
+  import uvicorn  # pylint: disable=import-outside-toplevel  # after: nst_jax.web names the extra
   data_dir = Path(cfg.data_dir)
   path = data_dir / "serve_config.json"
   write_private(path, config.to_json(cfg) + "\n")

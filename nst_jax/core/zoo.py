@@ -3,8 +3,8 @@
 Synopsis::
 
   from nst_jax.core import zoo
-  info = zoo.export_params("checkpoints/starry.npz", params, {"net": {...}, ...})
-  params, cfg = zoo.load_params("checkpoints/starry.npz")   # float32 arrays, the config dict
+  info = zoo.export_params("runs/starry.npz", params, {"net": {...}, ...})
+  params, cfg = zoo.load_params("runs/starry.npz")   # float32 arrays, the config dict
   zoo.read_manifest()                       # [{"name", "kind", "file", "sha256", ...}, ...]
   path, entry = zoo.resolve_model("starry") # a shipped name (sha256 verified) or a path
 

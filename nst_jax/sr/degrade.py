@@ -14,7 +14,7 @@ rounding): Keys' cubic kernel with a = -0.5, the kernel widened by the scale whe
 small dense matrices, one per axis, applied with ``einsum``: exact, jit-able and differentiable.
 ``jax.image.resize(..., "cubic", antialias=True)`` uses the same kernel and alignment, but it
 renormalises the kernel where it leaves the image instead of mirroring, so it differs near the
-borders (measured in tests/test_sr_degrade.py); ``method="jax"`` selects it.
+borders (measured in tests/test_sr_protocol.py); ``method="jax"`` selects it.
 """
 
 from __future__ import annotations
