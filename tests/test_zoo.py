@@ -127,3 +127,13 @@ def test_models_lists_each_shipped_model_with_its_scale_and_training_crop(capsys
     assert f"@{size}px" in line
     assert (f" x{entry.get('scale')} " in line) == (entry["kind"] == "sr")
 
+
+def test_every_shipped_model_is_in_the_current_format(monkeypatch):
+  monkeypatch.delenv(zoo.SHIPPED_ENV, raising=False)
+  for entry in zoo.read_manifest():
+    found = zoo.resolve(entry["name"], kind=entry["kind"])  # sha256-checked
+    header = model_file.read_header(found.path)
+    assert (header["format"], header["dtype"], header["kind"]) == (
+        model_file.FORMAT, "float16", entry["kind"])
+    assert entry["source"] == header["provenance"]["source"] == zoo.OWN_SOURCE
+    assert entry["licence"] == header["licence"] and header["provenance"]["how"]
