@@ -39,15 +39,15 @@ def manifest_entry(name: str, stylizer: inference.Stylizer, path: Path, *, hours
                    device: str) -> dict:
   """The manifest fields of an exported style network (``zoo.manifest_entry``'s, then its own)."""
   cfg = models.from_dict(stylizer.meta["config"])
-  return zoo.manifest_entry(
-      name, path, styles=stylizer.meta.get("styles", []),
-          "preset": ("lite" if cfg.net.pixel_shuffle else
-                     "thesis" if cfg.net.upsample == "resize" else "johnson"),
-          "net": {"width": cfg.net.width, "num_residual": cfg.net.num_residual,
-                  "num_styles": cfg.net.num_styles, "pixel_shuffle": cfg.net.pixel_shuffle},
-          "loss_network": "vgg19", "steps": int(stylizer.meta.get("step", 0)),
-          "train_size": cfg.size, "batch_size": cfg.batch_size,
-          "train_hours": hours, "device": device, "metrics": {}})
+  return zoo.manifest_entry(name, path, **{
+      "styles": stylizer.meta.get("styles", []),
+      "preset": ("lite" if cfg.net.pixel_shuffle else
+                 "thesis" if cfg.net.upsample == "resize" else "johnson"),
+      "net": {"width": cfg.net.width, "num_residual": cfg.net.num_residual,
+              "num_styles": cfg.net.num_styles, "pixel_shuffle": cfg.net.pixel_shuffle},
+      "loss_network": "vgg19", "steps": int(stylizer.meta.get("step", 0)),
+      "train_size": cfg.size, "batch_size": cfg.batch_size,
+      "train_hours": hours, "device": device, "metrics": {}})
 
 
 def update_manifest(entry: dict, path: Path = zoo.MANIFEST) -> None:
