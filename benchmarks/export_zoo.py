@@ -8,7 +8,8 @@ Synopsis::
   python3 benchmarks/export_zoo.py samples     # checkpoints/samples/<model>_<style>.jpg
 
 ``export`` writes ``checkpoints/<name>.npz`` (float16 parameters + the training config and style
-names/sha256, ``core.zoo.export_params``) from a training workdir's newest checkpoint, and adds
+names/sha256 and how it was trained, ``core.model_file``) from a training workdir's newest
+checkpoint, and adds
 or replaces the entry ``NAME`` (kind "style") in ``checkpoints/MANIFEST.json``, keeping every
 other entry (e.g. the super-resolution models, kind "sr"). ``sheet`` stylizes three content
 photos (not in the training set) with every style of the given models. ``samples`` renders
@@ -20,14 +21,13 @@ and the style picker show, so the service never computes them.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
 
 import bench_common as bc
-from nst_jax.core import errors, image_io, plots, zoo
+from nst_jax.core import errors, image_io, model_file, plots, zoo
 from nst_jax.fast import inference, models
 from nst_jax.web import catalog
 
@@ -35,28 +35,31 @@ MAX_BYTES = 4_000_000
 SHEET_PHOTOS = ("kodak/kodim23.jpg", "classic_st/golden_gate.jpg", "classic_st/tubingen.jpg")
 
 
-def manifest_entry(name: str, stylizer: inference.Stylizer, info: dict, *, hours: float,
+def manifest_entry(name: str, stylizer: inference.Stylizer, path: Path, *, hours: float,
                    device: str) -> dict:
-  """The manifest fields of an exported style network."""
+  """The manifest fields of an exported style network (``zoo.manifest_entry``'s, then its own)."""
   cfg = models.from_dict(stylizer.meta["config"])
-  return {"name": name, "kind": "style", **info,
-          "styles": stylizer.meta.get("styles", []),
-          "preset": ("lite" if cfg.net.pixel_shuffle else
-                     "thesis" if cfg.net.upsample == "resize" else "johnson"),
-          "net": {"width": cfg.net.width, "num_residual": cfg.net.num_residual,
-                  "num_styles": cfg.net.num_styles, "pixel_shuffle": cfg.net.pixel_shuffle},
-          "loss_network": "vgg19", "steps": int(stylizer.meta.get("step", 0)),
-          "train_size": cfg.size, "batch_size": cfg.batch_size,
-          "train_hours": hours, "device": device, "metrics": {}}
+  return zoo.manifest_entry(name, path, **{
+      "styles": stylizer.meta.get("styles", []),
+      "preset": ("lite" if cfg.net.pixel_shuffle else
+                 "thesis" if cfg.net.upsample == "resize" else "johnson"),
+      "net": {"width": cfg.net.width, "num_residual": cfg.net.num_residual,
+              "num_styles": cfg.net.num_styles, "pixel_shuffle": cfg.net.pixel_shuffle},
+      "loss_network": "vgg19", "steps": int(stylizer.meta.get("step", 0)),
+      "train_size": cfg.size, "batch_size": cfg.batch_size,
+      "train_hours": hours, "device": device, "metrics": {}})
 
 
 def update_manifest(entry: dict, path: Path = zoo.MANIFEST) -> None:
-  """Adds ``entry`` to the manifest, replacing one of the same name; keeps the rest."""
-  entries = [e for e in zoo.read_manifest(path) if e["name"] != entry["name"]]
+  """Adds ``entry`` to the manifest, replacing one of the same name (keeping its metrics)."""
   old = zoo.find_model(entry["name"], path) or {}
-  entry = {**entry, "metrics": old.get("metrics", {}) or entry.get("metrics", {})}
-  path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text(json.dumps({"models": entries + [entry]}, indent=2) + "\n")
+  zoo.add_entry(path, {**entry, "metrics": old.get("metrics", {}) or entry.get("metrics", {})})
+
+
+def how_trained(args) -> str:
+  """The provenance line of an exported network: its run, hours and device."""
+  return (f"`nst-jax train` run {args.workdir}, exported by benchmarks/export_zoo.py; "
+          f"{args.hours} h on {args.device} (checkpoints/README.md has the commands)")
 
 
 def export(args) -> None:
@@ -67,11 +70,13 @@ def export(args) -> None:
   meta = {"config": stylizer.meta["config"], "styles": styles,
           "step": int(stylizer.meta.get("step", 0))}
   out = zoo.CHECKPOINTS_DIR / f"{args.name}.npz"
-  info = zoo.export_params(out, stylizer.variables["params"], meta)
+  info = model_file.save(out, {"params": stylizer.variables["params"]}, meta.pop("config"),
+                         kind=inference.KIND, meta=meta, source=zoo.OWN_SOURCE,
+                         licence=zoo.OWN_LICENCE, how=how_trained(args))
   if info["bytes"] > MAX_BYTES:
     raise errors.UserError(f"{out} is {info['bytes']} bytes, over the zoo's {MAX_BYTES}")
   shipped = inference.Stylizer.from_file(out)  # loads back (float32), names its styles
-  update_manifest(manifest_entry(args.name, shipped, info, hours=args.hours, device=args.device))
+  update_manifest(manifest_entry(args.name, shipped, out, hours=args.hours, device=args.device))
   print(f"{out}: {info['bytes'] / 1e6:.2f} MB, sha256 {info['sha256'][:12]}..., "
         f"{len(meta['styles'])} style(s), step {meta['step']}")
 

@@ -28,7 +28,6 @@ not the ``../shared`` beside it; the VGG19 file alone is 80 MB. The bundle holds
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.metadata
 import json
 import shutil
@@ -38,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nst_jax.core import paths, vgg16_weights
+from nst_jax.core import digest, paths, vgg16_weights
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -61,14 +60,6 @@ WHEELS = ("jaxopt", "tensorboardX")
 LIMIT_MB = 48  # the bundle's share of the device tool's 64 MiB (the repository takes ~6)
 
 
-def sha256(path: Path) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      h.update(block)
-  return h.hexdigest()
-
-
 def pack_weights(src: Path, dst: Path, unused: tuple[str, ...]) -> dict:
   """float16 copy of ``src`` with the ``unused`` layers zeroed; string entries kept as they are."""
   with np.load(src, allow_pickle=False) as d:
@@ -80,7 +71,7 @@ def pack_weights(src: Path, dst: Path, unused: tuple[str, ...]) -> dict:
       out[k] = a
   dst.parent.mkdir(parents=True, exist_ok=True)
   np.savez_compressed(dst, **out)
-  return {"source": str(src), "source_sha256": sha256(src), "dtype": "float16",
+  return {"source": str(src), "source_sha256": digest.file_digest(src), "dtype": "float16",
           "zeroed": list(unused), "bytes": dst.stat().st_size}
 
 

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nst_jax import config
-from nst_jax.core import sharding, zoo
+from nst_jax.core import model_file, sharding
 from nst_jax.core.state import TrainState
 from nst_jax.sr import degrade, nets, training, upscale
 
@@ -118,7 +118,7 @@ def main(argv=None) -> int:
     raise config.ConfigError("model", "the twin is the fast preset's network (subpixel, no "
                              "normalisation)")
   flat = {k[len("params/"):]: np.asarray(v, np.float32)
-          for k, v in zoo.flatten(dict(up.variables)).items() if k.startswith("params/")}
+          for k, v in model_file.flatten(dict(up.variables)).items() if k.startswith("params/")}
   rng = np.random.default_rng(0)
   n = args.lr_size
   lr = rng.random((1, n, n, 3), np.float32)  # [1, n, n, 3]
@@ -168,7 +168,7 @@ def main(argv=None) -> int:
   loss_t = torch_step()
   loss_diff = abs(float(metrics["pixel"]) - float(loss_t))
   new_j = {k[len("params/"):]: np.asarray(v)
-           for k, v in zoo.flatten({"params": state.params}).items()}
+           for k, v in model_file.flatten({"params": state.params}).items()}
   names = sorted({k.rsplit("/", 1)[0] for k in new_j}, key=lambda m: int(m.rsplit("_", 1)[1]))
   param_diff = max(
       max(float(np.abs(new_j[m + "/kernel"].transpose(3, 2, 0, 1) - tp[2 * i].detach().numpy())

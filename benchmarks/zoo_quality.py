@@ -107,13 +107,12 @@ def main(argv=None) -> int:
 
 def update_metrics(name: str, summary: dict) -> None:
   """Merges ``summary`` (per style) into the manifest entry ``name``'s ``metrics``."""
-  import json  # pylint: disable=import-outside-toplevel
   entries = zoo.read_manifest()
   for e in entries:
     if e["name"] == name:
       e["metrics"] = {"loss_ratio_vs_lbfgs": {**e.get("metrics", {}).get(
           "loss_ratio_vs_lbfgs", {}), **summary}}
-  zoo.MANIFEST.write_text(json.dumps({"models": entries}, indent=2) + "\n")
+  zoo.write_manifest(zoo.MANIFEST, entries)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from nst_jax import cli, config
-from nst_jax.core import checkpoint
+from nst_jax.core import checkpoint, digest
 from nst_jax.core.errors import UserError
 from nst_jax.core import sharding
 from nst_jax.fast import inference, models, train_state, training
@@ -94,14 +94,6 @@ def test_damaged_checkpoint_restore_is_a_user_error(tmp_path):
   time.sleep(0.5)   # reads left in flight would land now, within this test
 
 
-def test_sha256_file(tmp_path):
-  (tmp_path / "a").write_bytes(b"abc")
-  assert checkpoint.sha256_file(tmp_path / "a") == (
-      "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
-  with pytest.raises(UserError):
-    checkpoint.sha256_file(tmp_path / "nope")
-
-
 def _train_argv(style, data, workdir):
   argv = ["train", "--preset", "smoke", "--style", str(style), "--data", str(data),
           "--workdir", str(workdir), "--no-progress"]
@@ -166,7 +158,7 @@ def test_sigkilled_run_resumes_to_exactly_the_uninterrupted_parameters(tmp_path,
   assert int(state_a.step) == int(state_b.step) == STEPS
   _assert_trees_equal(state_b.params, state_a.params)  # bit for bit
   _assert_trees_equal(state_b.opt_state, state_a.opt_state)
-  assert meta_a["style_sha256"] == meta_b["style_sha256"] == checkpoint.sha256_file(style)
+  assert meta_a["style_sha256"] == meta_b["style_sha256"] == digest.file_digest(style)
   assert models.from_dict(meta_b["config"]).num_steps == STEPS
   rows = (killed_dir / "losses.csv").read_text().splitlines()
   assert len(rows) == STEPS + 1  # the loss history survives the kill, one row per step

@@ -1,11 +1,11 @@
 """Tests for conditional instance norm (nets), multi-style training (multistyle, training),
-adding a style, and the model zoo's float16 files and manifest (core.zoo).
+adding a style, and a multi-style network through its model file (core.model_file; the format
+and the registry themselves: test_model_file, test_zoo).
 
 Tiny nets and 32-px images; the training tests use a shallow VGG loss (as test_training does).
 """
 
 import dataclasses
-import json
 
 import chex
 import jax
@@ -15,7 +15,7 @@ import pytest
 
 from nst_jax import config
 from nst_jax.config import LossConfig
-from nst_jax.core import image_io, zoo
+from nst_jax.core import digest, image_io, model_file
 from nst_jax.core.errors import UserError
 from nst_jax.core import data, sharding
 from nst_jax.fast import inference, models, multistyle, nets, train_state, training
@@ -203,10 +203,12 @@ def test_zoo_export_load_roundtrip(tmp_path, multi):
   net = config.NetConfig(normalization="instance", upsample="transpose", padding="reflect",
                          width=0.125, num_residual=1, num_styles=3)  # nets.TinyNet(num_styles=3)
   cfg = dataclasses.replace(config.train_smoke(), net=net)
-  meta = {"config": config.to_dict(cfg), "styles": [{"name": n} for n in "abc"]}
-  info = zoo.export_params(tmp_path / "m.npz", params, meta)
-  loaded, got_meta = zoo.load_params(tmp_path / "m.npz")
-  assert got_meta["styles"] == meta["styles"] and info["sha256"] == zoo.sha256_of(tmp_path / "m.npz")
+  meta = {"styles": [{"name": n} for n in "abc"], "step": 3}
+  info = model_file.save(tmp_path / "m.npz", {"params": params}, config.to_dict(cfg),
+                         kind=inference.KIND, meta=meta, source="test", licence="CC0-1.0")
+  saved = model_file.load(tmp_path / "m.npz", kind=inference.KIND)
+  loaded = saved.variables["params"]
+  assert saved.meta == meta and info["sha256"] == digest.file_digest(tmp_path / "m.npz")
   for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(loaded)):
     assert b.dtype == np.float32
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)  # float16 storage
@@ -215,27 +217,6 @@ def test_zoo_export_load_roundtrip(tmp_path, multi):
   x = np.asarray(_images(batch=1)[0])
   want = model.apply({"params": loaded}, x[None], jax.nn.one_hot(jnp.array([2]), 3))[0]
   np.testing.assert_allclose(stylizer(x), want, atol=1e-5)
-
-
-def test_zoo_rejects_corrupt_truncated_and_foreign_files(tmp_path, multi):
-  _, params = multi
-  good = tmp_path / "good.npz"
-  info = zoo.export_params(good, params, {"config": {}})
-  raw = good.read_bytes()
-  (tmp_path / "trunc.npz").write_bytes(raw[:len(raw) // 2])
-  np.savez(tmp_path / "foreign.npz", w=np.zeros(3))
-  for name in ("trunc.npz", "foreign.npz", "missing.npz"):
-    with pytest.raises(UserError):
-      zoo.load_params(tmp_path / name)
-  manifest = tmp_path / "MANIFEST.json"
-  manifest.write_text(json.dumps({"models": [
-      {"name": "ok", "kind": "style", "file": "good.npz", "sha256": info["sha256"]},
-      {"name": "bad", "kind": "style", "file": "trunc.npz", "sha256": info["sha256"]},
-      {"name": "up", "kind": "sr", "file": "good.npz", "sha256": info["sha256"]}]}))
-  assert zoo.resolve_model("ok", manifest=manifest)[0] == good
-  for name, kind in (("bad", None), ("up", "style"), ("nope", None)):
-    with pytest.raises(UserError):
-      zoo.resolve_model(name, kind=kind, manifest=manifest)
 
 
 def test_train_flags_one_and_several_styles():
@@ -251,15 +232,3 @@ def test_train_flags_one_and_several_styles():
   assert old.styles == () and models.style_paths(old) == ("a.jpg",)  # an old config.json
   with pytest.raises(config.ConfigError, match="num_styles"):
     models.check_styles(dataclasses.replace(two, net=dataclasses.replace(two.net, num_styles=3)))
-
-
-def test_models_lists_each_shipped_model_with_its_scale_and_training_crop(capsys):
-  from nst_jax import cli  # pylint: disable=import-outside-toplevel
-  assert cli.main(["models"]) == 0
-  lines = capsys.readouterr().out.splitlines()
-  entries = zoo.read_manifest()
-  assert len(lines) == len(entries)
-  for line, entry in zip(lines, entries):
-    size = entry.get("train_size") or entry["config"]["size"]  # sr entries: the HR crop
-    assert line.split()[:2] == [entry["name"], entry["kind"]] and f"@{size}px" in line
-    assert (f" x{entry.get('scale')} " in line) == (entry["kind"] == "sr")

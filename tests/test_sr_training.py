@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from nst_jax import cli, config
-from nst_jax.core import checkpoint, data, image_io, sharding
+from nst_jax.core import checkpoint, data, digest, image_io, model_file, sharding, zoo
 from nst_jax.core.errors import UserError
 from nst_jax.sr import evaluate, export, nets, training, upscale
 
@@ -137,7 +137,7 @@ def test_export_round_trip_is_float16_on_disk_and_float32_loaded(trained, tmp_pa
   variables = training.variables_of(state)
   path = export.export_npz(cfg, variables, tmp_path / "m.npz")
   with np.load(path) as f:
-    stored = [f[k].dtype for k in f.files if k.startswith(export.PREFIX)]
+    stored = [f[k].dtype for k in f.files if k != model_file.HEADER_KEY]
   assert stored and set(stored) == {np.dtype(np.float16)}
   cfg2, loaded = export.load_npz(path)
   assert cfg2 == cfg
@@ -155,10 +155,12 @@ def test_shipped_names_resolve_through_the_manifest_and_check_the_hash(trained, 
   path = tmp_path / "tiny_x4.npz"
   assert cli.main(["sr", "export", "--model", str(workdir), "--out", str(path), "--info",
                    "device=test"]) == 0
-  entry = export.read_manifest(tmp_path)["tiny_x4"]
+  entry = zoo.find_model("tiny_x4", tmp_path)
   assert entry["scale"] == 4 and entry["steps"] == STEPS and entry["dtype"] == "float16"
-  assert entry["device"] == "test" and entry["sha256"] == checkpoint.sha256_file(path)
-  monkeypatch.setenv(export.SHIPPED_ENV, str(tmp_path))
+  assert entry["device"] == "test" and entry["sha256"] == digest.file_digest(path)
+  assert (entry["kind"], entry["source"], entry["licence"]) == ("sr", "nst_jax", "Apache-2.0")
+  assert "sr export" in model_file.read_header(path)["provenance"]["how"]
+  monkeypatch.setenv(zoo.SHIPPED_ENV, str(tmp_path))
   assert upscale.Upscaler.load("tiny_x4").cfg == cfg
   with pytest.raises(UserError, match="not found.*tiny_x4"):
     upscale.Upscaler.load("no_such_model")
@@ -188,7 +190,7 @@ def test_upscale_cli_with_a_checkpoint_and_bad_models(trained, tmp_path, capsys)
   for model, scale, message in ((str(workdir), "2", "upscales x4, not x2"),
                                 (str(style_run), "4", "not a super-resolution model"),
                                 (str(tmp_path / "missing"), "4", "not found"),
-                                (str(corrupt), "4", "cannot read SR model")):
+                                (str(corrupt), "4", "not a readable nst_jax model file")):
     capsys.readouterr()
     out = tmp_path / f"out_{scale}_{len(message)}"
     assert cli.main(["upscale", "--model", model, "--scale", scale, str(img), "--out",
@@ -229,10 +231,10 @@ def test_the_shipped_models_load_and_beat_bicubic(data_dir, monkeypatch, name, s
                                                   margin):
   """Each shipped SR model: <= 2 MB, sha256-checked, its manifest entry's scale, steps and Set5
   PSNR (the issue's goal), and better than bicubic on a Set5 crop."""
-  monkeypatch.delenv(export.SHIPPED_ENV, raising=False)
-  path = export.resolve_shipped(name)  # sha256-checked against the manifest
-  assert path is not None and path.stat().st_size <= 2 * 2 ** 20
-  entry = export.read_manifest(export.shipped_dir())[name]
+  monkeypatch.delenv(zoo.SHIPPED_ENV, raising=False)
+  path = zoo.resolve(name, kind="sr").path  # sha256-checked against the manifest
+  assert path.stat().st_size <= 2 * 2 ** 20
+  entry = zoo.find_model(name)
   assert entry["scale"] == scale and entry["steps"] > 0 and entry["dtype"] == "float16"
   assert entry["metrics"]["Set5"]["psnr"] >= goal
   up = upscale.Upscaler.load(name)
@@ -253,10 +255,10 @@ def test_the_shipped_perceptual_models_meet_the_lpips_goal_and_keep_more_detail(
   model's) in their manifest entries (measured with `sr eval`), fine-tuned from the pixel model,
   and sharper than it: more gradient energy on a Set5 crop (up to the HR image's, plus the faint
   grid a feature loss leaves)."""
-  monkeypatch.delenv(export.SHIPPED_ENV, raising=False)
-  path = export.resolve_shipped(name)  # sha256-checked against the manifest
-  assert path is not None and path.stat().st_size <= 2 * 2 ** 20
-  manifest = export.read_manifest(export.shipped_dir())
+  monkeypatch.delenv(zoo.SHIPPED_ENV, raising=False)
+  path = zoo.resolve(name, kind="sr").path  # sha256-checked against the manifest
+  assert path.stat().st_size <= 2 * 2 ** 20
+  manifest = {e["name"]: e for e in zoo.read_manifest()}
   entry, base = manifest[name], f"sr_fast_x{scale}"
   lpips = [entry["metrics"][s]["lpips_alexnet"] for s in ("Set5", "Set14")]
   if goals is None:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from nst_jax import cli
-from nst_jax.core import image_io, paths, vgg, weights
+from nst_jax.core import digest, image_io, paths, vgg, weights
 from nst_jax.core.errors import UserError
 
 SHARED_SHA256 = "5d65ac44b0464070e73a824ed1fca02ee44fa65e21d4fdc44e8e2b4b7dfb961c"
@@ -138,7 +138,7 @@ def test_keras_h5_round_trip(small_vgg, cache, tmp_path, rng, layout):
     assert str(data["convention"]) == "caffe_bgr"
   record = json.loads(weights.provenance_path(installed).read_text())
   assert record["source"] == src.name and record["format"] == "keras_h5"
-  assert record["sha256"] == weights.file_digests(src)["sha256"]
+  assert record["sha256"] == digest.file_digest(src)
   image = rng.random((20, 16, 3), dtype=np.float32)
   got = _features(vgg.load_vgg19(installed), image)
   want = _features(vgg.params_from_arrays(arrays, "caffe_bgr"), image)
@@ -303,7 +303,7 @@ def test_install_errors_leave_previous_weights(small_vgg, cache, tmp_path, rng):
   good = _save_npz(tmp_path / "good.npz", _random_arrays(rng), convention=np.array("torch_rgb"))
   installed = weights.install_weights(good)
   before = installed.read_bytes()
-  sha = weights.file_digests(good)["sha256"]
+  sha = digest.file_digest(good)
   with pytest.raises(UserError, match="checksum mismatch for good.npz: sha256 is"):
     weights.install_weights(good, expected_sha256="0" * 64)
   with pytest.raises(UserError, match="64 hex digits"):
@@ -353,7 +353,7 @@ def test_cli_lists_weights_command():
 def test_cli_import_and_path(small_vgg, cache, tmp_path, rng, capsys):
   src = tmp_path / "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
   _write_keras_h5(src, _random_arrays(rng), "attrs")
-  sha = weights.file_digests(src)["sha256"]
+  sha = digest.file_digest(src)
   assert cli.main(["weights", "import", str(src), "--sha256", sha]) == 0
   out = capsys.readouterr().out
   assert "caffe_bgr" in out and str(cache / paths.VGG_FILENAME) in out
@@ -380,7 +380,7 @@ def test_download_file_url(small_vgg, cache, tmp_path, rng):
   src.parent.mkdir()
   arrays = _random_arrays(rng)
   _write_keras_h5(src, arrays, "attrs")
-  digests = weights.file_digests(src)
+  digests = {a: digest.file_digest(src, a) for a in ("sha256", "md5")}
   with pytest.raises(UserError, match="checksum mismatch"):
     weights.download_weights(src.as_uri(), expected_md5="f" * 32, progress=False)
   assert not cache.exists() or not any(cache.iterdir())  # the temp download was removed

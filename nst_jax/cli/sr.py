@@ -27,8 +27,8 @@ from nst_jax.core import image_io
 from nst_jax.core.errors import UserError
 
 HELP = "super-resolution: train a model (resumable) or evaluate one by the field's protocol"
-MODEL_HELP = ("a training workdir or checkpoint folder, a shipped model's name (e.g. sr_fast_x4, "
-              "from checkpoints/), an exported .npz, or 'bicubic'")
+MODEL_HELP = ("a training workdir or checkpoint folder, a shipped or installed model's name (e.g. "
+              "sr_fast_x4; `nst-jax models --kind sr`), an exported .npz, or 'bicubic'")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -119,7 +119,7 @@ def load_upscaler(model: str, scale: int):
 def run_export(args: argparse.Namespace) -> int:
   # pylint: disable=import-outside-toplevel  (JAX only when the command runs)
   from pathlib import Path
-  from nst_jax.core import checkpoint
+  from nst_jax.core import checkpoint, zoo
   from nst_jax.sr import export, upscale
   up = upscale.Upscaler.from_checkpoint(args.model)
   out = Path(args.out)
@@ -133,11 +133,13 @@ def run_export(args: argparse.Namespace) -> int:
     except (OSError, ValueError, KeyError, TypeError) as e:
       raise UserError(f"--eval {path} is not an `sr eval --json` report: {e}") from None
   info = config.parse_assignments(args.info)
-  export.export_npz(up.cfg, up.variables, out)
-  entry = export.update_manifest(out.parent, out.stem, out, up.cfg, metrics=metrics,
-                                 steps=checkpoint.locate(args.model)[1], **info)
+  step = checkpoint.locate(args.model)[1]
+  export.export_npz(up.cfg, up.variables, out,
+                    how=f"`nst-jax sr train` run {args.model}, step {step}, `nst-jax sr export`")
+  entry = export.update_manifest(out.parent, out.stem, out, up.cfg, metrics=metrics, steps=step,
+                                 **info)
   print(f"wrote {out} ({entry['bytes']} bytes, sha256 {entry['sha256'][:12]}...) and "
-        f"{out.parent / export.MANIFEST}", file=sys.stderr)
+        f"{out.parent / zoo.MANIFEST_NAME}", file=sys.stderr)
   return 0
 
 

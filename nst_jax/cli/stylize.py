@@ -49,8 +49,8 @@ def _unit_float(text: str) -> float:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--model", required=True,
-                      help="a shipped model name (`nst-jax models`), a model .npz, a training "
-                      "workdir (newest checkpoint) or one checkpoint step folder")
+                      help="a shipped or installed model's name (`nst-jax models`), a model "
+                      ".npz, a training workdir (newest checkpoint) or one checkpoint step folder")
   parser.add_argument("--style-index", type=int, default=None, metavar="I",
                       help="multi-style networks: the style to apply, by index (default 0)")
   parser.add_argument("--style-name", default=None, metavar="NAME",

@@ -23,8 +23,9 @@ HELP = "super-resolution: upscale images (tiles for large ones; histogram matchi
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("images", nargs="+", metavar="IMG")
   parser.add_argument("--model", required=True,
-                      help="a training workdir or checkpoint folder, a shipped model's name "
-                      "(e.g. sr_fast_x4, from checkpoints/), an exported .npz, or 'bicubic'")
+                      help="a training workdir or checkpoint folder, a shipped or installed "
+                      "model's name (e.g. sr_fast_x4; `nst-jax models --kind sr`), an exported "
+                      ".npz, or 'bicubic'")
   parser.add_argument("--out", required=True, help="output folder (PNG files)")
   parser.add_argument("--scale", type=positive_int, default=4, help="2, 3, 4 or 8")
   parser.add_argument("--tile", type=int, default=0, help="LR tile size (0: whole image)")

@@ -24,7 +24,6 @@ References:
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -37,18 +36,6 @@ from nst_jax.core.errors import UserError
 
 CHECKPOINT_SUBDIR = "checkpoints"
 ITEMS = ("state", "meta")
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-  """The hex sha256 of a file's bytes (the style image's identity in the checkpoint)."""
-  h = hashlib.sha256()
-  try:
-    with open(path, "rb") as f:
-      for block in iter(lambda: f.read(1 << 20), b""):
-        h.update(block)
-  except OSError as e:
-    raise UserError(f"cannot read {path}: {e.strerror or e}") from None
-  return h.hexdigest()
 
 
 def checkpoint_dir(workdir: str | os.PathLike) -> Path:

@@ -16,7 +16,6 @@ provenance record (source name, sha256, md5, format, date) is written beside it.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import http.client
 import json
 import os
@@ -29,7 +28,7 @@ from typing import Mapping
 
 import numpy as np
 
-from nst_jax.core import image_io, paths
+from nst_jax.core import digest, image_io, paths
 from nst_jax.core.errors import UserError
 from nst_jax.core.vgg import CONV_LAYERS, CONVENTIONS
 
@@ -277,16 +276,6 @@ def convert_weights(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], str
   return (*read_npz(path), fmt)
 
 
-def file_digests(path: str | os.PathLike) -> dict[str, str]:
-  """``{"sha256": hex, "md5": hex}`` of a file, read once in 1 MiB chunks."""
-  sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
-  with open(path, "rb") as f:
-    while chunk := f.read(1 << 20):
-      sha.update(chunk)
-      md5.update(chunk)
-  return {"sha256": sha.hexdigest(), "md5": md5.hexdigest()}
-
-
 def _expected_hex(value: str | None, algo: str, length: int) -> str | None:
   value = (value or "").strip().lower()
   if value and (len(value) != length or value.strip("0123456789abcdef")):
@@ -296,10 +285,12 @@ def _expected_hex(value: str | None, algo: str, length: int) -> str | None:
 
 def check_digest(path: str | os.PathLike, *, source: str | None = None,
                  expected_sha256: str | None = None, expected_md5: str | None = None) -> dict:
-  """Returns ``file_digests(path)``; ``UserError`` if a given expected hash is malformed or differs."""
+  """``{"sha256": hex, "md5": hex}`` of the file (Keras publishes only an MD5, so both are kept).
+
+  Raises ``UserError`` if a given expected hash is malformed or differs."""
   expected = {"sha256": _expected_hex(expected_sha256, "sha256", 64),
               "md5": _expected_hex(expected_md5, "md5", 32)}
-  digests = file_digests(path)
+  digests = {algo: digest.file_digest(path, algo) for algo in expected}
   for algo, want in expected.items():
     if want and digests[algo] != want:
       raise UserError(f"checksum mismatch for {source or path}: {algo} is {digests[algo]}, "

@@ -1,129 +1,85 @@
-"""Shipped models: float16 parameter files and the ``checkpoints/MANIFEST.json`` that names them.
+"""The model registry: shipped models, the user cache's installed ones, one resolver for all.
 
 Synopsis::
 
   from nst_jax.core import zoo
-  info = zoo.export_params("runs/starry.npz", params, {"net": {...}, ...})
-  params, cfg = zoo.load_params("runs/starry.npz")   # float32 arrays, the config dict
-  zoo.read_manifest()                       # [{"name", "kind", "file", "sha256", ...}, ...]
-  path, entry = zoo.resolve_model("starry") # a shipped name (sha256 verified) or a path
+  found = zoo.resolve("starry_small", kind="style")   # Resolved(path, origin, entry)
+  found.origin                       # "file", "workdir", "shipped" or "installed"
+  entry = zoo.install_model("magenta_arbitrary", variables, config, kind="arbitrary",
+                            source="magenta", licence="Apache-2.0", how="converted from ...")
+  zoo.list_models(kind="sr")         # shipped then installed manifest entries, with "origin"
 
-A model file is an ``.npz`` holding every parameter leaf as float16 under its "/"-joined path
-(``params/conv1/kernel``) and, under ``__config__``, the JSON of the dict that rebuilds the model
-(for a style network: its training config and style names). Loading needs no training code,
-optimizer or orbax. The manifest is ``{"models": [entry, ...]}``; each entry has at least
-``name``, ``kind`` ("style", "sr", ...), ``file`` (relative to the manifest) and ``sha256``, which
-is checked before a named model is used: a corrupt, truncated or foreign file is a ``UserError``.
+Two registries hold model files (``core.model_file``) and a ``MANIFEST.json`` each,
+``{"models": [entry, ...]}``: the shipped one, the repository's ``checkpoints/`` (or
+``$NST_JAX_MODELS``), and the user cache's, ``<paths.cache_dir()>/models/``, where commands that
+import third-party weights install them. Every entry has ``name``, ``kind``, ``file`` (relative
+to its manifest), ``bytes``, ``sha256``, ``dtype``, ``source`` and ``licence``, plus whatever its
+kind records (a style net's styles, an SR model's scale and metrics). A file's sha256 is checked
+against its entry before a named model is used: a corrupt, truncated or replaced file is a
+one-line ``UserError``.
+
+``resolve`` reads a model argument in this order: an existing file (a model file), an existing
+folder (a training workdir, which the wing that trained it loads), a shipped name, an installed
+name. A shipped name cannot be installed over, so a name always means one model.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
+import datetime
 import json
 import os
-import zipfile
+import re
 from pathlib import Path
-from typing import Any
+from typing import NamedTuple
 
-import numpy as np
-
-from nst_jax.core import paths
+from nst_jax.core import digest, image_io, model_file, paths
 from nst_jax.core.errors import UserError
 
 CHECKPOINTS_DIR = paths.REPO_ROOT / "checkpoints"
-MANIFEST = CHECKPOINTS_DIR / "MANIFEST.json"
-CONFIG_KEY = "__config__"
-FORMAT = "nst_jax.zoo/1"
+MANIFEST_NAME = "MANIFEST.json"
+MANIFEST = CHECKPOINTS_DIR / MANIFEST_NAME
+SHIPPED_ENV = "NST_JAX_MODELS"  # another folder of shipped models (tests, installs)
+USER_SUBDIR = "models"
+OWN_SOURCE = "nst_jax"  # the source of the models this project trains
+OWN_LICENCE = "Apache-2.0"  # theirs: the project's licence (pyproject.toml)
+ORIGINS = ("file", "workdir", "shipped", "installed")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
-def flatten(tree: Any, prefix: str = "") -> dict[str, np.ndarray]:
-  """A nested dict of arrays -> ``{"a/b/c": array}``."""
-  out = {}
-  for key, value in tree.items():
-    name = f"{prefix}{key}"
-    if hasattr(value, "items"):
-      out.update(flatten(value, name + "/"))
-    else:
-      out[name] = value
-  return out
+class Resolved(NamedTuple):
+  """What a model argument names."""
+  path: Path  # a model file, or a training workdir / checkpoint folder
+  origin: str  # one of ``ORIGINS``
+  entry: dict | None  # the manifest entry of a shipped or installed name
 
 
-def unflatten(flat: dict[str, np.ndarray]) -> dict:
-  """``{"a/b/c": array}`` -> a nested dict of arrays (``flatten``'s inverse)."""
-  tree: dict = {}
-  for name, value in flat.items():
-    node = tree
-    *parents, leaf = name.split("/")
-    for p in parents:
-      node = node.setdefault(p, {})
-    node[leaf] = value
-  return tree
+def shipped_dir() -> Path:
+  """``$NST_JAX_MODELS``, else the repository's ``checkpoints/``."""
+  value = os.environ.get(SHIPPED_ENV)
+  return Path(value).expanduser() if value else CHECKPOINTS_DIR
 
 
-def sha256_of(path: str | os.PathLike) -> str:
-  """The hex sha256 of a file's bytes."""
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      h.update(block)
-  return h.hexdigest()
+def user_dir() -> Path:
+  """The user cache's model registry, ``<paths.cache_dir()>/models``."""
+  return paths.cache_dir() / USER_SUBDIR
 
 
-def export_params(path: str | os.PathLike, params: Any, config_dict: dict) -> dict:
-  """Writes ``params`` (a nested dict of float arrays) as float16 and ``config_dict`` to ``path``.
+def _manifest_path(where: str | os.PathLike | None) -> Path:
+  """A manifest file, or the folder that holds one (None: the shipped)."""
+  path = Path(where).expanduser() if where is not None else shipped_dir()
+  return path if path.suffix == ".json" else path / MANIFEST_NAME
 
-  Args:
-    path: the ``.npz`` to write (atomically: a temporary file, then a rename).
-    params: e.g. a network's ``variables["params"]``.
-    config_dict: JSON-serializable; whatever rebuilds the model (returned by ``load_params``).
+
+def read_manifest(where: str | os.PathLike | None = None) -> list[dict]:
+  """The entries of a manifest (a file, or a folder's ``MANIFEST.json``; None: the shipped).
 
   Returns:
-    ``{"file": name, "bytes": size, "sha256": hex}`` of the written file (manifest fields).
-  """
-  path = Path(path)
-  arrays = {k: np.asarray(v).astype(np.float16) for k, v in flatten(params).items()}
-  text = json.dumps({"format": FORMAT, **config_dict}, sort_keys=True)
-  arrays[CONFIG_KEY] = np.frombuffer(text.encode(), np.uint8)
-  buffer = io.BytesIO()
-  np.savez_compressed(buffer, **arrays)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_suffix(path.suffix + ".tmp")
-  tmp.write_bytes(buffer.getvalue())
-  os.replace(tmp, path)
-  return {"file": path.name, "bytes": path.stat().st_size, "sha256": sha256_of(path)}
-
-
-def load_params(path: str | os.PathLike) -> tuple[dict, dict]:
-  """Reads a file of ``export_params``: (float32 parameters as a nested dict, the config dict).
-
-  Raises:
-    UserError: a missing, truncated, corrupt or foreign file (one line).
-  """
-  path = Path(path)
-  try:
-    with np.load(path, allow_pickle=False) as data:
-      if CONFIG_KEY not in data.files:
-        raise UserError(f"{path} is not an nst_jax model file (no {CONFIG_KEY})")
-      cfg = json.loads(bytes(data[CONFIG_KEY]).decode())
-      flat = {k: data[k].astype(np.float32) for k in data.files if k != CONFIG_KEY}
-  except UserError:
-    raise
-  except (OSError, ValueError, EOFError, zipfile.BadZipFile, UnicodeDecodeError, KeyError) as e:
-    raise UserError(f"{path} is not a readable nst_jax model file ({type(e).__name__}: "
-                    f"{str(e).splitlines()[0] if str(e) else 'damaged'})") from None
-  if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
-    raise UserError(f"{path} is not an nst_jax model file (format {cfg.get('format')!r})")
-  return unflatten(flat), {k: v for k, v in cfg.items() if k != "format"}
-
-
-def read_manifest(path: str | os.PathLike | None = None) -> list[dict]:
-  """The entries of ``checkpoints/MANIFEST.json`` (``[]`` when there is none).
+    ``[]`` when there is no manifest.
 
   Raises:
     UserError: a manifest that is not ``{"models": [{"name", "file", ...}, ...]}``.
   """
-  path = Path(path) if path is not None else MANIFEST
+  path = _manifest_path(where)
   if not path.is_file():
     return []
   try:
@@ -135,12 +91,38 @@ def read_manifest(path: str | os.PathLike | None = None) -> list[dict]:
   return models
 
 
-def find_model(name: str, manifest: str | os.PathLike | None = None) -> dict | None:
-  """The manifest entry called ``name``, or None."""
-  for entry in read_manifest(manifest):
-    if entry["name"] == name:
-      return entry
-  return None
+def write_manifest(where: str | os.PathLike | None, entries: list[dict]) -> Path:
+  """Writes ``{"models": entries}`` atomically to a manifest (file or folder; None: shipped)."""
+  path = _manifest_path(where)
+  return image_io.write_text(path, json.dumps({"models": entries}, indent=2) + "\n")
+
+
+def add_entry(where: str | os.PathLike | None, entry: dict) -> dict:
+  """Adds ``entry`` to a manifest, replacing the one of the same name in place. Returns it."""
+  entries = read_manifest(where)
+  names = [e["name"] for e in entries]
+  if entry["name"] in names:
+    entries[names.index(entry["name"])] = entry
+  else:
+    entries.append(entry)
+  write_manifest(where, entries)
+  return entry
+
+
+def find_model(name: str, where: str | os.PathLike | None = None) -> dict | None:
+  """The entry called ``name`` in a manifest (None: the shipped), or None."""
+  return next((e for e in read_manifest(where) if e["name"] == name), None)
+
+
+def manifest_entry(name: str, path: str | os.PathLike, **fields) -> dict:
+  """The common fields of a model file's entry (read from its header), then ``fields``."""
+  path = Path(path)
+  header = model_file.read_header(path)
+  provenance = header.get("provenance", {})
+  return {"name": name, "kind": header["kind"], "file": path.name,
+          "bytes": path.stat().st_size, "sha256": digest.file_digest(path),
+          "dtype": header.get("dtype", "float16"), "source": provenance.get("source", ""),
+          "licence": header.get("licence", ""), **fields}
 
 
 def verify(path: str | os.PathLike, sha256: str) -> None:
@@ -148,33 +130,82 @@ def verify(path: str | os.PathLike, sha256: str) -> None:
   if not Path(path).is_file():
     raise UserError(f"model file {path} is missing (re-clone, or `git lfs pull` if it is a "
                     "pointer)")
-  actual = sha256_of(path)
+  actual = digest.file_digest(path)
   if actual != sha256:
     raise UserError(f"model file {path} is corrupt or replaced: sha256 {actual[:12]}... but the "
-                    f"manifest says {sha256[:12]}...")
+                    f"manifest says {str(sha256)[:12]}...")
 
 
-def resolve_model(name_or_path: str | os.PathLike, *, kind: str | None = None,
-                  manifest: str | os.PathLike | None = None) -> tuple[Path, dict | None]:
-  """A model argument -> (the path to load, its manifest entry or None).
+def list_models(*, kind: str | None = None) -> list[dict]:
+  """Every registered model, shipped first, each entry with its ``origin`` and ``path``."""
+  out = []
+  for origin, folder in (("shipped", shipped_dir()), ("installed", user_dir())):
+    for entry in read_manifest(folder):
+      if kind in (None, entry.get("kind")):
+        out.append({**entry, "origin": origin, "path": str(folder / entry["file"])})
+  return out
 
-  An existing path wins; otherwise ``name_or_path`` is a manifest name, whose file is verified
-  against its sha256 (and ``kind``, when given) before it is returned.
+
+def resolve(name_or_path: str | os.PathLike, *, kind: str | None = None) -> Resolved:
+  """A model argument -> what to load: a file, a training workdir, or a registered name.
+
+  Order: an existing file, an existing folder, a shipped name, an installed name. A name's
+  kind (when ``kind`` is given) and its file's sha256 are checked here; a file's kind is
+  checked when ``model_file.load`` reads it.
 
   Raises:
-    UserError: neither an existing path nor a known name, a wrong kind, or a failed check.
+    UserError: none of these, a name of another kind, or a failed sha256 check.
   """
   path = Path(name_or_path).expanduser()
-  if path.exists():
-    return path, None
-  entry = find_model(str(name_or_path), manifest)
-  if entry is None:
-    names = [m["name"] for m in read_manifest(manifest) if kind in (None, m.get("kind"))]
-    raise UserError(f"no model file or folder {str(name_or_path)!r}, and no shipped model of "
-                    f"that name (shipped: {', '.join(names) or 'none'}; see `nst-jax models`)")
-  if kind is not None and entry.get("kind") != kind:
-    raise UserError(f"model {entry['name']!r} is a {entry.get('kind')!r} model, not {kind!r}")
-  folder = Path(manifest).parent if manifest is not None else CHECKPOINTS_DIR
-  file = folder / entry["file"]
-  verify(file, entry.get("sha256", ""))
-  return file, entry
+  if path.is_file():
+    return Resolved(path, "file", None)
+  if path.is_dir():
+    return Resolved(path, "workdir", None)
+  name = str(name_or_path)
+  for origin, folder in (("shipped", shipped_dir()), ("installed", user_dir())):
+    entry = find_model(name, folder)
+    if entry is not None:
+      if kind is not None and entry.get("kind") != kind:
+        raise UserError(f"model {name!r} is a {entry.get('kind')!r} model, not {kind!r}")
+      verify(folder / entry["file"], entry.get("sha256", ""))
+      return Resolved(folder / entry["file"], origin, entry)
+  known = ", ".join(e["name"] for e in list_models(kind=kind)) or "none"
+  raise UserError(f"model not found: {name!r} is no file, no training workdir and no shipped or "
+                  f"installed {kind or 'model'} name (known: {known}; see `nst-jax models`)")
+
+
+def install_model(name: str, variables: dict, config: dict, *, kind: str, source: str,
+                  licence: str, how: str = "", meta: dict | None = None,
+                  dtype: str = "float32") -> dict:
+  """Installs a model into the user cache's registry (what an import command calls).
+
+  The file is written atomically as ``<user_dir()>/<name>.npz`` and the registry's manifest
+  updated with its entry (sha256 included); installing a name again replaces it.
+
+  Args:
+    name: the name ``--model`` will take (letters, digits, ``_.-``; not a shipped name).
+    variables: ``{"params": nested dict of arrays, ...}``.
+    config: what rebuilds the network (``model_file.save``).
+    kind: the model family ("arbitrary", "style", "sr", ...).
+    source: where the weights come from (e.g. "magenta" and its URL).
+    licence: their licence.
+    how: how they were converted.
+    meta: the kind's extras.
+    dtype: "float32" (default: an import keeps its precision) or "float16".
+
+  Returns:
+    The manifest entry, with an ``installed`` timestamp.
+
+  Raises:
+    UserError: a bad or shipped name, or what ``model_file.save`` refuses.
+  """
+  if not _NAME.fullmatch(name) or name.endswith(".npz"):
+    raise UserError(f"bad model name {name!r}: use letters, digits, '_', '.' and '-'")
+  if find_model(name, shipped_dir()) is not None:
+    raise UserError(f"{name!r} is a shipped model's name; install under another name")
+  folder = user_dir()
+  path = folder / f"{name}.npz"
+  model_file.save(path, variables, config, kind=kind, source=source, licence=licence, how=how,
+                  meta=meta, dtype=dtype)
+  now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+  return add_entry(folder, manifest_entry(name, path, how=how, installed=now))

@@ -46,12 +46,13 @@ import jax
 import numpy as np
 
 from nst_jax import config
-from nst_jax.core import checkpoint, colors, memory, zoo
+from nst_jax.core import checkpoint, colors, memory, model_file, zoo
 from nst_jax.core import smoothing as smoothing_lib
 from nst_jax.core.errors import UserError
 from nst_jax.fast import models, multistyle, nets
 
 DEFAULT_BUCKET = 32
+KIND = "style"  # the model-file kind of a style network (one style or several)
 
 
 def bucket_shape(hw: tuple[int, int], bucket: int) -> tuple[int, int]:
@@ -159,8 +160,8 @@ def check_options(strength: float, original_colors: str) -> None:
 def check_params_fit(model: nn.Module, params, path) -> None:
   """Raises ``UserError`` unless ``params`` has exactly the structure and shapes of ``model``'s."""
   expected = jax.eval_shape(lambda: nets.init_variables(model, jax.random.key(0)))["params"]
-  want = {k: v.shape for k, v in zoo.flatten(expected).items()}
-  got = {k: v.shape for k, v in zoo.flatten(params).items()}
+  want = {k: v.shape for k, v in model_file.flatten(expected).items()}
+  got = {k: v.shape for k, v in model_file.flatten(params).items()}
   if want != got:
     diff = sorted(set(want.items()) ^ set(got.items()))[:1]
     raise UserError(f"{path}: the parameters do not fit the network its config describes "
@@ -205,27 +206,29 @@ class Stylizer:
 
   @classmethod
   def from_file(cls, path: str | os.PathLike, *, bf16: bool = False, **kwargs) -> "Stylizer":
-    """Loads a model file of ``zoo.export_params`` (float16 on disk, float32 here).
+    """Loads a style network's model file (``core.model_file``: float16 on disk, float32 here).
 
     Raises:
-      UserError: a damaged or foreign file, or parameters that do not fit its network.
+      UserError: a damaged or foreign file, another kind of model, or parameters that do not
+        fit its network.
     """
-    params, meta = zoo.load_params(path)
-    if "config" not in meta:
+    saved = model_file.load(path, kind=KIND)
+    if not saved.config:
       raise UserError(f"{path} is not a style network (no training config)")
-    cfg = models.from_dict(meta["config"])
+    meta = {**saved.meta, "config": saved.config}
+    cfg = models.from_dict(saved.config)
     model = models.make_model(cfg.net, bf16=bf16)
-    check_params_fit(model, params, path)
-    return cls(model, {"params": params}, meta=meta, **kwargs)
+    check_params_fit(model, saved.variables["params"], path)
+    return cls(model, {"params": saved.variables["params"]}, meta=meta, **kwargs)
 
   @classmethod
   def from_any(cls, path: str | os.PathLike, **kwargs) -> "Stylizer":
-    """``from_file`` for a shipped model name (sha256 checked) or an ``.npz``, else
-    ``from_checkpoint`` (a training workdir or checkpoint folder)."""
-    resolved, _ = zoo.resolve_model(path, kind="style")
-    if resolved.is_file():
-      return cls.from_file(resolved, **kwargs)
-    return cls.from_checkpoint(resolved, **kwargs)
+    """What ``--model`` names (``zoo.resolve``): ``from_file`` for an ``.npz`` or a shipped or
+    installed name (sha256 checked), ``from_checkpoint`` for a training workdir."""
+    found = zoo.resolve(path, kind=KIND)
+    if found.origin == "workdir":
+      return cls.from_checkpoint(found.path, **kwargs)
+    return cls.from_file(found.path, **kwargs)
 
   @classmethod
   def from_checkpoint(cls, path: str | os.PathLike, *, bf16: bool = False,

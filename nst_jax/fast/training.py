@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 
 from nst_jax import config
 from nst_jax.config import LossConfig, TrainConfig
-from nst_jax.core import checkpoint, image_io, objective, plots, vgg, vgg16_weights
+from nst_jax.core import checkpoint, digest, image_io, objective, plots, vgg, vgg16_weights
 from nst_jax.core.errors import UserError
 from nst_jax.core import data, sharding, train_logging
 from nst_jax.fast import models, multistyle, photo_train, train_state
@@ -301,7 +301,7 @@ def train_and_evaluate(cfg: TrainConfig, workdir, *, vgg_params=None, progress: 
   mesh = mesh or sharding.make_mesh()
   local_batch = sharding.check_batch_size(mesh, cfg.batch_size)
   styles = [image_io.load_image(p, size=cfg.style_size) for p in style_paths]  # [h, w, 3] each
-  meta = run_meta(cfg, [checkpoint.sha256_file(p) for p in style_paths])
+  meta = run_meta(cfg, [digest.file_digest(p) for p in style_paths])
   if cfg.base_model:  # the network's styles: the base's, then the new ones
     meta["styles"] = add_style_params(cfg)[1] + meta["styles"]
   dataset = data.make_dataset(cfg.data, size=cfg.size, crop=cfg.crop, seed=cfg.seed)

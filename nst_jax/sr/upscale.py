@@ -7,7 +7,7 @@ Synopsis::
   up = upscale.Upscaler(cfg, variables)                    # a network from its variables
   up = upscale.Upscaler.from_checkpoint("runs/sr_x4")      # a training run (parameters only)
   up = upscale.Upscaler.from_file("checkpoints/sr_fast_x4.npz")  # an exported float16 model
-  up = upscale.Upscaler.load("sr_fast_x4")                 # any of these, or a shipped name
+  up = upscale.Upscaler.load("sr_fast_x4")                 # any of these, or a model's name
   out = up(image, tile=128, overlap=16)                    # [H, W, 3] -> [4H, 4W, 3] in [0, 1]
   out = upscale.match_histogram(out, up.bicubic_of(image)) # Johnson's colour post-step
 
@@ -84,7 +84,7 @@ class Upscaler:
   @classmethod
   def load(cls, model: str) -> "Upscaler":
     """What ``--model`` names (``export.load_model``): a checkpoint folder, an exported ``.npz``,
-    or the name of a shipped model in ``checkpoints/MANIFEST.json``."""
+    or the name of a shipped or installed SR model (``core.zoo``)."""
     return cls(*export.load_model(model))
 
   @property

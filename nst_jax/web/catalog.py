@@ -1,25 +1,25 @@
-"""The style networks the service offers: the shipped zoo and the user-trained ``.npz`` files.
+"""The style networks the service offers: the registered models and the user-trained files.
 
 Synopsis::
 
   catalog.models(cfg)             # [{"name", "label", "source", "styles", "path"}, ...]
   catalog.find(cfg, "zoo8")       # one entry, or None: a request never names a path
 
-Shipped models come from ``checkpoints/MANIFEST.json`` (``core.zoo``); user-trained ones are the
-exported ``.npz`` files (``core.zoo.export_params``) in ``cfg.models_dir`` (default
-``<data_dir>/models``), named ``user:<file stem>``. Reading a catalogue loads no network
-(numpy only).
+Registered models are ``core.zoo``'s of kind "style": the shipped ones
+(``checkpoints/MANIFEST.json``), then those installed in the user cache; both are offered by
+name. User-trained ones are the model files (``core.model_file``, any layout) in
+``cfg.models_dir`` (default ``<data_dir>/models``), named ``user:<file stem>``. Reading a
+catalogue loads no network and reads only the files' headers.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from nst_jax import config
-from nst_jax.core import zoo
+from nst_jax.core import model_file, zoo
 from nst_jax.core.errors import UserError
 
 
@@ -29,10 +29,12 @@ def models_dir(cfg: config.WebConfig) -> Path:
 
 def _user_entry(path: Path) -> dict | None:
   try:
-    with np.load(path, allow_pickle=False) as data:
-      meta = json.loads(bytes(data[zoo.CONFIG_KEY]).decode())
-  except (OSError, ValueError, KeyError, EOFError):
+    header = model_file.read_header(path)
+  except UserError:
     return None  # not a model file: not offered
+  if header["kind"] != "style":
+    return None
+  meta = header.get("meta", {})
   styles = [s.get("name", str(i)) for i, s in enumerate(meta.get("styles", []))]
   return {"name": f"user:{path.stem}", "label": f"{path.stem} (user-trained)", "source": "user",
           "styles": styles or ["(one style)"], "path": str(path)}
@@ -42,14 +44,14 @@ def models(cfg: config.WebConfig) -> list[dict]:
   """Every style network offered, shipped first."""
   out = []
   try:
-    manifest = zoo.read_manifest()
+    registered = zoo.list_models(kind="style")
   except UserError:
-    manifest = []
-  for entry in manifest:
-    if entry.get("kind") == "style":
-      styles = [s.get("name", str(i)) for i, s in enumerate(entry.get("styles", []))]
-      out.append({"name": entry["name"], "label": entry["name"], "source": "shipped",
-                  "styles": styles, "path": entry["name"], "steps": entry.get("steps")})
+    registered = []
+  for entry in registered:
+    styles = [s.get("name", str(i)) for i, s in enumerate(entry.get("styles", []))]
+    out.append({"name": entry["name"], "label": entry["name"], "source": entry["origin"],
+                "styles": styles or ["(one style)"], "path": entry["name"],
+                "steps": entry.get("steps")})
   folder = models_dir(cfg)
   if folder.is_dir():
     for path in sorted(folder.glob("*.npz")):
