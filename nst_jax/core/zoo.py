@@ -70,19 +70,22 @@ def sha256_of(path: str | os.PathLike) -> str:
   return h.hexdigest()
 
 
-def export_params(path: str | os.PathLike, params: Any, config_dict: dict) -> dict:
+def export_params(path: str | os.PathLike, params: Any, config_dict: dict, *,
+                  dtype: Any = np.float16) -> dict:
   """Writes ``params`` (a nested dict of float arrays) as float16 and ``config_dict`` to ``path``.
 
   Args:
     path: the ``.npz`` to write (atomically: a temporary file, then a rename).
     params: e.g. a network's ``variables["params"]``.
     config_dict: JSON-serializable; whatever rebuilds the model (returned by ``load_params``).
+    dtype: the stored dtype (float16 for shipped models; float32 where float16 would lose what
+      matters, e.g. dequantized int8 weights kept in the user cache).
 
   Returns:
     ``{"file": name, "bytes": size, "sha256": hex}`` of the written file (manifest fields).
   """
   path = Path(path)
-  arrays = {k: np.asarray(v).astype(np.float16) for k, v in flatten(params).items()}
+  arrays = {k: np.asarray(v).astype(dtype) for k, v in flatten(params).items()}
   text = json.dumps({"format": FORMAT, **config_dict}, sort_keys=True)
   arrays[CONFIG_KEY] = np.frombuffer(text.encode(), np.uint8)
   buffer = io.BytesIO()
