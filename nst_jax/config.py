@@ -351,7 +351,8 @@ class Smoothing:
 
 
 # ------------------------------------------------------------------------ arbitrary style transfer
-ARBITRARY_PREDICTORS = ("mobilenet_v2",)  # style prediction networks (fast/arbitrary.py)
+# style prediction networks (fast/arbitrary.py); the tiny one is for tests
+ARBITRARY_PREDICTORS = ("mobilenet_v2", "mobilenet_v2_tiny")
 
 
 @dataclass(frozen=True)

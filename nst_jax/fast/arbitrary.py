@@ -121,31 +121,38 @@ class InvertedResidual(nn.Module):
 class MobileNetV2Predictor(nn.Module):
   """The distilled style prediction network: MobileNet-v2 features, spatial mean, a linear map.
 
-  Layers ``conv`` (3x3 stride 2, 32), ``block0..block16`` (``InvertedResidual``), ``conv_1``
-  (1x1 to ``MOBILENET_V2_FEATURES``), then the mean over H, W and ``bottleneck`` (a dense layer
-  to ``embedding_dim``). Images go in as they are, RGB in [0, 1] (the released network takes
-  them so).
+  Layers ``conv`` (3x3 stride 2, ``stem`` channels), ``block0..`` (``InvertedResidual``, as
+  ``blocks`` lists them), ``conv_1`` (1x1 to ``features``), then the mean over H, W and
+  ``bottleneck`` (a dense layer to ``embedding_dim``). Images go in as they are, RGB in [0, 1]
+  (the released network takes them so).
   """
 
   embedding_dim: int = 100
+  blocks: tuple = MOBILENET_V2_BLOCKS
+  stem: int = 32
+  features: int = MOBILENET_V2_FEATURES
 
   @nn.compact
   def __call__(self, images, quant=None):  # [B, H, W, 3] in [0, 1] -> [B, embedding_dim]
     x = _q(quant, "input", images.astype(jnp.float32))
-    x = nn.Conv(32, (3, 3), (2, 2), padding="SAME", name="conv")(x)
-    x = _q(quant, "conv/relu6", _relu6(x))  # [B, H/2, W/2, 32]
+    x = nn.Conv(self.stem, (3, 3), (2, 2), padding="SAME", name="conv")(x)
+    x = _q(quant, "conv/relu6", _relu6(x))  # [B, H/2, W/2, stem]
     index = 0
-    for t, c, n, s in MOBILENET_V2_BLOCKS:
+    for t, c, n, s in self.blocks:
       for i in range(n):
         name = f"block{index}"
         x = InvertedResidual(t, c, s if i == 0 else 1, name=name)(x, _sub(quant, name))
         index += 1
-    x = _q(quant, "conv_1/relu6", _relu6(nn.Conv(MOBILENET_V2_FEATURES, (1, 1), name="conv_1")(x)))
-    x = _q(quant, "mean", jnp.mean(x, axis=(1, 2)))  # [B, 1280]
+    x = _q(quant, "conv_1/relu6", _relu6(nn.Conv(self.features, (1, 1), name="conv_1")(x)))
+    x = _q(quant, "mean", jnp.mean(x, axis=(1, 2)))  # [B, features]
     return _q(quant, "bottleneck/out", nn.Dense(self.embedding_dim, name="bottleneck")(x))
 
 
-PREDICTORS = {"mobilenet_v2": MobileNetV2Predictor}
+# config.ARBITRARY_PREDICTORS -> the module; "mobilenet_v2_tiny" is the same code, small, for tests.
+PREDICTORS = {"mobilenet_v2": MobileNetV2Predictor,
+              "mobilenet_v2_tiny": functools.partial(MobileNetV2Predictor,
+                                                     blocks=((1, 8, 1, 1), (2, 8, 2, 2)), stem=8,
+                                                     features=16)}
 
 
 class StyleNorm(nn.Module):
