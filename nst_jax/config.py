@@ -350,6 +350,32 @@ class Smoothing:
   radius: int = 0
 
 
+# ------------------------------------------------------------------------ arbitrary style transfer
+# style prediction networks (fast/arbitrary.py); the tiny one is for tests
+ARBITRARY_PREDICTORS = ("mobilenet_v2", "mobilenet_v2_tiny")
+
+
+@dataclass(frozen=True)
+class ArbitraryConfig:
+  """The networks of arbitrary style transfer (``fast.arbitrary``, Ghiasi et al. 2017).
+
+  Attributes:
+    predictor: the style prediction network, one of ``ARBITRARY_PREDICTORS`` (the released
+      distilled MobileNet-v2; an Inception-v3 one would be another name).
+    embedding_dim: the style embedding's length.
+    width: the transfer network's channel multiplier (1: 32-64-128; the released one: 0.25).
+    num_residual: the transfer network's residual blocks.
+    style_size: paintings are centre-cropped and resized to this square side before prediction.
+    conv_impl: the transfer network's convolutions: auto | xla | cpu_fast (see CONV_IMPLS).
+  """
+  predictor: str = "mobilenet_v2"
+  embedding_dim: int = 100
+  width: float = 0.25
+  num_residual: int = 5
+  style_size: int = 256
+  conv_impl: str = "auto"
+
+
 # ---------------------------------------------------------------------------- super-resolution
 SR_ARCHS = ("johnson", "subpixel")
 SR_UPSAMPLES = ("transpose", "resize")
