@@ -137,3 +137,21 @@ def test_every_shipped_model_is_in_the_current_format(monkeypatch):
         model_file.FORMAT, "float16", entry["kind"])
     assert entry["source"] == header["provenance"]["source"] == zoo.OWN_SOURCE
     assert entry["licence"] == header["licence"] and header["provenance"]["how"]
+
+
+def test_the_web_catalogue_offers_shipped_installed_and_user_files(registries):
+  from nst_jax import config  # pylint: disable=import-outside-toplevel
+  from nst_jax.web import catalog  # pylint: disable=import-outside-toplevel
+  _ship(registries / "shipped", "ours")
+  _ship(registries / "shipped", "upscaler", kind="sr")  # another kind: not offered
+  zoo.install_model("theirs", _variables(), {}, kind="style", source="s", licence="l",
+                    meta={"styles": [{"name": "wave"}]})
+  (registries / "data" / "models").mkdir(parents=True)
+  model_file.save(registries / "data" / "models" / "mine.npz", _variables(), {},
+                  kind="style", source="me", licence="l")
+  (registries / "data" / "models" / "junk.npz").write_bytes(b"not a model")
+  offered = catalog.models(config.WebConfig(data_dir=str(registries / "data")))
+  assert [(m["name"], m["source"], m["path"]) for m in offered] == [
+      ("ours", "shipped", "ours"), ("theirs", "installed", "theirs"),
+      ("user:mine", "user", str(registries / "data" / "models" / "mine.npz"))]
+  assert offered[1]["styles"] == ["wave"]

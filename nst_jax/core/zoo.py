@@ -194,7 +194,8 @@ def install_model(name: str, variables: dict, config: dict, *, kind: str, source
     dtype: "float32" (default: an import keeps its precision) or "float16".
 
   Returns:
-    The manifest entry, with an ``installed`` timestamp.
+    The manifest entry: the common fields, ``meta``'s (e.g. a style net's ``styles``, which the
+    web catalogue shows), ``how`` and an ``installed`` timestamp.
 
   Raises:
     UserError: a bad or shipped name, or what ``model_file.save`` refuses.
@@ -208,4 +209,6 @@ def install_model(name: str, variables: dict, config: dict, *, kind: str, source
   model_file.save(path, variables, config, kind=kind, source=source, licence=licence, how=how,
                   meta=meta, dtype=dtype)
   now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-  return add_entry(folder, manifest_entry(name, path, how=how, installed=now))
+  entry = manifest_entry(name, path)
+  extras = {k: v for k, v in (meta or {}).items() if k not in entry}
+  return add_entry(folder, {**entry, **extras, "how": how, "installed": now})
