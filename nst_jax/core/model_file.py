@@ -3,11 +3,11 @@
 Synopsis::
 
   from nst_jax.core import model_file
-  info = model_file.save("checkpoints/starry.npz", {"params": params}, train_cfg_dict,
+  info = model_file.save("runs/starry.npz", {"params": params}, train_cfg_dict,
                          kind="style", source="nst_jax", how="nst-jax train ...",
                          licence="Apache-2.0", meta={"styles": [...], "step": 400})
-  model = model_file.load("checkpoints/starry.npz", kind="style")   # a ``Model``, float32
-  model_file.read_header("checkpoints/starry.npz")   # the JSON header alone, no arrays read
+  model = model_file.load("runs/starry.npz", kind="style")   # a ``Model``, float32
+  model_file.read_header("runs/starry.npz")   # the JSON header alone, no arrays read
 
 A model file is an ``.npz`` (a zip of ``.npy`` members, no pickles) holding
 
