@@ -9,9 +9,15 @@ Synopsis::
   nst-jax stylize --model starry_small --content a.jpg --out out/     # a shipped model (nst-jax models)
   nst-jax stylize --model zoo8 --style-name great_wave --content a.jpg --out out/
   nst-jax stylize --model zoo8 --mix 0.5:starry,0.5:great_wave --content a.jpg --out out/
+  nst-jax stylize --model arbitrary --style-image painting.jpg --content a.jpg --out out/
+  nst-jax stylize --model arbitrary --style-image the_scream --strength 0.6 --content a.jpg \\
+      --out out/                      # a painting of ../shared/data/styles by its file's stem
+  nst-jax stylize --model arbitrary --mix 0.7:a.jpg,0.3:b.jpg --content a.jpg --out out/
 
 Every input is read and checked before anything is written; outputs are ``OUT/<stem>.png``
-(written atomically). ``--strength s`` blends ``s * stylized + (1 - s) * photo`` in pixel space.
+(written atomically). ``--strength s`` blends ``s * stylized + (1 - s) * photo`` in pixel space;
+for the arbitrary-style network (``nst-jax models import magenta``) it is Ghiasi et al.'s
+interpolation between the photo's own style embedding and the painting's (``fast.any_style``).
 The post-step's settings are a ``config.Smoothing``: the network's own (or the defaults) <
 ``--config`` < the ``--smooth-*``/``--matting-budget`` flags < ``--set`` (e.g. ``--set
 method=guided``); the resolved one is written to ``OUT/smoothing_config.json``.
@@ -29,7 +35,9 @@ from nst_jax.cli import common
 from nst_jax.core import image_io
 from nst_jax.core.errors import UserError
 
-HELP = "stylize photos with a trained fast style network (nst-jax train)"
+HELP = ("stylize photos with a fast network: a trained one (nst-jax train, shipped models) or "
+        "the arbitrary-style one with any painting")
+ARBITRARY = "arbitrary"  # inference.ARBITRARY, not imported here (JAX); the model's kind
 DEFAULT_BUCKET = 32  # inference.DEFAULT_BUCKET (tests/test_cli_config.py checks), not imported
 # here: importing inference imports JAX, and --help should not wait for it.
 # Flag (argparse dest) -> Smoothing key.
@@ -55,9 +63,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="multi-style networks: the style to apply, by index (default 0)")
   parser.add_argument("--style-name", default=None, metavar="NAME",
                       help="multi-style networks: the style to apply, by (part of its) name")
+  parser.add_argument("--style-image", default=None, metavar="PAINTING",
+                      help="the arbitrary-style network (--model arbitrary): the painting to "
+                      "imitate, an image file or the stem of one in ../shared/data/styles")
   parser.add_argument("--mix", default=None, metavar="W:STYLE,...",
                       help="multi-style networks: blend styles, e.g. 0.5:starry,0.5:great_wave "
-                      "(names or indices; the normalization parameters are interpolated)")
+                      "(names or indices; the normalization parameters are interpolated); "
+                      "--model arbitrary: W:PAINTING pairs (files or stems), embeddings mixed")
   parser.add_argument("--content", required=True, nargs="+", metavar="IMAGE",
                       help="one or more photos")
   parser.add_argument("--out", required=True, help="the output folder")
@@ -65,7 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="resize each photo so its long side is this many pixels first "
                       "(default: keep their size)")
   parser.add_argument("--strength", type=_unit_float, default=1.0,
-                      help="s in [0, 1]: output = s * stylized + (1 - s) * photo (default 1)")
+                      help="s in [0, 1]: output = s * stylized + (1 - s) * photo (default 1); "
+                      "--model arbitrary: the embedding (1 - s) * photo's own + s * painting's")
   parser.add_argument("--original-colors", choices=config.COLOR_MODES, default="",
                       help="keep the photo's colours (luminance-only transfer in YIQ or YUV)")
   parser.add_argument("--smooth", action=argparse.BooleanOptionalAction, default=None,
@@ -142,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
             for p in args.content]  # every input is checked before any work
   stylizer = inference.Stylizer.from_any(args.model, bf16=args.bf16, bucket=args.bucket,
                                          batch_size=args.batch_size)
-  stylizer.set_style(index=args.style_index, name=args.style_name, mix=args.mix)
+  set_style(stylizer, args)
   smoothing = smoothing_from_flags(args, stylizer.smoothing)
   t0 = time.perf_counter()
   outputs = stylizer.stylize_many(images, strength=args.strength,
@@ -153,6 +166,62 @@ def run(args: argparse.Namespace) -> int:
   for path, image in zip(output_paths(args.content, out_dir, args.format), outputs):
     image_io.save_image(path, image)
     print(path)
-  print(f"stylized {len(outputs)} image(s) in {seconds:.2f} s (step {stylizer.meta.get('step')} "
-        f"of {args.model}, {len(stylizer.compiled_shapes)} compiled shape(s))")
+  step = f"step {stylizer.meta['step']} of " if stylizer.meta.get("step") is not None else ""
+  print(f"stylized {len(outputs)} image(s) in {seconds:.2f} s ({step}{args.model}, "
+        f"{len(stylizer.compiled_shapes)} compiled shape(s))")
   return 0
+
+
+def find_painting(name: str) -> Path:
+  """An image file, or the stem (whole, else a unique part) of one in the shared styles folder.
+
+  Raises:
+    UserError: neither, naming the stems there.
+  """
+  path = Path(name).expanduser()
+  if path.is_file():
+    return path
+  from nst_jax.core import paths  # pylint: disable=import-outside-toplevel
+  folder = paths.data_dir() / "styles"
+  known = sorted(p for p in folder.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+  for matches in ([p for p in known if p.stem == name], [p for p in known if name in p.stem]):
+    if len(matches) == 1:
+      return matches[0]
+  stems = ", ".join(p.stem for p in known) or f"none in {folder}"
+  raise UserError(f"no painting {name!r}: not a file, nor the stem of exactly one painting "
+                  f"in {folder} ({stems})")
+
+
+def painting_mix(text: str) -> list[tuple[float, Path]]:
+  """``--mix 0.7:a.jpg,0.3:starry`` -> [(0.7, path), (0.3, path)] (the arbitrary network)."""
+  pairs = []
+  for part in text.split(","):
+    weight, sep, name = part.partition(":")
+    try:
+      pairs.append((float(weight), find_painting(name.strip())))
+    except ValueError:
+      raise UserError(f"--mix takes W:PAINTING pairs (e.g. 0.7:a.jpg,0.3:starry), got "
+                      f"{part!r}") from None
+    if not sep:
+      raise UserError(f"--mix takes W:PAINTING pairs, got {part!r}")
+  return pairs
+
+
+def set_style(stylizer, args: argparse.Namespace) -> None:
+  """The style flags for the stylizer's kind of network (paintings for the arbitrary one)."""
+  if stylizer.meta.get("kind") != ARBITRARY:
+    if args.style_image is not None:
+      raise UserError(f"--style-image needs the arbitrary-style network (--model {ARBITRARY}); "
+                      f"{args.model!r} has fixed styles (--style-name, --style-index, --mix)")
+    stylizer.set_style(index=args.style_index, name=args.style_name, mix=args.mix)
+    return
+  if args.style_index is not None or args.style_name is not None:
+    raise UserError(f"--model {ARBITRARY} takes a painting (--style-image) or a mix of "
+                    "paintings (--mix W:PAINTING,...), not --style-name / --style-index")
+  if (args.style_image is None) == (args.mix is None):
+    raise UserError(f"--model {ARBITRARY} needs one painting (--style-image FILE_OR_STEM) or a "
+                    "mix (--mix W:PAINTING,...)")
+  if args.style_image is not None:
+    stylizer.set_style(image=image_io.load_image(find_painting(args.style_image)))
+  else:
+    stylizer.set_style(mix=[(w, image_io.load_image(p)) for w, p in painting_mix(args.mix)])

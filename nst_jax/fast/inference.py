@@ -53,6 +53,13 @@ from nst_jax.fast import models, multistyle, nets
 
 DEFAULT_BUCKET = 32
 KIND = "style"  # the model-file kind of a style network (one style or several)
+ARBITRARY = "arbitrary"  # the name (and model-file kind) of the imported arbitrary-style network
+
+
+def _any_style():
+  # fast.any_style subclasses Stylizer, so it is imported when first needed.
+  from nst_jax.fast import any_style  # pylint: disable=import-outside-toplevel
+  return any_style
 
 
 def bucket_shape(hw: tuple[int, int], bucket: int) -> tuple[int, int]:
@@ -224,10 +231,23 @@ class Stylizer:
   @classmethod
   def from_any(cls, path: str | os.PathLike, **kwargs) -> "Stylizer":
     """What ``--model`` names (``zoo.resolve``): ``from_file`` for an ``.npz`` or a shipped or
-    installed name (sha256 checked), ``from_checkpoint`` for a training workdir."""
-    found = zoo.resolve(path, kind=KIND)
+    installed name (sha256 checked), ``from_checkpoint`` for a training workdir; an
+    arbitrary-style model (``arbitrary``, once imported) gives an ``any_style.AnyStyleStylizer``.
+
+    Raises:
+      UserError: nothing of that name, or a model that is no style network; for ``arbitrary``
+        before its import, the message names the import command.
+    """
+    if str(path) == ARBITRARY and not os.path.exists(path):  # not imported: the hint
+      return _any_style().AnyStyleStylizer.load(None, **kwargs)
+    found = zoo.resolve(path)
     if found.origin == "workdir":
       return cls.from_checkpoint(found.path, **kwargs)
+    kind = (found.entry or model_file.read_header(found.path)).get("kind")
+    if kind == ARBITRARY:
+      return _any_style().AnyStyleStylizer.load(found.path, **kwargs)
+    if kind != KIND:
+      raise UserError(f"model {str(path)!r} is a {kind!r} model, not a style network")
     return cls.from_file(found.path, **kwargs)
 
   @classmethod
@@ -252,11 +272,23 @@ class Stylizer:
     return cls(models.make_model(cfg.net, bf16=bf16), pick_variables(tree, cfg.ema_decay > 0),
                meta=meta, **kwargs)
 
-  def stylize_batch(self, images: np.ndarray) -> np.ndarray:
-    """The network on a batch of equally sized images [B, H, W, 3] (H, W multiples of 4)."""
+  def stylize_batch(self, images: np.ndarray, styles: np.ndarray | None = None) -> np.ndarray:
+    """The network on a batch of equally sized images [B, H, W, 3] (H, W multiples of 4), each
+    with its row of ``styles`` [B, S] (default: ``self.style_weights`` for every image)."""
     self.compiled_shapes.add(tuple(images.shape))
-    weights = np.broadcast_to(self.style_weights, (images.shape[0], len(self.style_weights)))
-    return np.asarray(self._apply(self.variables, images, weights))  # [B, H, W, 3]
+    if styles is None:
+      styles = np.broadcast_to(self.style_weights, (images.shape[0], len(self.style_weights)))
+    return np.asarray(self._apply(self.variables, images, styles))  # [B, H, W, 3]
+
+  def style_rows(self, photos: Sequence[np.ndarray], strength: float) -> np.ndarray | None:
+    """The style input of each photo of a batch (None: ``self.style_weights`` for all). A
+    subclass whose strength acts on the style input, not on pixels, mixes it in here."""
+    del photos, strength
+    return None
+
+  def pixel_strength(self, strength: float) -> float:
+    """The strength left for the pixel blend (``blend``): all of it here."""
+    return strength
 
   def stylize_many(self, images: Sequence[np.ndarray], *, strength: float = 1.0,
                    original_colors: str = "", smooth: bool | None = None,
@@ -293,12 +325,15 @@ class Stylizer:
         chunk = members[start:start + self.batch_size]
         padded = [pad_to(np.asarray(images[i], np.float32), hw)[0] for i in chunk]
         padded += [padded[-1]] * (self.batch_size - len(chunk))  # a full batch: no recompile
-        out = self.stylize_batch(np.stack(padded))
+        rows = self.style_rows([images[i] for i in chunk], strength)
+        if rows is not None:
+          rows = np.concatenate([rows, np.repeat(rows[-1:], len(padded) - len(rows), 0)])
+        out = self.stylize_batch(np.stack(padded), rows)
         for j, i in enumerate(chunk):
           h, w = images[i].shape[:2]
           results[i] = blend(out[j, :h, :w], np.asarray(images[i], np.float32),
-                             strength=strength, original_colors=original_colors,
-                             smoothing=smoothing)
+                             strength=self.pixel_strength(strength),
+                             original_colors=original_colors, smoothing=smoothing)
     return results
 
   def __call__(self, image: np.ndarray, **kwargs) -> np.ndarray:
