@@ -1,5 +1,6 @@
-"""The training state of a feed-forward network: parameters, optimizer (Adam, schedules, a
-parameter average), initialization, and the abstract state orbax restores into.
+"""The training state of a feed-forward network: its optimizer (Adam, schedules, a parameter
+average) and its initialization; the state itself, its abstract shapes and the loop are
+``core.engine``'s.
 
 Synopsis::
 
@@ -22,7 +23,8 @@ import jax.numpy as jnp
 import optax
 
 from nst_jax.config import TrainConfig
-from nst_jax.core import sharding
+from nst_jax.core import engine
+from nst_jax.core.engine import variables_of  # pylint: disable=unused-import  (this wing's API)
 from nst_jax.core.state import TrainState, make_key  # the training state every wing shares
 from nst_jax.fast import multistyle
 
@@ -76,57 +78,38 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
   return tx
 
 
+def init_variables(model: nn.Module, key: jax.Array, *, size: int = 64) -> dict:
+  """The network's variables (shapes do not depend on the dummy image side ``size``)."""
+  return model.init(key, jnp.zeros((1, size, size, 3), jnp.float32))
+
+
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation, key: jax.Array, *,
                        size: int = 64) -> TrainState:
-  """Initializes the network and the optimizer (shapes do not depend on ``size``).
+  """Initializes the network and the optimizer: a ``TrainState`` at step 0 (un-jitted).
 
   Args:
     model: a ``nets.TransformNet``.
     tx: the optimizer.
     key: initialization key.
     size: the dummy image side used for initialization.
-
-  Returns:
-    A ``TrainState`` at step 0.
   """
-  variables = model.init(key, jnp.zeros((1, size, size, 3), jnp.float32))
-  params = variables["params"]
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params))
+  return engine.create_train_state(init_variables(model, key, size=size), tx)
 
 
 def init_train_state(model: nn.Module, tx: optax.GradientTransformation, key: jax.Array,
                      mesh: jax.sharding.Mesh) -> TrainState:
-  """``create_train_state``, compiled, with the state replicated on ``mesh``.
-
-  The train step's input types include the sharding, so a state that is not already replicated
-  on the mesh would make the step's second call (whose state is) trace again.
-  """
-  init = jax.jit(functools.partial(create_train_state, model, tx),
-                 out_shardings=sharding.replicated(mesh))
-  return init(key)
+  """``create_train_state``, compiled, with the state replicated on ``mesh``
+  (``engine.init_train_state``)."""
+  return engine.init_train_state(functools.partial(init_variables, model), tx, key, mesh)
 
 
 def init_from_params(params, tx: optax.GradientTransformation,
                      mesh: jax.sharding.Mesh) -> TrainState:
   """A step-0 ``TrainState`` around given parameters (instance norm: no batch statistics),
   replicated on ``mesh`` (on copies: the train step donates the state's buffers)."""
-  params = jax.tree.map(jnp.array, params)
-  state = TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats={},
-                     opt_state=tx.init(params))
-  return jax.device_put(state, sharding.replicated(mesh))
+  return engine.init_train_state(None, tx, make_key(0), mesh, {"params": params})
 
 
 def abstract_train_state(model: nn.Module, tx: optax.GradientTransformation) -> TrainState:
   """The ``TrainState``'s structure as ``jax.ShapeDtypeStruct`` leaves; nothing is allocated."""
-  return jax.eval_shape(lambda: create_train_state(model, tx, make_key(0)))
-
-
-def variables_of(state: TrainState) -> dict:
-  """``{"params", "batch_stats"?}`` for ``model.apply``: the averaged parameters when the run
-  keeps an average (``TrainConfig.ema_decay``), else the last ones."""
-  ema = optax.tree_utils.tree_get(state.opt_state, "ema_params")
-  out = {"params": state.params if ema is None else ema}
-  if state.batch_stats:
-    out["batch_stats"] = state.batch_stats
-  return out
+  return engine.abstract_train_state(functools.partial(init_variables, model), tx)
