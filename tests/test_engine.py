@@ -6,6 +6,7 @@ SIGTERM save the last finished step, and the state's abstract shapes match the r
 """
 
 import dataclasses
+import functools
 import json
 import os
 import signal
@@ -174,3 +175,17 @@ def test_the_abstract_state_matches_a_real_one_and_starts_from_given_variables()
     np.testing.assert_array_equal(a, b)
   assert started.params["kernel"] is not given["params"]["kernel"]  # own buffers: donation
   assert int(started.step) == 0 and started.batch_stats == {}
+
+
+def test_schedules():
+  make = functools.partial(engine.make_schedule, learning_rate=1e-3, num_steps=100)
+  assert float(make()(77)) == pytest.approx(1e-3)
+  step = make(schedule="step")
+  assert float(step(74)) == pytest.approx(1e-3) and float(step(76)) == pytest.approx(1e-4)
+  cos = make(schedule="cosine", warmup_steps=10)
+  assert float(cos(0)) == 0.0 and float(cos(10)) == pytest.approx(1e-3)
+  assert float(cos(100)) == pytest.approx(0.0, abs=1e-9) and 0 < float(cos(55)) < 1e-3
+  # Without warm-up, "cosine" is optax's cosine decay bit for bit (what SR runs trained with).
+  steps = jnp.arange(120)
+  np.testing.assert_array_equal(jax.vmap(make(schedule="cosine"))(steps),
+                                jax.vmap(optax.cosine_decay_schedule(1e-3, 100))(steps))

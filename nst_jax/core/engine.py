@@ -119,6 +119,23 @@ class Task:
 # The state and the step.
 
 
+def make_schedule(*, learning_rate: float, num_steps: int, schedule: str = "constant",
+                  warmup_steps: int = 0) -> optax.Schedule:
+  """The learning rate per step: "constant", "cosine" (decay to 0 over ``num_steps``) or "step"
+  (x0.1 at three quarters of ``num_steps``), after a linear warm-up of ``warmup_steps``."""
+  lr, total, warm = learning_rate, max(num_steps, 1), warmup_steps
+  if schedule == "cosine":
+    return optax.warmup_cosine_decay_schedule(0.0 if warm else lr, lr, warm,
+                                              max(total, warm + 1))
+  if schedule == "step":
+    main = optax.piecewise_constant_schedule(lr, {int(0.75 * total) - warm: 0.1})
+  else:
+    main = optax.constant_schedule(lr)
+  if not warm:
+    return main
+  return optax.join_schedules([optax.linear_schedule(0.0, lr, warm), main], [warm])
+
+
 def create_train_state(variables: dict, tx: optax.GradientTransformation) -> TrainState:
   """The state at step 0 around ``variables`` (``{"params", "batch_stats"?}``)."""
   params = variables["params"]

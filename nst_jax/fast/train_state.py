@@ -29,21 +29,6 @@ from nst_jax.core.state import TrainState, make_key  # the training state every 
 from nst_jax.fast import multistyle
 
 
-def make_schedule(cfg: TrainConfig) -> optax.Schedule:
-  """The learning rate per step: constant, cosine decay or a x0.1 step at 75 %, with warm-up."""
-  lr, total, warm = cfg.learning_rate, max(cfg.num_steps, 1), cfg.warmup_steps
-  if cfg.schedule == "cosine":
-    return optax.warmup_cosine_decay_schedule(0.0 if warm else lr, lr, warm,
-                                              max(total, warm + 1))
-  if cfg.schedule == "step":
-    main = optax.piecewise_constant_schedule(lr, {int(0.75 * total) - warm: 0.1})
-  else:
-    main = optax.constant_schedule(lr)
-  if not warm:
-    return main
-  return optax.join_schedules([optax.linear_schedule(0.0, lr, warm), main], [warm])
-
-
 class EmaParamsState(NamedTuple):
   """``params_ema``'s optimizer state: the running average of the parameters."""
   ema_params: Any
@@ -66,11 +51,12 @@ def params_ema(decay: float) -> optax.GradientTransformation:
 
 
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
-  """Adam (Kingma & Ba 2015) with ``make_schedule``; the paper's choice, learning rate 1e-3.
+  """Adam (Kingma & Ba 2015) with ``engine.make_schedule``; the paper's choice, learning rate 1e-3.
   With ``cfg.ema_decay`` it also averages the parameters (``params_ema``).
   With ``cfg.base_model`` (adding styles to a trained network) only the new styles'
   normalization rows move (``multistyle.add_style_optimizer``)."""
-  adam = optax.adam(make_schedule(cfg))
+  adam = optax.adam(engine.make_schedule(learning_rate=cfg.learning_rate, num_steps=cfg.num_steps,
+                                         schedule=cfg.schedule, warmup_steps=cfg.warmup_steps))
   tx = optax.chain(adam, params_ema(cfg.ema_decay)) if cfg.ema_decay else adam
   if cfg.base_model:
     num_new = len(cfg.styles) or 1

@@ -6,10 +6,11 @@ Synopsis::
   from nst_jax.fast import models, training
   cfg = config.override(config.thesis(), {"style": "starry.jpg", "data": "photos/"})
   state = training.train_and_evaluate(cfg, "runs/starry")     # resumes if runs/starry has one
+  task = training.make_task(cfg, vgg_params)                  # what train_and_evaluate runs
 
   # the pieces, for custom loops and tests
   model, tx = models.make_model(cfg.net), train_state.make_optimizer(cfg)
-  state = train_state.create_train_state(model, tx, jax.random.key(0))
+  state = train_state.init_train_state(model, tx, train_state.make_key(0), mesh)
   style_targets = training.make_style_targets(vgg_params, style_image, cfg.loss)
   step = training.jit_train_step(functools.partial(training.train_step, model=model, tx=tx,
                                                    cfg=cfg), mesh)
@@ -17,9 +18,11 @@ Synopsis::
 
 One step: the network stylizes a batch of photos; the loss is the perceptual loss of the core
 library (``objective.loss_terms``) with the batch's own VGG features as content targets and the
-style image's Gram matrices (computed once) as style targets; Adam updates the parameters. The
-step is jitted once over a 1-D device mesh (batch sharded, state replicated, state donated) and
-never recompiles.
+style image's Gram matrices (computed once) as style targets; Adam updates the parameters. A
+multi-style network draws one style per example (``multistyle``); the photorealistic preset adds
+its masked style terms and affine loss (``photo_train``). ``make_task`` hands the run to the
+training engine (``core.engine``: the step jitted once over a 1-D device mesh, resume, logging,
+checkpoints, samples).
 
 References:
   Johnson, Alahi & Fei-Fei, "Perceptual Losses for Real-Time Style Transfer and
@@ -209,7 +212,7 @@ def evaluate(model: nn.Module, variables: dict, vgg_params, style_targets: dict,
 
 
 # ------------------------------------------------------------------------------------------------
-# The training run: setup, resume, loop, logging.
+# The training run: the engine's task (resume checks, meta, samples).
 
 
 def run_meta(cfg: TrainConfig, style_sha256: str | Sequence[str]) -> dict:

@@ -52,10 +52,12 @@ from nst_jax.sr import degrade, export, losses, nets
 
 
 def make_optimizer(cfg: SRConfig) -> optax.GradientTransformation:
-  """Adam (Kingma & Ba 2015) at ``cfg.learning_rate``, constant or cosine-decayed to 0."""
-  if cfg.schedule == "cosine":
-    return optax.adam(optax.cosine_decay_schedule(cfg.learning_rate, max(cfg.num_steps, 1)))
-  return optax.adam(cfg.learning_rate)
+  """Adam (Kingma & Ba 2015) at ``cfg.learning_rate``, constant or cosine-decayed to 0
+  (``engine.make_schedule``)."""
+  if cfg.schedule == "constant":  # a number, not a schedule: SR runs' optimizer state has no count
+    return optax.adam(cfg.learning_rate)
+  return optax.adam(engine.make_schedule(learning_rate=cfg.learning_rate,
+                                         num_steps=cfg.num_steps, schedule=cfg.schedule))
 
 
 def initial_variables(cfg: SRConfig) -> dict | None:
@@ -132,7 +134,7 @@ def make_train_step(net: nn.Module, tx: optax.GradientTransformation, cfg: SRCon
 
 
 # ------------------------------------------------------------------------------------------------
-# The training run: setup, resume, loop, logging.
+# The training run: the engine's task (meta, resume check).
 
 
 def run_meta(cfg: SRConfig) -> dict:
