@@ -63,15 +63,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 from nst_jax import config
 from nst_jax.core import checkpoint, image_io, sharding, train_logging
 from nst_jax.core.errors import UserError
 from nst_jax.core.state import TrainState, make_key
-
-__all__ = ["Task", "TrainState", "make_key", "train"]
-
 
 @dataclasses.dataclass(frozen=True)
 class Task:
@@ -329,7 +327,7 @@ class Loop:
           step += 1
           bar.update(1)
           self.periodic(step, state, clock, bar)
-          if stop.received:
+          if self.should_stop(stop, step):
             raise Terminated(f"SIGTERM at step {step}")
     except KeyboardInterrupt:
       self.save_on_interrupt(step, state)
@@ -356,6 +354,16 @@ class Loop:
     if step % cfg.checkpoint_every == 0 or last:
       self.log.save_history()  # before the checkpoint, so the CSV never lags behind it
       self.ckpts.save(step, state, task.meta, force=True)
+
+  def should_stop(self, stop: StopSignal, step: int) -> bool:
+    """Whether a SIGTERM asks the run to stop after ``step``. The processes of a multi-host run
+    (a scheduler signals each of them) agree at logging steps, so that all of them save the same
+    step together."""
+    if jax.process_count() == 1:
+      return stop.received
+    if step % self.cfg.log_every and step != self.cfg.num_steps:
+      return False
+    return bool(np.any(multihost_utils.process_allgather(np.asarray(stop.received))))
 
   def save_on_interrupt(self, step: int, state: TrainState) -> None:
     """Saves the last finished step, unless it is already saved (or the state is lost)."""
