@@ -71,6 +71,7 @@ from nst_jax.core import checkpoint, image_io, sharding, train_logging
 from nst_jax.core.errors import UserError
 from nst_jax.core.state import TrainState, make_key
 
+
 @dataclasses.dataclass(frozen=True)
 class Task:
   """What a wing supplies to ``train``: one kind of training run.
@@ -282,19 +283,21 @@ class StopSignal:
   and outside the ``with`` block, SIGTERM keeps its handler)."""
 
   def __init__(self):
-    self.received, self._previous = False, None
+    self.received, self._installed, self._previous = False, False, None
 
   def __enter__(self) -> "StopSignal":
     if threading.current_thread() is threading.main_thread():
       self._previous = signal.signal(signal.SIGTERM, self._handle)
+      self._installed = True
     return self
 
   def _handle(self, signum, frame) -> None:  # pylint: disable=unused-argument
     self.received = True
 
   def __exit__(self, *exc) -> None:
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+    if self._installed:  # None: a handler not set from Python; the default stands in for it
+      signal.signal(signal.SIGTERM, signal.SIG_DFL if self._previous is None else self._previous)
+      self._installed = False
 
 
 class Loop:
