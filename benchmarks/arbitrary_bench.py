@@ -31,7 +31,6 @@ import time
 
 import bench_common as bc
 import jax
-import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 

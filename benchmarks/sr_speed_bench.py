@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import time
 
 import bench_common as bc
@@ -30,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nst_jax import config
-from nst_jax.core import sharding
+from nst_jax.core import engine, sharding
 from nst_jax.sr import nets, training, upscale
 
 
@@ -55,7 +56,8 @@ def train_row(preset: str, size: int, batch: int, repeats: int, vgg_weights) -> 
   mesh = sharding.make_mesh()
   net, tx = nets.make_net(cfg.net, cfg.scale), training.make_optimizer(cfg)
   loss_params = sharding.replicate(mesh, training.load_loss_network(cfg.loss, vgg_weights))
-  state = training.init_train_state(net, tx, training.make_key(0), mesh)
+  state = engine.init_train_state(functools.partial(nets.init_variables, net), tx,
+                                  engine.make_key(0), mesh)
   step = training.make_train_step(net, tx, cfg, mesh)
   hr = sharding.shard_batch(mesh, np.random.default_rng(1).uniform(
       size=(batch, size, size, 3)).astype(np.float32))

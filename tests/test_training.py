@@ -65,16 +65,6 @@ def _fresh_state(model, tx, seed=0):
   return train_state.init_train_state(model, tx, train_state.make_key(seed), sharding.make_mesh())
 
 
-def test_schedules():
-  cfg = tiny_config(num_steps=100, learning_rate=1e-3)
-  assert float(train_state.make_schedule(cfg)(77)) == pytest.approx(1e-3)
-  step = train_state.make_schedule(dataclasses.replace(cfg, schedule="step"))
-  assert float(step(74)) == pytest.approx(1e-3) and float(step(76)) == pytest.approx(1e-4)
-  cos = train_state.make_schedule(dataclasses.replace(cfg, schedule="cosine", warmup_steps=10))
-  assert float(cos(0)) == 0.0 and float(cos(10)) == pytest.approx(1e-3)
-  assert float(cos(100)) == pytest.approx(0.0, abs=1e-9) and 0 < float(cos(55)) < 1e-3
-
-
 def test_create_train_state_matches_its_abstract_shape():
   cfg = tiny_config()
   model, tx = models.make_model(cfg.net), train_state.make_optimizer(cfg)

@@ -1,5 +1,6 @@
-"""The training state of a feed-forward network: parameters, optimizer (Adam, schedules, a
-parameter average), initialization, and the abstract state orbax restores into.
+"""The training state of a feed-forward network: its optimizer (Adam, schedules, a parameter
+average) and its initialization; the state itself, its abstract shapes and the loop are
+``core.engine``'s.
 
 Synopsis::
 
@@ -22,24 +23,9 @@ import jax.numpy as jnp
 import optax
 
 from nst_jax.config import TrainConfig
-from nst_jax.core import sharding
+from nst_jax.core import engine
 from nst_jax.core.state import TrainState, make_key  # the training state every wing shares
 from nst_jax.fast import multistyle
-
-
-def make_schedule(cfg: TrainConfig) -> optax.Schedule:
-  """The learning rate per step: constant, cosine decay or a x0.1 step at 75 %, with warm-up."""
-  lr, total, warm = cfg.learning_rate, max(cfg.num_steps, 1), cfg.warmup_steps
-  if cfg.schedule == "cosine":
-    return optax.warmup_cosine_decay_schedule(0.0 if warm else lr, lr, warm,
-                                              max(total, warm + 1))
-  if cfg.schedule == "step":
-    main = optax.piecewise_constant_schedule(lr, {int(0.75 * total) - warm: 0.1})
-  else:
-    main = optax.constant_schedule(lr)
-  if not warm:
-    return main
-  return optax.join_schedules([optax.linear_schedule(0.0, lr, warm), main], [warm])
 
 
 class EmaParamsState(NamedTuple):
@@ -64,11 +50,12 @@ def params_ema(decay: float) -> optax.GradientTransformation:
 
 
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
-  """Adam (Kingma & Ba 2015) with ``make_schedule``; the paper's choice, learning rate 1e-3.
+  """Adam (Kingma & Ba 2015) with ``engine.make_schedule``; the paper's choice, learning rate 1e-3.
   With ``cfg.ema_decay`` it also averages the parameters (``params_ema``).
   With ``cfg.base_model`` (adding styles to a trained network) only the new styles'
   normalization rows move (``multistyle.add_style_optimizer``)."""
-  adam = optax.adam(make_schedule(cfg))
+  adam = optax.adam(engine.make_schedule(learning_rate=cfg.learning_rate, num_steps=cfg.num_steps,
+                                         schedule=cfg.schedule, warmup_steps=cfg.warmup_steps))
   tx = optax.chain(adam, params_ema(cfg.ema_decay)) if cfg.ema_decay else adam
   if cfg.base_model:
     num_new = len(cfg.styles) or 1
@@ -76,57 +63,38 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
   return tx
 
 
+def init_variables(model: nn.Module, key: jax.Array, *, size: int = 64) -> dict:
+  """The network's variables (shapes do not depend on the dummy image side ``size``)."""
+  return model.init(key, jnp.zeros((1, size, size, 3), jnp.float32))
+
+
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation, key: jax.Array, *,
                        size: int = 64) -> TrainState:
-  """Initializes the network and the optimizer (shapes do not depend on ``size``).
+  """Initializes the network and the optimizer: a ``TrainState`` at step 0 (un-jitted).
 
   Args:
     model: a ``nets.TransformNet``.
     tx: the optimizer.
     key: initialization key.
     size: the dummy image side used for initialization.
-
-  Returns:
-    A ``TrainState`` at step 0.
   """
-  variables = model.init(key, jnp.zeros((1, size, size, 3), jnp.float32))
-  params = variables["params"]
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params))
+  return engine.create_train_state(init_variables(model, key, size=size), tx)
 
 
 def init_train_state(model: nn.Module, tx: optax.GradientTransformation, key: jax.Array,
                      mesh: jax.sharding.Mesh) -> TrainState:
-  """``create_train_state``, compiled, with the state replicated on ``mesh``.
-
-  The train step's input types include the sharding, so a state that is not already replicated
-  on the mesh would make the step's second call (whose state is) trace again.
-  """
-  init = jax.jit(functools.partial(create_train_state, model, tx),
-                 out_shardings=sharding.replicated(mesh))
-  return init(key)
+  """``create_train_state``, compiled, with the state replicated on ``mesh``
+  (``engine.init_train_state``)."""
+  return engine.init_train_state(functools.partial(init_variables, model), tx, key, mesh)
 
 
 def init_from_params(params, tx: optax.GradientTransformation,
                      mesh: jax.sharding.Mesh) -> TrainState:
   """A step-0 ``TrainState`` around given parameters (instance norm: no batch statistics),
   replicated on ``mesh`` (on copies: the train step donates the state's buffers)."""
-  params = jax.tree.map(jnp.array, params)
-  state = TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats={},
-                     opt_state=tx.init(params))
-  return jax.device_put(state, sharding.replicated(mesh))
+  return engine.init_train_state(None, tx, make_key(0), mesh, {"params": params})
 
 
 def abstract_train_state(model: nn.Module, tx: optax.GradientTransformation) -> TrainState:
   """The ``TrainState``'s structure as ``jax.ShapeDtypeStruct`` leaves; nothing is allocated."""
-  return jax.eval_shape(lambda: create_train_state(model, tx, make_key(0)))
-
-
-def variables_of(state: TrainState) -> dict:
-  """``{"params", "batch_stats"?}`` for ``model.apply``: the averaged parameters when the run
-  keeps an average (``TrainConfig.ema_decay``), else the last ones."""
-  ema = optax.tree_utils.tree_get(state.opt_state, "ema_params")
-  out = {"params": state.params if ema is None else ema}
-  if state.batch_stats:
-    out["batch_stats"] = state.batch_stats
-  return out
+  return engine.abstract_train_state(functools.partial(init_variables, model), tx)

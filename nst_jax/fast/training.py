@@ -6,10 +6,11 @@ Synopsis::
   from nst_jax.fast import models, training
   cfg = config.override(config.thesis(), {"style": "starry.jpg", "data": "photos/"})
   state = training.train_and_evaluate(cfg, "runs/starry")     # resumes if runs/starry has one
+  task = training.make_task(cfg, vgg_params)                  # what train_and_evaluate runs
 
   # the pieces, for custom loops and tests
   model, tx = models.make_model(cfg.net), train_state.make_optimizer(cfg)
-  state = train_state.create_train_state(model, tx, jax.random.key(0))
+  state = train_state.init_train_state(model, tx, train_state.make_key(0), mesh)
   style_targets = training.make_style_targets(vgg_params, style_image, cfg.loss)
   step = training.jit_train_step(functools.partial(training.train_step, model=model, tx=tx,
                                                    cfg=cfg), mesh)
@@ -17,9 +18,11 @@ Synopsis::
 
 One step: the network stylizes a batch of photos; the loss is the perceptual loss of the core
 library (``objective.loss_terms``) with the batch's own VGG features as content targets and the
-style image's Gram matrices (computed once) as style targets; Adam updates the parameters. The
-step is jitted once over a 1-D device mesh (batch sharded, state replicated, state donated) and
-never recompiles.
+style image's Gram matrices (computed once) as style targets; Adam updates the parameters. A
+multi-style network draws one style per example (``multistyle``); the photorealistic preset adds
+its masked style terms and affine loss (``photo_train``). ``make_task`` hands the run to the
+training engine (``core.engine``: the step jitted once over a 1-D device mesh, resume, logging,
+checkpoints, samples).
 
 References:
   Johnson, Alahi & Fei-Fei, "Perceptual Losses for Real-Time Style Transfer and
@@ -32,7 +35,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import time
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -41,13 +43,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm.auto import tqdm
 
-from nst_jax import config
 from nst_jax.config import LossConfig, TrainConfig
-from nst_jax.core import checkpoint, digest, image_io, objective, plots, vgg, vgg16_weights
+from nst_jax.core import digest, engine, image_io, objective, plots, vgg, vgg16_weights
 from nst_jax.core.errors import UserError
-from nst_jax.core import data, sharding, train_logging
+from nst_jax.core import data, sharding
 from nst_jax.fast import models, multistyle, photo_train, train_state
 
 
@@ -122,15 +122,6 @@ def setup_style_targets(cfg: TrainConfig, vgg_params, style: np.ndarray, dataset
                                                                    cfg)
 
 
-def _apply_train(model: nn.Module, variables: dict, images: jax.Array, style_weights=None):
-  """The forward pass of training: (outputs, new batch_stats)."""
-  if "batch_stats" in variables:
-    out, updates = model.apply(variables, images, style_weights, train=True,
-                               mutable=["batch_stats"])
-    return out, updates["batch_stats"]
-  return model.apply(variables, images, style_weights, train=True), {}
-
-
 def per_example_styles(model: nn.Module, style_targets: dict, key: jax.Array, batch: int):
   """A multi-style network's draw: each example's targets and its style weights [B, S].
 
@@ -173,27 +164,21 @@ def train_step(state: train_state.TrainState, images: jax.Array, vgg_params, sty
 
   def loss_fn(params):
     variables = dict(train_state.variables_of(state), params=params)
-    outputs, batch_stats = _apply_train(model, variables, net_in, style_weights)  # [B, H, W, 3]
+    outputs, batch_stats = engine.apply_train(model, variables, net_in,
+                                              style_weights)  # [B, H, W, 3]
     terms = training_loss_terms(vgg_params, outputs, images, style_targets, cfg,
                                 compute_dtype=compute_dtype)
     return jnp.mean(terms["total"]), (terms, batch_stats)
 
   grads, (terms, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                            batch_stats=batch_stats, opt_state=opt_state)
+  new_state = engine.apply_gradients(state, tx, grads, batch_stats)
   return new_state, {k: jnp.mean(v) for k, v in terms.items()}
 
 
 def jit_train_step(step_fn: Callable, mesh: jax.sharding.Mesh) -> Callable:
-  """Jits ``step_fn(state, images, vgg_params, style_targets, key)`` for data parallelism.
-
-  The batch is sharded over the mesh's "data" axis, everything else replicated; the state is
-  donated, so its buffers are reused for the new state.
-  """
-  repl, batch = sharding.replicated(mesh), sharding.batch(mesh)
-  return jax.jit(step_fn, in_shardings=(repl, batch, repl, repl, repl),
-                 out_shardings=(repl, repl), donate_argnums=(0,))
+  """Jits ``step_fn(state, images, vgg_params, style_targets, key)`` for data parallelism
+  (``engine.jit_train_step``: the batch sharded, the rest replicated, the state donated)."""
+  return engine.jit_train_step(step_fn, mesh, num_consts=3)
 
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, cfg: TrainConfig,
@@ -227,7 +212,7 @@ def evaluate(model: nn.Module, variables: dict, vgg_params, style_targets: dict,
 
 
 # ------------------------------------------------------------------------------------------------
-# The training run: setup, resume, loop, logging.
+# The training run: the engine's task (resume checks, meta, samples).
 
 
 def run_meta(cfg: TrainConfig, style_sha256: str | Sequence[str]) -> dict:
@@ -246,10 +231,8 @@ def check_resumable(meta: dict, cfg: TrainConfig, style_sha256: str, workdir) ->
   if meta.get("style_sha256") != style_sha256:
     raise UserError(f"{workdir} holds a run trained on another style image (sha256 "
                     f"{str(meta.get('style_sha256'))[:12]}...); use a new --workdir")
-  for name in ("net", "loss", "photo", "size", "batch_size", "bf16"):
-    if getattr(saved, name) != getattr(cfg, name):
-      raise UserError(f"{workdir} holds a run with a different {name} ({getattr(saved, name)}); "
-                      "use a new --workdir, or the same settings to resume")
+  engine.check_same_settings(saved, cfg, ("net", "loss", "photo", "size", "batch_size", "bf16"),
+                             workdir)
   if bool(saved.ema_decay) != bool(cfg.ema_decay):  # the optimizer state's structure differs
     raise UserError(f"{workdir} holds a run with ema_decay={saved.ema_decay}; an average can "
                     "be neither added to nor dropped from a run: use a new --workdir")
@@ -270,8 +253,41 @@ def add_style_params(cfg: TrainConfig):
   return multistyle.add_style_rows(base.variables["params"], num_new), base_styles
 
 
-def _sample_fn(model: nn.Module):
-  return jax.jit(lambda variables, images: model.apply(variables, images, train=False))
+def make_task(cfg: TrainConfig, vgg_params=None) -> engine.Task:
+  """The engine's task for the run ``cfg`` describes: the style images, the data, the loss
+  network (``vgg_params``; default: ``cfg.loss.loss_network``'s from the usual weights path),
+  the network, its step, checkpoint meta, resume check and sample sheet.
+
+  Raises:
+    UserError: no style or data, or loss-network weights of another architecture.
+  """
+  models.check_config(cfg)
+  style_paths = models.style_paths(cfg)
+  if not style_paths or not cfg.data:
+    raise UserError("training needs a style image and training data (--style, --data)")
+  styles = [image_io.load_image(p, size=cfg.style_size) for p in style_paths]  # [h, w, 3] each
+  meta = run_meta(cfg, [digest.file_digest(p) for p in style_paths])
+  if cfg.base_model:  # the network's styles: the base's, then the new ones
+    meta["styles"] = add_style_params(cfg)[1] + meta["styles"]
+  dataset = data.make_dataset(cfg.data, size=cfg.size, crop=cfg.crop, seed=cfg.seed)
+  if vgg_params is None:  # cfg.loss.loss_network: VGG19 or VGG16
+    vgg_params = vgg16_weights.load_loss_network(cfg.loss.loss_network)
+  elif vgg_params and vgg.architecture_of(vgg_params) != cfg.loss.loss_network:
+    raise UserError(f"loss.loss_network is {cfg.loss.loss_network} but the weights given are "
+                    f"{vgg.architecture_of(vgg_params)}")
+  model, tx = models.make_model(cfg.net, bf16=cfg.bf16), train_state.make_optimizer(cfg)
+  samples = Samples(model, dataset.get_batch(0, cfg.num_samples)) if cfg.num_samples else None
+  return engine.Task(
+      cfg=cfg, tx=tx, init_variables=functools.partial(train_state.init_variables, model),
+      train_step=functools.partial(train_step, model=model, tx=tx, cfg=cfg),
+      make_consts=lambda: (vgg_params, setup_all_style_targets(cfg, vgg_params, styles, dataset),
+                           train_state.make_key(cfg.seed)),
+      dataset=dataset, meta=meta,
+      check_resumable=lambda saved, workdir: check_resumable(saved, cfg, meta["style_sha256"],
+                                                             workdir),
+      start_variables=(lambda: {"params": add_style_params(cfg)[0]}) if cfg.base_model else None,
+      sample=samples, sample_every=cfg.sample_every,
+      finish=samples.save_sheet if samples else None)
 
 
 def train_and_evaluate(cfg: TrainConfig, workdir, *, vgg_params=None, progress: bool = True,
@@ -280,7 +296,7 @@ def train_and_evaluate(cfg: TrainConfig, workdir, *, vgg_params=None, progress: 
 
   Writes ``workdir/config.json``, ``checkpoints/<step>/`` (every ``cfg.checkpoint_every`` steps
   and at the end), ``losses.csv``, ``losses.png``, ``samples.png`` and TensorBoard events in
-  ``tb/``. Ctrl-C saves a checkpoint before stopping.
+  ``tb/``. Ctrl-C (or SIGTERM) saves a checkpoint before stopping (``engine.train``).
 
   Args:
     cfg: the run (``cfg.style`` and ``cfg.data`` must be set).
@@ -293,42 +309,7 @@ def train_and_evaluate(cfg: TrainConfig, workdir, *, vgg_params=None, progress: 
   Returns:
     The final ``train_state.TrainState``.
   """
-  models.check_config(cfg)
-  style_paths = models.style_paths(cfg)
-  if not style_paths or not cfg.data:
-    raise UserError("training needs a style image and training data (--style, --data)")
-  workdir = Path(workdir).expanduser()
-  mesh = mesh or sharding.make_mesh()
-  local_batch = sharding.check_batch_size(mesh, cfg.batch_size)
-  styles = [image_io.load_image(p, size=cfg.style_size) for p in style_paths]  # [h, w, 3] each
-  meta = run_meta(cfg, [digest.file_digest(p) for p in style_paths])
-  if cfg.base_model:  # the network's styles: the base's, then the new ones
-    meta["styles"] = add_style_params(cfg)[1] + meta["styles"]
-  dataset = data.make_dataset(cfg.data, size=cfg.size, crop=cfg.crop, seed=cfg.seed)
-  if vgg_params is None:  # cfg.loss.loss_network: VGG19 or VGG16
-    vgg_params = vgg16_weights.load_loss_network(cfg.loss.loss_network)
-  elif vgg_params and vgg.architecture_of(vgg_params) != cfg.loss.loss_network:
-    raise UserError(f"loss.loss_network is {cfg.loss.loss_network} but the weights given are "
-                    f"{vgg.architecture_of(vgg_params)}")
-  model, tx = models.make_model(cfg.net, bf16=cfg.bf16), train_state.make_optimizer(cfg)
-  with checkpoint.Checkpoints(workdir, every=cfg.checkpoint_every,
-                              keep=cfg.keep_checkpoints) as ckpts:
-    state, start = _init_or_restore(cfg, workdir, ckpts, model, tx, meta, mesh)
-    if sharding.is_main_process():
-      image_io.write_text(workdir / "config.json", config.to_json(cfg))
-    style_targets = sharding.replicate(mesh, setup_all_style_targets(cfg, vgg_params, styles,
-                                                                     dataset))
-    vgg_params = sharding.replicate(mesh, vgg_params)
-    loop = _Loop(cfg, workdir, mesh, model, dataset, start)
-    step_fn = make_train_step(model, tx, cfg, mesh)
-    key = sharding.replicate(mesh, train_state.make_key(cfg.seed))
-    try:
-      state = loop.run(state, lambda s, b: step_fn(s, b, vgg_params, style_targets, key),
-                       ckpts, meta, local_batch, progress)
-    finally:
-      loop.log.close()
-    ckpts.wait()
-  return state
+  return engine.train(make_task(cfg, vgg_params), workdir, mesh=mesh, progress=progress)
 
 
 def setup_all_style_targets(cfg: TrainConfig, vgg_params, styles: Sequence[np.ndarray],
@@ -342,82 +323,17 @@ def setup_all_style_targets(cfg: TrainConfig, vgg_params, styles: Sequence[np.nd
       [fn(vgg_params, jnp.asarray(s)[None], cfg.loss) for s in styles])
 
 
-def _init_or_restore(cfg, workdir, ckpts, model, tx, meta, mesh):
-  start = ckpts.latest_step()
-  if start is None and cfg.base_model:
-    return train_state.init_from_params(add_style_params(cfg)[0], tx, mesh), 0
-  if start is None:
-    return train_state.init_train_state(model, tx, train_state.make_key(cfg.seed), mesh), 0
-  check_resumable(ckpts.restore_meta(start), cfg, meta["style_sha256"], workdir)
-  abstract = jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding.replicated(mesh)),
-      train_state.abstract_train_state(model, tx))
-  state, _ = ckpts.restore(start, abstract)
-  return state, start
+class Samples:
+  """The run's sample photos, stylized for TensorBoard and for ``samples.png`` at the end."""
 
+  def __init__(self, model: nn.Module, photos: np.ndarray):
+    self.photos = photos  # [N, H, W, 3]
+    self.stylize = jax.jit(lambda variables, images: model.apply(variables, images, train=False))
 
-class _Loop:
-  """The loop's bookkeeping: data, progress bar, logs, samples, checkpoints."""
+  def __call__(self, variables: dict) -> jax.Array:
+    return self.stylize(variables, jnp.asarray(self.photos))
 
-  def __init__(self, cfg: TrainConfig, workdir: Path, mesh, model, dataset, start: int):
-    self.cfg, self.workdir, self.mesh, self.dataset, self.start = cfg, workdir, mesh, dataset, start
-    self.main = sharding.is_main_process()
-    self.log = train_logging.TrainLog(workdir, start_step=start, enabled=self.main)
-    self.samples = dataset.get_batch(0, cfg.num_samples) if cfg.num_samples else None
-    self.stylize = _sample_fn(model)
-
-  def run(self, state, step_fn, ckpts, meta, local_batch: int, progress: bool):
-    """Steps from ``self.start`` to ``cfg.num_steps``; returns the final state."""
-    cfg, step = self.cfg, self.start
-    clock = train_logging.Throughput(time.perf_counter())
-    batches = self.dataset.batches(local_batch, start_step=step,
-                                   num_steps=max(cfg.num_steps - step, 0), prefetch=cfg.prefetch,
-                                   **sharding.process_shard())  # this process' part
-    try:
-      with batches, tqdm(total=cfg.num_steps, initial=step, desc="train", unit="step",
-                         disable=not (progress and self.main), dynamic_ncols=True) as bar:
-        for batch in batches:  # [local B, size, size, 3]
-          state, metrics = step_fn(state, sharding.shard_batch(self.mesh, batch))
-          self.log.record(step, metrics)
-          clock.add(cfg.batch_size, batches.last_wait)
-          step += 1
-          bar.update(1)
-          self._periodic(step, state, clock, bar, ckpts, meta)
-    except KeyboardInterrupt:
-      self._save_on_interrupt(step, state, ckpts, meta)
-      raise
-    self.log.finish()
-    if self.main and self.samples is not None:
-      self._sample_sheet(state)
-    return state
-
-  def _periodic(self, step, state, clock, bar, ckpts, meta) -> None:
-    cfg, last = self.cfg, step == self.cfg.num_steps
-    if step % cfg.log_every == 0 or last:
-      losses = self.log.flush()
-      rates = clock.rate(time.perf_counter())
-      self.log.scalars(step, {"perf/" + k: v for k, v in rates.items()})
-      bar.set_postfix({**{k: f"{v:.3g}" for k, v in losses.items()},
-                       "img/s": f"{rates['images_per_s']:.3g}",
-                       "data_s": f"{rates['data_s_per_step']:.3f}"}, refresh=False)
-    if self.samples is not None and self.main and (step % cfg.sample_every == 0 or last):
-      out = self.stylize(sharding.local_copy(train_state.variables_of(state)),
-                         jnp.asarray(self.samples))
-      self.log.images(step, "samples", np.asarray(out))
-    if step % cfg.checkpoint_every == 0 or last:
-      self.log.save_history()  # before the checkpoint, so the CSV never lags behind it
-      ckpts.save(step, state, meta, force=True)
-
-  def _save_on_interrupt(self, step, state, ckpts, meta) -> None:
-    try:
-      self.log.save_history()
-      ckpts.save(step, state, meta, force=True)
-      ckpts.wait()
-    except RuntimeError:  # the state's buffers were donated to a step that did not finish
-      pass
-
-  def _sample_sheet(self, state) -> None:
-    out = np.asarray(self.stylize(sharding.local_copy(train_state.variables_of(state)),
-                                  jnp.asarray(self.samples)))
-    plots.save_image_grid(self.workdir / "samples.png", [list(self.samples), list(out)],
+  def save_sheet(self, state: train_state.TrainState, workdir: Path) -> None:
+    out = np.asarray(self(sharding.local_copy(train_state.variables_of(state))))
+    plots.save_image_grid(workdir / "samples.png", [list(self.photos), list(out)],
                           row_titles=["photo", f"step {int(state.step)}"])
