@@ -140,8 +140,8 @@ def _winograd_tiles(xp, m: int, tiles_h: int, tiles_w: int):
 def winograd_kernel(kernel, m: int = WINOGRAD_TILE):
   """A 3x3 kernel [3, 3, I, O] in Winograd F(m x m, 3x3)'s domain, U = G k G^T: [(m + 2)^2, I, O].
 
-  Sums of scaled taps (elementwise, fused): as an einsum with its contraction of 3, XLA:CPU took
-  ~35 ms per 512x512 kernel, ~0.3 s per VGG evaluation.
+  Sums of scaled taps (elementwise, fused): XLA:CPU runs an einsum with a contraction of 3 far
+  slower (docs/research/implementation_notes.md).
   """
   g, n = _WINOGRAD[m][1], m + 2
   k = kernel.astype(jnp.float32)

@@ -155,9 +155,9 @@ def matting_coefficients(image: jax.Array, *, eps: float = LUAN_EPS, radius: int
     eps: the regulariser of the window covariances (Luan et al.: 1e-7).
     radius: window radius r; windows are (2r+1)x(2r+1) and lie fully inside the image.
     unroll: compute each window offset's plane separately (the same values up to rounding): a
-      program ~3.5x faster to run at 512 px on a CPU (40 ms instead of 138 ms) and slower to
-      compile (radius 1: 1.2 s instead of 0.5 s; radius 2: 6.5 s instead of 0.6 s). For callers
-      that run it on every step (training); a one-off precomputation is cheaper without.
+      program faster to run on a CPU and slower to compile (docs/research/
+      implementation_notes.md). For callers that run it on every step (training); a one-off
+      precomputation is cheaper without.
 
   Returns:
     ``MattingCoefficients`` for ``apply_with_coefficients`` / ``energy_with_coefficients``.

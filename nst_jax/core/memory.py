@@ -16,8 +16,7 @@ The model (bytes, float32)::
                  + 3 * (2 * history + IMAGE_COPIES)  (L-BFGS keeps ``history`` (s, y) pairs of
                  image-sized vectors; the image, gradient, direction and line-search copies)
                  + WINOGRAD_FLOATS when the layers reach block 3 (the transient Winograd
-                 transforms of ``vgg.conv3x3``'s wide layers: measured +690 MB, 165 floats per
-                 pixel, for the Gatys value and gradient at 1024x1024 on the CPU)
+                 transforms of ``vgg.conv3x3``'s wide layers, measured on the CPU)
   photo:         + PHOTO_FLOATS (two sets of matting-Laplacian window coefficients, 27 floats per
                  pixel each, plus their gradients and the conjugate-gradient vectors)
   stylize:       the transform net's activations, no backward pass: STYLIZE_FLOATS plus
@@ -26,9 +25,7 @@ The model (bytes, float32)::
 
 ``base`` is the interpreter, XLA and its compiler, and the VGG weights. The factors were fitted
 to the peak RSS (``ru_maxrss`` of a subprocess) on the 2-core CPU machine, ``MARGIN`` added on
-top. ``nst-jax optimize`` (gatys, L-BFGS-B, 2 iterations, tubingen): 818 MB at 128x96 and
-1919 MB at 512x384 (estimates 859 and 2224 MB). ``Stylizer.stylize_many`` (width 1): 684 MB at
-256x192, 1156 MB at 1024x768, 1587 MB with the smoothing post-step (estimates 703, 1266, 2076).
+top; the fit's measurements are in docs/research/implementation_notes.md.
 """
 
 from __future__ import annotations

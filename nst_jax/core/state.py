@@ -33,5 +33,6 @@ class TrainState(flax.struct.PyTreeNode):
 
 def make_key(seed: int) -> jax.Array:
   """The run's base key. The "rbg" generator: initializing the network with threefry compiles
-  ~7x slower on CPU (~15 s), and training needs no cross-backend bit reproducibility."""
+  much slower on CPU (docs/research/implementation_notes.md), and training needs no
+  cross-backend bit reproducibility."""
   return jax.random.key(seed, impl="rbg")

@@ -30,9 +30,8 @@ An iteration:
    x where it was and empties the memory, so the next direction is steepest descent; a second
    failure in a row ends the run, and later steps are free no-ops that return x (as scipy's
    L-BFGS-B stops on a failed line search; ``optimize.run`` says so once). Before this, such
-   searches spent up to 20 evaluations each on steps too small to matter: a 256 px photoreal
-   stage 2 went from 1.1 to 3-6.6 evaluations per iteration after ~120 iterations (issue 23;
-   ``benchmarks/photo_resume_bench.py``).
+   searches spent up to 20 evaluations each on steps too small to matter
+   (docs/research/implementation_notes.md; ``benchmarks/photo_resume_bench.py``).
 
 The loss is evaluated in one place only, the search's trial, so its forward and backward
 passes are compiled once. ``init`` evaluates nothing: its state has f = +inf and no memory, and

@@ -77,7 +77,7 @@ def make_lbfgsb(loss_fn: LossFn, cfg: OptimConfig) -> Solver:
   """L-BFGS-B with the [0, 1] pixel box (jaxopt; Byrd, Lu, Nocedal & Zhu 1995): "lbfgsb_jaxopt".
 
   Kept for comparison: "lbfgsb" is the leaner ``lbfgsb.make`` (no Cauchy point or subspace
-  minimization, ~0.2 s less CPU per iteration at 256 px; BENCHMARKS.md).
+  minimization, less CPU per iteration; BENCHMARKS.md).
 
   One loss evaluation per iteration when the line search accepts its first step: the loss
   terms of the new iterate come with its value and gradient from the line search
