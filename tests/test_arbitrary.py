@@ -31,7 +31,11 @@ needs_ort = pytest.mark.skipif(not (HAVE_RELEASED and HAVE_ORT), reason="onnxrun
 
 @pytest.fixture(scope="module")
 def tiny_params():
-  return arbitrary.init_params(jax.random.key(0), TINY)
+  # Random values of init's shapes (jax.eval_shape): compiling init costs seconds of CPU.
+  shapes = jax.eval_shape(lambda k: arbitrary.init_params(k, TINY), jax.random.key(0))
+  rng = np.random.default_rng(0)
+  return jax.tree_util.tree_map(
+      lambda s: jnp.asarray(0.3 * rng.standard_normal(s.shape), jnp.float32), shapes)
 
 
 @pytest.fixture(scope="module")
