@@ -361,12 +361,9 @@ PARITY_BOUNDS = {"emulated": (0.05, 0.5, 10 / 255), "float": (0.1, 0.6, 14 / 255
 
 @needs_ort
 @pytest.mark.slow
-def test_parity_with_onnxruntime_at_the_graph_size(released):
-  from tests.conftest import DATA_DIR  # pylint: disable=import-outside-toplevel
-  pairs = [(DATA_DIR / "content/kodak/kodim08.jpg", DATA_DIR / "styles/van_gogh_starry_night.jpg"),
-           (DATA_DIR / "content/kodak/kodim23.jpg", DATA_DIR / "styles/hokusai_great_wave.jpg")]
-  if not all(p.is_file() for pair in pairs for p in pair):
-    pytest.skip(f"shared data not found under {DATA_DIR}")
+def test_parity_with_onnxruntime_at_the_graph_size(released, data_dir):
+  pairs = [(data_dir / "content/kodak/kodim08.jpg", data_dir / "styles/van_gogh_starry_night.jpg"),
+           (data_dir / "content/kodak/kodim23.jpg", data_dir / "styles/hokusai_great_wave.jpg")]
   for mode, emb_max, out_max, out_mean in _parity(released, pairs):
     bound = PARITY_BOUNDS[mode]
     assert emb_max <= bound[0] and out_max <= bound[1] and out_mean <= bound[2], (mode, out_mean)
