@@ -238,8 +238,9 @@ def test_any_size_content_and_style(tiny_params):
   model = arbitrary.ArbitraryModel(tiny_params, TINY)  # jitted: one compile per shape
   emb = model.embed(jnp.full((23, 41, 3), 0.5))
   assert emb.shape == (8,)
-  for shape in ((13, 21, 3), (2, 16, 24, 3)):
-    out = model.stylize(jnp.full(shape, 0.3), emb)
+  bucketed = arbitrary.ArbitraryModel(tiny_params, TINY, bucket=8)  # pads to [2, 16, 24, 3]
+  for m, shape in ((model, (13, 21, 3)), (bucketed, (2, 13, 21, 3))):
+    out = m.stylize(jnp.full(shape, 0.3), emb)
     assert out.shape == shape and bool(jnp.all((out >= 0) & (out <= 1)))
 
 
