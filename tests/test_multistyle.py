@@ -253,8 +253,10 @@ def test_train_flags_one_and_several_styles():
     models.check_styles(dataclasses.replace(two, net=dataclasses.replace(two.net, num_styles=3)))
 
 
-def test_models_lists_each_shipped_model_with_its_scale_and_training_crop(capsys):
+def test_models_lists_each_shipped_model_with_its_scale_and_training_crop(capsys, tmp_path,
+                                                                         monkeypatch):
   from nst_jax import cli  # pylint: disable=import-outside-toplevel
+  monkeypatch.setenv("NST_JAX_CACHE", str(tmp_path))  # no imported model listed after them
   assert cli.main(["models"]) == 0
   lines = capsys.readouterr().out.splitlines()
   entries = zoo.read_manifest()
