@@ -274,6 +274,10 @@ def test_bad_inputs(tiny_params, tmp_path, monkeypatch):
   monkeypatch.setenv("NST_JAX_CACHE", str(tmp_path))
   with pytest.raises(UserError, match="nst-jax models import magenta"):
     arbitrary.load_arbitrary()
+  tiny = _tiny_graph(tmp_path, np.ones((2, 3, 3, 3), np.int8), np.ones(2, np.float32),
+                     np.zeros(2, np.int8))  # a transfer network's names, given as the predictor
+  with pytest.raises(UserError, match="not Magenta's arbitrary-style predictor"):
+    magenta.convert(tiny, tiny)
   (tmp_path / "junk.onnx").write_bytes(b"not a model")
   with pytest.raises(UserError, match="not a readable ONNX file"):
     magenta.convert(tmp_path / "junk.onnx", tmp_path / "junk.onnx")

@@ -287,7 +287,11 @@ def convert(predict: str | os.PathLike, transform: str | os.PathLike,
   params, quant = {}, {}
   for network, f in zip(("predictor", "transfer"), files):
     reader = read_tflite if f.suffix == ".tflite" else read_onnx
-    params[network], quant[network] = reader(f, network)
+    try:
+      params[network], quant[network] = reader(f, network)
+    except KeyError as e:  # a name no rule knows: another network, or the two files swapped
+      raise UserError(f"{f} is not Magenta's arbitrary-style {network} network ({e.args[0]}); "
+                      f"pass PREDICT then TRANSFORM") from None
   width = params["transfer"]["conv1"]["kernel"].shape[-1] / 32
   cfg = config.ArbitraryConfig(
       embedding_dim=int(params["predictor"]["bottleneck"]["kernel"].shape[-1]), width=width,
