@@ -242,6 +242,11 @@ def test_any_size_content_and_style(tiny_params):
   for m, shape in ((model, (13, 21, 3)), (bucketed, (2, 13, 21, 3))):
     out = m.stylize(jnp.full(shape, 0.3), emb)
     assert out.shape == shape and bool(jnp.all((out >= 0) & (out <= 1)))
+  photo, painting = jnp.full((13, 21, 3), 0.4), jnp.full((23, 41, 3), 0.5)  # shapes seen above
+  mixed = model.transfer(photo, [painting, painting * 0.5], weights=[1, 3], strength=0.5)
+  assert mixed.shape == photo.shape
+  with pytest.raises(UserError, match="strength"):
+    model.transfer(photo, photo, strength=1.5)
 
 
 def test_embedding_interpolation_and_mix():

@@ -193,6 +193,34 @@ class ArbitraryModel:
     return out[..., :h, :w, :]
 
 
+  def transfer(self, content, styles, *, weights: Sequence[float] | None = None,
+               strength: float = 1.0, emulate: bool = False) -> jax.Array:
+    """One call: the paintings' embeddings (mixed by ``weights``, default equal), moved toward
+    the photo's own by ``1 - strength`` (Ghiasi et al.'s strength), then ``stylize``.
+
+    Args:
+      content: the photo, [H, W, 3] in [0, 1].
+      styles: one painting [h, w, 3] or a sequence of them.
+      weights: one per painting (>= 0, normalized); default equal.
+      strength: in [0, 1]; 1: the paintings' style, 0: the photo's own (close to the photo).
+      emulate: the int8 path.
+
+    Returns:
+      float32 [H, W, 3] in [0, 1].
+
+    Raises:
+      UserError: a strength outside [0, 1] or bad weights.
+    """
+    if not 0.0 <= strength <= 1.0:
+      raise UserError(f"strength must be in [0, 1], got {strength}")
+    styles = [styles] if np.ndim(styles) == 3 else list(styles)
+    embs = jnp.stack([self.embed(s, emulate=emulate) for s in styles])
+    emb = mix_embeddings(embs, [1.0] * len(styles) if weights is None else weights)
+    if strength < 1.0:
+      emb = interpolate_embeddings(self.embed(content, emulate=emulate), emb, strength)
+    return self.stylize(content, emb, emulate=emulate)
+
+
 @functools.partial(jax.jit, static_argnames=("cfg",))
 def _jit_embed(params, image, quant, cfg):
   return style_embedding(params, image, quant=quant, cfg=cfg)
