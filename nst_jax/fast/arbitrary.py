@@ -213,7 +213,7 @@ class ArbitraryModel:
     """
     if not 0.0 <= strength <= 1.0:
       raise UserError(f"strength must be in [0, 1], got {strength}")
-    styles = [styles] if np.ndim(styles) == 3 else list(styles)
+    styles = list(styles) if isinstance(styles, (list, tuple)) else [styles]
     embs = jnp.stack([self.embed(s, emulate=emulate) for s in styles])
     emb = mix_embeddings(embs, [1.0] * len(styles) if weights is None else weights)
     if strength < 1.0:
