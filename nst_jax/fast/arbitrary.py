@@ -127,12 +127,21 @@ def stylize(params: dict, content, embedding, *, quant: dict | None = None,
   return out[0] if single else out
 
 
-def interpolate_embeddings(content_embedding, style_embedding_, strength: float) -> jax.Array:
-  """Ghiasi et al.'s strength: ``(1 - s) * content + s * style`` of embeddings, where the content
-  one is the photo's own (``style_embedding`` of the photo). s = 1 is the painting's style, 0
-  the photo's own (close to the photo)."""
+def interpolate_embeddings(content_embedding, painting_embedding, strength) -> jax.Array:
+  """Ghiasi et al.'s strength: ``(1 - s) * content + s * painting`` of embeddings, where the
+  content one is the photo's own (``style_embedding`` of the photo). s = 1 is the painting's
+  style, 0 the photo's own (close to the photo); differentiable in all three.
+
+  Args:
+    content_embedding: [E] (or [B, E]), the photo's own.
+    painting_embedding: [E] (or [B, E]).
+    strength: s, a scalar (or [B, 1]) in [0, 1].
+
+  Returns:
+    float32, the embeddings' shape.
+  """
   s = jnp.asarray(strength, jnp.float32)
-  return (1.0 - s) * jnp.asarray(content_embedding) + s * jnp.asarray(style_embedding_)
+  return (1.0 - s) * jnp.asarray(content_embedding) + s * jnp.asarray(painting_embedding)
 
 
 def mix_embeddings(embeddings, weights: Sequence[float] | jax.Array) -> jax.Array:
