@@ -90,6 +90,10 @@ def style_embedding(params: dict, image, *, quant: dict | None = None,
 
   Raises:
     UserError: not an RGB image, or one too small to have a style.
+
+  References:
+    Ghiasi, Lee, Kudlur, Dumoulin & Shlens, "Exploring the structure of a real-time, arbitrary
+    neural artistic stylization network", BMVC 2017.
   """
   x, single = _batched(image)
   if min(x.shape[1:3]) < 2:
@@ -117,6 +121,10 @@ def stylize(params: dict, content, embedding, *, quant: dict | None = None,
 
   Returns:
     float32 [H, W, 3] (or [B, H, W, 3]) in [0, 1].
+
+  References:
+    Ghiasi, Lee, Kudlur, Dumoulin & Shlens, "Exploring the structure of a real-time, arbitrary
+    neural artistic stylization network", BMVC 2017.
   """
   x, single = _batched(content)
   e = jnp.asarray(embedding, jnp.float32)
@@ -139,6 +147,10 @@ def interpolate_embeddings(content_embedding, painting_embedding, strength) -> j
 
   Returns:
     float32, the embeddings' shape.
+
+  References:
+    Ghiasi, Lee, Kudlur, Dumoulin & Shlens, "Exploring the structure of a real-time, arbitrary
+    neural artistic stylization network", BMVC 2017.
   """
   s = jnp.asarray(strength, jnp.float32)
   return (1.0 - s) * jnp.asarray(content_embedding) + s * jnp.asarray(painting_embedding)
