@@ -276,6 +276,8 @@ def test_bad_inputs(tiny_params, tmp_path, monkeypatch):
     arbitrary.stylize(tiny_params, jnp.ones((8, 8)), jnp.ones(8), cfg=TINY)
   with pytest.raises(UserError, match="unknown style predictor"):
     arbitrary.make_networks(config.ArbitraryConfig(predictor="inception_v3"))
+  with pytest.raises(UserError, match="conv_impl"):
+    arbitrary.make_networks(config.ArbitraryConfig(conv_impl="gpu"))
   monkeypatch.setenv("NST_JAX_CACHE", str(tmp_path))
   with pytest.raises(UserError, match="nst-jax models import magenta"):
     arbitrary.load_arbitrary()

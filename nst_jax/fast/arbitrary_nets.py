@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from nst_jax import config
+from nst_jax.core.conv import resolve_impl
 from nst_jax.core.errors import UserError
 from nst_jax.fast import layers
 
@@ -248,6 +249,7 @@ def make_networks(cfg: config.ArbitraryConfig) -> tuple[nn.Module, nn.Module]:
   if not cfg.width > 0 or cfg.num_residual < 0 or cfg.embedding_dim < 1:
     raise UserError(f"invalid arbitrary network size: width={cfg.width}, "
                     f"num_residual={cfg.num_residual}, embedding_dim={cfg.embedding_dim}")
+  resolve_impl(cfg.conv_impl)  # UserError naming conv_impl
   predictor = PREDICTORS[cfg.predictor](cfg.embedding_dim)
   transfer = StyleTransferNet(cfg.width, cfg.num_residual, cfg.conv_impl)
   return predictor, transfer
