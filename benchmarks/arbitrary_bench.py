@@ -138,9 +138,12 @@ def make_stylize(cfg):
 
 def load(args):
   """(params, quant, cfg, ONNX files or None)."""
-  if args.random_weights:
+  if args.random_weights:  # the transfer network alone: the predictor is not timed
     cfg = config.ArbitraryConfig()
-    return arbitrary.init_params(jax.random.key(0), cfg), None, cfg, None
+    _, transfer = arbitrary.make_networks(cfg)
+    init = jax.jit(transfer.init)(jax.random.key(0), jnp.zeros((1, 32, 32, 3)),
+                                  jnp.zeros((1, cfg.embedding_dim)))
+    return {"transfer": init["params"]}, None, cfg, None
   files = magenta.find_released()
   params, cfg, quant, _ = magenta.convert(*files)
   return params, quant, config.from_dict(config.ArbitraryConfig, cfg), files

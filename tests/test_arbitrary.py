@@ -31,7 +31,11 @@ needs_ort = pytest.mark.skipif(not (HAVE_RELEASED and HAVE_ORT), reason="onnxrun
 
 @pytest.fixture(scope="module")
 def tiny_params():
-  return arbitrary.init_params(jax.random.key(0), TINY)
+  # Random values of init's shapes (jax.eval_shape): compiling init costs seconds of CPU.
+  shapes = jax.eval_shape(lambda k: arbitrary.init_params(k, TINY), jax.random.key(0))
+  rng = np.random.default_rng(0)
+  return jax.tree_util.tree_map(
+      lambda s: jnp.asarray(0.3 * rng.standard_normal(s.shape), jnp.float32), shapes)
 
 
 @pytest.fixture(scope="module")
@@ -61,13 +65,12 @@ def _tiny_graph(tmp_path, weight, scale, zero_point):
            numpy_helper.from_array(np.zeros(o, np.int32), "b_zp"),
            numpy_helper.from_array(np.array(0.05, np.float32), "a_scale"),
            numpy_helper.from_array(np.array(-3, np.int8), "a_zp")]
+  act = "transformer/contract/conv1/Relu"
   nodes = [helper.make_node("DequantizeLinear", ["w", "w_scale", "w_zp"], ["wd"], axis=0),
            helper.make_node("DequantizeLinear", ["b", "b_scale", "b_zp"], ["bd"], axis=0),
-           helper.make_node("Conv", ["x", "wd", "bd"], ["transformer/contract/conv1/Relu_prequant"]),
-           helper.make_node("QuantizeLinear", ["transformer/contract/conv1/Relu_prequant",
-                                               "a_scale", "a_zp"], ["transformer/contract/conv1/Relu"]),
-           helper.make_node("DequantizeLinear", ["transformer/contract/conv1/Relu", "a_scale",
-                                                 "a_zp"], ["y"])]
+           helper.make_node("Conv", ["x", "wd", "bd"], [act + "_prequant"]),
+           helper.make_node("QuantizeLinear", [act + "_prequant", "a_scale", "a_zp"], [act]),
+           helper.make_node("DequantizeLinear", [act, "a_scale", "a_zp"], ["y"])]
   graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info(
       "x", TensorProto.FLOAT, [1, weight.shape[1], 5, 5])], [helper.make_tensor_value_info(
           "y", TensorProto.FLOAT, None)], inits)
@@ -106,21 +109,113 @@ def test_fake_quant_is_quantize_then_dequantize():
   np.testing.assert_array_equal(arbitrary.fake_quant(x, qp), expected)
 
 
+def _tiny_tflite(path, weight, scale, zero_point, bias):
+  # A one-operator int8 TFLite model (CONV_2D; filter [O, kh, kw, I] per-channel quantized, int32
+  # bias), its output tensor named by its TF scope, built with the tflite package's schema.
+  import flatbuffers  # pylint: disable=import-outside-toplevel
+  import tflite  # pylint: disable=import-outside-toplevel
+  b = flatbuffers.Builder(1024)
+
+  def quant(scales, zps, dim=0):
+    sv, zv = b.CreateNumpyVector(np.float32(scales)), b.CreateNumpyVector(np.int64(zps))
+    tflite.QuantizationParametersStart(b)
+    tflite.QuantizationParametersAddScale(b, sv)
+    tflite.QuantizationParametersAddZeroPoint(b, zv)
+    tflite.QuantizationParametersAddQuantizedDimension(b, dim)
+    return tflite.QuantizationParametersEnd(b)
+
+  def buffer(data):
+    vec = b.CreateNumpyVector(np.frombuffer(data.tobytes(), np.uint8)) if data is not None else None
+    tflite.BufferStart(b)
+    if vec is not None:
+      tflite.BufferAddData(b, vec)
+    return tflite.BufferEnd(b)
+
+  def tensor(name, shape, dtype, buf, q):
+    n, sh = b.CreateString(name), b.CreateNumpyVector(np.int32(shape))
+    tflite.TensorStart(b)
+    tflite.TensorAddName(b, n)
+    tflite.TensorAddShape(b, sh)
+    tflite.TensorAddType(b, dtype)
+    tflite.TensorAddBuffer(b, buf)
+    if q is not None:
+      tflite.TensorAddQuantization(b, q)
+    return tflite.TensorEnd(b)
+
+  def vector(start, items):
+    start(b, len(items))
+    for item in reversed(items):
+      b.PrependUOffsetTRelative(item)
+    return b.EndVector()
+
+  o, kh, kw, i = weight.shape
+  buffers = [buffer(None), buffer(weight), buffer(bias)]
+  t = tflite.TensorType
+  tensors = [tensor("content_image", [1, 5, 5, i], t.INT8, 0, None),
+             tensor("transformer/contract/conv1/weights", weight.shape, t.INT8, 1,
+                    quant(scale, zero_point)),
+             tensor("transformer/contract/conv1/bias", [o], t.INT32, 2,
+                    quant(scale * 0.5, np.zeros(o))),
+             tensor("transformer/contract/conv1/Relu", [1, 3, 3, o], t.INT8, 0,
+                    quant([0.05], [-3]))]
+  ins, outs = b.CreateNumpyVector(np.int32([0, 1, 2])), b.CreateNumpyVector(np.int32([3]))
+  tflite.OperatorStart(b)
+  tflite.OperatorAddOpcodeIndex(b, 0)
+  tflite.OperatorAddInputs(b, ins)
+  tflite.OperatorAddOutputs(b, outs)
+  op = tflite.OperatorEnd(b)
+  tensors_v, ops_v = vector(tflite.SubGraphStartTensorsVector, tensors), \
+      vector(tflite.SubGraphStartOperatorsVector, [op])
+  tflite.SubGraphStart(b)
+  tflite.SubGraphAddTensors(b, tensors_v)
+  tflite.SubGraphAddOperators(b, ops_v)
+  graph = tflite.SubGraphEnd(b)
+  tflite.OperatorCodeStart(b)
+  tflite.OperatorCodeAddBuiltinCode(b, tflite.BuiltinOperator.CONV_2D)
+  tflite.OperatorCodeAddDeprecatedBuiltinCode(b, tflite.BuiltinOperator.CONV_2D)
+  code = tflite.OperatorCodeEnd(b)
+  codes_v, graphs_v = vector(tflite.ModelStartOperatorCodesVector, [code]), \
+      vector(tflite.ModelStartSubgraphsVector, [graph])
+  buffers_v = vector(tflite.ModelStartBuffersVector, buffers)
+  tflite.ModelStart(b)
+  tflite.ModelAddVersion(b, 3)
+  tflite.ModelAddOperatorCodes(b, codes_v)
+  tflite.ModelAddSubgraphs(b, graphs_v)
+  tflite.ModelAddBuffers(b, buffers_v)
+  b.Finish(tflite.ModelEnd(b))
+  path.write_bytes(bytes(b.Output()))
+  return path
+
+
+def test_tflite_reader_on_a_hand_built_file(tmp_path):
+  # The same layer as the ONNX test, in TFLite's layout: both readers must give the same tree.
+  pytest.importorskip("tflite")
+  rng = np.random.default_rng(2)
+  weight = rng.integers(-128, 128, (4, 3, 3, 3)).astype(np.int8)  # [O, I, kh, kw]
+  scale = rng.uniform(1e-3, 1e-2, 4).astype(np.float32)
+  zero_point = np.array([0, 1, -2, 5], np.int8)
+  bias = (np.arange(4) * 7 - 5).astype(np.int32)
+  ours = magenta.read_tflite(_tiny_tflite(tmp_path / "tiny.tflite", weight.transpose(0, 2, 3, 1),
+                                          scale, zero_point, bias), "transfer")
+  ref = magenta.read_onnx(_tiny_graph(tmp_path, weight, scale, zero_point), "transfer")
+  for a, b in zip(jax.tree_util.tree_leaves(ours), jax.tree_util.tree_leaves(ref)):
+    np.testing.assert_array_equal(a, b)
+  assert jax.tree_util.tree_structure(ours) == jax.tree_util.tree_structure(ref)
+
+
 def test_scope_mapping_of_both_formats():
-  # ONNX (tf2onnx) names, and the plain TF scopes TFLite tensors carry
-  cases = {("transformer/residual/residual3/conv2/StyleNorm/batchnorm/Rsqrt_int8", "transfer"):
-           "res3/norm2/rsqrt",
+  # ONNX (tf2onnx) tensor names, and the plain TF scopes TFLite tensors carry
+  cases = [("transformer/residual/residual3/conv2/StyleNorm/batchnorm/Rsqrt_int8", "transfer",
+            "res3/norm2/rsqrt"),
            ("style_params/transformer/expand/conv2/conv/StyleNorm/Conv_1/BiasAdd_prequant",
-            "transfer"): "norm5/gamma/out",
-           ("transformer/expand/conv3/conv/Sigmoid", "transfer"): "output",
-           ("transformer/residual/residual1/MirrorPad_1_int8", "transfer"): None,
-           ("MobilenetV2/expanded_conv/depthwise/Relu6", "predictor"): "block0/depthwise/relu6",
-           ("MobilenetV2/expanded_conv_13/project/BatchNorm/FusedBatchNormV3;foo:0", "predictor"):
-           None}
-  for (name, network), point in list(cases.items())[:-1]:
-    assert magenta.map_scope(name, network) == point
-  assert magenta.map_scope("MobilenetV2/expanded_conv_13/project/BatchNorm/FusedBatchNormV3:0",
-                           "predictor") == "block13/project/out"
+            "transfer", "norm5/gamma/out"),
+           ("transformer/expand/conv3/conv/Sigmoid", "transfer", "output"),
+           ("transformer/residual/residual1/MirrorPad_1_int8", "transfer", None),
+           ("MobilenetV2/expanded_conv/depthwise/Relu6", "predictor", "block0/depthwise/relu6"),
+           ("MobilenetV2/expanded_conv_13/project/BatchNorm/FusedBatchNormV3:0", "predictor",
+            "block13/project/out")]
+  for name, network, point in cases:
+    assert magenta.map_scope(name, network) == point, name
   with pytest.raises(KeyError, match="unmapped"):
     magenta.map_scope("transformer/unknown/op", "transfer")
 
@@ -143,9 +238,15 @@ def test_any_size_content_and_style(tiny_params):
   model = arbitrary.ArbitraryModel(tiny_params, TINY)  # jitted: one compile per shape
   emb = model.embed(jnp.full((23, 41, 3), 0.5))
   assert emb.shape == (8,)
-  for shape in ((13, 21, 3), (2, 16, 24, 3)):
-    out = model.stylize(jnp.full(shape, 0.3), emb)
+  bucketed = arbitrary.ArbitraryModel(tiny_params, TINY, bucket=8)  # pads to [2, 16, 24, 3]
+  for m, shape in ((model, (13, 21, 3)), (bucketed, (2, 13, 21, 3))):
+    out = m.stylize(jnp.full(shape, 0.3), emb)
     assert out.shape == shape and bool(jnp.all((out >= 0) & (out <= 1)))
+  photo, painting = jnp.full((13, 21, 3), 0.4), jnp.full((23, 41, 3), 0.5)  # shapes seen above
+  mixed = model.transfer(photo, [painting, photo], weights=[1, 3], strength=0.5)  # two sizes
+  assert mixed.shape == photo.shape
+  with pytest.raises(UserError, match="strength"):
+    model.transfer(photo, photo, strength=1.5)
 
 
 def test_embedding_interpolation_and_mix():
@@ -175,9 +276,15 @@ def test_bad_inputs(tiny_params, tmp_path, monkeypatch):
     arbitrary.stylize(tiny_params, jnp.ones((8, 8)), jnp.ones(8), cfg=TINY)
   with pytest.raises(UserError, match="unknown style predictor"):
     arbitrary.make_networks(config.ArbitraryConfig(predictor="inception_v3"))
+  with pytest.raises(UserError, match="conv_impl"):
+    arbitrary.make_networks(config.ArbitraryConfig(conv_impl="gpu"))
   monkeypatch.setenv("NST_JAX_CACHE", str(tmp_path))
   with pytest.raises(UserError, match="nst-jax models import magenta"):
     arbitrary.load_arbitrary()
+  tiny = _tiny_graph(tmp_path, np.ones((2, 3, 3, 3), np.int8), np.ones(2, np.float32),
+                     np.zeros(2, np.int8))  # a transfer network's names, given as the predictor
+  with pytest.raises(UserError, match="not Magenta's arbitrary-style predictor"):
+    magenta.convert(tiny, tiny)
   (tmp_path / "junk.onnx").write_bytes(b"not a model")
   with pytest.raises(UserError, match="not a readable ONNX file"):
     magenta.convert(tmp_path / "junk.onnx", tmp_path / "junk.onnx")
@@ -266,12 +373,9 @@ PARITY_BOUNDS = {"emulated": (0.05, 0.5, 10 / 255), "float": (0.1, 0.6, 14 / 255
 
 @needs_ort
 @pytest.mark.slow
-def test_parity_with_onnxruntime_at_the_graph_size(released):
-  from tests.conftest import DATA_DIR  # pylint: disable=import-outside-toplevel
-  pairs = [(DATA_DIR / "content/kodak/kodim08.jpg", DATA_DIR / "styles/van_gogh_starry_night.jpg"),
-           (DATA_DIR / "content/kodak/kodim23.jpg", DATA_DIR / "styles/hokusai_great_wave.jpg")]
-  if not all(p.is_file() for pair in pairs for p in pair):
-    pytest.skip(f"shared data not found under {DATA_DIR}")
+def test_parity_with_onnxruntime_at_the_graph_size(released, data_dir):
+  pairs = [(data_dir / "content/kodak/kodim08.jpg", data_dir / "styles/van_gogh_starry_night.jpg"),
+           (data_dir / "content/kodak/kodim23.jpg", data_dir / "styles/hokusai_great_wave.jpg")]
   for mode, emb_max, out_max, out_mean in _parity(released, pairs):
     bound = PARITY_BOUNDS[mode]
     assert emb_max <= bound[0] and out_max <= bound[1] and out_mean <= bound[2], (mode, out_mean)

@@ -197,7 +197,9 @@ def read_tflite(path: str | os.PathLike, network: str) -> tuple[dict, dict]:
 
   CONV_2D filters are [O, kh, kw, I], DEPTHWISE_CONV_2D [1, kh, kw, C], FULLY_CONNECTED [O, I];
   each operator's output tensor is named by its TF scope and carries its activation's
-  quantization (fused ReLU / ReLU6 included).
+  quantization (fused ReLU / ReLU6 included). A convolution whose name is unknown is an error;
+  another operator's unknown output only lacks an emulation point. Not yet run on the TF Hub
+  files themselves (tested on a hand-built one-layer file).
   """
   import tflite  # pylint: disable=import-outside-toplevel
   try:
@@ -226,7 +228,12 @@ def read_tflite(path: str | os.PathLike, network: str) -> tuple[dict, dict]:
     code = model.OperatorCodes(op.OpcodeIndex())
     kind = names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "")
     _, out_name, q = tensor(op.Outputs(0))
-    point = map_scope(out_name, network)
+    try:
+      point = map_scope(out_name, network)
+    except KeyError:
+      if kind in _TFLITE_CONVS:
+        raise
+      continue  # an op whose output has no point of ours (TFLite's names are not all known)
     if kind in _TFLITE_CONVS:
       w = value(op.Inputs(1))
       w = w[:, None, None, :] if w.ndim == 2 else w  # dense [O, I] -> [O, 1, 1, I]
@@ -281,7 +288,11 @@ def convert(predict: str | os.PathLike, transform: str | os.PathLike,
   params, quant = {}, {}
   for network, f in zip(("predictor", "transfer"), files):
     reader = read_tflite if f.suffix == ".tflite" else read_onnx
-    params[network], quant[network] = reader(f, network)
+    try:
+      params[network], quant[network] = reader(f, network)
+    except KeyError as e:  # a name no rule knows: another network, or the two files swapped
+      raise UserError(f"{f} is not Magenta's arbitrary-style {network} network ({e.args[0]}); "
+                      f"pass PREDICT then TRANSFORM") from None
   width = params["transfer"]["conv1"]["kernel"].shape[-1] / 32
   cfg = config.ArbitraryConfig(
       embedding_dim=int(params["predictor"]["bottleneck"]["kernel"].shape[-1]), width=width,
