@@ -31,6 +31,7 @@ import time
 
 import bench_common as bc
 import jax
+import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 

@@ -24,6 +24,7 @@ import optax
 
 from nst_jax.config import TrainConfig
 from nst_jax.core import engine
+from nst_jax.core.engine import variables_of  # noqa: F401  (this wing's API)
 from nst_jax.core.state import TrainState, make_key  # the training state every wing shares
 from nst_jax.fast import multistyle
 
