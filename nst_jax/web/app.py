@@ -99,7 +99,7 @@ def create_app(cfg: config.WebConfig, *, enqueue: Callable[[str], object] | None
 
   @app.exception_handler(ServiceError)
   async def service_error(request: Request, exc: ServiceError):
-    return error_response(request, exc.status, exc.message)
+    return error_response(request, exc.status, exc.message, exc.retry_after)
 
   @app.exception_handler(StarletteHTTPException)
   async def http_error(request: Request, exc: StarletteHTTPException):
@@ -114,10 +114,12 @@ def create_app(cfg: config.WebConfig, *, enqueue: Callable[[str], object] | None
   return app
 
 
-def error_response(request: Request, status: int, message: str):
-  """JSON under /api, else the error page."""
+def error_response(request: Request, status: int, message: str, retry_after: int | None = None):
+  """JSON under /api, else the error page; a Retry-After header when it says when to retry."""
+  headers = {"Retry-After": str(retry_after)} if retry_after else None
   if request.url.path.startswith("/api/"):
-    return JSONResponse({"detail": message}, status_code=status)
+    return JSONResponse({"detail": message}, status_code=status, headers=headers)
   templates = request.app.state.templates
   return templates.TemplateResponse(request, "error.html", pages.context(
-      request, title="Error", status=status, message=message), status_code=status)
+      request, title="Error", status=status, message=message, retry_after=retry_after),
+      status_code=status, headers=headers)

@@ -157,10 +157,13 @@ class Executor:
       return self.run_slow(job, lost)
     raise UserError(f"unknown job kind {job.kind!r}")
 
-  def image(self, key: str | None, size: int | None = None) -> np.ndarray:
+  def image(self, key: str | None, size: int | None = None, *,
+            reduce_for: int | None = None) -> np.ndarray:
+    """An input image, resized to the long side ``size`` (or only reduced for ``reduce_for``,
+    see ``uploads.decode_png``)."""
     if not key:
       raise UserError("the job has no input image")
-    image = uploads.decode_png(self.store.get(key))
+    image = uploads.decode_png(self.store.get(key), reduce_for=reduce_for or size)
     if size and max(image.shape[:2]) != size:
       from nst_jax.core import image_io, memory  # pylint: disable=import-outside-toplevel
       image = image_io.resize_array(image, memory.scaled_hw(image.shape[:2], size))
@@ -204,7 +207,8 @@ class Executor:
     iters, size = int(p["iterations"]), int(p["size"])
     chunk = max(1, min(10, iters // 4))
     optim = config.OptimConfig(optimizer=self.cfg.slow_optimizer, num_iters=iters, chunk=chunk)
-    content, style = self.image(job.content_key), self.image(job.style_key)
+    content = self.image(job.content_key, reduce_for=size)
+    style = self.image(job.style_key, reduce_for=size)
     work = self.work_dir(job.id)
     work.mkdir(parents=True, exist_ok=True)
     progress = Progress(self, job, iters, chunk, lost)

@@ -30,9 +30,10 @@ def context(request: Request, **values) -> dict:
           "smtp": bool(cfg.smtp.host), **values}
 
 
-def render(request: Request, name: str, status: int = 200, **values):
+def render(request: Request, name: str, status: int = 200, headers: dict | None = None,
+           **values):
   return request.app.state.templates.TemplateResponse(
-      request, name, context(request, **values), status_code=status)
+      request, name, context(request, **values), status_code=status, headers=headers)
 
 
 @router.get("/")
@@ -55,11 +56,13 @@ async def submit(request: Request):
     job = await run_in_threadpool(request.app.state.service.submit, request.state.client_id,
                                   fields, files)
   except ServiceError as e:
+    headers = {"Retry-After": str(e.retry_after)} if e.retry_after else None
     if fields.get("kind", "fast") == "fast":
-      return render(request, "stylize.html", e.status, title="Stylize now", page="stylize",
-                    models=catalog.models(request.app.state.cfg), error=e.message)
-    return render(request, "custom.html", e.status, title="Custom job", page="custom",
-                  form=fields, error=e.message)
+      return render(request, "stylize.html", e.status, headers, title="Stylize now",
+                    page="stylize", models=catalog.models(request.app.state.cfg),
+                    error=e.message)
+    return render(request, "custom.html", e.status, headers, title="Custom job",
+                  page="custom", form=fields, error=e.message)
   return RedirectResponse(f"/jobs/{job.id}", status_code=303)
 
 

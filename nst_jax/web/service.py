@@ -28,9 +28,9 @@ MIN_SIZE = 32
 class ServiceError(Exception):
   """A refused request: ``status`` (4xx) and a one-line ``message`` for the user."""
 
-  def __init__(self, status: int, message: str):
+  def __init__(self, status: int, message: str, retry_after: int | None = None):
     super().__init__(message)
-    self.status, self.message = status, message
+    self.status, self.message, self.retry_after = status, message, retry_after
 
 
 def _number(fields: dict, name: str, kind, default, low, high):
@@ -62,6 +62,8 @@ class Service:
     self.enqueue_low = enqueue_low or enqueue
     lim = cfg.limits
     self.limiter = RateLimiter(lim.rate_per_minute, max(1, lim.rate_per_minute))
+    self.decodes = uploads.DecodeBudget(lim.decode_budget_mb << 20, lim.max_decodes,
+                                        lim.decode_wait_s)
 
   # ----------------------------------------------------------------------------------- uploads
   def upload(self, files: dict, name: str, *, required: bool = True) -> uploads.CleanImage | None:
@@ -73,9 +75,10 @@ class Service:
     lim = self.cfg.limits
     try:
       return uploads.clean_upload(data, max_bytes=int(lim.max_upload_mb * 1e6),
-                                  max_pixels=lim.max_upload_pixels)
+                                  max_pixels=lim.max_upload_pixels, budget=self.decodes)
     except uploads.UploadError as e:
-      raise ServiceError(e.status, f"{name.replace('_', ' ')} image: {e.message}") from None
+      raise ServiceError(e.status, f"{name.replace('_', ' ')} image: {e.message}",
+                         e.retry_after) from None
 
   # -------------------------------------------------------------------------------------- jobs
   def submit(self, owner: str, fields: dict, files: dict) -> Job:
