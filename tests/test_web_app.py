@@ -530,3 +530,40 @@ def test_deleting_the_job_and_its_gallery_item_removes_their_files(service):
   assert client.delete(f"/api/gallery/{item['id']}", headers={"X-CSRF-Token": csrf}
                        ).status_code == 204
   assert not store.exists(job["content"]) and not store.exists(job["result"])
+
+
+def test_a_chunked_upload_is_stopped_at_the_limit_and_its_spool_removed(service):
+  """No Content-Length: the body is counted while it streams; 413 once past the limit, with no
+  more of it read and the parser's temporary file closed."""
+  import asyncio  # pylint: disable=import-outside-toplevel
+  import os  # pylint: disable=import-outside-toplevel
+  from nst_jax.web import forms  # pylint: disable=import-outside-toplevel
+  app, new_client = service
+  client = new_client()
+  token = client.cookies.get("nst_client") or (client.get("/api/session"),
+                                               client.cookies.get("nst_client"))[1]
+  limit = forms.body_limit(app.state.cfg)
+  chunk = b"--b\r\nContent-Disposition: form-data; name=\"content\"; filename=\"x.png\"\r\n\r\n"
+  sent, messages = [0], []
+
+  async def receive():
+    if sent[0] > 100 * limit:
+      return {"type": "http.request", "body": b"", "more_body": False}
+    body = chunk if sent[0] == 0 else b"\0" * 65536
+    sent[0] += len(body)
+    return {"type": "http.request", "body": body, "more_body": True}
+
+  async def send(message):
+    messages.append(message)
+
+  scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+           "scheme": "http", "path": "/api/jobs", "raw_path": b"/api/jobs", "query_string": b"",
+           "root_path": "", "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000),
+           "headers": [(b"content-type", b"multipart/form-data; boundary=b"),
+                       (b"transfer-encoding", b"chunked"),
+                       (b"x-client-token", token.encode())]}
+  fds = len(os.listdir("/proc/self/fd"))
+  asyncio.run(app(scope, receive, send))
+  assert messages[0]["status"] == 413
+  assert limit < sent[0] <= limit + 65536 + len(chunk)  # read up to the limit, no further
+  assert len(os.listdir("/proc/self/fd")) == fds  # the spooled file is closed
