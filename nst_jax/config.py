@@ -642,5 +642,8 @@ class WebConfig:
   stale_s: float = 30.0  # a running job whose heartbeat is older is taken over by another worker
   checkpoint_every: int = 20  # slow jobs: iterations between optimizer checkpoints
   slow_optimizer: str = "lbfgsb"  # slow jobs' optimizer: lbfgsb | lbfgs | adam (compiles fastest)
+  # Proxies whose X-Forwarded-For / -Proto are believed (uvicorn's --forwarded-allow-ips: comma-
+  # separated addresses or networks, "*" for any); "": none, the peer's address is the client's.
+  forwarded_allow_ips: str = ""
   limits: WebLimits = field(default_factory=WebLimits)
   smtp: SmtpConfig = field(default_factory=SmtpConfig)

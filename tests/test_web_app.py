@@ -567,3 +567,40 @@ def test_a_chunked_upload_is_stopped_at_the_limit_and_its_spool_removed(service)
   assert messages[0]["status"] == 413
   assert limit < sent[0] <= limit + 65536 + len(chunk)  # read up to the limit, no further
   assert len(os.listdir("/proc/self/fd")) == fds  # the spooled file is closed
+
+
+def test_limits_per_network_and_a_global_bound_hold_against_fresh_cookies(tmp_path):
+  """Every submission with a new cookie (a new client): the network's quota and rate, then the
+  service's bound, answer 429 / 503 with Retry-After; X-Forwarded-For counts only from a
+  trusted proxy."""
+  def app_with(sub, **limits):
+    cfg = config.WebConfig(data_dir=str(tmp_path / sub), forwarded_allow_ips=limits.pop(
+        "proxy", ""), limits=config.WebLimits(rate_per_minute=1000, **limits))
+    return web_app.create_app(cfg, enqueue=lambda job_id: None)
+
+  def submit(app, ip=None, page=False):
+    client = TestClient(app)  # a fresh cookie every time
+    headers = {"X-CSRF-Token": csrf_of(client), **({"X-Forwarded-For": ip} if ip else {})}
+    return client.post("/jobs" if page else "/api/jobs", data={"model": "starry_small"},
+                       files={"content": ("x.png", png_bytes(32, 32))}, headers=headers)
+
+  app = app_with("quota", ip_queue_quota=3, ip_rate_per_minute=1000)
+  assert [submit(app).status_code for _ in range(3)] == [201] * 3
+  refused = submit(app, ip="198.51.100.1")  # no trusted proxy: the header changes nothing
+  assert refused.status_code == 429 and "your network" in refused.json()["detail"]
+  assert int(refused.headers["retry-after"]) > 0
+  page = submit(app, page=True)  # the page: the form again, friendly, with Retry-After
+  assert page.status_code == 429 and "your network" in page.text and page.headers["retry-after"]
+
+  app = app_with("rate", ip_rate_per_minute=2)
+  assert [submit(app).status_code for _ in range(3)] == [201, 201, 429]
+
+  app = app_with("proxy", proxy="testclient", ip_queue_quota=1, max_queued=4)
+  assert submit(app, ip="198.51.100.1").status_code == 201
+  assert submit(app, ip="198.51.100.1").status_code == 429  # that network's quota
+  assert submit(app, ip="198.51.100.2").status_code == 201  # another network behind the proxy
+  assert submit(app, ip="2001:db8::1").status_code == 201
+  assert submit(app, ip="2001:db8::2").status_code == 429  # the same IPv6 /64
+  assert submit(app, ip="198.51.100.3").status_code == 201
+  busy = submit(app, ip="198.51.100.4")  # four jobs wait in all: the service's bound
+  assert busy.status_code == 503 and busy.headers["retry-after"] == "60"

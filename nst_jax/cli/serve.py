@@ -91,7 +91,10 @@ def run(args: argparse.Namespace) -> int:
   print(f"nst-jax: serving http://{cfg.host}:{cfg.port}/ (data {data_dir.resolve()}, "
         f"{cfg.workers} worker(s))", file=sys.stderr)
   try:
-    uvicorn.run(application, host=cfg.host, port=cfg.port, log_level="info")
+    # The app applies the proxy headers itself (WebConfig.forwarded_allow_ips): uvicorn's own
+    # default would trust X-Forwarded-For from 127.0.0.1, i.e. from anybody without a proxy.
+    uvicorn.run(application, host=cfg.host, port=cfg.port, log_level="info",
+                proxy_headers=False)
   finally:
     workers.stop()
   return 0

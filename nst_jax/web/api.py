@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from nst_jax.web import catalog, storage
 from nst_jax.web.db import GalleryItem, Job
-from nst_jax.web.forms import check_csrf, checked_form
+from nst_jax.web.forms import check_csrf, checked_form, network_of
 from nst_jax.web.service import ServiceError
 
 router = APIRouter(prefix="/api", tags=["api"])
@@ -64,7 +64,7 @@ async def submit_job(request: Request) -> dict:
   ``size``, ``iterations``, ``email``, ``content_mask``/``style_mask`` files (photoreal)."""
   fields, files = await checked_form(request)
   job = await run_in_threadpool(request.app.state.service.submit, request.state.client_id,
-                                fields, files)
+                                fields, files, network_of(request))
   return job_json(request, job)
 
 

@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from nst_jax import config
 from nst_jax.web import api, jobs, pages, queue, security
@@ -72,6 +73,8 @@ def create_app(cfg: config.WebConfig, *, enqueue: Callable[[str], object] | None
   app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
   app.include_router(api.router)
   app.include_router(pages.router)
+  if cfg.forwarded_allow_ips:  # the client's address (per-IP limits) and scheme from the proxy
+    app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=cfg.forwarded_allow_ips)
 
   @app.middleware("http")
   async def identify(request: Request, call_next):

@@ -55,6 +55,7 @@ class Job(Base):
   eta_s: Mapped[float | None] = mapped_column(Float)
   error: Mapped[str | None] = mapped_column(Text)
   email: Mapped[str | None] = mapped_column(String(254))
+  network: Mapped[str | None] = mapped_column(String(32), index=True)  # security.network_key
   worker: Mapped[str | None] = mapped_column(String(128))
   attempts: Mapped[int] = mapped_column(Integer, default=0)
   created_at: Mapped[float] = mapped_column(Float, index=True)
@@ -146,9 +147,11 @@ class Database:
 
   # ------------------------------------------------------------------------------------ jobs
   def create_job(self, owner: str, kind: str, params: dict, *, content: str | None = None,
-                 style: str | None = None, email: str | None = None, total: int = 0) -> Job:
+                 style: str | None = None, email: str | None = None, total: int = 0,
+                 network: str | None = None) -> Job:
     job = Job(id=uuid.uuid4().hex, owner=owner, kind=kind, params=params, content_key=content,
               style_key=style, email=email or None, status="queued", total=total,
+              network=network,
               created_at=time.time(), iteration=0, start_iteration=0, attempts=0)
     with self.session.begin() as s:
       s.add(job)
@@ -227,10 +230,15 @@ class Database:
       return s.scalar(select(func.count()).select_from(Job).where(
           Job.status == "queued", Job.created_at < job.created_at)) or 0
 
-  def active_count(self, owner: str) -> int:
+  def active_count(self, owner: str | None = None, *, network: str | None = None) -> int:
+    """Jobs queued or running: of ``owner``, of ``network``, or (neither given) in all."""
+    query = select(func.count()).select_from(Job).where(Job.status.in_(ACTIVE))
+    if owner is not None:
+      query = query.where(Job.owner == owner)
+    if network is not None:
+      query = query.where(Job.network == network)
     with self.session() as s:
-      return s.scalar(select(func.count()).select_from(Job).where(
-          Job.owner == owner, Job.status.in_(ACTIVE))) or 0
+      return s.scalar(query) or 0
 
   def recoverable(self, stale_s: float, queued_older_than: float = 0.0) -> list[str]:
     """Ids of jobs a worker should (re-)enqueue: queued ones (older than the given seconds)

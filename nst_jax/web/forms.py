@@ -11,6 +11,14 @@ TOKEN_HEADER = "x-client-token"
 CSRF_HEADER = "x-csrf-token"
 
 
+def network_of(request: Request) -> str:
+  """The client's network key for the per-IP limits: its address as the server sees it, which
+  is the X-Forwarded-For address only from a trusted proxy (``WebConfig.forwarded_allow_ips``,
+  uvicorn's ``ProxyHeadersMiddleware``)."""
+  host = request.client.host if request.client else None
+  return request.app.state.signer.network_key(host)
+
+
 def check_csrf(request: Request, token: str | None) -> None:
   """Refuses (403) a state-changing request without a valid CSRF token, unless the client
   authenticated by header."""

@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from nst_jax import config
 from nst_jax.web import api, catalog
-from nst_jax.web.forms import check_csrf, checked_form, read_form
+from nst_jax.web.forms import check_csrf, checked_form, network_of, read_form
 from nst_jax.web.service import ServiceError
 
 router = APIRouter(include_in_schema=False)
@@ -54,7 +54,7 @@ async def submit(request: Request):
   try:
     check_csrf(request, fields.get("csrf"))
     job = await run_in_threadpool(request.app.state.service.submit, request.state.client_id,
-                                  fields, files)
+                                  fields, files, network_of(request))
   except ServiceError as e:
     headers = {"Retry-After": str(e.retry_after)} if e.retry_after else None
     if fields.get("kind", "fast") == "fast":

@@ -62,6 +62,7 @@ class Service:
     self.enqueue_low = enqueue_low or enqueue
     lim = cfg.limits
     self.limiter = RateLimiter(lim.rate_per_minute, max(1, lim.rate_per_minute))
+    self.ip_limiter = RateLimiter(lim.ip_rate_per_minute, max(1, lim.ip_rate_per_minute))
     self.decodes = uploads.DecodeBudget(lim.decode_budget_mb << 20, lim.max_decodes,
                                         lim.decode_wait_s)
 
@@ -81,11 +82,12 @@ class Service:
                          e.retry_after) from None
 
   # -------------------------------------------------------------------------------------- jobs
-  def submit(self, owner: str, fields: dict, files: dict) -> Job:
+  def submit(self, owner: str, fields: dict, files: dict, network: str | None = None) -> Job:
     """Validates a job request, stores its images, records and enqueues it.
 
     Args:
       owner: the client id.
+      network: the client's network key (``Signer.network_key``) for the per-IP limits.
       fields: form fields (strings): kind, model, style_index, strength, keep_colors, size,
         iterations, email.
       files: uploaded bytes by field: content, style, content_mask, style_mask.
@@ -94,11 +96,7 @@ class Service:
     if kind not in config.WEB_JOB_KINDS:
       raise ServiceError(400, f"unknown method {kind[:20]!r}; one of "
                          f"{', '.join(config.WEB_JOB_KINDS)}")
-    if not self.limiter.allow(owner):
-      raise ServiceError(429, "too many requests: please wait a minute before submitting again")
-    if self.db.active_count(owner) >= self.cfg.limits.queue_quota:
-      raise ServiceError(429, f"you already have {self.cfg.limits.queue_quota} jobs queued or "
-                         "running; wait for one to finish (or cancel one)")
+    self.check_limits(owner, network)
     params, total = self.params(kind, fields)
     content = self.upload(files, "content")
     if kind == "sr" and max(content.width, content.height) > self.cfg.limits.sr_max_input:
@@ -118,9 +116,33 @@ class Service:
       raise ServiceError(400, "that e-mail address does not look valid")
     job = self.db.create_job(owner, kind, params, content=self.store.put(content.png, "png"),
                              style=self.store.put(style.png, "png") if style else None,
-                             email=email or None, total=total)
+                             email=email or None, total=total, network=network)
     self.enqueue(job.id)
     return job
+
+  def check_limits(self, owner: str, network: str | None) -> None:
+    """The service's bound, then the network's and the client's: 503 or 429 with Retry-After.
+
+    A new cookie makes a new client, so the per-client limits alone bound nothing; the network
+    (the IP address, or its IPv6 /64) is what a client cannot renew at will.
+    """
+    lim = self.cfg.limits
+    if self.db.active_count() >= lim.max_queued:
+      raise ServiceError(503, "the service is busy: too many jobs are waiting; please try "
+                         "again in a minute", retry_after=60)
+    if network is not None:
+      if not self.ip_limiter.allow(network):
+        raise ServiceError(429, "too many requests from your network: please wait a minute "
+                           "before submitting again", retry_after=60)
+      if self.db.active_count(network=network) >= lim.ip_queue_quota:
+        raise ServiceError(429, f"your network already has {lim.ip_queue_quota} jobs queued or "
+                           "running; wait for one to finish", retry_after=30)
+    if not self.limiter.allow(owner):
+      raise ServiceError(429, "too many requests: please wait a minute before submitting again",
+                         retry_after=60)
+    if self.db.active_count(owner) >= lim.queue_quota:
+      raise ServiceError(429, f"you already have {lim.queue_quota} jobs queued or "
+                         "running; wait for one to finish (or cancel one)", retry_after=30)
 
   def params(self, kind: str, fields: dict) -> tuple[dict, int]:
     """The job's parameters within the limits, and its total iterations."""

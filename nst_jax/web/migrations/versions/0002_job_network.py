@@ -1,0 +1,26 @@
+"""Jobs remember the (keyed hash of the) network they came from, for the per-IP limits.
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-12-07
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+  with op.batch_alter_table("jobs") as batch:
+    batch.add_column(sa.Column("network", sa.String(32)))
+    batch.create_index("ix_jobs_network", ["network"])
+
+
+def downgrade() -> None:
+  with op.batch_alter_table("jobs") as batch:
+    batch.drop_index("ix_jobs_network")
+    batch.drop_column("network")
