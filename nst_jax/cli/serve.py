@@ -8,7 +8,9 @@ Synopsis::
       --storage-url file:///mnt/nst/blobs --workers 0   # app only; workers on other hosts
 
 The resolved config is written to ``DATA_DIR/serve_config.json`` (mode 0600); the workers
-(``nst-jax worker --config`` it) are restarted when one dies. Ctrl-C stops everything.
+(``nst-jax worker --config`` it) are restarted when one dies. Ctrl-C or SIGTERM stops
+everything; a worker whose ``serve`` died anyhow (SIGKILL included) stops itself
+(``worker.exit_with_parent``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -58,7 +61,8 @@ class Workers:
     self.thread.start()
 
   def _start(self) -> subprocess.Popen:
-    return subprocess.Popen(self.argv)  # pylint: disable=consider-using-with
+    env = {**os.environ, worker.PARENT_ENV: str(os.getpid())}
+    return subprocess.Popen(self.argv, env=env)  # pylint: disable=consider-using-with
 
   def _watch(self) -> None:
     while not self.stopping.wait(2.0):
@@ -76,6 +80,10 @@ class Workers:
         proc.wait(timeout=10)
       except subprocess.TimeoutExpired:
         proc.kill()
+
+
+def _exit_on_sigterm(signum, _frame):
+  raise SystemExit(128 + signum)
 
 
 def run(args: argparse.Namespace) -> int:

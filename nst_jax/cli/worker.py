@@ -7,17 +7,25 @@ Synopsis::
       --storage-url file:///mnt/nst/blobs                  # one of N worker hosts
 
 On start it re-enqueues the jobs a killed process left behind (queued, or running with a stale
-heartbeat) and resumes slow jobs from their optimizer checkpoints. SIGINT/SIGTERM stop it.
+heartbeat) and resumes slow jobs from their optimizer checkpoints. SIGINT/SIGTERM stop it; a
+worker started by ``serve`` also stops when ``serve`` dies, however it died.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
+import os
+import signal
+import sys
+import threading
 
 from nst_jax import config
 from nst_jax.cli import common
 
+PARENT_ENV = "NST_JAX_PARENT_PID"  # set by serve: the worker stops when that process is gone
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 HELP = "run one worker process of the web service (nst-jax serve starts them for you)"
 # Flag (argparse dest) -> WebConfig key.
 FLAGS = {"host": "host", "port": "port", "data_dir": "data_dir", "database_url": "database_url",
@@ -63,7 +71,31 @@ def setup_logging() -> None:
   logging.getLogger("absl").setLevel(logging.ERROR)
 
 
+def exit_with_parent(parent_pid: int, poll_s: float = 1.0) -> None:
+  """Stops this process (SIGTERM: huey's consumer ends) when ``parent_pid`` is no longer its
+  parent: at once on Linux (``PR_SET_PDEATHSIG``, the kernel's signal when the parent dies, even
+  by SIGKILL), else within ``poll_s`` (a thread watches ``os.getppid()``, which changes when the
+  parent is gone). No maintained package wraps prctl for this; ctypes reaches it directly.
+  """
+  if sys.platform.startswith("linux"):
+    try:
+      ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):
+      pass
+  if os.getppid() != parent_pid:  # it died before the line above
+    os.kill(os.getpid(), signal.SIGTERM)
+
+  def watch() -> None:
+    while os.getppid() == parent_pid:
+      threading.Event().wait(poll_s)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+  threading.Thread(target=watch, daemon=True, name="parent watch").start()
+
+
 def run(args: argparse.Namespace) -> int:
+  if os.environ.get(PARENT_ENV, "").isdigit():
+    exit_with_parent(int(os.environ[PARENT_ENV]))
   cfg = resolve_config(args)
   setup_logging()
   from nst_jax.web import queue  # pylint: disable=import-outside-toplevel
