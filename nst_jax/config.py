@@ -645,5 +645,8 @@ class WebConfig:
   # Proxies whose X-Forwarded-For / -Proto are believed (uvicorn's --forwarded-allow-ips: comma-
   # separated addresses or networks, "*" for any); "": none, the peer's address is the client's.
   forwarded_allow_ips: str = ""
+  # Cookies with the Secure flag and HSTS on every answer (behind TLS or a TLS proxy); without
+  # it both follow the request's scheme (https, also from a trusted proxy's X-Forwarded-Proto).
+  secure_cookies: bool = False
   limits: WebLimits = field(default_factory=WebLimits)
   smtp: SmtpConfig = field(default_factory=SmtpConfig)

@@ -604,3 +604,29 @@ def test_limits_per_network_and_a_global_bound_hold_against_fresh_cookies(tmp_pa
   assert submit(app, ip="198.51.100.3").status_code == 201
   busy = submit(app, ip="198.51.100.4")  # four jobs wait in all: the service's bound
   assert busy.status_code == 503 and busy.headers["retry-after"] == "60"
+
+
+def test_api_docs_are_served_from_this_site_under_the_csp(service):
+  _, new_client = service
+  client = new_client()
+  r = client.get("/docs")
+  assert r.status_code == 200 and "frame-ancestors 'none'" in r.headers["content-security-policy"]
+  scripts = re.findall(r'<(?:script|link)[^>]+(?:src|href)="([^"]+)"', r.text)
+  assert scripts and all(s.startswith("/") for s in scripts), scripts  # no CDN
+  assert "<script>" not in r.text  # no inline script (the CSP would block it)
+  for path in scripts:
+    if path != "/favicon.ico":
+      asset = client.get(path)
+      assert asset.status_code == 200 and len(asset.content) > 100, path
+  assert client.get("/redoc").status_code == 404  # it would load from a CDN
+
+
+@pytest.mark.parametrize("secure,scheme", [(False, "http"), (True, "http"), (False, "https")])
+def test_secure_cookies_and_hsts_when_served_over_tls(tmp_path, secure, scheme):
+  cfg = config.WebConfig(data_dir=str(tmp_path), secure_cookies=secure,
+                         forwarded_allow_ips="testclient")
+  client = TestClient(web_app.create_app(cfg, enqueue=lambda job_id: None))
+  r = client.get("/api/session", headers={"X-Forwarded-Proto": scheme})
+  on = secure or scheme == "https"
+  assert ("secure" in r.headers["set-cookie"].lower()) == on
+  assert ("strict-transport-security" in r.headers) == on

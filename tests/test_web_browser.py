@@ -319,3 +319,21 @@ def test_a_bad_upload_dropped_on_the_page_gets_one_clear_line(owner, service):
   assert "not an accepted image type" in text and "\n" not in text.strip(), text
   assert page.locator("#result-box").is_hidden()
   assert len(page.evaluate("() => fetch('/api/jobs').then(r => r.json())")) == jobs_before
+
+
+def test_api_docs_render_offline_under_the_csp(browser, service):
+  """/docs: Swagger UI's scripts come from this site (the browser has no network here), and the
+  site's Content-Security-Policy blocks nothing it needs."""
+  ctx = browser.new_context(base_url=service)
+  page = ctx.new_page()
+  blocked = []
+  page.on("console", lambda m: blocked.append(m.text) if "Content Security Policy" in m.text
+          else None)
+  requests = []
+  page.on("request", lambda r: requests.append(r.url))
+  page.goto("/docs")
+  page.wait_for_selector(".opblock", timeout=30_000)
+  assert page.locator(".opblock").count() >= 5  # the API's operations
+  assert all(u.startswith(service) or u.startswith("data:") for u in requests), requests
+  assert blocked == []
+  ctx.close()

@@ -31,7 +31,8 @@ HELP = "run one worker process of the web service (nst-jax serve starts them for
 FLAGS = {"host": "host", "port": "port", "data_dir": "data_dir", "database_url": "database_url",
          "queue_url": "queue_url", "storage_url": "storage_url", "workers": "workers",
          "base_url": "base_url", "smtp_host": "smtp.host", "smtp_port": "smtp.port",
-         "smtp_sender": "smtp.sender", "forwarded_allow_ips": "forwarded_allow_ips"}
+         "smtp_sender": "smtp.sender", "forwarded_allow_ips": "forwarded_allow_ips",
+         "secure_cookies": "secure_cookies"}
 
 
 def add_service_flags(parser: argparse.ArgumentParser) -> None:
@@ -49,6 +50,8 @@ def add_service_flags(parser: argparse.ArgumentParser) -> None:
   g.add_argument("--forwarded-allow-ips", metavar="IPS",
                  help="proxies (comma-separated addresses or networks) whose X-Forwarded-For and "
                  "X-Forwarded-Proto are believed, as uvicorn names it ('': none)")
+  g.add_argument("--secure-cookies", action="store_true", default=None,
+                 help="Secure cookies and HSTS: the site is served over TLS (or a TLS proxy)")
   g.add_argument("--smtp-host", metavar="HOST", help="send completion e-mails through this "
                  "SMTP server ('': no e-mail)")
   g.add_argument("--smtp-port", type=int, metavar="PORT", help="the SMTP server's port")

@@ -16,6 +16,7 @@ elsewhere; never a 500 for bad input.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from pathlib import Path
 from typing import Callable
@@ -44,6 +45,20 @@ CSP = ("default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-
        "form-action 'self'; frame-ancestors 'none'")
 
 
+HSTS = "max-age=31536000"  # a year; no includeSubDomains: the site may share a domain
+
+
+def swagger_ui_dir() -> Path | None:
+  """Swagger UI's files (``swagger-ui-bundle.js``, ``swagger-ui.css``; a version that reads
+  OpenAPI 3.1) as the fastapi-offline package ships them, or None if it is not installed. Only
+  its files are used: its page has an inline script, which the CSP would block."""
+  spec = importlib.util.find_spec("fastapi_offline")
+  if spec is None or not spec.submodule_search_locations:
+    return None
+  folder = Path(list(spec.submodule_search_locations)[0]) / "static"
+  return folder if (folder / "swagger-ui-bundle.js").is_file() else None
+
+
 def create_app(cfg: config.WebConfig, *, enqueue: Callable[[str], object] | None = None
                ) -> FastAPI:
   """The application on ``cfg``'s database, storage and queue.
@@ -61,7 +76,7 @@ def create_app(cfg: config.WebConfig, *, enqueue: Callable[[str], object] | None
   if enqueue is None:
     _, tasks = queue.make_queue(cfg)
     enqueue, enqueue_low = tasks.run_job, tasks.run_sample
-  app = FastAPI(title="nst-jax", version="1",
+  app = FastAPI(title="nst-jax", version="1", docs_url=None, redoc_url=None,
                 description="Neural style transfer: fast networks, slow optimization, "
                 "super-resolution, and a shared gallery.")
   app.state.cfg = cfg
@@ -71,6 +86,14 @@ def create_app(cfg: config.WebConfig, *, enqueue: Callable[[str], object] | None
   env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)
   app.state.templates = Jinja2Templates(env=env)
   app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+  swagger = swagger_ui_dir()
+  if swagger is not None:  # /docs's scripts from this site: offline, and under our CSP
+    app.mount("/docs/assets", StaticFiles(directory=swagger), name="swagger-ui")
+
+  @app.get("/docs", include_in_schema=False)
+  async def docs(request: Request):
+    return app.state.templates.TemplateResponse(request, "docs.html",
+                                                {"swagger": swagger is not None})
   app.include_router(api.router)
   app.include_router(pages.router)
   if cfg.forwarded_allow_ips:  # the client's address (per-IP limits) and scheme from the proxy
@@ -93,11 +116,13 @@ def create_app(cfg: config.WebConfig, *, enqueue: Callable[[str], object] | None
     response = await call_next(request)
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "same-origin")
-    if not request.url.path.startswith(("/docs", "/redoc")):  # Swagger UI loads from a CDN
-      response.headers.setdefault("Content-Security-Policy", CSP)
+    response.headers.setdefault("Content-Security-Policy", CSP)
+    secure = cfg.secure_cookies or request.url.scheme == "https"
+    if secure:  # browsers ignore it over plain HTTP; behind TLS it keeps them on HTTPS
+      response.headers.setdefault("Strict-Transport-Security", HSTS)
     if new_token is not None:
       response.set_cookie(COOKIE, new_token, max_age=COOKIE_MAX_AGE, httponly=True,
-                          samesite="lax")
+                          samesite="lax", secure=secure)
     return response
 
   @app.exception_handler(ServiceError)
