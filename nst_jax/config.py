@@ -605,6 +605,7 @@ class WebLimits:
   ip_rate_per_minute: int = 120  # job submissions per IP address per minute (burst: the same)
   ip_queue_quota: int = 20  # jobs queued or running at once from one IP address
   max_queued: int = 500  # jobs queued or running at once in all (beyond: 503, Retry-After)
+  mails_per_hour: int = 10  # completion e-mails per address, and per network, per hour
   decode_budget_mb: int = 400  # decoded pixel bytes of the uploads in flight in the web process
   max_decodes: int = 2  # uploads decoded at once in the web process (the rest wait)
   decode_wait_s: float = 20.0  # an upload waits this long for the decode budget, then 503

@@ -56,6 +56,7 @@ class Job(Base):
   error: Mapped[str | None] = mapped_column(Text)
   email: Mapped[str | None] = mapped_column(String(254))
   network: Mapped[str | None] = mapped_column(String(32), index=True)  # security.network_key
+  email_status: Mapped[str | None] = mapped_column(String(200))  # "sent" | "failed: <why>"
   worker: Mapped[str | None] = mapped_column(String(128))
   attempts: Mapped[int] = mapped_column(Integer, default=0)
   created_at: Mapped[float] = mapped_column(Float, index=True)
@@ -65,7 +66,8 @@ class Job(Base):
 
   def to_dict(self) -> dict[str, Any]:
     keys = ("id", "kind", "params", "status", "iteration", "total", "start_iteration", "loss",
-            "eta_s", "error", "attempts", "created_at", "started_at", "finished_at")
+            "eta_s", "error", "attempts", "created_at", "started_at", "finished_at",
+            "email_status")
     out = {k: getattr(self, k) for k in keys}
     out.update(content=self.content_key, style=self.style_key, result=self.result_key,
                preview=self.preview_key)

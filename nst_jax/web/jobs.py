@@ -143,8 +143,11 @@ class Executor:
                          f"Your job {job.id} is done.\n\nSee and download the result: {link}\n",
                          starttls=smtp.starttls, username=smtp.username or None,
                          password=smtp.password or None)
+      status = "sent"
     except Exception as e:  # pylint: disable=broad-except  (the result stands without e-mail)
-      log.warning("job %s: e-mail to %s failed: %s", job.id, job.email, e)
+      log.warning("job %s: e-mail failed: %s", job.id, e)
+      status = f"failed: {type(e).__name__}"
+    self.db.set_fields(job.id, email_status=status)  # the job page tells its owner
 
   # ------------------------------------------------------------------------------- execution
   def execute(self, job, lost: threading.Event) -> bytes:

@@ -63,6 +63,7 @@ class Service:
     lim = cfg.limits
     self.limiter = RateLimiter(lim.rate_per_minute, max(1, lim.rate_per_minute))
     self.ip_limiter = RateLimiter(lim.ip_rate_per_minute, max(1, lim.ip_rate_per_minute))
+    self.mail_limiter = RateLimiter(lim.mails_per_hour / 60, max(1, lim.mails_per_hour))
     self.decodes = uploads.DecodeBudget(lim.decode_budget_mb << 20, lim.max_decodes,
                                         lim.decode_wait_s)
 
@@ -111,14 +112,29 @@ class Service:
       if masks[0] is not None:
         params["content_mask"] = self.store.put(masks[0].png, "png")
         params["style_mask"] = self.store.put(masks[1].png, "png")
-    email = (fields.get("email") or "").strip()
-    if email and not EMAIL.fullmatch(email):
-      raise ServiceError(400, "that e-mail address does not look valid")
+    email = self.check_email(fields.get("email"), network)
     job = self.db.create_job(owner, kind, params, content=self.store.put(content.png, "png"),
                              style=self.store.put(style.png, "png") if style else None,
                              email=email or None, total=total, network=network)
     self.enqueue(job.id)
     return job
+
+  def check_email(self, raw: str | None, network: str | None) -> str:
+    """The notification address, or "" for none: refused (400) when this server sends no
+    e-mail, (429) past ``mails_per_hour`` for the address or for the network."""
+    email = (raw or "").strip()
+    if not email:
+      return ""
+    if not self.cfg.smtp.host:
+      raise ServiceError(400, "this server sends no e-mail (no SMTP server is configured); "
+                         "leave the address out and keep the job page's link instead")
+    if not EMAIL.fullmatch(email):
+      raise ServiceError(400, "that e-mail address does not look valid")
+    if not (self.mail_limiter.allow("to:" + email.lower())
+            and self.mail_limiter.allow(f"from:{network}")):
+      raise ServiceError(429, "too many e-mails requested for this address or from your "
+                         "network; leave the address out or try again later", retry_after=600)
+    return email
 
   def check_limits(self, owner: str, network: str | None) -> None:
     """The service's bound, then the network's and the client's: 503 or 429 with Retry-After.

@@ -1,4 +1,5 @@
-"""Jobs remember the (keyed hash of the) network they came from, for the per-IP limits.
+"""Jobs remember the (keyed hash of the) network they came from, for the per-IP limits, and
+whether their completion e-mail went out.
 
 Revision ID: 0002
 Revises: 0001
@@ -18,9 +19,11 @@ def upgrade() -> None:
   with op.batch_alter_table("jobs") as batch:
     batch.add_column(sa.Column("network", sa.String(32)))
     batch.create_index("ix_jobs_network", ["network"])
+    batch.add_column(sa.Column("email_status", sa.String(200)))
 
 
 def downgrade() -> None:
   with op.batch_alter_table("jobs") as batch:
     batch.drop_index("ix_jobs_network")
     batch.drop_column("network")
+    batch.drop_column("email_status")
