@@ -89,6 +89,7 @@ def _exit_on_sigterm(signum, _frame):
 def run(args: argparse.Namespace) -> int:
   cfg = resolve_config(args)
   worker.setup_logging()
+  os.umask(0o077)  # the data folder holds personal data (e-mail addresses, uploads)
   import uvicorn  # pylint: disable=import-outside-toplevel
   from nst_jax.web import app as web_app  # pylint: disable=import-outside-toplevel
   data_dir = Path(cfg.data_dir)

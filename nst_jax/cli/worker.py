@@ -101,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
     exit_with_parent(int(os.environ[PARENT_ENV]))
   cfg = resolve_config(args)
   setup_logging()
+  os.umask(0o077)  # the data folder holds personal data (e-mail addresses, uploads)
   from nst_jax.web import queue  # pylint: disable=import-outside-toplevel
   queue.run_worker(cfg)
   return 0

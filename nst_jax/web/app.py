@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -59,6 +60,15 @@ def swagger_ui_dir() -> Path | None:
   return folder if (folder / "swagger-ui-bundle.js").is_file() else None
 
 
+def make_private(data_dir: Path) -> None:
+  """The data folder 0700 and its databases 0600: they hold e-mail addresses and uploads.
+  (``serve`` and ``worker`` also set the umask to 077, so what they create later is private.)"""
+  os.chmod(data_dir, 0o700)
+  for path in data_dir.glob("*.db*"):
+    if path.is_file():
+      os.chmod(path, 0o600)
+
+
 def create_app(cfg: config.WebConfig, *, enqueue: Callable[[str], object] | None = None
                ) -> FastAPI:
   """The application on ``cfg``'s database, storage and queue.
@@ -69,9 +79,10 @@ def create_app(cfg: config.WebConfig, *, enqueue: Callable[[str], object] | None
       tests pass an executor's ``run`` to run jobs in-process).
   """
   data_dir = Path(cfg.data_dir)
-  data_dir.mkdir(parents=True, exist_ok=True)
+  data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
   db = jobs.open_database(cfg)
   db.migrate()
+  make_private(data_dir)
   enqueue_low = None
   if enqueue is None:
     _, tasks = queue.make_queue(cfg)
