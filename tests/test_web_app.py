@@ -315,8 +315,12 @@ def test_gallery_is_newest_first_and_paginated(service, done_job):
   app, new_client = service
   owner, job = done_job
   csrf = csrf_of(owner)
-  ids = [owner.post("/api/gallery", data={"job_id": job["id"], "title": f"t{i}"},
-                    headers={"X-CSRF-Token": csrf}).json()["id"] for i in range(3)]
+  job_ids = [job["id"]] + [owner.post(  # one item per job: two more jobs
+      "/api/jobs", data={"model": "starry_small", "size": "48"},
+      files={"content": ("p.png", png_bytes(40, 56, seed=i))},
+      headers={"X-CSRF-Token": csrf}).json()["id"] for i in (1, 2)]
+  ids = [owner.post("/api/gallery", data={"job_id": j, "title": f"t{i}"},
+                    headers={"X-CSRF-Token": csrf}).json()["id"] for i, j in enumerate(job_ids)]
   first = new_client().get("/api/gallery", params={"per_page": 2}).json()
   assert [i["id"] for i in first["items"]] == ids[::-1][:2] and first["total"] >= 3
   second = new_client().get("/api/gallery", params={"per_page": 2, "page": 2}).json()
@@ -519,7 +523,7 @@ def test_deleting_the_job_and_its_gallery_item_removes_their_files(service):
                     headers={"X-CSRF-Token": csrf}).json()
   job = client.get(f"/api/jobs/{job['id']}").json()
   assert job["status"] == "done"
-  item = client.post("/api/gallery", data={"job_id": job["id"]},
+  item = client.post("/api/gallery", data={"job_id": job["id"], "publish": "all"},
                      headers={"X-CSRF-Token": csrf}).json()
   assert new_client().post(f"/jobs/{job['id']}/delete", data={"csrf": csrf}).status_code == 403
   r = client.post(f"/jobs/{job['id']}/delete", data={"csrf": csrf}, follow_redirects=False)
@@ -630,3 +634,48 @@ def test_secure_cookies_and_hsts_when_served_over_tls(tmp_path, secure, scheme):
   on = secure or scheme == "https"
   assert ("secure" in r.headers["set-cookie"].lower()) == on
   assert ("strict-transport-security" in r.headers) == on
+
+
+def test_sharing_publishes_the_result_only_by_default_once_and_an_admin_moderates(tmp_path):
+  cfg = config.WebConfig(data_dir=str(tmp_path), admin_token="s3cret-admin-token",
+                         limits=config.WebLimits(rate_per_minute=1000))
+  holder = {}
+  app = web_app.create_app(cfg, enqueue=lambda job_id: holder["ex"].run(job_id))
+  holder["ex"] = jobs.Executor(cfg, db=app.state.service.db, store=app.state.service.store)
+  owner, other = TestClient(app), TestClient(app)
+  csrf = csrf_of(owner)
+
+  def finished_job():
+    r = owner.post("/api/jobs", data={"model": "starry_small", "size": "48"},
+                   files={"content": ("p.png", png_bytes(40, 56, seed=len(holder)))},
+                   headers={"X-CSRF-Token": csrf})
+    holder[r.json()["id"]] = True
+    return r.json()["id"]
+
+  job = finished_job()
+  page = owner.get(f"/jobs/{job}").text
+  assert 'name="publish" value="result" checked' in page and "my photo" in page
+  first = owner.post("/api/gallery", data={"job_id": job}, headers={"X-CSRF-Token": csrf})
+  again = owner.post("/api/gallery", data={"job_id": job, "publish": "all"},
+                     headers={"X-CSRF-Token": csrf})
+  assert first.status_code == again.status_code == 201
+  item = first.json()
+  assert again.json()["id"] == item["id"]  # idempotent: one item per job
+  assert item["content_url"] is None and item["style_url"] is None  # the result only
+  assert owner.get("/api/gallery").json()["total"] == 1
+  page = owner.get(f"/jobs/{job}").text
+  assert 'id="share"' not in page and f'href="/gallery/{item["id"]}"' in page
+
+  with_inputs = owner.post("/api/gallery", data={"job_id": finished_job(), "publish": "all"},
+                           headers={"X-CSRF-Token": csrf}).json()
+  assert with_inputs["content_url"] and owner.get(with_inputs["content_url"]).status_code == 200
+
+  admin = {"Authorization": "Bearer s3cret-admin-token"}
+  assert other.post(f"/api/gallery/{item['id']}/hide").status_code == 403
+  assert other.post(f"/api/gallery/{item['id']}/hide",
+                    headers={"Authorization": "Bearer wrong"}).status_code == 403
+  assert other.post(f"/api/gallery/{item['id']}/hide", headers=admin).status_code == 204
+  assert other.get(f"/gallery/{item['id']}").status_code == 404
+  assert owner.get("/api/gallery").json()["total"] == 1  # only the other item shows
+  assert other.delete(f"/api/gallery/{with_inputs['id']}", headers=admin).status_code == 204
+  assert owner.get("/api/gallery").json()["total"] == 0

@@ -32,7 +32,7 @@ FLAGS = {"host": "host", "port": "port", "data_dir": "data_dir", "database_url":
          "queue_url": "queue_url", "storage_url": "storage_url", "workers": "workers",
          "base_url": "base_url", "smtp_host": "smtp.host", "smtp_port": "smtp.port",
          "smtp_sender": "smtp.sender", "forwarded_allow_ips": "forwarded_allow_ips",
-         "secure_cookies": "secure_cookies"}
+         "secure_cookies": "secure_cookies", "admin_token": "admin_token"}
 
 
 def add_service_flags(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +52,9 @@ def add_service_flags(parser: argparse.ArgumentParser) -> None:
                  "X-Forwarded-Proto are believed, as uvicorn names it ('': none)")
   g.add_argument("--secure-cookies", action="store_true", default=None,
                  help="Secure cookies and HSTS: the site is served over TLS (or a TLS proxy)")
+  g.add_argument("--admin-token", metavar="TOKEN",
+                 help="a secret that may hide or delete any gallery item (Authorization: Bearer "
+                 "TOKEN); $NST_JAX_ADMIN_TOKEN sets it too")
   g.add_argument("--smtp-host", metavar="HOST", help="send completion e-mails through this "
                  "SMTP server ('': no e-mail)")
   g.add_argument("--smtp-port", type=int, metavar="PORT", help="the SMTP server's port")
@@ -65,8 +68,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   add_service_flags(parser)
 
 
+ADMIN_TOKEN_ENV = "NST_JAX_ADMIN_TOKEN"
+
+
 def resolve_config(args: argparse.Namespace) -> config.WebConfig:
-  return common.resolve_config(args, config.WebConfig(), common.flag_overrides(args, FLAGS))
+  base = config.WebConfig(admin_token=os.environ.get(ADMIN_TOKEN_ENV, ""))
+  return common.resolve_config(args, base, common.flag_overrides(args, FLAGS))
 
 
 def setup_logging() -> None:

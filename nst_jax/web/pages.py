@@ -99,7 +99,8 @@ async def cancel(request: Request, job_id: str):
 async def share(request: Request, job_id: str):
   fields, _ = await checked_form(request)
   item = await run_in_threadpool(request.app.state.service.share, request.state.client_id,
-                                 job_id, fields.get("title", ""))
+                                 job_id, fields.get("title", ""),
+                                 fields.get("publish", "result"))
   return RedirectResponse(f"/gallery/{item.id}", status_code=303)
 
 

@@ -10,6 +10,7 @@ Synopsis::
 
 from __future__ import annotations
 
+import hmac
 import re
 from pathlib import Path
 from typing import Callable
@@ -249,23 +250,42 @@ class Service:
     return self.db.queue_position(job)
 
   # ----------------------------------------------------------------------------------- gallery
-  def share(self, owner: str, job_id: str, title: str) -> GalleryItem:
+  def share(self, owner: str, job_id: str, title: str, publish: str = "result") -> GalleryItem:
+    """Publishes a finished job once (sharing it again gives the same item): its result alone,
+    or (``publish="all"``) with the content and style images."""
     job = self.owned_job(owner, job_id, "share")
     if job.status != "done" or not job.result_key:
       raise ServiceError(409, "only a finished job can be shared")
+    if publish not in ("result", "all", "", None):
+      raise ServiceError(400, "publish must be 'result' (the result only) or 'all' (with the "
+                         "content and style images)")
+    existing = self.db.item_of_job(job.id)
+    if existing is not None:
+      return existing
     title = " ".join((title or "").split())[:200] or f"{job.kind} #{job.id[:8]}"
     thumb = self.store.put(uploads.thumbnail(self.store.get(job.result_key)), "png")
-    return self.db.share(job, owner, title, thumb)
+    return self.db.share(job, owner, title, thumb, with_inputs=publish == "all")
 
-  def item(self, item_id: int) -> GalleryItem:
+  def item(self, item_id: int, *, admin: bool = False) -> GalleryItem:
     item = self.db.gallery_item(item_id)
-    if item is None:
+    if item is None or (item.hidden and not admin):
       raise ServiceError(404, "no such gallery item")
     return item
 
-  def delete_item(self, owner: str, item_id: int) -> None:
-    item = self.item(item_id)
-    if item.owner != owner:
+  def is_admin(self, token: str | None) -> bool:
+    """Whether ``token`` is the administrator's (``WebConfig.admin_token``; constant time)."""
+    want = self.cfg.admin_token
+    return bool(want and token) and hmac.compare_digest(str(token).encode(), want.encode())
+
+  def hide_item(self, item_id: int) -> None:
+    """An administrator's: the item leaves the gallery (its page answers 404), kept on disk."""
+    if not self.db.hide_gallery_item(item_id):
+      raise ServiceError(404, "no such gallery item")
+
+  def delete_item(self, owner: str | None, item_id: int) -> None:
+    """Deletes ``owner``'s item (None: an administrator, any item) and its unused files."""
+    item = self.item(item_id, admin=owner is None)
+    if owner is not None and item.owner != owner:
       raise ServiceError(403, "only the client that shared an item may delete it")
     deleted = self.db.delete_gallery_item(item_id, owner)
     if deleted is None:

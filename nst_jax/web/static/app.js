@@ -97,6 +97,7 @@ function setupStylize() {
     $("job-link").href = job.page_url;
     $("share").dataset.job = job.id;
     $("share").disabled = false;
+    for (const id of ["share", "publish", "share-title"]) $(id).hidden = false;
     $("gallery-link").hidden = true;
     $("result-box").hidden = false;
   });
@@ -104,9 +105,13 @@ function setupStylize() {
     const body = new FormData();
     body.append("job_id", $("share").dataset.job);
     body.append("title", $("share-title").value);
+    const publish = document.querySelector('input[name="publish"]:checked');
+    body.append("publish", publish ? publish.value : "result");
     try {
       const item = await api("POST", "/api/gallery", body);
-      $("share").disabled = true;
+      $("share").hidden = true;
+      $("publish").hidden = true;
+      $("share-title").hidden = true;
       $("gallery-link").href = item.page_url;
       $("gallery-link").hidden = false;
     } catch (err) { showError(err.message); }
