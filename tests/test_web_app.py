@@ -71,7 +71,8 @@ def test_pages_render(service, path):
     for element in ("upload", "model", "strength", "keep-colors", "size", "submit", "progress",
                     "result", "share", "drop"):
       assert f'id="{element}"' in r.text, element
-    assert 'value="zoo8#7"' in r.text and "hokusai_great_wave" in r.text
+    assert 'value="zoo8#7"' in r.text and "The Great Wave off Kanagawa" in r.text
+    assert "Katsushika Hokusai" in r.text and "/models/zoo8/1/painting.png" in r.text
   if path == "/openapi.json":
     assert "/api/jobs" in r.json()["paths"]
 
@@ -679,3 +680,70 @@ def test_sharing_publishes_the_result_only_by_default_once_and_an_admin_moderate
   assert owner.get("/api/gallery").json()["total"] == 1  # only the other item shows
   assert other.delete(f"/api/gallery/{with_inputs['id']}", headers=admin).status_code == 204
   assert owner.get("/api/gallery").json()["total"] == 0
+
+
+def test_paintings_and_human_names_of_the_styles(tmp_path):
+  """The picker shows each style's painting (a thumbnail made from the style image this host
+  has, checked against the manifest's sha256) with its title and painter; without the painting
+  it falls back to the stylized sample."""
+  from nst_jax.web import catalog  # pylint: disable=import-outside-toplevel
+  assert catalog.style_title("munch_the_scream") == {"title": "The Scream",
+                                                     "painter": "Edvard Munch", "year": "1893"}
+  assert catalog.style_title("my_cat_sketch")["title"] == "My cat sketch"
+  styles = tmp_path / "styles"
+  styles.mkdir()
+  painting = np.zeros((300, 200, 3), np.uint8)
+  painting[:, :, 2] = 200
+  Image.fromarray(painting).save(styles / "van_gogh_starry_night.jpg")
+  client = TestClient(web_app.create_app(config.WebConfig(
+      data_dir=str(tmp_path / "d"), styles_dir=str(styles)), enqueue=lambda job_id: None))
+  # The file is not the manifest's Starry Night (another sha256): the sample instead.
+  r = client.get("/models/starry_small/0/painting.png", follow_redirects=False)
+  assert r.status_code == 302 and r.headers["location"].endswith("/sample.png")
+  entry = {"name": "mine", "styles": ["van_gogh_starry_night"], "style_sha256": [None]}
+  assert catalog.painting_file(config.WebConfig(styles_dir=str(styles)), entry, 0) is not None
+  assert client.get("/models/nope/0/painting.png").status_code == 404
+  assert client.get("/favicon.ico").status_code == 200
+
+
+def test_job_pages_say_what_is_happening(tmp_path):
+  """The job page in each state: the queue position only while queued, a moving bar and words
+  instead of '0 / 1' or 'iteration 0' while a fast job runs or a slow one compiles, no empty
+  preview, results at their own size with a before/after slider, confirmations, dates."""
+  cfg = config.WebConfig(data_dir=str(tmp_path))
+  app = web_app.create_app(cfg, enqueue=lambda job_id: None)
+  db, store = app.state.service.db, app.state.service.store
+  client = TestClient(app)
+  owner = client.get("/api/session").json()["client_id"]
+  photo = store.put(png_bytes(40, 56), "png")
+
+  def page(kind="fast", total=1, **fields):
+    job = db.create_job(owner, kind, {"size": 48}, content=photo, total=total)
+    if fields:
+      db.set_fields(job.id, **fields)
+    return client.get(f"/jobs/{job.id}").text
+
+  queued = page()
+  assert 'id="queue-info" ' in queued and "job(s) ahead" in queued
+  assert 'id="preview-box" hidden' in queued  # no empty "Preview" caption
+  assert re.search(r'id="cancel-form"[^>]+data-confirm="Cancel', queued)
+  fast = page(status="running")
+  assert 'id="queue-info" hidden' in fast and "Running…" in fast
+  assert re.search(r'<progress id="progress" max="100"\s*>', fast)  # indeterminate
+  slow = page("artistic", 100, status="running")
+  assert "Preparing: compiling" in slow
+  later = page("artistic", 100, status="running", iteration=40)
+  assert "Preparing" not in later and 'value="40"' in later
+  result = store.put(png_bytes(34, 48, seed=3), "png")
+  done = page(status="done", result_key=result, iteration=1)
+  assert 'width="48" height="34"' in done and "Download full resolution (48×34 px)" in done
+  assert 'id="compare-slider"' in done and 'id="compare-before"' in done
+  assert re.search(r'id="delete-job-form"[^>]+data-confirm="Delete', done)
+  jobs_page = client.get("/jobs").text
+  assert "<th>Submitted</th>" in jobs_page and re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC",
+                                                            jobs_page)
+  custom = client.get("/custom").text  # fields by method (app.js hides the others)
+  assert re.search(r'data-kinds="artistic photoreal">Size', custom)
+  assert re.search(r'data-kinds="artistic photoreal">Iterations', custom)
+  assert re.search(r'data-kinds="artistic photoreal">Style image', custom)
+  assert 'rel="icon" href="/favicon.ico"' in client.get("/").text

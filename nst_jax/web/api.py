@@ -41,6 +41,7 @@ def job_json(request: Request, job: Job) -> dict:
              content_url=blob_url(job.content_key), style_url=blob_url(job.style_key),
              page_url=f"/jobs/{job.id}", email=bool(job.email))
   if job.status == "done":
+    out["result_size"] = request.app.state.service.image_size(job.result_key)
     item = request.app.state.service.db.item_of_job(job.id)
     out["gallery_url"] = f"/gallery/{item.id}" if item is not None and not item.hidden else None
   return out

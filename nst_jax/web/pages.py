@@ -8,6 +8,7 @@ field and are answered with a redirect (303) or the form again with the error an
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 
 from fastapi import APIRouter, Request
@@ -15,12 +16,29 @@ from fastapi.responses import FileResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from nst_jax import config
-from nst_jax.web import api, catalog
+from nst_jax.web import api, catalog, uploads
 from nst_jax.web.forms import check_csrf, checked_form, network_of, read_form
 from nst_jax.web.service import ServiceError
 
 router = APIRouter(include_in_schema=False)
 PER_PAGE = 12
+PAINTING_SIZE = 192  # px, long side of a painting's thumbnail (shown at 96-128 px)
+
+
+def format_time(seconds: float | None) -> str:
+  """A Unix time as the pages show it: '2026-12-07 19:30 UTC' (the server does not know the
+  visitor's zone; the <time> element carries the exact value)."""
+  if not seconds:
+    return ""
+  return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime(
+      "%Y-%m-%d %H:%M UTC")
+
+
+def iso_time(seconds: float | None) -> str:
+  if not seconds:
+    return ""
+  return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).isoformat(
+      timespec="seconds")
 
 
 def context(request: Request, **values) -> dict:
@@ -133,6 +151,25 @@ PLACEHOLDER = ('<svg xmlns="http://www.w3.org/2000/svg" width="160" height="160"
                'text-anchor="middle" fill="#666">rendering…</text></svg>')
 
 
+@router.get("/models/{name}/{index}/painting.png")
+async def model_painting(request: Request, name: str, index: int):
+  """A thumbnail of the painting a model's style was trained on, when this host has the
+  painting (``catalog.painting_file``), else the style's sample (a redirect)."""
+  entry = catalog.find(request.app.state.cfg, name)
+  if entry is None or not 0 <= index < len(entry["styles"]):
+    raise ServiceError(404, "no such model or style")
+  cache = request.app.state.paintings  # made once per process: a few KB each
+  key = (name, index)
+  if key not in cache:
+    path = catalog.painting_file(request.app.state.cfg, entry, index)
+    cache[key] = (await run_in_threadpool(uploads.thumbnail, path.read_bytes(),
+                                          PAINTING_SIZE) if path is not None else None)
+  if cache[key] is None:
+    return RedirectResponse(f"/models/{name}/{index}/sample.png", status_code=302)
+  return Response(cache[key], media_type="image/png",
+                  headers={"Cache-Control": "public, max-age=86400"})
+
+
 @router.get("/models/{name}/{index}/sample.png")
 async def model_sample(request: Request, name: str, index: int):
   """The model's style on the built-in sample photo: the shipped models' precomputed JPEG, a
@@ -146,6 +183,13 @@ async def model_sample(request: Request, name: str, index: int):
   if job.status == "done":
     return RedirectResponse(api.blob_url(job.result_key), status_code=302)
   return Response(PLACEHOLDER, media_type="image/svg+xml", headers={"Cache-Control": "no-store"})
+
+
+@router.get("/favicon.ico")
+async def favicon():
+  return FileResponse(Path(__file__).resolve().parent / "static" / "favicon.ico",
+                      media_type="image/vnd.microsoft.icon",
+                      headers={"Cache-Control": "public, max-age=86400"})
 
 
 @router.get("/models")

@@ -246,6 +246,23 @@ class Service:
     self.enqueue_low(job.id)
     return self.db.get_job(job.id)
 
+  def image_size(self, key: str | None) -> list[int] | None:
+    """[width, height] of a stored PNG from its header (24 bytes read), or None."""
+    if not key:
+      return None
+    path = self.store.path(key)
+    try:
+      if path is None:
+        head = self.store.get(key)[:24]
+      else:
+        with path.open("rb") as f:
+          head = f.read(24)
+    except (OSError, KeyError):
+      return None
+    if head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+      return None
+    return [int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")]
+
   def position(self, job: Job) -> int:
     return self.db.queue_position(job)
 
