@@ -34,6 +34,11 @@ def csrf_of(client: TestClient) -> str:
   return client.get("/api/session").json()["csrf_token"]
 
 
+def client_id_of(client: TestClient) -> str:
+  """The client id of a test client (its cookie's)."""
+  return client.get("/api/session").json()["client_id"]
+
+
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
   """An app whose jobs run in-process at once, and a factory of clients (one identity each)."""
@@ -640,18 +645,18 @@ def test_secure_cookies_and_hsts_when_served_over_tls(tmp_path, secure, scheme):
 def test_sharing_publishes_the_result_only_by_default_once_and_an_admin_moderates(tmp_path):
   cfg = config.WebConfig(data_dir=str(tmp_path), admin_token="s3cret-admin-token",
                          limits=config.WebLimits(rate_per_minute=1000))
-  holder = {}
-  app = web_app.create_app(cfg, enqueue=lambda job_id: holder["ex"].run(job_id))
-  holder["ex"] = jobs.Executor(cfg, db=app.state.service.db, store=app.state.service.store)
+  app = web_app.create_app(cfg, enqueue=lambda job_id: None)
+  db, store = app.state.service.db, app.state.service.store
   owner, other = TestClient(app), TestClient(app)
   csrf = csrf_of(owner)
+  seeds = iter(range(100))
 
-  def finished_job():
-    r = owner.post("/api/jobs", data={"model": "starry_small", "size": "48"},
-                   files={"content": ("p.png", png_bytes(40, 56, seed=len(holder)))},
-                   headers={"X-CSRF-Token": csrf})
-    holder[r.json()["id"]] = True
-    return r.json()["id"]
+  def finished_job():  # recorded as done: sharing, not stylizing, is tested
+    job = db.create_job(client_id_of(owner), "fast", {"model": "starry_small"},
+                        content=store.put(png_bytes(40, 56, seed=next(seeds)), "png"), total=1)
+    db.set_fields(job.id, status="done", iteration=1,
+                  result_key=store.put(png_bytes(34, 48, seed=next(seeds)), "png"))
+    return job.id
 
   job = finished_job()
   page = owner.get(f"/jobs/{job}").text
