@@ -247,7 +247,7 @@ class Service:
     return self.db.get_job(job.id)
 
   def image_size(self, key: str | None) -> list[int] | None:
-    """[width, height] of a stored PNG from its header (24 bytes read), or None."""
+    """[width, height] of a stored PNG, read from its header alone, or None."""
     if not key:
       return None
     path = self.store.path(key)

@@ -86,10 +86,10 @@ _MALLOC_TRIM = _libc_malloc_trim()
 def release_memory() -> None:
   """Hands the heap's free pages back to the system (glibc ``malloc_trim(0)``).
 
-  Pillow allocates a large image in 16 MB blocks; once glibc's mmap threshold has grown past
-  that (it does after the first such block is freed), the blocks come from the heaps of the
-  threadpool's threads and stay mapped after ``free``, so the process kept the peak of its
-  largest decodes. No library offers this call; ctypes is the standard way to reach it.
+  Pillow allocates a large image in fixed-size blocks; once glibc's mmap threshold has grown
+  past that size (it does after the first such block is freed), the blocks come from the heaps
+  of the threadpool's threads and stay mapped after ``free``, so the process kept the peak of
+  its largest decodes. No library offers this call; ctypes is the standard way to reach it.
   """
   if _MALLOC_TRIM is not None:
     _MALLOC_TRIM(0)
