@@ -640,6 +640,7 @@ class WebConfig:
   base_url: str = ""  # links in e-mails; "": http://<host>:<port>
   models_dir: str = ""  # user-trained style networks (.npz or workdirs); "": <data_dir>/models
   styles_dir: str = ""  # the style paintings (<identifier>.jpg) for thumbnails; "": shared data's
+  sample_photo: str = ""  # a real photo every style is shown on (Models page); "": none
   poll_s: float = 0.005  # the worker's queue polling interval, seconds (SqliteHuey)
   stale_s: float = 30.0  # a running job whose heartbeat is older is taken over by another worker
   checkpoint_every: int = 20  # slow jobs: iterations between optimizer checkpoints

@@ -752,3 +752,30 @@ def test_job_pages_say_what_is_happening(tmp_path):
   assert re.search(r'data-kinds="artistic photoreal">Iterations', custom)
   assert re.search(r'data-kinds="artistic photoreal">Style image', custom)
   assert 'rel="icon" href="/favicon.ico"' in client.get("/").text
+
+
+def test_styles_are_shown_on_a_real_photo_when_one_is_configured(tmp_path):
+  """``sample_photo``: each style rendered once on that photo by a low-priority job (every model,
+  shipped ones too) and shown on the Models page; without it the route is 404."""
+  photo = tmp_path / "street.png"
+  photo.write_bytes(png_bytes(60, 80, seed=5))
+  cfg = config.WebConfig(data_dir=str(tmp_path / "d"), sample_photo=str(photo))
+  app = web_app.create_app(cfg, enqueue=lambda job_id: None)
+  svc, low = app.state.service, []
+  executor = jobs.Executor(cfg, db=svc.db, store=svc.store)
+  executor.execute = lambda job, lost: png_bytes(8, 8, seed=len(low))  # the routing is tested
+  svc.enqueue_low = lambda job_id: (low.append(job_id), executor.run(job_id))
+  client = TestClient(app)
+  r = client.get("/models/zoo8/3/photo.png", follow_redirects=False)
+  assert r.status_code == 302 and r.headers["location"].startswith("/api/blobs/")
+  job = svc.db.get_job(low[0])
+  assert job.params["photo"] and job.params["size"] == 256 and job.params["style_index"] == 3
+  assert svc.store.get(job.content_key) == png_bytes(60, 80, seed=5)  # a bare PNG, kept as is
+  again = client.get("/models/zoo8/3/photo.png", follow_redirects=False)
+  assert again.headers["location"] == r.headers["location"] and len(low) == 1
+  assert client.get("/models/zoo8/3/sample.png").headers["content-type"] == "image/jpeg"
+  assert "/models/zoo8/3/photo.png" in client.get("/models").text
+  plain = TestClient(web_app.create_app(config.WebConfig(data_dir=str(tmp_path / "e")),
+                                        enqueue=lambda job_id: None))
+  assert plain.get("/models/zoo8/3/photo.png").status_code == 404
+  assert "photo.png" not in plain.get("/models").text

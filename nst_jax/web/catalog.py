@@ -120,6 +120,7 @@ def painting_file(cfg: config.WebConfig, entry: dict, index: int) -> Path | None
 
 SAMPLE_OWNER = "system:samples"  # the owner of the jobs that render user models' samples
 SAMPLE_SIZE = 128
+PHOTO_SAMPLE_SIZE = 256  # px, long side of a style's sample on the real photo (sample_photo)
 SAMPLES_DIR = zoo.CHECKPOINTS_DIR / "samples"  # the shipped models' samples, precomputed
 
 

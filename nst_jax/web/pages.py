@@ -9,6 +9,7 @@ field and are answered with a redirect (303) or the form again with the error an
 from __future__ import annotations
 
 import datetime
+from functools import partial
 from pathlib import Path
 
 from fastapi import APIRouter, Request
@@ -170,11 +171,23 @@ async def model_painting(request: Request, name: str, index: int):
                   headers={"Cache-Control": "public, max-age=86400"})
 
 
+@router.get("/models/{name}/{index}/photo.png")
+async def model_photo_sample(request: Request, name: str, index: int):
+  """The model's style on the real photo ``WebConfig.sample_photo``, rendered once by a worker
+  behind the users' jobs (a placeholder until then); 404 when no photo is configured."""
+  return await _sample_response(request, name, index, photo=True)
+
+
 @router.get("/models/{name}/{index}/sample.png")
 async def model_sample(request: Request, name: str, index: int):
   """The model's style on the built-in sample photo: the shipped models' precomputed JPEG, a
   user model's rendered once by a worker (a placeholder until then)."""
-  job = await run_in_threadpool(request.app.state.service.sample, name, index)
+  return await _sample_response(request, name, index, photo=False)
+
+
+async def _sample_response(request: Request, name: str, index: int, *, photo: bool):
+  job = await run_in_threadpool(partial(request.app.state.service.sample, name, index,
+                                        photo=photo))
   if job is None:
     raise ServiceError(404, "no such model or style")
   if isinstance(job, Path):
@@ -194,5 +207,6 @@ async def favicon():
 
 @router.get("/models")
 async def models_page(request: Request):
+  cfg = request.app.state.cfg
   return render(request, "models.html", title="Models", page="models",
-                models=catalog.models(request.app.state.cfg))
+                models=catalog.models(cfg), sample_photo=bool(cfg.sample_photo))

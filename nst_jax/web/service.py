@@ -222,27 +222,36 @@ class Service:
                                         *(deleted.params.get(k) for k in ("content_mask",
                                                                            "style_mask"))])
 
-  def sample(self, name: str, index: int) -> Path | Job | None:
+  def sample(self, name: str, index: int, *, photo: bool = False) -> Path | Job | None:
     """Model ``name``'s style ``index`` on ``catalog.sample_photo``: a shipped model's
     precomputed file; for a user-trained model the job rendering it: the finished one, else the
-    one in progress (or failed), else a new one (enqueued behind the users' jobs). None for an
-    unknown model or style."""
+    one in progress (or failed), else a new one (enqueued behind the users' jobs). ``photo``:
+    on the real photo ``WebConfig.sample_photo`` instead, rendered by a job for every model.
+    None for an unknown model or style, or ``photo`` without a configured photo."""
     entry = catalog.find(self.cfg, name)
     if entry is None or not 0 <= index < max(1, len(entry["styles"])):
       return None
-    shipped = catalog.shipped_sample(entry, index)
+    if photo and not self.cfg.sample_photo:
+      return None
+    shipped = None if photo else catalog.shipped_sample(entry, index)
     if shipped is not None:
       return shipped
     ours = [j for j in self.db.jobs_of(catalog.SAMPLE_OWNER, limit=10_000)
-            if j.params.get("model") == name and j.params.get("style_index") == index]
+            if j.params.get("model") == name and j.params.get("style_index") == index
+            and bool(j.params.get("photo")) == photo]
     for status in ("done", "running", "queued", "failed"):
       found = [j for j in ours if j.status == status]
       if found:
         return found[0]
-    photo = self.store.put(uploads.encode_png(catalog.sample_photo()), "png")
-    job = self.db.create_job(catalog.SAMPLE_OWNER, "fast", {
-        "model": name, "style_index": index, "strength": 1.0, "keep_colors": False,
-        "size": catalog.SAMPLE_SIZE, "sample": True}, content=photo, total=1)
+    if photo:
+      clean = self.upload({"photo": Path(self.cfg.sample_photo).read_bytes()}, "photo")
+      content = self.store.put(clean.png, "png")
+    else:
+      content = self.store.put(uploads.encode_png(catalog.sample_photo()), "png")
+    params = {"model": name, "style_index": index, "strength": 1.0, "keep_colors": False,
+              "size": catalog.PHOTO_SAMPLE_SIZE if photo else catalog.SAMPLE_SIZE,
+              "sample": True, **({"photo": True} if photo else {})}
+    job = self.db.create_job(catalog.SAMPLE_OWNER, "fast", params, content=content, total=1)
     self.enqueue_low(job.id)
     return self.db.get_job(job.id)
 
