@@ -228,3 +228,35 @@ def test_a_chunked_upload_is_refused_at_the_limit_without_filling_the_disk(tmp_p
   assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
   assert sent < 64 << 20 and elapsed < 10
   assert not spooled
+
+
+@pytest.mark.slow
+def test_a_hundred_fresh_cookies_from_one_address_are_not_a_hundred_clients(tmp_path,
+                                                                            free_port):
+  """The issue's measurement: 100 submissions, each with a fresh cookie, against the default
+  limits (no worker, so every accepted job stays queued): the network's quota stops them, with
+  Retry-After."""
+  buf = io.BytesIO()
+  Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(buf, "PNG")
+  port = free_port()
+  proc = _serve(tmp_path, port, "--workers", "0")
+  statuses = []
+  try:
+    _wait_up(port, proc)
+    t0 = time.time()
+    for _ in range(100):
+      with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        csrf = client.get("/api/session").json()["csrf_token"]
+        r = client.post("/api/jobs", data={"model": "starry_small"},
+                        files={"content": ("x.png", buf.getvalue())},
+                        headers={"X-CSRF-Token": csrf})
+        statuses.append((r.status_code, r.headers.get("retry-after")))
+    print(f"100 fresh cookies: {sum(s == 201 for s, _ in statuses)} accepted, "
+          f"{sum(s == 429 for s, _ in statuses)} refused (429) in {time.time() - t0:.1f} s")
+  finally:
+    proc.send_signal(signal.SIGINT)
+    proc.wait(30)
+  from nst_jax import config  # pylint: disable=import-outside-toplevel
+  quota = config.WebLimits().ip_queue_quota
+  assert [s for s, _ in statuses[:quota]] == [201] * quota
+  assert all(s == 429 and ra for s, ra in statuses[quota:]), statuses[quota:]
