@@ -651,6 +651,8 @@ class WebConfig:
   # Cookies with the Secure flag and HSTS on every answer (behind TLS or a TLS proxy); without
   # it both follow the request's scheme (https, also from a trusted proxy's X-Forwarded-Proto).
   secure_cookies: bool = False
+  ssl_certfile: str = ""  # serve HTTPS itself (uvicorn's TLS) with this certificate (PEM) ...
+  ssl_keyfile: str = ""  # ... and this private key; "": plain HTTP (TLS left to a proxy)
   # Hides or deletes any gallery item (``Authorization: Bearer <token>``); "": no administrator.
   # $NST_JAX_ADMIN_TOKEN sets it without writing it on a command line.
   admin_token: str = ""

@@ -260,3 +260,33 @@ def test_a_hundred_fresh_cookies_from_one_address_are_not_a_hundred_clients(tmp_
   quota = config.WebLimits().ip_queue_quota
   assert [s for s, _ in statuses[:quota]] == [201] * quota
   assert all(s == 429 and ra for s, ra in statuses[quota:]), statuses[quota:]
+
+
+@pytest.mark.slow
+def test_served_over_tls_the_cookie_is_secure_and_hsts_is_sent(tmp_path, free_port):
+  """``serve --ssl-certfile/--ssl-keyfile`` (a self-signed certificate made here): the answers
+  carry HSTS and the client cookie the Secure flag, with no --secure-cookies."""
+  import shutil  # pylint: disable=import-outside-toplevel
+  if shutil.which("openssl") is None:
+    pytest.skip("openssl not installed")
+  cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+  subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                  "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                 check=True, capture_output=True, timeout=60)
+  port = free_port()
+  proc = _serve(tmp_path / "data", port, "--workers", "0", "--ssl-certfile", str(cert),
+                "--ssl-keyfile", str(key))
+  try:
+    end, r = time.time() + 60, None
+    while r is None and time.time() < end:
+      assert proc.poll() is None, f"serve exited ({proc.returncode})"
+      try:
+        r = httpx.get(f"https://127.0.0.1:{port}/api/session", verify=False, timeout=2)
+      except httpx.HTTPError:
+        time.sleep(0.2)
+    assert r is not None and r.status_code == 200
+    assert r.headers["strict-transport-security"].startswith("max-age=")
+    assert "secure" in r.headers["set-cookie"].lower()
+  finally:
+    proc.send_signal(signal.SIGINT)
+    proc.wait(30)

@@ -16,6 +16,7 @@ everything; a worker whose ``serve`` died anyhow (SIGKILL included) stops itself
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import signal
@@ -36,11 +37,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--host", help="the address to listen on")
   parser.add_argument("--port", type=int, help="the port to listen on")
   parser.add_argument("--workers", type=int, help="worker processes to start (0: none here)")
+  parser.add_argument("--ssl-certfile", metavar="PEM", help="serve HTTPS with this certificate "
+                      "(and --ssl-keyfile); cookies are then Secure and HSTS is sent")
+  parser.add_argument("--ssl-keyfile", metavar="PEM", help="the certificate's private key")
   worker.add_service_flags(parser)
 
 
 def resolve_config(args: argparse.Namespace) -> config.WebConfig:
-  return worker.resolve_config(args)
+  cfg = worker.resolve_config(args)
+  tls = {k: getattr(args, k) for k in ("ssl_certfile", "ssl_keyfile") if getattr(args, k, None)}
+  return dataclasses.replace(cfg, **tls) if tls else cfg
 
 
 def write_private(path: Path, text: str) -> None:
@@ -97,13 +103,15 @@ def run(args: argparse.Namespace) -> int:
   write_private(path, config.to_json(cfg) + "\n")
   application = web_app.create_app(cfg)  # migrates the database before the workers start
   workers = Workers(max(0, cfg.workers), path)
-  print(f"nst-jax: serving http://{cfg.host}:{cfg.port}/ (data {data_dir.resolve()}, "
+  scheme = "https" if cfg.ssl_certfile else "http"
+  print(f"nst-jax: serving {scheme}://{cfg.host}:{cfg.port}/ (data {data_dir.resolve()}, "
         f"{cfg.workers} worker(s))", file=sys.stderr)
   try:
     # The app applies the proxy headers itself (WebConfig.forwarded_allow_ips): uvicorn's own
     # default would trust X-Forwarded-For from 127.0.0.1, i.e. from anybody without a proxy.
     uvicorn.run(application, host=cfg.host, port=cfg.port, log_level="info",
-                proxy_headers=False)
+                proxy_headers=False, ssl_certfile=cfg.ssl_certfile or None,
+                ssl_keyfile=cfg.ssl_keyfile or None)
   finally:
     workers.stop()
   return 0

@@ -23,8 +23,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (JSON, Boolean, Float, Integer, String, Text, create_engine, event, func, or_,
-                        select, update)
+from sqlalchemy import (JSON, Boolean, Float, Integer, String, Text, create_engine, event, func,
+                        or_, select, update)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -293,8 +293,8 @@ class Database:
     with self.session() as s:
       total = s.scalar(select(func.count()).select_from(GalleryItem)
                        .where(GalleryItem.hidden.is_(False))) or 0
-      items = s.scalars(select(GalleryItem).where(GalleryItem.hidden.is_(False)).order_by(GalleryItem.created_at.desc(),
-                                                     GalleryItem.id.desc())
+      items = s.scalars(select(GalleryItem).where(GalleryItem.hidden.is_(False))
+                        .order_by(GalleryItem.created_at.desc(), GalleryItem.id.desc())
                         .offset((page - 1) * per_page).limit(per_page))
       return list(items), total
 
