@@ -109,8 +109,6 @@ def create_app(cfg: config.WebConfig, *, enqueue: Callable[[str], object] | None
                                                 {"swagger": swagger is not None})
   app.include_router(api.router)
   app.include_router(pages.router)
-  if cfg.forwarded_allow_ips:  # the client's address (per-IP limits) and scheme from the proxy
-    app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=cfg.forwarded_allow_ips)
 
   @app.middleware("http")
   async def identify(request: Request, call_next):
@@ -137,6 +135,10 @@ def create_app(cfg: config.WebConfig, *, enqueue: Callable[[str], object] | None
       response.set_cookie(COOKIE, new_token, max_age=COOKIE_MAX_AGE, httponly=True,
                           samesite="lax", secure=secure)
     return response
+
+  if cfg.forwarded_allow_ips:  # the client's address (per-IP limits) and scheme from the proxy
+    # Added last, so it is the outermost: every other layer sees the proxy's client and scheme.
+    app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=cfg.forwarded_allow_ips)
 
   @app.exception_handler(ServiceError)
   async def service_error(request: Request, exc: ServiceError):
