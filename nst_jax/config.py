@@ -628,6 +628,13 @@ class WebLimits:
   sr_max_input: int = 512  # long side of a super-resolution input, px
   rate_per_minute: int = 60  # job submissions per client per minute (burst: the same)
   queue_quota: int = 5  # a client's jobs queued or running at once
+  ip_rate_per_minute: int = 120  # job submissions per IP address per minute (burst: the same)
+  ip_queue_quota: int = 20  # jobs queued or running at once from one IP address
+  max_queued: int = 500  # jobs queued or running at once in all (beyond: 503, Retry-After)
+  mails_per_hour: int = 10  # completion e-mails per address, and per network, per hour
+  decode_budget_mb: int = 400  # decoded pixel bytes of the uploads in flight in the web process
+  max_decodes: int = 2  # uploads decoded at once in the web process (the rest wait)
+  decode_wait_s: float = 20.0  # an upload waits this long for the decode budget, then 503
 
 
 @dataclass(frozen=True)
@@ -658,9 +665,22 @@ class WebConfig:
   workers: int = 1  # worker processes `serve` starts beside the app
   base_url: str = ""  # links in e-mails; "": http://<host>:<port>
   models_dir: str = ""  # user-trained style networks (.npz or workdirs); "": <data_dir>/models
+  styles_dir: str = ""  # the style paintings (<identifier>.jpg) for thumbnails; "": shared data's
+  sample_photo: str = ""  # a real photo every style is shown on (Models page); "": none
   poll_s: float = 0.005  # the worker's queue polling interval, seconds (SqliteHuey)
   stale_s: float = 30.0  # a running job whose heartbeat is older is taken over by another worker
   checkpoint_every: int = 20  # slow jobs: iterations between optimizer checkpoints
   slow_optimizer: str = "lbfgsb"  # slow jobs' optimizer: lbfgsb | lbfgs | adam (compiles fastest)
+  # Proxies whose X-Forwarded-For / -Proto are believed (uvicorn's --forwarded-allow-ips: comma-
+  # separated addresses or networks, "*" for any); "": none, the peer's address is the client's.
+  forwarded_allow_ips: str = ""
+  # Cookies with the Secure flag and HSTS on every answer (behind TLS or a TLS proxy); without
+  # it both follow the request's scheme (https, also from a trusted proxy's X-Forwarded-Proto).
+  secure_cookies: bool = False
+  ssl_certfile: str = ""  # serve HTTPS itself (uvicorn's TLS) with this certificate (PEM) ...
+  ssl_keyfile: str = ""  # ... and this private key; "": plain HTTP (TLS left to a proxy)
+  # Hides or deletes any gallery item (``Authorization: Bearer <token>``); "": no administrator.
+  # $NST_JAX_ADMIN_TOKEN sets it without writing it on a command line.
+  admin_token: str = ""
   limits: WebLimits = field(default_factory=WebLimits)
   smtp: SmtpConfig = field(default_factory=SmtpConfig)

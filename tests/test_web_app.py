@@ -33,6 +33,11 @@ def csrf_of(client: TestClient) -> str:
   return client.get("/api/session").json()["csrf_token"]
 
 
+def client_id_of(client: TestClient) -> str:
+  """The client id of a test client (its cookie's)."""
+  return client.get("/api/session").json()["client_id"]
+
+
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
   """An app whose jobs run in-process at once, and a factory of clients (one identity each)."""
@@ -70,7 +75,8 @@ def test_pages_render(service, path):
     for element in ("upload", "model", "strength", "keep-colors", "size", "submit", "progress",
                     "result", "share", "drop"):
       assert f'id="{element}"' in r.text, element
-    assert 'value="zoo8#7"' in r.text and "hokusai_great_wave" in r.text
+    assert 'value="zoo8#7"' in r.text and "The Great Wave off Kanagawa" in r.text
+    assert "Katsushika Hokusai" in r.text and "/models/zoo8/1/painting.png" in r.text
   if path == "/openapi.json":
     assert "/api/jobs" in r.json()["paths"]
 
@@ -314,8 +320,12 @@ def test_gallery_is_newest_first_and_paginated(service, done_job):
   app, new_client = service
   owner, job = done_job
   csrf = csrf_of(owner)
-  ids = [owner.post("/api/gallery", data={"job_id": job["id"], "title": f"t{i}"},
-                    headers={"X-CSRF-Token": csrf}).json()["id"] for i in range(3)]
+  job_ids = [job["id"]] + [owner.post(  # one item per job: two more jobs
+      "/api/jobs", data={"model": "starry_small", "size": "48"},
+      files={"content": ("p.png", png_bytes(40, 56, seed=i))},
+      headers={"X-CSRF-Token": csrf}).json()["id"] for i in (1, 2)]
+  ids = [owner.post("/api/gallery", data={"job_id": j, "title": f"t{i}"},
+                    headers={"X-CSRF-Token": csrf}).json()["id"] for i, j in enumerate(job_ids)]
   first = new_client().get("/api/gallery", params={"per_page": 2}).json()
   assert [i["id"] for i in first["items"]] == ids[::-1][:2] and first["total"] >= 3
   second = new_client().get("/api/gallery", params={"per_page": 2, "page": 2}).json()
@@ -518,7 +528,7 @@ def test_deleting_the_job_and_its_gallery_item_removes_their_files(service):
                     headers={"X-CSRF-Token": csrf}).json()
   job = client.get(f"/api/jobs/{job['id']}").json()
   assert job["status"] == "done"
-  item = client.post("/api/gallery", data={"job_id": job["id"]},
+  item = client.post("/api/gallery", data={"job_id": job["id"], "publish": "all"},
                      headers={"X-CSRF-Token": csrf}).json()
   assert new_client().post(f"/jobs/{job['id']}/delete", data={"csrf": csrf}).status_code == 403
   r = client.post(f"/jobs/{job['id']}/delete", data={"csrf": csrf}, follow_redirects=False)
@@ -529,3 +539,242 @@ def test_deleting_the_job_and_its_gallery_item_removes_their_files(service):
   assert client.delete(f"/api/gallery/{item['id']}", headers={"X-CSRF-Token": csrf}
                        ).status_code == 204
   assert not store.exists(job["content"]) and not store.exists(job["result"])
+
+
+def test_a_chunked_upload_is_stopped_at_the_limit_and_its_spool_removed(service):
+  """No Content-Length: the body is counted while it streams; 413 once past the limit, with no
+  more of it read and the parser's temporary file closed."""
+  import asyncio  # pylint: disable=import-outside-toplevel
+  import os  # pylint: disable=import-outside-toplevel
+  from nst_jax.web import forms  # pylint: disable=import-outside-toplevel
+  app, new_client = service
+  client = new_client()
+  token = client.cookies.get("nst_client") or (client.get("/api/session"),
+                                               client.cookies.get("nst_client"))[1]
+  limit = forms.body_limit(app.state.cfg)
+  chunk = b"--b\r\nContent-Disposition: form-data; name=\"content\"; filename=\"x.png\"\r\n\r\n"
+  sent, messages = [0], []
+
+  async def receive():
+    if sent[0] > 100 * limit:
+      return {"type": "http.request", "body": b"", "more_body": False}
+    body = chunk if sent[0] == 0 else b"\0" * 65536
+    sent[0] += len(body)
+    return {"type": "http.request", "body": body, "more_body": True}
+
+  async def send(message):
+    messages.append(message)
+
+  scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+           "scheme": "http", "path": "/api/jobs", "raw_path": b"/api/jobs", "query_string": b"",
+           "root_path": "", "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000),
+           "headers": [(b"content-type", b"multipart/form-data; boundary=b"),
+                       (b"transfer-encoding", b"chunked"),
+                       (b"x-client-token", token.encode())]}
+  fds = len(os.listdir("/proc/self/fd"))
+  asyncio.run(app(scope, receive, send))
+  assert messages[0]["status"] == 413
+  assert limit < sent[0] <= limit + 65536 + len(chunk)  # read up to the limit, no further
+  assert len(os.listdir("/proc/self/fd")) == fds  # the spooled file is closed
+
+
+def test_limits_per_network_and_a_global_bound_hold_against_fresh_cookies(tmp_path):
+  """Every submission with a new cookie (a new client): the network's quota and rate, then the
+  service's bound, answer 429 / 503 with Retry-After; X-Forwarded-For counts only from a
+  trusted proxy."""
+  def app_with(sub, **limits):
+    cfg = config.WebConfig(data_dir=str(tmp_path / sub), forwarded_allow_ips=limits.pop(
+        "proxy", ""), limits=config.WebLimits(rate_per_minute=1000, **limits))
+    return web_app.create_app(cfg, enqueue=lambda job_id: None)
+
+  def submit(app, ip=None, page=False):
+    client = TestClient(app)  # a fresh cookie every time
+    headers = {"X-CSRF-Token": csrf_of(client), **({"X-Forwarded-For": ip} if ip else {})}
+    return client.post("/jobs" if page else "/api/jobs", data={"model": "starry_small"},
+                       files={"content": ("x.png", png_bytes(32, 32))}, headers=headers)
+
+  app = app_with("quota", ip_queue_quota=3, ip_rate_per_minute=1000)
+  assert [submit(app).status_code for _ in range(3)] == [201] * 3
+  refused = submit(app, ip="198.51.100.1")  # no trusted proxy: the header changes nothing
+  assert refused.status_code == 429 and "your network" in refused.json()["detail"]
+  assert int(refused.headers["retry-after"]) > 0
+  page = submit(app, page=True)  # the page: the form again, friendly, with Retry-After
+  assert page.status_code == 429 and "your network" in page.text and page.headers["retry-after"]
+
+  app = app_with("rate", ip_rate_per_minute=2)
+  assert [submit(app).status_code for _ in range(3)] == [201, 201, 429]
+
+  app = app_with("proxy", proxy="testclient", ip_queue_quota=1, max_queued=4)
+  assert submit(app, ip="198.51.100.1").status_code == 201
+  assert submit(app, ip="198.51.100.1").status_code == 429  # that network's quota
+  assert submit(app, ip="198.51.100.2").status_code == 201  # another network behind the proxy
+  assert submit(app, ip="2001:db8::1").status_code == 201
+  assert submit(app, ip="2001:db8::2").status_code == 429  # the same IPv6 /64
+  assert submit(app, ip="198.51.100.3").status_code == 201
+  busy = submit(app, ip="198.51.100.4")  # four jobs wait in all: the service's bound
+  assert busy.status_code == 503 and busy.headers["retry-after"] == "60"
+
+
+def test_api_docs_are_served_from_this_site_under_the_csp(service):
+  _, new_client = service
+  client = new_client()
+  r = client.get("/docs")
+  assert r.status_code == 200 and "frame-ancestors 'none'" in r.headers["content-security-policy"]
+  scripts = re.findall(r'<(?:script|link)[^>]+(?:src|href)="([^"]+)"', r.text)
+  assert scripts and all(s.startswith("/") for s in scripts), scripts  # no CDN
+  assert "<script>" not in r.text  # no inline script (the CSP would block it)
+  for path in scripts:
+    if path != "/favicon.ico":
+      asset = client.get(path)
+      assert asset.status_code == 200 and len(asset.content) > 100, path
+  assert client.get("/redoc").status_code == 404  # it would load from a CDN
+
+
+@pytest.mark.parametrize("secure,scheme", [(False, "http"), (True, "http"), (False, "https")])
+def test_secure_cookies_and_hsts_when_served_over_tls(tmp_path, secure, scheme):
+  cfg = config.WebConfig(data_dir=str(tmp_path), secure_cookies=secure,
+                         forwarded_allow_ips="testclient")
+  client = TestClient(web_app.create_app(cfg, enqueue=lambda job_id: None))
+  r = client.get("/api/session", headers={"X-Forwarded-Proto": scheme})
+  on = secure or scheme == "https"
+  assert ("secure" in r.headers["set-cookie"].lower()) == on
+  assert ("strict-transport-security" in r.headers) == on
+
+
+def test_sharing_publishes_the_result_only_by_default_once_and_an_admin_moderates(tmp_path):
+  cfg = config.WebConfig(data_dir=str(tmp_path), admin_token="s3cret-admin-token",
+                         limits=config.WebLimits(rate_per_minute=1000))
+  app = web_app.create_app(cfg, enqueue=lambda job_id: None)
+  db, store = app.state.service.db, app.state.service.store
+  owner, other = TestClient(app), TestClient(app)
+  csrf = csrf_of(owner)
+  seeds = iter(range(100))
+
+  def finished_job():  # recorded as done: sharing, not stylizing, is tested
+    job = db.create_job(client_id_of(owner), "fast", {"model": "starry_small"},
+                        content=store.put(png_bytes(40, 56, seed=next(seeds)), "png"), total=1)
+    db.set_fields(job.id, status="done", iteration=1,
+                  result_key=store.put(png_bytes(34, 48, seed=next(seeds)), "png"))
+    return job.id
+
+  job = finished_job()
+  page = owner.get(f"/jobs/{job}").text
+  assert 'name="publish" value="result" checked' in page and "my photo" in page
+  first = owner.post("/api/gallery", data={"job_id": job}, headers={"X-CSRF-Token": csrf})
+  again = owner.post("/api/gallery", data={"job_id": job, "publish": "all"},
+                     headers={"X-CSRF-Token": csrf})
+  assert first.status_code == again.status_code == 201
+  item = first.json()
+  assert again.json()["id"] == item["id"]  # idempotent: one item per job
+  assert item["content_url"] is None and item["style_url"] is None  # the result only
+  assert owner.get("/api/gallery").json()["total"] == 1
+  page = owner.get(f"/jobs/{job}").text
+  assert 'id="share"' not in page and f'href="/gallery/{item["id"]}"' in page
+
+  with_inputs = owner.post("/api/gallery", data={"job_id": finished_job(), "publish": "all"},
+                           headers={"X-CSRF-Token": csrf}).json()
+  assert with_inputs["content_url"] and owner.get(with_inputs["content_url"]).status_code == 200
+
+  admin = {"Authorization": "Bearer s3cret-admin-token"}
+  assert other.post(f"/api/gallery/{item['id']}/hide").status_code == 403
+  assert other.post(f"/api/gallery/{item['id']}/hide",
+                    headers={"Authorization": "Bearer wrong"}).status_code == 403
+  assert other.post(f"/api/gallery/{item['id']}/hide", headers=admin).status_code == 204
+  assert other.get(f"/gallery/{item['id']}").status_code == 404
+  assert owner.get("/api/gallery").json()["total"] == 1  # only the other item shows
+  assert other.delete(f"/api/gallery/{with_inputs['id']}", headers=admin).status_code == 204
+  assert owner.get("/api/gallery").json()["total"] == 0
+
+
+def test_paintings_and_human_names_of_the_styles(tmp_path):
+  """The picker shows each style's painting (a thumbnail made from the style image this host
+  has, checked against the manifest's sha256) with its title and painter; without the painting
+  it falls back to the stylized sample."""
+  from nst_jax.web import catalog  # pylint: disable=import-outside-toplevel
+  assert catalog.style_title("munch_the_scream") == {"title": "The Scream",
+                                                     "painter": "Edvard Munch", "year": "1893"}
+  assert catalog.style_title("my_cat_sketch")["title"] == "My cat sketch"
+  styles = tmp_path / "styles"
+  styles.mkdir()
+  painting = np.zeros((300, 200, 3), np.uint8)
+  painting[:, :, 2] = 200
+  Image.fromarray(painting).save(styles / "van_gogh_starry_night.jpg")
+  client = TestClient(web_app.create_app(config.WebConfig(
+      data_dir=str(tmp_path / "d"), styles_dir=str(styles)), enqueue=lambda job_id: None))
+  # The file is not the manifest's Starry Night (another sha256): the sample instead.
+  r = client.get("/models/starry_small/0/painting.png", follow_redirects=False)
+  assert r.status_code == 302 and r.headers["location"].endswith("/sample.png")
+  entry = {"name": "mine", "styles": ["van_gogh_starry_night"], "style_sha256": [None]}
+  assert catalog.painting_file(config.WebConfig(styles_dir=str(styles)), entry, 0) is not None
+  assert client.get("/models/nope/0/painting.png").status_code == 404
+  assert client.get("/favicon.ico").status_code == 200
+
+
+def test_job_pages_say_what_is_happening(tmp_path):
+  """The job page in each state: the queue position only while queued, a moving bar and words
+  instead of '0 / 1' or 'iteration 0' while a fast job runs or a slow one compiles, no empty
+  preview, results at their own size with a before/after slider, confirmations, dates."""
+  cfg = config.WebConfig(data_dir=str(tmp_path))
+  app = web_app.create_app(cfg, enqueue=lambda job_id: None)
+  db, store = app.state.service.db, app.state.service.store
+  client = TestClient(app)
+  owner = client.get("/api/session").json()["client_id"]
+  photo = store.put(png_bytes(40, 56), "png")
+
+  def page(kind="fast", total=1, **fields):
+    job = db.create_job(owner, kind, {"size": 48}, content=photo, total=total)
+    if fields:
+      db.set_fields(job.id, **fields)
+    return client.get(f"/jobs/{job.id}").text
+
+  queued = page()
+  assert 'id="queue-info" ' in queued and "job(s) ahead" in queued
+  assert 'id="preview-box" hidden' in queued  # no empty "Preview" caption
+  assert re.search(r'id="cancel-form"[^>]+data-confirm="Cancel', queued)
+  fast = page(status="running")
+  assert 'id="queue-info" hidden' in fast and "Running…" in fast
+  assert re.search(r'<progress id="progress" max="100"\s*>', fast)  # indeterminate
+  slow = page("artistic", 100, status="running")
+  assert "Preparing: compiling" in slow
+  later = page("artistic", 100, status="running", iteration=40)
+  assert "Preparing" not in later and 'value="40"' in later
+  result = store.put(png_bytes(34, 48, seed=3), "png")
+  done = page(status="done", result_key=result, iteration=1)
+  assert 'width="48" height="34"' in done and "Download full resolution (48×34 px)" in done
+  assert 'id="compare-slider"' in done and 'id="compare-before"' in done
+  assert re.search(r'id="delete-job-form"[^>]+data-confirm="Delete', done)
+  jobs_page = client.get("/jobs").text
+  assert "<th>Submitted</th>" in jobs_page and re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC",
+                                                            jobs_page)
+  custom = client.get("/custom").text  # fields by method (app.js hides the others)
+  assert re.search(r'data-kinds="artistic photoreal">Size', custom)
+  assert re.search(r'data-kinds="artistic photoreal">Iterations', custom)
+  assert re.search(r'data-kinds="artistic photoreal">Style image', custom)
+  assert 'rel="icon" href="/favicon.ico"' in client.get("/").text
+
+
+def test_styles_are_shown_on_a_real_photo_when_one_is_configured(tmp_path):
+  """``sample_photo``: each style rendered once on that photo by a low-priority job (every model,
+  shipped ones too) and shown on the Models page; without it the route is 404."""
+  photo = tmp_path / "street.png"
+  photo.write_bytes(png_bytes(60, 80, seed=5))
+  cfg = config.WebConfig(data_dir=str(tmp_path / "d"), sample_photo=str(photo))
+  app = web_app.create_app(cfg, enqueue=lambda job_id: None)
+  svc, low = app.state.service, []
+  executor = jobs.Executor(cfg, db=svc.db, store=svc.store)
+  executor.execute = lambda job, lost: png_bytes(8, 8, seed=len(low))  # the routing is tested
+  svc.enqueue_low = lambda job_id: (low.append(job_id), executor.run(job_id))
+  client = TestClient(app)
+  r = client.get("/models/zoo8/3/photo.png", follow_redirects=False)
+  assert r.status_code == 302 and r.headers["location"].startswith("/api/blobs/")
+  job = svc.db.get_job(low[0])
+  assert job.params["photo"] and job.params["size"] == 256 and job.params["style_index"] == 3
+  assert svc.store.get(job.content_key) == png_bytes(60, 80, seed=5)  # a bare PNG, kept as is
+  again = client.get("/models/zoo8/3/photo.png", follow_redirects=False)
+  assert again.headers["location"] == r.headers["location"] and len(low) == 1
+  assert client.get("/models/zoo8/3/sample.png").headers["content-type"] == "image/jpeg"
+  assert "/models/zoo8/3/photo.png" in client.get("/models").text
+  plain = TestClient(web_app.create_app(config.WebConfig(data_dir=str(tmp_path / "e")),
+                                        enqueue=lambda job_id: None))
+  assert plain.get("/models/zoo8/3/photo.png").status_code == 404
+  assert "photo.png" not in plain.get("/models").text

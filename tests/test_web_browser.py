@@ -193,6 +193,14 @@ def custom_job(owner, shots, tmp_path_factory):
   page.add_init_script(SAMPLER)
   page.click("#submit")
   page.wait_for_url(re.compile(r"/jobs/[0-9a-f]{32}$"))
+  # While it runs: words, not 'iteration 0' (compiling) and the queue line gone once it started.
+  page.wait_for_function("() => ['running', 'done'].includes("
+                         "document.getElementById('status')?.textContent)")
+  if page.locator("#status").inner_text() == "running":
+    assert page.locator("#queue-info").is_hidden()
+    assert page.locator("#preview-box").is_hidden() or page.locator("#preview").get_attribute(
+        "src")
+    _screenshot(page, shots, "job_running")
   return page
 
 
@@ -291,9 +299,21 @@ def test_gallery_share_and_delete_only_by_the_owner(fast_result, owner, browser,
   finally:
     other.close()
 
+  job_page = owner.new_page()  # shared once: the job page links the item, offers no Share
+  job_page.goto(f"/jobs/{job_id}")
+  assert job_page.locator("#share").count() == 0
+  assert job_page.get_attribute("#gallery-link", "href") == item_path
+  item = httpx.get(f"{service}/api{item_path}").json()
+  assert item["content_url"] is None and item["style_url"] is None  # the result only
+
   mine = owner.new_page()
   mine.goto(item_path)
   _screenshot(mine, shots, "gallery_item")
+  asked = []
+  mine.once("dialog", lambda d: (asked.append(d.message), d.dismiss()))
+  mine.click("#delete")  # "No": nothing happens
+  assert asked and "Remove" in asked[0] and mine.url.endswith(item_path)
+  mine.once("dialog", lambda d: d.accept())
   mine.click("#delete")
   mine.wait_for_url(re.compile(r"/gallery$"))
   assert mine.locator(f"#item-{item_id}").count() == 0
@@ -320,3 +340,50 @@ def test_a_bad_upload_dropped_on_the_page_gets_one_clear_line(owner, service):
   assert "not an accepted image type" in text and "\n" not in text.strip(), text
   assert page.locator("#result-box").is_hidden()
   assert len(page.evaluate("() => fetch('/api/jobs').then(r => r.json())")) == jobs_before
+
+
+def test_api_docs_render_offline_under_the_csp(browser, service):
+  """/docs: Swagger UI's scripts come from this site (the browser has no network here), and the
+  site's Content-Security-Policy blocks nothing it needs."""
+  ctx = browser.new_context(base_url=service)
+  page = ctx.new_page()
+  blocked = []
+  page.on("console", lambda m: blocked.append(m.text) if "Content Security Policy" in m.text
+          else None)
+  requests = []
+  page.on("request", lambda r: requests.append(r.url))
+  page.goto("/docs")
+  page.wait_for_selector(".opblock", timeout=30_000)
+  assert page.locator(".opblock").count() >= 5  # the API's operations
+  assert all(u.startswith(service) or u.startswith("data:") for u in requests), requests
+  assert blocked == []
+  ctx.close()
+
+
+def test_the_pages_fit_the_job(fast_result, owner, service):
+  """The picker names the paintings; the custom form shows the fields of its method; a small
+  result is shown at its own size, with a before/after slider; no page asks for a missing file
+  (the favicon)."""
+  page, job_id = fast_result
+  missing = []
+  fresh = owner.new_page()
+  fresh.on("response", lambda r: missing.append(r.url) if r.status == 404 else None)
+  fresh.goto("/")
+  picker = fresh.locator(".pick", has_text="The Great Wave off Kanagawa")
+  assert picker.count() == 1 and "Katsushika Hokusai" in picker.inner_text()
+  fresh.goto("/custom")
+  fresh.select_option("#method", "sr")
+  assert fresh.locator("#size").is_hidden() and fresh.locator("#style").is_hidden()
+  assert fresh.locator("#iterations").is_hidden()
+  fresh.select_option("#method", "artistic")
+  assert fresh.locator("#size").is_visible() and fresh.locator("#style").is_visible()
+  fresh.goto(f"/jobs/{job_id}")
+  shown = fresh.evaluate("() => { const r = document.getElementById('result');"
+                         " return [r.clientWidth, r.naturalWidth]; }")
+  assert shown[0] == shown[1] == FAST_OUT[0]  # not stretched
+  fresh.fill("#compare-slider", "0")
+  clip = fresh.evaluate("() => getComputedStyle(document.getElementById('compare-after'))"
+                        ".clipPath")
+  assert "100%" in clip, clip  # the result is uncovered entirely: the photo shows
+  assert missing == [], missing
+  fresh.close()

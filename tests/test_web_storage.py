@@ -113,3 +113,23 @@ def test_open_storage_refuses_other_urls(tmp_path, url):
   with pytest.raises(ValueError, match="unsupported storage URL") as e:
     open_storage(url, tmp_path)
   assert "\n" not in str(e.value)
+
+
+def test_the_data_folder_and_its_files_are_private(tmp_path):
+  """E-mail addresses (nst.db) and uploads (blobs) are personal data: 0700 folders, 0600 files,
+  whatever the umask."""
+  import os  # pylint: disable=import-outside-toplevel
+  pytest.importorskip("fastapi")
+  from nst_jax import config  # pylint: disable=import-outside-toplevel
+  from nst_jax.web import app as web_app  # pylint: disable=import-outside-toplevel
+  old = os.umask(0o022)
+  try:
+    data = tmp_path / "data"
+    app = web_app.create_app(config.WebConfig(data_dir=str(data)), enqueue=lambda job_id: None)
+    key = app.state.service.store.put(b"a photo", "png")
+  finally:
+    os.umask(old)
+  mode = lambda p: p.stat().st_mode & 0o777  # noqa: E731
+  assert mode(data) == 0o700 and mode(data / "nst.db") == 0o600
+  blob = app.state.service.store.path(key)
+  assert mode(blob) == 0o600 and mode(blob.parent) == 0o700

@@ -16,6 +16,7 @@ pytest.importorskip("nst_jax.web")  # the web extra; the skip names its install 
 from nst_jax.web import uploads
 from nst_jax.web.uploads import UploadError, clean_upload
 
+_REPO = __import__("pathlib").Path(__file__).resolve().parent.parent
 LIMITS = dict(max_bytes=2_000_000, max_pixels=1_000_000)
 
 
@@ -273,3 +274,57 @@ def test_a_bare_rgb_png_is_kept_as_it_is_and_anything_else_is_rewritten():
   assert not uploads.is_bare_png(bad_crc)
   np.testing.assert_array_equal(_decoded(clean_upload(bare + b"junk", **LIMITS))[0],
                                 _gradient(40, 30))
+
+
+def test_decode_budget_admits_by_bytes_and_count_then_refuses_with_retry_after():
+  import threading  # pylint: disable=import-outside-toplevel
+  budget = uploads.DecodeBudget(max_bytes=100, max_decodes=2, wait_s=0.2)
+  inside, release = threading.Event(), threading.Event()
+
+  def hold(nbytes):
+    with budget.hold(nbytes):
+      inside.set()
+      release.wait(5)
+
+  first = threading.Thread(target=hold, args=(70,))
+  first.start()
+  assert inside.wait(5)
+  with budget.hold(30):  # fits beside the first
+    assert budget.bytes == 100 and budget.decodes == 2
+  t0 = time.monotonic()
+  with pytest.raises(UploadError) as e, budget.hold(31):  # does not fit: waits, then 503
+    pass
+  assert e.value.status == 503 and e.value.retry_after >= 1
+  assert 0.15 < time.monotonic() - t0 < 2
+  waiter = threading.Thread(target=hold, args=(10_000,))  # larger than the budget: alone
+  waiter.start()
+  release.set()
+  first.join(5)
+  waiter.join(5)
+  assert budget.bytes == 0 and budget.decodes == 0 and budget.peak_bytes == 100
+
+
+def test_a_large_rgba_upload_is_decoded_in_8_bits_and_its_memory_given_back():
+  """A 3000x3000 RGBA PNG (~27 KB): the old float conversion peaked at ~40 bytes per pixel;
+  Pillow's 8-bit path holds the RGBA source, the alpha mask and the RGB result."""
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  script = (
+      "import io, resource\n"
+      "from PIL import Image\n"
+      "from nst_jax.web import uploads\n"
+      "img = Image.new('RGBA', (3000, 3000), (10, 20, 30, 128))\n"
+      "buf = io.BytesIO(); img.save(buf, 'PNG', compress_level=1); img.close()\n"
+      "rss = lambda: int(open('/proc/self/status').read().split('VmRSS:')[1].split()[0])\n"
+      "uploads.release_memory(); base, before = resource.getrusage(0).ru_maxrss, rss()\n"
+      "budget = uploads.DecodeBudget(1 << 30, 1, 1.0)\n"
+      "clean = uploads.clean_upload(buf.getvalue(), max_bytes=10**8, max_pixels=10**8,\n"
+      "                             budget=budget)\n"
+      "peak = resource.getrusage(0).ru_maxrss\n"
+      "print(peak - base, rss() - before, clean.width, budget.peak_bytes)\n")
+  out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       timeout=60, check=True, cwd=str(_REPO))
+  grew_kb, kept_kb, width, admitted = (int(v) for v in out.stdout.split())
+  assert width == 3000 and admitted == uploads.decode_cost(3000, 3000, "RGBA")
+  assert grew_kb * 1024 < 3000 * 3000 * 14, grew_kb  # float: ~40 bytes per pixel
+  assert kept_kb * 1024 < 3000 * 3000 * 4, kept_kb  # the decode's pages went back

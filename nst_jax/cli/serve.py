@@ -8,14 +8,18 @@ Synopsis::
       --storage-url file:///mnt/nst/blobs --workers 0   # app only; workers on other hosts
 
 The resolved config is written to ``DATA_DIR/serve_config.json`` (mode 0600); the workers
-(``nst-jax worker --config`` it) are restarted when one dies. Ctrl-C stops everything.
+(``nst-jax worker --config`` it) are restarted when one dies. Ctrl-C or SIGTERM stops
+everything; a worker whose ``serve`` died anyhow (SIGKILL included) stops itself
+(``worker.exit_with_parent``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -33,11 +37,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--host", help="the address to listen on")
   parser.add_argument("--port", type=int, help="the port to listen on")
   parser.add_argument("--workers", type=int, help="worker processes to start (0: none here)")
+  parser.add_argument("--ssl-certfile", metavar="PEM", help="serve HTTPS with this certificate "
+                      "(and --ssl-keyfile); cookies are then Secure and HSTS is sent")
+  parser.add_argument("--ssl-keyfile", metavar="PEM", help="the certificate's private key")
   worker.add_service_flags(parser)
 
 
 def resolve_config(args: argparse.Namespace) -> config.WebConfig:
-  return worker.resolve_config(args)
+  cfg = worker.resolve_config(args)
+  tls = {k: getattr(args, k) for k in ("ssl_certfile", "ssl_keyfile") if getattr(args, k, None)}
+  return dataclasses.replace(cfg, **tls) if tls else cfg
 
 
 def write_private(path: Path, text: str) -> None:
@@ -58,7 +67,8 @@ class Workers:
     self.thread.start()
 
   def _start(self) -> subprocess.Popen:
-    return subprocess.Popen(self.argv)  # pylint: disable=consider-using-with
+    env = {**os.environ, worker.PARENT_ENV: str(os.getpid())}
+    return subprocess.Popen(self.argv, env=env)  # pylint: disable=consider-using-with
 
   def _watch(self) -> None:
     while not self.stopping.wait(2.0):
@@ -78,9 +88,14 @@ class Workers:
         proc.kill()
 
 
+def _exit_on_sigterm(signum, _frame):
+  raise SystemExit(128 + signum)
+
+
 def run(args: argparse.Namespace) -> int:
   cfg = resolve_config(args)
   worker.setup_logging()
+  os.umask(0o077)  # the data folder holds personal data (e-mail addresses, uploads)
   from nst_jax.web import app as web_app  # pylint: disable=import-outside-toplevel
   import uvicorn  # pylint: disable=import-outside-toplevel  # after: nst_jax.web names the extra
   data_dir = Path(cfg.data_dir)
@@ -88,10 +103,15 @@ def run(args: argparse.Namespace) -> int:
   write_private(path, config.to_json(cfg) + "\n")
   application = web_app.create_app(cfg)  # migrates the database before the workers start
   workers = Workers(max(0, cfg.workers), path)
-  print(f"nst-jax: serving http://{cfg.host}:{cfg.port}/ (data {data_dir.resolve()}, "
+  scheme = "https" if cfg.ssl_certfile else "http"
+  print(f"nst-jax: serving {scheme}://{cfg.host}:{cfg.port}/ (data {data_dir.resolve()}, "
         f"{cfg.workers} worker(s))", file=sys.stderr)
   try:
-    uvicorn.run(application, host=cfg.host, port=cfg.port, log_level="info")
+    # The app applies the proxy headers itself (WebConfig.forwarded_allow_ips): uvicorn's own
+    # default would trust X-Forwarded-For from 127.0.0.1, i.e. from anybody without a proxy.
+    uvicorn.run(application, host=cfg.host, port=cfg.port, log_level="info",
+                proxy_headers=False, ssl_certfile=cfg.ssl_certfile or None,
+                ssl_keyfile=cfg.ssl_keyfile or None)
   finally:
     workers.stop()
   return 0

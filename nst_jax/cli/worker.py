@@ -7,23 +7,32 @@ Synopsis::
       --storage-url file:///mnt/nst/blobs                  # one of N worker hosts
 
 On start it re-enqueues the jobs a killed process left behind (queued, or running with a stale
-heartbeat) and resumes slow jobs from their optimizer checkpoints. SIGINT/SIGTERM stop it.
+heartbeat) and resumes slow jobs from their optimizer checkpoints. SIGINT/SIGTERM stop it; a
+worker started by ``serve`` also stops when ``serve`` dies, however it died.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
+import os
+import signal
+import sys
+import threading
 
 from nst_jax import config
 from nst_jax.cli import common
 
+PARENT_ENV = "NST_JAX_PARENT_PID"  # set by serve: the worker stops when that process is gone
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 HELP = "run one worker process of the web service (nst-jax serve starts them for you)"
 # Flag (argparse dest) -> WebConfig key.
 FLAGS = {"host": "host", "port": "port", "data_dir": "data_dir", "database_url": "database_url",
          "queue_url": "queue_url", "storage_url": "storage_url", "workers": "workers",
          "base_url": "base_url", "smtp_host": "smtp.host", "smtp_port": "smtp.port",
-         "smtp_sender": "smtp.sender"}
+         "smtp_sender": "smtp.sender", "forwarded_allow_ips": "forwarded_allow_ips",
+         "secure_cookies": "secure_cookies", "admin_token": "admin_token"}
 
 
 def add_service_flags(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +47,14 @@ def add_service_flags(parser: argparse.ArgumentParser) -> None:
                  help="file:///shared/folder for images shared by several hosts "
                  "('': DATA_DIR/blobs)")
   g.add_argument("--base-url", metavar="URL", help="the public address, for links in e-mails")
+  g.add_argument("--forwarded-allow-ips", metavar="IPS",
+                 help="proxies (comma-separated addresses or networks) whose X-Forwarded-For and "
+                 "X-Forwarded-Proto are believed, as uvicorn names it ('': none)")
+  g.add_argument("--secure-cookies", action="store_true", default=None,
+                 help="Secure cookies and HSTS: the site is served over TLS (or a TLS proxy)")
+  g.add_argument("--admin-token", metavar="TOKEN",
+                 help="a secret that may hide or delete any gallery item (Authorization: Bearer "
+                 "TOKEN); $NST_JAX_ADMIN_TOKEN sets it too")
   g.add_argument("--smtp-host", metavar="HOST", help="send completion e-mails through this "
                  "SMTP server ('': no e-mail)")
   g.add_argument("--smtp-port", type=int, metavar="PORT", help="the SMTP server's port")
@@ -51,8 +68,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   add_service_flags(parser)
 
 
+ADMIN_TOKEN_ENV = "NST_JAX_ADMIN_TOKEN"
+
+
 def resolve_config(args: argparse.Namespace) -> config.WebConfig:
-  return common.resolve_config(args, config.WebConfig(), common.flag_overrides(args, FLAGS))
+  base = config.WebConfig(admin_token=os.environ.get(ADMIN_TOKEN_ENV, ""))
+  return common.resolve_config(args, base, common.flag_overrides(args, FLAGS))
 
 
 def setup_logging() -> None:
@@ -60,9 +81,34 @@ def setup_logging() -> None:
   logging.getLogger("absl").setLevel(logging.ERROR)
 
 
+def exit_with_parent(parent_pid: int, poll_s: float = 1.0) -> None:
+  """Stops this process (SIGTERM: huey's consumer ends) when ``parent_pid`` is no longer its
+  parent: at once on Linux (``PR_SET_PDEATHSIG``, the kernel's signal when the parent dies, even
+  by SIGKILL), else within ``poll_s`` (a thread watches ``os.getppid()``, which changes when the
+  parent is gone). No maintained package wraps prctl for this; ctypes reaches it directly.
+  """
+  if sys.platform.startswith("linux"):
+    try:
+      ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):
+      pass
+  if os.getppid() != parent_pid:  # it died before the line above
+    os.kill(os.getpid(), signal.SIGTERM)
+
+  def watch() -> None:
+    while os.getppid() == parent_pid:
+      threading.Event().wait(poll_s)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+  threading.Thread(target=watch, daemon=True, name="parent watch").start()
+
+
 def run(args: argparse.Namespace) -> int:
+  if os.environ.get(PARENT_ENV, "").isdigit():
+    exit_with_parent(int(os.environ[PARENT_ENV]))
   cfg = resolve_config(args)
   setup_logging()
+  os.umask(0o077)  # the data folder holds personal data (e-mail addresses, uploads)
   from nst_jax.web import queue  # pylint: disable=import-outside-toplevel
   queue.run_worker(cfg)
   return 0

@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from nst_jax.web import catalog, storage
 from nst_jax.web.db import GalleryItem, Job
-from nst_jax.web.forms import check_csrf, checked_form
+from nst_jax.web.forms import check_csrf, checked_form, network_of
 from nst_jax.web.service import ServiceError
 
 router = APIRouter(prefix="/api", tags=["api"])
@@ -40,6 +40,10 @@ def job_json(request: Request, job: Job) -> dict:
              result_url=blob_url(job.result_key), preview_url=blob_url(job.preview_key),
              content_url=blob_url(job.content_key), style_url=blob_url(job.style_key),
              page_url=f"/jobs/{job.id}", email=bool(job.email))
+  if job.status == "done":
+    out["result_size"] = request.app.state.service.image_size(job.result_key)
+    item = request.app.state.service.db.item_of_job(job.id)
+    out["gallery_url"] = f"/gallery/{item.id}" if item is not None and not item.hidden else None
   return out
 
 
@@ -64,7 +68,7 @@ async def submit_job(request: Request) -> dict:
   ``size``, ``iterations``, ``email``, ``content_mask``/``style_mask`` files (photoreal)."""
   fields, files = await checked_form(request)
   job = await run_in_threadpool(request.app.state.service.submit, request.state.client_id,
-                                fields, files)
+                                fields, files, network_of(request))
   return job_json(request, job)
 
 
@@ -145,10 +149,13 @@ async def gallery(request: Request, page: int = 1, per_page: int = 12) -> dict:
 
 @router.post("/gallery", status_code=201)
 async def share(request: Request) -> dict:
-  """Shares a finished job of this client (form fields ``job_id``, ``title``)."""
+  """Shares a finished job of this client (form fields ``job_id``, ``title``, ``publish``:
+  ``result`` (the default) publishes the result only, ``all`` also the content and style
+  images). Sharing a job again answers its existing item."""
   fields, _ = await checked_form(request)
   item = await run_in_threadpool(request.app.state.service.share, request.state.client_id,
-                                 fields.get("job_id", ""), fields.get("title", ""))
+                                 fields.get("job_id", ""), fields.get("title", ""),
+                                 fields.get("publish", "result"))
   return item_json(request, item)
 
 
@@ -159,7 +166,27 @@ async def gallery_item(request: Request, item_id: int) -> dict:
 
 @router.delete("/gallery/{item_id}", status_code=204)
 async def delete_item(request: Request, item_id: int) -> Response:
-  """Deletes this client's own item (403 for anybody else's) and its files."""
+  """Deletes this client's own item (403 for anybody else's) and its files; with
+  ``Authorization: Bearer <admin token>``, any item."""
+  if is_admin(request):
+    request.app.state.service.delete_item(None, item_id)
+    return Response(status_code=204)
   check_csrf(request, None)
   request.app.state.service.delete_item(request.state.client_id, item_id)
   return Response(status_code=204)
+
+
+@router.post("/gallery/{item_id}/hide", status_code=204)
+async def hide_item(request: Request, item_id: int) -> Response:
+  """Hides any item from the gallery (its files stay): ``Authorization: Bearer <admin
+  token>`` only."""
+  if not is_admin(request):
+    raise ServiceError(403, "hiding gallery items needs the administrator's token")
+  request.app.state.service.hide_item(item_id)
+  return Response(status_code=204)
+
+
+def is_admin(request: Request) -> bool:
+  """Whether the request carries the administrator's bearer token (a header: no CSRF)."""
+  scheme, _, token = request.headers.get("authorization", "").partition(" ")
+  return scheme.lower() == "bearer" and request.app.state.service.is_admin(token.strip())

@@ -16,7 +16,9 @@ elsewhere; never a 500 for bad input.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -27,6 +29,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from nst_jax import config
 from nst_jax.web import api, jobs, pages, queue, security
@@ -43,6 +46,29 @@ CSP = ("default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-
        "form-action 'self'; frame-ancestors 'none'")
 
 
+HSTS = "max-age=31536000"  # a year; no includeSubDomains: the site may share a domain
+
+
+def swagger_ui_dir() -> Path | None:
+  """Swagger UI's files (``swagger-ui-bundle.js``, ``swagger-ui.css``; a version that reads
+  OpenAPI 3.1) as the fastapi-offline package ships them, or None if it is not installed. Only
+  its files are used: its page has an inline script, which the CSP would block."""
+  spec = importlib.util.find_spec("fastapi_offline")
+  if spec is None or not spec.submodule_search_locations:
+    return None
+  folder = Path(list(spec.submodule_search_locations)[0]) / "static"
+  return folder if (folder / "swagger-ui-bundle.js").is_file() else None
+
+
+def make_private(data_dir: Path) -> None:
+  """The data folder 0700 and its databases 0600: they hold e-mail addresses and uploads.
+  (``serve`` and ``worker`` also set the umask to 077, so what they create later is private.)"""
+  os.chmod(data_dir, 0o700)
+  for path in data_dir.glob("*.db*"):
+    if path.is_file():
+      os.chmod(path, 0o600)
+
+
 def create_app(cfg: config.WebConfig, *, enqueue: Callable[[str], object] | None = None
                ) -> FastAPI:
   """The application on ``cfg``'s database, storage and queue.
@@ -53,23 +79,34 @@ def create_app(cfg: config.WebConfig, *, enqueue: Callable[[str], object] | None
       tests pass an executor's ``run`` to run jobs in-process).
   """
   data_dir = Path(cfg.data_dir)
-  data_dir.mkdir(parents=True, exist_ok=True)
+  data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
   db = jobs.open_database(cfg)
   db.migrate()
+  make_private(data_dir)
   enqueue_low = None
   if enqueue is None:
     _, tasks = queue.make_queue(cfg)
     enqueue, enqueue_low = tasks.run_job, tasks.run_sample
-  app = FastAPI(title="nst-jax", version="1",
+  app = FastAPI(title="nst-jax", version="1", docs_url=None, redoc_url=None,
                 description="Neural style transfer: fast networks, slow optimization, "
                 "super-resolution, and a shared gallery.")
   app.state.cfg = cfg
   app.state.service = Service(cfg, db, jobs.open_store(cfg), enqueue, enqueue_low)
   app.state.signer = security.Signer(security.load_secret(data_dir))
   app.state.watch = JobWatch(db)
+  app.state.paintings = {}  # (model, style index) -> thumbnail PNG, or None (no painting here)
   env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)
+  env.filters.update(datetime=pages.format_time, isotime=pages.iso_time)
   app.state.templates = Jinja2Templates(env=env)
   app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+  swagger = swagger_ui_dir()
+  if swagger is not None:  # /docs's scripts from this site: offline, and under our CSP
+    app.mount("/docs/assets", StaticFiles(directory=swagger), name="swagger-ui")
+
+  @app.get("/docs", include_in_schema=False)
+  async def docs(request: Request):
+    return app.state.templates.TemplateResponse(request, "docs.html",
+                                                {"swagger": swagger is not None})
   app.include_router(api.router)
   app.include_router(pages.router)
 
@@ -90,16 +127,22 @@ def create_app(cfg: config.WebConfig, *, enqueue: Callable[[str], object] | None
     response = await call_next(request)
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "same-origin")
-    if not request.url.path.startswith(("/docs", "/redoc")):  # Swagger UI loads from a CDN
-      response.headers.setdefault("Content-Security-Policy", CSP)
+    response.headers.setdefault("Content-Security-Policy", CSP)
+    secure = cfg.secure_cookies or request.url.scheme == "https"
+    if secure:  # browsers ignore it over plain HTTP; behind TLS it keeps them on HTTPS
+      response.headers.setdefault("Strict-Transport-Security", HSTS)
     if new_token is not None:
       response.set_cookie(COOKIE, new_token, max_age=COOKIE_MAX_AGE, httponly=True,
-                          samesite="lax")
+                          samesite="lax", secure=secure)
     return response
+
+  if cfg.forwarded_allow_ips:  # the client's address (per-IP limits) and scheme from the proxy
+    # Added last, so it is the outermost: every other layer sees the proxy's client and scheme.
+    app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=cfg.forwarded_allow_ips)
 
   @app.exception_handler(ServiceError)
   async def service_error(request: Request, exc: ServiceError):
-    return error_response(request, exc.status, exc.message)
+    return error_response(request, exc.status, exc.message, exc.retry_after)
 
   @app.exception_handler(StarletteHTTPException)
   async def http_error(request: Request, exc: StarletteHTTPException):
@@ -114,10 +157,12 @@ def create_app(cfg: config.WebConfig, *, enqueue: Callable[[str], object] | None
   return app
 
 
-def error_response(request: Request, status: int, message: str):
-  """JSON under /api, else the error page."""
+def error_response(request: Request, status: int, message: str, retry_after: int | None = None):
+  """JSON under /api, else the error page; a Retry-After header when it says when to retry."""
+  headers = {"Retry-After": str(retry_after)} if retry_after else None
   if request.url.path.startswith("/api/"):
-    return JSONResponse({"detail": message}, status_code=status)
+    return JSONResponse({"detail": message}, status_code=status, headers=headers)
   templates = request.app.state.templates
   return templates.TemplateResponse(request, "error.html", pages.context(
-      request, title="Error", status=status, message=message), status_code=status)
+      request, title="Error", status=status, message=message, retry_after=retry_after),
+      status_code=status, headers=headers)

@@ -14,12 +14,13 @@ catalogue loads no network and reads only the files' headers.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
 
 from nst_jax import config
-from nst_jax.core import model_file, zoo
+from nst_jax.core import model_file, paths, zoo
 from nst_jax.core.errors import UserError
 
 
@@ -36,8 +37,9 @@ def _user_entry(path: Path) -> dict | None:
     return None
   meta = header.get("meta", {})
   styles = [s.get("name", str(i)) for i, s in enumerate(meta.get("styles", []))]
+  styles = styles or ["(one style)"]
   return {"name": f"user:{path.stem}", "label": f"{path.stem} (user-trained)", "source": "user",
-          "styles": styles or ["(one style)"], "path": str(path)}
+          "styles": styles, "titles": [style_title(s) for s in styles], "path": str(path)}
 
 
 def models(cfg: config.WebConfig) -> list[dict]:
@@ -50,8 +52,9 @@ def models(cfg: config.WebConfig) -> list[dict]:
   for entry in registered:
     styles = [s.get("name", str(i)) for i, s in enumerate(entry.get("styles", []))]
     out.append({"name": entry["name"], "label": entry["name"], "source": entry["origin"],
-                "styles": styles or ["(one style)"], "path": entry["name"],
-                "steps": entry.get("steps")})
+                "styles": styles or ["(one style)"], "titles": [style_title(s) for s in styles],
+                "style_sha256": [s.get("sha256") for s in entry.get("styles", [])],
+                "path": entry["name"], "steps": entry.get("steps")})
   folder = models_dir(cfg)
   if folder.is_dir():
     for path in sorted(folder.glob("*.npz")):
@@ -68,11 +71,57 @@ def find(cfg: config.WebConfig, name: str) -> dict | None:
 
 def public(entry: dict) -> dict:
   """An entry without its path (what the API shows)."""
-  return {k: v for k, v in entry.items() if k != "path"}
+  return {k: v for k, v in entry.items() if k not in ("path", "style_sha256")}
+
+
+# The paintings behind the style identifiers (title, painter, year): what the pages show.
+PAINTINGS = {
+    "van_gogh_starry_night": ("The Starry Night", "Vincent van Gogh", "1889"),
+    "hokusai_great_wave": ("The Great Wave off Kanagawa", "Katsushika Hokusai", "c. 1831"),
+    "munch_the_scream": ("The Scream", "Edvard Munch", "1893"),
+    "picabia_udnie": ("Udnie", "Francis Picabia", "1913"),
+    "kandinsky_composition_vii": ("Composition VII", "Wassily Kandinsky", "1913"),
+    "picabia_edtaonisl": ("Edtaonisl (Ecclesiastic)", "Francis Picabia", "1913"),
+    "turner_shipwreck_of_the_minotaur": ("The Shipwreck of the Minotaur", "J. M. W. Turner",
+                                         "c. 1810"),
+    "van_gogh_wheat_field_with_cypresses": ("Wheat Field with Cypresses", "Vincent van Gogh",
+                                            "1889"),
+    "van_gogh_night_cafe": ("The Night Café", "Vincent van Gogh", "1888"),
+    "van_gogh_self_portrait": ("Self-Portrait with Straw Hat", "Vincent van Gogh", "1887"),
+    "mondrian_composition_1913": ("Composition", "Piet Mondrian", "c. 1913"),
+}
+
+
+def style_title(style: str) -> dict:
+  """{"title", "painter", "year"} of a style identifier; an unknown one (a user's style)
+  becomes its words ('my_cat_sketch' -> 'My cat sketch') with no painter."""
+  if style in PAINTINGS:
+    title, painter, year = PAINTINGS[style]
+    return {"title": title, "painter": painter, "year": year}
+  words = str(style).replace("_", " ").strip() or "Style"
+  return {"title": words[:1].upper() + words[1:], "painter": "", "year": ""}
+
+
+def painting_file(cfg: config.WebConfig, entry: dict, index: int) -> Path | None:
+  """The style image a model was trained on, if this host has it: ``<styles folder>/<style
+  identifier>.jpg`` (``WebConfig.styles_dir``, default the shared data's ``styles/``) whose
+  sha256 is the one the manifest recorded (a shipped model's), else None. The paintings are not
+  shipped with the package; without them the pages show the stylized samples."""
+  if not 0 <= index < len(entry["styles"]):
+    return None
+  folder = Path(cfg.styles_dir) if cfg.styles_dir else paths.data_dir() / "styles"
+  path = folder / f"{entry['styles'][index]}.jpg"
+  if not path.is_file():
+    return None
+  want = (entry.get("style_sha256") or [None] * (index + 1))[index]
+  if want and hashlib.sha256(path.read_bytes()).hexdigest() != want:
+    return None
+  return path
 
 
 SAMPLE_OWNER = "system:samples"  # the owner of the jobs that render user models' samples
 SAMPLE_SIZE = 128
+PHOTO_SAMPLE_SIZE = 256  # px, long side of a style's sample on the real photo (sample_photo)
 SAMPLES_DIR = zoo.CHECKPOINTS_DIR / "samples"  # the shipped models' samples, precomputed
 
 

@@ -23,8 +23,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (JSON, Float, Integer, String, Text, create_engine, event, func, or_,
-                        select, update)
+from sqlalchemy import (JSON, Boolean, Float, Integer, String, Text, create_engine, event, func,
+                        or_, select, update)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -55,6 +55,8 @@ class Job(Base):
   eta_s: Mapped[float | None] = mapped_column(Float)
   error: Mapped[str | None] = mapped_column(Text)
   email: Mapped[str | None] = mapped_column(String(254))
+  network: Mapped[str | None] = mapped_column(String(32), index=True)  # security.network_key
+  email_status: Mapped[str | None] = mapped_column(String(200))  # "sent" | "failed: <why>"
   worker: Mapped[str | None] = mapped_column(String(128))
   attempts: Mapped[int] = mapped_column(Integer, default=0)
   created_at: Mapped[float] = mapped_column(Float, index=True)
@@ -64,7 +66,8 @@ class Job(Base):
 
   def to_dict(self) -> dict[str, Any]:
     keys = ("id", "kind", "params", "status", "iteration", "total", "start_iteration", "loss",
-            "eta_s", "error", "attempts", "created_at", "started_at", "finished_at")
+            "eta_s", "error", "attempts", "created_at", "started_at", "finished_at",
+            "email_status")
     out = {k: getattr(self, k) for k in keys}
     out.update(content=self.content_key, style=self.style_key, result=self.result_key,
                preview=self.preview_key)
@@ -75,7 +78,7 @@ class GalleryItem(Base):
   """A result its owner shared, with the settings that made it."""
   __tablename__ = "gallery"
   id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-  job_id: Mapped[str | None] = mapped_column(String(32))
+  job_id: Mapped[str | None] = mapped_column(String(32), index=True)
   owner: Mapped[str] = mapped_column(String(64), index=True)
   title: Mapped[str] = mapped_column(String(200), default="")
   method: Mapped[str] = mapped_column(String(16))
@@ -85,6 +88,7 @@ class GalleryItem(Base):
   style_key: Mapped[str | None] = mapped_column(String(80))
   thumb_key: Mapped[str | None] = mapped_column(String(80))
   created_at: Mapped[float] = mapped_column(Float, index=True)
+  hidden: Mapped[bool] = mapped_column(Boolean, default=False)  # by an administrator
 
   def to_dict(self) -> dict[str, Any]:
     return {"id": self.id, "job_id": self.job_id, "title": self.title, "method": self.method,
@@ -146,9 +150,11 @@ class Database:
 
   # ------------------------------------------------------------------------------------ jobs
   def create_job(self, owner: str, kind: str, params: dict, *, content: str | None = None,
-                 style: str | None = None, email: str | None = None, total: int = 0) -> Job:
+                 style: str | None = None, email: str | None = None, total: int = 0,
+                 network: str | None = None) -> Job:
     job = Job(id=uuid.uuid4().hex, owner=owner, kind=kind, params=params, content_key=content,
               style_key=style, email=email or None, status="queued", total=total,
+              network=network,
               created_at=time.time(), iteration=0, start_iteration=0, attempts=0)
     with self.session.begin() as s:
       s.add(job)
@@ -227,10 +233,15 @@ class Database:
       return s.scalar(select(func.count()).select_from(Job).where(
           Job.status == "queued", Job.created_at < job.created_at)) or 0
 
-  def active_count(self, owner: str) -> int:
+  def active_count(self, owner: str | None = None, *, network: str | None = None) -> int:
+    """Jobs queued or running: of ``owner``, of ``network``, or (neither given) in all."""
+    query = select(func.count()).select_from(Job).where(Job.status.in_(ACTIVE))
+    if owner is not None:
+      query = query.where(Job.owner == owner)
+    if network is not None:
+      query = query.where(Job.network == network)
     with self.session() as s:
-      return s.scalar(select(func.count()).select_from(Job).where(
-          Job.owner == owner, Job.status.in_(ACTIVE))) or 0
+      return s.scalar(query) or 0
 
   def recoverable(self, stale_s: float, queued_older_than: float = 0.0) -> list[str]:
     """Ids of jobs a worker should (re-)enqueue: queued ones (older than the given seconds)
@@ -248,21 +259,42 @@ class Database:
                             .order_by(Job.created_at.desc()).limit(limit)))
 
   # --------------------------------------------------------------------------------- gallery
-  def share(self, job: Job, owner: str, title: str, thumb: str | None) -> GalleryItem:
-    item = GalleryItem(job_id=job.id, owner=owner, title=title[:200], method=job.kind,
-                       settings=job.params, result_key=job.result_key,
-                       content_key=job.content_key, style_key=job.style_key, thumb_key=thumb,
-                       created_at=time.time())
+  def share(self, job: Job, owner: str, title: str, thumb: str | None, *,
+            with_inputs: bool = False) -> GalleryItem:
+    """The job's gallery item: the one it already has, else a new one (the result, and the
+    content and style images only ``with_inputs``)."""
     with self.session.begin() as s:
+      found = s.scalars(select(GalleryItem).where(GalleryItem.job_id == job.id)
+                        .order_by(GalleryItem.id).limit(1)).first()
+      if found is not None:
+        return found
+      item = GalleryItem(job_id=job.id, owner=owner, title=title[:200], method=job.kind,
+                         settings=job.params, result_key=job.result_key,
+                         content_key=job.content_key if with_inputs else None,
+                         style_key=job.style_key if with_inputs else None, thumb_key=thumb,
+                         created_at=time.time(), hidden=False)
       s.add(item)
     return item
+
+  def item_of_job(self, job_id: str) -> GalleryItem | None:
+    with self.session() as s:
+      return s.scalars(select(GalleryItem).where(GalleryItem.job_id == job_id)
+                       .order_by(GalleryItem.id).limit(1)).first()
+
+  def hide_gallery_item(self, item_id: int) -> bool:
+    with self.session.begin() as s:
+      item = s.get(GalleryItem, item_id)
+      if item is not None:
+        item.hidden = True
+      return item is not None
 
   def gallery_page(self, page: int, per_page: int) -> tuple[list[GalleryItem], int]:
     """Items of page ``page`` (1-based), newest first, and the number of items."""
     with self.session() as s:
-      total = s.scalar(select(func.count()).select_from(GalleryItem)) or 0
-      items = s.scalars(select(GalleryItem).order_by(GalleryItem.created_at.desc(),
-                                                     GalleryItem.id.desc())
+      total = s.scalar(select(func.count()).select_from(GalleryItem)
+                       .where(GalleryItem.hidden.is_(False))) or 0
+      items = s.scalars(select(GalleryItem).where(GalleryItem.hidden.is_(False))
+                        .order_by(GalleryItem.created_at.desc(), GalleryItem.id.desc())
                         .offset((page - 1) * per_page).limit(per_page))
       return list(items), total
 
@@ -270,11 +302,12 @@ class Database:
     with self.session() as s:
       return s.get(GalleryItem, item_id)
 
-  def delete_gallery_item(self, item_id: int, owner: str) -> GalleryItem | None:
-    """Deletes the item if ``owner`` owns it; returns it (None: missing or not theirs)."""
+  def delete_gallery_item(self, item_id: int, owner: str | None) -> GalleryItem | None:
+    """Deletes the item if ``owner`` owns it (None: an administrator, any item); returns it
+    (None: missing or not theirs)."""
     with self.session.begin() as s:
       item = s.get(GalleryItem, item_id)
-      if item is None or item.owner != owner:
+      if item is None or (owner is not None and item.owner != owner):
         return None
       s.delete(item)
       return item

@@ -143,8 +143,11 @@ class Executor:
                          f"Your job {job.id} is done.\n\nSee and download the result: {link}\n",
                          starttls=smtp.starttls, username=smtp.username or None,
                          password=smtp.password or None)
+      status = "sent"
     except Exception as e:  # pylint: disable=broad-except  (the result stands without e-mail)
-      log.warning("job %s: e-mail to %s failed: %s", job.id, job.email, e)
+      log.warning("job %s: e-mail failed: %s", job.id, e)
+      status = f"failed: {type(e).__name__}"
+    self.db.set_fields(job.id, email_status=status)  # the job page tells its owner
 
   # ------------------------------------------------------------------------------- execution
   def execute(self, job, lost: threading.Event) -> bytes:
@@ -157,10 +160,13 @@ class Executor:
       return self.run_slow(job, lost)
     raise UserError(f"unknown job kind {job.kind!r}")
 
-  def image(self, key: str | None, size: int | None = None) -> np.ndarray:
+  def image(self, key: str | None, size: int | None = None, *,
+            reduce_for: int | None = None) -> np.ndarray:
+    """An input image, resized to the long side ``size`` (or only reduced for ``reduce_for``,
+    see ``uploads.decode_png``)."""
     if not key:
       raise UserError("the job has no input image")
-    image = uploads.decode_png(self.store.get(key))
+    image = uploads.decode_png(self.store.get(key), reduce_for=reduce_for or size)
     if size and max(image.shape[:2]) != size:
       from nst_jax.core import image_io, memory  # pylint: disable=import-outside-toplevel
       image = image_io.resize_array(image, memory.scaled_hw(image.shape[:2], size))
@@ -204,7 +210,8 @@ class Executor:
     iters, size = int(p["iterations"]), int(p["size"])
     chunk = max(1, min(10, iters // 4))
     optim = config.OptimConfig(optimizer=self.cfg.slow_optimizer, num_iters=iters, chunk=chunk)
-    content, style = self.image(job.content_key), self.image(job.style_key)
+    content = self.image(job.content_key, reduce_for=size)
+    style = self.image(job.style_key, reduce_for=size)
     work = self.work_dir(job.id)
     work.mkdir(parents=True, exist_ok=True)
     progress = Progress(self, job, iters, chunk, lost)

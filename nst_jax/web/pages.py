@@ -8,6 +8,8 @@ field and are answered with a redirect (303) or the form again with the error an
 
 from __future__ import annotations
 
+import datetime
+from functools import partial
 from pathlib import Path
 
 from fastapi import APIRouter, Request
@@ -15,12 +17,29 @@ from fastapi.responses import FileResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from nst_jax import config
-from nst_jax.web import api, catalog
-from nst_jax.web.forms import check_csrf, checked_form, read_form
+from nst_jax.web import api, catalog, uploads
+from nst_jax.web.forms import check_csrf, checked_form, network_of, read_form
 from nst_jax.web.service import ServiceError
 
 router = APIRouter(include_in_schema=False)
 PER_PAGE = 12
+PAINTING_SIZE = 192  # px, long side of a painting's thumbnail (shown at 96-128 px)
+
+
+def format_time(seconds: float | None) -> str:
+  """A Unix time as the pages show it: '2026-12-07 19:30 UTC' (the server does not know the
+  visitor's zone; the <time> element carries the exact value)."""
+  if not seconds:
+    return ""
+  return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime(
+      "%Y-%m-%d %H:%M UTC")
+
+
+def iso_time(seconds: float | None) -> str:
+  if not seconds:
+    return ""
+  return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).isoformat(
+      timespec="seconds")
 
 
 def context(request: Request, **values) -> dict:
@@ -30,9 +49,10 @@ def context(request: Request, **values) -> dict:
           "smtp": bool(cfg.smtp.host), **values}
 
 
-def render(request: Request, name: str, status: int = 200, **values):
+def render(request: Request, name: str, status: int = 200, headers: dict | None = None,
+           **values):
   return request.app.state.templates.TemplateResponse(
-      request, name, context(request, **values), status_code=status)
+      request, name, context(request, **values), status_code=status, headers=headers)
 
 
 @router.get("/")
@@ -53,13 +73,15 @@ async def submit(request: Request):
   try:
     check_csrf(request, fields.get("csrf"))
     job = await run_in_threadpool(request.app.state.service.submit, request.state.client_id,
-                                  fields, files)
+                                  fields, files, network_of(request))
   except ServiceError as e:
+    headers = {"Retry-After": str(e.retry_after)} if e.retry_after else None
     if fields.get("kind", "fast") == "fast":
-      return render(request, "stylize.html", e.status, title="Stylize now", page="stylize",
-                    models=catalog.models(request.app.state.cfg), error=e.message)
-    return render(request, "custom.html", e.status, title="Custom job", page="custom",
-                  form=fields, error=e.message)
+      return render(request, "stylize.html", e.status, headers, title="Stylize now",
+                    page="stylize", models=catalog.models(request.app.state.cfg),
+                    error=e.message)
+    return render(request, "custom.html", e.status, headers, title="Custom job",
+                  page="custom", form=fields, error=e.message)
   return RedirectResponse(f"/jobs/{job.id}", status_code=303)
 
 
@@ -96,7 +118,8 @@ async def cancel(request: Request, job_id: str):
 async def share(request: Request, job_id: str):
   fields, _ = await checked_form(request)
   item = await run_in_threadpool(request.app.state.service.share, request.state.client_id,
-                                 job_id, fields.get("title", ""))
+                                 job_id, fields.get("title", ""),
+                                 fields.get("publish", "result"))
   return RedirectResponse(f"/gallery/{item.id}", status_code=303)
 
 
@@ -129,11 +152,42 @@ PLACEHOLDER = ('<svg xmlns="http://www.w3.org/2000/svg" width="160" height="160"
                'text-anchor="middle" fill="#666">rendering…</text></svg>')
 
 
+@router.get("/models/{name}/{index}/painting.png")
+async def model_painting(request: Request, name: str, index: int):
+  """A thumbnail of the painting a model's style was trained on, when this host has the
+  painting (``catalog.painting_file``), else the style's sample (a redirect)."""
+  entry = catalog.find(request.app.state.cfg, name)
+  if entry is None or not 0 <= index < len(entry["styles"]):
+    raise ServiceError(404, "no such model or style")
+  cache = request.app.state.paintings  # made once per process: a few KB each
+  key = (name, index)
+  if key not in cache:
+    path = catalog.painting_file(request.app.state.cfg, entry, index)
+    cache[key] = (await run_in_threadpool(uploads.thumbnail, path.read_bytes(),
+                                          PAINTING_SIZE) if path is not None else None)
+  if cache[key] is None:
+    return RedirectResponse(f"/models/{name}/{index}/sample.png", status_code=302)
+  return Response(cache[key], media_type="image/png",
+                  headers={"Cache-Control": "public, max-age=86400"})
+
+
+@router.get("/models/{name}/{index}/photo.png")
+async def model_photo_sample(request: Request, name: str, index: int):
+  """The model's style on the real photo ``WebConfig.sample_photo``, rendered once by a worker
+  behind the users' jobs (a placeholder until then); 404 when no photo is configured."""
+  return await _sample_response(request, name, index, photo=True)
+
+
 @router.get("/models/{name}/{index}/sample.png")
 async def model_sample(request: Request, name: str, index: int):
   """The model's style on the built-in sample photo: the shipped models' precomputed JPEG, a
   user model's rendered once by a worker (a placeholder until then)."""
-  job = await run_in_threadpool(request.app.state.service.sample, name, index)
+  return await _sample_response(request, name, index, photo=False)
+
+
+async def _sample_response(request: Request, name: str, index: int, *, photo: bool):
+  job = await run_in_threadpool(partial(request.app.state.service.sample, name, index,
+                                        photo=photo))
   if job is None:
     raise ServiceError(404, "no such model or style")
   if isinstance(job, Path):
@@ -144,7 +198,15 @@ async def model_sample(request: Request, name: str, index: int):
   return Response(PLACEHOLDER, media_type="image/svg+xml", headers={"Cache-Control": "no-store"})
 
 
+@router.get("/favicon.ico")
+async def favicon():
+  return FileResponse(Path(__file__).resolve().parent / "static" / "favicon.ico",
+                      media_type="image/vnd.microsoft.icon",
+                      headers={"Cache-Control": "public, max-age=86400"})
+
+
 @router.get("/models")
 async def models_page(request: Request):
+  cfg = request.app.state.cfg
   return render(request, "models.html", title="Models", page="models",
-                models=catalog.models(request.app.state.cfg))
+                models=catalog.models(cfg), sample_photo=bool(cfg.sample_photo))

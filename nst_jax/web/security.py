@@ -10,6 +10,7 @@ Synopsis::
   signer.check_csrf(client, posted_token)    # False for another client's token
   limiter = security.RateLimiter(rate_per_minute=30, burst=10)
   limiter.allow(client)                      # token bucket per key, thread-safe
+  signer.network_key("203.0.113.7")          # the per-IP limits' key (an IPv6 /64 is one)
 
 Clients are anonymous: the signed cookie carries a random id and is the only proof of ownership of
 jobs and gallery items (itsdangerous HMAC signatures; the secret never leaves the data folder).
@@ -17,6 +18,9 @@ jobs and gallery items (itsdangerous HMAC signatures; the secret never leaves th
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import ipaddress
 import os
 import re
 import secrets
@@ -70,6 +74,7 @@ class Signer:
   def __init__(self, secret: str):
     self._clients = itsdangerous.Signer(secret, salt="nst-jax.client")
     self._csrf = itsdangerous.Signer(secret, salt="nst-jax.csrf")
+    self._network_secret = hashlib.sha256(b"nst-jax.network" + secret.encode()).digest()
 
   def new_client_token(self) -> str:
     """A fresh random client id, signed: the value of the client cookie."""
@@ -84,6 +89,16 @@ class Signer:
     except (itsdangerous.BadSignature, UnicodeError):
       return None
     return value if _CLIENT_ID.fullmatch(value) else None
+
+  def network_key(self, address: str | None) -> str:
+    """A keyed hash of the client's network (an IPv4 address, an IPv6 /64: one household or
+    one machine's many addresses), so the database keeps no IP address in the clear."""
+    try:
+      ip = ipaddress.ip_address((address or "").strip())
+      net = str(ipaddress.ip_network(f"{ip}/64", strict=False)) if ip.version == 6 else str(ip)
+    except ValueError:
+      net = (address or "unknown")[:100]
+    return hmac.new(self._network_secret, net.encode(), hashlib.sha256).hexdigest()[:32]
 
   def csrf_token(self, client_id: str) -> str:
     """The CSRF token of a client: an HMAC of its id, so it is worthless to any other client."""

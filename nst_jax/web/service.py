@@ -10,6 +10,7 @@ Synopsis::
 
 from __future__ import annotations
 
+import hmac
 import re
 from pathlib import Path
 from typing import Callable
@@ -28,9 +29,9 @@ MIN_SIZE = 32
 class ServiceError(Exception):
   """A refused request: ``status`` (4xx) and a one-line ``message`` for the user."""
 
-  def __init__(self, status: int, message: str):
+  def __init__(self, status: int, message: str, retry_after: int | None = None):
     super().__init__(message)
-    self.status, self.message = status, message
+    self.status, self.message, self.retry_after = status, message, retry_after
 
 
 def _number(fields: dict, name: str, kind, default, low, high):
@@ -62,6 +63,10 @@ class Service:
     self.enqueue_low = enqueue_low or enqueue
     lim = cfg.limits
     self.limiter = RateLimiter(lim.rate_per_minute, max(1, lim.rate_per_minute))
+    self.ip_limiter = RateLimiter(lim.ip_rate_per_minute, max(1, lim.ip_rate_per_minute))
+    self.mail_limiter = RateLimiter(lim.mails_per_hour / 60, max(1, lim.mails_per_hour))
+    self.decodes = uploads.DecodeBudget(lim.decode_budget_mb << 20, lim.max_decodes,
+                                        lim.decode_wait_s)
 
   # ----------------------------------------------------------------------------------- uploads
   def upload(self, files: dict, name: str, *, required: bool = True) -> uploads.CleanImage | None:
@@ -73,16 +78,18 @@ class Service:
     lim = self.cfg.limits
     try:
       return uploads.clean_upload(data, max_bytes=int(lim.max_upload_mb * 1e6),
-                                  max_pixels=lim.max_upload_pixels)
+                                  max_pixels=lim.max_upload_pixels, budget=self.decodes)
     except uploads.UploadError as e:
-      raise ServiceError(e.status, f"{name.replace('_', ' ')} image: {e.message}") from None
+      raise ServiceError(e.status, f"{name.replace('_', ' ')} image: {e.message}",
+                         e.retry_after) from None
 
   # -------------------------------------------------------------------------------------- jobs
-  def submit(self, owner: str, fields: dict, files: dict) -> Job:
+  def submit(self, owner: str, fields: dict, files: dict, network: str | None = None) -> Job:
     """Validates a job request, stores its images, records and enqueues it.
 
     Args:
       owner: the client id.
+      network: the client's network key (``Signer.network_key``) for the per-IP limits.
       fields: form fields (strings): kind, model, style_index, strength, keep_colors, size,
         iterations, email.
       files: uploaded bytes by field: content, style, content_mask, style_mask.
@@ -91,11 +98,7 @@ class Service:
     if kind not in config.WEB_JOB_KINDS:
       raise ServiceError(400, f"unknown method {kind[:20]!r}; one of "
                          f"{', '.join(config.WEB_JOB_KINDS)}")
-    if not self.limiter.allow(owner):
-      raise ServiceError(429, "too many requests: please wait a minute before submitting again")
-    if self.db.active_count(owner) >= self.cfg.limits.queue_quota:
-      raise ServiceError(429, f"you already have {self.cfg.limits.queue_quota} jobs queued or "
-                         "running; wait for one to finish (or cancel one)")
+    self.check_limits(owner, network)
     params, total = self.params(kind, fields)
     content = self.upload(files, "content")
     if kind == "sr" and max(content.width, content.height) > self.cfg.limits.sr_max_input:
@@ -110,14 +113,53 @@ class Service:
       if masks[0] is not None:
         params["content_mask"] = self.store.put(masks[0].png, "png")
         params["style_mask"] = self.store.put(masks[1].png, "png")
-    email = (fields.get("email") or "").strip()
-    if email and not EMAIL.fullmatch(email):
-      raise ServiceError(400, "that e-mail address does not look valid")
+    email = self.check_email(fields.get("email"), network)
     job = self.db.create_job(owner, kind, params, content=self.store.put(content.png, "png"),
                              style=self.store.put(style.png, "png") if style else None,
-                             email=email or None, total=total)
+                             email=email or None, total=total, network=network)
     self.enqueue(job.id)
     return job
+
+  def check_email(self, raw: str | None, network: str | None) -> str:
+    """The notification address, or "" for none: refused (400) when this server sends no
+    e-mail, (429) past ``mails_per_hour`` for the address or for the network."""
+    email = (raw or "").strip()
+    if not email:
+      return ""
+    if not self.cfg.smtp.host:
+      raise ServiceError(400, "this server sends no e-mail (no SMTP server is configured); "
+                         "leave the address out and keep the job page's link instead")
+    if not EMAIL.fullmatch(email):
+      raise ServiceError(400, "that e-mail address does not look valid")
+    if not (self.mail_limiter.allow("to:" + email.lower())
+            and self.mail_limiter.allow(f"from:{network}")):
+      raise ServiceError(429, "too many e-mails requested for this address or from your "
+                         "network; leave the address out or try again later", retry_after=600)
+    return email
+
+  def check_limits(self, owner: str, network: str | None) -> None:
+    """The service's bound, then the network's and the client's: 503 or 429 with Retry-After.
+
+    A new cookie makes a new client, so the per-client limits alone bound nothing; the network
+    (the IP address, or its IPv6 /64) is what a client cannot renew at will.
+    """
+    lim = self.cfg.limits
+    if self.db.active_count() >= lim.max_queued:
+      raise ServiceError(503, "the service is busy: too many jobs are waiting; please try "
+                         "again in a minute", retry_after=60)
+    if network is not None:
+      if not self.ip_limiter.allow(network):
+        raise ServiceError(429, "too many requests from your network: please wait a minute "
+                           "before submitting again", retry_after=60)
+      if self.db.active_count(network=network) >= lim.ip_queue_quota:
+        raise ServiceError(429, f"your network already has {lim.ip_queue_quota} jobs queued or "
+                           "running; wait for one to finish", retry_after=30)
+    if not self.limiter.allow(owner):
+      raise ServiceError(429, "too many requests: please wait a minute before submitting again",
+                         retry_after=60)
+    if self.db.active_count(owner) >= lim.queue_quota:
+      raise ServiceError(429, f"you already have {lim.queue_quota} jobs queued or "
+                         "running; wait for one to finish (or cancel one)", retry_after=30)
 
   def params(self, kind: str, fields: dict) -> tuple[dict, int]:
     """The job's parameters within the limits, and its total iterations."""
@@ -180,51 +222,96 @@ class Service:
                                         *(deleted.params.get(k) for k in ("content_mask",
                                                                            "style_mask"))])
 
-  def sample(self, name: str, index: int) -> Path | Job | None:
+  def sample(self, name: str, index: int, *, photo: bool = False) -> Path | Job | None:
     """Model ``name``'s style ``index`` on ``catalog.sample_photo``: a shipped model's
     precomputed file; for a user-trained model the job rendering it: the finished one, else the
-    one in progress (or failed), else a new one (enqueued behind the users' jobs). None for an
-    unknown model or style."""
+    one in progress (or failed), else a new one (enqueued behind the users' jobs). ``photo``:
+    on the real photo ``WebConfig.sample_photo`` instead, rendered by a job for every model.
+    None for an unknown model or style, or ``photo`` without a configured photo."""
     entry = catalog.find(self.cfg, name)
     if entry is None or not 0 <= index < max(1, len(entry["styles"])):
       return None
-    shipped = catalog.shipped_sample(entry, index)
+    if photo and not self.cfg.sample_photo:
+      return None
+    shipped = None if photo else catalog.shipped_sample(entry, index)
     if shipped is not None:
       return shipped
     ours = [j for j in self.db.jobs_of(catalog.SAMPLE_OWNER, limit=10_000)
-            if j.params.get("model") == name and j.params.get("style_index") == index]
+            if j.params.get("model") == name and j.params.get("style_index") == index
+            and bool(j.params.get("photo")) == photo]
     for status in ("done", "running", "queued", "failed"):
       found = [j for j in ours if j.status == status]
       if found:
         return found[0]
-    photo = self.store.put(uploads.encode_png(catalog.sample_photo()), "png")
-    job = self.db.create_job(catalog.SAMPLE_OWNER, "fast", {
-        "model": name, "style_index": index, "strength": 1.0, "keep_colors": False,
-        "size": catalog.SAMPLE_SIZE, "sample": True}, content=photo, total=1)
+    if photo:
+      clean = self.upload({"photo": Path(self.cfg.sample_photo).read_bytes()}, "photo")
+      content = self.store.put(clean.png, "png")
+    else:
+      content = self.store.put(uploads.encode_png(catalog.sample_photo()), "png")
+    params = {"model": name, "style_index": index, "strength": 1.0, "keep_colors": False,
+              "size": catalog.PHOTO_SAMPLE_SIZE if photo else catalog.SAMPLE_SIZE,
+              "sample": True, **({"photo": True} if photo else {})}
+    job = self.db.create_job(catalog.SAMPLE_OWNER, "fast", params, content=content, total=1)
     self.enqueue_low(job.id)
     return self.db.get_job(job.id)
+
+  def image_size(self, key: str | None) -> list[int] | None:
+    """[width, height] of a stored PNG, read from its header alone, or None."""
+    if not key:
+      return None
+    path = self.store.path(key)
+    try:
+      if path is None:
+        head = self.store.get(key)[:24]
+      else:
+        with path.open("rb") as f:
+          head = f.read(24)
+    except (OSError, KeyError):
+      return None
+    if head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+      return None
+    return [int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")]
 
   def position(self, job: Job) -> int:
     return self.db.queue_position(job)
 
   # ----------------------------------------------------------------------------------- gallery
-  def share(self, owner: str, job_id: str, title: str) -> GalleryItem:
+  def share(self, owner: str, job_id: str, title: str, publish: str = "result") -> GalleryItem:
+    """Publishes a finished job once (sharing it again gives the same item): its result alone,
+    or (``publish="all"``) with the content and style images."""
     job = self.owned_job(owner, job_id, "share")
     if job.status != "done" or not job.result_key:
       raise ServiceError(409, "only a finished job can be shared")
+    if publish not in ("result", "all", "", None):
+      raise ServiceError(400, "publish must be 'result' (the result only) or 'all' (with the "
+                         "content and style images)")
+    existing = self.db.item_of_job(job.id)
+    if existing is not None:
+      return existing
     title = " ".join((title or "").split())[:200] or f"{job.kind} #{job.id[:8]}"
     thumb = self.store.put(uploads.thumbnail(self.store.get(job.result_key)), "png")
-    return self.db.share(job, owner, title, thumb)
+    return self.db.share(job, owner, title, thumb, with_inputs=publish == "all")
 
-  def item(self, item_id: int) -> GalleryItem:
+  def item(self, item_id: int, *, admin: bool = False) -> GalleryItem:
     item = self.db.gallery_item(item_id)
-    if item is None:
+    if item is None or (item.hidden and not admin):
       raise ServiceError(404, "no such gallery item")
     return item
 
-  def delete_item(self, owner: str, item_id: int) -> None:
-    item = self.item(item_id)
-    if item.owner != owner:
+  def is_admin(self, token: str | None) -> bool:
+    """Whether ``token`` is the administrator's (``WebConfig.admin_token``; constant time)."""
+    want = self.cfg.admin_token
+    return bool(want and token) and hmac.compare_digest(str(token).encode(), want.encode())
+
+  def hide_item(self, item_id: int) -> None:
+    """An administrator's: the item leaves the gallery (its page answers 404), kept on disk."""
+    if not self.db.hide_gallery_item(item_id):
+      raise ServiceError(404, "no such gallery item")
+
+  def delete_item(self, owner: str | None, item_id: int) -> None:
+    """Deletes ``owner``'s item (None: an administrator, any item) and its unused files."""
+    item = self.item(item_id, admin=owner is None)
+    if owner is not None and item.owner != owner:
       raise ServiceError(403, "only the client that shared an item may delete it")
     deleted = self.db.delete_gallery_item(item_id, owner)
     if deleted is None:

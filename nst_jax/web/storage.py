@@ -66,7 +66,8 @@ class Storage(abc.ABC):
 
 
 class LocalStorage(Storage):
-  """A folder of blobs, ``root/<first 2 hex digits>/<key>``, written atomically."""
+  """A folder of blobs, ``root/<first 2 hex digits>/<key>``, written atomically; uploads are
+  personal data: folders 0700, files 0600 (the web server serves them, nobody else reads)."""
 
   def __init__(self, root: Path):
     self.root = Path(root)
@@ -83,14 +84,13 @@ class LocalStorage(Storage):
     target = self._file(key)
     if target.exists():
       return key
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)  # mode 0600
     try:
       with os.fdopen(fd, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-      os.chmod(tmp, 0o644)
       os.replace(tmp, target)  # same content from racing writers: last rename wins, no harm
     except BaseException:
       if os.path.exists(tmp):

@@ -20,8 +20,25 @@ function percent(job) {
   return job.total ? Math.floor(100 * job.iteration / job.total) : 0;
 }
 
+// A running job that has no iteration to count yet (a one-step fast job, or a slow job whose
+// optimizer is still compiling) shows a moving bar, not an empty one that looks stuck.
+function indeterminate(job) {
+  return job.status === "running" && (job.total <= 1 || job.iteration === 0);
+}
+
+function setBar(bar, job) {
+  if (indeterminate(job)) bar.removeAttribute("value");
+  else bar.value = percent(job);
+}
+
 function describe(job) {
-  if (job.status === "queued") return `Queued (${job.queue_position} ahead)`;
+  if (job.status === "queued") {
+    return job.queue_position ? `Queued (${job.queue_position} job(s) ahead)` : "Queued: next";
+  }
+  if (job.status === "running" && job.total <= 1) return "Running…";
+  if (job.status === "running" && job.iteration === 0) {
+    return "Preparing: compiling the optimizer (often half a minute the first time)…";
+  }
   if (job.status === "running") {
     let s = `Running: ${job.iteration} / ${job.total}`;
     if (job.loss !== null) s += `, loss ${job.loss.toPrecision(4)}`;
@@ -87,9 +104,10 @@ function setupStylize() {
       return;
     }
     job = await poll(job.id, (j) => {
-      $("progress").value = percent(j);
+      setBar($("progress"), j);
       $("status").textContent = describe(j);
     });
+    setBar($("progress"), job);
     $("submit").disabled = false;
     if (job.status !== "done") { showError(describe(job)); return; }
     $("result").src = job.result_url;
@@ -97,6 +115,7 @@ function setupStylize() {
     $("job-link").href = job.page_url;
     $("share").dataset.job = job.id;
     $("share").disabled = false;
+    for (const id of ["share", "publish", "share-title"]) $(id).hidden = false;
     $("gallery-link").hidden = true;
     $("result-box").hidden = false;
   });
@@ -104,9 +123,13 @@ function setupStylize() {
     const body = new FormData();
     body.append("job_id", $("share").dataset.job);
     body.append("title", $("share-title").value);
+    const publish = document.querySelector('input[name="publish"]:checked');
+    body.append("publish", publish ? publish.value : "result");
     try {
       const item = await api("POST", "/api/gallery", body);
-      $("share").disabled = true;
+      $("share").hidden = true;
+      $("publish").hidden = true;
+      $("share-title").hidden = true;
       $("gallery-link").href = item.page_url;
       $("gallery-link").hidden = false;
     } catch (err) { showError(err.message); }
@@ -118,18 +141,54 @@ function setupJobPage() {
   if (!page || FINAL.includes(page.dataset.status)) return;
   poll(page.dataset.job, (j) => {
     $("status").textContent = j.status;
-    $("progress").value = percent(j);
+    setBar($("progress"), j);
+    $("describe").textContent = describe(j);
     $("iteration").textContent = j.iteration;
     $("total").textContent = j.total;
     if (j.loss !== null) $("loss").textContent = j.loss.toPrecision(4);
     if (j.eta_s !== null) $("eta").textContent = `${Math.round(j.eta_s)} s`;
-    const qp = $("queue-position");
-    if (qp) qp.textContent = j.queue_position;
+    const qp = $("queue-info");
+    if (qp) {
+      qp.hidden = j.status !== "queued";
+      $("queue-position").textContent = j.queue_position;
+    }
     const preview = $("preview");
     if (preview && j.preview_url && preview.getAttribute("src") !== j.preview_url) {
-      preview.src = j.preview_url; preview.hidden = false;
+      preview.src = j.preview_url;
+      $("preview-box").hidden = false;
     }
   }).then(() => window.location.reload());
 }
 
-document.addEventListener("DOMContentLoaded", () => { setupStylize(); setupJobPage(); });
+// Delete and Cancel ask first (forms marked data-confirm).
+function setupConfirm() {
+  document.querySelectorAll("form[data-confirm]").forEach((f) => f.addEventListener("submit",
+    (e) => { if (!window.confirm(f.dataset.confirm)) e.preventDefault(); }));
+}
+
+// The custom form shows only the fields of the chosen method (data-kinds on each field).
+function setupCustom() {
+  const method = $("method");
+  if (!method) return;
+  const show = () => document.querySelectorAll("[data-kinds]").forEach((el) => {
+    const on = el.dataset.kinds.split(" ").includes(method.value);
+    el.hidden = !on;
+    el.querySelectorAll("input").forEach((i) => { i.disabled = !on; });
+  });
+  method.addEventListener("change", show);
+  show();
+}
+
+// Before / after: the result over the photo, a slider uncovers one or the other.
+function setupCompare() {
+  const box = $("compare");
+  if (!box) return;
+  const slider = $("compare-slider"), after = $("compare-after");
+  const set = () => { after.style.clipPath = `inset(0 ${100 - slider.value}% 0 0)`; };
+  slider.addEventListener("input", set);
+  set();
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  setupStylize(); setupJobPage(); setupConfirm(); setupCustom(); setupCompare();
+});
