@@ -19,7 +19,6 @@ import argparse
 import dataclasses
 import logging
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -86,10 +85,6 @@ class Workers:
         proc.wait(timeout=10)
       except subprocess.TimeoutExpired:
         proc.kill()
-
-
-def _exit_on_sigterm(signum, _frame):
-  raise SystemExit(128 + signum)
 
 
 def run(args: argparse.Namespace) -> int:
