@@ -38,7 +38,6 @@ import bench_common as bc
 import jax
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image
 
 from nst_jax import config
 from nst_jax.core.errors import UserError
@@ -55,11 +54,7 @@ CONTENT_SIZE, STYLE_SIZE = 384, 256  # the released ONNX graphs' fixed input siz
 
 def square(path, size: int) -> np.ndarray:
   """The central square of the image at ``path``, Lanczos-resized: float32 [size, size, 3]."""
-  img = Image.open(path).convert("RGB")
-  side = min(img.size)
-  left, top = (img.width - side) // 2, (img.height - side) // 2
-  img = img.crop((left, top, left + side, top + side)).resize((size, size), Image.LANCZOS)
-  return np.asarray(img, np.float32) / 255.0
+  return bc.central_square(path, size)
 
 
 REFERENCES = ("graph", "optimized")  # ORT_DISABLE_ALL, ORT's default (ORT_ENABLE_ALL)

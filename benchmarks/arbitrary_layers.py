@@ -2,11 +2,12 @@
 
 Usage (the ``reference`` extra)::
 
-  python3 benchmarks/arbitrary_layers.py --pair 0                  # both networks, both modes
-  python3 benchmarks/arbitrary_layers.py --pair 1 --network transfer --mode forced
+  python3 benchmarks/arbitrary_layers.py                           # both networks, both modes
+  python3 benchmarks/arbitrary_layers.py --content content/kodak/kodim23.jpg \
+      --style styles/hokusai_great_wave.jpg --network transfer --mode forced
 
-ONNX Runtime runs a copy of each released graph whose every QuantizeLinear output (and its float
-input) is also a graph output, unoptimized (ORT_DISABLE_ALL: the graph's own semantics). Ours
+ONNX Runtime runs each released graph unoptimized (ORT_DISABLE_ALL: the graph's own semantics)
+with every QuantizeLinear of an activation exposed (``magenta.onnx_points``). Ours
 runs the converted network eagerly with a function at every fake-quantization point
 (``arbitrary_nets``' diagnostic hook), which compares our int8 codes there with ONNX Runtime's.
 Mode ``free``: our network runs on its own (our fake-quantized tensor goes on). Mode ``forced``:
@@ -22,10 +23,7 @@ ONNX Runtime's output change when one content pixel moves by 1/255. Writes
 from __future__ import annotations
 
 import argparse
-import tempfile
-from pathlib import Path
 
-import arbitrary_bench as ab
 import bench_common as bc
 import jax.numpy as jnp
 import numpy as np
@@ -34,50 +32,8 @@ from nst_jax import config
 from nst_jax.fast import arbitrary_nets, magenta
 
 TIE = 1e-3  # a code difference whose reference value lies closer than this (in steps) to a boundary
-
-
-def exposed_session(path, network: str):
-  """An unoptimized ONNX Runtime session of the graph at ``path`` with every QuantizeLinear of an
-  activation exposed -> (session, {point: (output name, input name, scale, zero point)})."""
-  import onnx  # pylint: disable=import-outside-toplevel
-  import onnxruntime as ort  # pylint: disable=import-outside-toplevel
-  from onnx import numpy_helper  # pylint: disable=import-outside-toplevel
-  model = onnx.load(str(path))
-  graph = model.graph
-  consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-  points = {}
-  for node in graph.node:
-    if node.op_type != "QuantizeLinear" or node.input[0] in consts:
-      continue
-    point = magenta.map_scope(node.output[0], network)
-    if point is None:
-      continue
-    points[point] = (node.output[0], node.input[0], float(consts[node.input[1]]),
-                     int(consts[node.input[2]]))
-    graph.output.append(onnx.helper.make_tensor_value_info(node.output[0], onnx.TensorProto.INT8,
-                                                           None))
-    graph.output.append(onnx.helper.make_tensor_value_info(node.input[0], onnx.TensorProto.FLOAT,
-                                                           None))
-  with tempfile.TemporaryDirectory() as tmp:
-    onnx.save(model, f"{tmp}/exposed.onnx")
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(f"{tmp}/exposed.onnx", opts, providers=["CPUExecutionProvider"])
-  return sess, points
-
-
-def reference_points(sess, points, feeds, network) -> dict:
-  """ONNX Runtime's {point: (codes, pre-quantization values, scale, zero point)}, NHWC."""
-  out = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
-  ref = {}
-  for point, (q_name, x_name, scale, zero) in points.items():
-    codes, pre = out[q_name].astype(np.float32), out[x_name]
-    if codes.ndim == 4 and point != "input":  # the graph computes NCHW after its input
-      codes, pre = codes.transpose(0, 2, 3, 1), pre.transpose(0, 2, 3, 1)
-    if point == "input" and network == "transfer":  # quantized after the 9x9 reflect padding
-      codes, pre = codes[:, 4:-4, 4:-4], pre[:, 4:-4, 4:-4]
-    ref[point] = (codes, pre, scale, zero)
-  return ref
+CONTENT, STYLE = "content/kodak/kodim08.jpg", "styles/van_gogh_starry_night.jpg"
+CONTENT_SIZE, STYLE_SIZE = 384, 256  # the released graphs' fixed input sizes
 
 
 def compare(ref: dict, forced: bool, stats: dict) -> dict:
@@ -131,27 +87,30 @@ def sensitivity(sess, c, emb, trials: int = 3) -> list[float]:
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   bc.add_common_args(p, vgg_weights=False, out=bc.RESULTS / "arbitrary_layers.json")
-  p.add_argument("--pair", type=int, default=0, help="index into arbitrary_bench.PAIRS")
+  p.add_argument("--content", default=CONTENT, help="photo, relative to the data dir")
+  p.add_argument("--style", default=STYLE, help="painting, relative to the data dir")
   p.add_argument("--network", nargs="+", default=["predictor", "transfer"],
                  choices=["predictor", "transfer"])
   p.add_argument("--mode", nargs="+", default=["free", "forced"], choices=["free", "forced"])
   args = p.parse_args(argv)
+  import onnxruntime as ort  # pylint: disable=import-outside-toplevel
   files = magenta.find_released()
   params, cfg, _, _ = magenta.convert(*files)
   cfg = config.from_dict(config.ArbitraryConfig, cfg)
   data = bc.data_dir(args)
-  content, style = ab.PAIRS[args.pair]
-  c, s = ab.square(data / content, ab.CONTENT_SIZE), ab.square(data / style, ab.STYLE_SIZE)
-  plain = ab.sessions(files, "graph")
+  c = bc.central_square(data / args.content, CONTENT_SIZE)
+  s = bc.central_square(data / args.style, STYLE_SIZE)
+  opts = ort.SessionOptions()
+  opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+  plain = [ort.InferenceSession(str(f), opts, providers=["CPUExecutionProvider"]) for f in files]
   emb = plain[0].run(None, {"style_image": s[None]})[0]
-  result = {"pair": [content, style], "points": {}}
+  result = {"pair": [args.content, args.style], "points": {}}
   for network, path in zip(("predictor", "transfer"), files):
     if network not in args.network:
       continue
-    sess, points = exposed_session(path, network)
     feeds = ({"style_image": s[None]} if network == "predictor" else
              {"content_image": c[None], "mobilenet_conv/Conv/BiasAdd": emb})
-    ref = reference_points(sess, points, feeds, network)
+    ref = magenta.onnx_points(path, network, feeds)
     for mode in args.mode:
       stats = run_network(network, params, cfg, ref, mode == "forced", c, s, emb)
       result["points"][f"{network}/{mode}"] = stats
