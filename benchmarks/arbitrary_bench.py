@@ -16,7 +16,8 @@ ONNX Runtime's graph optimization for the reference: ``graph`` (ORT_DISABLE_ALL:
 the ONNX operators define it, the graph's own semantics) and / or ``optimized`` (ORT's default,
 which fuses the predictor's QDQ pairs into int8 kernels that requantize differently). With
 both, a third row per pair, mode ``onnxruntime``, compares the optimized reference with the
-graph one: how far ONNX Runtime is from itself.
+graph one: how far ONNX Runtime is from itself; mode ``emulated, its embedding`` feeds ONNX
+Runtime's embedding to our emulated transfer network (the transfer network's part alone).
 
 Speed: seconds per image of the transfer network alone (embedding given), host array in and
 out, float32. At 384 px ours (each ``--conv-impls``) and ONNX Runtime on the same graph in
@@ -105,6 +106,9 @@ def parity(params, quant, cfg, refs: dict, data, pairs) -> list[dict]:
     for name, (e_ref, ref) in outs.items():
       for mode, (e, out) in ours.items():
         row(content, style, name, mode, e, out, e_ref, ref)
+      # the transfer network alone: ONNX Runtime's own embedding into our emulation
+      out = np.asarray(run(c, e_ref.reshape(-1), quant))
+      row(content, style, name, "emulated, its embedding", e_ref, out, e_ref, ref)
     if len(outs) == 2:  # ONNX Runtime's optimized graph against its unoptimized one
       row(content, style, "graph", "onnxruntime", *outs["optimized"], *outs["graph"])
   return rows
