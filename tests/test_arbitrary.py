@@ -312,14 +312,17 @@ def test_cli_import_then_list_then_load(tmp_path, monkeypatch, capsys):
   assert "model file not found" in capsys.readouterr().err
 
 
-def _parity(released, pairs, content_size=384, style_size=256):
-  # Our network (int8 emulation, float) against ONNX Runtime on the same released files:
+def _parity(released, pairs, reference, content_size=384, style_size=256):
+  # Our network (int8 emulation, float) against ONNX Runtime on the same released files, graph
+  # unoptimized ("graph": ORT_DISABLE_ALL) or with ORT's default optimizations ("optimized"):
   # [(mode, embedding max abs diff, output max abs diff, output mean abs diff)].
   import onnxruntime as ort  # pylint: disable=import-outside-toplevel
   (predict, transform), (params, cfg, quant, _) = released
   cfg = config.from_dict(config.ArbitraryConfig, cfg)
   opts = ort.SessionOptions()
   opts.intra_op_num_threads = 2
+  if reference == "graph":
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
   sp, st = (ort.InferenceSession(str(f), opts) for f in (predict, transform))
   embed = jax.jit(lambda x, q: arbitrary.style_embedding(params, x, quant=q, cfg=cfg, size=0))
   run = jax.jit(lambda x, e, q: arbitrary.stylize(params, x, e, quant=q, cfg=cfg))
@@ -364,18 +367,64 @@ def test_tiny_qdq_graph_matches_onnxruntime(tmp_path):
   np.testing.assert_allclose(np.asarray(ours).transpose(0, 3, 1, 2), ref, atol=1e-6)
 
 
-# Measured on the shared data (benchmarks/arbitrary_bench.py --parity; docs/arbitrary.md): the
-# emulation reproduces every quantization point of the first layers exactly, but the rare
-# rounding ties that float summation order decides differently are amplified by the quantized
-# instance-norm statistics; these bounds are a margin above the measured values, not the goals.
-PARITY_BOUNDS = {"emulated": (0.05, 0.5, 10 / 255), "float": (0.1, 0.6, 14 / 255)}
+# Measured on the shared data (benchmarks/arbitrary_bench.py; docs/arbitrary.md), both
+# references: emulated 6.9 and 8.4 /255 in mean, float 6.3 and 7.9 /255, max up to 127/255.
+# These bounds sit just above those numbers; the goals (1/255 emulated, 4/255 float) are not met
+# and cannot be against this graph: see the test's docstring.
+PARITY_BOUNDS = {"emulated": (0.05, 0.55, 9 / 255), "float": (0.05, 0.55, 9 / 255)}
 
 
 @needs_ort
 @pytest.mark.slow
-def test_parity_with_onnxruntime_at_the_graph_size(released, data_dir):
+@pytest.mark.parametrize("reference", ["graph", "optimized"])
+def test_parity_with_onnxruntime_at_the_graph_size(released, data_dir, reference):
+  """Regression bounds, not the issue's goals. The emulation computes every quantization point
+  as the graph does (the teacher-forced test below), but the int8 graph is chaotic: a rounding
+  tie that float summation order decides differently moves a code by one step, the quantized
+  instance-norm statistics (a coarse variance under a reciprocal square root) turn that into
+  several steps for a whole channel, and the difference spreads. ONNX Runtime's own output moves
+  by about as much when one content pixel moves by 1/255, and its optimized graph differs from
+  its unoptimized one by as much as ours does from either (benchmarks/arbitrary_layers.py,
+  benchmarks/arbitrary_bench.py's onnxruntime rows)."""
   pairs = [(data_dir / "content/kodak/kodim08.jpg", data_dir / "styles/van_gogh_starry_night.jpg"),
            (data_dir / "content/kodak/kodim23.jpg", data_dir / "styles/hokusai_great_wave.jpg")]
-  for mode, emb_max, out_max, out_mean in _parity(released, pairs):
+  for mode, emb_max, out_max, out_mean in _parity(released, pairs, reference):
     bound = PARITY_BOUNDS[mode]
     assert emb_max <= bound[0] and out_max <= bound[1] and out_mean <= bound[2], (mode, out_mean)
+
+
+@needs_ort
+@pytest.mark.slow
+@pytest.mark.parametrize("network", ["predictor", "transfer"])
+def test_every_quantization_point_matches_the_graph_given_its_inputs(released, data_dir, network):
+  # Teacher forcing: each point hands ONNX Runtime's tensor on, so each op of ours sees the
+  # graph's own inputs; our codes must then agree but for rounding ties (float summation order).
+  (files, (params, cfg, _, _)) = released
+  c = _square(data_dir / "content/kodak/kodim08.jpg", 384)
+  s = _square(data_dir / "styles/van_gogh_starry_night.jpg", 256)
+  emb = magenta.onnx_points(files[0], "predictor", {"style_image": s[None]})
+  emb = (emb["bottleneck/out"][0] - emb["bottleneck/out"][3]) * emb["bottleneck/out"][2]
+  feeds = ({"style_image": s[None]} if network == "predictor" else
+           {"content_image": c[None], "mobilenet_conv/Conv/BiasAdd": emb.reshape(1, 1, 1, -1)})
+  ref = magenta.onnx_points(files[network == "transfer"], network, feeds)
+  bad = {}
+
+  def hook(point):
+    def fn(x):
+      codes, pre, scale, zero = ref[point]
+      x, codes, pre = np.asarray(x), codes.reshape(x.shape), pre.reshape(x.shape)
+      differ = np.clip(np.round(x / np.float32(scale)) + zero, -128, 127) != codes
+      tie = np.abs(pre[differ] / scale % 1.0 - 0.5)  # 0: exactly on a rounding boundary
+      if differ.sum() > max(1, 1e-4 * differ.size) or (tie > 1e-3).any():
+        bad[point] = (float(differ.mean()), float(tie.max()))
+      return jnp.asarray((codes - zero) * np.float32(scale))
+    return fn
+
+  predictor, transfer = arbitrary.make_networks(config.from_dict(config.ArbitraryConfig, cfg))
+  quant = {point: hook(point) for point in ref}
+  if network == "predictor":
+    predictor.apply({"params": params["predictor"]}, jnp.asarray(s[None]), quant)
+  else:
+    transfer.apply({"params": params["transfer"]}, jnp.asarray(c[None]),
+                   jnp.asarray(emb.reshape(1, -1)), quant)
+  assert len(ref) > 60 and bad == {}

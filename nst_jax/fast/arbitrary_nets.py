@@ -12,8 +12,11 @@ Synopsis::
 
 ``quant`` (optional) maps point names ("res1/norm1/rsqrt", "conv1/relu", ...) to [scale,
 zero_point]: the activation at each named point is fake-quantized (``fake_quant``) as the
-released int8 graph's QuantizeLinear -> DequantizeLinear pairs do. ``fast.arbitrary`` has the
-helpers (embedding, stylization, interpolation) and the loaded-model object.
+released int8 graph's QuantizeLinear -> DequantizeLinear pairs do. A point may map to a
+function of the activation instead (outside jit): it is called in place of ``fake_quant``, e.g.
+to record each point or to substitute a reference engine's tensor there
+(``benchmarks/arbitrary_layers.py``). ``fast.arbitrary`` has the helpers (embedding, stylization,
+interpolation) and the loaded-model object.
 
 References:
   Ghiasi, Lee, Kudlur, Dumoulin & Shlens, "Exploring the structure of a real-time, arbitrary
@@ -63,10 +66,12 @@ def fake_quant(x: jax.Array, qp: jax.Array) -> jax.Array:
 
 
 def _q(quant: dict | None, name: str, x):
-  # The activation at point ``name``, fake-quantized when ``quant`` names that point.
+  # The activation at point ``name``, fake-quantized when ``quant`` names that point (or mapped
+  # by the point's function: a diagnostic hook, see the module docstring).
   if quant is None or name not in quant:
     return x
-  return fake_quant(x, quant[name])
+  qp = quant[name]
+  return qp(x) if callable(qp) else fake_quant(x, qp)
 
 
 def _sub(quant: dict | None, prefix: str) -> dict | None:

@@ -189,6 +189,49 @@ def read_onnx(path: str | os.PathLike, network: str) -> tuple[dict, dict]:
   return tree.params, tree.quant
 
 
+def onnx_points(path: str | os.PathLike, network: str, feeds: dict) -> dict:
+  """Runs a released ONNX graph in ONNX Runtime, unoptimized (ORT_DISABLE_ALL: each node as the
+  ONNX operators define it), and returns the activation at each of our points there.
+
+  Args:
+    path: the graph (``find_released``).
+    network: "predictor" or "transfer".
+    feeds: the graph's inputs by name, as ``InferenceSession.run`` takes them.
+
+  Returns:
+    point -> (int8 codes as float32, the float values QuantizeLinear received, scale, zero
+    point), both arrays in our layout (NHWC; the transfer input without the graph's padding).
+  """
+  import onnx  # pylint: disable=import-outside-toplevel
+  import onnxruntime as ort  # pylint: disable=import-outside-toplevel
+  from onnx import numpy_helper  # pylint: disable=import-outside-toplevel
+  model = onnx.load(str(path))
+  consts = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+  points = {}
+  for node in model.graph.node:
+    point = (map_scope(node.output[0], network) if node.op_type == "QuantizeLinear"
+             and node.input[0] not in consts else None)
+    if point is not None:
+      points[point] = (node.output[0], node.input[0], float(consts[node.input[1]]),
+                       int(consts[node.input[2]]))
+      for name, kind in ((node.output[0], onnx.TensorProto.INT8),
+                         (node.input[0], onnx.TensorProto.FLOAT)):
+        model.graph.output.append(onnx.helper.make_tensor_value_info(name, kind, None))
+  opts = ort.SessionOptions()
+  opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+  sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+  out = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
+  result = {}
+  for point, (q_name, x_name, scale, zero) in points.items():
+    codes, x = out[q_name].astype(np.float32), out[x_name]
+    if codes.ndim == 4 and point != "input":  # the graph is NCHW after its input
+      codes, x = codes.transpose(0, 2, 3, 1), x.transpose(0, 2, 3, 1)
+    if point == "input" and network == "transfer":  # quantized after the 9x9 reflect padding
+      codes, x = codes[:, 4:-4, 4:-4], x[:, 4:-4, 4:-4]
+    result[point] = (codes, x, scale, zero)
+  return result
+
+
 _TFLITE_CONVS = {"CONV_2D": False, "DEPTHWISE_CONV_2D": True, "FULLY_CONNECTED": False}
 
 
