@@ -226,7 +226,8 @@ def test_fine_tuning_the_released_networks_lowers_the_loss(released_cache, folde
   mesh = sharding.make_mesh()
   state = engine.init_train_state(task.init_variables, task.tx, engine.make_key(0), mesh,
                                   task.start_variables())
-  np.testing.assert_array_equal(_leaves(state.params), _leaves(magenta.load().params))
+  for a, b in zip(_leaves(state.params), _leaves(magenta.load().params), strict=True):
+    np.testing.assert_array_equal(a, b)
   step = engine.jit_train_step(task.train_step, mesh, num_consts=1)
   batch = task.dataset.get_batch(0, 2)  # a fixed batch
   losses = []
