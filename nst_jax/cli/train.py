@@ -17,7 +17,8 @@ Synopsis::
   nst-jax stylize --model runs/any --style-image PAINTING --content IMG --out DIR
 
 Re-running the same command resumes from the newest checkpoint in the workdir. An arbitrary-style
-run also exports WORKDIR/arbitrary.npz at the end (a model file: ``stylize --model FILE``).
+run also exports WORKDIR/arbitrary.npz at the end (a model file: ``stylize --model FILE``); its
+``--config WORKDIR/config.json`` needs ``--preset arbitrary`` (another config class).
 """
 
 from __future__ import annotations
