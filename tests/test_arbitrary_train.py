@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -162,7 +161,7 @@ def test_run_trains_both_networks_and_exports_a_model_file(uninterrupted):
 
 @pytest.mark.slow
 def test_workdir_and_export_stylize_with_a_painting(uninterrupted):
-  _, workdir, state = uninterrupted
+  _, workdir, _ = uninterrupted
   photo = np.random.default_rng(0).uniform(size=(20, 24, 3)).astype(np.float32)
   painting = np.random.default_rng(1).uniform(size=(30, 40, 3)).astype(np.float32)
   outs = []
@@ -176,7 +175,6 @@ def test_workdir_and_export_stylize_with_a_painting(uninterrupted):
   model = magenta.load(workdir / arbitrary_train.EXPORT_NAME)
   emb = model.embed(any_style.square_crop(painting, model.cfg.style_size))
   np.testing.assert_allclose(stylizer.style_weights, emb, atol=1e-6)
-  del state
 
 
 @pytest.mark.slow
