@@ -329,10 +329,6 @@ def train_smoke() -> TrainConfig:
       prefetch=1)
 
 
-TRAIN_PRESETS = {"thesis": thesis, "johnson": johnson, "photoreal": photoreal, "lite": lite,
-                 "smoke": train_smoke}
-
-
 @dataclass(frozen=True)
 class Smoothing:
   """The post-step of a network's outputs (``blend``), with the photo as guide.
@@ -374,6 +370,44 @@ class ArbitraryConfig:
   num_residual: int = 5
   style_size: int = 256
   conv_impl: str = "auto"
+
+
+@dataclass(frozen=True)
+class ArbitraryTrainConfig:
+  """Training both arbitrary-style networks on (photo, painting) pairs (``fast.arbitrary_train``):
+  the photos of ``data``, the paintings of ``styles`` (folders and/or files), the perceptual
+  ``loss`` of the other fast networks. ``init_from``: "magenta" fine-tunes the imported released
+  networks, "" starts from random ones, else an arbitrary-style model file. Photos are cropped to
+  ``size`` (a multiple of four), paintings to ``style_size`` (keep it ``net.style_size``, the side
+  stylization gives them). The other fields mean what they mean in ``TrainConfig``."""
+  net: ArbitraryConfig = field(default_factory=ArbitraryConfig)
+  loss: LossConfig = field(default_factory=LossConfig)
+  init_from: str = "magenta"
+  data: str = ""
+  styles: tuple[str, ...] = ()
+  size: int = 256
+  style_size: int = 256
+  crop: str = "random"
+  batch_size: int = 8
+  num_steps: int = 20_000
+  learning_rate: float = 1e-4
+  schedule: str = "constant"
+  warmup_steps: int = 0
+  seed: int = 0
+  checkpoint_every: int = 1000
+  keep_checkpoints: int = 3
+  log_every: int = 50
+  prefetch: int = 3
+
+
+def arbitrary_train() -> ArbitraryTrainConfig:
+  """Ghiasi et al.'s arbitrary-style networks, fine-tuned from the imported released weights on
+  (photo, painting) pairs with the thesis' loss; --style gives the painting folders."""
+  return ArbitraryTrainConfig(loss=thesis().loss)
+
+
+TRAIN_PRESETS = {"thesis": thesis, "johnson": johnson, "photoreal": photoreal, "lite": lite,
+                 "smoke": train_smoke, "arbitrary": arbitrary_train}
 
 
 # ---------------------------------------------------------------------------- super-resolution

@@ -12,8 +12,13 @@ Synopsis::
   nst-jax train ... --distributed          # on every host of a multi-host run
   nst-jax train --config runs/starry/config.json --workdir runs/starry2   # the same run again
   nst-jax train --preset johnson --set help --workdir W   # every key with its value
+  nst-jax train --preset arbitrary --style PAINTINGS/ --data PHOTOS/ --workdir runs/any \
+      --set num_steps=2000    # fine-tune Ghiasi et al.'s networks (after `models import magenta`)
+  nst-jax stylize --model runs/any --style-image PAINTING --content IMG --out DIR
 
-Re-running the same command resumes from the newest checkpoint in the workdir.
+Re-running the same command resumes from the newest checkpoint in the workdir. An arbitrary-style
+run also exports WORKDIR/arbitrary.npz at the end (a model file: ``stylize --model FILE``); its
+``--config WORKDIR/config.json`` needs ``--preset arbitrary`` (another config class).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from nst_jax.core import paths
 
 HELP = "train a fast (feed-forward) style network; re-run to resume"
 DEFAULT_PRESET = "thesis"
+ARBITRARY = "arbitrary"  # the preset whose config is an ArbitraryTrainConfig
 # Flag (argparse dest) -> TrainConfig key.
 FLAGS = {"data": "data"}
 
@@ -35,7 +41,8 @@ FLAGS = {"data": "data"}
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--style", nargs="+", metavar="IMAGE",
                       help="the style image, or several for one multi-style network "
-                      "(conditional instance norm); required unless --config or --add-style")
+                      "(conditional instance norm); with --preset arbitrary, folders of "
+                      "paintings and/or paintings; required unless --config or --add-style")
   parser.add_argument("--add-style", nargs="+", metavar="IMAGE",
                       help="add these styles to the trained network --from (fits only their "
                       "normalization parameters; the rest is frozen)")
@@ -62,16 +69,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
       parser, "TrainConfig", presets=config.TRAIN_PRESETS, default_preset=DEFAULT_PRESET,
       preset_help="thesis (instance norm, relu4_2 + relu*_1), johnson (the paper), photoreal "
       "(fast photorealistic transfer: affine head, masked style over automatic regions, "
-      "matting-Laplacian loss; --style is a photo), smoke (a tiny test run); e.g. --set "
+      "matting-Laplacian loss; --style is a photo), arbitrary (Ghiasi et al.'s any-painting "
+      "networks on (photo, painting) pairs, fine-tuned from `models import magenta`; --style: "
+      "painting folders), smoke (a tiny test run); e.g. --set "
       "num_steps=2000 --set net.width=0.5 --set bf16=true",
       saved="the WORKDIR/config.json every run writes", example="num_steps=2000, net.width=0.5")
 
 
 def style_overrides(args: argparse.Namespace) -> dict:
-  """``--style``: one image -> ``style``; several -> ``styles`` and ``net.num_styles``."""
+  """``--style``: one image -> ``style``; several -> ``styles`` and ``net.num_styles``; with
+  ``--preset arbitrary``, the painting folders and files -> ``styles``."""
   images = getattr(args, "style", None)
   if not images:
     return {}
+  if args.preset == ARBITRARY:
+    return {"styles": tuple(images)}
   if len(images) == 1:
     return {"style": images[0], "styles": ()}
   return {"style": "", "styles": tuple(images), "net.num_styles": len(images)}
@@ -104,10 +116,15 @@ def add_style_config(args: argparse.Namespace, flags: dict) -> tuple[config.Trai
                "data": flags.get("data", cfg.data)}
 
 
-def build_config(args: argparse.Namespace) -> config.TrainConfig:
-  """``resolve_config``, validated (``config.ConfigError`` naming the key)."""
+def build_config(args: argparse.Namespace) -> config.TrainConfig | config.ArbitraryTrainConfig:
+  """``resolve_config``, validated (``config.ConfigError`` naming the key; ``UserError`` for an
+  arbitrary-style run without photos or paintings)."""
   from nst_jax.fast import models  # pylint: disable=import-outside-toplevel
   cfg = resolve_config(args)
+  if isinstance(cfg, config.ArbitraryTrainConfig):
+    from nst_jax.fast import arbitrary_train  # pylint: disable=import-outside-toplevel
+    arbitrary_train.check_config(cfg)
+    return cfg
   if not models.style_paths(cfg):
     raise config.ConfigError("style", "is required (give it, or a --config that has it)")
   if not cfg.data:
@@ -120,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
   # pylint: disable=import-outside-toplevel  (JAX only when the command runs)
   from nst_jax.core import checkpoint, vgg16_weights
   from nst_jax.core import sharding
-  from nst_jax.fast import training
+  from nst_jax.fast import arbitrary_train, training
   logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's per-save info lines
   sharding.maybe_initialize_distributed(args.distributed)
   cfg = build_config(args)
@@ -128,9 +145,15 @@ def run(args: argparse.Namespace) -> int:
   start = checkpoint.latest_step(args.workdir)
   if start is not None and sharding.is_main_process():
     print(f"resuming {args.workdir} from step {start}", file=sys.stderr)
-  state = training.train_and_evaluate(cfg, args.workdir, vgg_params=vgg_params,
-                                      progress=args.progress)
-  if sharding.is_main_process():
+  arbitrary = isinstance(cfg, config.ArbitraryTrainConfig)
+  trainer = arbitrary_train if arbitrary else training
+  state = trainer.train_and_evaluate(cfg, args.workdir, vgg_params=vgg_params,
+                                     progress=args.progress)
+  if sharding.is_main_process() and arbitrary:
+    print(f"trained {int(state.step)} steps; model file {args.workdir}/arbitrary.npz (stylize "
+          f"with: nst-jax stylize --model {args.workdir} --style-image PAINTING --content IMG "
+          "--out DIR)")
+  elif sharding.is_main_process():
     print(f"trained {int(state.step)} steps; checkpoints in {args.workdir}/checkpoints "
           f"(stylize with: nst-jax stylize --model {args.workdir} --content IMG --out DIR)")
   return 0

@@ -33,7 +33,7 @@ import numpy as np
 
 from nst_jax.core import image_io
 from nst_jax.core.errors import UserError
-from nst_jax.fast import arbitrary, inference, nets
+from nst_jax.fast import arbitrary, arbitrary_train, inference, nets
 
 
 def square_crop(image: np.ndarray, size: int) -> np.ndarray:
@@ -85,6 +85,19 @@ class AnyStyleStylizer(inference.Stylizer):
     if bf16:
       raise UserError("the arbitrary-style network runs in float32; drop --bf16")
     return cls(arbitrary.load_arbitrary(path), **kwargs)
+
+  @classmethod
+  def from_checkpoint(cls, path: str | os.PathLike, *, bf16: bool = False,
+                      **kwargs) -> "AnyStyleStylizer":
+    """The networks of an arbitrary-style training run's newest checkpoint (a workdir of
+    ``nst-jax train --preset arbitrary``; ``arbitrary_train.load_checkpoint``).
+
+    Raises:
+      UserError: no readable checkpoint, one of another kind of run, or ``bf16``.
+    """
+    if bf16:
+      raise UserError("the arbitrary-style network runs in float32; drop --bf16")
+    return cls(arbitrary_train.load_checkpoint(path), **kwargs)
 
   def embed(self, image: np.ndarray) -> np.ndarray:
     """The style embedding [E] of an RGB image [H, W, 3] in [0, 1], computed once per image.

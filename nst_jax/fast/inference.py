@@ -256,7 +256,8 @@ class Stylizer:
     """Loads a training checkpoint once: the config in it rebuilds the network.
 
     Args:
-      path: a training workdir (newest checkpoint), its ``checkpoints`` folder, or a step folder.
+      path: a training workdir (newest checkpoint), its ``checkpoints`` folder, or a step folder;
+        an arbitrary-style run's gives an ``any_style.AnyStyleStylizer``.
       bf16: bfloat16 compute (parameters stay float32).
       **kwargs: ``bucket``, ``batch_size``.
 
@@ -266,6 +267,8 @@ class Stylizer:
     ckpts, step = checkpoint.open_checkpoint(path)
     with ckpts:
       meta = ckpts.restore_meta(step)
+      if meta.get("kind") == ARBITRARY:  # a run of ``nst-jax train --preset arbitrary``
+        return _any_style().AnyStyleStylizer.from_checkpoint(path, bf16=bf16, **kwargs)
       cfg = models.from_dict(meta["config"])
       tree = ckpts.restore_leaves(step, lambda p: p[0] in ("params", "batch_stats") or (
           cfg.ema_decay > 0 and "ema_params" in p))
