@@ -1,19 +1,18 @@
-"""Stylize now with any painting: the arbitrary network (a tiny random one installed into a
-temporary user cache) offered by default with the shared paintings' thumbnails, an uploaded
-painting or a shared one by name, Ghiasi's strength, bad paintings refused with 4xx, and the page
-and API without the network (they say how to install it)."""
+"""Stylize now with any painting: the arbitrary network (a tiny random one in a temporary user
+cache, conftest's ``arbitrary_cache``) offered by default with the shared paintings'
+thumbnails, an uploaded painting or a shared one by name, Ghiasi's strength, bad paintings
+refused with 4xx, and the page and API without the network (they say how to install it)."""
 
 import io
 import re
 
-import jax
 import numpy as np
 import pytest
 from PIL import Image
 
 from nst_jax import config
-from nst_jax.core import image_io, zoo
-from nst_jax.fast import any_style, arbitrary
+from nst_jax.core import image_io
+from nst_jax.fast import any_style
 
 pytest.importorskip("nst_jax.web")  # the web extra; the skip names its install command
 from fastapi.testclient import TestClient  # noqa: E402  pylint: disable=wrong-import-position
@@ -21,8 +20,6 @@ from fastapi.testclient import TestClient  # noqa: E402  pylint: disable=wrong-i
 from nst_jax.web import app as web_app  # noqa: E402  pylint: disable=wrong-import-position
 from nst_jax.web import jobs, uploads  # noqa: E402  pylint: disable=wrong-import-position
 
-TINY = config.ArbitraryConfig(predictor="mobilenet_v2_tiny", embedding_dim=8, width=0.125,
-                              num_residual=1, style_size=32)
 STARRY = "van_gogh_starry_night"
 
 
@@ -33,30 +30,8 @@ def png_bytes(h: int, w: int, seed: int = 0) -> bytes:
   return buf.getvalue()
 
 
-def tiny_params(seed: int = 0) -> dict:
-  """Random weights of the tiny network, drawn with numpy on the shapes ``init_params`` gives
-  (its own initialization runs eagerly and took most of a minute on a busy 2-core CPU):
-  He-normal kernels, unit gammas, zero biases."""
-  shapes = jax.eval_shape(lambda: arbitrary.init_params(jax.random.key(0), TINY))
-  rng = np.random.default_rng(seed)
-
-  def draw(path, leaf):
-    names = [str(getattr(k, "key", "")) for k in path]
-    if names[-1] == "kernel":
-      fan_in = int(np.prod(leaf.shape[:-1]))
-      return rng.normal(0.0, (2.0 / fan_in) ** 0.5, leaf.shape).astype(np.float32)
-    return np.full(leaf.shape, 1.0 if "gamma" in names else 0.0, np.float32)
-  return jax.tree_util.tree_map_with_path(draw, shapes)
-
-
-def install_tiny_arbitrary() -> None:
-  """A random tiny arbitrary network in the user cache ($NST_JAX_CACHE)."""
-  zoo.install_model("arbitrary", {"params": tiny_params()}, config.to_dict(TINY),
-                    kind="arbitrary", source="test", licence="Apache-2.0")
-
-
 @pytest.fixture(scope="module")
-def service(tmp_path_factory):
+def service(tmp_path_factory, arbitrary_cache):
   """(app, client factory, executor) with the tiny network installed and two shared paintings;
   jobs run in-process at once."""
   root = tmp_path_factory.mktemp("any_painting")
@@ -66,8 +41,7 @@ def service(tmp_path_factory):
   (styles / "my_cat_sketch.png").write_bytes(png_bytes(36, 30, 2))
   (styles / "notes.txt").write_text("not a painting")
   with pytest.MonkeyPatch.context() as mp:
-    mp.setenv("NST_JAX_CACHE", str(root / "cache"))
-    install_tiny_arbitrary()
+    mp.setenv("NST_JAX_CACHE", str(arbitrary_cache))
     cfg = config.WebConfig(data_dir=str(root / "web"), styles_dir=str(styles),
                            limits=config.WebLimits(max_upload_mb=0.05, rate_per_minute=1000,
                                                    queue_quota=5))
@@ -138,7 +112,7 @@ def test_a_shared_painting_from_the_api_and_from_the_pickers_form(service):
   assert (job["params"]["model"], job["params"]["painting"]) == ("arbitrary", STARRY)
   assert job["style_url"] == f"/paintings/{STARRY}.png"
   square = any_style.square_crop(image_io.load_image(
-      service[0].state.cfg.styles_dir + f"/{STARRY}.jpg"), TINY.style_size)
+      service[0].state.cfg.styles_dir + f"/{STARRY}.jpg"), service[2].any_stylizer().net.cfg.style_size)
   expected = _stylized(service[2], photo, square, 1.0, 48)
   result = np.asarray(Image.open(io.BytesIO(client.get(job["result_url"]).content))) / 255.0
   assert np.abs(result - expected).max() <= 1 / 255 + 1e-6
