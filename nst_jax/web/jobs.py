@@ -192,17 +192,23 @@ class Executor:
     return self.stylizers[catalog.ARBITRARY]
 
   def painting(self, job, size: int) -> np.ndarray:
-    """The job's painting: its upload, or a shared painting's central square at the network's
-    style size (kept per painting: that square is all the embedding reads)."""
+    """The central square, at the network's style ``size``, of the job's painting (all that the
+    embedding reads): its upload, shrunk in 8 bits first as a photo is (``uploads.decode_png``),
+    or a shared painting's, kept per painting."""
+    from nst_jax.fast import any_style  # pylint: disable=import-outside-toplevel
     stem = job.params.get("painting")
     if not stem:
-      return self.image(job.style_key)
+      if not job.style_key:
+        raise UserError("the job has no painting")
+      png = self.store.get(job.style_key)
+      w, h = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+      reduce_for = -(-size * max(w, h) // max(1, min(w, h)))  # the short side stays >= 2 size
+      return any_style.square_crop(uploads.decode_png(png, reduce_for=reduce_for), size)
     if stem not in self._paintings:
       path = catalog.painting_path(self.cfg, stem)
       if path is None:
         raise UserError(f"the painting {stem!r} is no longer offered on this server")
       from nst_jax.core import image_io  # pylint: disable=import-outside-toplevel
-      from nst_jax.fast import any_style  # pylint: disable=import-outside-toplevel
       self._paintings[stem] = any_style.square_crop(image_io.load_image(path), size)
     return self._paintings[stem]
 
