@@ -111,8 +111,9 @@ def test_a_shared_painting_from_the_api_and_from_the_pickers_form(service):
   assert job["status"] == "done", job
   assert (job["params"]["model"], job["params"]["painting"]) == ("arbitrary", STARRY)
   assert job["style_url"] == f"/paintings/{STARRY}.png"
+  style_size = service[2].any_stylizer().net.cfg.style_size
   square = any_style.square_crop(image_io.load_image(
-      service[0].state.cfg.styles_dir + f"/{STARRY}.jpg"), service[2].any_stylizer().net.cfg.style_size)
+      service[0].state.cfg.styles_dir + f"/{STARRY}.jpg"), style_size)
   expected = _stylized(service[2], photo, square, 1.0, 48)
   result = np.asarray(Image.open(io.BytesIO(client.get(job["result_url"]).content))) / 255.0
   assert np.abs(result - expected).max() <= 1 / 255 + 1e-6
@@ -129,7 +130,8 @@ def test_a_shared_painting_from_the_api_and_from_the_pickers_form(service):
 @pytest.mark.parametrize("data, files, status, message", [
     ({"model": "arbitrary"}, {"style_image": b"<html>not an image</html>"}, 415,
      "painting image: .*not an accepted image type"),
-    ({"model": "arbitrary"}, {"style_image": png_bytes(1, 1)}, 400, "painting image: .*at least 16 pixels"),
+    ({"model": "arbitrary"}, {"style_image": png_bytes(1, 1)}, 400,
+     "painting image: .*at least 16 pixels"),
     ({"model": "arbitrary"}, {}, 400, "choose a painting"),
     ({"model": "arbitrary", "painting": "../../etc/passwd"}, {}, 400, "unknown painting"),
     ({"model": "arbitrary", "painting": "notes"}, {}, 400, "unknown painting"),

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import VGG_PATH
 from PIL import Image
 
 pytest.importorskip("nst_jax.web")  # the web extra; the skip names its install command
@@ -69,6 +70,15 @@ def _style(h=48, w=48) -> bytes:
   return _png(palette[band])
 
 
+def _serve_env(cache: Path) -> dict:
+  """The server's environment: ``cache`` as the user cache, and the VGG weights the tests use
+  (conftest's ``VGG_PATH``) when $NST_JAX_VGG_WEIGHTS is not set, since that cache has none."""
+  env = {**os.environ, "NST_JAX_CACHE": str(cache)}
+  if "NST_JAX_VGG_WEIGHTS" not in env and VGG_PATH.is_file():
+    env["NST_JAX_VGG_WEIGHTS"] = str(VGG_PATH)
+  return env
+
+
 @pytest.fixture(scope="module")
 def service(tmp_path_factory, free_port, arbitrary_cache):
   """``nst-jax serve`` (the app and one worker: two would only compete for a 2-core CPU; the
@@ -89,7 +99,7 @@ def service(tmp_path_factory, free_port, arbitrary_cache):
        "127.0.0.1", "--port", str(port), "--workers", "1", "--set",
        f"slow_optimizer={SLOW_OPTIMIZER}"],
       cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-      env={**os.environ, "NST_JAX_CACHE": str(arbitrary_cache)})
+      env=_serve_env(arbitrary_cache))
   try:
     deadline = time.monotonic() + START_TIMEOUT
     while True:
@@ -213,7 +223,7 @@ def fast_result(owner, shots, tmp_path_factory, custom_job):
   photo.write_bytes(_photo(*FAST_PHOTO))
   page = owner.new_page()
   page.goto("/")
-  value = page.locator("#model option", has_text=re.compile("starry", re.I)).first \
+  value = page.locator('#model option[value^="starry_small#"]').first \
       .get_attribute("value")
   assert value and value.startswith("starry_small")
   page.select_option("#model", value)
@@ -245,7 +255,7 @@ def test_stylize_now_shows_the_result(fast_result, service):
 def test_any_painting_uploaded_on_the_page_gives_the_result(owner, service, shots,
                                                             tmp_path_factory):
   """Stylize now with "Your painting": the arbitrary network is the default choice; the upload
-  tile reveals the painting's file field and previews the painting; the result comes back."""
+  tile asks for the painting, reveals its file field and previews it; the result comes back."""
   if not httpx.get(service + "/api/paintings").json()["installed"]:
     pytest.skip("the service has no arbitrary network (NST_JAX_WEB_URL without it)")
   folder = tmp_path_factory.mktemp("any_painting")
@@ -255,10 +265,12 @@ def test_any_painting_uploaded_on_the_page_gives_the_result(owner, service, shot
   page.goto("/")
   assert page.input_value("#model").startswith("arbitrary#")  # the default choice
   assert page.locator("#painting-box").is_hidden()  # until "Your painting" is picked
-  page.click("#pick-upload")
+  with page.expect_file_chooser() as chooser:  # the tile asks for the painting at once
+    page.click("#pick-upload")
   assert page.input_value("#model") == "arbitrary#upload"
   assert page.locator("#pick-upload").get_attribute("class").split().count("picked") == 1
-  page.set_input_files("#painting-upload", str(folder / "stripes.png"))
+  assert page.locator("#painting-box").is_visible()
+  chooser.value.set_files(str(folder / "stripes.png"))
   page.wait_for_function("() => document.getElementById('painting-preview').naturalWidth > 0")
   page.set_input_files("#upload", str(folder / "photo.png"))
   page.fill("#size", str(FAST_SIZE))

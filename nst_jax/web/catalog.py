@@ -4,12 +4,15 @@ Synopsis::
 
   catalog.models(cfg)             # [{"name", "label", "source", "styles", "path"}, ...]
   catalog.find(cfg, "zoo8")       # one entry, or None: a request never names a path
+  catalog.arbitrary_installed()   # the any-painting network (``fast.any_style``) imported?
+  catalog.paintings(cfg)          # [{"stem", "title", "painter", "year"}]: the shared paintings
 
 Registered models are ``core.zoo``'s of kind "style": the shipped ones
 (``checkpoints/MANIFEST.json``), then those installed in the user cache; both are offered by
 name. User-trained ones are the model files (``core.model_file``, any layout) in
-``cfg.models_dir`` (default ``<data_dir>/models``), named ``user:<file stem>``. Reading a
-catalogue loads no network and reads only the files' headers.
+``cfg.models_dir`` (default ``<data_dir>/models``), named ``user:<file stem>``. The arbitrary
+network takes any painting: the pages offer the shared paintings (``styles_folder``) by stem,
+and uploads. Reading a catalogue loads no network and reads only the files' headers.
 """
 
 from __future__ import annotations

@@ -96,6 +96,8 @@ function setupStylize() {
     model.value = b.dataset.value; mark(); }));
   model.addEventListener("change", mark);
   if (painting) {
+    // "Your painting" asks for the file at once (the field below shows it, to change it).
+    $("pick-upload").addEventListener("click", () => { if (!painting.files.length) painting.click(); });
     painting.addEventListener("change", () => {  // the upload tile shows the chosen painting
       const file = painting.files[0], preview = $("painting-preview");
       if (preview.src) URL.revokeObjectURL(preview.src);
