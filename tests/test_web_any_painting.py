@@ -5,6 +5,7 @@ refused with 4xx, and the page and API without the network (they say how to inst
 
 import io
 import re
+import types
 
 import numpy as np
 import pytest
@@ -166,3 +167,18 @@ def test_without_the_network_the_page_says_how_to_install_it(service, tmp_path, 
   r = client.post("/jobs", data={"csrf": csrf, "kind": "fast", "model": "arbitrary#upload"},
                   files={"content": ("p.png", png_bytes(20, 20))})
   assert r.status_code == 409 and "nst-jax models import magenta" in r.text
+
+
+def test_a_large_uploaded_painting_is_shrunk_before_its_float_copy(service, monkeypatch):
+  executor = service[2]
+  y, x = np.mgrid[0:400, 0:1600].astype(np.float32)
+  smooth = np.stack([x / 1600, y / 400, np.full_like(x, 0.5)], -1)
+  key = executor.store.put(uploads.encode_png(smooth), "png")
+  asked = []
+  decode = uploads.decode_png
+  monkeypatch.setattr(uploads, "decode_png",
+                      lambda png, **kw: asked.append(kw) or decode(png, **kw))
+  square = executor.painting(types.SimpleNamespace(params={"painting": ""}, style_key=key), 32)
+  assert asked == [{"reduce_for": 128}]  # the short side stays at least twice the style size
+  full = any_style.square_crop(decode(executor.store.get(key)), 32)
+  assert square.shape == (32, 32, 3) and np.abs(square - full).max() < 0.02
