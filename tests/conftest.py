@@ -168,3 +168,38 @@ def smtp_server(free_port):
 @pytest.fixture
 def rng():
   return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def arbitrary_cache(tmp_path_factory) -> Path:
+  """A user cache (for $NST_JAX_CACHE) holding a tiny random arbitrary-style network (the web
+  tests' "any painting"). Its weights are drawn with numpy on the shapes ``init_params`` gives,
+  whose own initialization runs eagerly and took most of a minute on a busy 2-core CPU:
+  He-normal kernels, unit gammas, zero biases."""
+  from nst_jax import config  # pylint: disable=import-outside-toplevel
+  from nst_jax.core import zoo  # pylint: disable=import-outside-toplevel
+  from nst_jax.fast import arbitrary  # pylint: disable=import-outside-toplevel
+  tiny = config.ArbitraryConfig(predictor="mobilenet_v2_tiny", embedding_dim=8, width=0.125,
+                                num_residual=1, style_size=32)
+  shapes = jax.eval_shape(lambda: arbitrary.init_params(jax.random.key(0), tiny))
+  rng = np.random.default_rng(0)
+
+  def draw(path, leaf):
+    names = [str(getattr(k, "key", "")) for k in path]
+    if names[-1] == "kernel":
+      fan_in = int(np.prod(leaf.shape[:-1]))
+      return rng.normal(0.0, (2.0 / fan_in) ** 0.5, leaf.shape).astype(np.float32)
+    return np.full(leaf.shape, 1.0 if "gamma" in names else 0.0, np.float32)
+
+  folder = tmp_path_factory.mktemp("arbitrary_cache")
+  saved = os.environ.get("NST_JAX_CACHE")
+  os.environ["NST_JAX_CACHE"] = str(folder)
+  try:
+    zoo.install_model("arbitrary", {"params": jax.tree_util.tree_map_with_path(draw, shapes)},
+                      config.to_dict(tiny), kind="arbitrary", source="test", licence="Apache-2.0")
+  finally:
+    if saved is None:
+      del os.environ["NST_JAX_CACHE"]
+    else:
+      os.environ["NST_JAX_CACHE"] = saved
+  return folder

@@ -2,6 +2,7 @@
 ``nst-jax serve`` started on a free loopback port with a fresh data folder.
 
 - stylize now: upload a photo, stylize with the shipped ``starry_small`` network, see the result;
+  and with "any painting" (a tiny arbitrary network): upload a painting too, see the result;
 - custom job: an artistic optimization (tiny) whose progress bar reaches 100 %;
 - gallery: share a result; another client (a second browser context, so another cookie) sees no
   delete button and is refused (403) when it posts the delete anyway; the owner deletes it.
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import VGG_PATH
 from PIL import Image
 
 pytest.importorskip("nst_jax.web")  # the web extra; the skip names its install command
@@ -68,11 +70,20 @@ def _style(h=48, w=48) -> bytes:
   return _png(palette[band])
 
 
+def _serve_env(cache: Path) -> dict:
+  """The server's environment: ``cache`` as the user cache, and the VGG weights the tests use
+  (conftest's ``VGG_PATH``) when $NST_JAX_VGG_WEIGHTS is not set, since that cache has none."""
+  env = {**os.environ, "NST_JAX_CACHE": str(cache)}
+  if "NST_JAX_VGG_WEIGHTS" not in env and VGG_PATH.is_file():
+    env["NST_JAX_VGG_WEIGHTS"] = str(VGG_PATH)
+  return env
+
+
 @pytest.fixture(scope="module")
-def service(tmp_path_factory, free_port):
+def service(tmp_path_factory, free_port, arbitrary_cache):
   """``nst-jax serve`` (the app and one worker: two would only compete for a 2-core CPU; the
-  shipped models' samples are files, so nothing waits for the worker but the two jobs) on a
-  free port; yields its base URL.
+  shipped models' samples are files, so nothing waits for the worker but the jobs) on a free
+  port, with a tiny arbitrary network as the user cache's ("any painting"); yields its base URL.
 
   ``$NST_JAX_WEB_URL`` names a service already running instead (e.g. a deployment).
   """
@@ -87,7 +98,8 @@ def service(tmp_path_factory, free_port):
       [sys.executable, "-m", "nst_jax.cli", "serve", "--data-dir", str(data), "--host",
        "127.0.0.1", "--port", str(port), "--workers", "1", "--set",
        f"slow_optimizer={SLOW_OPTIMIZER}"],
-      cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+      cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+      env=_serve_env(arbitrary_cache))
   try:
     deadline = time.monotonic() + START_TIMEOUT
     while True:
@@ -211,7 +223,7 @@ def fast_result(owner, shots, tmp_path_factory, custom_job):
   photo.write_bytes(_photo(*FAST_PHOTO))
   page = owner.new_page()
   page.goto("/")
-  value = page.locator("#model option", has_text=re.compile("starry", re.I)).first \
+  value = page.locator('#model option[value^="starry_small#"]').first \
       .get_attribute("value")
   assert value and value.startswith("starry_small")
   page.select_option("#model", value)
@@ -238,6 +250,46 @@ def test_stylize_now_shows_the_result(fast_result, service):
     assert img.format == "PNG" and img.size == FAST_OUT
   job = page.evaluate(f"() => fetch('/api/jobs/{job_id}').then(r => r.json())")
   assert job["status"] == "done" and job["mine"] and job["params"]["model"] == "starry_small"
+
+
+def test_any_painting_uploaded_on_the_page_gives_the_result(owner, service, shots,
+                                                            tmp_path_factory):
+  """Stylize now with "Your painting": the arbitrary network is the default choice; the upload
+  tile asks for the painting, reveals its file field and previews it; the result comes back."""
+  if not httpx.get(service + "/api/paintings").json()["installed"]:
+    pytest.skip("the service has no arbitrary network (NST_JAX_WEB_URL without it)")
+  folder = tmp_path_factory.mktemp("any_painting")
+  (folder / "photo.png").write_bytes(_photo(*FAST_PHOTO))
+  (folder / "stripes.png").write_bytes(_style())
+  page = owner.new_page()
+  page.goto("/")
+  assert page.input_value("#model").startswith("arbitrary#")  # the default choice
+  assert page.locator("#painting-box").is_hidden()  # until "Your painting" is picked
+  with page.expect_file_chooser() as chooser:  # the tile asks for the painting at once
+    page.click("#pick-upload")
+  assert page.input_value("#model") == "arbitrary#upload"
+  assert page.locator("#pick-upload").get_attribute("class").split().count("picked") == 1
+  assert page.locator("#painting-box").is_visible()
+  chooser.value.set_files(str(folder / "stripes.png"))
+  page.wait_for_function("() => document.getElementById('painting-preview').naturalWidth > 0")
+  page.set_input_files("#upload", str(folder / "photo.png"))
+  page.fill("#size", str(FAST_SIZE))
+  page.fill("#strength", "0.8")
+  assert "photo's own style" in page.locator("#strength-hint").inner_text()
+  page.mouse.move(0, 0)  # no tile under the pointer: hovering one shows its sample instead
+  _screenshot(page, shots, "stylize_any_painting")
+  page.click("#submit")
+  page.wait_for_function("() => { const r = document.getElementById('result');"
+                         " return r && !r.closest('[hidden]') && r.complete &&"
+                         " r.naturalWidth > 0; }")
+  size = page.evaluate("() => [document.getElementById('result').naturalWidth,"
+                       " document.getElementById('result').naturalHeight]")
+  assert size == list(FAST_OUT)
+  job_id = page.get_attribute("#job-link", "href").rsplit("/", 1)[-1]
+  job = page.evaluate(f"() => fetch('/api/jobs/{job_id}').then(r => r.json())")
+  assert job["params"]["model"] == "arbitrary" and job["params"]["strength"] == 0.8
+  assert job["style_url"]  # the uploaded painting, kept with the job
+  page.close()
 
 
 def test_custom_job_progress_reaches_100(custom_job, shots):
@@ -369,7 +421,7 @@ def test_the_pages_fit_the_job(fast_result, owner, service):
   fresh = owner.new_page()
   fresh.on("response", lambda r: missing.append(r.url) if r.status == 404 else None)
   fresh.goto("/")
-  picker = fresh.locator(".pick", has_text="The Great Wave off Kanagawa")
+  picker = fresh.locator("#trained-styles .pick", has_text="The Great Wave off Kanagawa")
   assert picker.count() == 1 and "Katsushika Hokusai" in picker.inner_text()
   fresh.goto("/custom")
   fresh.select_option("#method", "sr")

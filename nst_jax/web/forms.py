@@ -54,7 +54,7 @@ def body_limit(cfg) -> int:
   return len(FILE_FIELDS) * (int(cfg.limits.max_upload_mb * 1e6) + 1) + 1_000_000
 
 
-FILE_FIELDS = ("content", "style", "content_mask", "style_mask")
+FILE_FIELDS = ("content", "style", "content_mask", "style_mask", "style_image")
 
 
 async def read_form(request: Request, file_fields=FILE_FIELDS) -> tuple[dict, dict]:

@@ -67,6 +67,7 @@ class Executor:
     self.store = store or open_store(cfg)
     self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
     self.stylizers: dict[str, object] = {}
+    self._paintings: dict[str, np.ndarray] = {}  # shared paintings' squares, by stem
     self._vgg = None
     self._upscaler = None
     self._beats: SimpleQueue | None = None  # (job id, lost) for the heartbeat thread
@@ -182,10 +183,43 @@ class Executor:
       self.stylizers[name] = inference.Stylizer.from_any(entry["path"])
     return self.stylizers[name]
 
+  def any_stylizer(self):
+    """The arbitrary-style network, loaded once per process (its embeddings are kept by the
+    paintings' pixels, so a painting used again is not embedded again)."""
+    if catalog.ARBITRARY not in self.stylizers:
+      from nst_jax.fast import inference  # pylint: disable=import-outside-toplevel
+      self.stylizers[catalog.ARBITRARY] = inference.Stylizer.from_any(catalog.ARBITRARY)
+    return self.stylizers[catalog.ARBITRARY]
+
+  def painting(self, job, size: int) -> np.ndarray:
+    """The central square, at the network's style ``size``, of the job's painting (all that the
+    embedding reads): its upload, shrunk in 8 bits first as a photo is (``uploads.decode_png``),
+    or a shared painting's, kept per painting."""
+    from nst_jax.fast import any_style  # pylint: disable=import-outside-toplevel
+    stem = job.params.get("painting")
+    if not stem:
+      if not job.style_key:
+        raise UserError("the job has no painting")
+      png = self.store.get(job.style_key)
+      w, h = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+      reduce_for = -(-size * max(w, h) // max(1, min(w, h)))  # the short side stays >= 2 size
+      return any_style.square_crop(uploads.decode_png(png, reduce_for=reduce_for), size)
+    if stem not in self._paintings:
+      path = catalog.painting_path(self.cfg, stem)
+      if path is None:
+        raise UserError(f"the painting {stem!r} is no longer offered on this server")
+      from nst_jax.core import image_io  # pylint: disable=import-outside-toplevel
+      self._paintings[stem] = any_style.square_crop(image_io.load_image(path), size)
+    return self._paintings[stem]
+
   def run_fast(self, job) -> bytes:
     p = job.params
-    stylizer = self.stylizer(p["model"])
-    stylizer.set_style(index=int(p.get("style_index", 0)))
+    if p["model"] == catalog.ARBITRARY:
+      stylizer = self.any_stylizer()
+      stylizer.set_style(image=self.painting(job, stylizer.net.cfg.style_size))
+    else:
+      stylizer = self.stylizer(p["model"])
+      stylizer.set_style(index=int(p.get("style_index", 0)))
     image = self.image(job.content_key, p.get("size"))
     out = stylizer(image, strength=float(p.get("strength", 1.0)),
                    original_colors="yiq" if p.get("keep_colors") else "")

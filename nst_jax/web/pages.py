@@ -55,10 +55,23 @@ def render(request: Request, name: str, status: int = 200, headers: dict | None 
       request, name, context(request, **values), status_code=status, headers=headers)
 
 
+def picker(cfg: config.WebConfig) -> dict:
+  """What the style picker offers: the trained networks, and the arbitrary network's shared
+  paintings when it is installed (then the default choice: the first painting, else an
+  upload), else the line that says how to install it."""
+  installed = catalog.arbitrary_installed()
+  paintings = catalog.paintings(cfg) if installed else []
+  default = ""
+  if installed:
+    default = f"{catalog.ARBITRARY}#{paintings[0]['stem'] if paintings else 'upload'}"
+  return {"models": catalog.models(cfg), "arbitrary": installed, "paintings": paintings,
+          "default_choice": default, "install_hint": catalog.INSTALL_HINT}
+
+
 @router.get("/")
 async def stylize_page(request: Request):
-  models = catalog.models(request.app.state.cfg)
-  return render(request, "stylize.html", title="Stylize now", page="stylize", models=models)
+  return render(request, "stylize.html", title="Stylize now", page="stylize",
+                **picker(request.app.state.cfg))
 
 
 @router.get("/custom")
@@ -78,8 +91,7 @@ async def submit(request: Request):
     headers = {"Retry-After": str(e.retry_after)} if e.retry_after else None
     if fields.get("kind", "fast") == "fast":
       return render(request, "stylize.html", e.status, headers, title="Stylize now",
-                    page="stylize", models=catalog.models(request.app.state.cfg),
-                    error=e.message)
+                    page="stylize", **picker(request.app.state.cfg), error=e.message)
     return render(request, "custom.html", e.status, headers, title="Custom job",
                   page="custom", form=fields, error=e.message)
   return RedirectResponse(f"/jobs/{job.id}", status_code=303)
@@ -167,6 +179,20 @@ async def model_painting(request: Request, name: str, index: int):
                                           PAINTING_SIZE) if path is not None else None)
   if cache[key] is None:
     return RedirectResponse(f"/models/{name}/{index}/sample.png", status_code=302)
+  return Response(cache[key], media_type="image/png",
+                  headers={"Cache-Control": "public, max-age=86400"})
+
+
+@router.get("/paintings/{stem}.png")
+async def shared_painting(request: Request, stem: str):
+  """A thumbnail of a shared painting the arbitrary network offers (``catalog.paintings``)."""
+  cache = request.app.state.paintings
+  key = ("shared", stem)
+  if key not in cache:
+    path = catalog.painting_path(request.app.state.cfg, stem)
+    if path is None:
+      raise ServiceError(404, "no such painting")
+    cache[key] = await run_in_threadpool(uploads.thumbnail, path.read_bytes(), PAINTING_SIZE)
   return Response(cache[key], media_type="image/png",
                   headers={"Cache-Control": "public, max-age=86400"})
 

@@ -24,6 +24,7 @@ from nst_jax.web.storage import Storage
 
 EMAIL = re.compile(r"[^@\s<>\"']{1,64}@[A-Za-z0-9.-]{1,190}\.[A-Za-z]{2,24}")
 MIN_SIZE = 32
+PAINTING_FIELD = "style_image"  # the arbitrary network's uploaded painting
 
 
 class ServiceError(Exception):
@@ -91,21 +92,28 @@ class Service:
       owner: the client id.
       network: the client's network key (``Signer.network_key``) for the per-IP limits.
       fields: form fields (strings): kind, model, style_index, strength, keep_colors, size,
-        iterations, email.
-      files: uploaded bytes by field: content, style, content_mask, style_mask.
+        iterations, email; painting (a shared painting's stem, for the arbitrary network).
+      files: uploaded bytes by field: content, style, content_mask, style_mask, style_image
+        (the arbitrary network's painting).
     """
     kind = fields.get("kind") or "fast"
     if kind not in config.WEB_JOB_KINDS:
       raise ServiceError(400, f"unknown method {kind[:20]!r}; one of "
                          f"{', '.join(config.WEB_JOB_KINDS)}")
     self.check_limits(owner, network)
+    if kind == "fast" and not fields.get("model") and (files.get(PAINTING_FIELD)
+                                                       or fields.get("painting")):
+      fields = {**fields, "model": catalog.ARBITRARY}  # a painting implies the network
     params, total = self.params(kind, fields)
     content = self.upload(files, "content")
     if kind == "sr" and max(content.width, content.height) > self.cfg.limits.sr_max_input:
       raise ServiceError(413, f"super-resolution takes images up to "
                          f"{self.cfg.limits.sr_max_input} px on the long side (this one is "
                          f"{max(content.width, content.height)} px); the output is 4x larger")
-    style = self.upload(files, "style", required=kind in ("artistic", "photoreal"))
+    if params.get("model") == catalog.ARBITRARY and kind == "fast":
+      style = self.painting_upload(params, fields, files)
+    else:
+      style = self.upload(files, "style", required=kind in ("artistic", "photoreal"))
     if kind == "photoreal":
       masks = [self.upload(files, k, required=False) for k in ("content_mask", "style_mask")]
       if (masks[0] is None) != (masks[1] is None):
@@ -161,14 +169,49 @@ class Service:
       raise ServiceError(429, f"you already have {lim.queue_quota} jobs queued or "
                          "running; wait for one to finish (or cancel one)", retry_after=30)
 
+  def painting_upload(self, params: dict, fields: dict, files: dict):
+    """The arbitrary network's uploaded painting (``style_image``), or None when the job names
+    a shared painting (an upload beside it: refused from the API, ignored from the picker)."""
+    if not params["painting"]:
+      return self.upload({"painting": files.get(PAINTING_FIELD)}, "painting")
+    if files.get(PAINTING_FIELD) and "#" not in (fields.get("model") or ""):
+      raise ServiceError(400, "give either a painting to upload (style_image) or a shared "
+                         "painting's name (painting), not both")
+    return None
+
+  def arbitrary_params(self, fields: dict, choice: str | None) -> dict:
+    """The arbitrary network's job parameters: ``painting`` is the shared painting's stem (the
+    picker's "arbitrary#<stem>" or the ``painting`` field), "" for an upload (409 until the
+    network is installed)."""
+    if not catalog.arbitrary_installed():
+      raise ServiceError(409, f"the any-painting network is not installed on this server; "
+                         f"to install it: {catalog.INSTALL_HINT}")
+    stem = (fields.get("painting") or "") if choice is None else choice
+    stem = "" if stem == "upload" else stem.strip()
+    if stem and catalog.painting_path(self.cfg, stem) is None:
+      raise ServiceError(400, f"unknown painting {stem[:60]!r} (see /api/paintings)")
+    return {"model": catalog.ARBITRARY, "painting": stem, **self.fast_params(fields)}
+
+  def fast_params(self, fields: dict) -> dict:
+    """The fast path's strength, colours and size within the limits."""
+    lim = self.cfg.limits
+    return {"strength": _number(fields, "strength", float, 1.0, 0.0, 1.0),
+            "keep_colors": _flag(fields, "keep_colors"),
+            "size": _number(fields, "size", int, min(512, lim.fast_max_size), MIN_SIZE,
+                            lim.fast_max_size)}
+
   def params(self, kind: str, fields: dict) -> tuple[dict, int]:
     """The job's parameters within the limits, and its total iterations."""
     lim = self.cfg.limits
     if kind == "fast":
       name = fields.get("model") or "starry_small"
-      if "#" in name:  # the page's picker: "model#style index"
-        name, _, index = name.partition("#")
-        fields = {**fields, "style_index": index}
+      choice = None
+      if "#" in name:  # the page's picker: "model#style index" (or "arbitrary#<painting>")
+        name, _, choice = name.partition("#")
+      if name == catalog.ARBITRARY:
+        return self.arbitrary_params(fields, choice), 1
+      if choice is not None:
+        fields = {**fields, "style_index": choice}
       entry = catalog.find(self.cfg, name)
       if entry is None:
         raise ServiceError(400, f"unknown model {name[:60]!r} (see the Models page)")
@@ -182,10 +225,7 @@ class Service:
       index = _number(fields, "style_index", int, 0, 0, max(0, len(entry["styles"]) - 1))
       return {"model": name, "style_index": index,
               "style": entry["styles"][index] if entry["styles"] else "",
-              "strength": _number(fields, "strength", float, 1.0, 0.0, 1.0),
-              "keep_colors": _flag(fields, "keep_colors"),
-              "size": _number(fields, "size", int, min(512, lim.fast_max_size), MIN_SIZE,
-                              lim.fast_max_size)}, 1
+              **self.fast_params(fields)}, 1
     if kind == "sr":
       return {"scale": 4, "model": "sr_fast_x4"}, 1
     size = _number(fields, "size", int, min(256, lim.slow_max_size), MIN_SIZE, lim.slow_max_size)

@@ -78,12 +78,34 @@ function setupStylize() {
     e.preventDefault();
     if (e.dataTransfer.files.length) upload.files = e.dataTransfer.files;
   });
-  const model = $("model");
-  const mark = () => document.querySelectorAll(".pick").forEach((b) =>
-    b.classList.toggle("picked", b.dataset.value === model.value));
+  const model = $("model"), painting = $("painting-upload");
+  const mark = () => {
+    document.querySelectorAll(".pick").forEach((b) =>
+      b.classList.toggle("picked", b.dataset.value === model.value));
+    const any = model.value.startsWith("arbitrary#"), upload = model.value === "arbitrary#upload";
+    if (painting) {  // the painting's file only for "Your painting"
+      $("painting-box").hidden = !upload;
+      painting.disabled = !upload;
+      painting.required = upload;
+    }
+    $("strength-hint").textContent = any
+      ? "Any painting: 0 keeps the photo's own style, 1 takes the painting's (the network's style is mixed, not the pixels)."
+      : "How much of the stylized picture covers the photo.";
+  };
   document.querySelectorAll(".pick").forEach((b) => b.addEventListener("click", () => {
     model.value = b.dataset.value; mark(); }));
   model.addEventListener("change", mark);
+  if (painting) {
+    // "Your painting" asks for the file at once (the field below shows it, to change it).
+    $("pick-upload").addEventListener("click", () => { if (!painting.files.length) painting.click(); });
+    painting.addEventListener("change", () => {  // the upload tile shows the chosen painting
+      const file = painting.files[0], preview = $("painting-preview");
+      if (preview.src) URL.revokeObjectURL(preview.src);
+      preview.hidden = !file;
+      $("upload-plus").hidden = !!file;
+      if (file) preview.src = URL.createObjectURL(file);
+    });
+  }
   mark();
   $("strength").addEventListener("input", () => { $("strength-value").textContent = $("strength").value; });
   form.addEventListener("submit", async (e) => {
