@@ -65,14 +65,19 @@ class _ZoomKeepingAux(jaxopt.ZoomLineSearch):
   and returns the params, value, gradient and aux of the point it accepts (or of its safe step
   when it fails), so a zero placeholder of the right shape is enough.
 
-  Why a private attribute: no public option avoids that pass. ``init_state`` takes no aux, the
-  LBFGSB and line-search options (``linesearch=``, ``linesearch_init``, ``maxls``) do not
-  change it, and the searches that skip it (backtracking, Hager-Zhang) do not keep iterates
-  in the box or need a second pass per trial (BENCHMARKS.md, "The solver zoo", measures the
-  public zoom search against this one). ``_fun_with_aux`` is what ``init_state`` calls there
-  and nothing else does, checked against jaxopt 0.8.5 (unmaintained since); a test fails if it
-  is renamed (``tests/test_optimize.py``).
+  Why a private attribute: no public option avoids that pass (``init_state`` takes no aux;
+  LBFGSB's ``linesearch``, ``linesearch_init``, ``maxls`` and the search's own options leave it),
+  and "lbfgs" runs this search itself along the projection arc. Should jaxopt rename
+  ``_fun_with_aux``, a test fails (``tests/test_optimize.py``).
   """
+
+  # Checked against jaxopt 0.8.5 (no longer maintained). Measured (BENCHMARKS.md, "The solver
+  # zoo", 2026-12-07): Gatys loss at 256 px, "lbfgsb_jaxopt" makes 2 loss evaluations per
+  # iteration with jaxopt's own ZoomLineSearch (one of them forward only) against 1 with this
+  # one, 1.21 against 0.91 CPU s per iteration on the shared 2-core CPU.
+  # jaxopt's public searches without the pass cost it elsewhere: "backtracking" with its Armijo
+  # condition evaluates the gradient separately, Hager-Zhang ignores ``max_stepsize`` and leaves
+  # the box.
 
   def __post_init__(self):
     super().__post_init__()
