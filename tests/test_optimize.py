@@ -178,8 +178,8 @@ def test_the_zoom_search_keeping_aux_saves_jaxopts_forward_pass_and_nothing_else
   for name, cls in (("kept", optimize._ZoomKeepingAux), ("jaxopt", jaxopt.ZoomLineSearch)):  # pylint: disable=protected-access
     del evals[:]
     search = cls(fun=counted, has_aux=True, maxiter=30, max_stepsize=1.0)
-    state = jax.jit(lambda x, v, g: search.run(1.0, x, v, g, -0.3 * g, fun_args=(shared, aux))
-                    .state)(x, value, grad)
+    state = jax.jit(lambda x, v, g, search=search: search.run(
+        1.0, x, v, g, -0.3 * g, fun_args=(shared, aux)).state)(x, value, grad)
     jax.effects_barrier()
     found[name] = (state.params, state.value, state.aux["total"], len(evals))
   (*kept, n_kept), (*plain, n_plain) = found["kept"], found["jaxopt"]
