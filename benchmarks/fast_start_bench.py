@@ -69,13 +69,12 @@ def summarize(rows: list[dict], iters: int) -> dict:
   for name in dict.fromkeys(r["style"] for r in rows):
     mine = [r for r in rows if r["style"] == name]
     matched = [r["matched_at"] for r in mine]
-    ks = mine[0]["content_init"].keys()
     out[name] = {"photos": len(mine), "unmatched": sum(m is None for m in matched),
                  "matched_at_mean": float(np.mean([m for m in matched if m is not None]))
                  if any(m is not None for m in matched) else None,
                  "matched_at_max": max((m for m in matched if m is not None), default=None),
                  **{f"{start}_{k}": float(np.mean([r[start][k] for r in mine]))
-                    for start in ("content_init", "net_init") for k in ks},
+                    for start in ("content_init", "net_init") for k in mine[0][start]},
                  "iters": iters}
   return out
 
