@@ -6,11 +6,12 @@ Synopsis::
   python3 benchmarks/fast_start_bench.py --photos 3 --iters 50 --net-iters 30
   python3 benchmarks/fast_start_bench.py --photos 1 --styles van_gogh_starry_night --iters 4
 
-For each painting and each photo (``zoo_quality.PHOTOS``, ``--size`` px long side, one level, the
-default loss of ``config.gatys()``), L-BFGS-B runs ``--iters`` iterations from the photo
+For each painting and each photo (``bench_common.QUALITY_PHOTOS``, zoo_quality's; ``--size`` px
+long side, one level, the default loss of ``config.gatys()``), L-BFGS-B runs ``--iters``
+iterations from the photo
 (``init="content"``) and ``--net-iters`` from the arbitrary-style network's output (``init="net"``:
 the photo stylized with the painting's embedding, ``fast.arbitrary``, imported by ``nst-jax models
-import magenta``). Both go through ``artistic.stylize``, so the library's path is what is measured.
+import magenta``; run from the repository root with ``PYTHONPATH=.`` to measure this checkout). Both go through ``artistic.stylize``, so the library's path is what is measured.
 The goal: from the net, at most 15 iterations reach the loss the photo start reaches in 50
 (``matched_at``: the first iteration whose loss is at most that). Iterations, not seconds, are
 counted, so a loaded machine does not distort the result. Writes
@@ -31,8 +32,8 @@ from nst_jax import config
 from nst_jax.core import image_io
 from nst_jax.fast import arbitrary
 from nst_jax.slow import artistic
-from zoo_quality import PHOTOS
 
+PHOTOS = bc.QUALITY_PHOTOS  # zoo_quality's
 STYLES = ("van_gogh_starry_night", "hokusai_great_wave", "munch_the_scream",
           "kandinsky_composition_vii")
 GOAL_ITERS = 15
