@@ -59,8 +59,11 @@ def compare_one(vgg_params, model, photo, style, embedding, cfg, iters, net_iter
   hits = np.nonzero(start[:net_iters + 1] <= target)[0]
   pick = lambda curve: {str(n): float(curve[n]) for n in sorted({0, GOAL_ITERS, iters, net_iters})
                         if n < len(curve)}
+  worth = np.nonzero(content <= start[0])[0]  # iterations from the photo the net's image is worth
   return {"hw": list(hw), "content_init": pick(content), "net_init": pick(start),
           "target": float(target), "matched_at": int(hits[0]) if len(hits) else None,
+          "net_start_worth": int(worth[0]) if len(worth) else None,
+          "curves": {"content_init": content.tolist(), "net_init": start.tolist()},
           "seconds": {"content": t_content, "net": t_net}}
 
 
