@@ -1,4 +1,4 @@
-"""Fast start for slow transfer (issue 35, sec. 5): L-BFGS-B from the arbitrary network's output.
+"""Fast start for slow transfer: L-BFGS-B from the arbitrary network's output (the issue's goal).
 
 Synopsis::
 
@@ -8,14 +8,16 @@ Synopsis::
 
 For each painting and each photo (``bench_common.QUALITY_PHOTOS``, zoo_quality's; ``--size`` px
 long side, one level, the default loss of ``config.gatys()``), L-BFGS-B runs ``--iters``
-iterations from the photo
-(``init="content"``) and ``--net-iters`` from the arbitrary-style network's output (``init="net"``:
-the photo stylized with the painting's embedding, ``fast.arbitrary``, imported by ``nst-jax models
-import magenta``; run from the repository root with ``PYTHONPATH=.`` to measure this checkout). Both go through ``artistic.stylize``, so the library's path is what is measured.
-The goal: from the net, at most 15 iterations reach the loss the photo start reaches in 50
-(``matched_at``: the first iteration whose loss is at most that). Iterations, not seconds, are
-counted, so a loaded machine does not distort the result. Writes
-``benchmarks/results/fast_start.json`` and prints a Markdown table per painting.
+iterations from the photo (``init="content"``) and ``--net-iters`` from the arbitrary-style
+network's output (``init="net"``: the photo stylized with the painting's embedding,
+``fast.arbitrary``, imported by ``nst-jax models import magenta``). Both go through
+``artistic.stylize``, so the library's path is what is measured; run it from the repository root
+with ``PYTHONPATH=.`` to measure this checkout. The goal: from the net, at most ``GOAL_ITERS``
+iterations reach the loss the photo start reaches in ``--iters`` (``matched_at``: the first
+iteration whose loss is at most that; ``net_start_worth``: the photo start's first iteration at
+or below the net image's own loss). Iterations, not seconds, are counted, so a loaded machine
+does not distort the result. Writes ``benchmarks/results/fast_start.json`` (with the full loss
+curves) and prints a Markdown table per painting.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Fast start for slow transfer (issue 35, sec. 5): ``init="net"`` starts L-BFGS-B (or Adam) from a
-supplied image, the arbitrary network's output in ``nst-jax optimize --init net``."""
+"""Fast start for slow transfer: ``init="net"`` starts L-BFGS-B (or Adam) from a supplied image,
+the arbitrary network's output in ``nst-jax optimize --init net`` (the issue's "fast start")."""
 
 import importlib.util
 import json
