@@ -103,6 +103,7 @@ def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   bc.add_common_args(p, out=bc.RESULTS / "fast_start.json")
   p.add_argument("--photos", type=int, default=10, help=f"how many of {len(PHOTOS)} photos")
+  p.add_argument("--skip-photos", type=int, default=0, help="start after this many photos")
   p.add_argument("--styles", nargs="+", default=list(STYLES), help="paintings (SHARED/styles)")
   p.add_argument("--size", type=int, default=256, help="long side (one level)")
   p.add_argument("--iters", type=int, default=50, help="L-BFGS-B iterations from the photo")
@@ -118,7 +119,7 @@ def main(argv=None) -> int:
   styles = {n: image_io.load_image(data / "styles" / f"{n}.jpg", size=args.size)
             for n in args.styles}
   rows = []
-  for photo_name in PHOTOS[:args.photos]:  # photo outer: each shape compiles once
+  for photo_name in PHOTOS[args.skip_photos:args.skip_photos + args.photos]:  # photo outer: each shape compiles once
     photo = image_io.load_image(data / "content" / photo_name, size=args.size)
     for name in args.styles:
       row = compare_one(vgg_params, model, photo, styles[name], embeddings[name], cfg,
