@@ -52,6 +52,12 @@ from nst_jax.core import errors, image_io, metrics, objective, paths, regions, v
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
 NUM_PAIRS = 20  # Luan et al.'s photo pairs under DATA/photo
+# The held-out content photos of the quality benchmarks (zoo_quality, fast_start_bench), under
+# DATA/content; none is in a training set.
+QUALITY_PHOTOS = ("kodak/kodim01.jpg", "kodak/kodim05.jpg", "kodak/kodim08.jpg",
+                  "kodak/kodim15.jpg", "kodak/kodim23.jpg", "classic_st/golden_gate.jpg",
+                  "classic_st/tubingen.jpg", "classic_st/chicago.jpg", "classic_st/lion.jpg",
+                  "classic_st/taj_mahal.jpg")
 VERSIONED = ("jax", "jaxlib", "flax", "optax", "numpy")
 
 

@@ -31,9 +31,7 @@ from nst_jax.core import image_io, zoo
 from nst_jax.fast import inference, models, training
 from nst_jax.slow import artistic
 
-PHOTOS = ("kodak/kodim01.jpg", "kodak/kodim05.jpg", "kodak/kodim08.jpg", "kodak/kodim15.jpg",
-          "kodak/kodim23.jpg", "classic_st/golden_gate.jpg", "classic_st/tubingen.jpg",
-          "classic_st/chicago.jpg", "classic_st/lion.jpg", "classic_st/taj_mahal.jpg")
+PHOTOS = bc.QUALITY_PHOTOS
 
 
 def loss_of(vgg_params, image: np.ndarray, photo: np.ndarray, targets: dict, loss_cfg) -> dict:

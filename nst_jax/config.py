@@ -46,7 +46,7 @@ PHOTO_STYLE_LAYERS = LUAN_STYLE_LAYERS
 STYLE_LOSSES = ("gram", "mean", "mean_std", "mmd_poly", "mmd_gauss")
 POOLINGS = ("avg", "max")
 OPTIMIZERS = ("lbfgsb", "lbfgs", "adam", "lbfgsb_jaxopt")
-INITS = ("content", "noise", "mix")
+INITS = ("content", "noise", "mix", "net")  # "net": an image the caller supplies (fast start)
 COLOR_MODES = ("yiq", "yuv")  # original_colors: keep the content's chroma in this space
 CONV_IMPLS = ("auto", "xla", "cpu_fast")  # "auto": cpu_fast on the CPU backend, else xla
 SCHEDULES = ("constant", "cosine", "step")
@@ -118,7 +118,7 @@ class TransferConfig:
   scales: int = 1  # coarse-to-fine levels, each twice the previous size, ending at `size`
   level_iters: tuple[int, ...] = ()  # iterations per level (coarse first); () = optim.num_iters each
   style_scale: float = 1.0  # style image long side relative to the output's
-  init: str = "content"  # content | noise | mix | path to an image
+  init: str = "content"  # content | noise | mix | net | path to an image
   noise_ratio: float = 0.6  # mix: noise_ratio * noise + (1 - noise_ratio) * content
   seed: int = 0
   original_colors: str = ""  # "" | yiq | yuv: keep the content's chroma

@@ -22,6 +22,7 @@ pytest.importorskip("nst_jax.web")  # the web extra; the skip names its install 
 from nst_jax.web import db as web_db  # noqa: E402  pylint: disable=wrong-import-position
 from nst_jax.web import jobs, queue  # noqa: E402  pylint: disable=wrong-import-position
 from nst_jax.web.service import Service  # noqa: E402  pylint: disable=wrong-import-position
+from nst_jax.web.service import ServiceError  # noqa: E402  pylint: disable=wrong-import-position
 
 REPO = Path(__file__).resolve().parent.parent
 FINAL = ("done", "failed", "cancelled")
@@ -357,3 +358,18 @@ def test_sample_jobs_wait_behind_user_jobs(tmp_path, queue_kind, request):
   user = svc.submit("me", {"model": "starry_small", "size": "32"}, {"content": png_bytes(32, 32)})
   assert huey.pending_count() == 2
   assert [huey.dequeue().args[0] for _ in range(2)] == [user.id, sample.id]
+
+
+def test_an_artistic_job_may_start_from_the_net_and_without_its_weights_fails_on_one_line(
+    tmp_path, monkeypatch):
+  # Issue 35 sec. 5: init "net" (optimize --init net) from the custom form; the network's
+  # weights are loaded before the VGG, so their absence fails the job at once, naming the import.
+  monkeypatch.setenv("NST_JAX_CACHE", str(tmp_path / "empty_cache"))
+  cfg = config.WebConfig(data_dir=str(tmp_path), slow_optimizer=SLOW_OPTIMIZER)
+  service = service_for(cfg)
+  with pytest.raises(ServiceError, match="init must be content or net"):
+    service.submit("me", {**SLOW_JOB, "init": "photo"}, slow_images())
+  job = service.submit("me", {**SLOW_JOB, "init": "net"}, slow_images())
+  assert job.params["init"] == "net"
+  assert jobs.Executor(cfg).run(job.id) == "failed"
+  assert "nst-jax models import magenta" in jobs.open_database(cfg).get_job(job.id).error

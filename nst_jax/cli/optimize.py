@@ -4,17 +4,23 @@ Example::
 
   nst-jax optimize --content photo.jpg --style starry.jpg --out out/photo_starry.png --size 512
   nst-jax optimize ... --set loss.style_loss=mean_std --set optim.history_size=10
+  nst-jax optimize ... --init net        # start from the arbitrary network's output (fast start)
   nst-jax optimize ... --config out/photo_starry_config.json   # the run above again
   nst-jax optimize --set help                                   # every key and its value
 
 The config is built as: --preset < --config < the flags < --set; the resolved one is written to
-``<out>_config.json``.
+``<out>_config.json``. ``--init net`` starts L-BFGS-B from the arbitrary-style network's output
+(``fast.arbitrary``, imported by ``nst-jax models import magenta``): each content stylized with
+its first style image's embedding, at the first level's size.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
+
+import numpy as np
 
 from nst_jax import config
 from nst_jax.cli import common
@@ -44,7 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--level-iters", metavar="N1,N2", help="iterations per level, coarse first "
                  "('': --iters at every level)")
   p.add_argument("--style-scale", type=float, help="style size relative to the output")
-  p.add_argument("--init", help="content | noise | mix | path to an image")
+  p.add_argument("--init", help="content | noise | mix | net (the arbitrary-style network's "
+                 "output; needs `nst-jax models import magenta`) | path to an image")
   p.add_argument("--noise-ratio", type=float, help="noise share of --init mix")
   p.add_argument("--seed", type=int, help="seed of the initial noise")
   p.add_argument("--original-colors", nargs="?", const="yiq", choices=("yiq", "yuv"),
@@ -100,6 +107,18 @@ def make_problems(args, contents, styles):
           [name for name, _ in contents])
 
 
+def add_net_inits(problems, cfg: config.TransferConfig, model) -> list:
+  """``problems`` with their ``init``: the content at the first level's size, stylized by
+  ``model`` (an ``arbitrary.ArbitraryModel``) with the embedding of the problem's first style."""
+  from nst_jax.slow import artistic  # pylint: disable=import-outside-toplevel
+  out = []
+  for p in problems:
+    content = image_io.resize_array(p.content, artistic.first_level_hw(p, cfg))
+    image = model.stylize(content, model.embed(p.styles[0]))
+    out.append(dataclasses.replace(p, init=np.asarray(image, np.float32)))
+  return out
+
+
 def output_paths(out: Path, names: list[str]) -> list[Path]:
   if len(names) == 1:
     return [out]
@@ -110,6 +129,10 @@ def run(args) -> int:
   from nst_jax.slow import artistic  # pylint: disable=import-outside-toplevel
   out = common.check_output_path(args.out)
   cfg = build_config(args)
+  net = None
+  if cfg.init == "net":  # before any work: missing weights are one line naming the import
+    from nst_jax.fast import arbitrary  # pylint: disable=import-outside-toplevel
+    net = arbitrary.load_arbitrary()
   load = lambda p: (Path(p).stem, image_io.load_image(p, max_pixels=args.max_pixels))
   contents = [load(p) for p in args.content]
   styles = [load(p) for p in args.style]
@@ -118,6 +141,8 @@ def run(args) -> int:
   log_path, plot_path = common.loss_output_paths(args, out)
   artistic.check_size(problems, cfg, args.max_memory)  # before the weights load
   params = common.load_vgg(args)
+  if net is not None:
+    problems = add_net_inits(problems, cfg, net)
 
   def save_intermediate(level, it, images):
     if args.save_every and it % args.save_every == 0:

@@ -38,10 +38,13 @@ from nst_jax.slow import driver
 
 @dataclasses.dataclass
 class Problem:
-  """One output: its content (None for texture synthesis), styles and their blend weights."""
+  """One output: its content (None for texture synthesis), styles and their blend weights, and
+  the image ``init="net"`` starts from (e.g. a feed-forward network's output; any size, resized
+  to the first level's)."""
   content: np.ndarray | None  # [H, W, 3] in [0, 1], full resolution
   styles: Sequence[np.ndarray]  # each [h, w, 3]
   blend: Sequence[float] | None = None
+  init: np.ndarray | None = None  # [h, w, 3] in [0, 1]: the first iterate when cfg.init == "net"
 
 
 def level_sizes(size: int, scales: int, min_long: int = 16) -> list[int]:
@@ -58,8 +61,17 @@ def fitted_level_sizes(hw: tuple[int, int], cfg: TransferConfig) -> list[int]:
 
 
 def initial_image(init: str, content: np.ndarray | None, hw: tuple[int, int], *, seed: int,
-                  noise_ratio: float) -> np.ndarray:
-  """content | noise (uniform) | mix (noise_ratio * noise + rest * content) | an image path."""
+                  noise_ratio: float, image: np.ndarray | None = None) -> np.ndarray:
+  """content | noise (uniform) | mix (noise_ratio * noise + rest * content) | net (``image``,
+  resized to ``hw``) | an image path.
+
+  Raises:
+    ConfigError: ``init`` is "net" and no ``image`` was supplied.
+  """
+  if init == "net":
+    if image is None:
+      raise ConfigError("init", NET_INIT_MISSING)
+    return image_io.resize_array(np.asarray(image, np.float32), hw)
   noise = np.random.default_rng(seed).uniform(0.0, 1.0, hw + (3,)).astype(np.float32)
   if init == "noise" or (content is None and init in INITS):
     return noise
@@ -68,6 +80,16 @@ def initial_image(init: str, content: np.ndarray | None, hw: tuple[int, int], *,
   if init == "mix":
     return noise_ratio * noise + (1.0 - noise_ratio) * content
   return image_io.resize_array(image_io.load_image(init), hw)
+
+
+NET_INIT_MISSING = ("'net' starts from an image the caller supplies (Problem.init: the arbitrary "
+                    "network's output, which `nst-jax optimize --init net` computes); none given")
+
+
+def first_level_hw(problem: Problem, cfg: TransferConfig) -> tuple[int, int]:
+  """(H, W) of the first (coarsest) level's image: the size an ``init="net"`` image is used at."""
+  base = problem.content if problem.content is not None else problem.styles[0]
+  return driver.fit_hw(base.shape[:2], fitted_level_sizes(base.shape[:2], cfg)[0])
 
 
 def check_config(cfg: TransferConfig) -> None:
@@ -124,7 +146,7 @@ def _level_inputs(vgg_params, problems, cfg, long_side, prev):
         [jnp.asarray(s)[None] for s in styles], cfg.loss, p.blend))
     if prev is None:
       inits.append(initial_image(cfg.init, content, hw, seed=cfg.seed + i,
-                                 noise_ratio=cfg.noise_ratio))
+                                 noise_ratio=cfg.noise_ratio, image=p.init))
     else:
       inits.append(np.asarray(jax.image.resize(prev[i], hw + (3,), "bicubic")).clip(0, 1))
   stack = lambda *xs: jnp.stack(xs)
@@ -142,7 +164,8 @@ def stylize(vgg_params, problems: Sequence[Problem], cfg: TransferConfig, *, pro
     vgg_params: from ``vgg.load_vgg19``.
     problems: the problems to solve together (one compiled, vmapped program when several).
     cfg: the transfer configuration; ``cfg.level_iters`` (or ``cfg.optim.num_iters``) iterations
-      at each level.
+      at each level; with ``cfg.init == "net"`` each problem's ``init`` image starts the first
+      level.
     progress: show a progress bar.
     checkpoint: file to save progress to and resume from (same config and inputs only).
     checkpoint_every: iterations between checkpoints.
@@ -156,14 +179,19 @@ def stylize(vgg_params, problems: Sequence[Problem], cfg: TransferConfig, *, pro
 
   Raises:
     UserError: a bad configuration, an output too small for the layers or too large for memory.
+    ConfigError: ``init="net"`` without an ``init`` image in every problem.
 
   References:
     Gatys, Ecker & Bethge, "Image Style Transfer Using Convolutional Neural Networks", CVPR 2016.
   """
   check_config(cfg)
   check_size(problems, cfg, max_memory)
+  if cfg.init == "net" and any(p.init is None for p in problems):
+    raise ConfigError("init", NET_INIT_MISSING)
   batched = len(problems) > 1
   arrays = [a for p in problems for a in ([p.content] if p.content is not None else []) + list(p.styles)]
+  if cfg.init == "net":  # the start is an input too: another init image is another run
+    arrays += [p.init for p in problems]
   run_digest = driver.digest(cfg, arrays, repr([p.blend for p in problems]))
   res = driver.run_stages(
       make_loss_fn(cfg.loss), vgg_params, _levels(vgg_params, problems, cfg, batched),

@@ -17,6 +17,7 @@ written only while the job is still held, so a job has exactly one result.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -70,6 +71,7 @@ class Executor:
     self._paintings: dict[str, np.ndarray] = {}  # shared paintings' squares, by stem
     self._vgg = None
     self._upscaler = None
+    self._arbitrary = None  # the arbitrary-style network of init "net" jobs
     self._beats: SimpleQueue | None = None  # (job id, lost) for the heartbeat thread
 
   # ------------------------------------------------------------------------------- lifecycle
@@ -254,8 +256,11 @@ class Executor:
                   on_loss=progress.on_loss)
     if job.kind == "artistic":
       from nst_jax.slow import artistic  # pylint: disable=import-outside-toplevel
-      cfg = config.TransferConfig(size=size, optim=optim)
-      out = artistic.stylize(self.vgg(), [artistic.Problem(content, [style])], cfg, **common)
+      cfg = config.TransferConfig(size=size, optim=optim, init=p.get("init", "content"))
+      problem = artistic.Problem(content, [style])
+      if cfg.init == "net":  # before the VGG: missing weights fail the job on one line
+        problem = self.net_start(problem, artistic.first_level_hw(problem, cfg))
+      out = artistic.stylize(self.vgg(), [problem], cfg, **common)
     else:
       from nst_jax.slow import photoreal  # pylint: disable=import-outside-toplevel
       cfg = config.PhotoConfig(size=size, optim=optim)
@@ -266,6 +271,17 @@ class Executor:
     if out.nan_at is not None:
       raise UserError(f"the loss became NaN/Inf at iteration {out.nan_at}; try a smaller size")
     return uploads.encode_png(np.clip(out.images[0], 0.0, 1.0))
+
+  def net_start(self, problem, hw: tuple[int, int]):
+    """``problem`` with its ``init`` image (as ``nst-jax optimize --init net``): the content at
+    ``hw`` stylized by the arbitrary network (loaded once) with the style's embedding."""
+    if self._arbitrary is None:
+      from nst_jax.fast import arbitrary  # pylint: disable=import-outside-toplevel
+      self._arbitrary = arbitrary.load_arbitrary()
+    from nst_jax.core import image_io  # pylint: disable=import-outside-toplevel
+    net = self._arbitrary
+    image = net.stylize(image_io.resize_array(problem.content, hw), net.embed(problem.styles[0]))
+    return dataclasses.replace(problem, init=np.asarray(image, np.float32))
 
   def masks(self, key: str | None, hw: tuple[int, int], name: str):
     """[R, H, W] region masks of a colour-coded mask image for an image of size ``hw`` (as

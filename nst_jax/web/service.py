@@ -92,7 +92,8 @@ class Service:
       owner: the client id.
       network: the client's network key (``Signer.network_key``) for the per-IP limits.
       fields: form fields (strings): kind, model, style_index, strength, keep_colors, size,
-        iterations, email; painting (a shared painting's stem, for the arbitrary network).
+        iterations, init (artistic: content or net), email; painting (a shared painting's
+        stem, for the arbitrary network).
       files: uploaded bytes by field: content, style, content_mask, style_mask, style_image
         (the arbitrary network's painting).
     """
@@ -231,7 +232,12 @@ class Service:
     size = _number(fields, "size", int, min(256, lim.slow_max_size), MIN_SIZE, lim.slow_max_size)
     iters = _number(fields, "iterations", int, min(100, lim.slow_max_iters), 1,
                     lim.slow_max_iters)
-    return {"size": size, "iterations": iters}, iters * (2 if kind == "photoreal" else 1)
+    params = {"size": size, "iterations": iters}
+    if kind == "artistic" and fields.get("init"):  # "net": as optimize --init net
+      if fields["init"] not in ("content", "net"):
+        raise ServiceError(400, f"init must be content or net, got {fields['init'][:20]!r}")
+      params["init"] = fields["init"]
+    return params, iters * (2 if kind == "photoreal" else 1)
 
   def job_of(self, job_id: str) -> Job:
     job = self.db.get_job(job_id) if re.fullmatch(r"[0-9a-f]{32}", job_id or "") else None
