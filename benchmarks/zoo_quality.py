@@ -31,16 +31,8 @@ from nst_jax.core import image_io, zoo
 from nst_jax.fast import inference, models, training
 from nst_jax.slow import artistic
 
-PHOTOS = ("kodak/kodim01.jpg", "kodak/kodim05.jpg", "kodak/kodim08.jpg", "kodak/kodim15.jpg",
-          "kodak/kodim23.jpg", "classic_st/golden_gate.jpg", "classic_st/tubingen.jpg",
-          "classic_st/chicago.jpg", "classic_st/lion.jpg", "classic_st/taj_mahal.jpg")
-
-
-def loss_of(vgg_params, image: np.ndarray, photo: np.ndarray, targets: dict, loss_cfg) -> dict:
-  """The training objective's terms of one output [H, W, 3] against its photo; floats."""
-  terms = training.perceptual_loss_terms(vgg_params, jnp.asarray(image)[None],
-                                         jnp.asarray(photo)[None], targets, loss_cfg)
-  return {k: float(v[0]) for k, v in terms.items()}
+PHOTOS = bc.QUALITY_PHOTOS
+loss_of = bc.quality_loss  # the objective's terms of one output against its photo
 
 
 def style_image_path(data: Path, entry_style: dict, cfg) -> Path:
