@@ -6,6 +6,7 @@ Synopsis::
   python3 benchmarks/arbitrary_quality.py refs                       # the L-BFGS-B references
   python3 benchmarks/arbitrary_quality.py score --refine-steps 40    # network before / after
   python3 benchmarks/arbitrary_quality.py report                     # tables from the two JSONs
+  python3 benchmarks/arbitrary_quality.py net-images --styles ...    # the network alone, cheap
   python3 benchmarks/arbitrary_quality.py sheet                      # docs/arbitrary_sheet.jpg
 
 Same measure as ``zoo_quality.py``: each output's loss under the zoo's objective (the ``thesis``
@@ -121,6 +122,18 @@ def run_score(args, vgg_params, data: Path) -> None:
     bc.write_result(args.out, {"rows": rows, "refinements": refinements}, args)
 
 
+def run_net_images(args, data: Path) -> None:
+  """Only the imported network's sheet images (no refinement, no scores): cheap, for paintings
+  that ``score`` has not reached."""
+  model = arbitrary.load_arbitrary()
+  for s in args.styles:
+    emb = model.embed(image_io.load_image(data / "styles" / f"{s}.jpg", size=256))
+    for p in SHEET_PHOTOS:
+      photo = image_io.load_image(data / "content" / p, size=args.size)
+      image_io.save_image(image_dir() / f"net_{s}_{Path(p).stem}.png", model.stylize(photo, emb))
+    print(f"{s}: network images", flush=True)
+
+
 def summarize(scores: dict, refs: dict) -> dict:
   """Per painting: mean ratios (network, refined) to L-BFGS-B and the mean terms of each."""
   out = {}
@@ -195,7 +208,7 @@ def make_sheet(data: Path, styles, out: Path, side: int = 96) -> Path:
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   bc.add_common_args(p, out=SCORES)
-  p.add_argument("action", choices=("refs", "score", "report", "sheet"))
+  p.add_argument("action", choices=("refs", "score", "report", "sheet", "net-images"))
   p.add_argument("--styles", nargs="*", default=list(STYLES), help="painting names (SHARED/styles)")
   p.add_argument("--photos", type=int, default=10, help=f"how many of {len(bc.QUALITY_PHOTOS)} photos")
   p.add_argument("--size", type=int, default=256)
@@ -222,6 +235,9 @@ def main(argv=None) -> int:
     summary = summarize(scores, read_json(REFS).get("refs", {}))
     print_report(summary)
     bc.write_result(SUMMARY, {"summary": summary, "refinements": scores["refinements"]}, args)
+    return 0
+  if args.action == "net-images":
+    run_net_images(args, bc.data_dir(args))
     return 0
   vgg_params, data = bc.load_vgg(args), bc.data_dir(args)
   (run_refs if args.action == "refs" else run_score)(args, vgg_params, data)

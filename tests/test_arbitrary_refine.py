@@ -49,6 +49,9 @@ def test_refinement_lowers_the_loss(tiny_model, vgg_params):
   assert not np.allclose(result.embedding, result.initial_embedding)
   np.testing.assert_allclose(result.initial_embedding, tiny_model.embed(_painting()), atol=1e-6)
   assert result.settings["photos"] == 2 and result.seconds > 0
+  compiled = refine.refine_step._cache_size()  # pylint: disable=protected-access
+  _refine(tiny_model, vgg_params, steps=1, learning_rate=0.2)  # another call: no recompile
+  assert refine.refine_step._cache_size() == compiled  # pylint: disable=protected-access
 
 
 def test_refinement_with_norm_offsets(tiny_model, vgg_params):

@@ -173,13 +173,15 @@ def refine_loss(trainable: dict, params: dict, photos: jax.Array, vgg_params, st
   return jnp.mean(terms["total"])
 
 
-@functools.partial(jax.jit, static_argnames=("tx", "loss_cfg", "cfg"))
-def refine_step(trainable, opt_state, params, photos, vgg_params, style_targets, *, tx, loss_cfg,
-                cfg):
+# The optimizer is rebuilt from its (static, hashable) learning rate inside the step: an optax
+# transformation object is a new static argument at every call, which would recompile.
+@functools.partial(jax.jit, static_argnames=("learning_rate", "loss_cfg", "cfg"))
+def refine_step(trainable, opt_state, params, photos, vgg_params, style_targets, *,
+                learning_rate, loss_cfg, cfg):
   """One Adam step on ``trainable``; returns (trainable, opt_state, loss before the step)."""
   loss, grads = jax.value_and_grad(refine_loss)(trainable, params, photos, vgg_params,
                                                 style_targets, loss_cfg, cfg)
-  updates, opt_state = tx.update(grads, opt_state, trainable)
+  updates, opt_state = optax.adam(learning_rate).update(grads, opt_state, trainable)
   return optax.apply_updates(trainable, updates), opt_state, loss
 
 
@@ -221,9 +223,9 @@ def refine_embedding(model: arbitrary.ArbitraryModel, painting, photos, *, vgg_p
   targets = training.make_style_targets(vgg_params, jnp.asarray(style)[None], loss_cfg)
   trainable = {"embedding": jnp.array(initial),
                "norm_deltas": zero_norm_deltas(model.params["transfer"]) if norms else None}
-  tx = optax.adam(learning_rate)
-  opt_state = tx.init(trainable)
-  step_fn = functools.partial(refine_step, tx=tx, loss_cfg=loss_cfg, cfg=model.cfg)
+  opt_state = optax.adam(learning_rate).init(trainable)
+  step_fn = functools.partial(refine_step, learning_rate=float(learning_rate), loss_cfg=loss_cfg,
+                              cfg=model.cfg)
   losses = []
   for i in range(steps):
     trainable, opt_state, loss = step_fn(trainable, opt_state, model.params, photos, vgg_params,
