@@ -189,6 +189,25 @@ def write_result(path: str | os.PathLike, result: dict, args=None) -> Path:
   return out
 
 
+# --- zoo quality (zoo_quality.py, arbitrary_quality.py) -----------------------------------------
+
+# Content photos under DATA/content, none in the training set: 5 Kodak images, 5 classic ones.
+QUALITY_PHOTOS = ("kodak/kodim01.jpg", "kodak/kodim05.jpg", "kodak/kodim08.jpg",
+                  "kodak/kodim15.jpg", "kodak/kodim23.jpg", "classic_st/golden_gate.jpg",
+                  "classic_st/tubingen.jpg", "classic_st/chicago.jpg", "classic_st/lion.jpg",
+                  "classic_st/taj_mahal.jpg")
+
+
+def quality_loss(vgg_params, image: np.ndarray, photo: np.ndarray, targets: dict,
+                 loss_cfg) -> dict:
+  """The fast networks' training objective's terms of one output [H, W, 3] against its photo
+  (``training.perceptual_loss_terms``; ``targets`` from ``training.make_style_targets``); floats."""
+  from nst_jax.fast import training  # pylint: disable=import-outside-toplevel
+  terms = training.perceptual_loss_terms(vgg_params, jnp.asarray(image)[None],
+                                         jnp.asarray(photo)[None], targets, loss_cfg)
+  return {k: float(v[0]) for k, v in terms.items()}
+
+
 # --- the web service (nst-jax serve) -------------------------------------------------------------
 
 def free_port() -> int:

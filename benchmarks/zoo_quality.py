@@ -32,13 +32,7 @@ from nst_jax.fast import inference, models, training
 from nst_jax.slow import artistic
 
 PHOTOS = bc.QUALITY_PHOTOS
-
-
-def loss_of(vgg_params, image: np.ndarray, photo: np.ndarray, targets: dict, loss_cfg) -> dict:
-  """The training objective's terms of one output [H, W, 3] against its photo; floats."""
-  terms = training.perceptual_loss_terms(vgg_params, jnp.asarray(image)[None],
-                                         jnp.asarray(photo)[None], targets, loss_cfg)
-  return {k: float(v[0]) for k, v in terms.items()}
+loss_of = bc.quality_loss  # the objective's terms of one output against its photo
 
 
 def style_image_path(data: Path, entry_style: dict, cfg) -> Path:
@@ -105,12 +99,13 @@ def main(argv=None) -> int:
 
 def update_metrics(name: str, summary: dict) -> None:
   """Merges ``summary`` (per style) into the manifest entry ``name``'s ``metrics``."""
+  import json  # pylint: disable=import-outside-toplevel
   entries = zoo.read_manifest()
   for e in entries:
     if e["name"] == name:
       e["metrics"] = {"loss_ratio_vs_lbfgs": {**e.get("metrics", {}).get(
           "loss_ratio_vs_lbfgs", {}), **summary}}
-  zoo.write_manifest(zoo.MANIFEST, entries)
+  zoo.MANIFEST.write_text(json.dumps({"models": entries}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
