@@ -11,7 +11,7 @@ from nst_jax.cli import main
 from nst_jax.cli import stylize as stylize_cli
 from nst_jax.core import image_io, zoo
 from nst_jax.core.errors import UserError
-from nst_jax.fast import any_style, arbitrary, inference
+from nst_jax.fast import any_style, arbitrary, arbitrary_refine, inference
 
 TINY = config.ArbitraryConfig(predictor="mobilenet_v2_tiny", embedding_dim=8, width=0.125,
                               num_residual=1, style_size=32)
@@ -124,7 +124,10 @@ def test_cli_with_a_painting_file_a_stem_and_a_mix(tiny_net, tmp_path, monkeypat
   capsys.readouterr()
   for extra, message in ((["--style-image", "painter"], "exactly one painting"),
                          ([], "needs one painting"),
-                         (["--style-image", "wave", "--style-name", "x"], "not --style-name"),
+                         (["--style-image", "wave", "--style-name", "x"], "needs one painting"),
+                         (["--style-index", "0", "--style-image", "wave"], "not --style-index"),
+                         (["--mix", "1:wave", "--refine", "3"], "give it --style-image"),
+                         (["--style-name", "nope"], "no refined style named 'nope'"),
                          (["--mix", "x:wave"], "W:PAINTING")):
     assert main(base + extra + ["--out", str(tmp_path / "bad")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -142,3 +145,29 @@ def test_find_painting_prefers_a_file_then_an_exact_stem(tmp_path, monkeypatch):
   other = tmp_path / "x.png"
   other.write_bytes(b"")
   assert stylize_cli.find_painting(str(other)) == other
+
+
+def test_a_refined_style_by_name_carries_its_embedding_and_norm_offsets(tiny_net, tmp_path,
+                                                                        monkeypatch, capsys):
+  monkeypatch.setenv("NST_JAX_CACHE", str(tmp_path / "cache"))
+  zoo.install_model("arbitrary", {"params": tiny_net.params}, config.to_dict(TINY),
+                    kind="arbitrary", source="test", licence="Apache-2.0")
+  emb = np.linspace(-1, 1, TINY.embedding_dim).astype(np.float32)
+  deltas = {k: {p: np.full_like(np.asarray(v[p]), 0.3) for p in v}
+            for k, v in arbitrary_refine.zero_norm_deltas(tiny_net.params["transfer"]).items()}
+  result = arbitrary_refine.RefineResult(emb, emb, deltas, (2.0, 1.0), 3, {"lr": 0.1}, 0.5)
+  arbitrary_refine.save_style("mine", result, painting_sha256="p", base_sha256="b")
+  photo_path = tmp_path / "photo.png"
+  image_io.save_image(photo_path, _image(16, 20, 11))
+  assert main(["stylize", "--model", "arbitrary", "--style-name", "mine", "--content",
+               str(photo_path), "--bucket", "16", "--out", str(tmp_path / "o")]) == 0
+  got = image_io.load_image(tmp_path / "o" / "photo.png")
+  photo = image_io.load_image(photo_path)
+  shifted = arbitrary_refine.apply_norm_deltas(tiny_net.params, deltas)
+  want = np.asarray(arbitrary.stylize(shifted, inference.pad_to(photo, (16, 32))[0], emb,
+                                      cfg=TINY))[:16, :20]
+  np.testing.assert_allclose(got, want, atol=1.5 / 255)  # the PNG's 8 bits
+  plain = np.asarray(arbitrary.stylize(tiny_net.params, inference.pad_to(photo, (16, 32))[0],
+                                       emb, cfg=TINY))[:16, :20]
+  assert np.abs(plain - want).max() > 2 / 255  # the offsets were applied
+  assert "refined style mine" in (main(["models"]) == 0 and capsys.readouterr().out)

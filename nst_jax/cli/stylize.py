@@ -13,6 +13,8 @@ Synopsis::
   nst-jax stylize --model arbitrary --style-image the_scream --strength 0.6 --content a.jpg \\
       --out out/                      # a painting of ../shared/data/styles by its file's stem
   nst-jax stylize --model arbitrary --mix 0.7:a.jpg,0.3:b.jpg --content a.jpg --out out/
+  nst-jax stylize --model arbitrary --style-image the_scream --refine 40 --content a.jpg --out o/
+  nst-jax stylize --model arbitrary --style-name scream --content a.jpg --out out/  # models refine
 
 Every input is read and checked before anything is written; outputs are ``OUT/<stem>.png``
 (written atomically). ``--strength s`` blends ``s * stylized + (1 - s) * photo`` in pixel space;
@@ -66,6 +68,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--style-image", default=None, metavar="PAINTING",
                       help="the arbitrary-style network (--model arbitrary): the painting to "
                       "imitate, an image file or the stem of one in ../shared/data/styles")
+  parser.add_argument("--refine", type=int, default=0, metavar="STEPS",
+                      help="--model arbitrary: first refine the painting's embedding for STEPS "
+                      "Adam steps under the perceptual loss (`nst-jax models refine` keeps the "
+                      "result as a named style)")
   parser.add_argument("--mix", default=None, metavar="W:STYLE,...",
                       help="multi-style networks: blend styles, e.g. 0.5:starry,0.5:great_wave "
                       "(names or indices; the normalization parameters are interpolated); "
@@ -145,6 +151,8 @@ def run(args: argparse.Namespace) -> int:
   smoothing_from_flags(args, None)  # bad smoothing flags fail before any work
   if args.size is not None and args.size < 1:
     raise UserError(f"--size must be positive, got {args.size}")
+  if args.refine < 0:
+    raise UserError(f"--refine takes a number of steps >= 0, got {args.refine}")
   out_dir = Path(args.out)
   if out_dir.exists() and not out_dir.is_dir():
     raise UserError(f"--out must be a folder, got a file: {out_dir}")
@@ -210,18 +218,51 @@ def painting_mix(text: str) -> list[tuple[float, Path]]:
 def set_style(stylizer, args: argparse.Namespace) -> None:
   """The style flags for the stylizer's kind of network (paintings for the arbitrary one)."""
   if stylizer.meta.get("kind") != ARBITRARY:
-    if args.style_image is not None:
-      raise UserError(f"--style-image needs the arbitrary-style network (--model {ARBITRARY}); "
-                      f"{args.model!r} has fixed styles (--style-name, --style-index, --mix)")
+    if args.style_image is not None or args.refine:
+      raise UserError(f"--style-image and --refine need the arbitrary-style network (--model "
+                      f"{ARBITRARY}); {args.model!r} has fixed styles (--style-name, "
+                      "--style-index, --mix)")
     stylizer.set_style(index=args.style_index, name=args.style_name, mix=args.mix)
     return
-  if args.style_index is not None or args.style_name is not None:
-    raise UserError(f"--model {ARBITRARY} takes a painting (--style-image) or a mix of "
-                    "paintings (--mix W:PAINTING,...), not --style-name / --style-index")
-  if (args.style_image is None) == (args.mix is None):
-    raise UserError(f"--model {ARBITRARY} needs one painting (--style-image FILE_OR_STEM) or a "
-                    "mix (--mix W:PAINTING,...)")
-  if args.style_image is not None:
-    stylizer.set_style(image=image_io.load_image(find_painting(args.style_image)))
-  else:
+  if args.style_index is not None:
+    raise UserError(f"--model {ARBITRARY} takes a painting (--style-image), a mix of paintings "
+                    "(--mix W:PAINTING,...) or a refined style (--style-name), not --style-index")
+  given = [x is not None for x in (args.style_image, args.mix, args.style_name)]
+  if sum(given) != 1:
+    raise UserError(f"--model {ARBITRARY} needs one painting (--style-image FILE_OR_STEM), a "
+                    "mix (--mix W:PAINTING,...) or a refined style (--style-name NAME)")
+  if args.refine and args.style_image is None:
+    raise UserError("--refine refines one painting's style: give it --style-image")
+  from nst_jax.fast import arbitrary_refine  # pylint: disable=import-outside-toplevel (JAX)
+  if args.style_name is not None:
+    style = arbitrary_refine.load_style(args.style_name)
+    stylizer.set_style(embedding=style.embedding, norm_deltas=style.norm_deltas)
+  elif args.mix is not None:
     stylizer.set_style(mix=[(w, image_io.load_image(p)) for w, p in painting_mix(args.mix)])
+  elif args.refine:
+    result = refine_painting(stylizer, image_io.load_image(find_painting(args.style_image)),
+                             args.refine)
+    stylizer.set_style(embedding=result.embedding, norm_deltas=result.norm_deltas)
+  else:
+    stylizer.set_style(image=image_io.load_image(find_painting(args.style_image)))
+
+
+def refine_painting(stylizer, painting, steps: int):
+  """``arbitrary_refine.refine_embedding`` of the painting with ``models refine``'s defaults."""
+  # pylint: disable=import-outside-toplevel
+  from tqdm.auto import tqdm
+  from nst_jax.core import paths, vgg
+  from nst_jax.fast import arbitrary_refine
+  if min(painting.shape[:2]) < 2:
+    raise UserError(f"a style image needs at least 2 x 2 pixels, got {painting.shape[0]} x "
+                    f"{painting.shape[1]}")
+  vgg_params = vgg.load_vgg19(paths.resolve_vgg_weights(None))
+  photos = arbitrary_refine.load_photos(arbitrary_refine.default_photo_dir(), count=2, size=128)
+  with tqdm(total=steps, desc="refine", unit="step") as bar:
+    def on_step(step, loss):
+      del step
+      bar.update(1)
+      bar.set_postfix(loss=f"{loss:.4g}")
+    return arbitrary_refine.refine_embedding(stylizer.net, painting, photos, vgg_params=vgg_params,
+                                             steps=steps, learning_rate=0.1, norms=True,
+                                             callback=on_step)

@@ -119,14 +119,16 @@ class AnyStyleStylizer(inference.Stylizer):
 
   def set_style(self, *, image: np.ndarray | None = None,
                 mix: Sequence[tuple[float, np.ndarray]] | None = None,
-                embedding: np.ndarray | None = None, index: int | None = None,
-                name: str | None = None) -> np.ndarray:
+                embedding: np.ndarray | None = None, norm_deltas: dict | None = None,
+                index: int | None = None, name: str | None = None) -> np.ndarray:
     """Sets the style from one painting, a weighted mix of paintings, or an embedding.
 
     Args:
       image: a painting [H, W, 3] in [0, 1].
       mix: (weight, painting) pairs; weights >= 0, normalized to sum to 1.
       embedding: a style embedding [E] (e.g. a refined one).
+      norm_deltas: with ``embedding``, a refined style's instance-norm offsets
+        (``arbitrary_refine.load_style``).
       index, name: the trained networks' style choice; refused here (one line).
 
     Returns:
@@ -142,6 +144,9 @@ class AnyStyleStylizer(inference.Stylizer):
     if sum(given) != 1:
       raise UserError("the arbitrary-style network needs a style: one painting "
                       "(--style-image), a mix of paintings (--mix W:IMAGE,...) or an embedding")
+    if norm_deltas is not None and embedding is None:
+      raise UserError("instance-norm offsets come with a refined style's embedding")
+    self.variables = self.net.params
     if image is not None:
       self.style_weights = self.embed(image)
     elif mix is not None:
@@ -156,6 +161,9 @@ class AnyStyleStylizer(inference.Stylizer):
         raise UserError(f"expected a style embedding of shape ({self.net.cfg.embedding_dim},), "
                         f"got {emb.shape}")
       self.style_weights = emb
+      if norm_deltas:
+        from nst_jax.fast import arbitrary_refine  # pylint: disable=import-outside-toplevel
+        self.variables = arbitrary_refine.apply_norm_deltas(self.net.params, norm_deltas)
     return self.style_weights
 
   def style_rows(self, photos: Sequence[np.ndarray], strength: float) -> np.ndarray:

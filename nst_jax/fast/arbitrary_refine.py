@@ -46,11 +46,12 @@ import optax
 
 from nst_jax import config
 from nst_jax.config import LossConfig
-from nst_jax.core import image_io, paths
+from nst_jax.core import image_io, model_file, paths
 from nst_jax.core.errors import UserError
 from nst_jax.fast import arbitrary, training
 
 STYLE_FORMAT = "nst_jax-arbitrary-style-1"
+STYLE_KIND = "arbitrary_style"  # the model-file kind of a refined style
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 NORM_PROJECTIONS = ("beta", "gamma")
 
@@ -291,8 +292,7 @@ def save_style(name: str, result: RefineResult, *, painting_sha256: str, base_sh
   Returns:
     The written path.
   """
-  from nst_jax.core import zoo  # pylint: disable=import-outside-toplevel
-  meta = {"kind": "arbitrary_style", "style_format": STYLE_FORMAT, "name": name,
+  meta = {"kind": STYLE_KIND, "style_format": STYLE_FORMAT, "name": name,
           "painting_sha256": painting_sha256, "base_sha256": base_sha256, "steps": result.steps,
           "settings": result.settings, "losses": [result.losses[0], result.losses[-1]],
           "cpu_seconds": result.seconds, "provenance": provenance or {}}
@@ -300,7 +300,8 @@ def save_style(name: str, result: RefineResult, *, painting_sha256: str, base_sh
   if result.norm_deltas:
     tree["norm_deltas"] = result.norm_deltas
   path = style_path(name)
-  zoo.export_params(path, tree, meta, dtype=np.float32)
+  model_file.save(path, {"params": tree}, result.settings, kind=STYLE_KIND, source="nst_jax",
+                  licence="Apache-2.0", how="nst-jax models refine", meta=meta, dtype="float32")
   return path
 
 
@@ -310,18 +311,18 @@ def load_style(name: str) -> StoredStyle:
   Raises:
     UserError: no style of that name (listing those there are), or a damaged file.
   """
-  from nst_jax.core import zoo  # pylint: disable=import-outside-toplevel
   path = style_path(name)
   if not path.is_file():
     known = ", ".join(list_styles()) or "none"
     raise UserError(f"no refined style named {name!r} (known: {known}); make one with "
                     f"`nst-jax models refine --style-image PAINTING --name {name}`")
-  tree, meta = zoo.load_params(path)
-  if meta.get("kind") != "arbitrary_style" or "embedding" not in tree:
-    raise UserError(f"{path} is not a refined arbitrary style (kind {meta.get('kind')!r})")
+  stored = model_file.load(path, kind=STYLE_KIND)
+  tree, meta = stored.variables["params"], stored.meta
+  if "embedding" not in tree:
+    raise UserError(f"{path} is not a refined arbitrary style (no embedding)")
   deltas = tree.get("norm_deltas")
-  if deltas:  # zoo.flatten joins nested keys with "/": regroup under "res1/norm1" etc.
-    flat = zoo.flatten(deltas)
+  if deltas:  # the file's keys join nested names with "/": regroup under "res1/norm1" etc.
+    flat = model_file.flatten(deltas)
     deltas = {}
     for key, value in flat.items():
       module, proj = key.rsplit("/", 1)
