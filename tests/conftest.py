@@ -50,9 +50,7 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs",
 # finishing a long test while the other idles. Matched as substrings of the test ids.
 LONG_FIRST = (
     "test_artistic.py::test_interrupted_run_resumes_exactly",
-    "test_multihost.py::test_two_processes_train_like_one_process",
     "test_photoreal.py::test_cli_end_to_end[True]",
-    "test_web_app.py::test_photoreal_job_with_masks_is_the_librarys_output",
     "test_inference.py::test_smoothing_defaults_by_head_and_training",
     "test_web_jobs.py::test_a_killed_worker_s_slow_job_resumes_from_its_checkpoint",
 )

@@ -147,6 +147,7 @@ def test_find_painting_prefers_a_file_then_an_exact_stem(tmp_path, monkeypatch):
   assert stylize_cli.find_painting(str(other)) == other
 
 
+@pytest.mark.slow  # by default: test_arbitrary_refine's named-style round trip
 def test_a_refined_style_by_name_carries_its_embedding_and_norm_offsets(tiny_net, tmp_path,
                                                                         monkeypatch, capsys):
   monkeypatch.setenv("NST_JAX_CACHE", str(tmp_path / "cache"))

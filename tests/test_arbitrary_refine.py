@@ -54,6 +54,7 @@ def test_refinement_lowers_the_loss(tiny_model, vgg_params):
   assert refine.refine_step._cache_size() == compiled  # pylint: disable=protected-access
 
 
+@pytest.mark.slow  # by default: test_refinement_lowers_the_loss (the embedding alone)
 def test_refinement_with_norm_offsets(tiny_model, vgg_params):
   result = _refine(tiny_model, vgg_params, steps=3, learning_rate=0.2, norms=True)
   assert result.losses[-1] < result.losses[0]

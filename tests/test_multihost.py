@@ -93,6 +93,8 @@ def _losses(workdir: Path) -> np.ndarray:
   return np.loadtxt(workdir / "losses.csv", delimiter=",", skiprows=1, ndmin=2)  # [steps, 1 + k]
 
 
+@pytest.mark.slow  # two real processes (~40 s on 2 cores); by default: the batch-sharding
+# tests below and test_engine's multi-host stop agreement
 def test_two_processes_train_like_one_process_with_the_same_global_batch(vgg_path, data_dir,
                                                                           tmp_path, free_port):
   port = free_port()

@@ -137,6 +137,7 @@ def _small_png(path, long_side: int, resample=Image.BILINEAR) -> bytes:
   return buf.getvalue()
 
 
+@pytest.mark.slow  # by default: test_photoreal's CLI with masks and the fast-job tests here
 @pytest.mark.real_weights
 @pytest.mark.usefixtures("xla_optimized")
 def test_photoreal_job_with_masks_is_the_librarys_output(service, data_dir, vgg_path, vgg_params,
