@@ -353,9 +353,10 @@ def model_path() -> Path:
 def store(params: dict, cfg: dict, quant: dict, info: dict) -> dict:
   """Installs the converted model (float32) in the user cache's registry as ``arbitrary``;
   returns its manifest entry (``zoo.install_model``)."""
-  sources = ", ".join(f"{s['file']} (sha256 {s['sha256'][:12]}...)" for s in info["sources"])
+  sources = ", ".join(f"{s['file']} (sha256 {s['sha256'][:12]}...)"
+                      for s in info.get("sources", ())) or "given parameters"
   return zoo.install_model(MODEL_NAME, {"params": params, "quant": quant}, cfg, kind=KIND,
-                           source=info["origin"], licence=info["license"],
+                           source=info.get("origin", ORIGIN), licence=info.get("license", LICENSE),
                            how=f"converted from {sources} (nst-jax models import magenta)",
                            meta={"provenance": info}, dtype="float32")
 
