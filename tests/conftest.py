@@ -52,6 +52,7 @@ LONG_FIRST = (
     "test_artistic.py::test_interrupted_run_resumes_exactly",
     "test_photoreal.py::test_cli_end_to_end[True]",
     "test_inference.py::test_smoothing_defaults_by_head_and_training",
+    "test_web_jobs.py::test_a_killed_worker_s_slow_job_resumes_from_its_checkpoint",
 )
 
 

@@ -151,8 +151,6 @@ def test_the_sqlite_queue_commits_without_a_sync_in_wal_mode(tmp_path):
   assert conn.execute("pragma synchronous").fetchone()[0] == 1  # NORMAL (huey's default: FULL)
 
 
-@pytest.mark.slow  # by default: the running slow job's cancellation below, and
-# test_artistic's interrupted run resuming exactly from its checkpoint
 def test_a_killed_worker_s_slow_job_resumes_from_its_checkpoint(tmp_path, vgg_path):
   """SIGKILL the worker mid-optimization: the next worker takes the job over (stale heartbeat),
   resumes from the optimizer checkpoint, and writes exactly one result."""
