@@ -162,6 +162,17 @@ def _screenshot(page, folder: Path, name: str) -> Path:
   return path
 
 
+def _submit_and_wait_for_the_result(page):
+  """Submit "Stylize now" and wait until the result image is shown at the expected size."""
+  page.click("#submit")
+  page.wait_for_function("() => { const r = document.getElementById('result');"
+                         " return r && !r.closest('[hidden]') && r.complete &&"
+                         " r.naturalWidth > 0; }")
+  size = page.evaluate("() => [document.getElementById('result').naturalWidth,"
+                       " document.getElementById('result').naturalHeight]")
+  assert size == list(FAST_OUT)
+
+
 @pytest.fixture(scope="module")
 def owner(browser, service):
   """The first client: one browser context (its own cookie jar)."""
@@ -229,13 +240,7 @@ def fast_result(owner, shots, tmp_path_factory, custom_job):
   page.select_option("#model", value)
   page.set_input_files("#upload", str(photo))
   page.fill("#size", str(FAST_SIZE))
-  page.click("#submit")
-  page.wait_for_function("() => { const r = document.getElementById('result');"
-                         " return r && !r.closest('[hidden]') && r.complete &&"
-                         " r.naturalWidth > 0; }")
-  size = page.evaluate("() => [document.getElementById('result').naturalWidth,"
-                       " document.getElementById('result').naturalHeight]")
-  assert size == list(FAST_OUT)
+  _submit_and_wait_for_the_result(page)
   assert page.locator("#progress").evaluate("p => p.value") == 100
   job_id = page.get_attribute("#job-link", "href").rsplit("/", 1)[-1]
   _screenshot(page, shots, "stylize_result")
@@ -278,13 +283,7 @@ def test_any_painting_uploaded_on_the_page_gives_the_result(owner, service, shot
   assert "photo's own style" in page.locator("#strength-hint").inner_text()
   page.mouse.move(0, 0)  # no tile under the pointer: hovering one shows its sample instead
   _screenshot(page, shots, "stylize_any_painting")
-  page.click("#submit")
-  page.wait_for_function("() => { const r = document.getElementById('result');"
-                         " return r && !r.closest('[hidden]') && r.complete &&"
-                         " r.naturalWidth > 0; }")
-  size = page.evaluate("() => [document.getElementById('result').naturalWidth,"
-                       " document.getElementById('result').naturalHeight]")
-  assert size == list(FAST_OUT)
+  _submit_and_wait_for_the_result(page)
   job_id = page.get_attribute("#job-link", "href").rsplit("/", 1)[-1]
   job = page.evaluate(f"() => fetch('/api/jobs/{job_id}').then(r => r.json())")
   assert job["params"]["model"] == "arbitrary" and job["params"]["strength"] == 0.8
