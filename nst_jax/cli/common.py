@@ -116,13 +116,15 @@ def describe_presets(presets: dict) -> str:
 
 def add_config_flags(parser: argparse.ArgumentParser, config_name: str, *,
                      presets: dict | None = None, default_preset: str | None = None,
-                     preset_help: str | None = None, module: str = "nst_jax/config.py",
+                     preset_help: str | None = None, module: str | None = None,
                      saved: str = "the <out>_config.json every run writes",
                      example: str = "loss.style_weight=1e-2", base: str = "the defaults"):
   """--preset (with ``presets``), --config FILE.json and --set KEY=VALUE; returns the group.
 
-  ``config_name`` is the config's class, defined in ``module``.
+  ``config_name`` is the config's class, defined in ``module`` (default: its module in
+  ``nst_jax/config/``).
   """
+  module = module or getattr(config, config_name).__module__.replace(".", "/") + ".py"
   g = parser.add_argument_group(
       "configuration", f"a {config_name} ({module}), built as: "
       + ("--preset < " if presets else f"{base} < ")

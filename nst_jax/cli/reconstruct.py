@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass, field
 
 from nst_jax import config
 from nst_jax.cli import common
@@ -23,20 +22,7 @@ from nst_jax.core import image_io
 HELP = "content and style reconstructions from VGG19 layers, as one grid (Gatys et al. Fig. 1)"
 
 
-@dataclass(frozen=True)
-class ReconstructConfig:
-  """The figure's settings, the arguments of ``research.reconstruct_all``.
-
-  Kept here rather than in ``nst_jax/config.py`` only because that module is at its size limit
-  (tests/test_architecture.py); it is a plain leaf dataclass and can move there as it is.
-  """
-  optim: config.OptimConfig = field(default_factory=lambda: config.OptimConfig(num_iters=100))
-  size: int = 128  # long side of the inputs and reconstructions, px
-  content_layers: tuple[str, ...] = ("conv1_2", "conv2_2", "conv3_2", "conv4_2", "conv5_2")
-  style_layers: tuple[str, ...] = config.LUAN_STYLE_LAYERS  # conv1_1 ... conv5_1
-  tv_weight: float = 0.0
-  pooling: str = "avg"
-  seed: int = 0  # of the initial noise
+ReconstructConfig = config.ReconstructConfig  # nst_jax/config/slow.py
 
 
 # Flag (argparse dest) -> ReconstructConfig key.
@@ -66,7 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--chunk", type=common.positive_int, help="iterations per compiled chunk")
   p.add_argument("--no-progress", action="store_true", help="no progress bar")
   common.add_weights_flag(p)
-  common.add_config_flags(p, "ReconstructConfig", module="nst_jax/cli/reconstruct.py")
+  common.add_config_flags(p, "ReconstructConfig")
   common.annotate_defaults(p, FLAGS, ReconstructConfig())
 
 

@@ -1,0 +1,92 @@
+"""The names every config shares (layers, losses, optimizers, choices), the constants, the
+error, and the perceptual objective and optimizer configs every slow and fast method uses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# ---------------------------------------------------------------------------------------- names
+VGG_BLOCKS = {"vgg19": (2, 2, 4, 4, 4), "vgg16": (2, 2, 3, 3, 3)}  # convolutions per block
+LOSS_NETWORKS = ("vgg16", "vgg19")  # the loss networks (core/vgg.py), by VGG_BLOCKS' names
+
+
+def _vgg_layer_names(blocks) -> tuple[str, ...]:
+  names = []
+  for b, n in enumerate(blocks, start=1):
+    for i in range(1, n + 1):
+      names += [f"conv{b}_{i}", f"relu{b}_{i}"]
+    names.append(f"pool{b}")
+  return tuple(names)
+
+
+# Every layer of each loss network: convX_Y (before the ReLU), reluX_Y, poolX.
+VGG_LAYERS = {arch: _vgg_layer_names(blocks) for arch, blocks in VGG_BLOCKS.items()}
+GATYS_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+THESIS_STYLE_LAYERS = GATYS_STYLE_LAYERS
+JOHNSON_STYLE_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
+LUAN_STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")  # pre-ReLU
+PHOTO_STYLE_LAYERS = LUAN_STYLE_LAYERS
+STYLE_LOSSES = ("gram", "mean", "mean_std", "mmd_poly", "mmd_gauss")
+POOLINGS = ("avg", "max")
+OPTIMIZERS = ("lbfgsb", "lbfgs", "adam", "lbfgsb_jaxopt")
+INITS = ("content", "noise", "mix", "net")  # "net": an image the caller supplies (fast start)
+COLOR_MODES = ("yiq", "yuv")  # original_colors: keep the content's chroma in this space
+CONV_IMPLS = ("auto", "xla", "cpu_fast")  # "auto": cpu_fast on the CPU backend, else xla
+SCHEDULES = ("constant", "cosine", "step")
+NORMALIZATIONS = ("instance", "batch")  # the transform net's (fast/nets.py)
+UPSAMPLES = ("resize", "transpose")
+PADDINGS = ("reflect", "zero")
+NET_OUTPUTS = ("rgb", "affine")
+AFFINE_LOSSES = ("residual", "energy")
+MASK_POOLINGS = ("avg", "max", "bilinear")
+SMOOTH_METHODS = ("affine", "guided")
+PARAMETERIZATIONS = ("guided", "pixels", "affine")  # what photoreal's penalized stages optimize
+
+# ------------------------------------------------------------------------------------ constants
+EVAL_EPS = 1e-4  # the matting Laplacian's regulariser for ratios and the affine step
+AFFINE_WEIGHT = 1.2  # the smooth local affine post-step's default weight (docs/photoreal.md)
+FAST_MATTING_BUDGET = 2.0  # fast photoreal's default post-step budget: 2x the photo's energy
+PHOTO_AFFINE_WEIGHT = 1e3  # calibrated in docs/fast_photoreal.md ("Calibration")
+# The photoreal training preset scores outputs after the smooth local affine step at this weight
+# (docs/fast_photoreal.md, "Training through the post-step").
+PHOTO_AFFINE_OUTPUT = 50.0
+
+
+class ConfigError(ValueError):
+  """A config value no run can use, or an unknown key; ``key`` is the dotted config key."""
+
+  def __init__(self, key: str, message: str):
+    super().__init__(f"{key}: {message}")
+    self.key = key
+    self.message = message
+
+
+# -------------------------------------------------------------- the objective and its optimizer
+@dataclass(frozen=True)
+class LossConfig:
+  """Weights and layers of the perceptual objective (neural-style's vocabulary)."""
+  content_layers: tuple[str, ...] = ("relu4_2",)
+  content_layer_weights: tuple[float, ...] = (1.0,)
+  style_layers: tuple[str, ...] = GATYS_STYLE_LAYERS
+  style_layer_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0)
+  content_weight: float = 1.0
+  style_weight: float = 1e-3  # Gatys-normalized Grams of caffe-scale features are large
+  tv_weight: float = 1e4  # TV of [0, 1] pixels is small
+  style_loss: str = "gram"  # gram | mean | mean_std | mmd_poly | mmd_gauss
+  pooling: str = "avg"  # avg (Gatys) | max
+  conv_impl: str = "auto"  # VGG's convolutions: auto | xla | cpu_fast (see CONV_IMPLS)
+  # vgg19 | vgg16 (LOSS_NETWORKS; the layers must be VGG_LAYERS of it); vgg16 (Johnson et al.'s
+  # loss network): feed-forward training only, slow transfer runs on VGG19.
+  loss_network: str = "vgg19"
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+  """The per-image optimizer."""
+  # lbfgsb (lean free-variable L-BFGS-B, [0, 1] box; slow/lbfgsb.py) | lbfgs (optax + projection)
+  # | adam | lbfgsb_jaxopt (jaxopt's L-BFGS-B, slower per iteration)
+  optimizer: str = "lbfgsb"
+  num_iters: int = 500
+  learning_rate: float = 0.02  # Adam only; pixels are in [0, 1]
+  history_size: int = 20  # L-BFGS memory
+  chunk: int = 10  # iterations per compiled chunk, between progress updates
