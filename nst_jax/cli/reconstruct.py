@@ -64,30 +64,7 @@ def resolve_config(args) -> ReconstructConfig:
 
 def build_config(args) -> ReconstructConfig:
   """``resolve_config``, validated (``config.ConfigError`` naming the key)."""
-  cfg = resolve_config(args)
-  check_config(cfg)
-  return cfg
-
-
-def check_config(cfg: ReconstructConfig) -> None:
-  """Raises ``config.ConfigError``, naming the key, for settings no figure can use."""
-  from nst_jax.core import vgg  # pylint: disable=import-outside-toplevel  (imports JAX)
-  for key in ("content_layers", "style_layers"):
-    bad = [l for l in getattr(cfg, key) if l not in vgg.VGG19_LAYERS]
-    if bad or not getattr(cfg, key):
-      raise config.ConfigError(key, f"unknown VGG19 layer(s) {', '.join(bad)}; valid names are "
-                               "conv1_1 ... conv5_4, relu1_1 ... relu5_4, pool1 ... pool5"
-                               if bad else "needs at least one layer name")
-  for key, value, ok, need in (
-      ("size", cfg.size, cfg.size >= 16, ">= 16"),
-      ("tv_weight", cfg.tv_weight, cfg.tv_weight >= 0, ">= 0"),
-      ("optim.num_iters", cfg.optim.num_iters, cfg.optim.num_iters >= 1, ">= 1"),
-      ("optim.chunk", cfg.optim.chunk, cfg.optim.chunk >= 1, ">= 1"),
-      ("optim.optimizer", cfg.optim.optimizer, cfg.optim.optimizer in config.OPTIMIZERS,
-       f"one of {', '.join(config.OPTIMIZERS)}"),
-      ("pooling", cfg.pooling, cfg.pooling in config.POOLINGS, "avg or max")):
-    if not ok:
-      raise config.ConfigError(key, f"must be {need}, got {value!r}")
+  return resolve_config(args).check()
 
 
 def run(args) -> int:

@@ -3,6 +3,7 @@ error, and the perceptual objective and optimizer configs every slow and fast me
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 # ---------------------------------------------------------------------------------------- names
@@ -61,6 +62,25 @@ class ConfigError(ValueError):
     self.message = message
 
 
+def check_once(method):
+  """Makes a config's ``check`` run its body once per distinct config value (and arguments).
+
+  Configs are frozen and hashable, so a value that passed once passes again: the command line
+  checks a config before it reads any input, the library checks it again at its entry, and the
+  second is a cache lookup. A failing check is not cached (it raises every time). The decorated
+  method returns the config, so ``cfg = build().check()`` reads naturally.
+  """
+  cached = functools.lru_cache(maxsize=256)(method)
+
+  @functools.wraps(method)
+  def check(self, *args, **kwargs):
+    cached(self, *args, **kwargs)
+    return self
+
+  check.cache_clear = cached.cache_clear
+  return check
+
+
 # -------------------------------------------------------------- the objective and its optimizer
 @dataclass(frozen=True)
 class LossConfig:
@@ -78,6 +98,47 @@ class LossConfig:
   # vgg19 | vgg16 (LOSS_NETWORKS; the layers must be VGG_LAYERS of it); vgg16 (Johnson et al.'s
   # loss network): feed-forward training only, slow transfer runs on VGG19.
   loss_network: str = "vgg19"
+
+  @check_once
+  def check(self, prefix: str = "loss.", networks=("vgg19",)) -> LossConfig:
+    """Validates the loss network, layer names, per-layer weight counts, loss kind and weights.
+
+    Args:
+      prefix: the config keys' prefix.
+      networks: the loss networks the caller can run (slow transfer: VGG19; feed-forward
+        training: ``LOSS_NETWORKS``).
+
+    Raises:
+      ConfigError: naming the bad key, ``prefix`` + the field.
+    """
+    if self.loss_network not in networks:
+      raise ConfigError(f"{prefix}loss_network", f"{self.loss_network!r} is not one of "
+                        f"{', '.join(networks)} here")
+    last = {"vgg19": "5_4", "vgg16": "5_3"}[self.loss_network]
+    for name in ("content", "style"):
+      layers, weights = getattr(self, f"{name}_layers"), getattr(self, f"{name}_layer_weights")
+      bad = [l for l in layers if l not in VGG_LAYERS[self.loss_network]]
+      if bad:
+        raise ConfigError(f"{prefix}{name}_layers", f"unknown {self.loss_network.upper()} "
+                          f"layer(s) {', '.join(bad)}; valid names are conv1_1 ... conv{last}, "
+                          f"relu1_1 ... relu{last}, pool1 ... pool5")
+      if len(layers) != len(weights):
+        raise ConfigError(f"{prefix}{name}_layer_weights",
+                          f"{len(layers)} {name} layers but {len(weights)} {name} layer weights")
+      if any(w < 0 for w in weights):
+        raise ConfigError(f"{prefix}{name}_layer_weights", f"must be non-negative, got {weights}")
+    for name in ("content_weight", "style_weight", "tv_weight"):
+      if not getattr(self, name) >= 0:
+        raise ConfigError(prefix + name, f"must be non-negative, got {getattr(self, name)}")
+    if self.style_loss not in STYLE_LOSSES:
+      raise ConfigError(f"{prefix}style_loss", f"unknown style loss {self.style_loss!r}; "
+                        f"expected one of {', '.join(STYLE_LOSSES)}")
+    if self.pooling not in POOLINGS:
+      raise ConfigError(f"{prefix}pooling", f"unknown pooling {self.pooling!r}; expected avg or "
+                        "max")
+    if self.conv_impl not in CONV_IMPLS:
+      raise ConfigError(f"{prefix}conv_impl", f"unknown conv_impl {self.conv_impl!r}; expected "
+                        f"one of {', '.join(CONV_IMPLS)}")
 
 
 @dataclass(frozen=True)

@@ -7,17 +7,31 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from nst_jax.config.common import (
+  AFFINE_LOSSES,
+  CONV_IMPLS,
   FAST_MATTING_BUDGET,
   JOHNSON_STYLE_LAYERS,
+  LOSS_NETWORKS,
+  MASK_POOLINGS,
+  NET_OUTPUTS,
+  NORMALIZATIONS,
+  PADDINGS,
   PHOTO_AFFINE_OUTPUT,
   PHOTO_AFFINE_WEIGHT,
   PHOTO_STYLE_LAYERS,
+  SCHEDULES,
+  SMOOTH_METHODS,
   THESIS_STYLE_LAYERS,
+  UPSAMPLES,
+  ConfigError,
   LossConfig,
+  check_once,
 )
 
-
 # ------------------------------------------------------------------------- feed-forward networks
+NET_MULTIPLE = 4  # the transform net's two stride-2 stages: H and W must be divisible by 4
+
+
 @dataclass(frozen=True)
 class NetConfig:
   """The options of ``nets.TransformNet`` (see there)."""
@@ -32,6 +46,26 @@ class NetConfig:
   pixel_shuffle: bool = False  # 2x2 pixel blocks in, all layers at <= H/2 (lite; nets.py)
   conv_impl: str = "auto"  # the net's convolutions: auto | xla | cpu_fast (see CONV_IMPLS)
   num_styles: int = 1  # > 1: conditional instance norm, one scale/shift row per style
+
+  @check_once
+  def check(self) -> NetConfig:
+    """Raises ``ConfigError`` (key ``net.*``) for a network no run can build."""
+    for key, valid in (("normalization", NORMALIZATIONS), ("upsample", UPSAMPLES),
+                       ("padding", PADDINGS), ("output", NET_OUTPUTS), ("conv_impl", CONV_IMPLS)):
+      if getattr(self, key) not in valid:
+        raise ConfigError(f"net.{key}", f"unknown {key} {getattr(self, key)!r}; expected one of "
+                          f"{', '.join(valid)}")
+    for key, ok, need in (("affine_grid", self.affine_grid in (1, 4), "1 or 4"),
+                          ("width", self.width > 0, "> 0"),
+                          ("num_residual", self.num_residual >= 0, ">= 0"),
+                          ("input_blend", 0.0 <= self.input_blend < 1.0, "in [0, 1)"),
+                          ("num_styles", self.num_styles == 1 or (
+                              self.num_styles > 1 and self.normalization == "instance"),
+                           ">= 1, and 1 unless normalization is instance"),
+                          ("pixel_shuffle", not (self.pixel_shuffle and self.output != "rgb"),
+                           "false unless output is rgb")):
+      if not ok:
+        raise ConfigError(f"net.{key}", f"must be {need}, got {getattr(self, key)}")
 
 
 @dataclass(frozen=True)
@@ -64,6 +98,23 @@ class PhotoTrainConfig:
   fit_photos: int = 32
   guided_output: bool = False
   affine_output: float = 0.0
+
+  @check_once
+  def check(self) -> PhotoTrainConfig:
+    """Raises ``ConfigError`` (key ``photo.*``) for photorealistic settings no run can use."""
+    for key, ok, need in (
+        ("regions", self.regions >= 0, ">= 0"), ("affine_weight", self.affine_weight >= 0, ">= 0"),
+        ("min_area", 0 <= self.min_area < 1, "in [0, 1)"),
+        ("affine_eps", self.affine_eps > 0, "> 0"),
+        ("affine_output", self.affine_output >= 0, ">= 0"),
+        ("guided_output", not (self.affine_output and self.guided_output),
+         "false with photo.affine_output > 0 (one post-step or the other)"),
+        ("fit_photos", self.fit_photos >= 1 or not self.regions, ">= 1 with photo.regions > 0"),
+        ("affine_loss", self.affine_loss in AFFINE_LOSSES, f"one of {', '.join(AFFINE_LOSSES)}"),
+        ("mask_pooling", self.mask_pooling in MASK_POOLINGS,
+         f"one of {', '.join(MASK_POOLINGS)}")):
+      if not ok:
+        raise ConfigError(f"photo.{key}", f"must be {need}, got {getattr(self, key)!r}")
 
 
 @dataclass(frozen=True)
@@ -100,6 +151,51 @@ class TrainConfig:
   sample_every: int = 1000  # sample stylizations to TensorBoard
   num_samples: int = 4
   prefetch: int = 3  # batches decoded ahead
+
+  @check_once
+  def check(self) -> TrainConfig:
+    """Raises ``ConfigError``, naming the key, for values no training run can use."""
+    self.net.check()
+    self.check_styles()
+    # The loss network (VGG19 or VGG16) and its layer names, weights, style loss, conv_impl.
+    self.loss.check(networks=LOSS_NETWORKS)
+    positive = ("size", "style_size", "batch_size", "checkpoint_every", "keep_checkpoints",
+                "log_every", "sample_every")
+    for key in positive:
+      if getattr(self, key) < 1:
+        raise ConfigError(key, f"must be >= 1, got {getattr(self, key)}")
+    for key in ("num_steps", "warmup_steps", "num_samples", "prefetch"):
+      if getattr(self, key) < 0:
+        raise ConfigError(key, f"must be >= 0, got {getattr(self, key)}")
+    if self.size % NET_MULTIPLE:
+      raise ConfigError("size", f"training size must be a multiple of {NET_MULTIPLE}, "
+                        f"got {self.size}")
+    if not self.learning_rate > 0:
+      raise ConfigError("learning_rate", f"must be > 0, got {self.learning_rate}")
+    if not self.input_noise >= 0:
+      raise ConfigError("input_noise", f"must be >= 0, got {self.input_noise}")
+    if not 0 <= self.ema_decay < 1:
+      raise ConfigError("ema_decay", f"must be in [0, 1), got {self.ema_decay}")
+    if self.schedule not in SCHEDULES:
+      raise ConfigError("schedule", f"unknown schedule {self.schedule!r}; expected one of "
+                        f"{', '.join(SCHEDULES)}")
+    self.photo.check()
+
+  def check_styles(self) -> None:
+    """Raises ``ConfigError`` when the style images do not fit the network's styles."""
+    if self.style and self.styles:
+      raise ConfigError("styles", "give style (one image) or styles (several), not both")
+    n = len(self.styles) or (1 if self.style else 0)
+    if self.base_model:
+      if not self.net.num_styles > n >= 1:
+        raise ConfigError("net.num_styles", f"an add-style run needs the base network's styles "
+                          f"plus its {n} new one(s), got {self.net.num_styles}")
+    elif n > 1 and n != self.net.num_styles:
+      raise ConfigError("net.num_styles", f"{n} style images need net.num_styles={n}, got "
+                        f"{self.net.num_styles}")
+    if self.net.num_styles > 1 and self.photo.regions:
+      raise ConfigError("photo.regions", "multi-style networks have no masked (region) style "
+                        "loss")
 
 
 def thesis() -> TrainConfig:
@@ -171,6 +267,16 @@ class Smoothing:
   weight: float = 0.0
   budget: float = FAST_MATTING_BUDGET
   radius: int = 0
+
+  @check_once
+  def check(self) -> Smoothing:
+    """Raises ``ConfigError`` (naming the field) for a post-step no image can use."""
+    if self.method not in SMOOTH_METHODS:
+      raise ConfigError("method", f"must be one of {', '.join(SMOOTH_METHODS)}, "
+                        f"got {self.method!r}")
+    for key in ("weight", "budget", "radius"):
+      if not getattr(self, key) >= 0:
+        raise ConfigError(key, f"must be >= 0, got {getattr(self, key)}")
 
 
 # ------------------------------------------------------------------------ arbitrary style transfer

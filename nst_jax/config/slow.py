@@ -4,12 +4,23 @@ visualization, and their presets."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from nst_jax.config.common import (
   AFFINE_WEIGHT,
+  COLOR_MODES,
+  INITS,
   LUAN_STYLE_LAYERS,
+  MASK_POOLINGS,
+  OPTIMIZERS,
+  PARAMETERIZATIONS,
+  POOLINGS,
+  SMOOTH_METHODS,
+  VGG_LAYERS,
+  ConfigError,
   LossConfig,
   OptimConfig,
+  check_once,
 )
 
 
@@ -27,6 +38,34 @@ class TransferConfig:
   noise_ratio: float = 0.6  # mix: noise_ratio * noise + (1 - noise_ratio) * content
   seed: int = 0
   original_colors: str = ""  # "" | yiq | yuv: keep the content's chroma
+
+  @check_once
+  def check(self) -> TransferConfig:
+    """Validates a transfer configuration (``ConfigError`` naming the bad key)."""
+    self.loss.check()
+    if self.init not in INITS and not Path(self.init).is_file():
+      raise ConfigError("init", f"must be one of {', '.join(INITS)} or an existing image, "
+                        f"got {self.init!r}")
+    for key, ok, need in (("size", self.size >= 16, ">= 16"), ("scales", self.scales >= 1, ">= 1"),
+                          ("style_scale", self.style_scale > 0, "> 0"),
+                          ("optim.num_iters", self.optim.num_iters >= 0, ">= 0"),
+                          ("optim.chunk", self.optim.chunk >= 1, ">= 1"),
+                          ("level_iters", all(n >= 0 for n in self.level_iters), ">= 0 each")):
+      if not ok:
+        raise ConfigError(key, f"must be {need}, got {value_of(self, key)}")
+    if self.level_iters and len(self.level_iters) != self.scales:
+      raise ConfigError("level_iters", f"needs one count per level ({self.scales}), "
+                        f"got {len(self.level_iters)}")
+    if self.original_colors not in ("",) + COLOR_MODES:
+      raise ConfigError("original_colors", f"must be '' or one of {', '.join(COLOR_MODES)}, "
+                        f"got {self.original_colors!r}")
+
+
+def value_of(cfg, key: str):
+  """The value of a dotted key of ``cfg``."""
+  for part in key.split("."):
+    cfg = getattr(cfg, part)
+  return cfg
 
 
 def gatys() -> TransferConfig:
@@ -76,6 +115,38 @@ class PhotoConfig:
   smooth_eps: float = 1e-4
   seed: int = 0
 
+  @check_once
+  def check(self) -> PhotoConfig:
+    """Validates a photorealistic configuration (``ConfigError`` naming the bad key)."""
+    self.loss.check()
+    if self.loss.style_loss != "gram":
+      raise ConfigError("loss.style_loss", "photorealistic transfer uses the masked Gram loss; "
+                        f"must be gram, got {self.loss.style_loss!r}")
+    if self.stages not in (1, 2):
+      raise ConfigError("stages", f"must be 1 or 2, got {self.stages}")
+    if self.stage_iters and len(self.stage_iters) != self.stages:
+      raise ConfigError("stage_iters", f"needs one count per stage ({self.stages}), "
+                        f"got {len(self.stage_iters)}")
+    for key, ok, need in (
+        ("size", self.size >= 16, ">= 16"), ("style_scale", self.style_scale > 0, "> 0"),
+        ("num_regions", self.num_regions >= 1, ">= 1"),
+        ("optim.num_iters", self.optim.num_iters >= 0, ">= 0"),
+        ("optim.chunk", self.optim.chunk >= 1, ">= 1"),
+        ("stage_iters", all(n >= 0 for n in self.stage_iters), ">= 0 each"),
+        ("matting_weight", self.matting_weight >= 0, ">= 0"),
+        ("smooth_eps", self.smooth_eps > 0, "> 0"),
+        ("smooth_radius", self.smooth_radius >= 0, ">= 0"),
+        ("matting_budget", self.matting_budget >= 0, ">= 0"),
+        ("smooth_weight", self.smooth_weight > 0, "> 0"),
+        ("affine_weight", self.affine_weight > 0, "> 0"),
+        ("smooth_method", self.smooth_method in SMOOTH_METHODS,
+         f"one of {', '.join(SMOOTH_METHODS)}"),
+        ("parameterization", self.parameterization in PARAMETERIZATIONS,
+         f"one of {', '.join(PARAMETERIZATIONS)}"),
+        ("mask_pooling", self.mask_pooling in MASK_POOLINGS, f"one of {', '.join(MASK_POOLINGS)}")):
+      if not ok:
+        raise ConfigError(key, f"must be {need}, got {value_of(self, key)!r}")
+
 
 # ------------------------------------------------------------------ layer reconstructions
 @dataclass(frozen=True)
@@ -91,6 +162,24 @@ class ReconstructConfig:
   tv_weight: float = 0.0
   pooling: str = "avg"
   seed: int = 0  # of the initial noise
+
+  @check_once
+  def check(self) -> ReconstructConfig:
+    """Raises ``ConfigError``, naming the key, for settings no figure can use."""
+    for key in ("content_layers", "style_layers"):
+      bad = [l for l in getattr(self, key) if l not in VGG_LAYERS["vgg19"]]
+      if bad or not getattr(self, key):
+        raise ConfigError(key, f"unknown VGG19 layer(s) {', '.join(bad)}; valid names are "
+                          "conv1_1 ... conv5_4, relu1_1 ... relu5_4, pool1 ... pool5"
+                          if bad else "needs at least one layer name")
+    for key, ok, need in (
+        ("size", self.size >= 16, ">= 16"), ("tv_weight", self.tv_weight >= 0, ">= 0"),
+        ("optim.num_iters", self.optim.num_iters >= 1, ">= 1"),
+        ("optim.chunk", self.optim.chunk >= 1, ">= 1"),
+        ("optim.optimizer", self.optim.optimizer in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
+        ("pooling", self.pooling in POOLINGS, "avg or max")):
+      if not ok:
+        raise ConfigError(key, f"must be {need}, got {value_of(self, key)!r}")
 
 
 # ------------------------------------------------------------------------ unit visualization

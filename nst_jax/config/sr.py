@@ -5,7 +5,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from nst_jax.config.common import CONV_IMPLS, LOSS_NETWORKS, SCHEDULES, ConfigError
+from nst_jax.config.common import (
+  CONV_IMPLS,
+  LOSS_NETWORKS,
+  SCHEDULES,
+  ConfigError,
+  check_once,
+)
 
 # ---------------------------------------------------------------------------- super-resolution
 SR_ARCHS = ("johnson", "subpixel")
@@ -78,28 +84,27 @@ class SRConfig:
   log_every: int = 50
   prefetch: int = 3  # batches decoded ahead
 
-
-def check(cfg: SRConfig) -> SRConfig:
-  """Validates the choices; raises ``ConfigError`` naming the key."""
-  for key, value, allowed in (
-      ("scale", cfg.scale, SR_SCALES), ("degradation", cfg.degradation, DEGRADATIONS),
-      ("net.arch", cfg.net.arch, SR_ARCHS), ("net.upsample", cfg.net.upsample, SR_UPSAMPLES),
-      ("net.normalization", cfg.net.normalization, SR_NORMALIZATIONS),
-      ("net.conv_impl", cfg.net.conv_impl, CONV_IMPLS),
-      ("loss.pixel_loss", cfg.loss.pixel_loss, PIXEL_LOSSES),
-      ("loss.loss_network", cfg.loss.loss_network, LOSS_NETWORKS),
-      ("schedule", cfg.schedule, SCHEDULES[:2])):
-    if value not in allowed:
-      raise ConfigError(key, f"{value!r} is not one of {allowed}")
-  if cfg.net.width < 1 or cfg.net.num_residual < 0:
-    raise ConfigError("net.width", "width must be >= 1 and num_residual >= 0")
-  if cfg.size < cfg.scale or cfg.size % cfg.scale:
-    raise ConfigError("size", f"HR crops of {cfg.size} px must be a multiple of the scale "
-                      f"{cfg.scale}")
-  for key in ("batch_size", "num_steps", "checkpoint_every", "log_every"):
-    if getattr(cfg, key) < 1:
-      raise ConfigError(key, f"must be >= 1, got {getattr(cfg, key)}")
-  return cfg
+  @check_once
+  def check(self) -> SRConfig:
+    """Validates the choices; raises ``ConfigError`` naming the key."""
+    for key, value, allowed in (
+        ("scale", self.scale, SR_SCALES), ("degradation", self.degradation, DEGRADATIONS),
+        ("net.arch", self.net.arch, SR_ARCHS), ("net.upsample", self.net.upsample, SR_UPSAMPLES),
+        ("net.normalization", self.net.normalization, SR_NORMALIZATIONS),
+        ("net.conv_impl", self.net.conv_impl, CONV_IMPLS),
+        ("loss.pixel_loss", self.loss.pixel_loss, PIXEL_LOSSES),
+        ("loss.loss_network", self.loss.loss_network, LOSS_NETWORKS),
+        ("schedule", self.schedule, SCHEDULES[:2])):
+      if value not in allowed:
+        raise ConfigError(key, f"{value!r} is not one of {allowed}")
+    if self.net.width < 1 or self.net.num_residual < 0:
+      raise ConfigError("net.width", "width must be >= 1 and num_residual >= 0")
+    if self.size < self.scale or self.size % self.scale:
+      raise ConfigError("size", f"HR crops of {self.size} px must be a multiple of the scale "
+                        f"{self.scale}")
+    for key in ("batch_size", "num_steps", "checkpoint_every", "log_every"):
+      if getattr(self, key) < 1:
+        raise ConfigError(key, f"must be >= 1, got {getattr(self, key)}")
 
 
 def sr_johnson(scale: int = 4) -> SRConfig:
