@@ -4,7 +4,7 @@ error, and the perceptual objective and optimizer configs every slow and fast me
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # ---------------------------------------------------------------------------------------- names
 VGG_BLOCKS = {"vgg19": (2, 2, 4, 4, 4), "vgg16": (2, 2, 3, 3, 3)}  # convolutions per block
@@ -77,23 +77,55 @@ def check_once(method):
     cached(self, *args, **kwargs)
     return self
 
-  check.cache_clear = cached.cache_clear
+  check.cache_clear, check.cache_info = cached.cache_clear, cached.cache_info
   return check
+
+
+FLAG_TYPES = ("non_negative", "positive", "int")  # how the command line parses a flag's value
+
+
+def flag_field(default, *, help: str, name: str = "", type: str = "", choices: tuple = (),
+               metavar: str = "", aliases: tuple[str, ...] = ()):
+  """A config field that the command line also offers as a flag: the default, written once here,
+  and the flag's help beside it (``cli.common.add_field_flags`` makes the flags from them).
+
+  Args:
+    default: the field's default (immutable).
+    help: the flag's help text; the command line appends the default.
+    name: the flag's name without ``--`` (default: the field's, with dashes).
+    type: one of ``FLAG_TYPES`` (default: the value stays a string for ``override`` to parse).
+    choices: the allowed values, if the flag lists them.
+    metavar: the flag's value's name in the help.
+    aliases: other names of the flag.
+  """
+  assert not type or type in FLAG_TYPES, type
+  return field(default=default, metadata={"flag": {
+      "help": help, "name": name, "type": type, "choices": choices, "metavar": metavar,
+      "aliases": aliases}})
 
 
 # -------------------------------------------------------------- the objective and its optimizer
 @dataclass(frozen=True)
 class LossConfig:
   """Weights and layers of the perceptual objective (neural-style's vocabulary)."""
-  content_layers: tuple[str, ...] = ("relu4_2",)
-  content_layer_weights: tuple[float, ...] = (1.0,)
-  style_layers: tuple[str, ...] = GATYS_STYLE_LAYERS
-  style_layer_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0)
-  content_weight: float = 1.0
-  style_weight: float = 1e-3  # Gatys-normalized Grams of caffe-scale features are large
-  tv_weight: float = 1e4  # TV of [0, 1] pixels is small
-  style_loss: str = "gram"  # gram | mean | mean_std | mmd_poly | mmd_gauss
-  pooling: str = "avg"  # avg (Gatys) | max
+  content_layers: tuple[str, ...] = flag_field(
+      ("relu4_2",), help="VGG19 layers of the content loss", metavar="L1,L2")
+  content_layer_weights: tuple[float, ...] = flag_field(
+      (1.0,), help="one weight per content layer (all 1 when only --content-layers is given)",
+      metavar="W1,W2")
+  style_layers: tuple[str, ...] = flag_field(
+      GATYS_STYLE_LAYERS, help="VGG19 layers of the style loss", metavar="L1,L2")
+  style_layer_weights: tuple[float, ...] = flag_field(
+      (1.0, 1.0, 1.0, 1.0, 1.0),
+      help="one weight per style layer (all 1 when only --style-layers is given)",
+      metavar="W1,W2")
+  content_weight: float = flag_field(1.0, help="weight of the content loss", type="non_negative")
+  # Gatys-normalized Grams of caffe-scale features are large
+  style_weight: float = flag_field(1e-3, help="weight of the style loss", type="non_negative")
+  # TV of [0, 1] pixels is small
+  tv_weight: float = flag_field(1e4, help="weight of the total variation", type="non_negative")
+  style_loss: str = flag_field("gram", help="statistics the style matches", choices=STYLE_LOSSES)
+  pooling: str = flag_field("avg", help="VGG19's pooling layers", choices=POOLINGS)  # avg: Gatys
   conv_impl: str = "auto"  # VGG's convolutions: auto | xla | cpu_fast (see CONV_IMPLS)
   # vgg19 | vgg16 (LOSS_NETWORKS; the layers must be VGG_LAYERS of it); vgg16 (Johnson et al.'s
   # loss network): feed-forward training only, slow transfer runs on VGG19.
@@ -146,8 +178,11 @@ class OptimConfig:
   """The per-image optimizer."""
   # lbfgsb (lean free-variable L-BFGS-B, [0, 1] box; slow/lbfgsb.py) | lbfgs (optax + projection)
   # | adam | lbfgsb_jaxopt (jaxopt's L-BFGS-B, slower per iteration)
-  optimizer: str = "lbfgsb"
-  num_iters: int = 500
-  learning_rate: float = 0.02  # Adam only; pixels are in [0, 1]
+  optimizer: str = flag_field("lbfgsb", help="the per-image optimizer", choices=OPTIMIZERS)
+  num_iters: int = flag_field(500, help="iterations per level", name="iters", type="int")
+  # Adam only; pixels are in [0, 1]
+  learning_rate: float = flag_field(0.02, help="Adam step size", type="non_negative",
+                                    aliases=("lr",))
   history_size: int = 20  # L-BFGS memory
-  chunk: int = 10  # iterations per compiled chunk, between progress updates
+  # iterations per compiled chunk, between progress updates
+  chunk: int = flag_field(10, help="iterations per compiled chunk", type="positive")
