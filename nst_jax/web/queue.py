@@ -45,8 +45,8 @@ def queue_url(cfg: config.WebConfig) -> str:
 class QueueStorage(SqliteStorage):
   """huey's SQLite storage with ``synchronous=NORMAL`` (WAL): a commit waits for no fsync.
 
-  huey's default (FULL) syncs the write-ahead log on every enqueue and dequeue, ~0.2 ms on an
-  idle disk and several ms when other processes write; a power loss may now drop the last
+  huey's default (FULL) syncs the write-ahead log on every enqueue and dequeue (slow when other
+  processes write: docs/research/design_measurements.md); a power loss may now drop the last
   messages, which the queue tolerates by design (``enqueue_forgotten``). SQLite's NORMAL keeps
   the database consistent across crashes (https://www.sqlite.org/pragma.html#pragma_synchronous).
   """
