@@ -16,8 +16,8 @@ Bad values raise ``ConfigError``, which names the config key (the command line m
 
 One module per wing, all re-exported here (``config.X`` is the one way to name any of them):
 ``common`` (names, constants, ``ConfigError``, ``LossConfig``, ``OptimConfig``), ``slow``
-(``TransferConfig``, ``PhotoConfig``, ``VisualizeConfig``), ``fast`` (``TrainConfig``, ``NetConfig``,
-``Smoothing``, the arbitrary-style configs), ``sr`` (``SRConfig``), ``web`` (``WebConfig``) and
+(``TransferConfig``, ``PhotoConfig``, ``ReconstructConfig``, ``VisualizeConfig``), ``fast``
+(``TrainConfig``, ``NetConfig``, ``Smoothing``, the arbitrary-style configs), ``sr`` (``SRConfig``), ``web`` (``WebConfig``) and
 ``overrides`` (JSON and ``--set``). A name is defined in one of them only (the architecture test
 checks), so the star imports below never shadow one another.
 """

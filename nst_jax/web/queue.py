@@ -46,7 +46,7 @@ class QueueStorage(SqliteStorage):
   """huey's SQLite storage with ``synchronous=NORMAL`` (WAL): a commit waits for no fsync.
 
   huey's default (FULL) syncs the write-ahead log on every enqueue and dequeue (slow when other
-  processes write: docs/research/design_measurements.md); a power loss may now drop the last
+  processes write: docs/research/implementation_notes.md); a power loss may now drop the last
   messages, which the queue tolerates by design (``enqueue_forgotten``). SQLite's NORMAL keeps
   the database consistent across crashes (https://www.sqlite.org/pragma.html#pragma_synchronous).
   """

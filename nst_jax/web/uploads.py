@@ -16,7 +16,8 @@ output is a fresh 8-bit RGB PNG: EXIF (GPS, camera, orientation), ICC, XMP and t
 gone; the orientation is applied first and an embedded colour profile is converted to sRGB. An
 upload that is already such a PNG (8-bit RGB, IHDR/IDAT/IEND chunks only, nothing appended) is
 kept as it is once its pixel stream proved whole (it inflates to exactly the rows the header
-promises), which spares a decode and a re-encoding (the costs: docs/research/design_measurements.md).
+promises), which spares a decode and a re-encoding (the costs:
+docs/research/implementation_notes.md).
 
 Decoding is budgeted by bytes: a ``DecodeBudget`` (one per web process) admits a decode only while
 the estimated pixel bytes of all decodes in flight (width x height x bytes per pixel of every

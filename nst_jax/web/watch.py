@@ -16,7 +16,7 @@ When to look: on Linux, a SQLite database's writes are announced by inotify (a c
 ``burst`` seconds (the write's event may come just before the commit is visible); between
 commits it only makes the ``fallback`` reads. Elsewhere (another OS, ``inotify_simple`` missing,
 a database on another host) it looks every ``tick`` seconds while anyone waits, a cost taken
-from a worker computing beside it (docs/research/design_measurements.md). Either way a change
+from a worker computing beside it (docs/research/implementation_notes.md). Either way a change
 reaches its waiters within about ``tick`` instead of a per-client backoff's, and the database
 sees one query per change, not one per client per look.
 
