@@ -88,7 +88,7 @@ class JobWatch:
     self._waiters: dict[str, list[tuple[tuple, asyncio.Future]]] = {}
     self._task: asyncio.Task | None = None
     # Kept open: closing an inotify descriptor waits for the kernel (an RCU grace period,
-    # ~10-20 ms) and would stall the event loop after every long poll.
+    # docs/research/implementation_notes.md) and would stall the event loop after every long poll.
     self._writes: FileWrites | None = None
     self._changed: asyncio.Event | None = None
     self.reads = 0  # batched job reads so far (tests, benchmarks)
