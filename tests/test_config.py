@@ -102,3 +102,14 @@ def test_every_preset_passes_its_check():
       cfg = make()
       if hasattr(cfg, "check"):
         assert cfg.check() is cfg
+
+
+def test_the_names_the_checks_use_are_the_librarys():
+  """The checks live in the leaf config package, so they read its names; the library's own
+  tuples must be the same (a style loss or colour space added to one only would be refused)."""
+  from nst_jax.core import colors, losses, vgg  # pylint: disable=import-outside-toplevel
+  from nst_jax.fast import nets  # pylint: disable=import-outside-toplevel
+  assert losses.STYLE_LOSSES == config.STYLE_LOSSES
+  assert colors.SPACES == config.COLOR_MODES
+  assert vgg.VGG19_LAYERS == config.VGG_LAYERS["vgg19"]
+  assert nets.MULTIPLE == config.NET_MULTIPLE
