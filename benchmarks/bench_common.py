@@ -22,7 +22,7 @@ Synopsis::
 model, the date, the load average, the versions of python / jax / jaxlib / flax / optax / numpy
 (and torch when the script imported it), the git commit and the command line. The photo-pair
 helpers (``parse_pairs``, ``load_photo_pair``, ``photo_config``, ``run_gatys``, ``score_photo``)
-are the measures of ``photo_eval.py`` (docs/photo_eval.md), shared by the scripts that compare
+are the measures of ``photo_eval.py`` (docs/research/photo_eval.md), shared by the scripts that compare
 photorealistic outputs.
 """
 

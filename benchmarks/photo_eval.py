@@ -28,9 +28,9 @@ outputs:
 
 Checks the goals (mean over pairs): photoreal's matting ratio <= 2, Gatys' >= 10, and the mean
 per-pair ratio of photoreal's style loss to Gatys' <= 2. Writes ``photo_eval.json`` and
-``photo_eval.md`` to ``--results`` and the table and a contact sheet (content | style | Gatys |
-photoreal [| auto masks] [| fast]; ``--sheet-pairs``, by default at most 6 evenly spaced pairs) to
-``--docs``.
+``photo_eval.md`` to ``--results``, the table to ``--docs``/research (a dated result) and a
+contact sheet (content | style | Gatys | photoreal [| auto masks] [| fast]; ``--sheet-pairs``, by
+default at most 6 evenly spaced pairs) to ``--docs`` (the user guide's picture).
 """
 
 from __future__ import annotations
@@ -227,7 +227,7 @@ def evaluate_pair(params, args, photo_dir, n, fast_cache) -> tuple[dict, dict]:
 def write_outputs(args, summary: dict, text: str, sheet, names, cols) -> None:
   results, docs = Path(args.results), Path(args.docs)
   bc.write_result(results / "photo_eval.json", summary, args)
-  for path in (results / "photo_eval.md", docs / "photo_eval.md"):
+  for path in (results / "photo_eval.md", docs / "research" / "photo_eval.md"):
     image_io.write_text(path, text)
   docs.mkdir(parents=True, exist_ok=True)
   contact_sheet(docs / "photo_eval.png", sheet, names, cols)

@@ -113,7 +113,7 @@ def main(argv=None) -> int:
   up = upscale.Upscaler.load(args.model)
   cfg, s = up.cfg, up.scale
   if cfg is not None:
-    cfg = config.check(config.override(cfg, {"net.conv_impl": args.conv_impl}))
+    cfg = config.override(cfg, {"net.conv_impl": args.conv_impl}).check()
   if cfg is None or cfg.net.arch != "subpixel" or cfg.net.normalization != "none":
     raise config.ConfigError("model", "the twin is the fast preset's network (subpixel, no "
                              "normalisation)")

@@ -58,7 +58,7 @@ def test_bad_config_values_are_config_errors_naming_the_key():
                   ({"scales": 2, "level_iters": "5"}, "level_iters"),
                   ({"optim.chunk": 0}, "optim.chunk")):
     with pytest.raises(config.ConfigError) as info:
-      artistic.check_config(_cfg(**kw))
+      _cfg(**kw).check()
     assert info.value.key == key, (kw, info.value)
 
 

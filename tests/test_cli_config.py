@@ -149,7 +149,7 @@ def test_help_shows_defaults_presets_and_where_the_keys_are(capsys):
   text = " ".join(capsys.readouterr().out.split())
   assert "--size SIZE long side of the output (px) (default: 512, from the preset gatys)" in text
   assert "smoke: A tiny, fast configuration for tests." in text
-  assert "nst_jax/config.py, TransferConfig" in text and "'--set help'" in text
+  assert "nst_jax/config/slow.py, TransferConfig" in text and "'--set help'" in text
   assert "--checkpoint-every N save progress every N iterations" in text
   assert "(default: 50)" in text
 

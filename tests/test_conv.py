@@ -95,11 +95,11 @@ def test_a_bad_conv_impl_is_refused_naming_the_field():
   with pytest.raises(UserError, match="conv_impl 'cudnn'"):
     conv.resolve_impl("cudnn")
   with pytest.raises(config.ConfigError, match="conv_impl"):
-    objective.check_loss_config(config.LossConfig(conv_impl="fast"))
+    config.LossConfig(conv_impl="fast").check()
   train = config.train_smoke()
   for key in ("net.conv_impl", "loss.conv_impl"):
     with pytest.raises(config.ConfigError, match=key):
-      models.check_config(config.override(train, {key: "gpu"}))
+      config.override(train, {key: "gpu"}).check()
   with pytest.raises(UserError, match="conv_impl"):
     nets.init_variables(nets.TinyNet(conv_impl="XLA"), jax.random.key(0), size=16)
   fake_params = {"conv1_1": {"kernel": np.zeros((3, 3, 3, 64), np.float32)}}

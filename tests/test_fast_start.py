@@ -41,7 +41,7 @@ def test_net_init_is_the_supplied_image_resized(images):
   got = artistic.initial_image("net", content, hw, seed=0, noise_ratio=0.6, image=start)
   np.testing.assert_allclose(got, image_io.resize_array(start, hw), atol=1e-6)
   assert "net" in config.INITS
-  artistic.check_config(_cfg())  # a known init, no file needed
+  _cfg().check()  # a known init, no file needed
 
 
 def test_net_init_without_an_image_is_a_config_error(images):

@@ -231,4 +231,4 @@ def test_train_flags_one_and_several_styles():
   old = config.from_json(config.TrainConfig, config.to_json(one).replace('"styles": [],', ""))
   assert old.styles == () and models.style_paths(old) == ("a.jpg",)  # an old config.json
   with pytest.raises(config.ConfigError, match="num_styles"):
-    models.check_styles(dataclasses.replace(two, net=dataclasses.replace(two.net, num_styles=3)))
+    dataclasses.replace(two, net=dataclasses.replace(two.net, num_styles=3)).check_styles()

@@ -222,7 +222,7 @@ def test_photo_settings_are_validated_and_part_of_resume_checks(tmp_path):
   for bad in ({"regions": -1}, {"affine_weight": -1.0}, {"affine_loss": "l1"},
               {"mask_pooling": "median"}, {"fit_photos": 0}, {"affine_eps": 0.0}):
     with pytest.raises(config.ConfigError) as info:
-      models.check_config(photo_config(**bad))
+      photo_config(**bad).check()
     assert info.value.key == "photo." + next(iter(bad))
   cfg = photo_config()
   meta = training.run_meta(cfg, "abc")

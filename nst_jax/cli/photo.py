@@ -89,11 +89,10 @@ def resolve_config(args) -> config.PhotoConfig:
 
 
 def build_config(args) -> config.PhotoConfig:
-  """``resolve_config``, validated (``config.ConfigError`` naming the key)."""
-  from nst_jax.slow import photoreal  # pylint: disable=import-outside-toplevel
+  """``resolve_config``, validated (``config.ConfigError`` naming the key; the library's
+  entry checks the same config again from the cache)."""
   cfg = resolve_config(args)
-  photoreal.check_config(cfg)
-  return cfg
+  return cfg.check()
 
 
 def load_inputs(args):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass, field
 
 from nst_jax import config
 from nst_jax.cli import common
@@ -23,20 +22,7 @@ from nst_jax.core import image_io
 HELP = "content and style reconstructions from VGG19 layers, as one grid (Gatys et al. Fig. 1)"
 
 
-@dataclass(frozen=True)
-class ReconstructConfig:
-  """The figure's settings, the arguments of ``research.reconstruct_all``.
-
-  Kept here rather than in ``nst_jax/config.py`` only because that module is at its size limit
-  (tests/test_architecture.py); it is a plain leaf dataclass and can move there as it is.
-  """
-  optim: config.OptimConfig = field(default_factory=lambda: config.OptimConfig(num_iters=100))
-  size: int = 128  # long side of the inputs and reconstructions, px
-  content_layers: tuple[str, ...] = ("conv1_2", "conv2_2", "conv3_2", "conv4_2", "conv5_2")
-  style_layers: tuple[str, ...] = config.LUAN_STYLE_LAYERS  # conv1_1 ... conv5_1
-  tv_weight: float = 0.0
-  pooling: str = "avg"
-  seed: int = 0  # of the initial noise
+ReconstructConfig = config.ReconstructConfig  # nst_jax/config/slow.py
 
 
 # Flag (argparse dest) -> ReconstructConfig key.
@@ -66,7 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--chunk", type=common.positive_int, help="iterations per compiled chunk")
   p.add_argument("--no-progress", action="store_true", help="no progress bar")
   common.add_weights_flag(p)
-  common.add_config_flags(p, "ReconstructConfig", module="nst_jax/cli/reconstruct.py")
+  common.add_config_flags(p, "ReconstructConfig")
   common.annotate_defaults(p, FLAGS, ReconstructConfig())
 
 
@@ -78,30 +64,7 @@ def resolve_config(args) -> ReconstructConfig:
 
 def build_config(args) -> ReconstructConfig:
   """``resolve_config``, validated (``config.ConfigError`` naming the key)."""
-  cfg = resolve_config(args)
-  check_config(cfg)
-  return cfg
-
-
-def check_config(cfg: ReconstructConfig) -> None:
-  """Raises ``config.ConfigError``, naming the key, for settings no figure can use."""
-  from nst_jax.core import vgg  # pylint: disable=import-outside-toplevel  (imports JAX)
-  for key in ("content_layers", "style_layers"):
-    bad = [l for l in getattr(cfg, key) if l not in vgg.VGG19_LAYERS]
-    if bad or not getattr(cfg, key):
-      raise config.ConfigError(key, f"unknown VGG19 layer(s) {', '.join(bad)}; valid names are "
-                               "conv1_1 ... conv5_4, relu1_1 ... relu5_4, pool1 ... pool5"
-                               if bad else "needs at least one layer name")
-  for key, value, ok, need in (
-      ("size", cfg.size, cfg.size >= 16, ">= 16"),
-      ("tv_weight", cfg.tv_weight, cfg.tv_weight >= 0, ">= 0"),
-      ("optim.num_iters", cfg.optim.num_iters, cfg.optim.num_iters >= 1, ">= 1"),
-      ("optim.chunk", cfg.optim.chunk, cfg.optim.chunk >= 1, ">= 1"),
-      ("optim.optimizer", cfg.optim.optimizer, cfg.optim.optimizer in config.OPTIMIZERS,
-       f"one of {', '.join(config.OPTIMIZERS)}"),
-      ("pooling", cfg.pooling, cfg.pooling in config.POOLINGS, "avg or max")):
-    if not ok:
-      raise config.ConfigError(key, f"must be {need}, got {value!r}")
+  return resolve_config(args).check()
 
 
 def run(args) -> int:

@@ -78,7 +78,7 @@ def build_train_config(args: argparse.Namespace) -> config.SRConfig:
       args, {"data": "data", "scale": "scale", "init_from": "init_from"}))
   if not cfg.data:
     raise config.ConfigError("data", "is required (give it, or a --config that has it)")
-  return config.check(cfg)
+  return cfg.check()
 
 
 def run_train(args: argparse.Namespace) -> int:

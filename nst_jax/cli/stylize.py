@@ -135,20 +135,13 @@ def resolve_config(args: argparse.Namespace,
                                common.flag_overrides(args, FLAGS))
 
 
-def smoothing_from_flags(args: argparse.Namespace,
-                         default: config.Smoothing | None) -> config.Smoothing:
-  """``resolve_config``, validated (``config.ConfigError`` naming the key)."""
-  from nst_jax.fast import inference  # pylint: disable=import-outside-toplevel
-  smoothing = resolve_config(args, default)
-  inference.check_smoothing(smoothing)
-  return smoothing
-
-
 def run(args: argparse.Namespace) -> int:
   from nst_jax.fast import inference  # pylint: disable=import-outside-toplevel  (imports JAX)
   logging.getLogger("absl").setLevel(logging.ERROR)
-  inference.check_options(args.strength, args.original_colors)
-  smoothing_from_flags(args, None)  # bad smoothing flags fail before any work
+  # Bad smoothing flags fail before any work; --strength and --original-colors are checked by
+  # argparse. The library checks the post-step it runs (a cached check: the same value is
+  # validated once).
+  resolve_config(args).check()
   if args.size is not None and args.size < 1:
     raise UserError(f"--size must be positive, got {args.size}")
   if args.refine < 0:
@@ -164,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
   stylizer = inference.Stylizer.from_any(args.model, bf16=args.bf16, bucket=args.bucket,
                                          batch_size=args.batch_size)
   set_style(stylizer, args)
-  smoothing = smoothing_from_flags(args, stylizer.smoothing)
+  smoothing = resolve_config(args, stylizer.smoothing)
   t0 = time.perf_counter()
   outputs = stylizer.stylize_many(images, strength=args.strength,
                                   original_colors=args.original_colors, smooth=args.smooth,

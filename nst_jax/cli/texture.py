@@ -67,13 +67,12 @@ def resolve_config(args) -> config.TransferConfig:
 
 
 def build_config(args) -> config.TransferConfig:
-  """``resolve_config``, validated (``config.ConfigError`` naming the key)."""
-  from nst_jax.slow import artistic  # pylint: disable=import-outside-toplevel
+  """``resolve_config``, validated (``config.ConfigError`` naming the key; the library's
+  entry checks the same config again from the cache)."""
   cfg = resolve_config(args)
   if cfg.optim.num_iters < 1:
     raise config.ConfigError("optim.num_iters", f"must be at least 1, got {cfg.optim.num_iters}")
-  artistic.check_config(cfg)
-  return cfg
+  return cfg.check()
 
 
 def run(args) -> int:

@@ -129,8 +129,7 @@ def build_config(args: argparse.Namespace) -> config.TrainConfig | config.Arbitr
     raise config.ConfigError("style", "is required (give it, or a --config that has it)")
   if not cfg.data:
     raise config.ConfigError("data", "is required (give it, or a --config that has it)")
-  models.check_config(cfg)
-  return cfg
+  return cfg.check()
 
 
 def run(args: argparse.Namespace) -> int:

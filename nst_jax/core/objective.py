@@ -20,50 +20,9 @@ from typing import Mapping, Sequence
 import jax
 import jax.numpy as jnp
 
-from nst_jax.config import CONV_IMPLS, POOLINGS, VGG_LAYERS, ConfigError, LossConfig
+from nst_jax.config import LossConfig
 from nst_jax.core import losses, vgg
 from nst_jax.core.errors import UserError
-
-
-def check_loss_config(cfg: LossConfig, prefix: str = "loss.", networks=("vgg19",)) -> None:
-  """Validates the loss network, layer names, per-layer weight counts, loss kind and weights.
-
-  Args:
-    cfg: the objective.
-    prefix: the config keys' prefix.
-    networks: the loss networks the caller can run (slow transfer: VGG19; feed-forward
-      training: ``config.LOSS_NETWORKS``).
-
-  Raises:
-    config.ConfigError: naming the bad key, ``prefix`` + the ``LossConfig`` field.
-  """
-  if cfg.loss_network not in networks:
-    raise ConfigError(f"{prefix}loss_network", f"{cfg.loss_network!r} is not one of "
-                      f"{', '.join(networks)} here")
-  last = {"vgg19": "5_4", "vgg16": "5_3"}[cfg.loss_network]
-  for name in ("content", "style"):
-    layers, weights = getattr(cfg, f"{name}_layers"), getattr(cfg, f"{name}_layer_weights")
-    bad = [l for l in layers if l not in VGG_LAYERS[cfg.loss_network]]
-    if bad:
-      raise ConfigError(f"{prefix}{name}_layers", f"unknown {cfg.loss_network.upper()} layer(s) "
-                        f"{', '.join(bad)}; valid names are conv1_1 ... conv{last}, relu1_1 ... "
-                        f"relu{last}, pool1 ... pool5")
-    if len(layers) != len(weights):
-      raise ConfigError(f"{prefix}{name}_layer_weights",
-                        f"{len(layers)} {name} layers but {len(weights)} {name} layer weights")
-    if any(w < 0 for w in weights):
-      raise ConfigError(f"{prefix}{name}_layer_weights", f"must be non-negative, got {weights}")
-  for name in ("content_weight", "style_weight", "tv_weight"):
-    if not getattr(cfg, name) >= 0:
-      raise ConfigError(prefix + name, f"must be non-negative, got {getattr(cfg, name)}")
-  if cfg.style_loss not in losses.STYLE_LOSSES:
-    raise ConfigError(f"{prefix}style_loss", f"unknown style loss {cfg.style_loss!r}; expected "
-                      f"one of {', '.join(losses.STYLE_LOSSES)}")
-  if cfg.pooling not in POOLINGS:
-    raise ConfigError(f"{prefix}pooling", f"unknown pooling {cfg.pooling!r}; expected avg or max")
-  if cfg.conv_impl not in CONV_IMPLS:
-    raise ConfigError(f"{prefix}conv_impl", f"unknown conv_impl {cfg.conv_impl!r}; expected one "
-                      f"of {', '.join(CONV_IMPLS)}")
 
 
 def _features(vgg_params, images, cfg: LossConfig, layers):

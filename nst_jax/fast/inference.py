@@ -74,17 +74,6 @@ def pad_to(image: np.ndarray, hw: tuple[int, int]) -> tuple[np.ndarray, tuple[in
   return padded, (h, w)
 
 
-def check_smoothing(smoothing: config.Smoothing) -> None:
-  """Raises ``config.ConfigError`` (naming the ``Smoothing`` field) for a post-step no image can
-  use."""
-  if smoothing.method not in config.SMOOTH_METHODS:
-    raise config.ConfigError("method", f"must be one of {', '.join(config.SMOOTH_METHODS)}, "
-                             f"got {smoothing.method!r}")
-  for key in ("weight", "budget", "radius"):
-    if not getattr(smoothing, key) >= 0:
-      raise config.ConfigError(key, f"must be >= 0, got {getattr(smoothing, key)}")
-
-
 def apply_smoothing(smoothing: config.Smoothing, image: np.ndarray, photo: np.ndarray) -> np.ndarray:
   """``image`` [H, W, 3] smoothed with ``photo`` as guide, as ``smoothing`` says; float32 in
   [0, 1]."""
@@ -312,7 +301,7 @@ class Stylizer:
     smooth = self.smoothing is not None if smooth is None else smooth
     smoothing = (smoothing or self.smoothing or config.Smoothing()) if smooth else None
     if smoothing is not None:
-      check_smoothing(smoothing)
+      smoothing.check()
     groups: dict[tuple[int, int], list[int]] = {}
     for i, img in enumerate(images):
       if img.ndim != 3 or img.shape[-1] != 3 or min(img.shape[:2]) < 1:

@@ -46,7 +46,7 @@ from nst_jax.fast import layers
 
 AFFINE_SCALE = 0.1  # the affine head's raw outputs are scaled by this (starts near the identity)
 THESIS_INPUT_BLEND = 0.15  # the reference thesis' training-time blend of the input into the output
-MULTIPLE = 4  # two stride-2 stages: H and W must be divisible by 4
+MULTIPLE = config.NET_MULTIPLE  # two stride-2 stages: H and W must be divisible by 4
 
 
 class TransformNet(nn.Module):

@@ -16,7 +16,8 @@ objective: content, *masked* Gram style losses, TV, and the matting-Laplacian "a
 
 - The Laplacian is never built: ``matting.matting_coefficients`` of the batch's photos is
   computed inside the jitted step and ``matting.apply_with_coefficients`` applies it, at the cost
-  of a few elementwise passes (the thesis rebuilt sparse matrices every step and needed 68 h).
+  of a few elementwise passes (the thesis rebuilt sparse matrices every step; its training time:
+  docs/research/implementation_notes.md).
 - Region masks for thousands of training photos come from a *style-anchored* version of
   ``regions.auto_masks``: the style photo and a sample of training photos are clustered jointly
   once (VGG relu3_1/relu4_1 features, Lab colour, position; k-means on the host), and every

@@ -261,7 +261,7 @@ def make_task(cfg: TrainConfig, vgg_params=None) -> engine.Task:
   Raises:
     UserError: no style or data, or loss-network weights of another architecture.
   """
-  models.check_config(cfg)
+  cfg.check()
   style_paths = models.style_paths(cfg)
   if not style_paths or not cfg.data:
     raise UserError("training needs a style image and training data (--style, --data)")

@@ -24,7 +24,6 @@ import dataclasses
 import functools
 import math
 import os
-from pathlib import Path
 from typing import Callable, Sequence
 
 import jax
@@ -92,34 +91,6 @@ def first_level_hw(problem: Problem, cfg: TransferConfig) -> tuple[int, int]:
   return driver.fit_hw(base.shape[:2], fitted_level_sizes(base.shape[:2], cfg)[0])
 
 
-def check_config(cfg: TransferConfig) -> None:
-  """Validates a transfer configuration (``config.ConfigError`` naming the bad key)."""
-  objective.check_loss_config(cfg.loss)
-  if cfg.init not in INITS and not Path(cfg.init).is_file():
-    raise ConfigError("init", f"must be one of {', '.join(INITS)} or an existing image, "
-                      f"got {cfg.init!r}")
-  for key, ok, need in (("size", cfg.size >= 16, ">= 16"), ("scales", cfg.scales >= 1, ">= 1"),
-                        ("style_scale", cfg.style_scale > 0, "> 0"),
-                        ("optim.num_iters", cfg.optim.num_iters >= 0, ">= 0"),
-                        ("optim.chunk", cfg.optim.chunk >= 1, ">= 1"),
-                        ("level_iters", all(n >= 0 for n in cfg.level_iters), ">= 0 each")):
-    if not ok:
-      raise ConfigError(key, f"must be {need}, got {_value(cfg, key)}")
-  if cfg.level_iters and len(cfg.level_iters) != cfg.scales:
-    raise ConfigError("level_iters", f"needs one count per level ({cfg.scales}), "
-                      f"got {len(cfg.level_iters)}")
-  if cfg.original_colors not in ("",) + colors.SPACES:
-    raise ConfigError("original_colors", f"must be '' or one of {', '.join(colors.SPACES)}, "
-                      f"got {cfg.original_colors!r}")
-
-
-def _value(cfg, key: str):
-  """The value of a dotted key of ``cfg``."""
-  for part in key.split("."):
-    cfg = getattr(cfg, part)
-  return cfg
-
-
 @functools.lru_cache(maxsize=16)
 def make_loss_fn(loss_cfg):
   """``(x, vgg_params, targets) -> (total, terms)`` for ``optimize.run`` (one per config, so
@@ -184,7 +155,7 @@ def stylize(vgg_params, problems: Sequence[Problem], cfg: TransferConfig, *, pro
   References:
     Gatys, Ecker & Bethge, "Image Style Transfer Using Convolutional Neural Networks", CVPR 2016.
   """
-  check_config(cfg)
+  cfg.check()
   check_size(problems, cfg, max_memory)
   if cfg.init == "net" and any(p.init is None for p in problems):
     raise ConfigError("init", NET_INIT_MISSING)

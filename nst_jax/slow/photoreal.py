@@ -52,8 +52,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nst_jax import config
-from nst_jax.config import EVAL_EPS, ConfigError, LossConfig, OptimConfig, PhotoConfig
+from nst_jax.config import EVAL_EPS, LossConfig, OptimConfig, PhotoConfig
 from nst_jax.core import image_io, losses, matting, memory, objective, regions, smoothing
 from nst_jax.core.errors import UserError
 from nst_jax.slow import driver
@@ -63,39 +62,6 @@ PARAM_TOL = 1e-3  # relative residual of the "affine" parameterization's solves 
 # "guided" parameterizations (benchmarks/photo_stage_bench.py, 2-core CPU, 2026-12-05: 1.52 at
 # 256 px, 1.54 at 512 px; the lean L-BFGS-B, absent regions dropped).
 PENALIZED_COST = 1.5
-
-
-def check_config(cfg: PhotoConfig) -> None:
-  """Validates a photorealistic configuration (``config.ConfigError`` naming the bad key)."""
-  objective.check_loss_config(cfg.loss)
-  if cfg.loss.style_loss != "gram":
-    raise ConfigError("loss.style_loss", "photorealistic transfer uses the masked Gram loss; "
-                      f"must be gram, got {cfg.loss.style_loss!r}")
-  if cfg.stages not in (1, 2):
-    raise ConfigError("stages", f"must be 1 or 2, got {cfg.stages}")
-  if cfg.stage_iters and len(cfg.stage_iters) != cfg.stages:
-    raise ConfigError("stage_iters", f"needs one count per stage ({cfg.stages}), "
-                      f"got {len(cfg.stage_iters)}")
-  for key, ok, need in (
-      ("size", cfg.size >= 16, ">= 16"), ("style_scale", cfg.style_scale > 0, "> 0"),
-      ("num_regions", cfg.num_regions >= 1, ">= 1"),
-      ("optim.num_iters", cfg.optim.num_iters >= 0, ">= 0"),
-      ("optim.chunk", cfg.optim.chunk >= 1, ">= 1"),
-      ("stage_iters", all(n >= 0 for n in cfg.stage_iters), ">= 0 each"),
-      ("matting_weight", cfg.matting_weight >= 0, ">= 0"),
-      ("smooth_eps", cfg.smooth_eps > 0, "> 0"), ("smooth_radius", cfg.smooth_radius >= 0, ">= 0"),
-      ("matting_budget", cfg.matting_budget >= 0, ">= 0"),
-      ("smooth_weight", cfg.smooth_weight > 0, "> 0"),
-      ("affine_weight", cfg.affine_weight > 0, "> 0"),
-      ("smooth_method", cfg.smooth_method in config.SMOOTH_METHODS,
-       f"one of {', '.join(config.SMOOTH_METHODS)}"),
-      ("parameterization", cfg.parameterization in config.PARAMETERIZATIONS,
-       f"one of {', '.join(config.PARAMETERIZATIONS)}"),
-      ("mask_pooling", cfg.mask_pooling in config.MASK_POOLINGS,
-       f"one of {', '.join(config.MASK_POOLINGS)}")):
-    if not ok:
-      value = cfg.optim if key.startswith("optim.") else cfg
-      raise ConfigError(key, f"must be {need}, got {getattr(value, key.split('.')[-1])!r}")
 
 
 def masked_style_targets(vgg_params, style: jax.Array, style_masks, present,
@@ -270,7 +236,7 @@ def stylize(vgg_params, content: np.ndarray, style: np.ndarray, cfg: PhotoConfig
   References:
     Luan, Paris, Shechtman & Bala, "Deep Photo Style Transfer", CVPR 2017.
   """
-  check_config(cfg)
+  cfg.check()
   hw = driver.fit_hw(content.shape[:2], cfg.size)
   layers = tuple(cfg.loss.content_layers) + tuple(cfg.loss.style_layers)
   memory.check_min_side(hw, layers)

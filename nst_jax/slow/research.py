@@ -100,7 +100,7 @@ def reconstruct(vgg_params, image: np.ndarray, loss_cfg: LossConfig, optim_cfg: 
     Mahendran & Vedaldi, "Understanding Deep Image Representations by Inverting Them", CVPR 2015;
     Gatys, Ecker & Bethge, "Image Style Transfer Using Convolutional Neural Networks", CVPR 2016.
   """
-  objective.check_loss_config(loss_cfg)
+  loss_cfg.check()
   check_reconstruction_size(image.shape[:2], loss_cfg.content_layers + loss_cfg.style_layers,
                             optim_cfg, max_memory)
   target = jnp.asarray(image)[None]  # [1, H, W, 3]

@@ -60,7 +60,7 @@ def load_npz(path: str | os.PathLike) -> tuple[config.SRConfig, dict]:
   if model.kind != KIND:
     raise UserError(f"{path} is not an exported super-resolution model (kind {model.kind!r})")
   try:
-    cfg = config.check(config.from_dict(config.SRConfig, model.config))
+    cfg = config.from_dict(config.SRConfig, model.config).check()
   except config.ConfigError as e:
     raise UserError(f"{path} has a bad SR config: {e}") from None
   return cfg, model.variables
@@ -72,7 +72,7 @@ def config_of_meta(meta: dict, where) -> config.SRConfig:
     raise UserError(f"{where} is not a super-resolution model (a style-transfer network's "
                     "checkpoint?): train one with `nst-jax sr train`")
   try:
-    return config.check(config.from_dict(config.SRConfig, meta.get("config")))
+    return config.from_dict(config.SRConfig, meta.get("config")).check()
   except config.ConfigError as e:
     raise UserError(f"{where} has a bad SR config: {e}") from None
 

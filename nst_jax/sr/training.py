@@ -152,7 +152,7 @@ def check_resumable(meta: dict, cfg: SRConfig, workdir) -> None:
 def make_task(cfg: SRConfig, loss_params=None) -> engine.Task:
   """The engine's task for the SR run ``cfg`` describes (``loss_params``: the loss network;
   default ``load_loss_network(cfg.loss)``)."""
-  cfg = config.check(cfg)
+  cfg = cfg.check()
   if not cfg.data:
     raise UserError("SR training needs a folder of training photos (--data)")
   dataset = data.make_dataset(cfg.data, size=cfg.size, crop="patch", seed=cfg.seed)

@@ -7,7 +7,7 @@ Synopsis (a script; the cookie jar keeps the client id)::
   job = s.post("/api/jobs", data={"model": "starry_small"}, files={"content": open(p, "rb")},
                headers={"X-CSRF-Token": csrf}).json()
   s.get(f"/api/jobs/{job['id']}").json()["status"]       # queued | running | done | ...
-  s.get(f"/api/jobs/{job['id']}", params={"wait": 10})    # answers when it changes (<= 10 s)
+  s.get(f"/api/jobs/{job['id']}", params={"wait": 10})    # answers when it changes, or after wait
   png = s.get(job["result_url"]).content                  # once done
 """
 

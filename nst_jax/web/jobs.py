@@ -115,8 +115,8 @@ class Executor:
 
   def _beat(self, job_id: str, lost: threading.Event) -> None:
     """Beats ``job_id``'s heartbeat until ``lost`` is set (by the job's end, or here when the
-    job is no longer this worker's). One thread serves all jobs: starting one per job took
-    0.1-3 ms of a fast job (``Thread.start`` waits for the new thread to run)."""
+    job is no longer this worker's). One thread serves all jobs: starting one per job delays a
+    fast job (``Thread.start`` waits for the new thread to run)."""
     if self._beats is None:
       self._beats = SimpleQueue()
       threading.Thread(target=self._beat_loop, daemon=True, name=f"heartbeat {self.name}").start()

@@ -45,8 +45,8 @@ def queue_url(cfg: config.WebConfig) -> str:
 class QueueStorage(SqliteStorage):
   """huey's SQLite storage with ``synchronous=NORMAL`` (WAL): a commit waits for no fsync.
 
-  huey's default (FULL) syncs the write-ahead log on every enqueue and dequeue, ~0.2 ms on an
-  idle disk and several ms when other processes write; a power loss may now drop the last
+  huey's default (FULL) syncs the write-ahead log on every enqueue and dequeue (slow when other
+  processes write: docs/research/implementation_notes.md); a power loss may now drop the last
   messages, which the queue tolerates by design (``enqueue_forgotten``). SQLite's NORMAL keeps
   the database consistent across crashes (https://www.sqlite.org/pragma.html#pragma_synchronous).
   """
@@ -166,9 +166,9 @@ def run_worker(cfg: config.WebConfig) -> None:
   huey, tasks = make_queue(cfg, executor=executor)
   enqueue_forgotten(executor.db, tasks, cfg, all_running=True)
   poll = max(cfg.poll_s, 0.001)
-  # A constant poll: huey's default backoff lets an idle worker sleep 0.5 s between looks, which
-  # was ~0.22 s of a 512 px fast job's 1.7 s (benchmarks/web_overhead.py). A look is one indexed
-  # SQLite read (~50 us), so every 5 ms (the default) costs ~1 % of a core and the queue hop 4 ms.
+  # A constant poll: huey's default backoff lets an idle worker sleep 0.5 s between looks, a
+  # large share of a fast job (benchmarks/web_overhead.py). A look is one indexed SQLite read, so
+  # polling every ``poll_s`` costs little of a core (docs/research/implementation_notes.md).
   consumer = huey.create_consumer(workers=1, worker_type="thread", initial_delay=poll,
                                   backoff=1.0, max_delay=poll,
                                   periodic=True, scheduler_interval=1)

@@ -16,7 +16,8 @@ output is a fresh 8-bit RGB PNG: EXIF (GPS, camera, orientation), ICC, XMP and t
 gone; the orientation is applied first and an embedded colour profile is converted to sRGB. An
 upload that is already such a PNG (8-bit RGB, IHDR/IDAT/IEND chunks only, nothing appended) is
 kept as it is once its pixel stream proved whole (it inflates to exactly the rows the header
-promises), which spares a decode and a re-encoding (~7 + 17 ms at 512 px).
+promises), which spares a decode and a re-encoding (the costs:
+docs/research/implementation_notes.md).
 
 Decoding is budgeted by bytes: a ``DecodeBudget`` (one per web process) admits a decode only while
 the estimated pixel bytes of all decodes in flight (width x height x bytes per pixel of every
@@ -53,7 +54,7 @@ ACCEPTED_FORMATS = {"JPEG": "JPEG", "MPO": "JPEG", "PNG": "PNG", "WEBP": "WEBP",
 _SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00",
                b"MM\x00*")
 _NATIVE_RGB_MODES = ("RGB", "L", "1", "CMYK", "YCbCr", "LAB", "HSV")
-_PNG_LEVEL = 1  # zlib level: files ~5 % above level 6's at a quarter of its time (512 px: 46 ms)
+_PNG_LEVEL = 1  # zlib level: files a little larger than level 6's, far faster (docs/research/implementation_notes.md)
 _BARE_PNG_CHUNKS = {b"IHDR", b"IDAT", b"IEND"}
 
 
@@ -218,7 +219,7 @@ def whole_png_pixels(data: bytes) -> bool:
   """Whether a bare PNG's (``is_bare_png``) pixel stream is whole: not interlaced, and its IDAT
   data inflate to exactly one filter byte (0-4) and 3 * width bytes per row of the header, the
   zlib stream ending there. A full decode would find nothing more wrong; this skips unfiltering
-  the rows (~1.5 ms instead of ~7 ms at 512 px)."""
+  the rows."""
   width, height, depth, colour, compression, filtering, interlace = struct.unpack(
       ">IIBBBBB", data[16:29])
   if (depth, colour, compression, filtering, interlace) != (8, 2, 0, 0, 0):

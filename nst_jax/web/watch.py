@@ -15,10 +15,10 @@ When to look: on Linux, a SQLite database's writes are announced by inotify (a c
 ``-wal`` file), so the watcher sleeps until a write and then looks every ``tick`` seconds for
 ``burst`` seconds (the write's event may come just before the commit is visible); between
 commits it only makes the ``fallback`` reads. Elsewhere (another OS, ``inotify_simple`` missing,
-a database on another host) it looks every ``tick`` seconds while anyone waits, which cost ~5 %
-of a core at 2 ms, taken from a worker computing beside it. Either way a change reaches its
-waiters within ~``tick`` instead of a per-client backoff's 10-50 ms, and the database sees one
-query per change, not one per client per look.
+a database on another host) it looks every ``tick`` seconds while anyone waits, a cost taken
+from a worker computing beside it (docs/research/implementation_notes.md). Either way a change
+reaches its waiters within about ``tick`` instead of a per-client backoff's, and the database
+sees one query per change, not one per client per look.
 
 References:
   SQLite, "PRAGMA data_version", https://www.sqlite.org/pragma.html#pragma_data_version.
@@ -88,7 +88,7 @@ class JobWatch:
     self._waiters: dict[str, list[tuple[tuple, asyncio.Future]]] = {}
     self._task: asyncio.Task | None = None
     # Kept open: closing an inotify descriptor waits for the kernel (an RCU grace period,
-    # ~10-20 ms) and would stall the event loop after every long poll.
+    # docs/research/implementation_notes.md) and would stall the event loop after every long poll.
     self._writes: FileWrites | None = None
     self._changed: asyncio.Event | None = None
     self.reads = 0  # batched job reads so far (tests, benchmarks)

@@ -1,0 +1,200 @@
+"""Slow (per-image optimization) configs: artistic transfer, photorealistic transfer, unit
+visualization, and their presets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nst_jax.config.common import (
+  AFFINE_WEIGHT,
+  COLOR_MODES,
+  INITS,
+  LUAN_STYLE_LAYERS,
+  MASK_POOLINGS,
+  OPTIMIZERS,
+  PARAMETERIZATIONS,
+  POOLINGS,
+  SMOOTH_METHODS,
+  VGG_LAYERS,
+  ConfigError,
+  LossConfig,
+  OptimConfig,
+  check_once,
+)
+
+
+# -------------------------------------------------------------------------- slow artistic transfer
+@dataclass(frozen=True)
+class TransferConfig:
+  """Slow (optimization-based) artistic transfer, Gatys et al. 2016."""
+  loss: LossConfig = field(default_factory=LossConfig)
+  optim: OptimConfig = field(default_factory=OptimConfig)
+  size: int = 512  # long side of the output, pixels
+  scales: int = 1  # coarse-to-fine levels, each twice the previous size, ending at `size`
+  level_iters: tuple[int, ...] = ()  # iterations per level (coarse first); () = optim.num_iters each
+  style_scale: float = 1.0  # style image long side relative to the output's
+  init: str = "content"  # content | noise | mix | net | path to an image
+  noise_ratio: float = 0.6  # mix: noise_ratio * noise + (1 - noise_ratio) * content
+  seed: int = 0
+  original_colors: str = ""  # "" | yiq | yuv: keep the content's chroma
+
+  @check_once
+  def check(self) -> TransferConfig:
+    """Validates a transfer configuration (``ConfigError`` naming the bad key)."""
+    self.loss.check()
+    if self.init not in INITS and not Path(self.init).is_file():
+      raise ConfigError("init", f"must be one of {', '.join(INITS)} or an existing image, "
+                        f"got {self.init!r}")
+    for key, ok, need in (("size", self.size >= 16, ">= 16"), ("scales", self.scales >= 1, ">= 1"),
+                          ("style_scale", self.style_scale > 0, "> 0"),
+                          ("optim.num_iters", self.optim.num_iters >= 0, ">= 0"),
+                          ("optim.chunk", self.optim.chunk >= 1, ">= 1"),
+                          ("level_iters", all(n >= 0 for n in self.level_iters), ">= 0 each")):
+      if not ok:
+        raise ConfigError(key, f"must be {need}, got {value_of(self, key)}")
+    if self.level_iters and len(self.level_iters) != self.scales:
+      raise ConfigError("level_iters", f"needs one count per level ({self.scales}), "
+                        f"got {len(self.level_iters)}")
+    if self.original_colors not in ("",) + COLOR_MODES:
+      raise ConfigError("original_colors", f"must be '' or one of {', '.join(COLOR_MODES)}, "
+                        f"got {self.original_colors!r}")
+
+
+def value_of(cfg, key: str):
+  """The value of a dotted key of ``cfg``."""
+  for part in key.split("."):
+    cfg = getattr(cfg, part)
+  return cfg
+
+
+def gatys() -> TransferConfig:
+  """Gatys et al. 2016 with L-BFGS-B, average pooling, relu4_2 content and relu*_1 styles."""
+  return TransferConfig()
+
+
+def smoke() -> TransferConfig:
+  """A tiny, fast configuration for tests."""
+  return TransferConfig(size=64, optim=OptimConfig(num_iters=20, chunk=5))
+
+
+PRESETS = {"gatys": gatys, "smoke": smoke}
+
+# ----------------------------------------------------------------------- photorealistic transfer
+def _photo_loss() -> LossConfig:
+  return LossConfig(content_layers=("conv4_2",), style_layers=LUAN_STYLE_LAYERS,
+                    style_weight=1e-4, tv_weight=1e2)
+
+
+@dataclass(frozen=True)
+class PhotoConfig:
+  """Slow photorealistic transfer (hashable; a static argument of the compiled loss)."""
+  loss: LossConfig = field(default_factory=_photo_loss)
+  optim: OptimConfig = field(default_factory=lambda: OptimConfig(num_iters=300))
+  matting_weight: float = 3e9  # times sum_c V_c^T L V_c / N, N = pixels (calibrated)
+  stages: int = 2  # 2: without the penalty, then with it (Luan); 1: with it from the content
+  stage_iters: tuple[int, ...] = ()  # iterations per stage; () = optim.num_iters each
+  # What the stages with the penalty optimize: "affine", an image whose smooth local affine
+  # step (I + affine_weight L)^-1 (content's L at EVAL_EPS) is the output; "guided", an image
+  # whose guided filter (content as guide, smooth_radius / smooth_eps) is; "pixels": the output
+  # itself (Luan). Calibrated in docs/photoreal.md (fifth calibration).
+  parameterization: str = "affine"
+  affine_weight: float = 30.0
+  size: int = 512  # long side of the output, pixels
+  style_scale: float = 1.0  # style image long side relative to the output's
+  num_regions: int = 3  # automatic masks only
+  mask_pooling: str = "avg"  # how masks follow VGG's pools (regions.downsample_masks)
+  smooth: bool = False  # the post-step (Luan's optional one), content as guide
+  smooth_method: str = "affine"  # "affine": affine_smooth; "guided": guided_smooth, one pass
+  smooth_weight: float = AFFINE_WEIGHT  # affine: the Laplacian's weight
+  # affine: > 0 picks the weight per image, the least that keeps the output's matting_ratio
+  # within this (0: smooth_weight for all)
+  matting_budget: float = 0.0
+  smooth_radius: int = 0  # guided filter (post-step "guided" and the parameterization): box
+  # radius, 0: long side / 24, at least 1 (calibrated, docs/photoreal.md)
+  smooth_eps: float = 1e-4
+  seed: int = 0
+
+  @check_once
+  def check(self) -> PhotoConfig:
+    """Validates a photorealistic configuration (``ConfigError`` naming the bad key)."""
+    self.loss.check()
+    if self.loss.style_loss != "gram":
+      raise ConfigError("loss.style_loss", "photorealistic transfer uses the masked Gram loss; "
+                        f"must be gram, got {self.loss.style_loss!r}")
+    if self.stages not in (1, 2):
+      raise ConfigError("stages", f"must be 1 or 2, got {self.stages}")
+    if self.stage_iters and len(self.stage_iters) != self.stages:
+      raise ConfigError("stage_iters", f"needs one count per stage ({self.stages}), "
+                        f"got {len(self.stage_iters)}")
+    for key, ok, need in (
+        ("size", self.size >= 16, ">= 16"), ("style_scale", self.style_scale > 0, "> 0"),
+        ("num_regions", self.num_regions >= 1, ">= 1"),
+        ("optim.num_iters", self.optim.num_iters >= 0, ">= 0"),
+        ("optim.chunk", self.optim.chunk >= 1, ">= 1"),
+        ("stage_iters", all(n >= 0 for n in self.stage_iters), ">= 0 each"),
+        ("matting_weight", self.matting_weight >= 0, ">= 0"),
+        ("smooth_eps", self.smooth_eps > 0, "> 0"),
+        ("smooth_radius", self.smooth_radius >= 0, ">= 0"),
+        ("matting_budget", self.matting_budget >= 0, ">= 0"),
+        ("smooth_weight", self.smooth_weight > 0, "> 0"),
+        ("affine_weight", self.affine_weight > 0, "> 0"),
+        ("smooth_method", self.smooth_method in SMOOTH_METHODS,
+         f"one of {', '.join(SMOOTH_METHODS)}"),
+        ("parameterization", self.parameterization in PARAMETERIZATIONS,
+         f"one of {', '.join(PARAMETERIZATIONS)}"),
+        ("mask_pooling", self.mask_pooling in MASK_POOLINGS, f"one of {', '.join(MASK_POOLINGS)}")):
+      if not ok:
+        raise ConfigError(key, f"must be {need}, got {value_of(self, key)!r}")
+
+
+# ------------------------------------------------------------------ layer reconstructions
+@dataclass(frozen=True)
+class ReconstructConfig:
+  """The figure's settings, the arguments of ``research.reconstruct_all``.
+
+  ``nst-jax reconstruct``'s config (``nst_jax/cli/reconstruct.py``).
+  """
+  optim: OptimConfig = field(default_factory=lambda: OptimConfig(num_iters=100))
+  size: int = 128  # long side of the inputs and reconstructions, px
+  content_layers: tuple[str, ...] = ("conv1_2", "conv2_2", "conv3_2", "conv4_2", "conv5_2")
+  style_layers: tuple[str, ...] = LUAN_STYLE_LAYERS  # conv1_1 ... conv5_1
+  tv_weight: float = 0.0
+  pooling: str = "avg"
+  seed: int = 0  # of the initial noise
+
+  @check_once
+  def check(self) -> ReconstructConfig:
+    """Raises ``ConfigError``, naming the key, for settings no figure can use."""
+    for key in ("content_layers", "style_layers"):
+      bad = [l for l in getattr(self, key) if l not in VGG_LAYERS["vgg19"]]
+      if bad or not getattr(self, key):
+        raise ConfigError(key, f"unknown VGG19 layer(s) {', '.join(bad)}; valid names are "
+                          "conv1_1 ... conv5_4, relu1_1 ... relu5_4, pool1 ... pool5"
+                          if bad else "needs at least one layer name")
+    for key, ok, need in (
+        ("size", self.size >= 16, ">= 16"), ("tv_weight", self.tv_weight >= 0, ">= 0"),
+        ("optim.num_iters", self.optim.num_iters >= 1, ">= 1"),
+        ("optim.chunk", self.optim.chunk >= 1, ">= 1"),
+        ("optim.optimizer", self.optim.optimizer in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
+        ("pooling", self.pooling in POOLINGS, "avg or max")):
+      if not ok:
+        raise ConfigError(key, f"must be {need}, got {value_of(self, key)!r}")
+
+
+# ------------------------------------------------------------------------ unit visualization
+@dataclass(frozen=True)
+class VisualizeConfig:
+  """Regularized gradient ascent (Yosinski et al. 2015, Sec. 3)."""
+  size: int = 128  # side of the square images, px
+  num_iters: int = 200
+  learning_rate: float = 0.05  # step in pixel units along the gradient divided by its mean |g|
+  decay: float = 0.01  # L2 decay towards grey: x <- 0.5 + (1 - decay) (x - 0.5)
+  blur_every: int = 4  # Gaussian blur every N steps (0: never)
+  blur_sigma: float = 0.5  # px
+  jitter: int = 0  # random shifts of up to N px before each step (0: none)
+  spatial: str = "mean"  # maximize the channel's mean, or its "center" unit
+  pooling: str = "max"  # the network as trained
+  seed: int = 0
+  chunk: int = 10  # iterations per compiled chunk
+  conv_impl: str = "auto"  # VGG's convolutions: auto | xla | cpu_fast (see CONV_IMPLS)
