@@ -95,8 +95,7 @@ def run_fast(args: argparse.Namespace) -> int:
   from nst_jax.fast import inference
   from nst_jax.fast import video as fast_video
   logging.getLogger("absl").setLevel(logging.ERROR)
-  inference.check_options(args.strength, args.original_colors)
-  stylize.smoothing_from_flags(args, None)  # bad smoothing flags fail before any work
+  stylize.resolve_config(args).check()  # bad smoothing flags fail before any work
   info = video_io.probe(args.input, fps=args.fps, max_pixels=args.max_pixels)
   if info.duration is not None and args.start >= info.duration:
     raise UserError(f"--start {args.start:g} s is past the end of {args.input} "
@@ -109,7 +108,7 @@ def run_fast(args: argparse.Namespace) -> int:
   stylizer = inference.Stylizer.from_any(args.model, bf16=args.bf16, bucket=args.bucket,
                                          batch_size=args.batch_size)
   stylize.set_style(stylizer, args)
-  smoothing = stylize.smoothing_from_flags(args, stylizer.smoothing)
+  smoothing = stylize.resolve_config(args, stylizer.smoothing)
   frames = video_io.read_frames(args.input, start=args.start, duration=args.duration,
                                 size=args.size, fps=args.fps, max_pixels=args.max_pixels)
   outputs = fast_video.stylize_frames(
