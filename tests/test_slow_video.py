@@ -11,7 +11,7 @@ import pytest
 from jax.test_util import check_grads
 
 from nst_jax import config
-from nst_jax.core import image_io, objective
+from nst_jax.core import image_io, objective, video_io
 from nst_jax.slow import video
 
 SHIFT = 2  # pixels the tiny pan moves per frame
@@ -47,6 +47,10 @@ def warping_error(outs) -> float:
                          for a, b in itertools.pairwise(f)]))
 
 
+# A weight no other test module uses: a new loss function, so its compilation is counted here.
+VCFG = config.SlowVideoConfig(temporal_weight=2.5e4, checkpoint_every=6)
+
+
 def tiny_cfg():
   return config.override(config.gatys(), {
       "size": 32, "loss.content_layers": "relu2_1", "loss.style_layers": "relu1_1,relu2_1",
@@ -59,8 +63,7 @@ def test_clip_is_consistent_resumes_without_recomputing_and_compiles_once(
     vgg_params, data_dir, tmp_path, monkeypatch):
   frames, style = pan_clip(data_dir), pan_clip(data_dir, 1)[0][::-1]
   cfg = tiny_cfg()
-  # A weight no other test uses: a new loss function, so its compilation is counted here.
-  vcfg = config.SlowVideoConfig(temporal_weight=2.5e4, checkpoint_every=6)
+  vcfg = VCFG
   traces, calls = [], []
   loss_terms, stylize_frame = objective.loss_terms, video.stylize_frame
   monkeypatch.setattr(objective, "loss_terms", lambda *a: traces.append(1) or loss_terms(*a))
@@ -111,3 +114,36 @@ def test_loss_fn_adds_the_weighted_temporal_term(vgg_params):
   total, terms = loss_fn(x, vgg_params, aux)
   np.testing.assert_allclose(terms["temporal"], [3.0 * 0.25], rtol=1e-6)
   np.testing.assert_allclose(total, terms["tv"][0] + 0.75, rtol=1e-6)
+
+
+@pytest.mark.real_weights
+def test_a_video_file_resumes_after_a_kill_and_leaves_no_partial_output(
+    vgg_params, data_dir, tmp_path, monkeypatch):
+  pytest.importorskip("av")
+  frames = pan_clip(data_dir)
+  with video_io.VideoWriter(tmp_path / "in.mp4", fps=4) as out:
+    for frame in frames:
+      out.write(frame)
+  style = pan_clip(data_dir, 1)[0][::-1].astype(np.float32) / 255
+  out, calls = tmp_path / "out.mp4", []
+  stylize_frame = video.stylize_frame
+
+  def killed_at_frame_2(vgg, frame, *a, **k):
+    calls.append(1)
+    if len(calls) == 3:
+      raise KeyboardInterrupt
+    return stylize_frame(vgg, frame, *a, **k)
+
+  run = lambda: video.stylize_file(tmp_path / "in.mp4", out, style_image=style, config=tiny_cfg(),
+                                   vgg_params=vgg_params, video_config=VCFG, progress=False)
+  monkeypatch.setattr(video, "stylize_frame", killed_at_frame_2)
+  with pytest.raises(KeyboardInterrupt):
+    run()
+  assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == [
+      ".out.mp4.frames", "in.mp4"]  # no partial output, the finished frames kept
+  calls.clear()
+  monkeypatch.setattr(video, "stylize_frame", lambda *a, **k: calls.append(1) or stylize_frame(
+      *a, **k))
+  assert run() == out and len(calls) == 1  # frames 0-1 came from the folder
+  assert len(list(video_io.read_frames(out))) == 3 and video_io.probe(out).width == 32
+  assert not (tmp_path / ".out.mp4.frames").exists()

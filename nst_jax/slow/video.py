@@ -32,6 +32,8 @@ import dataclasses
 import functools
 import hashlib
 import json
+import os
+import shutil
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -193,8 +195,8 @@ def frame_path(workdir: Path, t: int) -> Path:
 def stylize_clip(frames: Iterable[np.ndarray], style: np.ndarray, *, config: TransferConfig,
                  workdir: str | Path, temporal: bool = True,
                  progress: bool | Callable[[int], None] | None = None,
-                 vgg_params=None, video_config: SlowVideoConfig | None = None
-                 ) -> Iterator[np.ndarray]:
+                 vgg_params=None, video_config: SlowVideoConfig | None = None,
+                 max_memory: float | None = None) -> Iterator[np.ndarray]:
   """Stylizes a clip frame by frame with the Gatys objective; resumable.
 
   Args:
@@ -210,6 +212,7 @@ def stylize_clip(frames: Iterable[np.ndarray], style: np.ndarray, *, config: Tra
     vgg_params: from ``vgg.load_vgg19`` (default: the cached VGG19 weights).
     video_config: the temporal weight, warm start and checkpoint interval (default
       ``SlowVideoConfig()``).
+    max_memory: GB a frame's optimization may use (``artistic.check_size``).
 
   Yields:
     uint8 [h, w, 3] stylized frames in order (those done by an earlier run come from disk).
@@ -238,7 +241,7 @@ def stylize_clip(frames: Iterable[np.ndarray], style: np.ndarray, *, config: Tra
       frame = _as_float(raw)
       frame = image_io.resize_array(frame, driver.fit_hw(frame.shape[:2], config.size))
       if t == 0:
-        artistic.check_size([artistic.Problem(frame, (style,))], config)
+        artistic.check_size([artistic.Problem(frame, (style,))], config, max_memory)
       digests.append(frame_digest(frame))
       reuse = t < len(done) and done[:t + 1] == digests and frame_path(workdir, t).is_file()
       if reuse:
@@ -269,3 +272,52 @@ def _as_float(image: np.ndarray) -> np.ndarray:
   if image.dtype == np.uint8:
     return image.astype(np.float32) / 255.0
   return np.clip(image, 0.0, 1.0).astype(np.float32)
+
+
+def stylize_file(source: str | os.PathLike, out: str | os.PathLike, *, style_image,
+                 size: int | None = None, start: float = 0.0, duration: float | None = None,
+                 fps: float | None = None, temporal: bool = True, max_memory: float | None = None,
+                 config: TransferConfig | None = None, vgg_params=None,
+                 video_config: SlowVideoConfig | None = None, progress: bool = True) -> Path:
+  """``stylize_clip`` from a video file (or frame folder) to a video (or PNG folder).
+
+  The frames, manifest and checkpoints live in a hidden folder beside ``out``
+  (``.NAME.frames/``), so rerunning the same command after a kill continues at the frame it
+  stopped; the folder is removed once ``out`` is written (atomically, with the source's audio).
+
+  Args:
+    source: a video file or a folder of frames (``core.video_io``).
+    out: the destination (a video suffix: H.264 MP4 etc.; else a new folder of PNGs).
+    style_image: the style image's path, or its pixels (float [h, w, 3] in [0, 1]).
+    size: the frames' long side (default ``config.size``).
+    start, duration: the cut of ``source``, seconds.
+    fps: a frame folder's rate.
+    temporal: Ruder et al.'s consistency (False: plain per-frame transfer).
+    max_memory: GB one frame's optimization may use.
+    config: the transfer configuration (default ``config.gatys()``).
+    vgg_params, video_config, progress: as ``stylize_clip`` (progress: a bar over frames).
+
+  Returns:
+    ``out``.
+  """
+  from nst_jax.core import video_io  # pylint: disable=import-outside-toplevel  (PyAV)
+  cfg = config or config_lib.gatys()
+  if size:
+    cfg = dataclasses.replace(cfg, size=int(size))
+  style = (image_io.load_image(style_image) if isinstance(style_image, (str, os.PathLike))
+           else np.asarray(style_image))
+  info = video_io.probe(source, fps=fps)
+  out = Path(out)
+  writer = video_io.VideoWriter(out, fps=info.fps, audio_from=info, start=start,
+                                duration=duration)  # checks ``out`` before the work
+  frames = video_io.read_frames(source, start=start, duration=duration, size=cfg.size, fps=fps)
+  workdir = out.parent / f".{out.name}.frames"
+  total = round((duration or max(0.0, (info.duration or 0.0) - start)) * float(info.fps))
+  with tqdm(total=total or None, unit="frame", desc="video (slow)", dynamic_ncols=True,
+            disable=not progress) as bar, writer:
+    for frame in stylize_clip(frames, style, config=cfg, workdir=workdir, temporal=temporal,
+                              progress=lambda _: bar.update(1), vgg_params=vgg_params,
+                              video_config=video_config, max_memory=max_memory):
+      writer.write(frame)
+  shutil.rmtree(workdir, ignore_errors=True)
+  return out
