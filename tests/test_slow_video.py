@@ -55,7 +55,7 @@ def tiny_cfg():
   return config.override(config.gatys(), {
       "size": 32, "loss.content_layers": "relu2_1", "loss.style_layers": "relu1_1,relu2_1",
       "loss.style_layer_weights": "1,1", "optim.num_iters": 12, "optim.chunk": 6,
-      "init": "noise"})
+      "init": "noise", "optim.optimizer": "adam", "optim.learning_rate": 0.03})
 
 
 @pytest.mark.real_weights
