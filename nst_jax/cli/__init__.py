@@ -28,6 +28,7 @@ COMMANDS = {
     "train": "train",
     "stylize": "stylize",
     "photo": "photo",
+    "video": "video",
     "sr": "sr",
     "upscale": "upscale",
     "models": "models",

@@ -58,7 +58,21 @@ def _unit_float(text: str) -> float:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--model", required=True,
+  parser.add_argument("--content", required=True, nargs="+", metavar="IMAGE",
+                      help="one or more photos")
+  parser.add_argument("--out", required=True, help="the output folder")
+  parser.add_argument("--format", choices=("png", "jpg"), default="png",
+                      help="output image format (default png)")
+  add_network_arguments(parser, what="photo",
+                        saved="the OUT/smoothing_config.json every run writes")
+
+
+def add_network_arguments(parser: argparse.ArgumentParser, *, what: str, saved: str,
+                          model_required: bool = True) -> None:
+  """The network, style and post-processing flags (shared with ``nst-jax video``); ``what`` is
+  the thing --size resizes ("photo", "frame"), ``saved`` the file a run writes its resolved
+  post-step config to (for --config's help)."""
+  parser.add_argument("--model", required=model_required,
                       help="a shipped or installed model's name (`nst-jax models`), a model "
                       ".npz, a training workdir (newest checkpoint) or one checkpoint step folder")
   parser.add_argument("--style-index", type=int, default=None, metavar="I",
@@ -76,11 +90,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="multi-style networks: blend styles, e.g. 0.5:starry,0.5:great_wave "
                       "(names or indices; the normalization parameters are interpolated); "
                       "--model arbitrary: W:PAINTING pairs (files or stems), embeddings mixed")
-  parser.add_argument("--content", required=True, nargs="+", metavar="IMAGE",
-                      help="one or more photos")
-  parser.add_argument("--out", required=True, help="the output folder")
   parser.add_argument("--size", type=int, default=None,
-                      help="resize each photo so its long side is this many pixels first "
+                      help=f"resize each {what} so its long side is this many pixels first "
                       "(default: keep their size)")
   parser.add_argument("--strength", type=_unit_float, default=1.0,
                       help="s in [0, 1]: output = s * stylized + (1 - s) * photo (default 1); "
@@ -102,16 +113,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--smooth-radius", type=int, default=None,
                       help="guided: the filter's box radius (default 0: long side / 12)")
   parser.add_argument("--bf16", action="store_true", help="bfloat16 compute (default: off)")
-  parser.add_argument("--format", choices=("png", "jpg"), default="png",
-                      help="output image format (default png)")
   parser.add_argument("--bucket", type=int, default=DEFAULT_BUCKET,
                       help="pad sizes to multiples of this, one compilation per padded shape")
   parser.add_argument("--batch-size", type=int, default=1,
                       help="images per compiled call (default 1; more helps on accelerators)")
   parser.add_argument("--max-pixels", type=int, default=None,
-                      help="refuse input images with more pixels than this (default 64M)")
-  common.add_config_flags(parser, "Smoothing", base="the network's own post-step",
-                          saved="the OUT/smoothing_config.json every run writes",
+                      help=f"refuse input {what}s with more pixels than this (default 64M)")
+  common.add_config_flags(parser, "Smoothing", base="the network's own post-step", saved=saved,
                           example="method=guided")
   common.add_memory_flag(parser)
 

@@ -106,6 +106,13 @@ def sample_points(flow) -> tuple:
   return xs + flow[..., 0], ys + flow[..., 1]
 
 
+def host_sample_points(flow) -> tuple[np.ndarray, np.ndarray]:
+  """``sample_points`` in numpy (float32 [H, W] each), for the host-side functions."""
+  f = np.asarray(flow, np.float32)
+  ys, xs = np.mgrid[:f.shape[0], :f.shape[1]].astype(np.float32)
+  return xs + f[..., 0], ys + f[..., 1]
+
+
 def warp(image, flow):
   """Bilinear sample of ``image`` at x + flow(x) for every pixel x of the flow's grid.
 
@@ -133,10 +140,25 @@ def warp(image, flow):
   return out[..., 0] if img.ndim == 2 else out
 
 
+def remap(image, flow, *, interpolation: str = "cubic") -> np.ndarray:
+  """``warp`` on the host with OpenCV: bicubic (or "linear") sampling, the same convention and
+  replicate border; numpy float32 out.
+
+  Bilinear sampling at a fractional offset is a low-pass filter: a frame warped along a chain of
+  flows (an output carried from frame to frame) blurs a little more at every step. Bicubic
+  sampling (Keys' kernel, a = -0.75 in OpenCV) keeps the high frequencies of brush strokes.
+  """
+  cv2 = _cv2()
+  code = {"cubic": cv2.INTER_CUBIC, "linear": cv2.INTER_LINEAR}[interpolation]
+  px, py = host_sample_points(flow)
+  out = cv2.remap(np.asarray(image, np.float32), px, py, code, borderMode=cv2.BORDER_REPLICATE)
+  return out.reshape(np.shape(image)).astype(np.float32)
+
+
 def inside_mask(flow) -> np.ndarray:
   """float32 [H, W]: 1 where x + flow(x) falls inside the image, else 0."""
-  h, w = flow.shape[:2]
-  px, py = (np.asarray(c) for c in sample_points(jnp.asarray(flow, dtype=jnp.float32)))
+  px, py = host_sample_points(flow)
+  h, w = px.shape
   inside = (px >= 0) & (px <= w - 1) & (py >= 0) & (py <= h - 1)
   return inside.astype(np.float32)
 
@@ -163,7 +185,7 @@ def reliable_mask(flow_back, flow_fwd) -> np.ndarray:
     optical flow", ECCV 2010 (the consistency check).
   """
   back = np.asarray(flow_back, dtype=np.float32)
-  fwd_at = np.asarray(warp(flow_fwd, back))  # w~(x) = flow_fwd(x + back(x))
+  fwd_at = remap(flow_fwd, back, interpolation="linear")  # w~(x) = flow_fwd(x + back(x))
   sq = lambda v: np.sum(v * v, axis=-1)
   consistent = sq(fwd_at + back) <= CONSISTENCY_REL * (sq(fwd_at) + sq(back)) + CONSISTENCY_ABS
   gy_u, gx_u = np.gradient(back[..., 0])

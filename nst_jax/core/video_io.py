@@ -127,6 +127,8 @@ def probe(path: str | os.PathLike, *, fps: float | None = None,
     duration = (float(stream.duration * stream.time_base) if stream.duration else
                 container.duration / 1e6 if container.duration else None)
     count = stream.frames or (round(duration * rate) if duration else 0)
+    if count == 0:
+      raise UserError(f"no video frames in {path}")
     return VideoInfo(path, w, h, rate, int(count), duration, bool(container.streams.audio))
 
 

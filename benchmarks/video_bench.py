@@ -1,0 +1,268 @@
+"""Video: temporal consistency (warping error) and style loss, per-frame vs consistent (issue 39).
+
+Synopsis::
+
+  PYTHONPATH=. python3 benchmarks/video_bench.py                         # 4 synthetic clips
+  PYTHONPATH=. python3 benchmarks/video_bench.py --clips pan object --frames 48 --size 256
+  PYTHONPATH=. python3 benchmarks/video_bench.py --clip my_clip.mp4      # your own clip
+  PYTHONPATH=. python3 benchmarks/video_bench.py --throughput-only --throughput-size 512
+
+Clips: made from a ../shared photo with KNOWN motion, so the true flow and occlusions are exact:
+``pan`` (a translation of 1.7, 0.6 px per frame at 256 px), ``zoom`` (1% per frame about the
+centre), ``rotate`` (0.5 degree per frame about the centre), ``object`` (a disc cut from another
+photo moving 2.3 px per frame over a static background: its trailing edge disoccludes the
+background). Each frame samples the photo through a 2-D affine map (bilinear, OpenCV), so frame t
+at pixel x shows photo(A_t x + b_t); the true backward flow of frame t into t-1 is
+A_{t-1}^{-1}(A_t x + b_t - b_{t-1}) - x, valid where it lands inside frame t-1 (and, for
+``object``, where the pixel was not hidden by the disc at t-1). ``--clip PATH`` reads a user's
+clip instead; its flow is then estimated (``core.flow``, DIS + Ruder et al.'s mask), which is
+what the consistency step itself uses, so that row is optimistic for it.
+
+Metric (Lai et al. 2018): E_warp = mean over t of the masked mean squared difference (RGB in
+[0, 1]) between output t and output t-1 warped by the true flow; style loss = the network's
+training objective's style term (``bench_common.quality_loss``) of each output, averaged over
+frames. The table gives per-frame vs consistent and their ratios (goals: E_warp <= 0.5x at
+<= 1.1x style loss). Throughput: frames/s of ``fast.video.stylize_frames`` at
+``--throughput-size`` (flow included; per-frame alongside), host frames in and out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import time
+
+import bench_common as bc
+import cv2
+import jax.numpy as jnp
+import numpy as np
+
+from nst_jax.core import flow as flow_lib
+from nst_jax.core import image_io, video_io
+from nst_jax.fast import inference, models, training
+from nst_jax.fast import video as fast_video
+
+CLIPS = ("pan", "zoom", "rotate", "object")
+BACKGROUND = "kodak/kodim08.jpg"
+OBJECT = "kodak/kodim23.jpg"
+
+
+def affine_motion(kind: str, t: int, hw: tuple[int, int]) -> np.ndarray:
+  """The 2x3 map M_t (frame pixel -> photo pixel) of frame t for a global-motion clip."""
+  h, w = hw
+  centre = np.array([w / 2, h / 2])
+  scale = w / 256  # the motions are given at 256 px
+  if kind == "pan":
+    a, b = np.eye(2), np.array([w * 0.25, h * 0.25]) + t * scale * np.array([1.7, 0.6])
+  elif kind == "zoom":
+    a = np.eye(2) / (1.01 ** t)  # zooming in: each frame shows 1% less of the photo
+    b = centre + np.array([w * 0.25, h * 0.25]) - a @ centre
+  elif kind == "rotate":
+    th = np.deg2rad(0.5 * t)
+    a = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]]) * 0.8
+    b = centre + np.array([w * 0.25, h * 0.25]) - a @ centre
+  else:
+    raise ValueError(kind)
+  return np.concatenate([a, b[:, None]], axis=1)
+
+
+def sample(photo: np.ndarray, m: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+  """frame(x) = photo(M x) (bilinear)."""
+  return cv2.warpAffine(photo, m.astype(np.float64), (hw[1], hw[0]),
+                        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                        borderMode=cv2.BORDER_REFLECT)
+
+
+def true_flow(m_prev: np.ndarray, m_cur: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+  """Backward flow of frame t (map ``m_cur``) into frame t-1 (``m_prev``): [H, W, 2]."""
+  ys, xs = np.mgrid[:hw[0], :hw[1]].astype(np.float64)
+  pts = np.stack([xs, ys, np.ones_like(xs)], -1) @ m_cur.T  # photo points [H, W, 2]
+  inv = np.linalg.inv(m_prev[:, :2])
+  prev = (pts - m_prev[:, 2]) @ inv.T
+  return (prev - np.stack([xs, ys], -1)).astype(np.float32)
+
+
+def global_clip(kind: str, photo: np.ndarray, hw: tuple[int, int], frames: int):
+  maps = [affine_motion(kind, t, hw) for t in range(frames)]
+  clip = [sample(photo, m, hw) for m in maps]
+  flows = [true_flow(maps[t - 1], maps[t], hw) for t in range(1, frames)]
+  masks = [flow_lib.inside_mask(f) for f in flows]
+  return clip, flows, masks
+
+
+def object_clip(background: np.ndarray, thing: np.ndarray, hw: tuple[int, int], frames: int):
+  """A disc of ``thing`` moving right and down over a static ``background``."""
+  h, w = hw
+  bg = sample(background, affine_motion("pan", 0, hw), hw)
+  tex = sample(thing, affine_motion("pan", 0, hw), hw)
+  radius = 0.22 * min(h, w)
+  velocity = np.array([2.3, 0.8]) * w / 256
+  ys, xs = np.mgrid[:h, :w].astype(np.float32)
+  clip, flows, masks, discs = [], [], [], []
+  for t in range(frames):
+    c = np.array([0.25 * w, 0.35 * h]) + t * velocity
+    disc = ((xs - c[0]) ** 2 + (ys - c[1]) ** 2 <= radius ** 2)
+    # the disc's texture moves with it: texture point = frame point - t * velocity
+    moved = sample(tex, np.array([[1, 0, -t * velocity[0]], [0, 1, -t * velocity[1]]]), hw)
+    clip.append(np.where(disc[..., None], moved, bg))
+    discs.append(disc)
+    if t:
+      f = np.zeros((h, w, 2), np.float32)
+      f[disc] = -velocity
+      occluded = ~disc & discs[t - 1]  # background hidden by the disc at t-1
+      masks.append(flow_lib.inside_mask(f) * (~occluded).astype(np.float32))
+      flows.append(f)
+  return clip, flows, masks
+
+
+def make_clip(name: str, data, hw: tuple[int, int], frames: int):
+  """(frames uint8, true flows, true masks) of a synthetic clip."""
+  big = (hw[0] * 2, hw[1] * 2)  # the photo at twice the frame's size: room to move
+  photo = image_io.to_uint8(image_io.load_image(data / "content" / BACKGROUND, size=max(big)))
+  if name == "object":
+    thing = image_io.to_uint8(image_io.load_image(data / "content" / OBJECT, size=max(big)))
+    return object_clip(photo, thing, hw, frames)
+  return global_clip(name, photo, hw, frames)
+
+
+def user_clip(path: str, size: int, frames: int):
+  """A user's clip: its first ``frames`` frames, flows and masks estimated (``core.flow``)."""
+  clip = []
+  for frame in video_io.read_frames(path, size=size):
+    clip.append(frame)
+    if len(clip) == frames:
+      break
+  flows, masks = [], []
+  for prev, cur in itertools.pairwise(clip):
+    back, fwd = flow_lib.compute_flow(prev, cur), flow_lib.compute_flow(cur, prev)
+    flows.append(back)
+    masks.append(flow_lib.reliable_mask(back, fwd))
+  return clip, flows, masks
+
+
+def style_loss(vgg_params, outputs, clip, targets, loss_cfg, every: int) -> float:
+  return float(np.mean([bc.quality_loss(vgg_params, o, f.astype(np.float32) / 255, targets,
+                                        loss_cfg)["style"]
+                        for o, f in list(zip(outputs, clip))[::every]]))
+
+
+def evaluate(name, clip, flows, masks, stylizer, weights, vgg_params, targets, loss_cfg, every):
+  """One clip's row: E_warp and style loss per frame, and consistent at each of ``weights``
+  (the same per-frame stylizations, made consistent: ``fast.video.make_consistent``)."""
+  plain = list(fast_video.stylize_frames(stylizer, clip, temporal=False))
+  row = {"clip": name, "frames": len(clip), "hw": list(clip[0].shape[:2]),
+         "input_e_warp": fast_video.warping_error([f / 255.0 for f in clip], flows, masks),
+         "per_frame": {"e_warp": fast_video.warping_error(plain, flows, masks),
+                       "style": style_loss(vgg_params, plain, clip, targets, loss_cfg, every)},
+         "consistent": {}}
+  outputs = {}
+  for weight in weights:
+    t0 = time.perf_counter()
+    outs = list(fast_video.make_consistent(clip, plain, weight=weight))
+    seconds = time.perf_counter() - t0
+    e_warp = fast_video.warping_error(outs, flows, masks)
+    style = style_loss(vgg_params, outs, clip, targets, loss_cfg, every)
+    row["consistent"][str(weight)] = {
+        "e_warp": e_warp, "style": style, "seconds_temporal_step": seconds,
+        "e_warp_ratio": e_warp / row["per_frame"]["e_warp"],
+        "style_ratio": style / row["per_frame"]["style"]}
+    outputs[weight] = outs
+  return row, plain, outputs
+
+
+def texture(hw: tuple[int, int], seed: int = 0) -> np.ndarray:
+  """A smooth random RGB texture, uint8 (needs no data files: the GPU machine has none)."""
+  noise = np.random.default_rng(seed).random(hw + (3,)).astype(np.float32)
+  img = cv2.GaussianBlur(noise, (0, 0), 2.0)
+  return image_io.to_uint8((img - img.min()) / (img.max() - img.min()))
+
+
+def throughput(stylizer, size: int, frames: int) -> dict:
+  """frames/s of stylize_frames at ``size`` px on a panning texture, per-frame and consistent
+  (flow included), alternated twice, after a warm-up that compiles."""
+  hw = memory_hw(size)
+  clip = global_clip("pan", texture((hw[0] * 2, hw[1] * 2)), hw, frames)[0]
+  list(fast_video.stylize_frames(stylizer, clip[:3]))  # compile both programs
+  result = {"size": size, "hw": list(hw), "frames": frames, "per_frame": [], "consistent": [],
+            "batch_size": stylizer.batch_size}
+  for _ in range(2):
+    for key, temporal in (("per_frame", False), ("consistent", True)):
+      t0 = time.perf_counter()
+      for _ in fast_video.stylize_frames(stylizer, clip, temporal=temporal):
+        pass
+      result[key].append(frames / (time.perf_counter() - t0))
+  for key in ("per_frame", "consistent"):
+    result[key + "_fps"] = max(result[key])
+  return result
+
+
+def memory_hw(size: int) -> tuple[int, int]:
+  return (size * 3 // 4, size)  # 4:3 frames, long side ``size``
+
+
+def save_strip(path, clip, plain, consistent, picks) -> None:
+  """Rows: input, per-frame, consistent; columns: frames ``picks`` (a JPEG)."""
+  rows = [np.concatenate([np.asarray(seq[i], np.float32) / (255 if seq is clip else 1)
+                          for i in picks], axis=1) for seq in (clip, plain, consistent)]
+  image_io.save_image(path, np.concatenate(rows, axis=0))
+
+
+def print_row(row: dict) -> None:
+  base = row["per_frame"]
+  print(f"{row['clip']:<10} input E_warp {row['input_e_warp']:.5f}; per-frame E_warp "
+        f"{base['e_warp']:.5f} style {base['style']:.4g}", flush=True)
+  for weight, r in row["consistent"].items():
+    print(f"{'':<10} consistent w={weight:<5} E_warp {r['e_warp']:.5f} (x{r['e_warp_ratio']:.3f})"
+          f"  style {r['style']:.4g} (x{r['style_ratio']:.3f})", flush=True)
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  bc.add_common_args(p, out=bc.RESULTS / "video_bench.json")
+  p.add_argument("--model", default="starry_lite")
+  p.add_argument("--clips", nargs="*", default=list(CLIPS), choices=CLIPS)
+  p.add_argument("--clip", default=None, help="a video file or frame folder of your own")
+  p.add_argument("--frames", type=int, default=48)
+  p.add_argument("--size", type=int, default=256, help="frames' long side for the quality table")
+  p.add_argument("--weights", type=float, nargs="+", default=[fast_video.DEFAULT_WEIGHT],
+                 help="blend weights of the consistency step to compare")
+  p.add_argument("--loss-every", type=int, default=4, help="style loss of every N-th frame")
+  p.add_argument("--throughput-size", type=int, default=512)
+  p.add_argument("--throughput-frames", type=int, default=16)
+  p.add_argument("--throughput-only", action="store_true",
+                 help="only the speed (needs no VGG weights nor data files)")
+  p.add_argument("--batch-size", type=int, default=1, help="frames per network call")
+  p.add_argument("--strip", default=None, help="write a JPEG strip of the first clip here")
+  args = p.parse_args(argv)
+  stylizer = inference.Stylizer.from_any(args.model, batch_size=args.batch_size)
+  rows = []
+  if not args.throughput_only:
+    data, vgg_params = bc.data_dir(args), bc.load_vgg(args)
+    cfg = models.from_dict(stylizer.meta["config"])
+    style = image_io.load_image(data / "styles" / f"{stylizer.style_names[0]}.jpg",
+                                size=cfg.style_size)
+    targets = training.make_style_targets(vgg_params, jnp.asarray(style)[None], cfg.loss)
+    hw = memory_hw(args.size)
+    sources = [(n, lambda n=n: make_clip(n, data, hw, args.frames)) for n in args.clips]
+    if args.clip:
+      sources.append((args.clip, lambda: user_clip(args.clip, args.size, args.frames)))
+    for name, make in sources:
+      clip, flows, masks = make()
+      row, plain, consistent = evaluate(name, clip, flows, masks, stylizer, args.weights,
+                                        vgg_params, targets, cfg.loss, args.loss_every)
+      rows.append(row)
+      print_row(row)
+      if args.strip and len(rows) == 1:
+        n = len(clip)
+        save_strip(args.strip, clip, plain, consistent[args.weights[0]],
+                   [n // 2 - 1, n // 2, n // 2 + 1])
+  speed = throughput(stylizer, args.throughput_size, args.throughput_frames)
+  print(f"throughput at {speed['hw'][1]}x{speed['hw'][0]}: per-frame "
+        f"{speed['per_frame_fps']:.2f} frames/s, consistent (flow included) "
+        f"{speed['consistent_fps']:.2f} frames/s")
+  bc.write_result(args.out, {"model": args.model, "rows": rows, "throughput": speed}, args)
+  return 0
+
+
+if __name__ == "__main__":
+  bc.run_main(main)
