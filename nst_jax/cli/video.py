@@ -141,7 +141,7 @@ def out_line(writer, hw: tuple[int, int], seconds: float) -> str:
 
 
 def run_slow(args: argparse.Namespace) -> int:
-  """``--method slow``: ``nst_jax.slow.video.stylize_clip`` (Ruder et al.), imported lazily."""
+  """``--method slow``: ``nst_jax.slow.video.stylize_file`` (Ruder et al.), imported lazily."""
   try:
     slow_video = importlib.import_module("nst_jax.slow.video")
   except ModuleNotFoundError as e:
@@ -151,7 +151,7 @@ def run_slow(args: argparse.Namespace) -> int:
                     "is missing); use --method fast") from None
   if args.style_image is None:
     raise UserError("--method slow needs the painting to imitate: --style-image FILE_OR_STEM")
-  slow_video.stylize_clip(args.input, args.out, style_image=stylize.find_painting(
+  slow_video.stylize_file(args.input, args.out, style_image=stylize.find_painting(
       args.style_image), size=args.size, start=args.start, duration=args.duration,
       fps=args.fps, temporal=args.temporal, max_memory=args.max_memory)
   return 0
