@@ -32,7 +32,7 @@ from nst_jax.core.errors import UserError
 
 HELP = "stylize a video clip (fast network or slow optimization), without flicker"
 METHODS = ("fast", "slow")
-DEFAULT_WEIGHT = 0.5  # fast.video.DEFAULT_WEIGHT (tests check), not imported here: JAX
+DEFAULT_WEIGHT = 0.3  # fast.video.DEFAULT_WEIGHT (tests check), not imported here: JAX
 
 
 def positive_float(text: str) -> float:
@@ -62,7 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="plain per-frame stylization (flickers; the baseline)")
   parser.add_argument("--temporal-weight", type=weight_fraction, default=DEFAULT_WEIGHT,
                       help="fast: how much of the previous output, moved along the flow, each "
-                      f"frame keeps where the flow is reliable, in [0, 1) (default {DEFAULT_WEIGHT})")
+                      "frame keeps where the flow is reliable, in [0, 1): higher is steadier "
+                      f"and softer (default {DEFAULT_WEIGHT})")
   parser.add_argument("--start", type=common.non_negative_float, default=0.0, metavar="SECONDS",
                       help="skip this many seconds of IN first")
   parser.add_argument("--duration", type=positive_float, default=None, metavar="SECONDS",

@@ -15,15 +15,17 @@ post-step options), then made consistent with the previous *output* moved along 
 of the input frames (``core.flow``): where the flow is reliable (Ruder et al.'s forward-backward
 and motion-boundary checks), the output is the minimizer of
 
-  |o - s|^2 + lambda * m * |o - warp(o_prev)|^2,   i.e.  o = s + (lambda m / (1 + lambda m)) (warp(o_prev) - s)
+  |o - s|^2 + lambda * m * |o - w|^2,   i.e.   o = s + (lambda m / (1 + lambda m)) (w - s)
 
-per pixel (s the frame's own stylization, m the reliability mask), a blend with weight
-``weight = lambda / (1 + lambda)`` where m = 1 and none where m = 0. Disoccluded pixels, motion
+per pixel (w the previous output warped onto this frame, bicubic: ``flow.remap``; s the frame's
+own stylization; m the reliability mask): a blend with weight ``weight = lambda / (1 + lambda)``
+where m = 1 and none where m = 0. Disoccluded pixels, motion
 boundaries and pixels entering the frame keep the frame's own stylization, so nothing of the
 previous frame is dragged over what was hidden (no ghosting). Along a reliable trajectory the
 output is an exponential moving average of the per-frame stylizations: the network's frame-to-
-frame flicker (strokes that appear and vanish) is averaged out while its style is kept; a
-``weight`` closer to 1 removes more flicker and blurs more where the flow is slightly wrong.
+frame flicker (strokes that appear and vanish) is averaged out, and so, partly, are the strokes
+themselves; a ``weight`` closer to 1 removes more flicker and softens the style more (the
+trade-off is measured in BENCHMARKS.md, "Video").
 
 The closed form is used rather than an optimization: the temporal loss above is per-pixel and
 quadratic, so a few gradient steps would only approach the same blend. Ruder et al.'s full
@@ -45,7 +47,7 @@ import numpy as np
 
 from nst_jax.core import flow as flow_lib
 
-DEFAULT_WEIGHT = 0.5  # lambda = 1; chosen on benchmarks/video_bench.py's clips (BENCHMARKS.md)
+DEFAULT_WEIGHT = 0.3  # lambda = 3/7; chosen on benchmarks/video_bench.py's clips (BENCHMARKS.md)
 
 
 def temporal_blend(stylized, warped_prev, mask, *, weight: float = DEFAULT_WEIGHT):
