@@ -45,6 +45,7 @@ def _problem(size: int, remat: str, args):
   """The compiled-chunk inputs of the Gatys problem at ``size`` (jax imported here only)."""
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+
   from nst_jax.core import image_io, objective  # pylint: disable=import-outside-toplevel
   from nst_jax.slow import artistic, optimize  # pylint: disable=import-outside-toplevel
   params = bc.load_vgg(args)
@@ -163,7 +164,8 @@ def speed(args) -> list[dict]:
 def largest(args) -> dict:
   """The longest 4:3 side whose compiled chunk fits the device, then a 3-iteration run there."""
   import jax  # pylint: disable=import-outside-toplevel
-  limit = jax.devices()[0].memory_stats()["bytes_limit"]
+  stats = jax.devices()[0].memory_stats() or {}  # None on the CPU: the guard's budget there
+  limit = stats.get("bytes_limit") or memory.budget_bytes()
 
   def need(side):
     args.synthetic_hw = memory.scaled_hw((3, 4), side)
@@ -171,8 +173,8 @@ def largest(args) -> dict:
     ma = chunk.lower(*inputs).compile().memory_analysis()
     return ma.temp_size_in_bytes + ma.argument_size_in_bytes + ma.output_size_in_bytes
 
-  lo, hi = 1024, 2048
-  while need(hi) <= limit:
+  lo, hi = args.max_side // 4, args.max_side // 2
+  while hi < args.max_side and need(hi) <= limit:
     lo, hi = hi, hi * 2
   while hi - lo > args.resolution:
     mid = (lo + hi) // 2
@@ -201,6 +203,7 @@ def main(argv=None) -> int:
   p.add_argument("--repeats", type=int, default=4)
   p.add_argument("--largest", action="store_true")
   p.add_argument("--resolution", type=int, default=128, help="--largest: bisection step, px")
+  p.add_argument("--max-side", type=int, default=16384, help="--largest: search below this")
   p.add_argument("--platform", help="JAX_PLATFORMS (e.g. cuda)")
   p.add_argument("--analysis", nargs=2, metavar=("SIZE", "REMAT"), help=argparse.SUPPRESS)
   args = p.parse_args(argv)
