@@ -116,7 +116,7 @@ if [[ "$SMOKE" == 0 ]]; then
   VIDEO=(--throughput-size 512 --throughput-frames 48)
 else  # toy sizes: the same code paths in seconds
   OPTIMIZE=(--sizes 64 --chunk 2 --timed-chunks 2 --warmup-chunks 1 --optimizers lbfgsb adam)
-  SLOWMEM=(--largest --resolution 16 --max-side 64)
+  SLOWMEM=(--largest --resolution 16 --max-side 128)
   MATTING=(--sizes 64 --repeats 2)
   INFER=(--sizes 64 --batch 2 --repeats 2)
   INFER_BF16=(--sizes 64 --batch 2 --repeats 2)

@@ -167,11 +167,16 @@ def largest(args) -> dict:
   stats = jax.devices()[0].memory_stats() or {}  # None on the CPU: the guard's budget there
   limit = stats.get("bytes_limit") or memory.budget_bytes()
 
+  needs = {}
+
   def need(side):
+    if side in needs:
+      return needs[side]
     args.synthetic_hw = memory.scaled_hw((3, 4), side)
     chunk, inputs = _problem(side, args.remat[-1], args)
     ma = chunk.lower(*inputs).compile().memory_analysis()
-    return ma.temp_size_in_bytes + ma.argument_size_in_bytes + ma.output_size_in_bytes
+    needs[side] = ma.temp_size_in_bytes + ma.argument_size_in_bytes + ma.output_size_in_bytes
+    return needs[side]
 
   lo, hi = args.max_side // 4, args.max_side // 2
   while hi < args.max_side and need(hi) <= limit:

@@ -27,9 +27,11 @@ The model (bytes, float32)::
 ``base`` is the interpreter, XLA and its compiler, and the VGG weights. The factors were fitted
 to the peak RSS (``ru_maxrss`` of a subprocess) on the 2-core CPU machine, ``MARGIN`` added on
 top; the fit's measurements are in docs/research/implementation_notes.md. The slow factors of
-"optimize", "texture" and "reconstruct" were refitted with ``remat`` against the compiled
-program's ``memory_analysis()`` and the measured peaks (BENCHMARKS.md, "Big pictures: slow
-transfer memory"); "photo" and "visualize" keep the earlier, larger factor.
+"optimize", "texture" and "reconstruct" were refitted per ``remat`` to the measured peaks of
+``nst-jax optimize`` at 256-1024 px (BENCHMARKS.md, "Big pictures: slow transfer memory"), with
+``REFITTED_MARGIN``; the measured peak grows more slowly than the compiled program's
+``memory_analysis()`` (tests/test_memory.py states the tolerance). "photo" and "visualize" keep
+the earlier, larger factor and ``MARGIN`` (not re-measured).
 """
 
 from __future__ import annotations
