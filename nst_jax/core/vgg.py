@@ -311,6 +311,8 @@ def vgg_features(params: Mapping, images: jax.Array, layers: Sequence[str],
   if remat not in REMATS:
     raise UserError(f"unknown remat {remat!r}; expected one of {', '.join(REMATS)}")
   conv_impl = conv.resolve_impl(conv_impl)
+  if not wanted:
+    return {}
   names = LAYERS[architecture][:1 + max(LAYERS[architecture].index(l) for l in wanted)]
   out = {}
   x = preprocess(params, images)
