@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 import bench_common as bc
+import numpy as np
 
 from nst_jax import config
 from nst_jax.core import memory
@@ -50,10 +51,12 @@ def _problem(size: int, remat: str, args):
   from nst_jax.slow import artistic, optimize  # pylint: disable=import-outside-toplevel
   params = bc.load_vgg(args)
   content = jnp.asarray(image_io.load_image(bc.data_dir(args) / CONTENT, size=size))[None]
-  if args.synthetic_hw:
-    content = jnp.full((1,) + tuple(args.synthetic_hw) + (3,), 0.5, jnp.float32)
+  style = content
+  if args.synthetic_hw:  # noise against the real content's style: a loss with somewhere to go
+    noise = np.random.default_rng(0).uniform(size=(1,) + tuple(args.synthetic_hw) + (3,))
+    content = jnp.asarray(noise, jnp.float32)
   loss_cfg = dataclasses.replace(GATYS.loss, remat=remat)
-  targets = objective.make_targets(params, content, [content], loss_cfg)
+  targets = objective.make_targets(params, content, [style], loss_cfg)
   optim = dataclasses.replace(GATYS.optim, chunk=1, num_iters=3)
   solver = optimize.make_solver(artistic.make_loss_fn(loss_cfg), optim)
   chunk = optimize.make_chunk_fn(solver, 1)
