@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every GPU goal of the open issues on one accelerator (H100/H200) in under 11 minutes.
+# Runs every GPU goal of the open issues on one accelerator (H100/H200) in under 12 minutes.
 #
 # Synopsis:
 #   bash benchmarks/gpu_suite.sh                  # results in benchmarks/results/gpu/
