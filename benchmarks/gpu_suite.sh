@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every GPU goal of the open issues on one accelerator (H100/H200) in under 9 minutes.
+# Runs every GPU goal of the open issues on one accelerator (H100/H200) in under 12 minutes.
 #
 # Synopsis:
 #   bash benchmarks/gpu_suite.sh                  # results in benchmarks/results/gpu/
@@ -12,6 +12,9 @@
 #
 # Steps (each under its own `timeout`; a failure is recorded and the suite goes on):
 #   optimize    slow transfer, s/iteration at 512 and 1024 px, JAX only (optimize_bench.py)
+#   slowmem     slow transfer, the largest 4:3 image whose compiled L-BFGS-B chunk fits the GPU's
+#               memory (bisection over memory_analysis(), 512 px steps), then 3 iterations
+#               there (slow_memory_bench.py --largest)
 #   matting     matting Laplacian at 700 px: apply <= 5 ms (matting_bench.py)
 #   inference   fast network latency and batched throughput at 256/512/1024 px, float32
 #               (<= 3 ms per image and >= 1,000 images/s at 512 px), then bfloat16 at 512 px
@@ -28,7 +31,7 @@
 #   report      each goal beside its number (gpu_report.py; writes $OUT/gpu_report.json)
 # The style zoo's retraining is its own script (benchmarks/train_zoo_gpu.sh, ~8 minutes).
 # A summary (step, exit code, seconds) is printed and written to $OUT/summary.json. The timeouts
-# (each + 5 s to kill) add up to 555 s: the suite ends within 9.5 minutes even if every step hangs.
+# (each + 5 s to kill) add up to 680 s: the suite ends within 11.5 minutes even if every step hangs.
 # Then `report` (gpu_report.py) prints each goal beside its number and checks that every result
 # came from the expected backend (gpu; cpu under SMOKE=1): a GPU run that fell back to the CPU
 # fails there rather than recording CPU numbers as GPU ones.
@@ -102,6 +105,7 @@ B="benchmarks"
 
 if [[ "$SMOKE" == 0 ]]; then
   OPTIMIZE=(--sizes 512 1024 --chunk 10 10 --timed-chunks 10 5 --warmup-chunks 1)
+  SLOWMEM=(--largest --resolution 512 --max-side 16384)
   MATTING=(--sizes 700 --repeats 5)
   INFER=(--sizes 256 512 1024 --batch 16 --repeats 10)
   INFER_BF16=(--sizes 512 --batch 64 --repeats 10)
@@ -112,6 +116,7 @@ if [[ "$SMOKE" == 0 ]]; then
   VIDEO=(--throughput-size 512 --throughput-frames 48)
 else  # toy sizes: the same code paths in seconds
   OPTIMIZE=(--sizes 64 --chunk 2 --timed-chunks 2 --warmup-chunks 1 --optimizers lbfgsb adam)
+  SLOWMEM=(--largest --resolution 16 --max-side 128)
   MATTING=(--sizes 64 --repeats 2)
   INFER=(--sizes 64 --batch 2 --repeats 2)
   INFER_BF16=(--sizes 64 --batch 2 --repeats 2)
@@ -124,6 +129,8 @@ fi
 
 step optimize 90 "$PYTHON" $B/optimize_bench.py "${OPTIMIZE[@]}" --no-torch --platform "$PLATFORM" \
   --out "$OUT/optimize_bench.json"
+step slowmem 120 "$PYTHON" $B/slow_memory_bench.py "${SLOWMEM[@]}" --platform "$PLATFORM" \
+  --out "$OUT/slow_memory.json"
 step matting 40 "$PYTHON" $B/matting_bench.py "${MATTING[@]}" --out "$OUT/matting_bench.json"
 step inference 70 "$PYTHON" $B/inference_bench.py "${INFER[@]}" --no-torch \
   --out "$OUT/inference_bench.json"
