@@ -72,6 +72,15 @@ def _arbitrary(d):
   return 1e3 * r["seconds"]["ours_xla"], f"{r['size']} px, host array in and out"
 
 
+def _tile(model: str):
+  def get(d):
+    r = next(r for r in d["small"] if r["model"] == model)
+    mp = r["hw"][0] * r["hw"][1] / 1e6
+    return r["tiled_s_per_mp"] * mp, (f"{r['hw'][1]}x{r['hw'][0]}, {r['tile']} px tiles; "
+                                      f"untiled {r['untiled_s_per_mp'] * mp:.3g} s")
+  return get
+
+
 # (goal, result file, ("<=" or ">=", bound) or None (reported only), unit,
 #  result -> (number, what it was measured on))
 GOALS = (
@@ -97,6 +106,10 @@ GOALS = (
      _sr_train("johnson")),
     ("arbitrary style transfer at 1024 px, per image", "arbitrary_bench.json", ("<=", 10.0),
      "ms", _arbitrary),
+    ("fast stylization of a 7680x5120 photo, starry_lite, tiled", "tile_bench.json", None, "s",
+     _tile("starry_lite")),
+    ("fast stylization of a 7680x5120 photo, zoo8, tiled", "tile_bench.json", None, "s",
+     _tile("zoo8")),
 )
 
 

@@ -1,6 +1,8 @@
 """Tiled inference (``fast.tiled``): tiled == untiled for each network family, the norms'
 statistics over tiles equal numpy's over the whole activation, and the automatic choice."""
 
+import itertools
+
 import jax
 import numpy as np
 import pytest
@@ -40,7 +42,7 @@ def test_spans_partition_the_image_and_keep_the_halo_inside():
   for n, length, halo in ((40, 32, 12), (56, 32, 12), (5120, 512, 16), (7680, 512, 16), (28, 32, 4)):
     tiles = tiled.spans(n, length, halo)
     assert tiles[0][1] == 0 and tiles[-1][2] == n
-    assert all(a[2] == b[1] for a, b in zip(tiles, tiles[1:]))  # a partition, in order
+    assert all(a[2] == b[1] for a, b in itertools.pairwise(tiles))  # a partition, in order
     for start, lo, hi in tiles:
       end = start + min(n, length)
       assert start % 4 == 0 and 0 <= start and end <= n and lo < hi
@@ -69,7 +71,7 @@ def test_moments_merged_over_tiles_equal_numpys_over_the_whole_activation():
   np.testing.assert_allclose(var, x.var(axis=(0, 1, 2)), rtol=1e-5)
 
 
-@pytest.mark.parametrize("net", [dict(num_residual=1), dict(num_residual=0, num_styles=2)],
+@pytest.mark.parametrize("net", [{"num_residual": 1}, {"num_residual": 0, "num_styles": 2}],
                          ids=["johnson", "conditional_in"])
 def test_tiled_equals_untiled(photo, net, johnson):
   stylizer = johnson if net.get("num_residual") else _stylizer(**net)

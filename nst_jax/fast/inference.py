@@ -328,7 +328,7 @@ class Stylizer:
                                self.style_rows([images[members[0]]], strength))
              for hw, members in groups.items()}
     results: list[np.ndarray | None] = [None] * len(images)
-    post = dict(strength=self.pixel_strength(strength), original_colors=original_colors)
+    post = {"strength": self.pixel_strength(strength), "original_colors": original_colors}
     for hw, members in groups.items():
       for i in members if tiles[hw] else ():
         image = np.asarray(images[i], np.float32)
@@ -370,7 +370,7 @@ class Stylizer:
       UserError: a bad ``tile``, or an estimated peak above ``budget`` either way.
     """
     width = getattr(self.model, "width", 1.0)
-    untiled = dict(batch=self.batch_size, width=width, smoothing=smoothing)
+    untiled = {"batch": self.batch_size, "width": width, "smoothing": smoothing}
     fits = budget is None or memory.estimate_peak_bytes("stylize", hw, **untiled) <= budget
     if tile == 0 or (tile is None and fits):
       memory.check_fits("stylize", hw, budget, **untiled)

@@ -41,7 +41,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
-from typing import Callable
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -194,7 +194,7 @@ class _Store:
   def __init__(self, shape: tuple[int, int, int]):
     self.shape = shape
     self.row_bytes = shape[1] * shape[2] * 4
-    self.file = tempfile.TemporaryFile(prefix="nst_jax_tile_")
+    self.file = tempfile.TemporaryFile(prefix="nst_jax_tile_")  # noqa: SIM115 (closed by run)
 
   def write_rows(self, row: int, values: np.ndarray) -> None:
     os.pwrite(self.file.fileno(), np.ascontiguousarray(values, np.float32).tobytes(),
@@ -284,7 +284,9 @@ class Tiler:
     num_norms = sum(p.kind in ("norm", "batch") for p in plan)
     stores: dict[int, _Store] = {}
     stats: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    factor = lambda p: (lh // p.shape[1], lw // p.shape[2])  # noqa: E731
+
+    def factor(p: Point) -> tuple[int, int]:  # a point's downscaling from the input
+      return lh // p.shape[1], lw // p.shape[2]
     bar = tqdm(total=(num_norms + 1) * len(ys) * len(xs), desc="tiles", unit="tile",
                disable=None if progress else True, leave=False)
     try:
