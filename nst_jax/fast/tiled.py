@@ -57,7 +57,8 @@ HALO = 16  # pixels of context on each inner side of a tile (a multiple of 4)
 DEFAULT_TILE = 512  # tile side in input pixels
 NORMS = (nn.InstanceNorm, nn.BatchNorm, arbitrary_nets.StyleNorm)
 BLOCKS = (layers.ResidualBlock, arbitrary_nets.StyleResidualBlock)
-IMAGE_BYTES = 4 * 3 * 2 + 8  # per pixel: the float32 input and output, the 8-bit copy saved
+IMAGE_BYTES = 4 * 3 * 2  # per pixel while stylizing: the float32 input and output
+SAVE_BYTES = IMAGE_BYTES + 3 * 2  # then while saving: with the 8-bit copy and PIL's image
 
 
 @dataclasses.dataclass
@@ -197,12 +198,13 @@ class _Store:
     self.file = tempfile.TemporaryFile(prefix="nst_jax_tile_")  # noqa: SIM115 (closed by run)
 
   def write_rows(self, row: int, values: np.ndarray) -> None:
-    os.pwrite(self.file.fileno(), np.ascontiguousarray(values, np.float32).tobytes(),
+    os.pwrite(self.file.fileno(), memoryview(np.ascontiguousarray(values, np.float32)).cast("B"),
               row * self.row_bytes)
 
   def read_rows(self, start: int, stop: int) -> np.ndarray:
-    data = os.pread(self.file.fileno(), (stop - start) * self.row_bytes, start * self.row_bytes)
-    return np.frombuffer(data, np.float32).reshape((stop - start,) + self.shape[1:])
+    out = np.empty((stop - start,) + self.shape[1:], np.float32)
+    os.preadv(self.file.fileno(), [memoryview(out).cast("B")], start * self.row_bytes)
+    return out
 
   def close(self) -> None:
     self.file.close()
@@ -225,21 +227,26 @@ class Tiler:
       raise UserError(f"the halo must be a multiple of 4, got {halo}")
     self.forward, self.tile, self.halo = forward, tile, halo
     self._programs: dict[tuple, Callable] = {}
+    self._plans: dict[tuple, list[Point]] = {}
     self.compiled_shapes: set[tuple[int, ...]] = set()
 
   def window_hw(self, hw: tuple[int, int]) -> tuple[int, int]:
     return min(hw[0], self.tile), min(hw[1], self.tile)
 
   def plan(self, variables, hw: tuple[int, int], rows) -> list[Point]:
-    """The points of the network on one tile of an image of padded size ``hw`` (shapes only)."""
-    trace = _Pass(-1)
-    window = jax.ShapeDtypeStruct((1,) + self.window_hw(hw) + (3,), jnp.float32)
+    """The points of the network on one tile of an image of padded size ``hw`` (shapes only;
+    kept per tile shape: the same network and style input size every call)."""
+    key = (self.window_hw(hw), np.shape(rows))
+    if key not in self._plans:
+      trace = _Pass(-1)
+      window = jax.ShapeDtypeStruct((1,) + key[0] + (3,), jnp.float32)
 
-    def record(v, x, r):
-      with nn.intercept_methods(trace):
-        return self.forward(v, x, r)
-    jax.eval_shape(record, variables, window, rows)
-    return trace.points
+      def record(v, x, r):
+        with nn.intercept_methods(trace):
+          return self.forward(v, x, r)
+      jax.eval_shape(record, variables, window, rows)
+      self._plans[key] = trace.points
+    return self._plans[key]
 
   def estimate_bytes(self, plan: list[Point], hw: tuple[int, int], *, width: float = 1.0,
                      smoothing: bool = False) -> int:
@@ -248,11 +255,13 @@ class Tiler:
     band = 0
     for k in range(max((p.stage for p in plan), default=0) + 2):
       live = [p for p in plan if p.need > p.stage and (p.stage == k or p.need == k)]
-      band = max(band, sum(lh * (hw[1] // (lh // p.shape[1])) * p.shape[3] * 4 for p in live))
+      band = max(band, sum(p.shape[1] * (hw[1] * p.shape[2] // lw) * p.shape[3] * 4 for p in live))
     window = memory.estimate_peak_bytes("stylize", (lh, lw), width=width) - memory.BASE_BYTES[
         "stylize"]
-    pixels = hw[0] * hw[1] * (IMAGE_BYTES + (4 * memory.PHOTO_FLOATS if smoothing else 0))
-    return int(memory.BASE_BYTES["stylize"] + window + memory.MARGIN * (band + pixels))
+    pixels = hw[0] * hw[1]
+    stylizing = IMAGE_BYTES * pixels + window + memory.MARGIN * band
+    smooth = memory.MARGIN * 4 * memory.PHOTO_FLOATS * pixels if smoothing else 0
+    return int(memory.BASE_BYTES["stylize"] + max(stylizing, SAVE_BYTES * pixels) + smooth)
 
   def _program(self, k: int, plan: list[Point], window_hw: tuple[int, int], final: bool):
     # One jitted pass per (k, tile shape); the plan depends on the tile shape only.
@@ -353,7 +362,9 @@ def stylize_image(tiler: Tiler, variables, image: np.ndarray, hw: tuple[int, int
   out = np.empty((h, w, 3), np.float32)
 
   def read_window(y0, y1, x0, x1):  # [1, y1 - y0, x1 - x0, 3]
-    return np.asarray(image[np.ix_(ry[y0:y1], rx[x0:x1])], np.float32)[None]
+    if y1 <= h and x1 <= w:  # inside the photo: no padding
+      return np.asarray(image[y0:y1, x0:x1], np.float32)[None]
+    return np.asarray(image[ry[y0:y1]][:, rx[x0:x1]], np.float32)[None]
 
   def write_rows(y0, y1, band):
     y1 = min(y1, h)
@@ -379,7 +390,7 @@ def check_files_fit(paths, size: int | None, budget: int | None, *, batch: int =
     if hw is None or tile == 0 or memory.estimate_peak_bytes("stylize", hw, batch=batch) <= budget:
       memory.check_files_fit("stylize", [path], size, budget, batch=batch)
       continue
-    per_pixel = memory.MARGIN * IMAGE_BYTES
+    per_pixel = SAVE_BYTES
     need = memory.BASE_BYTES["stylize"] + per_pixel * hw[0] * hw[1]
     if need > budget:
       room = max(0.0, (budget - memory.BASE_BYTES["stylize"]) / per_pixel / (hw[0] * hw[1]))
