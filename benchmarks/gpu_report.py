@@ -108,8 +108,6 @@ GOALS = (
      "ms", _arbitrary),
     ("fast stylization of a 7680x5120 photo, starry_lite, tiled", "tile_bench.json", None, "s",
      _tile("starry_lite")),
-    ("fast stylization of a 7680x5120 photo, zoo8, tiled", "tile_bench.json", None, "s",
-     _tile("zoo8")),
 )
 
 
