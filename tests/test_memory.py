@@ -171,7 +171,7 @@ def test_stylize_processes_1x1_and_2x2_images():
 def test_stylize_refuses_an_image_beyond_max_memory():
   stylizer = _tiny_stylizer()
   with pytest.raises(UserError, match="--size"):
-    stylizer.stylize_many([np.zeros((2048, 2048, 3), np.float32)], max_memory=1)
+    stylizer.stylize_many([np.zeros((2048, 2048, 3), np.float32)], max_memory=1, tile=0)
 
 
 def test_stylize_cli_refuses_a_hostile_size_before_resizing(images, tmp_path, capsys):
