@@ -16,7 +16,6 @@ from nst_jax.core import image_io, matting, smoothing
 from nst_jax.slow import driver, lbfgsb, optimize, photoreal
 
 
-
 def _system(guide, weight):
   return scipy.sparse.identity(guide.shape[0] * guide.shape[1]) + weight * (
       matting.build_matting_laplacian(guide, eps=config.EVAL_EPS))
