@@ -12,12 +12,17 @@ For one of the shared photo pairs (hand-made masks) at ``--size``, in one proces
 - ``stage1``: the photoreal objective without the matting penalty (stage 1);
 - ``stage2``: the penalized stage (the default ``affine`` parameterization: every loss
   evaluation solves ``(I + affine_weight L) O = x`` by conjugate gradients, forward and
-  backward), started from stage 1's result after ``--start-iters`` iterations.
+  backward), started from stage 1's result after ``--start-iters`` iterations, as
+  ``photoreal.stylize`` runs it: both solves start from the previous evaluation's solutions
+  (``lbfgsb.WarmStartedLoss``);
+- ``stage2_cold`` (unless ``--no-cold``): the same stage from the same start with every solve
+  started cold (from x, and from 0 for the gradient's), as before warm starts: the before/after
+  comparison, side by side.
 
 Each runs its compiled chunk once (compile and warm-up), then ``--rounds`` rounds of the three in
 turn (interleaved, so a change in machine load hits all of them) of ``--iters`` L-BFGS-B
 iterations each, continuing from where the previous chunk stopped. Reports the median seconds
-per iteration, the ratios to Gatys, and, for stage 2, the loss evaluations per iteration and the
+per iteration, the ratios to Gatys, and, for stage 2 (each variant), the loss evaluations per iteration and the
 conjugate-gradient iterations per evaluation (forward and adjoint solves, counted on the host
 with ``smoothing.recording_cg_iterations``). JSON via ``bench_common``. On a shared machine the
 absolute times move with the load; the ratios, measured side by side, are what to compare.
@@ -38,7 +43,7 @@ import numpy as np
 from nst_jax import config
 from nst_jax.config import EVAL_EPS
 from nst_jax.core import matting, objective, smoothing
-from nst_jax.slow import artistic, optimize, photoreal
+from nst_jax.slow import artistic, lbfgsb, optimize, photoreal
 
 
 class Timed:
@@ -58,14 +63,22 @@ class Timed:
       self.times.append((time.perf_counter() - t) / self.n)
 
 
-def counting(loss_fn, counts, name: str):
-  """``loss_fn`` that appends to ``counts[name]`` on the host whenever it is evaluated."""
+def counting(loss_fn, counts, name: str, *, warm: bool = True):
+  """``loss_fn`` that appends to ``counts[name]`` on the host whenever it is evaluated; a
+  ``lbfgsb.WarmStartedLoss`` stays one (``warm``) or becomes its plain, cold function."""
 
   def counted(x, shared, aux):
     jax.debug.callback(lambda: counts[name].append(1))
     return loss_fn(x, shared, aux)
 
-  return counted
+  if not (warm and isinstance(loss_fn, lbfgsb.WarmStartedLoss)):
+    return counted
+
+  def counted_warm(x, shared, aux, start):
+    jax.debug.callback(lambda: counts[name].append(1))
+    return loss_fn.value_and_grad(x, shared, aux, start)
+
+  return lbfgsb.WarmStartedLoss(counted, counted_warm, loss_fn.init_warm)
 
 
 def gatys_problem(params, content, style, size: int):
@@ -94,6 +107,7 @@ def main(argv=None) -> None:
   p.add_argument("--iters", type=int, default=10, help="iterations per timed chunk")
   p.add_argument("--rounds", type=int, default=3)
   p.add_argument("--start-iters", type=int, default=20, help="stage-1 iterations before stage 2")
+  p.add_argument("--no-cold", action="store_true", help="skip the cold-started stage 2")
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                  help="override of the photoreal config; repeatable")
   args = p.parse_args(argv)
@@ -104,6 +118,7 @@ def main(argv=None) -> None:
   counts = collections.defaultdict(list)
   with smoothing.recording_cg_iterations(lambda kind, n: counts[kind].append(n)):
     loss = counting(photoreal.make_loss_fn(cfg.loss), counts, "photo")
+    cold = counting(photoreal.make_loss_fn(cfg.loss), counts, "photo", warm=False)
     aux1 = photo_aux(params, content, style, cm, sm, cfg, 1)
     x1 = Timed(loss, jnp.asarray(content)[None], params, aux1, optim_cfg)
     for _ in range(max(1, args.start_iters // args.iters)):
@@ -112,18 +127,19 @@ def main(argv=None) -> None:
     loss_g, x0_g, targets_g = gatys_problem(params, content, style, args.size)
     runs = {"gatys": Timed(counting(loss_g, counts, "gatys"), x0_g, params, targets_g, optim_cfg),
             "stage1": x1, "stage2": Timed(loss, x1.x, params, aux2, optim_cfg)}
+    if not args.no_cold:
+      runs["stage2_cold"] = Timed(cold, x1.x, params, aux2, optim_cfg)
     for run in runs.values():
       run.step(record=False)  # compile / warm up
-  evals, cg = {}, collections.defaultdict(list)
+  evals, cg = {}, {name: collections.defaultdict(list) for name in runs}
   for _ in range(args.rounds):
     for name, run in runs.items():
       counts.clear()
       run.step()
       jax.effects_barrier()
       evals.setdefault(name, []).append(len(counts["gatys" if name == "gatys" else "photo"]))
-      if name == "stage2":
-        for kind in ("forward", "adjoint"):
-          cg[kind].extend(counts[kind])
+      for kind in ("forward", "adjoint"):
+        cg[name][kind].extend(counts[kind])
   iters = args.rounds * args.iters
   rows = {name: {"s_per_iter": float(np.median(run.times)), "times": run.times,
                  "evaluations_per_iter": sum(evals[name]) / iters} for name, run in runs.items()}
@@ -137,24 +153,25 @@ def main(argv=None) -> None:
   apply = jax.jit(lambda v: matting.apply_with_coefficients(step.coeffs, v))
   v = jnp.asarray(runs["stage2"].x)
   apply_s = bc.time_median(lambda: jax.block_until_ready(apply(v)), 20, warmup=2)
-  cg_per_eval = float(np.mean(cg["forward"] or [0])) + float(np.mean(cg["adjoint"] or [0]))
-  rows["stage2"].update(laplacian_apply_s=apply_s, cg_s_per_eval_estimate=cg_per_eval * apply_s)
-  rows["stage2"].update(cg_forward_per_eval=float(np.mean(cg["forward"] or [0])),
-                        cg_adjoint_per_eval=float(np.mean(cg["adjoint"] or [0])),
-                        matting_ratio=float(matting.matting_energy(
-                            jnp.asarray(content), photoreal.output_image(runs["stage2"].x, aux2)[0],
-                            eps=EVAL_EPS) / matting.matting_energy(
-                                jnp.asarray(content), jnp.asarray(content), eps=EVAL_EPS)))
+  ratio = lambda x: float(matting.matting_energy(
+      jnp.asarray(content), photoreal.output_image(x, aux2)[0], eps=EVAL_EPS)
+      / matting.matting_energy(jnp.asarray(content), jnp.asarray(content), eps=EVAL_EPS))
+  for name in [n for n in runs if n.startswith("stage2")]:
+    per_eval = {kind: float(np.mean(cg[name][kind] or [0])) for kind in ("forward", "adjoint")}
+    rows[name].update(laplacian_apply_s=apply_s,
+                      cg_s_per_eval_estimate=sum(per_eval.values()) * apply_s,
+                      cg_forward_per_eval=per_eval["forward"],
+                      cg_adjoint_per_eval=per_eval["adjoint"], matting_ratio=ratio(runs[name].x))
   print(f"{args.size} px, pair {args.pair}, {args.rounds} x {args.iters} iterations each")
   for name, row in rows.items():
     extra = (f"  evals/iter {row['evaluations_per_iter']:.2f} "
              f"({row['s_per_evaluation']:.3f} s/eval)")
-    if name == "stage2":
+    if name.startswith("stage2"):
       extra += (f", CG/eval forward "
                f"{row['cg_forward_per_eval']:.1f} adjoint {row['cg_adjoint_per_eval']:.1f}"
                 f", Laplacian apply {row['laplacian_apply_s'] * 1e3:.1f} ms"
                 f" (CG ~{row['cg_s_per_eval_estimate']:.3f} s/eval)")
-    print(f"{name:7s} {row['s_per_iter']:.3f} s/iter  x{row['ratio_to_gatys']:.2f} Gatys{extra}")
+    print(f"{name:11s} {row['s_per_iter']:.3f} s/iter  x{row['ratio_to_gatys']:.2f} Gatys{extra}")
   bc.write_result(args.out, {"size": args.size, "pair": args.pair, "rows": rows}, args)
 
 

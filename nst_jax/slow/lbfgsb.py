@@ -33,6 +33,13 @@ An iteration:
    searches spent up to 20 evaluations each on steps too small to matter
    (docs/research/implementation_notes.md; ``benchmarks/photo_resume_bench.py``).
 
+Warm starts. A loss whose evaluation runs inner iterative solves (the photoreal "affine"
+parameterization: two conjugate-gradient solves per evaluation) may come as a
+``WarmStartedLoss``: it also returns a pytree ``warm`` (e.g. the solves' solutions), which the
+state carries from the accepted point to the next evaluations as their starts. It is part of
+the state, so a checkpoint holds it and a resumed run repeats the same solves bit for bit. A
+plain loss carries ``()``.
+
 The loss is evaluated in one place only, the search's trial, so its forward and backward
 passes are compiled once. ``init`` evaluates nothing: its state has f = +inf and no memory, and
 the first ``step`` starts with a start step, d = 0, whose one trial is x itself and is accepted
@@ -54,6 +61,7 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -78,6 +86,30 @@ class State(NamedTuple):
   terms: dict  # loss terms at x
   evals: jax.Array  # int32 [] loss evaluations so far (the start's included; 0: fresh)
   failures: jax.Array  # int32 [] failed line searches in a row; >= STALL_FAILURES: stopped
+  warm: Any = ()  # a WarmStartedLoss's starts for its next evaluations (from x); () otherwise
+
+
+@dataclasses.dataclass(frozen=True)
+class WarmStartedLoss:
+  """A loss that starts its inner solves from the previous evaluation's solutions.
+
+  Called as ``loss(x, shared, aux) -> (value, terms)`` it is the plain loss (for other solvers,
+  ``jax.grad`` and tools); ``make`` uses ``value_and_grad`` instead and keeps ``warm`` in the
+  state. Hashable (its fields are), so compiled programs are cached per loss as for a function.
+
+  Attributes:
+    loss: ``(x, shared, aux) -> (value, terms)``, cold: its solves start from fixed guesses.
+    value_and_grad: ``(x, shared, aux, warm) -> ((value, terms), gradient, warm at x)``, its
+      solves started from ``warm``; the same value and gradient as ``loss`` within the solves'
+      tolerance. The returned ``warm`` must have the structure, shapes and dtypes of its input.
+    init_warm: ``(x, shared, aux) -> warm`` for the first evaluation (the cold path's guesses).
+  """
+  loss: Callable
+  value_and_grad: Callable
+  init_warm: Callable
+
+  def __call__(self, x, shared, aux):
+    return self.loss(x, shared, aux)
 
 
 class Solver(NamedTuple):
@@ -141,7 +173,12 @@ def make(loss_fn: Callable, *, history_size: int = 20, c1: float = ARMIJO_C1,
   Returns:
     A ``Solver``; ``step`` returns the new iterate, its state and the terms at the old iterate.
   """
-  value_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
+  if isinstance(loss_fn, WarmStartedLoss):
+    value_and_grad, init_warm = loss_fn.value_and_grad, loss_fn.init_warm
+  else:
+    plain = jax.value_and_grad(loss_fn, has_aux=True)
+    value_and_grad = lambda x, shared, aux, warm: plain(x, shared, aux) + (warm,)
+    init_warm = lambda x, shared, aux: ()
 
   def init(x, shared, aux):
     value, terms = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype),
@@ -150,7 +187,7 @@ def make(loss_fn: Callable, *, history_size: int = 20, c1: float = ARMIJO_C1,
     zeros = jnp.zeros((m,) + x.shape, x.dtype)
     return State(zeros, zeros, jnp.zeros((m,), x.dtype), jnp.int32(m - 1),
                  jnp.zeros((), x.dtype), value + jnp.inf, jnp.zeros_like(x), terms,
-                 jnp.int32(0), jnp.int32(0))
+                 jnp.int32(0), jnp.int32(0), init_warm(x, shared, aux))
 
   def direction(x, state):
     g = state.grad
@@ -165,10 +202,10 @@ def make(loss_fn: Callable, *, history_size: int = 20, c1: float = ARMIJO_C1,
     """Backtracking along P(x + t d) from t = 1; returns the accepted trial. From a fresh
     state (no evaluation yet, d = 0) its one trial is x, accepted as it is."""
     fresh = state.evals == 0
-    def trial(t):
+    def trial(t):  # every trial's solves start from x's (the accepted point's) solutions
       xt = jnp.clip(x + t * d, 0.0, 1.0)
-      (value, terms), grad = value_and_grad(xt, shared, aux)
-      return xt, value, grad, terms
+      (value, terms), grad, warm = value_and_grad(xt, shared, aux, state.warm)
+      return xt, value, grad, terms, warm
 
     def armijo(xt, value):
       return value <= state.value + c1 * jnp.vdot(state.grad, xt - x)
@@ -178,7 +215,7 @@ def make(loss_fn: Callable, *, history_size: int = 20, c1: float = ARMIJO_C1,
       return (n == 0) | ((n < max_trials) & ~armijo(xt, value) & ~fresh)
 
     def body(c):
-      n, t, xt, value, _, _ = c
+      n, t, xt, value, *_ = c
       # quadratic through f(0), the slope along the step taken, f(t); kept in [0.1 t, 0.5 t]
       lin = jnp.vdot(state.grad, xt - x)
       curv = value - state.value - lin
@@ -190,22 +227,24 @@ def make(loss_fn: Callable, *, history_size: int = 20, c1: float = ARMIJO_C1,
 
     shape = jax.eval_shape(trial, 1.0)
     zeros = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shape)
-    n, _, xt, value, grad, terms = jax.lax.while_loop(
+    n, _, xt, value, grad, terms, warm = jax.lax.while_loop(
         cond, body, (jnp.int32(0), jnp.ones((), x.dtype)) + tuple(zeros))
     # Success needs a real decrease: with t ~ 1e-19 the Armijo test can pass on a value that
     # only rounds to f(x) (a tie), which is no progress.
-    return n, xt, value, grad, terms, fresh | (armijo(xt, value) & (value < state.value))
+    ok = fresh | (armijo(xt, value) & (value < state.value))
+    return n, xt, value, grad, terms, warm, ok
 
   def advance(x, state, shared, aux):
     d = direction(x, state)
-    n, xt, value, grad, terms, ok = search(x, d, state, shared, aux)
+    n, xt, value, grad, terms, warm, ok = search(x, d, state, shared, aux)
     # A failed search (not ok): stay at x, empty the memory (rho = 0, gamma = 0), count it.
     new = push_pair(state, jnp.where(ok, xt - x, 0.0), jnp.where(ok, grad - state.grad, 0.0))
     keep = lambda a, b: jnp.where(ok, a, b)
     new = new._replace(rho=keep(new.rho, 0.0), gamma=keep(new.gamma, 0.0),
                        value=keep(value, state.value), grad=keep(grad, state.grad),
                        terms=jax.tree.map(keep, terms, state.terms), evals=state.evals + n,
-                       failures=jnp.where(ok, 0, state.failures + 1))
+                       failures=jnp.where(ok, 0, state.failures + 1),
+                       warm=jax.tree.map(keep, warm, state.warm))
     return keep(xt, x), new, state.terms
 
   def iterate(x, state, shared, aux):

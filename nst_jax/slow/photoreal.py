@@ -55,7 +55,7 @@ import numpy as np
 from nst_jax.config import EVAL_EPS, LossConfig, OptimConfig, PhotoConfig
 from nst_jax.core import image_io, losses, matting, memory, objective, regions, smoothing
 from nst_jax.core.errors import UserError
-from nst_jax.slow import driver
+from nst_jax.slow import driver, lbfgsb
 
 PARAM_TOL = 1e-3  # relative residual of the "affine" parameterization's solves (float32: >~5e-5)
 # A penalized stage's seconds per iteration over an unpenalized one's with the "affine" and
@@ -163,21 +163,64 @@ _output_image_jit = jax.jit(output_image)
 
 
 @functools.lru_cache(maxsize=16)
-def make_loss_fn(loss_cfg: LossConfig):
+def make_loss_fn(loss_cfg: LossConfig) -> lbfgsb.WarmStartedLoss:
   """``(x, vgg_params, aux) -> (total, terms)`` of ``output_image(x, aux)`` with aux =
   {"targets", "matting", "matting_weight", "filter", "filtered"}; one per loss config, so all
-  stages reuse one compiled program."""
+  stages reuse one compiled program.
 
-  def loss_fn(x, vgg_params, aux):
-    x = output_image(x, aux)
-    terms = objective.loss_terms(vgg_params, x, aux["targets"], loss_cfg)
-    pixels = x.shape[-3] * x.shape[-2]
-    energy = matting.energy_with_coefficients(aux["matting"], x) / pixels     # [B]
+  A ``lbfgsb.WarmStartedLoss``: called, its "affine" solves start cold (from x, and from 0 for
+  the gradient's); the L-BFGS-B solver instead uses ``warm_value_and_grad``, which starts both
+  solves from the previous evaluation's solutions."""
+
+  def scored(image, vgg_params, aux):  # the loss of the output image itself
+    terms = objective.loss_terms(vgg_params, image, aux["targets"], loss_cfg)
+    pixels = image.shape[-3] * image.shape[-2]
+    energy = matting.energy_with_coefficients(aux["matting"], image) / pixels     # [B]
     terms["matting"] = aux["matting_weight"] * energy
     terms["total"] = terms["total"] + terms["matting"]
     return jnp.sum(terms["total"]), terms
 
-  return loss_fn
+  def loss_fn(x, vgg_params, aux):
+    return scored(output_image(x, aux), vgg_params, aux)
+
+  return lbfgsb.WarmStartedLoss(
+      loss_fn, functools.partial(warm_value_and_grad, scored),
+      lambda x, vgg_params, aux: WarmStart(x, jnp.zeros_like(x)))
+
+
+class WarmStart(NamedTuple):
+  """The "affine" parameterization's last solutions: starts for the next evaluation's solves."""
+  output: jax.Array    # [1, H, W, 3] O with (I + w L) O = x
+  gradient: jax.Array  # [1, H, W, 3] the loss's gradient in x, (I + w L)^-1 (its gradient in O)
+
+
+def warm_value_and_grad(scored: Callable, x: jax.Array, vgg_params, aux: dict,
+                        warm: WarmStart):
+  """``scored``'s value, terms and gradient at ``output_image(x, aux)``, the gradient taken in
+  x, and the new ``WarmStart``.
+
+  The "affine" step O = (I + w L)^-1 x is linear and symmetric, so the gradient in x is one
+  more solve with the gradient in O as right-hand side (what ``lax.custom_linear_solve``
+  does). Written out here, both solves start from ``warm`` (the solutions at the last accepted
+  point, scaled by ``smoothing.conjugate_gradients``'s ``scale_start``) and stop at the same
+  relative residual ``PARAM_TOL`` as cold ones, so value and gradient agree with the cold
+  path's within that tolerance, while a short step needs far fewer iterations. Other
+  parameterizations differentiate through ``output_image`` and pass ``warm`` on.
+  """
+  step = aux["filter"]
+  value_and_grad = jax.value_and_grad(scored, has_aux=True)
+  if not isinstance(step, AffineStep):
+    image, pullback = jax.vjp(lambda v: output_image(v, aux), x)
+    (value, terms), grad_image = value_and_grad(image, vgg_params, aux)
+    return (value, terms), pullback(grad_image)[0], warm
+  solve = lambda kind, b, x0: smoothing.affine_cg(step.coeffs, b, x0, step.weight,
+                                                  tol=PARAM_TOL, kind=kind, scale_start=True)
+  filtered = aux["filtered"] > 0
+  image = jax.lax.cond(filtered, lambda: solve("forward", x, warm.output), lambda: x)
+  (value, terms), grad_image = value_and_grad(image, vgg_params, aux)
+  grad = jax.lax.cond(filtered, lambda: solve("adjoint", grad_image, warm.gradient),
+                      lambda: grad_image)
+  return (value, terms), grad, WarmStart(image, grad)
 
 
 def prepare_masks(vgg_params, content, style, content_masks, style_masks, cfg: PhotoConfig):
