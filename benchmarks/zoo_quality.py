@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -101,17 +103,21 @@ def main(argv=None) -> int:
 
 
 def score_arbitrary(args) -> int:
-  """The arbitrary-style network on every shared painting (``arbitrary_quality.py``: the L-BFGS-B
-  references, then the network before and after refinement, then the table), with this script's
-  photos, size and iterations; ``--styles`` is not used (all paintings)."""
-  import arbitrary_quality as aq  # pylint: disable=import-outside-toplevel
+  """The arbitrary-style network on every shared painting: ``arbitrary_quality.py``'s L-BFGS-B
+  references, then the network before and after refinement, then the table (scripts do not
+  import each other: each step is a run of that script), with this script's photos, size and
+  iterations; ``--styles`` is not used (all paintings)."""
+  script = [sys.executable, str(Path(__file__).with_name("arbitrary_quality.py"))]
   common = ["--photos", str(args.photos), "--size", str(args.size), "--iters", str(args.iters)]
   common += [f"--{k.replace('_', '-')}={v}" for k in ("vgg_weights", "data_dir")
              if (v := getattr(args, k, None))]
   out = ["--out", args.out] if args.out else []
-  aq.main(["refs", *common])
-  aq.main(["score", *common, *out, "--norms"])  # BENCHMARKS.md's refinement settings
-  return aq.main(["report", *common, *out, *(["--update-manifest"] if args.update_manifest else [])])
+  for step in (["refs", *common], ["score", *common, *out, "--norms"],  # BENCHMARKS' settings
+               ["report", *common, *out, *(["--update-manifest"] if args.update_manifest else [])]):
+    code = subprocess.run(script + step, check=False).returncode
+    if code:
+      return code
+  return 0
 
 
 def update_metrics(name: str, summary: dict) -> None:
