@@ -4,6 +4,7 @@ L-BFGS-B iterations (issue 35, sec. 5 and 6), on zoo_quality's photos and object
 Synopsis::
 
   python3 benchmarks/arbitrary_quality.py refs                       # the L-BFGS-B references
+  python3 benchmarks/arbitrary_quality.py refs --reverse             # a second process beside it
   python3 benchmarks/arbitrary_quality.py score --refine-steps 40    # network before / after
   python3 benchmarks/arbitrary_quality.py report                     # tables from the two JSONs
   python3 benchmarks/arbitrary_quality.py net-images --styles ...    # the network alone, cheap
@@ -22,7 +23,9 @@ painting first. Images for the sheet go under ``<cache>/bench/arbitrary_quality/
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import fcntl
 import json
 import time
 from pathlib import Path
@@ -31,8 +34,9 @@ import numpy as np
 
 import bench_common as bc
 from nst_jax import config
-from nst_jax.core import image_io, paths
-from nst_jax.fast import arbitrary, arbitrary_refine as refine, training
+from nst_jax.core import image_io, paths, zoo
+from nst_jax.core.errors import UserError
+from nst_jax.fast import arbitrary, arbitrary_refine as refine, magenta, training
 from nst_jax.slow import artistic
 
 STYLES = ("van_gogh_starry_night", "hokusai_great_wave", "munch_the_scream", "picabia_udnie",
@@ -60,10 +64,29 @@ def seed_refs(refs: dict, zoo_json: Path) -> None:
         row["photo"], dict(row["lbfgs"], source=zoo_json.name))
 
 
+def _have(refs: dict, s: str, p: str) -> bool:
+  have = refs.get(s, {}).get(p)
+  return bool(have) and (p not in SHEET_PHOTOS or have.get("source") == "computed")
+
+
+@contextlib.contextmanager
+def _refs_locked():
+  """The references file's contents, read under an exclusive lock (so that several ``refs``
+  processes, e.g. one with ``--reverse``, share the work and merge what they write)."""
+  image_dir().mkdir(parents=True, exist_ok=True)
+  with open(image_dir() / "refs.lock", "w") as lock:  # in the cache, not the repository
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+      yield read_json(REFS).get("refs", {})
+    finally:
+      fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def run_refs(args, vgg_params, data: Path) -> None:
-  refs = read_json(REFS).get("refs", {})
   if args.seed:
-    seed_refs(refs, bc.RESULTS / "zoo_quality_zoo8.json")
+    with _refs_locked() as refs:
+      seed_refs(refs, bc.RESULTS / "zoo_quality_zoo8.json")
+      bc.write_result(REFS, {"refs": refs, "iters": args.iters, "size": args.size}, args)
   loss_cfg = refine.default_loss_config()
   slow_cfg = dataclasses.replace(config.gatys(), loss=loss_cfg, size=args.size, init="content",
                                  optim=dataclasses.replace(config.gatys().optim,
@@ -71,10 +94,10 @@ def run_refs(args, vgg_params, data: Path) -> None:
   photos = bc.QUALITY_PHOTOS[:args.photos]
   todo = [(s, p) for p in SHEET_PHOTOS for s in args.styles]  # the sheet's first
   todo += [(s, p) for s in args.styles for p in photos if p not in SHEET_PHOTOS]
-  for s, p in todo:
-    have = refs.get(s, {}).get(p)
-    if have and (p not in SHEET_PHOTOS or have.get("source") == "computed"):
-      continue
+  for s, p in (todo[::-1] if args.reverse else todo):
+    with _refs_locked() as refs:
+      if _have(refs, s, p):  # done before, or by another refs process
+        continue
     photo = image_io.load_image(data / "content" / p, size=args.size)
     style = image_io.load_image(data / "styles" / f"{s}.jpg", size=256)
     t0 = time.process_time()
@@ -82,12 +105,12 @@ def run_refs(args, vgg_params, data: Path) -> None:
                            progress=False).images[0]
     targets = training.make_style_targets(vgg_params, np.asarray(style)[None], loss_cfg)
     terms = bc.quality_loss(vgg_params, out, photo, targets, loss_cfg)
-    refs.setdefault(s, {})[p] = dict(terms, source="computed", cpu_s=time.process_time() - t0)
+    with _refs_locked() as refs:
+      refs.setdefault(s, {})[p] = dict(terms, source="computed", cpu_s=time.process_time() - t0)
+      bc.write_result(REFS, {"refs": refs, "iters": args.iters, "size": args.size}, args)
     if p in SHEET_PHOTOS:
       image_io.save_image(image_dir() / f"lbfgs_{s}_{Path(p).stem}.png", out)
     print(f"{s:<36} {p:<28} lbfgs{args.iters} {terms['total']:10.4g}", flush=True)
-    bc.write_result(REFS, {"refs": refs, "iters": args.iters, "size": args.size}, args)
-  bc.write_result(REFS, {"refs": refs, "iters": args.iters, "size": args.size}, args)
 
 
 def run_score(args, vgg_params, data: Path) -> None:
@@ -104,7 +127,8 @@ def run_score(args, vgg_params, data: Path) -> None:
     style = image_io.load_image(data / "styles" / f"{s}.jpg", size=256)
     res = refine.refine_embedding(model, style, train, vgg_params=vgg_params,
                                   steps=args.refine_steps, learning_rate=args.lr,
-                                  norms=args.norms, loss_cfg=loss_cfg)
+                                  norms=args.norms, loss_cfg=loss_cfg,
+                                  batch=args.refine_batch)
     refinements[s] = {"cpu_s": res.seconds, "steps": res.steps, "train_loss":
                       [res.losses[0], res.losses[-1]], **res.settings}
     targets = training.make_style_targets(vgg_params, np.asarray(style)[None], loss_cfg)
@@ -170,6 +194,22 @@ def print_report(summary: dict) -> None:
           " % lower)")
 
 
+def update_metrics(summary: dict, args) -> Path:
+  """Merges the per-painting ratios into the installed ``arbitrary`` entry's ``metrics`` (the
+  user registry's manifest, where ``nst-jax models import magenta`` put it), as
+  ``zoo_quality.py --update-manifest`` does for the shipped networks."""
+  entry = zoo.find_model(magenta.MODEL_NAME, zoo.user_dir())
+  if entry is None:
+    raise UserError("no installed arbitrary model to record metrics for; run "
+                    "`nst-jax models import magenta` first")
+  ratios = entry.setdefault("metrics", {}).setdefault("loss_ratio_vs_lbfgs", {})
+  for s, e in summary.items():
+    ratios[s] = {"ratio_mean": e["net_ratio"], "refined_ratio_mean": e["refined_ratio"],
+                 "photos": e["photos"], "size": args.size, "lbfgs_iters": args.iters}
+  zoo.add_entry(zoo.user_dir(), entry)
+  return zoo.user_dir() / zoo.MANIFEST_NAME
+
+
 def _tile(image: np.ndarray | None, side: int):
   from PIL import Image  # pylint: disable=import-outside-toplevel
   if image is None:  # not computed (yet): a grey tile
@@ -214,14 +254,20 @@ def main(argv=None) -> int:
   p.add_argument("--size", type=int, default=256)
   p.add_argument("--iters", type=int, default=50, help="L-BFGS-B iterations")
   p.add_argument("--seed", action="store_true", help="refs: start from zoo_quality_zoo8.json")
+  p.add_argument("--reverse", action="store_true", help="refs: take the list from its end (a "
+                 "second refs process beside a first shares the work)")
   p.add_argument("--refine-steps", type=int, default=40)
   p.add_argument("--refine-photos", type=int, default=2)
   p.add_argument("--refine-size", type=int, default=128)
+  p.add_argument("--refine-batch", type=int, default=None,
+                 help="photos per refinement step (default: all --refine-photos at every step)")
   p.add_argument("--lr", type=float, default=0.1)
   p.add_argument("--norms", action="store_true", help="also refine the instance-norm offsets")
   p.add_argument("--train-photos", default=None, help="refinement photos (default: COCO crops)")
   p.add_argument("--scores", nargs="*", default=None, help="report: score JSONs (default --out)")
   p.add_argument("--sheet", default=str(bc.REPO / "docs" / "arbitrary_sheet.jpg"))
+  p.add_argument("--update-manifest", action="store_true", help="report: write the ratios into "
+                 "the installed model's entry (the user cache's models/MANIFEST.json)")
   args = p.parse_args(argv)
   if args.action == "sheet":
     print(f"wrote {make_sheet(bc.data_dir(args), args.styles, Path(args.sheet))}")
@@ -235,6 +281,8 @@ def main(argv=None) -> int:
     summary = summarize(scores, read_json(REFS).get("refs", {}))
     print_report(summary)
     bc.write_result(SUMMARY, {"summary": summary, "refinements": scores["refinements"]}, args)
+    if args.update_manifest:
+      print(f"metrics of {len(summary)} paintings -> {update_metrics(summary, args)}")
     return 0
   if args.action == "net-images":
     run_net_images(args, bc.data_dir(args))

@@ -5,6 +5,7 @@ Synopsis::
   python3 benchmarks/zoo_quality.py --model starry_small                       # 10 photos, 256 px
   python3 benchmarks/zoo_quality.py --model zoo8 --styles 0 3 --photos 3 --iters 50
   python3 benchmarks/zoo_quality.py --model zoo8 --update-manifest   # metrics into MANIFEST.json
+  python3 benchmarks/zoo_quality.py --model arbitrary   # all 13 paintings (arbitrary_quality.py)
 
 For each style of the model and each of ``--photos`` content photos (``SHARED/content``, none in
 the training set; ``--size`` px long side), the network's output and the result of ``--iters``
@@ -19,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -56,6 +59,8 @@ def main(argv=None) -> int:
   p.add_argument("--out", default=None, help="JSON results (default benchmarks/results/"
                  "zoo_quality_<model>.json)")
   args = p.parse_args(argv)
+  if args.model == "arbitrary":
+    return score_arbitrary(args)
   vgg_params, data = bc.load_vgg(args), bc.data_dir(args)
   stylizer = inference.Stylizer.from_any(args.model)
   cfg = models.from_dict(stylizer.meta["config"])
@@ -94,6 +99,24 @@ def main(argv=None) -> int:
   bc.write_result(out, {"model": str(args.model), "rows": rows, "summary": summary}, args)
   if args.update_manifest:
     update_metrics(str(args.model), summary)
+  return 0
+
+
+def score_arbitrary(args) -> int:
+  """The arbitrary-style network on every shared painting: ``arbitrary_quality.py``'s L-BFGS-B
+  references, then the network before and after refinement, then the table (scripts do not
+  import each other: each step is a run of that script), with this script's photos, size and
+  iterations; ``--styles`` is not used (all paintings)."""
+  script = [sys.executable, str(Path(__file__).with_name("arbitrary_quality.py"))]
+  common = ["--photos", str(args.photos), "--size", str(args.size), "--iters", str(args.iters)]
+  common += [f"--{k.replace('_', '-')}={v}" for k in ("vgg_weights", "data_dir")
+             if (v := getattr(args, k, None))]
+  out = ["--out", args.out] if args.out else []
+  for step in (["refs", *common], ["score", *common, *out, "--norms"],  # BENCHMARKS' settings
+               ["report", *common, *out, *(["--update-manifest"] if args.update_manifest else [])]):
+    code = subprocess.run(script + step, check=False).returncode
+    if code:
+      return code
   return 0
 
 

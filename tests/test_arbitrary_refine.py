@@ -54,6 +54,26 @@ def test_refinement_lowers_the_loss(tiny_model, vgg_params):
   assert refine.refine_step._cache_size() == compiled  # pylint: disable=protected-access
 
 
+def test_refinement_in_mini_batches_takes_the_photos_in_turn(tiny_model, vgg_params):
+  # 2 photos a step (the compiled shape above): step i takes mini-batch i mod (B / 2)
+  a = _photos()
+  whole = _refine(tiny_model, vgg_params, steps=2, learning_rate=0.2)
+  batched = lambda photos: refine.refine_embedding(
+      tiny_model, _painting(), photos, vgg_params=vgg_params, loss_cfg=SMALL_LOSS, style_size=32,
+      steps=2, learning_rate=0.2, batch=2)
+  twice = batched(np.concatenate([a, a]))  # both mini-batches are the photos above: the same run
+  np.testing.assert_allclose(twice.embedding, whole.embedding, rtol=1e-5, atol=1e-6)
+  assert twice.losses == pytest.approx(whole.losses, rel=1e-5)
+  other = batched(np.concatenate([a, 1.0 - a]))  # the second step sees other photos
+  assert other.losses[0] == pytest.approx(whole.losses[0], rel=1e-5)
+  assert other.losses[1] != pytest.approx(whole.losses[1], rel=1e-3)
+  assert other.settings["batch"] == 2 and other.settings["photos"] == 4
+  for bad in (0, 5):
+    with pytest.raises(UserError, match="batch must be 1-4"):
+      refine.refine_embedding(tiny_model, _painting(), np.concatenate([a, a]),
+                              vgg_params=vgg_params, loss_cfg=SMALL_LOSS, steps=1, batch=bad)
+
+
 @pytest.mark.slow  # by default: test_refinement_lowers_the_loss (the embedding alone)
 def test_refinement_with_norm_offsets(tiny_model, vgg_params):
   result = _refine(tiny_model, vgg_params, steps=3, learning_rate=0.2, norms=True)

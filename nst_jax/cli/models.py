@@ -45,6 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       "(default: SHARED/train/coco2017_256)")
   refine.add_argument("--photo-count", type=int, default=2, help="refine: photos used (default 2)")
   refine.add_argument("--photo-size", type=int, default=128, help="refine: crop side (default 128)")
+  refine.add_argument("--batch", type=int, default=None, help="refine: photos per step, taken in "
+                      "turn from the --photo-count photos (default: all of them every step)")
   refine.add_argument("--lr", type=float, default=0.1, help="refine: Adam's learning rate")
   refine.add_argument("--norms", action="store_true",
                       help="refine: also fit offsets of the instance norms' scales and shifts")
@@ -120,7 +122,8 @@ def refine_style(args: argparse.Namespace) -> str:
       bar.set_postfix(loss=f"{loss:.4g}")
     result = arbitrary_refine.refine_embedding(model, painting, photos, vgg_params=vgg_params,
                                                steps=args.steps, learning_rate=args.lr,
-                                               norms=args.norms, callback=on_step)
+                                               norms=args.norms, batch=args.batch,
+                                               callback=on_step)
   path = arbitrary_refine.save_style(
       args.name, result, painting_sha256=digest.file_digest(args.style_image),
       base_sha256=digest.file_digest(magenta.model_path()),

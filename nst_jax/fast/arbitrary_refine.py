@@ -189,6 +189,7 @@ def refine_step(trainable, opt_state, params, photos, vgg_params, style_targets,
 def refine_embedding(model: arbitrary.ArbitraryModel, painting, photos, *, vgg_params,
                      steps: int = 60, learning_rate: float = 0.05, norms: bool = False,
                      loss_cfg: LossConfig | None = None, style_size: int = 256,
+                     batch: int | None = None,
                      callback: Callable[[int, float], Any] | None = None) -> RefineResult:
   """Refines the painting's style embedding by Adam on the perceptual loss over ``photos``.
 
@@ -202,10 +203,14 @@ def refine_embedding(model: arbitrary.ArbitraryModel, painting, photos, *, vgg_p
     norms: also fit per-channel offsets of every instance norm's shift and scale.
     loss_cfg: the objective (default ``default_loss_config()``, the zoo's).
     style_size: the painting's long side for its Gram targets (the zoo's training style size).
+    batch: photos per step: step ``i`` uses mini-batch ``i mod (B // batch)`` of ``photos``
+      (fresh photos at every step when ``B >= steps * batch``: a few fixed photos overfit);
+      None: all ``photos`` at every step.
     callback: called as ``callback(step, loss)`` after each step (1-based; the loss before it).
 
   Returns:
-    A ``RefineResult``.
+    A ``RefineResult`` (``losses``: each step's mini-batch loss, then the last step's
+    mini-batch after the last step).
 
   Raises:
     UserError: a bad painting or photos, or a negative step count.
@@ -218,6 +223,10 @@ def refine_embedding(model: arbitrary.ArbitraryModel, painting, photos, *, vgg_p
                     f"{tuple(photos.shape)}")
   if steps < 0:
     raise UserError(f"refinement steps must be >= 0, got {steps}")
+  batch = photos.shape[0] if batch is None else batch
+  if not 1 <= batch <= photos.shape[0]:
+    raise UserError(f"refinement batch must be 1-{photos.shape[0]} photos, got {batch}")
+  batches = photos[:photos.shape[0] // batch * batch].reshape((-1, batch) + photos.shape[1:])
   painting = np.asarray(painting, np.float32)
   initial = model.embed(painting)  # UserError for a non-RGB or 1 x 1 painting
   style = image_io.resize_array(painting, _long_side(painting.shape[:2], style_size))
@@ -229,15 +238,17 @@ def refine_embedding(model: arbitrary.ArbitraryModel, painting, photos, *, vgg_p
                               cfg=model.cfg)
   losses = []
   for i in range(steps):
-    trainable, opt_state, loss = step_fn(trainable, opt_state, model.params, photos, vgg_params,
-                                         targets)
+    trainable, opt_state, loss = step_fn(trainable, opt_state, model.params,
+                                         batches[i % len(batches)], vgg_params, targets)
     losses.append(float(loss))
     if callback is not None:
       callback(i + 1, losses[-1])
-  final = _jit_loss(trainable, model.params, photos, vgg_params, targets, loss_cfg, model.cfg)
+  last = batches[(steps - 1) % len(batches)]
+  final = _jit_loss(trainable, model.params, last, vgg_params, targets, loss_cfg, model.cfg)
   losses.append(float(final))
   deltas = trainable["norm_deltas"]
   settings = {"learning_rate": learning_rate, "norms": norms, "photos": int(photos.shape[0]),
+              "batch": batch,
               "photo_size": list(photos.shape[1:3]), "style_size": style_size,
               "loss": config.to_dict(loss_cfg)}
   return RefineResult(np.asarray(trainable["embedding"]), np.asarray(initial),
