@@ -146,9 +146,11 @@ def style_loss(vgg_params, outputs, clip, targets, loss_cfg, every: int) -> floa
                         for o, f in list(zip(outputs, clip))[::every]]))
 
 
-def evaluate(name, clip, flows, masks, stylizer, weights, vgg_params, targets, loss_cfg, every):
-  """One clip's row: E_warp and style loss per frame, and consistent at each of ``weights``
-  (the same per-frame stylizations, made consistent: ``fast.video.make_consistent``)."""
+def evaluate(name, clip, flows, masks, stylizer, weights, vgg_params, targets, loss_cfg, every,
+             modes=("blend",)):
+  """One clip's row: E_warp and style loss per frame, and consistent at each of ``weights`` for
+  the blend mode and once for each other mode (the same per-frame stylizations, made
+  consistent: ``fast.video.make_consistent``); keys "0.3" (blend weights) or the mode's name."""
   plain = list(fast_video.stylize_frames(stylizer, clip, temporal=False))
   row = {"clip": name, "frames": len(clip), "hw": list(clip[0].shape[:2]),
          "input_e_warp": fast_video.warping_error([f / 255.0 for f in clip], flows, masks),
@@ -156,17 +158,19 @@ def evaluate(name, clip, flows, masks, stylizer, weights, vgg_params, targets, l
                        "style": style_loss(vgg_params, plain, clip, targets, loss_cfg, every)},
          "consistent": {}}
   outputs = {}
-  for weight in weights:
+  runs = [(str(w), "blend", w) for w in weights if "blend" in modes]
+  runs += [(m, m, fast_video.DEFAULT_WEIGHT) for m in modes if m != "blend"]
+  for key, mode, weight in runs:
     t0 = time.perf_counter()
-    outs = list(fast_video.make_consistent(clip, plain, weight=weight))
+    outs = list(fast_video.make_consistent(clip, plain, weight=weight, mode=mode))
     seconds = time.perf_counter() - t0
     e_warp = fast_video.warping_error(outs, flows, masks)
     style = style_loss(vgg_params, outs, clip, targets, loss_cfg, every)
-    row["consistent"][str(weight)] = {
+    row["consistent"][key] = {
         "e_warp": e_warp, "style": style, "seconds_temporal_step": seconds,
         "e_warp_ratio": e_warp / row["per_frame"]["e_warp"],
         "style_ratio": style / row["per_frame"]["style"]}
-    outputs[weight] = outs
+    outputs[key] = outs
   return row, plain, outputs
 
 
@@ -201,9 +205,10 @@ def memory_hw(size: int) -> tuple[int, int]:
 
 
 def save_strip(path, clip, plain, consistent, picks) -> None:
-  """Rows: input, per-frame, consistent; columns: frames ``picks`` (a JPEG)."""
+  """Rows: input, per-frame, each of the ``consistent`` sequences; columns: frames ``picks``
+  (a JPEG)."""
   rows = [np.concatenate([np.asarray(seq[i], np.float32) / (255 if seq is clip else 1)
-                          for i in picks], axis=1) for seq in (clip, plain, consistent)]
+                          for i in picks], axis=1) for seq in (clip, plain, *consistent)]
   image_io.save_image(path, np.concatenate(rows, axis=0))
 
 
@@ -212,7 +217,7 @@ def print_row(row: dict) -> None:
   print(f"{row['clip']:<10} input E_warp {row['input_e_warp']:.5f}; per-frame E_warp "
         f"{base['e_warp']:.5f} style {base['style']:.4g}", flush=True)
   for weight, r in row["consistent"].items():
-    print(f"{'':<10} consistent w={weight:<5} E_warp {r['e_warp']:.5f} (x{r['e_warp_ratio']:.3f})"
+    print(f"{'':<10} consistent {weight:<9} E_warp {r['e_warp']:.5f} (x{r['e_warp_ratio']:.3f})"
           f"  style {r['style']:.4g} (x{r['style_ratio']:.3f})", flush=True)
 
 
@@ -226,6 +231,8 @@ def main(argv=None) -> int:
   p.add_argument("--size", type=int, default=256, help="frames' long side for the quality table")
   p.add_argument("--weights", type=float, nargs="+", default=[fast_video.DEFAULT_WEIGHT],
                  help="blend weights of the consistency step to compare")
+  p.add_argument("--modes", nargs="+", default=["blend"], choices=fast_video.MODES,
+                 help="temporal modes to compare (blend: at each of --weights)")
   p.add_argument("--loss-every", type=int, default=4, help="style loss of every N-th frame")
   p.add_argument("--throughput-size", type=int, default=512)
   p.add_argument("--throughput-frames", type=int, default=16)
@@ -249,12 +256,13 @@ def main(argv=None) -> int:
     for name, make in sources:
       clip, flows, masks = make()
       row, plain, consistent = evaluate(name, clip, flows, masks, stylizer, args.weights,
-                                        vgg_params, targets, cfg.loss, args.loss_every)
+                                        vgg_params, targets, cfg.loss, args.loss_every,
+                                        args.modes)
       rows.append(row)
       print_row(row)
       if args.strip and len(rows) == 1:
         n = len(clip)
-        save_strip(args.strip, clip, plain, consistent[args.weights[0]],
+        save_strip(args.strip, clip, plain, list(consistent.values()),
                    [n // 2 - 1, n // 2, n // 2 + 1])
   speed = throughput(stylizer, args.throughput_size, args.throughput_frames)
   print(f"throughput at {speed['hw'][1]}x{speed['hw'][0]}: per-frame "

@@ -46,7 +46,9 @@ from collections.abc import Callable, Iterable, Iterator
 import numpy as np
 
 from nst_jax.core import flow as flow_lib
+from nst_jax.fast import video_propagate
 
+MODES = ("blend", "propagate")
 DEFAULT_WEIGHT = 0.3  # lambda = 3/7; chosen on benchmarks/video_bench.py's clips (BENCHMARKS.md)
 
 
@@ -92,8 +94,8 @@ class FlowTracker:
 
 
 def make_consistent(frames: Iterable[np.ndarray], stylized: Iterable[np.ndarray], *,
-                    weight: float = DEFAULT_WEIGHT,
-                    flow_preset: str = "medium") -> Iterator[np.ndarray]:
+                    weight: float = DEFAULT_WEIGHT, flow_preset: str = "medium",
+                    mode: str = "blend") -> Iterator[np.ndarray]:
   """The temporal step alone: per-frame stylizations made consistent along the input's flow.
 
   Args:
@@ -101,17 +103,26 @@ def make_consistent(frames: Iterable[np.ndarray], stylized: Iterable[np.ndarray]
     stylized: their per-frame stylizations [H, W, 3] in [0, 1], same order and sizes.
     weight: the blend weight where the flow is reliable, in [0, 1) (0: unchanged).
     flow_preset: DIS preset for the flow.
+    mode: "blend" (``temporal_blend`` with ``weight``) or "propagate" (where the flow is
+      reliable, the previous output's pixel is selected, not blended, and carried without
+      re-sampling: ``video_propagate.Carrier``; ``weight`` is not used).
 
   Yields:
     float32 [H, W, 3] in [0, 1]: ``temporal_blend`` of each stylization with the previous
-    *output* warped (bicubic, ``flow.remap``) onto its frame.
+    *output* warped (bicubic, ``flow.remap``) onto its frame, or the "propagate" output.
   """
   if not 0.0 <= weight < 1.0:
     raise ValueError(f"weight must be in [0, 1), got {weight}")
+  if mode not in MODES:
+    raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
   tracker, prev = FlowTracker(flow_preset), None
+  carrier = video_propagate.Carrier() if mode == "propagate" else None
   for out, frame in zip(stylized, frames):  # stylized first: ``frames`` may follow it lazily
     out = np.asarray(out, np.float32)
     found = tracker.step(frame)
+    if carrier is not None:
+      yield carrier.step(out, found)
+      continue
     if found is not None and prev is not None and prev.shape == out.shape:
       back, mask = found
       out = np.clip(temporal_blend(out, flow_lib.remap(prev, back), mask, weight=weight), 0, 1)

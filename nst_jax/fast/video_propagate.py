@@ -1,0 +1,107 @@
+"""Carrying stylized pixels along the optical flow without re-sampling them every frame.
+
+Synopsis::
+
+  from nst_jax.fast import video_propagate
+  carrier = video_propagate.Carrier()
+  for stylized, found in ...:              # found: (backward flow, mask) or None (a cut)
+    out = carrier.step(stylized, found)    # float32 [H, W, 3]
+
+The "propagate" temporal mode of ``nst_jax.fast.video`` (``make_consistent(mode="propagate")``):
+where the flow is reliable (mask 1) a pixel shows what the previous output showed at the point
+it came from, *selected* rather than blended; elsewhere (disocclusions, motion boundaries, pixels
+entering the frame) it shows the frame's own stylization and starts a new track. Strokes are
+therefore never averaged with differently placed strokes of another frame (the blend's loss of
+style), and the output moves exactly with the estimated flow.
+
+Carrying an output by warping it again at every frame would blur it a little at each fractional
+offset (any interpolation kernel is a low-pass filter; after dozens of frames the strokes are
+gone). So each output pixel keeps a *reference* instead: the index k of the stylized frame it
+was taken from and its coordinates in that frame. A new frame composes the references along its
+backward flow (the coordinates are smooth, so interpolating them is harmless) and samples each
+stylized frame once (bicubic, ``cv2.remap``). Pixels whose neighbourhood straddles two
+references (a seam between tracks) start a new track, since interpolated coordinates there
+mean nothing. At most ``max_sources`` stylized frames are kept: pixels still pointing at an
+older one start new tracks (a small refresh of the stalest pixels).
+
+Limitation: a track lives as long as the flow calls it reliable, so strokes stay on a surface
+through slow changes of lighting or shape; the blend mode (the default) follows such changes.
+
+References:
+  Ruder, Dosovitskiy & Brox, "Artistic style transfer for videos", GCPR 2016 (the masks; a
+  high temporal weight tends to this selection).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nst_jax.core import errors
+from nst_jax.core import flow as flow_lib
+
+MAX_SOURCES = 48
+
+
+class Carrier:
+  """The per-pixel references (source frame, coordinates) of the current output.
+
+  Args:
+    max_sources: how many stylized frames may be referenced at once (memory: one frame each).
+  """
+
+  def __init__(self, max_sources: int = MAX_SOURCES):
+    if max_sources < 1:
+      raise ValueError(f"max_sources must be >= 1, got {max_sources}")
+    self.max_sources = max_sources
+    self.sources: dict[int, np.ndarray] = {}  # frame number -> stylized [H, W, 3]
+    self.index: np.ndarray | None = None  # int32 [H, W]: the source frame of each pixel
+    self.coords: np.ndarray | None = None  # float32 [H, W, 2]: (x, y) in that frame
+    self.count = 0
+
+  def step(self, stylized, found) -> np.ndarray:
+    """The output for the next frame.
+
+    Args:
+      stylized: [H, W, 3] the frame's own stylization in [0, 1].
+      found: (backward flow [H, W, 2] into the previous frame, reliability mask [H, W]) or
+        None (first frame, a cut, a size change): then the output is ``stylized``.
+
+    Returns:
+      float32 [H, W, 3].
+    """
+    cv2 = _cv2()
+    s = np.asarray(stylized, np.float32)
+    t, self.count = self.count, self.count + 1
+    h, w = s.shape[:2]
+    ys, xs = np.mgrid[:h, :w].astype(np.float32)
+    grid = np.stack([xs, ys], -1)  # [H, W, 2]
+    if found is None or self.index is None or self.index.shape != (h, w):
+      self.sources, self.index, self.coords = {t: s}, np.full((h, w), t, np.int32), grid
+      return s
+    back, mask = found
+    px, py = flow_lib.host_sample_points(back)
+    index = cv2.remap(self.index.astype(np.float32), px, py, cv2.INTER_NEAREST,
+                      borderMode=cv2.BORDER_REPLICATE).astype(np.int32)
+    mixed = cv2.remap(self.index.astype(np.float32), px, py, cv2.INTER_LINEAR,
+                      borderMode=cv2.BORDER_REPLICATE) != index  # a seam between references
+    coords = cv2.remap(self.coords, px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    fresh = (np.asarray(mask) < 0.5) | mixed
+    if len(self.sources) >= self.max_sources:  # retire the oldest source: its pixels restart
+      fresh |= index == min(self.sources)
+    index[fresh], coords[fresh] = t, grid[fresh]
+    self.sources[t] = s
+    self.sources = {k: v for k, v in self.sources.items() if k == t or np.any(index == k)}
+    self.index, self.coords = index, coords
+    out = np.empty_like(s)
+    for k, src in self.sources.items():  # each source sampled once, where it is referenced
+      where = index == k
+      sampled = cv2.remap(src, coords[..., 0], coords[..., 1], cv2.INTER_CUBIC,
+                          borderMode=cv2.BORDER_REPLICATE)
+      out[where] = sampled[where]
+    return np.clip(out, 0.0, 1.0)
+
+
+def _cv2():
+  errors.require_extra("video", flow_lib.REQUIRED, "optical flow")
+  import cv2  # pylint: disable=import-outside-toplevel
+  return cv2
