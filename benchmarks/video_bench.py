@@ -181,21 +181,26 @@ def texture(hw: tuple[int, int], seed: int = 0) -> np.ndarray:
   return image_io.to_uint8((img - img.min()) / (img.max() - img.min()))
 
 
-def throughput(stylizer, size: int, frames: int) -> dict:
+def throughput(stylizer, size: int, frames: int, modes=("blend",)) -> dict:
   """frames/s of stylize_frames at ``size`` px on a panning texture, per-frame and consistent
-  (flow included), alternated twice, after a warm-up that compiles."""
+  (flow included) in each of ``modes`` (key "consistent": the blend; else the mode's name),
+  alternated twice, after a warm-up that compiles."""
   hw = memory_hw(size)
   clip = global_clip("pan", texture((hw[0] * 2, hw[1] * 2)), hw, frames)[0]
   list(fast_video.stylize_frames(stylizer, clip[:3]))  # compile both programs
   result = {"size": size, "hw": list(hw), "frames": frames, "per_frame": [], "consistent": [],
             "batch_size": stylizer.batch_size}
+  runs = [("per_frame", False, "blend")]
+  runs += [("consistent" if m == "blend" else m, True, m) for m in modes]
+  for key, _, _ in runs[1:]:
+    result.setdefault(key, [])
   for _ in range(2):
-    for key, temporal in (("per_frame", False), ("consistent", True)):
+    for key, temporal, mode in runs:
       t0 = time.perf_counter()
-      for _ in fast_video.stylize_frames(stylizer, clip, temporal=temporal):
+      for _ in fast_video.stylize_frames(stylizer, clip, temporal=temporal, mode=mode):
         pass
       result[key].append(frames / (time.perf_counter() - t0))
-  for key in ("per_frame", "consistent"):
+  for key, _, _ in runs:
     result[key + "_fps"] = max(result[key])
   return result
 
@@ -264,10 +269,9 @@ def main(argv=None) -> int:
         n = len(clip)
         save_strip(args.strip, clip, plain, list(consistent.values()),
                    [n // 2 - 1, n // 2, n // 2 + 1])
-  speed = throughput(stylizer, args.throughput_size, args.throughput_frames)
-  print(f"throughput at {speed['hw'][1]}x{speed['hw'][0]}: per-frame "
-        f"{speed['per_frame_fps']:.2f} frames/s, consistent (flow included) "
-        f"{speed['consistent_fps']:.2f} frames/s")
+  speed = throughput(stylizer, args.throughput_size, args.throughput_frames, args.modes)
+  print(f"throughput at {speed['hw'][1]}x{speed['hw'][0]} (frames/s, flow included): "
+        + ", ".join(f"{k} {speed[k + '_fps']:.2f}" for k in speed if k + "_fps" in speed))
   bc.write_result(args.out, {"model": args.model, "rows": rows, "throughput": speed}, args)
   return 0
 

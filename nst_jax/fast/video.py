@@ -132,7 +132,7 @@ def make_consistent(frames: Iterable[np.ndarray], stylized: Iterable[np.ndarray]
 
 def stylize_frames(stylizer, frames: Iterable[np.ndarray], *, temporal: bool = True,
                    weight: float = DEFAULT_WEIGHT, flow_preset: str = "medium",
-                   chunk: int | None = None, on_frame: Callable[[int], None] | None = None,
+                   mode: str = "blend", chunk: int | None = None, on_frame: Callable[[int], None] | None = None,
                    **options) -> Iterator[np.ndarray]:
   """Stylizes a sequence of frames with a feed-forward network, consistently over time.
 
@@ -143,6 +143,7 @@ def stylize_frames(stylizer, frames: Iterable[np.ndarray], *, temporal: bool = T
     temporal: False gives plain per-frame stylization (the baseline).
     weight: the blend weight where the flow is reliable (see the module docstring), in [0, 1).
     flow_preset: DIS preset for the flow.
+    mode: the temporal mode, "blend" or "propagate" (``make_consistent``).
     chunk: frames stylized per network call (default: the stylizer's ``batch_size``).
     on_frame: called with the number of frames done after each one (a progress bar).
     **options: ``Stylizer.stylize_many``'s (``strength``, ``original_colors``, ``smooth``,
@@ -167,7 +168,7 @@ def stylize_frames(stylizer, frames: Iterable[np.ndarray], *, temporal: bool = T
 
   outputs = per_frame()
   if temporal:
-    outputs = make_consistent(read(), outputs, weight=weight, flow_preset=flow_preset)
+    outputs = make_consistent(read(), outputs, weight=weight, flow_preset=flow_preset, mode=mode)
   for done, out in enumerate(outputs, start=1):
     if on_frame is not None:
       on_frame(done)
