@@ -48,7 +48,8 @@ import numpy as np
 from nst_jax.core import flow as flow_lib
 from nst_jax.fast import video_propagate
 
-MODES = ("blend", "propagate")
+MODES = ("blend", "propagate")  # make_consistent's; cli.video.TEMPORAL_MODES repeats them
+DEFAULT_MODE = "blend"
 DEFAULT_WEIGHT = 0.3  # lambda = 3/7; chosen on benchmarks/video_bench.py's clips (BENCHMARKS.md)
 
 
@@ -95,7 +96,7 @@ class FlowTracker:
 
 def make_consistent(frames: Iterable[np.ndarray], stylized: Iterable[np.ndarray], *,
                     weight: float = DEFAULT_WEIGHT, flow_preset: str = "medium",
-                    mode: str = "blend") -> Iterator[np.ndarray]:
+                    mode: str = DEFAULT_MODE) -> Iterator[np.ndarray]:
   """The temporal step alone: per-frame stylizations made consistent along the input's flow.
 
   Args:
@@ -132,7 +133,8 @@ def make_consistent(frames: Iterable[np.ndarray], stylized: Iterable[np.ndarray]
 
 def stylize_frames(stylizer, frames: Iterable[np.ndarray], *, temporal: bool = True,
                    weight: float = DEFAULT_WEIGHT, flow_preset: str = "medium",
-                   mode: str = "blend", chunk: int | None = None, on_frame: Callable[[int], None] | None = None,
+                   mode: str = DEFAULT_MODE, chunk: int | None = None,
+                   on_frame: Callable[[int], None] | None = None,
                    **options) -> Iterator[np.ndarray]:
   """Stylizes a sequence of frames with a feed-forward network, consistently over time.
 

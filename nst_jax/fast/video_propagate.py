@@ -19,10 +19,10 @@ offset (any interpolation kernel is a low-pass filter; after dozens of frames th
 gone). So each output pixel keeps a *reference* instead: the index k of the stylized frame it
 was taken from and its coordinates in that frame. A new frame composes the references along its
 backward flow (the coordinates are smooth, so interpolating them is harmless) and samples each
-stylized frame once (bicubic, ``cv2.remap``). Pixels whose neighbourhood straddles two
-references (a seam between tracks) start a new track, since interpolated coordinates there
-mean nothing. At most ``max_sources`` stylized frames are kept: pixels still pointing at an
-older one start new tracks (a small refresh of the stalest pixels).
+stylized frame once (bicubic, ``cv2.remap``). Where a pixel's neighbourhood straddles two
+references (a seam between tracks), interpolated coordinates mean nothing: it takes the nearest
+pixel's reference moved by the sub-pixel offset. At most ``max_sources`` stylized frames are
+kept: past that, pixels of the least used one start new tracks (a small refresh).
 
 Limitation: a track lives as long as the flow calls it reliable, so strokes stay on a surface
 through slow changes of lighting or shape; the blend mode (the default) follows such changes.
@@ -79,15 +79,21 @@ class Carrier:
       self.sources, self.index, self.coords = {t: s}, np.full((h, w), t, np.int32), grid
       return s
     back, mask = found
-    px, py = flow_lib.host_sample_points(back)
-    index = cv2.remap(self.index.astype(np.float32), px, py, cv2.INTER_NEAREST,
-                      borderMode=cv2.BORDER_REPLICATE).astype(np.int32)
-    mixed = cv2.remap(self.index.astype(np.float32), px, py, cv2.INTER_LINEAR,
-                      borderMode=cv2.BORDER_REPLICATE) != index  # a seam between references
+    px, py = flow_lib.host_sample_points(back)  # where each pixel was in the previous frame
+    rx = np.clip(np.rint(px), 0, w - 1).astype(np.int32)
+    ry = np.clip(np.rint(py), 0, h - 1).astype(np.int32)
+    index = self.index[ry, rx]  # the nearest previous pixel's reference
+    offset = np.stack([px - rx, py - ry], -1)
     coords = cv2.remap(self.coords, px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    fresh = (np.asarray(mask) < 0.5) | mixed
-    if len(self.sources) >= self.max_sources:  # retire the oldest source: its pixels restart
-      fresh |= index == min(self.sources)
+    mixed = cv2.remap(self.index.astype(np.float32), px, py, cv2.INTER_LINEAR,
+                      borderMode=cv2.BORDER_REPLICATE) != index  # on a seam between references
+    # there interpolated coordinates mean nothing: the nearest pixel's, moved by the offset
+    # (a flow is locally a translation); a fresh start instead would let seams creep inward
+    coords[mixed] = self.coords[ry, rx][mixed] + offset[mixed]
+    fresh = np.asarray(mask) < 0.5
+    if len(self.sources) >= self.max_sources:  # retire the least used source: a small refresh
+      keys, counts = np.unique(index, return_counts=True)
+      fresh |= index == keys[np.argmin(counts)]
     index[fresh], coords[fresh] = t, grid[fresh]
     self.sources[t] = s
     self.sources = {k: v for k, v in self.sources.items() if k == t or np.any(index == k)}
