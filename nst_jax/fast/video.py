@@ -27,6 +27,11 @@ frame flicker (strokes that appear and vanish) is averaged out, and so, partly, 
 themselves; a ``weight`` closer to 1 removes more flicker and softens the style more (the
 trade-off is measured in BENCHMARKS.md, "Video").
 
+``mode="propagate"`` (``video_propagate``) selects instead of blending: where the mask is 1 the
+previous output's pixel is carried along the flow (without re-sampling blur), elsewhere the
+frame's own stylization starts a new track; steadier and sharper on rigid motion, but it does not
+follow what the flow misses (lighting, non-rigid change); docs/video.md compares the two.
+
 The closed form is used rather than an optimization: the temporal loss above is per-pixel and
 quadratic, so a few gradient steps would only approach the same blend. Ruder et al.'s full
 temporal loss (with the Gatys objective) is the slow method's (``nst_jax.slow.video``).
