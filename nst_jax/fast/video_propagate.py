@@ -96,15 +96,25 @@ class Carrier:
       fresh |= index == keys[np.argmin(counts)]
     index[fresh], coords[fresh] = t, grid[fresh]
     self.sources[t] = s
-    self.sources = {k: v for k, v in self.sources.items() if k == t or np.any(index == k)}
+    used = set(np.unique(index).tolist())
+    self.sources = {k: v for k, v in self.sources.items() if k == t or k in used}
     self.index, self.coords = index, coords
     out = np.empty_like(s)
-    for k, src in self.sources.items():  # each source sampled once, where it is referenced
+    for k in used:  # each source sampled once, at just the pixels that reference it
       where = index == k
-      sampled = cv2.remap(src, coords[..., 0], coords[..., 1], cv2.INTER_CUBIC,
-                          borderMode=cv2.BORDER_REPLICATE)
-      out[where] = sampled[where]
+      out[where] = _sample(cv2, self.sources[k], coords[where])
     return np.clip(out, 0.0, 1.0)
+
+
+def _sample(cv2, image: np.ndarray, points: np.ndarray) -> np.ndarray:
+  """Bicubic samples [N, 3] of ``image`` at ``points`` [N, 2] (x, y): cv2.remap over the points
+  laid out as a [rows, 1024] map (remap wants maps of under 32767 rows and columns)."""
+  n, width = len(points), 1024
+  grid = np.zeros((-(-n // width) * width, 2), np.float32)
+  grid[:n] = points
+  grid = grid.reshape(-1, width, 2)
+  return cv2.remap(image, grid[..., 0].copy(), grid[..., 1].copy(), cv2.INTER_CUBIC,
+                   borderMode=cv2.BORDER_REPLICATE).reshape(-1, image.shape[-1])[:n]
 
 
 def _cv2():
