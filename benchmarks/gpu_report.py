@@ -28,6 +28,11 @@ def _slow(d):
   return r["s_per_iter"], f"{r['size']} px"
 
 
+def _largest(d):
+  r = d["largest"]
+  return r["largest_long_side"], f"{r['hw'][1]}x{r['hw'][0]}, 3 iterations in {r['three_iters_s']:.1f} s"
+
+
 def _matting(d):
   r = _near(d["results"], 700)
   return 1e3 * r["apply_s"], f"{r['height']}x{r['width']}"
@@ -77,10 +82,21 @@ def _video(d):
   return t["consistent_fps"], f"{t['hw'][1]}x{t['hw'][0]}, {d['model']}, flow included"
 
 
+def _tile(model: str):
+  def get(d):
+    r = next(r for r in d["small"] if r["model"] == model)
+    mp = r["hw"][0] * r["hw"][1] / 1e6
+    return r["tiled_s_per_mp"] * mp, (f"{r['hw'][1]}x{r['hw'][0]}, {r['tile']} px tiles; "
+                                      f"untiled {r['untiled_s_per_mp'] * mp:.3g} s")
+  return get
+
+
 # (goal, result file, ("<=" or ">=", bound) or None (reported only), unit,
 #  result -> (number, what it was measured on))
 GOALS = (
     ("slow transfer, L-BFGS-B s/iteration at 1024 px", "optimize_bench.json", None, "s", _slow),
+    ("slow transfer, largest 4:3 size on one device (long side)", "slow_memory.json", None, "px",
+     _largest),
     ("matting apply at 700 px", "matting_bench.json", ("<=", 5.0), "ms", _matting),
     ("fast inference latency at 512 px", "inference_bench.json", ("<=", 3.0), "ms", _latency),
     ("fast inference throughput at 512 px", "inference_bench.json", (">=", 1000.0), "images/s",
@@ -104,6 +120,8 @@ GOALS = (
      "ms", _arbitrary),
     ("fast video at 512 px, consistent (flow included)", "video_bench.json", None, "frames/s",
      _video),
+    ("fast stylization of a 7680x5120 photo, starry_lite, tiled", "tile_bench.json", None, "s",
+     _tile("starry_lite")),
 )
 
 

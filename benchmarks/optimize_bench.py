@@ -3,6 +3,8 @@
 Synopsis::
 
   python benchmarks/optimize_bench.py                      # 256 and 512 px, CPU, ~10 minutes
+  python benchmarks/optimize_bench.py --sizes 256 512 1024 --chunk 2 1 1 --timed-chunks 5 3 2 \
+      --optimizers lbfgsb                                   # + 1024 px: peak RSS side by side
   python benchmarks/optimize_bench.py --sizes 512 1024 --no-torch --timed-chunks 10 10 \
       --chunk 10 10                                         # on a GPU
 

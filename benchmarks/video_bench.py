@@ -6,6 +6,8 @@ Synopsis::
   PYTHONPATH=. python3 benchmarks/video_bench.py --clips pan object --frames 48 --size 256
   PYTHONPATH=. python3 benchmarks/video_bench.py --clip my_clip.mp4      # your own clip
   PYTHONPATH=. python3 benchmarks/video_bench.py --throughput-only --throughput-size 512
+  PYTHONPATH=. python3 benchmarks/video_bench.py --method slow --clips pan object --frames 8 \
+      --size 128 --iters 60                # the slow method against per-frame slow transfer
 
 Clips: made from a ../shared photo with KNOWN motion, so the true flow and occlusions are exact:
 ``pan`` (a translation of 1.7, 0.6 px per frame at 256 px), ``zoom`` (1% per frame about the
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import tempfile
 import time
 
 import bench_common as bc
@@ -37,10 +40,12 @@ import cv2
 import jax.numpy as jnp
 import numpy as np
 
+from nst_jax import config
 from nst_jax.core import flow as flow_lib
-from nst_jax.core import image_io, video_io
+from nst_jax.core import image_io, objective, video_io
 from nst_jax.fast import inference, models, training
 from nst_jax.fast import video as fast_video
+from nst_jax.slow import video as slow_video
 
 CLIPS = ("pan", "zoom", "rotate", "object")
 BACKGROUND = "kodak/kodim08.jpg"
@@ -245,7 +250,10 @@ def main(argv=None) -> int:
                  help="only the speed (needs no VGG weights nor data files)")
   p.add_argument("--batch-size", type=int, default=1, help="frames per network call")
   p.add_argument("--strip", default=None, help="write a JPEG strip of the first clip here")
+  add_slow_arguments(p)
   args = p.parse_args(argv)
+  if args.method == "slow":
+    return main_slow(args)
   stylizer = inference.Stylizer.from_any(args.model, batch_size=args.batch_size)
   rows = []
   if not args.throughput_only:
@@ -273,6 +281,94 @@ def main(argv=None) -> int:
   print(f"throughput at {speed['hw'][1]}x{speed['hw'][0]} (frames/s, flow included): "
         + ", ".join(f"{k} {speed[k + '_fps']:.2f}" for k in speed if k + "_fps" in speed))
   bc.write_result(args.out, {"model": args.model, "rows": rows, "throughput": speed}, args)
+  return 0
+
+
+# ------------------------------------------------------------------------------ the slow method
+# ``--method slow``: ``slow.video.stylize_clip`` (Ruder et al.) against per-frame slow transfer
+# (``temporal=False``: every frame from its own content) with ``nst-jax optimize``'s Gatys
+# configuration at ``--size``, on the same clips and E_warp. Style loss: the Gatys objective's
+# style term of each output against its own frame's targets, averaged over frames. Goal: E_warp
+# <= 0.5x per-frame slow.
+
+
+def add_slow_arguments(p: argparse.ArgumentParser) -> None:
+  p.add_argument("--method", choices=("fast", "slow"), default="fast")
+  p.add_argument("--iters", type=int, default=60, help="slow: L-BFGS-B iterations per frame")
+  p.add_argument("--temporal-weights", type=float, nargs="+", default=None,
+                 help="slow: temporal weights to compare (default SlowVideoConfig's)")
+  p.add_argument("--style", default="van_gogh_starry_night", help="slow: a ../shared style")
+
+
+def slow_style_loss(vgg_params, outputs, clip, style, cfg) -> float:
+  values = []
+  for out, frame in zip(outputs, clip):
+    x = jnp.asarray(np.asarray(out, np.float32) / 255.0)[None]
+    targets = objective.make_targets(vgg_params, jnp.asarray(frame, jnp.float32)[None] / 255.0,
+                                     [jnp.asarray(style)[None]], cfg.loss)
+    values.append(float(objective.loss_terms(vgg_params, x, targets, cfg.loss)["style"][0]))
+  return float(np.mean(values))
+
+
+def run_slow(clip, style, cfg, weight: float, vgg_params, temporal: bool):
+  """(uint8 outputs, seconds) of one slow run in a fresh workdir."""
+  t0 = time.perf_counter()
+  with tempfile.TemporaryDirectory() as work:
+    outs = list(slow_video.stylize_clip(
+        clip, style, config=cfg, workdir=work, temporal=temporal, vgg_params=vgg_params,
+        video_config=config.SlowVideoConfig(temporal_weight=weight)))
+  return outs, time.perf_counter() - t0
+
+
+def evaluate_slow(name, clip, flows, masks, style, cfg, weights, vgg_params):
+  """One clip's row: per-frame slow transfer and the slow method at each temporal weight
+  (outputs: per-frame, then the first weight's)."""
+  e_warp = lambda frames: fast_video.warping_error([f / 255.0 for f in frames], flows, masks)
+  row = {"clip": name, "frames": len(clip), "hw": list(clip[0].shape[:2]),
+         "input_e_warp": e_warp(clip), "consistent": {}}
+  outs = {}
+  for key, temporal, weight in [("per_frame", False, weights[0])] + [(w, True, w) for w in weights]:
+    frames, seconds = run_slow(clip, style, cfg, weight, vgg_params, temporal)
+    outs.setdefault(key, frames)
+    result = {"e_warp": e_warp(frames), "seconds": seconds,
+              "style": slow_style_loss(vgg_params, frames, clip, style, cfg)}
+    if key == "per_frame":
+      row["per_frame"] = result
+    else:
+      result.update(e_warp_ratio=result["e_warp"] / row["per_frame"]["e_warp"],
+                    style_ratio=result["style"] / row["per_frame"]["style"])
+      row["consistent"][f"{weight:g}"] = result
+  return row, outs["per_frame"], outs[weights[0]]
+
+
+def main_slow(args) -> int:
+  data = bc.data_dir(args)
+  vgg_params = bc.load_vgg(args)
+  cfg = config.override(config.gatys(), {"size": args.size, "optim.num_iters": args.iters})
+  weights = args.temporal_weights or [config.SlowVideoConfig.temporal_weight]
+  style = image_io.load_image(data / "styles" / f"{args.style}.jpg", size=args.size)
+  hw = memory_hw(args.size)
+  sources = [(n, lambda n=n: make_clip(n, data, hw, args.frames)) for n in args.clips]
+  if args.clip:
+    sources.append((args.clip, lambda: user_clip(args.clip, args.size, args.frames)))
+  rows = []
+  for name, make in sources:
+    clip, flows, masks = make()
+    row, plain, consistent = evaluate_slow(name, clip, flows, masks, style, cfg, weights,
+                                           vgg_params)
+    rows.append(row)
+    print(f"{name:<8} input E_warp {row['input_e_warp']:.5f}; per-frame slow E_warp "
+          f"{row['per_frame']['e_warp']:.5f} style {row['per_frame']['style']:.4g}", flush=True)
+    for weight, r in row["consistent"].items():
+      print(f"{'':<8} slow method w={weight:<6} E_warp {r['e_warp']:.5f} "
+            f"(x{r['e_warp_ratio']:.3f}) style {r['style']:.4g} (x{r['style_ratio']:.3f})",
+            flush=True)
+    if args.strip and len(rows) == 1:
+      n = len(clip)
+      save_strip(args.strip, clip, [f / 255.0 for f in plain], [f / 255.0 for f in consistent],
+                 [n // 2 - 1, n // 2, n // 2 + 1])
+  bc.write_result(args.out, {"method": "slow", "iters": args.iters, "size": args.size,
+                             "style": args.style, "rows": rows}, args)
   return 0
 
 

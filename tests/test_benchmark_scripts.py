@@ -78,10 +78,10 @@ def test_the_gpu_suite_runs_every_step_at_toy_sizes_from_a_bundle(tmp_path, vgg_
   summary = json.loads((back / "summary.json").read_text())
   assert [s["step"] for s in summary] == ["optimize", "matting", "inference", "inference_bf16",
                                           "train", "train_bf16", "photoreal", "sr", "arbitrary",
-                                          "video", "report"]
+                                          "video", "tile", "report"]
   assert all(s["exit"] == 0 for s in summary)
   report = json.loads((back / "gpu_report.json").read_text())
-  assert report["problems"] == [] and len(report["rows"]) == 14
+  assert report["problems"] == [] and len(report["rows"]) == 15
   assert all(r["value"] > 0 and r["backend"] == "cpu" for r in report["rows"])
   with tarfile.open(back / "gpu_results.tgz") as tar:
     names = set(tar.getnames())
@@ -89,4 +89,4 @@ def test_the_gpu_suite_runs_every_step_at_toy_sizes_from_a_bundle(tmp_path, vgg_
   # The same results read as a GPU run's: every number is flagged as the CPU's, exit code 1.
   proc = subprocess.run([sys.executable, str(BENCH / "gpu_report.py"), str(results)],
                         capture_output=True, text=True, check=False)
-  assert proc.returncode == 1 and proc.stderr.count("expected 'gpu'") == 14
+  assert proc.returncode == 1 and proc.stderr.count("expected 'gpu'") == 15

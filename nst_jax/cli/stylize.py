@@ -15,6 +15,7 @@ Synopsis::
   nst-jax stylize --model arbitrary --mix 0.7:a.jpg,0.3:b.jpg --content a.jpg --out out/
   nst-jax stylize --model arbitrary --style-image the_scream --refine 40 --content a.jpg --out o/
   nst-jax stylize --model arbitrary --style-name scream --content a.jpg --out out/  # models refine
+  nst-jax stylize --model starry_lite --content 8k.jpg --out out/ --tile 512   # big pictures
 
 Every input is read and checked before anything is written; outputs are ``OUT/<stem>.png``
 (written atomically). ``--strength s`` blends ``s * stylized + (1 - s) * photo`` in pixel space;
@@ -22,7 +23,9 @@ for the arbitrary-style network (``nst-jax models import magenta``) it is Ghiasi
 interpolation between the photo's own style embedding and the painting's (``fast.any_style``).
 The post-step's settings are a ``config.Smoothing``: the network's own (or the defaults) <
 ``--config`` < the ``--smooth-*``/``--matting-budget`` flags < ``--set`` (e.g. ``--set
-method=guided``); the resolved one is written to ``OUT/smoothing_config.json``.
+method=guided``); the resolved one is written to ``OUT/smoothing_config.json``. Photos too large
+for memory are stylized in tiles with the whole image's normalization statistics
+(``fast.tiled``; ``--tile PX`` forces it, ``--tile 0`` refuses them instead).
 """
 
 from __future__ import annotations
@@ -119,6 +122,9 @@ def add_network_arguments(parser: argparse.ArgumentParser, *, what: str, saved: 
                       help="images per compiled call (default 1; more helps on accelerators)")
   parser.add_argument("--max-pixels", type=int, default=None,
                       help=f"refuse input {what}s with more pixels than this (default 64M)")
+  parser.add_argument("--tile", type=int, default=None, metavar="PX",
+                      help=f"stylize in PX-pixel tiles with the norms' statistics of the whole "
+                      f"{what} (default: only {what}s too large for memory; 0: never)")
   common.add_config_flags(parser, "Smoothing", base="the network's own post-step", saved=saved,
                           example="method=guided")
   common.add_memory_flag(parser)
@@ -158,8 +164,11 @@ def run(args: argparse.Namespace) -> int:
   if out_dir.exists() and not out_dir.is_dir():
     raise UserError(f"--out must be a folder, got a file: {out_dir}")
   from nst_jax.core import memory  # pylint: disable=import-outside-toplevel (imports JAX)
-  memory.check_files_fit("stylize", args.content, args.size,  # before a --size resize
-                         memory.budget_bytes(args.max_memory), batch=args.batch_size)
+  from nst_jax.fast import tiled  # pylint: disable=import-outside-toplevel
+  if args.tile:
+    tiled.check_tile(args.tile)
+  tiled.check_files_fit(args.content, args.size,  # before a --size resize
+                        memory.budget_bytes(args.max_memory), batch=args.batch_size, tile=args.tile)
   images = [image_io.load_image(p, size=args.size, max_pixels=args.max_pixels)
             for p in args.content]  # every input is checked before any work
   stylizer = inference.Stylizer.from_any(args.model, bf16=args.bf16, bucket=args.bucket,
@@ -169,7 +178,8 @@ def run(args: argparse.Namespace) -> int:
   t0 = time.perf_counter()
   outputs = stylizer.stylize_many(images, strength=args.strength,
                                   original_colors=args.original_colors, smooth=args.smooth,
-                                  smoothing=smoothing, max_memory=args.max_memory)
+                                  smoothing=smoothing, max_memory=args.max_memory,
+                                  tile=args.tile)
   seconds = time.perf_counter() - t0
   common.write_config(out_dir / "smoothing_config.json", smoothing)
   for path, image in zip(output_paths(args.content, out_dir, args.format), outputs):

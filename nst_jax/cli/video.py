@@ -24,7 +24,6 @@ each frame with Ruder et al.'s temporal loss (``nst_jax.slow.video``). docs/vide
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import time
 from pathlib import Path
@@ -82,6 +81,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="a folder of frames: its frame rate (default 24)")
   stylize.add_network_arguments(parser, what="frame", saved="a stylize run's "
                                 "OUT/smoothing_config.json", model_required=False)
+  # --method slow: the Gatys objective and its solver, the flags of `nst-jax optimize`.
+  common.add_loss_flags(parser)
+  common.add_optim_flags(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -152,17 +154,15 @@ def out_line(writer, hw: tuple[int, int], seconds: float) -> str:
 
 
 def run_slow(args: argparse.Namespace) -> int:
-  """``--method slow``: ``nst_jax.slow.video.stylize_clip`` (Ruder et al.), imported lazily."""
-  try:
-    slow_video = importlib.import_module("nst_jax.slow.video")
-  except ModuleNotFoundError as e:
-    if e.name != "nst_jax.slow.video":
-      raise
-    raise UserError("--method slow is not available in this installation (nst_jax.slow.video "
-                    "is missing); use --method fast") from None
+  """``--method slow``: ``nst_jax.slow.video.stylize_file`` (Ruder et al.) with ``config.gatys()``
+  and the loss and optimizer flags given."""
+  from nst_jax import config  # pylint: disable=import-outside-toplevel
+  from nst_jax.slow import video as slow_video  # pylint: disable=import-outside-toplevel (JAX)
   if args.style_image is None:
     raise UserError("--method slow needs the painting to imitate: --style-image FILE_OR_STEM")
-  slow_video.stylize_clip(args.input, args.out, style_image=stylize.find_painting(
+  cfg = config.override(config.gatys(), common.flag_overrides(
+      args, {**common.LOSS_FLAGS, **common.OPTIM_FLAGS})).check()
+  slow_video.stylize_file(args.input, args.out, style_image=stylize.find_painting(
       args.style_image), size=args.size, start=args.start, duration=args.duration,
-      fps=args.fps, temporal=args.temporal, max_memory=args.max_memory)
+      fps=args.fps, temporal=args.temporal, max_memory=args.max_memory, config=cfg)
   return 0

@@ -33,6 +33,10 @@ OPTIMIZERS = ("lbfgsb", "lbfgs", "adam", "lbfgsb_jaxopt")
 INITS = ("content", "noise", "mix", "net")  # "net": an image the caller supplies (fast start)
 COLOR_MODES = ("yiq", "yuv")  # original_colors: keep the content's chroma in this space
 CONV_IMPLS = ("auto", "xla", "cpu_fast")  # "auto": cpu_fast on the CPU backend, else xla
+# What VGG's backward pass keeps from its forward one (core/vgg.py ``vgg_features``; the same
+# gradients): none (autodiff's float pre-activations) | masks (1-bit ReLU masks) | blocks (each
+# block recomputed in the backward pass, jax.checkpoint).
+REMATS = ("none", "masks", "blocks")
 SCHEDULES = ("constant", "cosine", "step")
 NORMALIZATIONS = ("instance", "batch")  # the transform net's (fast/nets.py)
 UPSAMPLES = ("resize", "transpose")
@@ -127,6 +131,7 @@ class LossConfig:
   style_loss: str = flag_field("gram", help="statistics the style matches", choices=STYLE_LOSSES)
   pooling: str = flag_field("avg", help="VGG19's pooling layers", choices=POOLINGS)  # avg: Gatys
   conv_impl: str = "auto"  # VGG's convolutions: auto | xla | cpu_fast (see CONV_IMPLS)
+  remat: str = "masks"  # what VGG's backward pass keeps: none | masks | blocks (see REMATS)
   # vgg19 | vgg16 (LOSS_NETWORKS; the layers must be VGG_LAYERS of it); vgg16 (Johnson et al.'s
   # loss network): feed-forward training only, slow transfer runs on VGG19.
   loss_network: str = "vgg19"
@@ -171,6 +176,9 @@ class LossConfig:
     if self.conv_impl not in CONV_IMPLS:
       raise ConfigError(f"{prefix}conv_impl", f"unknown conv_impl {self.conv_impl!r}; expected "
                         f"one of {', '.join(CONV_IMPLS)}")
+    if self.remat not in REMATS:
+      raise ConfigError(f"{prefix}remat", f"unknown remat {self.remat!r}; expected one of "
+                        f"{', '.join(REMATS)}")
 
 
 @dataclass(frozen=True)

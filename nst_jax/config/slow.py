@@ -80,6 +80,15 @@ def smoke() -> TransferConfig:
 
 PRESETS = {"gatys": gatys, "smoke": smoke}
 
+
+@dataclass(frozen=True)
+class SlowVideoConfig:
+  """Slow video transfer's temporal consistency (Ruder et al. 2016; slow/video.py), beside the
+  frames' ``TransferConfig``."""
+  temporal_weight: float = 2e4  # x mean(mask * (x - warped previous output)^2), pixels in [0, 1]
+  warm_start: bool = True  # frame t > 0 starts from the warped previous output
+  checkpoint_every: int = 50  # iterations between a frame's optimizer checkpoints
+
 # ----------------------------------------------------------------------- photorealistic transfer
 def _photo_loss() -> LossConfig:
   return LossConfig(content_layers=("conv4_2",), style_layers=LUAN_STYLE_LAYERS,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 # ---------------------------------------------------------------------------------- web service
-WEB_JOB_KINDS = ("fast", "artistic", "photoreal", "sr")
+WEB_JOB_KINDS = ("fast", "artistic", "photoreal", "sr", "video")
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,9 @@ class WebLimits:
   decode_budget_mb: int = 400  # decoded pixel bytes of the uploads in flight in the web process
   max_decodes: int = 2  # uploads decoded at once in the web process (the rest wait)
   decode_wait_s: float = 20.0  # an upload waits this long for the decode budget, then 503
+  video_max_seconds: float = 10.0  # length of an uploaded clip (video jobs)
+  video_max_frames: int = 300  # frames of an uploaded clip, whatever its header says
+  video_max_size: int = 512  # long side of a video job's output frames, px
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,9 @@ Synopsis::
 The model (bytes, float32)::
 
   peak = base + margin * batch * pixels * 4 * floats_per_pixel
-  slow methods:  floats_per_pixel = VGG_FACTOR * (VGG19 activations per input pixel, every layer
-                 up to the deepest one used; all are kept for the backward pass)
+  slow methods:  floats_per_pixel = VGG_FACTOR[remat] * (VGG19 activations per input pixel, every
+                 layer up to the deepest one used: what the backward pass keeps of them, and its
+                 transients; ``remat`` as in ``LossConfig.remat``)
                  + 3 * (2 * history + IMAGE_COPIES)  (L-BFGS keeps ``history`` (s, y) pairs of
                  image-sized vectors; the image, gradient, direction and line-search copies)
                  + WINOGRAD_FLOATS when the layers reach block 3 (the transient Winograd
@@ -25,11 +26,17 @@ The model (bytes, float32)::
 
 ``base`` is the interpreter, XLA and its compiler, and the VGG weights. The factors were fitted
 to the peak RSS (``ru_maxrss`` of a subprocess) on the 2-core CPU machine, ``MARGIN`` added on
-top; the fit's measurements are in docs/research/implementation_notes.md.
+top; the fit's measurements are in docs/research/implementation_notes.md. The slow factors of
+"optimize", "texture" and "reconstruct" were refitted per ``remat`` to the measured peaks of
+``nst-jax optimize`` at 256-1024 px (BENCHMARKS.md, "Big pictures: slow transfer memory"), with
+``REFITTED_MARGIN``; the measured peak grows more slowly than the compiled program's
+``memory_analysis()`` (tests/test_memory.py states the tolerance). "photo" and "visualize" keep
+the earlier, larger factor and ``MARGIN`` (not re-measured).
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 from pathlib import Path
 from typing import Sequence
@@ -45,13 +52,16 @@ SLOW_KINDS = ("optimize", "texture", "reconstruct", "visualize", "photo")
 KINDS = SLOW_KINDS + ("stylize",)
 VGG_CHANNELS = {1: 64, 2: 128, 3: 256, 4: 512, 5: 512}  # per block
 BASE_BYTES = {"slow": int(0.75 * GB), "stylize": int(0.65 * GB)}
-VGG_FACTOR = 2.3  # activations kept for the backward pass, plus its gradients
+REFITTED = ("optimize", "texture", "reconstruct")  # VGG_FACTOR by remat; the others: 2.3
+VGG_FACTOR = {"none": 1.03, "masks": 0.76, "blocks": 1.03}  # kept for the backward pass, transients
+OLD_VGG_FACTOR = 2.3
 IMAGE_COPIES = 10
 WINOGRAD_FLOATS = 170
 PHOTO_FLOATS = 4 * 27 * 2
 STYLIZE_FLOATS = 64  # the image, the padded input, the output and XLA's buffers
 STYLIZE_PER_CHANNEL = 3  # full-resolution activations per first-layer channel
 MARGIN = 1.25
+REFITTED_MARGIN = 1.1  # the refitted factors are within 10 % of the measured peaks
 MIN_SIDE = 16  # VGG19's block 5 is 1/16 of the input
 
 
@@ -73,14 +83,15 @@ def vgg_floats_per_pixel(layers: Sequence[str]) -> float:
 
 
 def floats_per_pixel(kind: str, *, layers: Sequence[str] = (), history: int = 0,
-                     width: float = 1.0, smoothing: bool = False) -> float:
+                     width: float = 1.0, smoothing: bool = False, remat: str = "masks") -> float:
   """The per-pixel term of ``estimate_peak_bytes`` (see the module docstring)."""
   if kind not in KINDS:
     raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
   if kind == "stylize":
     net = STYLIZE_FLOATS + STYLIZE_PER_CHANNEL * max(1, round(32 * width))
     return net + (PHOTO_FLOATS if smoothing else 0)
-  floats = VGG_FACTOR * vgg_floats_per_pixel(layers) + 3 * (2 * history + IMAGE_COPIES)
+  factor = VGG_FACTOR[remat] if kind in REFITTED else OLD_VGG_FACTOR
+  floats = factor * vgg_floats_per_pixel(layers) + 3 * (2 * history + IMAGE_COPIES)
   if layers and max(VGG19_LAYERS.index(l) for l in layers) >= VGG19_LAYERS.index("conv3_1"):
     floats += WINOGRAD_FLOATS
   return floats + (PHOTO_FLOATS if kind == "photo" else 0)
@@ -95,15 +106,16 @@ def estimate_peak_bytes(kind: str, hw: tuple[int, int], *, batch: int = 1, **mod
       for stylize the padded input).
     batch: images processed together (problems, units, the stylize batch).
     **model: ``layers`` (VGG layers used), ``history`` (L-BFGS memory; 0 for Adam),
-      ``width`` (transform net width), ``smoothing`` (stylize's post-step), as in
-      ``floats_per_pixel``.
+      ``width`` (transform net width), ``smoothing`` (stylize's post-step), ``remat`` (what VGG's
+      backward pass keeps, ``LossConfig.remat``), as in ``floats_per_pixel``.
 
   Returns:
     Bytes, the safety margin included; monotone in ``hw`` and ``batch``.
   """
   pixels = int(hw[0]) * int(hw[1])
   base = BASE_BYTES["stylize" if kind == "stylize" else "slow"]
-  return int(base + MARGIN * batch * pixels * 4 * floats_per_pixel(kind, **model))
+  margin = REFITTED_MARGIN if kind in REFITTED else MARGIN
+  return int(base + margin * batch * pixels * 4 * floats_per_pixel(kind, **model))
 
 
 def available_bytes() -> int | None:
@@ -157,6 +169,21 @@ def largest_fitting_size(kind: str, hw: tuple[int, int], budget: int, **model) -
     mid = (lo + hi) // 2
     lo, hi = (mid, hi) if fits(mid) else (lo, mid)
   return lo
+
+
+def release_free_memory() -> bool:
+  """Returns the heap's free pages to the operating system (glibc's ``malloc_trim``).
+
+  XLA's compiler frees most of what it allocates, but glibc keeps the freed small blocks
+  resident, so a process's resident memory after compiling a large program stays hundreds of MB
+  above what it uses; the program's buffers are then allocated on top. Calling this between
+  compiling and running lets them reuse those pages (docs/slow_transfer.md). No other library
+  exposes ``malloc_trim``; it is one ctypes call. False where there is no glibc.
+  """
+  try:
+    return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+  except (OSError, AttributeError):
+    return False
 
 
 def _format_bytes(n: float) -> str:

@@ -26,7 +26,8 @@ from nst_jax.core.errors import UserError
 
 
 def _features(vgg_params, images, cfg: LossConfig, layers):
-  return vgg.vgg_features(vgg_params, images, layers, cfg.pooling, conv_impl=cfg.conv_impl)
+  return vgg.vgg_features(vgg_params, images, layers, cfg.pooling, conv_impl=cfg.conv_impl,
+                          remat=cfg.remat)
 
 
 # Targets are computed once per image, outside the optimization loop: compile the VGG pass

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nst_jax.config import VGG_BLOCKS, VGG_LAYERS
+from nst_jax.config import REMATS, VGG_BLOCKS, VGG_LAYERS
 from nst_jax.core import conv
 from nst_jax.core.errors import UserError
 
@@ -233,14 +233,62 @@ def _pool(x, pooling: str):
   raise UserError(f"unknown pooling {pooling!r}; expected 'max' or 'avg'")
 
 
+@jax.custom_vjp
+def relu(x: jax.Array) -> jax.Array:
+  """``max(x, 0)`` whose backward pass keeps one bit per value, ``x > 0``, instead of ``x``.
+
+  ``jax.nn.relu``'s derivative reads its float input, so autodiff keeps every pre-activation of
+  VGG alive from the forward to the backward pass (the convolutions' input gradients need only
+  their kernels). A plain boolean mask does not help: XLA fuses the comparison into the backward
+  pass and keeps the float input for it; the mask packed 8 to a byte along the channels
+  (``jnp.packbits``, a reduction XLA does not duplicate) is stored instead, 1/32 of the float.
+  The gradient is the same (0 at 0, as ``jax.nn.relu``'s).
+  """
+  return jnp.maximum(x, 0)
+
+
+def _relu_fwd(x):
+  return jnp.maximum(x, 0), jnp.packbits(x > 0, axis=-1)
+
+
+def _relu_bwd(bits, g):
+  mask = jnp.unpackbits(bits, axis=-1, count=g.shape[-1]).astype(bool)
+  return (jnp.where(mask, g, jnp.zeros_like(g)),)
+
+
+relu.defvjp(_relu_fwd, _relu_bwd)
+
+
 def preprocess(params: Mapping, images: jax.Array) -> jax.Array:
   """RGB [0, 1] -> the network's input convention."""
   pre = params["preprocess"]
   return images * pre["scale"].astype(images.dtype) - pre["offset"].astype(images.dtype)
 
 
+def _block_fn(names: tuple[str, ...], wanted: frozenset, pooling: str, conv_impl: str,
+              remat: str):
+  """``(params, x) -> (x after the block's last layer, {wanted name: activation})``."""
+
+  def block(params, x):
+    out = {}
+    for name in names:
+      kind = name[:4]
+      if kind == "conv":
+        x = _conv(x, params[name], conv_impl)
+      elif kind == "relu":
+        x = jax.nn.relu(x) if remat == "none" else relu(x)
+      else:
+        x = _pool(x, pooling)
+      if name in wanted:
+        out[name] = x
+    return x, out
+
+  return jax.checkpoint(block) if remat == "blocks" else block
+
+
 def vgg_features(params: Mapping, images: jax.Array, layers: Sequence[str],
-                 pooling: str = "max", *, conv_impl: str = "auto") -> dict[str, jax.Array]:
+                 pooling: str = "max", *, conv_impl: str = "auto",
+                 remat: str = "masks") -> dict[str, jax.Array]:
   """VGG19 / VGG16 activations at the requested layers; nothing past the deepest one is computed.
 
   Args:
@@ -250,25 +298,27 @@ def vgg_features(params: Mapping, images: jax.Array, layers: Sequence[str],
       ``reluX_Y``, ``poolX``).
     pooling: "max" (the network as trained) or "avg" (Gatys et al.).
     conv_impl: "auto", "xla" or "cpu_fast" (``conv3x3``; "auto" is "cpu_fast" on the CPU only).
+    remat: what a backward pass keeps from the forward one (``config.REMATS``; the same values
+      and gradients): "none", JAX's autodiff of ``jax.nn.relu`` (every pre-activation, float);
+      "masks", ``relu``'s 1-byte masks (and the requested activations); "blocks", only each
+      block's input, the block recomputed in the backward pass (``jax.checkpoint``).
 
   Returns:
     ``{name: [B, h, w, C]}`` for each requested layer.
   """
   architecture = architecture_of(params)
-  wanted = set(check_layers(layers, architecture))
+  wanted = frozenset(check_layers(layers, architecture))
+  if remat not in REMATS:
+    raise UserError(f"unknown remat {remat!r}; expected one of {', '.join(REMATS)}")
   conv_impl = conv.resolve_impl(conv_impl)
+  if not wanted:
+    return {}
+  names = LAYERS[architecture][:1 + max(LAYERS[architecture].index(l) for l in wanted)]
   out = {}
   x = preprocess(params, images)
-  for name in LAYERS[architecture]:
-    if not wanted - out.keys():
-      break
-    kind = name[:4]
-    if kind == "conv":
-      x = _conv(x, params[name], conv_impl)
-    elif kind == "relu":
-      x = jax.nn.relu(x)
-    else:
-      x = _pool(x, pooling)
-    if name in wanted:
-      out[name] = x
+  for b in range(1, 6):  # one block at a time: the unit ``remat="blocks"`` recomputes
+    block = tuple(n for n in names if int(n[4]) == b)
+    if block:
+      x, feats = _block_fn(block, wanted, pooling, conv_impl, remat)(params, x)
+      out.update(feats)
   return out

@@ -69,7 +69,9 @@ class AnyStyleStylizer(inference.Stylizer):
     self.compiled_shapes: set[tuple[int, ...]] = set()
     self.style_names: list[str] = []
     self.style_weights = None  # the style embedding [E] once set
-    self._apply = jax.jit(lambda params, x, e: arbitrary.stylize(params, x, e, cfg=cfg))
+    self.forward = lambda params, x, e: arbitrary.stylize(params, x, e, cfg=cfg)  # fast.tiled
+    self._apply = jax.jit(self.forward)
+    self.tilers = {}
     self._embed = jax.jit(lambda params, x: arbitrary.style_embedding(params, x, cfg=cfg, size=0))
     self._embeddings: dict[str, np.ndarray] = {}
 

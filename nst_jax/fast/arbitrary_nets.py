@@ -167,13 +167,17 @@ class StyleNorm(nn.Module):
       return _q(quant, f"{name}/out", nn.Dense(self.features, name=name)(embedding))[:, None, None]
 
     beta, gamma = proj("beta"), proj("gamma")
-    mean = _q(quant, "mean", jnp.mean(x, axis=(1, 2), keepdims=True))  # [B, 1, 1, C]
-    sq = _q(quant, "squared_difference", jnp.square(x - mean))
-    var = _q(quant, "variance", jnp.mean(sq, axis=(1, 2), keepdims=True))
+    mean, var = self.moments(x, quant)
     rsqrt = _q(quant, "rsqrt", 1.0 / jnp.sqrt(_q(quant, "add", var + self.epsilon)))
     mul = _q(quant, "mul", rsqrt * gamma)
     shift = _q(quant, "sub", beta - _q(quant, "mul_2", mean * mul))
     return _q(quant, "add_1", _q(quant, "mul_1", x * mul) + shift)
+
+  def moments(self, x, quant=None):  # [B, H, W, C] -> the mean and variance [B, 1, 1, C]
+    # A method of its own so that tiled inference (``fast.tiled``) can give the whole image's.
+    mean = _q(quant, "mean", jnp.mean(x, axis=(1, 2), keepdims=True))
+    sq = _q(quant, "squared_difference", jnp.square(x - mean))
+    return mean, _q(quant, "variance", jnp.mean(sq, axis=(1, 2), keepdims=True))
 
 
 class StyleResidualBlock(nn.Module):

@@ -49,7 +49,7 @@ from nst_jax import config
 from nst_jax.core import checkpoint, colors, memory, model_file, zoo
 from nst_jax.core import smoothing as smoothing_lib
 from nst_jax.core.errors import UserError
-from nst_jax.fast import models, multistyle, nets
+from nst_jax.fast import models, multistyle, nets, tiled
 
 DEFAULT_BUCKET = 32
 KIND = "style"  # the model-file kind of a style network (one style or several)
@@ -185,7 +185,9 @@ class Stylizer:
     cfg = models.from_dict(self.meta["config"]) if "config" in self.meta else None
     self.smoothing = default_smoothing(model, cfg)
     self.bucket, self.batch_size = bucket, batch_size
-    self._apply = jax.jit(lambda v, x, w: model.apply(v, x, w, train=False))
+    self.forward = lambda v, x, w: model.apply(v, x, w, train=False)  # un-jitted (fast.tiled)
+    self._apply = jax.jit(self.forward)
+    self.tilers: dict[int, tiled.Tiler] = {}
     self.compiled_shapes: set[tuple[int, ...]] = set()
     self.style_names = [s.get("name", str(i)) for i, s in enumerate(self.meta.get("styles", []))]
     num_styles = getattr(model, "num_styles", 1)
@@ -285,7 +287,7 @@ class Stylizer:
   def stylize_many(self, images: Sequence[np.ndarray], *, strength: float = 1.0,
                    original_colors: str = "", smooth: bool | None = None,
                    smoothing: config.Smoothing | None = None,
-                   max_memory: float | None = None) -> list[np.ndarray]:
+                   max_memory: float | None = None, tile: int | None = None) -> list[np.ndarray]:
     """Stylizes images of any sizes; returns float32 [H, W, 3] in [0, 1] for each.
 
     Args:
@@ -295,7 +297,10 @@ class Stylizer:
       smooth: post-step on or off; None: on for photorealistic ("affine" head) networks only.
       smoothing: the post-step when on (default: ``self.smoothing``, else ``Smoothing()``).
       max_memory: GB a batch may use (``memory.budget_bytes``); an image whose estimated peak
-        is larger is refused (UserError) before any is stylized.
+        is larger is stylized in tiles (``fast.tiled``), or refused (UserError) before any is
+        stylized when even that does not fit.
+      tile: None: tiles only where the untiled run would not fit; 0: never; PX: tiles of PX
+        pixels for every image larger than one.
     """
     check_options(strength, original_colors)
     smooth = self.smoothing is not None if smooth is None else smooth
@@ -308,12 +313,22 @@ class Stylizer:
         raise UserError(f"expected an RGB image [H, W, 3], got shape {img.shape}")
       groups.setdefault(bucket_shape(img.shape[:2], self.bucket), []).append(i)
     budget = memory.budget_bytes(max_memory)
-    for hw in groups:
-      memory.check_fits("stylize", hw, budget, batch=self.batch_size,
-                        width=getattr(self.model, "width", 1.0), smoothing=smoothing is not None)
+    tiles = {hw: self.tile_for(hw, budget, tile, smoothing is not None,
+                               self.style_rows([images[members[0]]], strength))
+             for hw, members in groups.items()}
     results: list[np.ndarray | None] = [None] * len(images)
+    post = {"strength": self.pixel_strength(strength), "original_colors": original_colors}
     for hw, members in groups.items():
-      for start in range(0, len(members), self.batch_size):
+      for i in members if tiles[hw] else ():
+        image = np.asarray(images[i], np.float32)
+        rows = self.style_rows([image], strength)
+        rows = np.asarray(self.style_weights[None] if rows is None else rows, np.float32)
+        finish = (lambda out, photo: blend(out, photo, **post)) if smoothing is None else (
+            lambda out, photo: out)
+        out = tiled.stylize_image(self.tiler(tiles[hw]), self.variables, image, hw, rows, finish)
+        self.compiled_shapes |= self.tiler(tiles[hw]).compiled_shapes
+        results[i] = out if smoothing is None else blend(out, image, smoothing=smoothing, **post)
+      for start in range(0, 0 if tiles[hw] else len(members), self.batch_size):
         chunk = members[start:start + self.batch_size]
         padded = [pad_to(np.asarray(images[i], np.float32), hw)[0] for i in chunk]
         padded += [padded[-1]] * (self.batch_size - len(chunk))  # a full batch: no recompile
@@ -324,9 +339,46 @@ class Stylizer:
         for j, i in enumerate(chunk):
           h, w = images[i].shape[:2]
           results[i] = blend(out[j, :h, :w], np.asarray(images[i], np.float32),
-                             strength=self.pixel_strength(strength),
-                             original_colors=original_colors, smoothing=smoothing)
+                             smoothing=smoothing, **post)
     return results
+
+  def tiler(self, tile: int) -> tiled.Tiler:
+    """The ``fast.tiled.Tiler`` of this network with tiles of ``tile`` pixels (kept: its
+    programs are compiled once per tile shape)."""
+    if tile not in self.tilers:
+      self.tilers[tile] = tiled.Tiler(self.forward, tile=tile)
+    return self.tilers[tile]
+
+  def tile_for(self, hw: tuple[int, int], budget: int | None, tile: int | None,
+               smoothing: bool, rows=None) -> int:
+    """The tile size for a padded size ``hw``: 0 (untiled) where the untiled run fits ``budget``
+    and ``tile`` is None, or ``tile`` is 0; ``tile`` (default ``tiled.DEFAULT_TILE``) where the
+    image is larger than one tile.
+
+    Raises:
+      UserError: a bad ``tile``, or an estimated peak above ``budget`` either way.
+    """
+    width = getattr(self.model, "width", 1.0)
+    untiled = {"batch": self.batch_size, "width": width, "smoothing": smoothing}
+    fits = budget is None or memory.estimate_peak_bytes("stylize", hw, **untiled) <= budget
+    if tile == 0 or (tile is None and fits):
+      memory.check_fits("stylize", hw, budget, **untiled)
+      return 0
+    tile = tile or tiled.DEFAULT_TILE
+    tiled.check_tile(tile)
+    if max(hw) <= tile:
+      memory.check_fits("stylize", hw, budget, **untiled)
+      return 0
+    if rows is None:
+      rows = self.style_weights[None]
+    tiler = self.tiler(tile)
+    need = tiler.estimate_bytes(tiler.plan(self.variables, hw, np.asarray(rows, np.float32)),
+                                hw, width=width, smoothing=smoothing)
+    if budget is not None and need > budget:
+      raise UserError(f"a {hw[1]}x{hw[0]} stylize run needs about {need / memory.GB:.3g} GB even "
+                      f"in {tile}-pixel tiles, more than the {budget / memory.GB:.3g} GB allowed "
+                      f"(--max-memory or ${memory.MEMORY_ENV}); use a smaller --size or --tile")
+    return tile
 
   def __call__(self, image: np.ndarray, **kwargs) -> np.ndarray:
     """Stylizes one [H, W, 3] image (see ``stylize_many`` for the options)."""

@@ -186,7 +186,7 @@ def check_size(problems: Sequence[Problem], cfg: TransferConfig,
                         layers)
   history = 0 if cfg.optim.optimizer == "adam" else cfg.optim.history_size
   memory.check_fits("optimize", hw, memory.budget_bytes(max_memory), batch=len(problems),
-                    layers=layers, history=history)
+                    layers=layers, history=history, remat=cfg.loss.remat)
 
 
 def _levels(vgg_params, problems, cfg: TransferConfig, batched: bool) -> list[driver.Stage]:

@@ -36,6 +36,7 @@ import optax
 from tqdm.auto import tqdm
 
 from nst_jax.config import OPTIMIZERS, OptimConfig
+from nst_jax.core import memory
 from nst_jax.core.errors import UserError
 from nst_jax.slow import lbfgsb
 
@@ -305,6 +306,10 @@ def run(loss_fn: LossFn, x0: jax.Array, shared: Any, aux: Any, cfg: OptimConfig,
             unit="it", dynamic_ncols=True) as bar:
     if it < cfg.num_iters:
       bar.set_postfix_str("compiling...")  # the first chunk compiles (tens of seconds on CPU)
+      # Compiled ahead (the call below reuses it), so that the compiler's freed heap goes back
+      # to the system before the program's buffers are allocated: a lower peak memory.
+      chunk_fn.lower(x, state, shared, aux, min(cfg.chunk, cfg.num_iters - it)).compile()
+      memory.release_free_memory()
     while it < cfg.num_iters:
       n = min(cfg.chunk, cfg.num_iters - it)
       x_new, state, hist = chunk_fn(x, state, shared, aux, n)

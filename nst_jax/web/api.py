@@ -42,6 +42,8 @@ def job_json(request: Request, job: Job) -> dict:
              page_url=f"/jobs/{job.id}", email=bool(job.email))
   if job.params.get("painting") and not job.style_key:  # a shared painting (arbitrary network)
     out["style_url"] = f"/paintings/{job.params['painting']}.png"
+  if job.kind == "video":  # the result is an MP4; the preview, a strip of its frames
+    out["strip_url"] = blob_url(job.preview_key)
   if job.status == "done":
     out["result_size"] = request.app.state.service.image_size(job.result_key)
     item = request.app.state.service.db.item_of_job(job.id)
@@ -65,13 +67,19 @@ async def session(request: Request) -> dict:
 
 @router.post("/jobs", status_code=201)
 async def submit_job(request: Request) -> dict:
-  """Submits a job (multipart): ``kind`` (fast | artistic | photoreal | sr), ``content`` file,
-  ``style`` file (slow methods), ``model``, ``style_index``, ``strength``, ``keep_colors``,
-  ``size``, ``iterations``, ``email``, ``content_mask``/``style_mask`` files (photoreal).
+  """Submits a job (multipart): ``kind`` (fast | artistic | photoreal | sr | video),
+  ``content`` file, ``style`` file (slow methods), ``model``, ``style_index``, ``strength``,
+  ``keep_colors``, ``size``, ``iterations``, ``email``, ``content_mask``/``style_mask`` files
+  (photoreal).
 
   Any painting: ``model=arbitrary`` with a ``style_image`` file or ``painting=<stem>`` (one of
   ``GET /api/paintings``); ``strength`` is then Ghiasi's (0: the photo's own style, 1: the
-  painting's). 409 while the arbitrary network is not installed (the message says how)."""
+  painting's). 409 while the arbitrary network is not installed (the message says how).
+
+  A video: ``kind=video``, the clip as ``content`` (within ``video_max_seconds`` /
+  ``video_max_frames`` and the image byte and pixel limits), a trained ``model`` and
+  ``style_index``, ``size``, ``strength``, ``keep_colors``, ``temporal`` (default on); the
+  result is an MP4 and ``strip_url`` a strip of its frames."""
   fields, files = await checked_form(request)
   job = await run_in_threadpool(request.app.state.service.submit, request.state.client_id,
                                 fields, files, network_of(request))
@@ -120,21 +128,25 @@ async def delete_job(request: Request, job_id: str) -> Response:
   return Response(status_code=204)
 
 
+MEDIA_TYPES = {"png": "image/png", "mp4": "video/mp4"}  # by key extension; others: bytes
+
+
 @router.get("/blobs/{key}", response_class=FileResponse)
 async def get_blob(request: Request, key: str):
-  """An image by its content key ('<sha256>.png')."""
+  """A stored file by its content key ('<sha256>.png', a video job's '<sha256>.mp4')."""
   store = request.app.state.service.store
   try:
     storage.check_key(key)
+    media = MEDIA_TYPES.get(key.rpartition(".")[2], "application/octet-stream")
     path = store.path(key)
     if path is None:
-      return Response(store.get(key), media_type="image/png",
+      return Response(store.get(key), media_type=media,
                       headers={"Cache-Control": "public, max-age=31536000, immutable"})
   except (ValueError, KeyError):
     raise ServiceError(404, "no such image") from None
   if not path.is_file():
     raise ServiceError(404, "no such image")
-  return FileResponse(path, media_type="image/png",
+  return FileResponse(path, media_type=media,
                       headers={"Cache-Control": "public, max-age=31536000, immutable"})
 
 

@@ -32,7 +32,7 @@ import numpy as np
 
 from nst_jax import config
 from nst_jax.core.errors import UserError
-from nst_jax.web import catalog, storage, uploads
+from nst_jax.web import catalog, clips, storage, uploads
 from nst_jax.web.db import Database, default_url
 
 log = logging.getLogger("nst_jax.web.jobs")
@@ -85,8 +85,8 @@ class Executor:
     self._beat(job_id, lost)
     outcome = "failed"
     try:
-      png = self.execute(job, lost)
-      key = self.store.put(png, "png")
+      result = self.execute(job, lost)
+      key = self.store.put(result, clips.RESULT_EXT if job.kind == "video" else "png")
       if self.db.finish(job_id, self.name, "done", result_key=key, iteration=job.total or 0):
         outcome = "done"
         self._email(job)
@@ -154,7 +154,9 @@ class Executor:
 
   # ------------------------------------------------------------------------------- execution
   def execute(self, job, lost: threading.Event) -> bytes:
-    """The job's result as PNG bytes."""
+    """The job's result: PNG bytes (a video job's: MP4)."""
+    if job.kind == "video":
+      return self.run_video(job, lost)
     if job.kind == "fast":
       return self.run_fast(job)
     if job.kind == "sr":
@@ -233,6 +235,18 @@ class Executor:
       self._upscaler = upscale.Upscaler.load("sr_fast_x4")
     out = self._upscaler(self.image(job.content_key))
     return uploads.encode_png(np.clip(out, 0.0, 1.0))
+
+  def run_video(self, job, lost: threading.Event) -> bytes:
+    """A clip stylized frame by frame (``clips.run_video``): the MP4; its preview strip becomes
+    the job's preview. Progress is frames done / the clip's frames."""
+
+    def on_frame(done: int) -> None:
+      if lost.is_set() or not self.db.heartbeat(job.id, self.name, iteration=done):
+        raise Stopped()
+
+    mp4, strip = clips.run_video(self, job, on_frame)
+    self.db.set_fields(job.id, preview_key=self.store.put(strip, "png"))
+    return mp4
 
   def vgg(self):
     if self._vgg is None:

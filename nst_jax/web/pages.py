@@ -76,7 +76,8 @@ async def stylize_page(request: Request):
 
 @router.get("/custom")
 async def custom_page(request: Request):
-  return render(request, "custom.html", title="Custom job", page="custom", form={})
+  return render(request, "custom.html", title="Custom job", page="custom", form={},
+                models=catalog.models(request.app.state.cfg))
 
 
 @router.post("/jobs")
@@ -93,7 +94,8 @@ async def submit(request: Request):
       return render(request, "stylize.html", e.status, headers, title="Stylize now",
                     page="stylize", **picker(request.app.state.cfg), error=e.message)
     return render(request, "custom.html", e.status, headers, title="Custom job",
-                  page="custom", form=fields, error=e.message)
+                  page="custom", form=fields, error=e.message,
+                  models=catalog.models(request.app.state.cfg))
   return RedirectResponse(f"/jobs/{job.id}", status_code=303)
 
 

@@ -106,6 +106,8 @@ class Service:
                                                        or fields.get("painting")):
       fields = {**fields, "model": catalog.ARBITRARY}  # a painting implies the network
     params, total = self.params(kind, fields)
+    if kind == "video":
+      return self.submit_video(owner, network, fields, files, params)
     content = self.upload(files, "content")
     if kind == "sr" and max(content.width, content.height) > self.cfg.limits.sr_max_input:
       raise ServiceError(413, f"super-resolution takes images up to "
@@ -128,6 +130,43 @@ class Service:
                              email=email or None, total=total, network=network)
     self.enqueue(job.id)
     return job
+
+  def submit_video(self, owner: str, network: str | None, fields: dict, files: dict,
+                   params: dict) -> Job:
+    """A video job: the clip checked from its header (``clips.clean_clip``), one step per
+    frame."""
+    from nst_jax.web import clips  # pylint: disable=import-outside-toplevel  (PyAV)
+    data = files.get("content")
+    if not data:
+      raise ServiceError(400, "please choose a video clip to upload")
+    try:
+      clip = clips.clean_clip(data, self.cfg.limits)
+    except uploads.UploadError as e:
+      raise ServiceError(e.status, f"video: {e.message}", e.retry_after) from None
+    email = self.check_email(fields.get("email"), network)
+    job = self.db.create_job(owner, "video", params,
+                             content=self.store.put(clip.data, clips.UPLOAD_EXT),
+                             email=email or None, total=max(1, clip.frames), network=network)
+    self.enqueue(job.id)
+    return job
+
+  def video_params(self, fields: dict) -> dict:
+    """A video job's style network (a trained one), strength, colours, size and ``temporal``
+    (on unless the field says 0/false/off)."""
+    if (fields.get("method") or "fast") != "fast":
+      raise ServiceError(400, f"video jobs run the fast method only, got "
+                         f"{str(fields['method'])[:20]!r}")
+    params, _ = self.params("fast", {**fields, "size": None})
+    if params["model"] == catalog.ARBITRARY:
+      raise ServiceError(400, "video jobs use a trained style network (see the Models page), "
+                         "not the any-painting network")
+    lim = self.cfg.limits
+    params["size"] = _number(fields, "size", int, min(256, lim.video_max_size), MIN_SIZE,
+                             lim.video_max_size)
+    params["temporal"] = str(fields.get("temporal", "1")).lower() not in ("0", "false", "off",
+                                                                         "no")
+    params["method"] = "fast"
+    return params
 
   def check_email(self, raw: str | None, network: str | None) -> str:
     """The notification address, or "" for none: refused (400) when this server sends no
@@ -229,6 +268,8 @@ class Service:
               **self.fast_params(fields)}, 1
     if kind == "sr":
       return {"scale": 4, "model": "sr_fast_x4"}, 1
+    if kind == "video":
+      return self.video_params(fields), 1  # the total is the clip's frame count
     size = _number(fields, "size", int, min(256, lim.slow_max_size), MIN_SIZE, lim.slow_max_size)
     iters = _number(fields, "iterations", int, min(100, lim.slow_max_iters), 1,
                     lim.slow_max_iters)
@@ -328,6 +369,9 @@ class Service:
     job = self.owned_job(owner, job_id, "share")
     if job.status != "done" or not job.result_key:
       raise ServiceError(409, "only a finished job can be shared")
+    if job.kind == "video":
+      raise ServiceError(409, "video results are not shown in the gallery; download the MP4 "
+                         "from the job page instead")
     if publish not in ("result", "all", "", None):
       raise ServiceError(400, "publish must be 'result' (the result only) or 'all' (with the "
                          "content and style images)")
