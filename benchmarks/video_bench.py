@@ -151,9 +151,11 @@ def style_loss(vgg_params, outputs, clip, targets, loss_cfg, every: int) -> floa
                         for o, f in list(zip(outputs, clip))[::every]]))
 
 
-def evaluate(name, clip, flows, masks, stylizer, weights, vgg_params, targets, loss_cfg, every):
-  """One clip's row: E_warp and style loss per frame, and consistent at each of ``weights``
-  (the same per-frame stylizations, made consistent: ``fast.video.make_consistent``)."""
+def evaluate(name, clip, flows, masks, stylizer, weights, vgg_params, targets, loss_cfg, every,
+             modes=("blend",)):
+  """One clip's row: E_warp and style loss per frame, and consistent at each of ``weights`` for
+  the blend mode and once for each other mode (the same per-frame stylizations, made
+  consistent: ``fast.video.make_consistent``); keys "0.3" (blend weights) or the mode's name."""
   plain = list(fast_video.stylize_frames(stylizer, clip, temporal=False))
   row = {"clip": name, "frames": len(clip), "hw": list(clip[0].shape[:2]),
          "input_e_warp": fast_video.warping_error([f / 255.0 for f in clip], flows, masks),
@@ -161,17 +163,19 @@ def evaluate(name, clip, flows, masks, stylizer, weights, vgg_params, targets, l
                        "style": style_loss(vgg_params, plain, clip, targets, loss_cfg, every)},
          "consistent": {}}
   outputs = {}
-  for weight in weights:
+  runs = [(str(w), "blend", w) for w in weights if "blend" in modes]
+  runs += [(m, m, fast_video.DEFAULT_WEIGHT) for m in modes if m != "blend"]
+  for key, mode, weight in runs:
     t0 = time.perf_counter()
-    outs = list(fast_video.make_consistent(clip, plain, weight=weight))
+    outs = list(fast_video.make_consistent(clip, plain, weight=weight, mode=mode))
     seconds = time.perf_counter() - t0
     e_warp = fast_video.warping_error(outs, flows, masks)
     style = style_loss(vgg_params, outs, clip, targets, loss_cfg, every)
-    row["consistent"][str(weight)] = {
+    row["consistent"][key] = {
         "e_warp": e_warp, "style": style, "seconds_temporal_step": seconds,
         "e_warp_ratio": e_warp / row["per_frame"]["e_warp"],
         "style_ratio": style / row["per_frame"]["style"]}
-    outputs[weight] = outs
+    outputs[key] = outs
   return row, plain, outputs
 
 
@@ -182,21 +186,26 @@ def texture(hw: tuple[int, int], seed: int = 0) -> np.ndarray:
   return image_io.to_uint8((img - img.min()) / (img.max() - img.min()))
 
 
-def throughput(stylizer, size: int, frames: int) -> dict:
+def throughput(stylizer, size: int, frames: int, modes=("blend",)) -> dict:
   """frames/s of stylize_frames at ``size`` px on a panning texture, per-frame and consistent
-  (flow included), alternated twice, after a warm-up that compiles."""
+  (flow included) in each of ``modes`` (key "consistent": the blend; else the mode's name),
+  alternated twice, after a warm-up that compiles."""
   hw = memory_hw(size)
   clip = global_clip("pan", texture((hw[0] * 2, hw[1] * 2)), hw, frames)[0]
   list(fast_video.stylize_frames(stylizer, clip[:3]))  # compile both programs
   result = {"size": size, "hw": list(hw), "frames": frames, "per_frame": [], "consistent": [],
             "batch_size": stylizer.batch_size}
+  runs = [("per_frame", False, "blend")]
+  runs += [("consistent" if m == "blend" else m, True, m) for m in modes]
+  for key, _, _ in runs[1:]:
+    result.setdefault(key, [])
   for _ in range(2):
-    for key, temporal in (("per_frame", False), ("consistent", True)):
+    for key, temporal, mode in runs:
       t0 = time.perf_counter()
-      for _ in fast_video.stylize_frames(stylizer, clip, temporal=temporal):
+      for _ in fast_video.stylize_frames(stylizer, clip, temporal=temporal, mode=mode):
         pass
       result[key].append(frames / (time.perf_counter() - t0))
-  for key in ("per_frame", "consistent"):
+  for key, _, _ in runs:
     result[key + "_fps"] = max(result[key])
   return result
 
@@ -206,9 +215,10 @@ def memory_hw(size: int) -> tuple[int, int]:
 
 
 def save_strip(path, clip, plain, consistent, picks) -> None:
-  """Rows: input, per-frame, consistent; columns: frames ``picks`` (a JPEG)."""
+  """Rows: input, per-frame, each of the ``consistent`` sequences; columns: frames ``picks``
+  (a JPEG)."""
   rows = [np.concatenate([np.asarray(seq[i], np.float32) / (255 if seq is clip else 1)
-                          for i in picks], axis=1) for seq in (clip, plain, consistent)]
+                          for i in picks], axis=1) for seq in (clip, plain, *consistent)]
   image_io.save_image(path, np.concatenate(rows, axis=0))
 
 
@@ -217,7 +227,7 @@ def print_row(row: dict) -> None:
   print(f"{row['clip']:<10} input E_warp {row['input_e_warp']:.5f}; per-frame E_warp "
         f"{base['e_warp']:.5f} style {base['style']:.4g}", flush=True)
   for weight, r in row["consistent"].items():
-    print(f"{'':<10} consistent w={weight:<5} E_warp {r['e_warp']:.5f} (x{r['e_warp_ratio']:.3f})"
+    print(f"{'':<10} consistent {weight:<9} E_warp {r['e_warp']:.5f} (x{r['e_warp_ratio']:.3f})"
           f"  style {r['style']:.4g} (x{r['style_ratio']:.3f})", flush=True)
 
 
@@ -231,6 +241,8 @@ def main(argv=None) -> int:
   p.add_argument("--size", type=int, default=256, help="frames' long side for the quality table")
   p.add_argument("--weights", type=float, nargs="+", default=[fast_video.DEFAULT_WEIGHT],
                  help="blend weights of the consistency step to compare")
+  p.add_argument("--modes", nargs="+", default=["blend"], choices=fast_video.MODES,
+                 help="temporal modes to compare (blend: at each of --weights)")
   p.add_argument("--loss-every", type=int, default=4, help="style loss of every N-th frame")
   p.add_argument("--throughput-size", type=int, default=512)
   p.add_argument("--throughput-frames", type=int, default=16)
@@ -257,17 +269,17 @@ def main(argv=None) -> int:
     for name, make in sources:
       clip, flows, masks = make()
       row, plain, consistent = evaluate(name, clip, flows, masks, stylizer, args.weights,
-                                        vgg_params, targets, cfg.loss, args.loss_every)
+                                        vgg_params, targets, cfg.loss, args.loss_every,
+                                        args.modes)
       rows.append(row)
       print_row(row)
       if args.strip and len(rows) == 1:
         n = len(clip)
-        save_strip(args.strip, clip, plain, consistent[args.weights[0]],
+        save_strip(args.strip, clip, plain, list(consistent.values()),
                    [n // 2 - 1, n // 2, n // 2 + 1])
-  speed = throughput(stylizer, args.throughput_size, args.throughput_frames)
-  print(f"throughput at {speed['hw'][1]}x{speed['hw'][0]}: per-frame "
-        f"{speed['per_frame_fps']:.2f} frames/s, consistent (flow included) "
-        f"{speed['consistent_fps']:.2f} frames/s")
+  speed = throughput(stylizer, args.throughput_size, args.throughput_frames, args.modes)
+  print(f"throughput at {speed['hw'][1]}x{speed['hw'][0]} (frames/s, flow included): "
+        + ", ".join(f"{k} {speed[k + '_fps']:.2f}" for k in speed if k + "_fps" in speed))
   bc.write_result(args.out, {"model": args.model, "rows": rows, "throughput": speed}, args)
   return 0
 

@@ -15,6 +15,7 @@ from nst_jax.cli import video as cli_video
 from nst_jax.core import flow, video_io
 from nst_jax.core.errors import UserError
 from nst_jax.fast import video as fast_video
+from nst_jax.fast import video_propagate
 
 FPS = 12
 SHIFT = (3, 2)  # (dx, dy): frame t shows frame t-1's content moved right 3, down 2
@@ -207,6 +208,56 @@ def test_the_consistency_step_lowers_the_warping_error_of_a_flickering_network()
 
 def test_cli_default_weight_is_the_library_default():
   assert cli_video.DEFAULT_WEIGHT == fast_video.DEFAULT_WEIGHT
+  assert cli_video.TEMPORAL_MODES == fast_video.MODES
+  assert cli_video.DEFAULT_MODE == fast_video.DEFAULT_MODE
+
+
+def test_propagate_keeps_the_stylization_where_the_mask_is_zero():
+  rng = np.random.default_rng(0)
+  s0, s1 = rng.random((2, 8, 10, 3)).astype(np.float32)
+  carrier = video_propagate.Carrier()
+  np.testing.assert_array_equal(carrier.step(s0, None), s0)
+  f = np.zeros((8, 10, 2), np.float32)
+  mask = np.ones((8, 10), np.float32)
+  mask[:, :4] = 0
+  out = carrier.step(s1, (f, mask))
+  np.testing.assert_array_equal(out[mask == 0], s1[mask == 0])  # no ghosting
+  np.testing.assert_allclose(out[:, 6:], s0[:, 6:], atol=1e-6)  # carried, away from the seam
+  np.testing.assert_array_equal(carrier.step(s0, None), s0)  # a cut restarts
+
+
+def test_propagate_composes_fractional_shifts_without_resampling_blur():
+  """Four half-pixel steps are one 2-pixel shift, sampled once: exact (re-warping each frame
+  would low-pass the texture at every step)."""
+  rng = np.random.default_rng(1)
+  first = rng.random((12, 16, 3)).astype(np.float32)  # white noise: blur would show at once
+  f = np.zeros((12, 16, 2), np.float32)
+  f[..., 0] = -0.5  # frame t's x shows frame t-1's x - 0.5
+  carrier = video_propagate.Carrier(max_sources=2)
+  carrier.step(first, None)
+  for _ in range(4):
+    out = carrier.step(rng.random((12, 16, 3)), (f, flow.inside_mask(f)))
+    assert len(carrier.sources) <= 2  # the entering column's sources are the least used
+  np.testing.assert_allclose(out[:, 2:], first[:, :-2], atol=1e-4)
+  rewarped = first
+  for _ in range(4):
+    rewarped = flow.remap(rewarped, f)
+  assert np.abs(rewarped[:, 2:] - first[:, :-2]).mean() > 0.03  # what carrying avoids
+
+
+def test_propagate_lowers_the_warping_error_more_than_the_blend():
+  frames = pan_frames(6)
+  true_flows = [np.broadcast_to(np.array([3, 2], np.float32), (32, 48, 2))] * 5
+  masks = [flow.inside_mask(f) for f in true_flows]
+  plain = list(fast_video.stylize_frames(NoisyStylizer(), frames, temporal=False))
+  steady = list(fast_video.stylize_frames(NoisyStylizer(), frames, mode="propagate"))
+  blend = list(fast_video.stylize_frames(NoisyStylizer(), frames))
+  assert np.array_equal(steady[0], plain[0])
+  e_plain = fast_video.warping_error(plain, true_flows, masks)
+  e_steady = fast_video.warping_error(steady, true_flows, masks)
+  assert e_steady < 0.2 * e_plain and e_steady < fast_video.warping_error(blend, true_flows, masks)
+  with pytest.raises(ValueError, match="mode"):
+    next(fast_video.make_consistent(frames, plain, mode="optimize"))
 
 
 # --- nst-jax video --------------------------------------------------------------------------------
@@ -215,7 +266,8 @@ def test_cli_keeps_frame_rate_frame_count_and_audio(tmp_path, capsys):
   src = make_clip(tmp_path / "in.mp4", pan_frames(8))
   out = tmp_path / "out" / "styled.mp4"
   code = cli.main(["video", str(src), "--out", str(out), "--model", "starry_lite",
-                   "--bucket", "16", "--start", str(2 / FPS), "--duration", str(5 / FPS)])
+                   "--bucket", "16", "--start", str(2 / FPS), "--duration", str(5 / FPS),
+                   "--temporal", "propagate"])
   assert code == 0, capsys.readouterr().err
   with av.open(str(out)) as c:
     v = c.streams.video[0]

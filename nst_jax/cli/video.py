@@ -7,6 +7,7 @@ Synopsis::
   nst-jax video clip.mov --out styled.mp4 --model zoo8 --mix 0.5:starry,0.5:great_wave \\
       --start 12 --duration 4 --original-colors yiq
   nst-jax video frames/ --fps 25 --out styled/ --model starry_small --no-temporal
+  nst-jax video clip.mp4 --out styled.mp4 --model starry_lite --temporal propagate
   nst-jax video clip.mp4 --out styled.mp4 --method slow --style-image the_scream
 
 IN is any file FFmpeg reads (through PyAV, the ``video`` extra) or a folder of images (sorted by
@@ -15,7 +16,8 @@ frame rate with IN's audio (the same cut), anything else a new folder of PNG fra
 only when the whole clip is done (written to a temporary file and renamed). ``--method fast`` (the
 default) runs a feed-forward network on each frame, with every flag of ``nst-jax stylize``, then
 makes each output consistent with the previous one moved along the optical flow
-(``nst_jax.fast.video``; ``--no-temporal``: plain per-frame output). ``--method slow`` optimizes
+(``nst_jax.fast.video``; ``--temporal blend|propagate`` chooses how; ``--no-temporal``: plain
+per-frame output). ``--method slow`` optimizes
 each frame with Ruder et al.'s temporal loss (``nst_jax.slow.video``). docs/video.md is the guide.
 """
 
@@ -32,6 +34,8 @@ from nst_jax.core.errors import UserError
 HELP = "stylize a video clip (fast network or slow optimization), without flicker"
 METHODS = ("fast", "slow")
 DEFAULT_WEIGHT = 0.3  # fast.video.DEFAULT_WEIGHT (tests check), not imported here: JAX
+TEMPORAL_MODES = ("blend", "propagate")  # fast.video.MODES (tests check)
+DEFAULT_MODE = "blend"  # fast.video.DEFAULT_MODE (tests check)
 
 
 def positive_float(text: str) -> float:
@@ -59,6 +63,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       "optimization with a temporal loss (Ruder et al.)")
   parser.add_argument("--no-temporal", dest="temporal", action="store_false",
                       help="plain per-frame stylization (flickers; the baseline)")
+  parser.add_argument("--temporal", dest="temporal_mode", choices=TEMPORAL_MODES,
+                      default=DEFAULT_MODE,
+                      help="fast: blend: mix the previous output, moved along the flow, into "
+                      "each frame (--temporal-weight; follows changes, softens strokes); "
+                      "propagate: carry the previous output's pixels where the flow is "
+                      f"reliable (steadiest, keeps the strokes) (default {DEFAULT_MODE})")
   parser.add_argument("--temporal-weight", type=weight_fraction, default=DEFAULT_WEIGHT,
                       help="fast: how much of the previous output, moved along the flow, each "
                       "frame keeps where the flow is reliable, in [0, 1): higher is steadier "
@@ -115,6 +125,7 @@ def run_fast(args: argparse.Namespace) -> int:
                                 size=args.size, fps=args.fps, max_pixels=args.max_pixels)
   outputs = fast_video.stylize_frames(
       stylizer, frames, temporal=args.temporal, weight=args.temporal_weight,
+      mode=args.temporal_mode,
       strength=args.strength, original_colors=args.original_colors, smooth=args.smooth,
       smoothing=smoothing, max_memory=args.max_memory)
   t0 = time.perf_counter()

@@ -27,6 +27,11 @@ frame flicker (strokes that appear and vanish) is averaged out, and so, partly, 
 themselves; a ``weight`` closer to 1 removes more flicker and softens the style more (the
 trade-off is measured in BENCHMARKS.md, "Video").
 
+``mode="propagate"`` (``video_propagate``) selects instead of blending: where the mask is 1 the
+previous output's pixel is carried along the flow (without re-sampling blur), elsewhere the
+frame's own stylization starts a new track; steadier and sharper on rigid motion, but it does not
+follow what the flow misses (lighting, non-rigid change); docs/video.md compares the two.
+
 The closed form is used rather than an optimization: the temporal loss above is per-pixel and
 quadratic, so a few gradient steps would only approach the same blend. Ruder et al.'s full
 temporal loss (with the Gatys objective) is the slow method's (``nst_jax.slow.video``).
@@ -46,7 +51,10 @@ from collections.abc import Callable, Iterable, Iterator
 import numpy as np
 
 from nst_jax.core import flow as flow_lib
+from nst_jax.fast import video_propagate
 
+MODES = ("blend", "propagate")  # make_consistent's; cli.video.TEMPORAL_MODES repeats them
+DEFAULT_MODE = "blend"
 DEFAULT_WEIGHT = 0.3  # lambda = 3/7; chosen on benchmarks/video_bench.py's clips (BENCHMARKS.md)
 
 
@@ -92,8 +100,8 @@ class FlowTracker:
 
 
 def make_consistent(frames: Iterable[np.ndarray], stylized: Iterable[np.ndarray], *,
-                    weight: float = DEFAULT_WEIGHT,
-                    flow_preset: str = "medium") -> Iterator[np.ndarray]:
+                    weight: float = DEFAULT_WEIGHT, flow_preset: str = "medium",
+                    mode: str = DEFAULT_MODE) -> Iterator[np.ndarray]:
   """The temporal step alone: per-frame stylizations made consistent along the input's flow.
 
   Args:
@@ -101,17 +109,26 @@ def make_consistent(frames: Iterable[np.ndarray], stylized: Iterable[np.ndarray]
     stylized: their per-frame stylizations [H, W, 3] in [0, 1], same order and sizes.
     weight: the blend weight where the flow is reliable, in [0, 1) (0: unchanged).
     flow_preset: DIS preset for the flow.
+    mode: "blend" (``temporal_blend`` with ``weight``) or "propagate" (where the flow is
+      reliable, the previous output's pixel is selected, not blended, and carried without
+      re-sampling: ``video_propagate.Carrier``; ``weight`` is not used).
 
   Yields:
     float32 [H, W, 3] in [0, 1]: ``temporal_blend`` of each stylization with the previous
-    *output* warped (bicubic, ``flow.remap``) onto its frame.
+    *output* warped (bicubic, ``flow.remap``) onto its frame, or the "propagate" output.
   """
   if not 0.0 <= weight < 1.0:
     raise ValueError(f"weight must be in [0, 1), got {weight}")
+  if mode not in MODES:
+    raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
   tracker, prev = FlowTracker(flow_preset), None
+  carrier = video_propagate.Carrier() if mode == "propagate" else None
   for out, frame in zip(stylized, frames):  # stylized first: ``frames`` may follow it lazily
     out = np.asarray(out, np.float32)
     found = tracker.step(frame)
+    if carrier is not None:
+      yield carrier.step(out, found)
+      continue
     if found is not None and prev is not None and prev.shape == out.shape:
       back, mask = found
       out = np.clip(temporal_blend(out, flow_lib.remap(prev, back), mask, weight=weight), 0, 1)
@@ -121,7 +138,8 @@ def make_consistent(frames: Iterable[np.ndarray], stylized: Iterable[np.ndarray]
 
 def stylize_frames(stylizer, frames: Iterable[np.ndarray], *, temporal: bool = True,
                    weight: float = DEFAULT_WEIGHT, flow_preset: str = "medium",
-                   chunk: int | None = None, on_frame: Callable[[int], None] | None = None,
+                   mode: str = DEFAULT_MODE, chunk: int | None = None,
+                   on_frame: Callable[[int], None] | None = None,
                    **options) -> Iterator[np.ndarray]:
   """Stylizes a sequence of frames with a feed-forward network, consistently over time.
 
@@ -132,6 +150,7 @@ def stylize_frames(stylizer, frames: Iterable[np.ndarray], *, temporal: bool = T
     temporal: False gives plain per-frame stylization (the baseline).
     weight: the blend weight where the flow is reliable (see the module docstring), in [0, 1).
     flow_preset: DIS preset for the flow.
+    mode: the temporal mode, "blend" or "propagate" (``make_consistent``).
     chunk: frames stylized per network call (default: the stylizer's ``batch_size``).
     on_frame: called with the number of frames done after each one (a progress bar).
     **options: ``Stylizer.stylize_many``'s (``strength``, ``original_colors``, ``smooth``,
@@ -156,7 +175,7 @@ def stylize_frames(stylizer, frames: Iterable[np.ndarray], *, temporal: bool = T
 
   outputs = per_frame()
   if temporal:
-    outputs = make_consistent(read(), outputs, weight=weight, flow_preset=flow_preset)
+    outputs = make_consistent(read(), outputs, weight=weight, flow_preset=flow_preset, mode=mode)
   for done, out in enumerate(outputs, start=1):
     if on_frame is not None:
       on_frame(done)
