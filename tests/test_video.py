@@ -1,7 +1,6 @@
 """Video: optical flow, warping and occlusion masks (core.flow), video I/O (core.video_io), the
 fast method's consistency step (fast.video) and ``nst-jax video`` end to end."""
 
-import importlib.util
 
 import numpy as np
 import pytest
@@ -279,7 +278,8 @@ def test_cli_keeps_frame_rate_frame_count_and_audio(tmp_path, capsys):
   assert [p.name for p in out.parent.iterdir()] == ["styled.mp4"]
 
 
-@pytest.mark.parametrize("case", ["text", "image", "past_end", "memory", "slow_missing"])
+@pytest.mark.parametrize("case", ["text", "image", "past_end", "memory", "slow_no_style",
+                                  "slow_bad_loss"])
 def test_cli_bad_input_exits_2_with_one_line_and_no_output(tmp_path, capsys, case):
   src = tmp_path / "in.mp4"
   if case == "text":
@@ -291,9 +291,9 @@ def test_cli_bad_input_exits_2_with_one_line_and_no_output(tmp_path, capsys, cas
     make_clip(src, pan_frames(3), audio=False)
   argv = ["video", str(src), "--out", str(tmp_path / "o" / "out.mp4"), "--model", "starry_lite"]
   argv += {"past_end": ["--start", "60"], "memory": ["--max-memory", "0.01"],
-           "slow_missing": ["--method", "slow", "--style-image", str(src)]}.get(case, [])
-  if case == "slow_missing" and importlib.util.find_spec("nst_jax.slow.video") is not None:
-    pytest.skip("the slow method is installed (its own tests cover its bad input)")
+           "slow_no_style": ["--method", "slow"],
+           "slow_bad_loss": ["--method", "slow", "--style-image", "the_scream",
+                             "--style-layers", "relu9_9"]}.get(case, [])
   assert cli.main(argv) == 2
   err = capsys.readouterr().err.strip()
   assert len(err.splitlines()) == 1 and err.startswith("nst-jax video: error:"), err
