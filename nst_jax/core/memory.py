@@ -186,6 +186,33 @@ def release_free_memory() -> bool:
     return False
 
 
+# Runs argv[2:] and writes its peak RSS (KiB, the children's ru_maxrss) to the file argv[1].
+_PEAK_RSS_WRAPPER = (
+    "import resource, subprocess, sys\n"
+    "code = subprocess.call(sys.argv[2:])\n"
+    "with open(sys.argv[1], 'w') as f:\n"
+    "  f.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))\n"
+    "sys.exit(code)\n")
+
+
+def run_with_peak_rss(argv: Sequence[str], **popen_kwargs) -> tuple[int, int]:
+  """Runs a command as ``subprocess.run`` would; returns (exit code, its peak RSS in bytes).
+
+  Linux carries a process's peak RSS across ``exec``, and a child made by ``fork`` or ``vfork``
+  starts with its parent's: the ``ru_maxrss`` of a command started by a large process (a pytest
+  worker, a benchmark that has compiled programs) is at least that process's size. The command
+  therefore runs under a small intermediate Python process, whose own children start small.
+  """
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  import tempfile  # pylint: disable=import-outside-toplevel
+  with tempfile.TemporaryDirectory() as tmp:
+    report = Path(tmp) / "peak_kib"
+    code = subprocess.run([sys.executable, "-c", _PEAK_RSS_WRAPPER, str(report), *argv],
+                          check=False, **popen_kwargs).returncode
+    return code, int(report.read_text()) * 1024 if report.exists() else 0
+
+
 def _format_bytes(n: float) -> str:
   for unit in ("bytes", "KB", "MB", "GB", "TB", "PB"):
     if n < 1024 or unit == "PB":
