@@ -42,8 +42,9 @@ def test_cli_writes_image_of_requested_size_history_and_plot(inputs, capsys):
 
 @pytest.mark.real_weights
 @pytest.mark.parametrize("extra, rows", [(["--iters", "0"], 0),
-                                         (["--size", "64", "--scales", "2", "--level-iters", "0,3"],
-                                          3)])
+                                         pytest.param(["--size", "64", "--scales", "2",
+                                                       "--level-iters", "0,3"], 3,
+                                                      marks=pytest.mark.slow)])
 def test_cli_levels_without_iterations_run_cleanly(inputs, capsys, extra, rows):
   # Issue 23: an iteration list with zeros runs (the level passes its image on), no traceback.
   assert cli.main(_args(inputs, *extra)) == 0, capsys.readouterr().err

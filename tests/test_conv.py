@@ -238,7 +238,8 @@ def test_vgg_feature_dicts_agree_between_impls(vgg_params):
 
 
 @pytest.mark.parametrize("net", [
-    dict(upsample="resize", padding="reflect"),  # the thesis' network
+    pytest.param(dict(upsample="resize", padding="reflect"),  # the thesis' network
+                 marks=pytest.mark.slow),
     dict(normalization="batch", upsample="transpose", padding="zero")], ids=str)  # Johnson's
 def test_transform_net_forward_agrees_between_impls(net):
   base = models.make_model(config.NetConfig(width=0.25, num_residual=1, **net))  # 1: same shapes

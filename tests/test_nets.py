@@ -406,7 +406,8 @@ def _reference_net(model, params, images):
 
 
 @pytest.mark.parametrize("padding,shuffle", [("reflect", False), ("zero", False),
-                                             ("reflect", True)])
+                                             pytest.param("reflect", True,
+                                                          marks=pytest.mark.slow)])
 def test_thesis_net_matches_a_plain_convolution_reference(padding, shuffle):
   model = nets.TinyNet(upsample="resize", padding=padding, pixel_shuffle=shuffle)
   params = _init(model)["params"]

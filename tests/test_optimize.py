@@ -77,7 +77,7 @@ def test_lbfgs_evaluates_about_once_per_iteration_and_records_each_iterate(rng, 
   assert res.history["total"][-1, 0] < 0.9 * res.history["total"][0, 0]
 
 
-@pytest.mark.parametrize("opt", ("lbfgsb", "lbfgs"))
+@pytest.mark.parametrize("opt", ("lbfgsb", pytest.param("lbfgs", marks=pytest.mark.slow)))
 def test_a_saved_solver_state_resumes_exactly(rng, opt):
   shared, aux, x0 = _toy(rng)
   cfg = config.OptimConfig(optimizer=opt, num_iters=12, chunk=4)
@@ -116,7 +116,7 @@ def test_nan_stops_and_keeps_the_last_good_image():
   assert np.all(np.asarray(res.image) >= 0.5)
 
 
-@pytest.mark.parametrize("opt", ("lbfgsb", "lbfgs"))
+@pytest.mark.parametrize("opt", ("lbfgsb", pytest.param("lbfgs", marks=pytest.mark.slow)))
 def test_batched_problems_match_separate_runs(rng, opt):
   shared, aux1, x0 = _toy(rng)
   _, aux2, _ = _toy(rng)

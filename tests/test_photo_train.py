@@ -98,7 +98,7 @@ def test_one_region_equals_the_plain_gram_loss(vgg_params, scenes):
     np.testing.assert_allclose(masked[k], plain[k], rtol=2e-4)
 
 
-@pytest.mark.parametrize("kind", ["guided", "affine"])
+@pytest.mark.parametrize("kind", [pytest.param("guided", marks=pytest.mark.slow), "affine"])
 def test_smoothed_outputs_are_scored_as_inference_returns_them(vgg_params, scenes, kind,
                                                                monkeypatch):
   # With guided_output / affine_output the losses are those of the outputs after the post-step
@@ -194,6 +194,7 @@ def test_affine_loss_ignores_colour_transforms_and_punishes_texture():
       photo_train.affine_loss(textured, content)[0])
 
 
+@pytest.mark.slow  # beside it: test_training's train step without recompiling
 def test_photoreal_preset_steps_lower_the_loss_without_recompiling(vgg_params, scenes):
   style, photos = scenes
   cfg = photo_config()

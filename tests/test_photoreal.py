@@ -369,7 +369,7 @@ def inputs(data_dir, vgg_path):
 @pytest.mark.parametrize("with_masks", [
     # Long (over 20 s on 2 busy cores): `-m slow`; [True] runs the same command with mask files,
     # and test_masks.py covers the automatic regions.
-    pytest.param(False, marks=pytest.mark.slow), True])
+    pytest.param(False, marks=pytest.mark.slow), pytest.param(True, marks=pytest.mark.slow)])
 def test_cli_end_to_end(inputs, tmp_path, capsys, with_masks):
   out = tmp_path / "out" / "result.png"
   extra = (["--content-mask", str(inputs["content_mask"]), "--style-mask",
@@ -445,7 +445,7 @@ def test_laplacian_diagonal_matches_the_host_laplacian(rng):
   np.testing.assert_allclose(diag, lap.diagonal().reshape(9, 11), atol=1e-5)
 
 
-@pytest.mark.parametrize("precondition", [False, True])
+@pytest.mark.parametrize("precondition", [pytest.param(False, marks=pytest.mark.slow), True])
 def test_affine_solve_matches_a_direct_solve_and_reports_its_iterations(rng, precondition):
   # Plain and Jacobi-preconditioned CG reach the requested residual; recorded iteration counts
   # equal jax's CG for the plain solve (same criterion); a start at the solution costs nothing.

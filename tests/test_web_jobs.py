@@ -151,6 +151,7 @@ def test_the_sqlite_queue_commits_without_a_sync_in_wal_mode(tmp_path):
   assert conn.execute("pragma synchronous").fetchone()[0] == 1  # NORMAL (huey's default: FULL)
 
 
+@pytest.mark.slow  # beside it: the running job's cancellation, the artistic run's exact resume
 def test_a_killed_worker_s_slow_job_resumes_from_its_checkpoint(tmp_path, vgg_path):
   """SIGKILL the worker mid-optimization: the next worker takes the job over (stale heartbeat),
   resumes from the optimizer checkpoint, and writes exactly one result."""
