@@ -131,10 +131,9 @@ def test_batched_problems_match_separate_runs(rng, opt):
 
 @pytest.mark.real_weights
 @pytest.mark.parametrize("opt", [
-    # Long (over 10 s on 2 busy cores): `-m slow`; projected L-BFGS-B is the same two-loop update,
-    # and test_lbfgsb runs the default L-BFGS-B on the VGG loss.
-    pytest.param(o, marks=pytest.mark.slow) if o in ("lbfgs", "lbfgsb") else o
-    for o in OPTIMIZERS])
+    # Long (8-10 s each on 2 busy cores): `-m slow`. test_lbfgsb runs the default L-BFGS-B on the
+    # VGG loss; Adam's and L-BFGS's mechanics run on the toy problems above.
+    pytest.param(o, marks=pytest.mark.slow) for o in OPTIMIZERS])
 def test_each_optimizer_lowers_a_real_loss_tenfold_in_50_iterations(vgg_params, data_dir, opt):
   content = image_io.load_image(data_dir / "content/classic_st/tubingen.jpg", size=64)
   style = image_io.load_image(data_dir / "styles/van_gogh_starry_night.jpg", size=64)

@@ -53,27 +53,28 @@ def test_pixel_shuffle_matches_torch_order():
         np.testing.assert_array_equal(y[0, i::2, j::2, c], np.asarray(x)[0, :, :, c * 4 + i * 2 + j])
 
 
-def test_grouped_conv_impl_same_values_and_gradients():
+# x4 (48 outputs, one padded group) is long beside x8's three groups: `-m slow`.
+@pytest.mark.parametrize("scale", [8, pytest.param(4, marks=pytest.mark.slow)])
+def test_grouped_conv_impl_same_values_and_gradients(scale):
   """conv_impl=cpu_fast (wide outputs in groups of 64) is nn.Conv's function: x8's 192 and x4's
   48 outputs, values and parameter gradients; a bad conv_impl is refused naming the key."""
-  for scale in (8, 4):
-    base = config.sr_smoke(scale)
-    lr = jax.random.uniform(jax.random.key(3), (2, 6, 5, 3))
-    hr = jax.random.uniform(jax.random.key(4), (2, 6 * scale, 5 * scale, 3))
-    outs = []
-    for impl in ("xla", "cpu_fast"):
-      net = nets.make_net(config.override(base, {"net.conv_impl": impl}).net, scale)
-      variables = nets.init_variables(net, jax.random.key(0))
-      # A nonzero last layer (the preset starts it at zero), so every gradient is exercised.
-      params = jax.tree.map(lambda x: x + 0.1, variables["params"])
-      loss = lambda p: jnp.mean(jnp.square(net.apply({"params": p}, lr) - hr))
-      outs.append((net.apply({"params": params}, lr), jax.grad(loss)(params)))
-      convs = str(jax.make_jaxpr(net.apply)({"params": params}, lr)).count("conv_general_dilated")
-      # smoke: a 5x5 and a 3x3 of width 8, then 3 s^2 outputs: 192 = 3 groups, 48 = 1 (padded)
-      assert convs == (2 + (3 if scale == 8 and impl == "cpu_fast" else 1))
-    np.testing.assert_allclose(outs[1][0], outs[0][0], rtol=1e-5)
-    for a, b in zip(jax.tree.leaves(outs[0][1]), jax.tree.leaves(outs[1][1])):
-      np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
+  base = config.sr_smoke(scale)
+  lr = jax.random.uniform(jax.random.key(3), (2, 6, 5, 3))
+  hr = jax.random.uniform(jax.random.key(4), (2, 6 * scale, 5 * scale, 3))
+  outs = []
+  for impl in ("xla", "cpu_fast"):
+    net = nets.make_net(config.override(base, {"net.conv_impl": impl}).net, scale)
+    variables = nets.init_variables(net, jax.random.key(0))
+    # A nonzero last layer (the preset starts it at zero), so every gradient is exercised.
+    params = jax.tree.map(lambda x: x + 0.1, variables["params"])
+    loss = lambda p: jnp.mean(jnp.square(net.apply({"params": p}, lr) - hr))
+    outs.append((net.apply({"params": params}, lr), jax.grad(loss)(params)))
+    convs = str(jax.make_jaxpr(net.apply)({"params": params}, lr)).count("conv_general_dilated")
+    # smoke: a 5x5 and a 3x3 of width 8, then 3 s^2 outputs: 192 = 3 groups, 48 = 1 (padded)
+    assert convs == (2 + (3 if scale == 8 and impl == "cpu_fast" else 1))
+  np.testing.assert_allclose(outs[1][0], outs[0][0], rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(outs[0][1]), jax.tree.leaves(outs[1][1])):
+    np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
   with pytest.raises(config.ConfigError, match="net.conv_impl"):
     config.override(config.sr_fast(4), {"net.conv_impl": "fast"}).check()
 
