@@ -42,7 +42,7 @@ def test_loads_the_checkpoint_and_matches_the_network(ckpt, stylizer, rng):
   _, model, variables = ckpt
   assert stylizer.meta["step"] == 7
   x = _photo(rng, 32, 64)
-  expected = np.asarray(model.apply(variables, x[None]))[0]
+  expected = np.asarray(jax.jit(model.apply)(variables, x[None]))[0]
   np.testing.assert_allclose(stylizer(x), expected, atol=1e-5)
 
 
@@ -50,7 +50,7 @@ def test_any_size_is_padded_to_the_bucket_and_cropped_back(ckpt, stylizer, rng):
   _, model, variables = ckpt
   x = _photo(rng, 30, 37)
   padded = np.pad(x, ((0, 2), (0, 27), (0, 0)), mode="reflect")  # to 32 x 64
-  expected = np.asarray(model.apply(variables, padded[None]))[0, :30, :37]
+  expected = np.asarray(jax.jit(model.apply)(variables, padded[None]))[0, :30, :37]
   out = stylizer(x)
   assert out.shape == (30, 37, 3) and out.dtype == np.float32
   np.testing.assert_allclose(out, expected, atol=1e-5)

@@ -102,8 +102,9 @@ def test_any_size_equals_direct_call_on_the_padded_image():
   variables = _init(model)
   x = _images((1, 37, 53, 3))
   padded, pads = nets.pad_to_multiple(x)
-  direct = nets.crop_padding(model.apply(variables, padded), pads)
-  np.testing.assert_allclose(nets.stylize_any_size(model, variables, x), direct, atol=1e-6)
+  direct = nets.crop_padding(jax.jit(model.apply)(variables, padded), pads)
+  any_size = jax.jit(functools.partial(nets.stylize_any_size, model))  # one program, not per op
+  np.testing.assert_allclose(any_size(variables, x), direct, atol=1e-6)
 
 
 def test_reflect_and_zero_padding_give_different_outputs_with_the_same_params():
@@ -175,6 +176,7 @@ def test_batch_norm_train_output_depends_on_the_rest_of_the_batch():
   variables = _init(model)
   a, b, c = _images((1, 16, 16, 3), 1), _images((1, 16, 16, 3), 2), _images((1, 16, 16, 3), 3)
 
+  @functools.partial(jax.jit, static_argnums=1)  # one program per mode, not one per op
   def first(batch, train):
     out = model.apply(variables, batch, train=train, mutable=["batch_stats"] if train else False)
     return (out[0] if train else out)[0]
@@ -190,9 +192,9 @@ def test_bfloat16_compute_keeps_float32_params_and_output():
   dtypes = {leaf.dtype for leaf in jax.tree_util.tree_leaves(variables)}
   assert dtypes == {jnp.dtype(jnp.float32)}
   x = _images((1, 16, 16, 3))
-  out = model.apply(variables, x)
+  out = jax.jit(model.apply)(variables, x)  # jitted: one program, not one per op
   assert out.dtype == jnp.float32
-  ref = nets.TinyNet().apply(variables, x)
+  ref = jax.jit(nets.TinyNet().apply)(variables, x)
   err = float(jnp.abs(out - ref).max())
   assert 0 < err < 0.05  # really computed in bf16, and close to the float32 result
 
@@ -244,13 +246,14 @@ def test_affine_head_is_a_smooth_per_pixel_colour_transform():
   assert params["conv_out"]["kernel"].shape == (3, 3, 16, 12)
   assert {k: v for k, v in params.items() if k != "conv_out"}.keys() <= rgb_params.keys()
   x = _images((2, 16, 16, 3))
-  out = model.apply(variables, x)
+  apply = jax.jit(model.apply)  # one program per shape, not one per op (the suite's time)
+  out = apply(variables, x)
   assert out.shape == x.shape and float(out.min()) >= 0 and float(out.max()) <= 1
   # Starts near the identity (small raw coefficients), unlike the rgb head's random colours.
   assert float(jnp.mean(jnp.abs(out - x))) < 0.1
   # A flat input gives coefficients that vary smoothly: out - x on a constant image is smooth.
   flat = jnp.full((1, 32, 32, 3), 0.5)
-  delta = np.asarray(model.apply(variables, flat) - flat)[0]
+  delta = np.asarray(apply(variables, flat) - flat)[0]
   assert np.abs(np.diff(delta, axis=0)).max() <= 0.5 * np.abs(delta - delta.mean((0, 1))).max() + 1e-6
 
 
