@@ -122,12 +122,14 @@ def test_gradients_match_finite_differences(rng):
     s = jnp.asarray(rng.normal(size=(1, 3, 4, 2)))
     masks = jnp.asarray(rng.uniform(size=(1, 2, 3, 4)))
     tg = losses.masked_gram(s, masks)
+    # Each function jitted: a few programs rather than one per op and shape (the suite's time).
     for kind in ("gram", "mean_std", "mmd_poly"):  # mmd_gauss stops the gradient of sigma
-      check_grads(lambda a, kind=kind: losses.style_loss(a, losses.style_target(s, kind), kind),
+      check_grads(jax.jit(lambda a, kind=kind: losses.style_loss(a, losses.style_target(s, kind),
+                                                                 kind)),
                   (f,), order=1, modes=("rev",))
-    check_grads(lambda a: losses.content_loss(a, s), (f,), order=2, modes=("rev",))
-    check_grads(lambda a: losses.tv_loss(a), (f,), order=1, modes=("rev", "fwd"))
-    check_grads(lambda a: losses.masked_style_loss(a, masks, tg, jnp.ones((1, 2))), (f,),
+    check_grads(jax.jit(lambda a: losses.content_loss(a, s)), (f,), order=2, modes=("rev",))
+    check_grads(jax.jit(losses.tv_loss), (f,), order=1, modes=("rev", "fwd"))
+    check_grads(jax.jit(lambda a: losses.masked_style_loss(a, masks, tg, jnp.ones((1, 2)))), (f,),
                 order=1, modes=("rev",))
 
 
