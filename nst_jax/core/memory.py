@@ -32,8 +32,9 @@ top; the fit's measurements are in docs/research/implementation_notes.md. The sl
 "optimize", "texture" and "reconstruct" were refitted per ``remat`` to the measured peaks of
 ``nst-jax optimize`` at 256-1024 px and, for "masks", 3000 px (BENCHMARKS.md, "Big
 pictures: slow transfer at 3000 px"), with ``REFITTED_MARGIN``; the measured peak grows more
-slowly than the compiled program's ``memory_analysis()`` (tests/test_memory.py states the tolerance). "photo" and "visualize" keep
-the earlier, larger factor and ``MARGIN`` (not re-measured).
+slowly than the compiled program's ``memory_analysis()`` (tests/test_memory.py states the
+tolerance). "photo" and "visualize" keep the earlier, larger factor and ``MARGIN`` (not
+re-measured).
 """
 
 from __future__ import annotations

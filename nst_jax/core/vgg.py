@@ -148,10 +148,11 @@ def _conv3x3_xla(x, kernel):
 # The transforms are transient buffers of 4 (I + O) floats per output pixel.
 WINOGRAD_MIN_CHANNELS = 256
 WINOGRAD_MIN_PIXELS = 512  # batch x height x width
-# Larger layers run the transforms in row strips of this many pixels (``conv.winograd_conv3x3_same``):
-# unstriped, a wide layer's transforms alone take 4 (I + O) floats per pixel, 128 floats per input
-# pixel in block 3, more than all of block 1's kept activations (benchmarks/slow_memory_bench.py).
-# Layers of 512 px images stay whole (block 3 of 384x512: 12288 pixels).
+# Larger layers run the transforms in row strips of this many pixels
+# (``conv.winograd_conv3x3_same``): unstriped, a wide layer's transforms alone take 4 (I + O)
+# floats per pixel, 128 floats per input pixel in block 3, more than all of block 1's kept
+# activations (benchmarks/slow_memory_bench.py). Layers of 512 px images stay whole (block 3 of
+# 384x512: 12288 pixels).
 WINOGRAD_STRIP_PIXELS = 16384
 
 
