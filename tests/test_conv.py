@@ -252,3 +252,26 @@ def test_transform_net_forward_agrees_between_impls(net):
 
   # Outputs, and the gradients with respect to every parameter and the images.
   _assert_impls_agree(make, (variables, images), rtol=2e-5, grad_rtol=2e-4, seed=3)
+
+
+def test_winograd_in_row_strips_equals_the_whole_image():
+  # Row strips (vgg.WINOGRAD_STRIP_PIXELS) start on even rows: the same 2x2 tiles, the same
+  # values, forward and flipped (the input gradient); odd heights, a batch, a 1-strip remainder.
+  k = _normal((3, 3, 8, 5), 80, (9 * 8) ** -0.5)
+  u = conv.winograd_kernel(k)
+  for n, shape in enumerate([(1, 37, 23, 8), (2, 30, 17, 8), (1, 5, 40, 8)]):
+    x, g = _normal(shape, 81 + n), _normal(shape[:3] + (5,), 91 + n)
+    for strip in (40, 100):
+      np.testing.assert_allclose(conv.winograd_conv3x3_same(x, u, strip_pixels=strip),
+                                 conv.winograd_conv3x3_same(x, u), rtol=0, atol=1e-6)
+      np.testing.assert_allclose(
+          conv.winograd_conv3x3_same(g, u, flipped=True, strip_pixels=strip),
+          conv.winograd_conv3x3_same(g, u, flipped=True), rtol=0, atol=1e-6)
+
+
+def test_vgg_conv3x3_in_strips_keeps_xlas_values_and_gradients(monkeypatch):
+  monkeypatch.setattr(vgg, "WINOGRAD_MIN_PIXELS", 0)
+  monkeypatch.setattr(vgg, "WINOGRAD_STRIP_PIXELS", 24)
+  cases = _conv_cases([(3, 256, 16)], (9, 7), seed=5)
+  make = lambda impl: lambda cases: [vgg.conv3x3(x, w, impl=impl) for x, w in cases]
+  _assert_impls_agree(make, (cases,), seed=6)

@@ -145,3 +145,14 @@ def test_vgg_conv_custom_vjp_matches_autodiff(rng):
   want = jax.vjp(ref, x, k)[1](g)
   for a, b in zip(got, want):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_gram_vjp_is_autodiffs_in_one_product(rng):
+  # gram_matrix's custom VJP, F (dG + dG^T) / M, against autodiff of the plain einsum.
+  f = jnp.asarray(rng.normal(size=(2, 5, 3, 4)).astype(np.float32))
+  g = jnp.asarray(rng.normal(size=(2, 4, 4)).astype(np.float32))  # not symmetric
+  plain = lambda a: jnp.einsum("bmc,bmd->bcd", a.reshape(2, 15, 4), a.reshape(2, 15, 4)) / 15
+  got_value, vjp = jax.vjp(losses.gram_matrix, f)
+  want_value, want_vjp = jax.vjp(plain, f)
+  np.testing.assert_allclose(got_value, want_value, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(vjp(g)[0], want_vjp(g)[0], rtol=1e-5, atol=1e-6)

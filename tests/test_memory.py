@@ -39,6 +39,22 @@ def test_estimate_is_monotone_in_size_batch_and_depth(kind):
             < memory.estimate_peak_bytes(kind, (512, 512), layers=("relu5_1",)))
 
 
+def test_winograd_term_stops_growing_once_block_3_runs_in_strips():
+  # Above WINOGRAD_WHOLE_PIXELS the transforms' memory is a constant (vgg.WINOGRAD_STRIP_PIXELS):
+  # the estimate's growth per pixel drops by exactly WINOGRAD_FLOATS there, and the 3000 px
+  # picture of BENCHMARKS.md ("Big pictures: slow transfer at 3000 px") fits 17.6 GB.
+  whole = memory.WINOGRAD_WHOLE_PIXELS
+  est = lambda px: memory.estimate_peak_bytes("optimize", (1, px), layers=GATYS, history=20)
+  per_px = lambda a, b: (est(b) - est(a)) / (b - a) / 4 / memory.REFITTED_MARGIN
+  assert per_px(whole // 4, whole // 2) - per_px(4 * whole, 8 * whole) == pytest.approx(
+      memory.WINOGRAD_FLOATS, abs=0.01)
+  assert (memory.floats_per_pixel("optimize", layers=("relu2_1",), pixels=10 ** 8)
+          == memory.floats_per_pixel("optimize", layers=("relu2_1",)))  # no wide layer
+  budget = int(17.6 * memory.GB)
+  assert memory.largest_fitting_size("optimize", (1200, 1800), budget, layers=GATYS,
+                                     history=20) >= 3000
+
+
 def test_largest_fitting_size_is_the_boundary():
   budget = 4 * memory.GB
   hw = (768, 1024)

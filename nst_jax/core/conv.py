@@ -178,7 +178,7 @@ def _winograd_conv3x3(xp, kernel, m: int = WINOGRAD_TILE, *, u=None, flipped: bo
   return y.reshape(b, m * th, m * tw, o)[:, :h, :w]
 
 
-def winograd_conv3x3_same(x, u, *, flipped: bool = False):
+def winograd_conv3x3_same(x, u, *, flipped: bool = False, strip_pixels: int | None = None):
   """SAME (zero-padded) 3x3 correlation [B, H, W, I] -> [B, H, W, O] by Winograd F(2x2, 3x3)
   batched matmuls, float32, with ``u = winograd_kernel(kernel)`` ([16, I, O]). ``flipped``:
   with the flipped, I/O-swapped kernel instead ([B, H, W, O] -> [B, H, W, I]: the input
@@ -186,9 +186,32 @@ def winograd_conv3x3_same(x, u, *, flipped: bool = False):
 
   What ``vgg.conv3x3`` runs on CPUs for VGG's wide layers, where it beats XLA:CPU's convolution
   (with 64-128 channels it is slower); the transforms, 4 (I + O) floats per output pixel, are
-  transient.
+  transient. ``strip_pixels``: an image of more output pixels runs in row strips of about that
+  many (a ``fori_loop``, one after the other, each with its 1-row halo), so the transforms of
+  one strip at a time are alive; the strips start on even rows, so every 2x2 tile is the one the
+  whole image would have (the same values up to the matmuls' summation order).
   """
-  return _winograd_conv3x3(_pad_hw(x, 1, "zero"), None, 2, u=u, flipped=flipped)
+  xp = _pad_hw(x, 1, "zero")
+  b, h, w, _ = x.shape
+  if strip_pixels is None or b * h * w <= strip_pixels:
+    return _winograd_conv3x3(xp, None, 2, u=u, flipped=flipped)
+  rows = max(2, strip_pixels // (b * w) // 2 * 2)
+  n = -(-h // rows)
+  xp = jnp.pad(xp, ((0, 0), (0, n * rows - h), (0, 0), (0, 0)))
+
+  def conv_strip(i):
+    xs = jax.lax.dynamic_slice_in_dim(xp, i * rows, rows + 2, axis=1)
+    return _winograd_conv3x3(xs, None, 2, u=u, flipped=flipped)
+
+  def strip(i, y):
+    return jax.lax.dynamic_update_slice_in_dim(y, conv_strip(i), i * rows, axis=1)
+
+  # The output buffer, made from the first strip, is written strip by strip in place. Not
+  # ``lax.map``: its stacked output starts from a constant 0 that XLA shares between all the
+  # layers' loops, copies for each and hoists to the start of the evaluation (every wide layer's
+  # output alive through it); so would a 0 here that did not depend on this layer's data.
+  y = jnp.pad(conv_strip(0), ((0, 0), (0, (n - 1) * rows), (0, 0), (0, 0)))
+  return jax.lax.fori_loop(1, n, strip, y)[:, :h]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))

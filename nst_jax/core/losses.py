@@ -58,8 +58,28 @@ def gram_matrix(features: jax.Array) -> jax.Array:
   References:
     Gatys, Ecker & Bethge, "Image Style Transfer Using Convolutional Neural Networks", CVPR 2016.
   """
-  f = _flatten(features)  # [B, M, C]
+  return _gram(_flatten(features))
+
+
+# The Gram's gradient as one product, F (dG + dG^T) / M: autodiff of F^T F gives two ([C, M]
+# each, dG^T F^T and dG F^T), which XLA computes as soon as dG is known (in the forward pass,
+# the loss being quadratic) and keeps until the backward pass reaches the layer: two feature maps
+# per style layer alive through the evaluation, 128 floats per pixel for relu1_1 alone.
+@jax.custom_vjp
+def _gram(f):
   return jnp.einsum("bmc,bmd->bcd", f, f) / f.shape[1]
+
+
+def _gram_fwd(f):
+  return _gram(f), f
+
+
+def _gram_bwd(f, g):
+  g = (g + jnp.swapaxes(g, -1, -2)).astype(f.dtype)
+  return (jnp.einsum("bmc,bcd->bmd", f, g) / f.shape[1],)
+
+
+_gram.defvjp(_gram_fwd, _gram_bwd)
 
 
 def masked_gram(features: jax.Array, masks: jax.Array) -> jax.Array:

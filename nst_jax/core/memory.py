@@ -17,7 +17,9 @@ The model (bytes, float32)::
                  + 3 * (2 * history + IMAGE_COPIES)  (L-BFGS keeps ``history`` (s, y) pairs of
                  image-sized vectors; the image, gradient, direction and line-search copies)
                  + WINOGRAD_FLOATS when the layers reach block 3 (the transient Winograd
-                 transforms of ``vgg.conv3x3``'s wide layers, measured on the CPU)
+                 transforms of ``vgg.conv3x3``'s wide layers, measured on the CPU) times
+                 min(1, WINOGRAD_WHOLE_PIXELS / pixels): above that many pixels block 3 runs
+                 them in row strips of ``vgg.WINOGRAD_STRIP_PIXELS``, a constant amount
   photo:         + PHOTO_FLOATS (two sets of matting-Laplacian window coefficients, 27 floats per
                  pixel each, plus their gradients and the conjugate-gradient vectors)
   stylize:       the transform net's activations, no backward pass: STYLIZE_FLOATS plus
@@ -28,10 +30,11 @@ The model (bytes, float32)::
 to the peak RSS (``ru_maxrss`` of a subprocess) on the 2-core CPU machine, ``MARGIN`` added on
 top; the fit's measurements are in docs/research/implementation_notes.md. The slow factors of
 "optimize", "texture" and "reconstruct" were refitted per ``remat`` to the measured peaks of
-``nst-jax optimize`` at 256-1024 px (BENCHMARKS.md, "Big pictures: slow transfer memory"), with
-``REFITTED_MARGIN``; the measured peak grows more slowly than the compiled program's
-``memory_analysis()`` (tests/test_memory.py states the tolerance). "photo" and "visualize" keep
-the earlier, larger factor and ``MARGIN`` (not re-measured).
+``nst-jax optimize`` at 256-1024 px and, for "masks", 3000 px (BENCHMARKS.md, "Big
+pictures: slow transfer at 3000 px"), with ``REFITTED_MARGIN``; the measured peak grows more
+slowly than the compiled program's ``memory_analysis()`` (tests/test_memory.py states the
+tolerance). "photo" and "visualize" keep the earlier, larger factor and ``MARGIN`` (not
+re-measured).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from pathlib import Path
 from typing import Sequence
 
 from nst_jax.core.errors import UserError
-from nst_jax.core.vgg import VGG19_LAYERS
+from nst_jax.core.vgg import VGG19_LAYERS, WINOGRAD_STRIP_PIXELS
 
 MEMORY_ENV = "NST_JAX_MAX_MEMORY"  # GB
 DEFAULT_FRACTION = 0.8  # of the machine's available memory
@@ -52,8 +55,10 @@ SLOW_KINDS = ("optimize", "texture", "reconstruct", "visualize", "photo")
 KINDS = SLOW_KINDS + ("stylize",)
 VGG_CHANNELS = {1: 64, 2: 128, 3: 256, 4: 512, 5: 512}  # per block
 BASE_BYTES = {"slow": int(0.75 * GB), "stylize": int(0.65 * GB)}
+# Block 3's layers (1/16 of the pixels) run whole up to here, in strips above (vgg.conv3x3).
+WINOGRAD_WHOLE_PIXELS = 16 * WINOGRAD_STRIP_PIXELS
 REFITTED = ("optimize", "texture", "reconstruct")  # VGG_FACTOR by remat; the others: 2.3
-VGG_FACTOR = {"none": 1.03, "masks": 0.76, "blocks": 1.03}  # kept for the backward pass, transients
+VGG_FACTOR = {"none": 1.03, "masks": 0.59, "blocks": 1.03}  # kept for the backward pass, transients
 OLD_VGG_FACTOR = 2.3
 IMAGE_COPIES = 10
 WINOGRAD_FLOATS = 170
@@ -83,8 +88,10 @@ def vgg_floats_per_pixel(layers: Sequence[str]) -> float:
 
 
 def floats_per_pixel(kind: str, *, layers: Sequence[str] = (), history: int = 0,
-                     width: float = 1.0, smoothing: bool = False, remat: str = "masks") -> float:
-  """The per-pixel term of ``estimate_peak_bytes`` (see the module docstring)."""
+                     width: float = 1.0, smoothing: bool = False, remat: str = "masks",
+                     pixels: int = 0) -> float:
+  """The per-pixel term of ``estimate_peak_bytes`` (see the module docstring) for an image of
+  ``pixels`` (batch included; 0: small enough to run every layer whole)."""
   if kind not in KINDS:
     raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
   if kind == "stylize":
@@ -93,7 +100,7 @@ def floats_per_pixel(kind: str, *, layers: Sequence[str] = (), history: int = 0,
   factor = VGG_FACTOR[remat] if kind in REFITTED else OLD_VGG_FACTOR
   floats = factor * vgg_floats_per_pixel(layers) + 3 * (2 * history + IMAGE_COPIES)
   if layers and max(VGG19_LAYERS.index(l) for l in layers) >= VGG19_LAYERS.index("conv3_1"):
-    floats += WINOGRAD_FLOATS
+    floats += WINOGRAD_FLOATS * min(1.0, WINOGRAD_WHOLE_PIXELS / max(pixels, 1))
   return floats + (PHOTO_FLOATS if kind == "photo" else 0)
 
 
@@ -115,7 +122,8 @@ def estimate_peak_bytes(kind: str, hw: tuple[int, int], *, batch: int = 1, **mod
   pixels = int(hw[0]) * int(hw[1])
   base = BASE_BYTES["stylize" if kind == "stylize" else "slow"]
   margin = REFITTED_MARGIN if kind in REFITTED else MARGIN
-  return int(base + margin * batch * pixels * 4 * floats_per_pixel(kind, **model))
+  return int(base + margin * batch * pixels * 4 * floats_per_pixel(kind, pixels=batch * pixels,
+                                                                     **model))
 
 
 def available_bytes() -> int | None:

@@ -148,6 +148,12 @@ def _conv3x3_xla(x, kernel):
 # The transforms are transient buffers of 4 (I + O) floats per output pixel.
 WINOGRAD_MIN_CHANNELS = 256
 WINOGRAD_MIN_PIXELS = 512  # batch x height x width
+# Larger layers run the transforms in row strips of this many pixels
+# (``conv.winograd_conv3x3_same``): unstriped, a wide layer's transforms alone take 4 (I + O)
+# floats per pixel, 128 floats per input pixel in block 3, more than all of block 1's kept
+# activations (benchmarks/slow_memory_bench.py). Layers of 512 px images stay whole (block 3 of
+# 384x512: 12288 pixels).
+WINOGRAD_STRIP_PIXELS = 16384
 
 
 def _wide(x, kernel) -> bool:
@@ -167,7 +173,7 @@ def _conv3x3_cpu(x, kernel):
 def _conv3x3_fwd(x, kernel):
   if _wide(x, kernel):  # the Winograd kernel once per evaluation, for both passes
     u = conv.winograd_kernel(kernel)
-    return conv.winograd_conv3x3_same(x, u), (x, kernel, u)
+    return conv.winograd_conv3x3_same(x, u, strip_pixels=WINOGRAD_STRIP_PIXELS), (x, kernel, u)
   return _conv3x3_xla(x, kernel), (x, kernel, None)
 
 
@@ -175,7 +181,8 @@ def _conv3x3_bwd(residuals, g):
   x, kernel, u = residuals
   _, kernel_vjp = jax.vjp(lambda k: _conv3x3_xla(x, k), kernel)  # removed unless kernels train
   if u is not None:
-    return conv.winograd_conv3x3_same(g, u, flipped=True), kernel_vjp(g)[0]
+    return (conv.winograd_conv3x3_same(g, u, flipped=True, strip_pixels=WINOGRAD_STRIP_PIXELS),
+            kernel_vjp(g)[0])
   kernel_t = jnp.transpose(kernel[::-1, ::-1], (0, 1, 3, 2))  # [3, 3, O, I]
   return _conv3x3_xla(g, kernel_t), kernel_vjp(g)[0]
 
@@ -248,7 +255,12 @@ def relu(x: jax.Array) -> jax.Array:
 
 
 def _relu_fwd(x):
-  return jnp.maximum(x, 0), jnp.packbits(x > 0, axis=-1)
+  # x * (x > 0), not jnp.maximum(x, 0): XLA:CPU's YNNPACK fusions pull a ReLU into the next
+  # layer's convolution (through the pooling) and pass the maximum's 0 as a materialized
+  # image-sized operand, hoisted to the start of the evaluation and live through it (a 64-channel
+  # map of zeros at full resolution, and one per block); the product needs no constant.
+  positive = x > 0
+  return x * positive.astype(x.dtype), jnp.packbits(positive, axis=-1)
 
 
 def _relu_bwd(bits, g):

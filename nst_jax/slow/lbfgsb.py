@@ -148,16 +148,23 @@ def two_loop(g: jax.Array, state: State, free: jax.Array) -> jax.Array:
   return r
 
 
-def push_pair(state: State, s: jax.Array, y: jax.Array) -> State:
-  """The memory with (s, y) as its newest pair, or unchanged when s . y <= eps y . y."""
+def new_pair(state: State, s: jax.Array, y: jax.Array):
+  """``push_pair`` without its two history writes: (slot, s row, y row, the state's other fields
+  updated). The writes can then happen outside a ``lax.cond`` whose other branch returns the
+  memory unchanged: a history written inside the branch is copied whole by XLA first (two
+  arrays of ``m`` images, live through the loss's evaluation)."""
   sy, yy = jnp.vdot(s, y), jnp.vdot(y, y)
   ok = sy > CURVATURE_EPS * yy
   k = jnp.where(ok, (state.newest + 1) % state.rho.shape[0], state.newest)
-  return state._replace(
-      s=state.s.at[k].set(jnp.where(ok, s, state.s[k])),
-      y=state.y.at[k].set(jnp.where(ok, y, state.y[k])),
+  return k, jnp.where(ok, s, state.s[k]), jnp.where(ok, y, state.y[k]), state._replace(
       rho=state.rho.at[k].set(jnp.where(ok, 1.0 / jnp.where(ok, sy, 1.0), state.rho[k])),
       newest=k, gamma=jnp.where(ok, sy / jnp.where(ok, yy, 1.0), state.gamma))
+
+
+def push_pair(state: State, s: jax.Array, y: jax.Array) -> State:
+  """The memory with (s, y) as its newest pair, or unchanged when s . y <= eps y . y."""
+  k, s_row, y_row, new = new_pair(state, s, y)
+  return new._replace(s=new.s.at[k].set(s_row), y=new.y.at[k].set(y_row))
 
 
 def make(loss_fn: Callable, *, history_size: int = 20, c1: float = ARMIJO_C1,
@@ -238,19 +245,24 @@ def make(loss_fn: Callable, *, history_size: int = 20, c1: float = ARMIJO_C1,
     d = direction(x, state)
     n, xt, value, grad, terms, warm, ok = search(x, d, state, shared, aux)
     # A failed search (not ok): stay at x, empty the memory (rho = 0, gamma = 0), count it.
-    new = push_pair(state, jnp.where(ok, xt - x, 0.0), jnp.where(ok, grad - state.grad, 0.0))
+    k, s_row, y_row, new = new_pair(state, jnp.where(ok, xt - x, 0.0),
+                                    jnp.where(ok, grad - state.grad, 0.0))
     keep = lambda a, b: jnp.where(ok, a, b)
     new = new._replace(rho=keep(new.rho, 0.0), gamma=keep(new.gamma, 0.0),
                        value=keep(value, state.value), grad=keep(grad, state.grad),
                        terms=jax.tree.map(keep, terms, state.terms), evals=state.evals + n,
                        failures=jnp.where(ok, 0, state.failures + 1),
                        warm=jax.tree.map(keep, warm, state.warm))
-    return keep(xt, x), new, state.terms
+    return keep(xt, x), new._replace(s=None, y=None), state.terms, (k, s_row, y_row)
 
   def iterate(x, state, shared, aux):
-    return jax.lax.cond(state.failures >= STALL_FAILURES,
-                        lambda: (x, state, state.terms),  # stopped: a free no-op
-                        lambda: advance(x, state, shared, aux))
+    newest = (state.newest, state.s[state.newest], state.y[state.newest])
+    x, new, terms, (k, s_row, y_row) = jax.lax.cond(
+        state.failures >= STALL_FAILURES,
+        lambda: (x, state._replace(s=None, y=None), state.terms, newest),  # stopped: a no-op
+        lambda: advance(x, state, shared, aux))
+    # The memory is written here, outside the cond (``new_pair``): in place, no copy.
+    return x, new._replace(s=state.s.at[k].set(s_row), y=state.y.at[k].set(y_row)), terms
 
   def step(x, state, shared, aux):
     # From a fresh state: the start step (it evaluates f at x), then the iteration; the loop
