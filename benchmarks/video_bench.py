@@ -17,8 +17,10 @@ background). Each frame samples the photo through a 2-D affine map (bilinear, Op
 at pixel x shows photo(A_t x + b_t); the true backward flow of frame t into t-1 is
 A_{t-1}^{-1}(A_t x + b_t - b_{t-1}) - x, valid where it lands inside frame t-1 (and, for
 ``object``, where the pixel was not hidden by the disc at t-1). ``--clip PATH`` reads a user's
-clip instead; its flow is then estimated (``core.flow``, DIS + Ruder et al.'s mask), which is
-what the consistency step itself uses, so that row is optimistic for it.
+clip (from ``--clip-start`` seconds) instead; its true flow is unknown, so E_warp is measured under
+the flow estimated on the INPUT frames (``core.flow``: DIS, with Ruder et al.'s reliability mask),
+as Lai et al. do with FlowNet2. That is the flow the consistency step itself uses, so that row is
+optimistic for it. Each row records its flow (``"flow"``: "true" or "dis") and prints it.
 
 Metric (Lai et al. 2018): E_warp = mean over t of the masked mean squared difference (RGB in
 [0, 1]) between output t and output t-1 warped by the true flow; style loss = the network's
@@ -130,10 +132,15 @@ def make_clip(name: str, data, hw: tuple[int, int], frames: int):
   return global_clip(name, photo, hw, frames)
 
 
-def user_clip(path: str, size: int, frames: int):
-  """A user's clip: its first ``frames`` frames, flows and masks estimated (``core.flow``)."""
+FLOWS = {"true": "true flow and occlusions (synthetic clip)",
+         "dis": "DIS flow estimated on the input frames, Ruder et al.'s mask (core.flow)"}
+
+
+def user_clip(path: str, size: int, frames: int, start: float = 0.0):
+  """A user's clip: ``frames`` frames from ``start`` seconds, flows and masks estimated on the
+  input frames (``core.flow``)."""
   clip = []
-  for frame in video_io.read_frames(path, size=size):
+  for frame in video_io.read_frames(path, size=size, start=start):
     clip.append(frame)
     if len(clip) == frames:
       break
@@ -157,7 +164,7 @@ def evaluate(name, clip, flows, masks, stylizer, weights, vgg_params, targets, l
   the blend mode and once for each other mode (the same per-frame stylizations, made
   consistent: ``fast.video.make_consistent``); keys "0.3" (blend weights) or the mode's name."""
   plain = list(fast_video.stylize_frames(stylizer, clip, temporal=False))
-  row = {"clip": name, "frames": len(clip), "hw": list(clip[0].shape[:2]),
+  row = {"clip": name, "frames": len(clip), "hw": list(clip[0].shape[:2]), "flow": flow_kind(name),
          "input_e_warp": fast_video.warping_error([f / 255.0 for f in clip], flows, masks),
          "per_frame": {"e_warp": fast_video.warping_error(plain, flows, masks),
                        "style": style_loss(vgg_params, plain, clip, targets, loss_cfg, every)},
@@ -177,6 +184,11 @@ def evaluate(name, clip, flows, masks, stylizer, weights, vgg_params, targets, l
         "style_ratio": style / row["per_frame"]["style"]}
     outputs[key] = outs
   return row, plain, outputs
+
+
+def flow_kind(name: str) -> str:
+  """"true" for a synthetic clip, "dis" for a user's (``FLOWS``)."""
+  return "true" if name in CLIPS else "dis"
 
 
 def texture(hw: tuple[int, int], seed: int = 0) -> np.ndarray:
@@ -214,17 +226,27 @@ def memory_hw(size: int) -> tuple[int, int]:
   return (size * 3 // 4, size)  # 4:3 frames, long side ``size``
 
 
-def save_strip(path, clip, plain, consistent, picks) -> None:
+def save_strip(path, clip, plain, consistent, picks, flows=None, gain: float = 4.0) -> None:
   """Rows: input, per-frame, each of the ``consistent`` sequences; columns: frames ``picks``
-  (a JPEG)."""
-  rows = [np.concatenate([np.asarray(seq[i], np.float32) / (255 if seq is clip else 1)
-                          for i in picks], axis=1) for seq in (clip, plain, *consistent)]
+  (a JPEG). With ``flows`` (``flows[t-1]``: frame t into t-1), each output row is followed by
+  its flicker map: ``gain`` x |output t - output t-1 warped onto t|, the per-pixel term of
+  E_warp (black: steady)."""
+  def row(seq, flicker=False):
+    frames = [np.asarray(f, np.float32) / (255 if seq is clip else 1) for f in seq]
+    if flicker:
+      return np.concatenate([np.clip(gain * np.abs(frames[i] - flow_lib.remap(
+          frames[i - 1], flows[i - 1])), 0, 1) for i in picks], axis=1)
+    return np.concatenate([frames[i] for i in picks], axis=1)
+  rows = [row(clip)]
+  for seq in (plain, *consistent):
+    rows += [row(seq)] + ([row(seq, True)] if flows is not None else [])
   image_io.save_image(path, np.concatenate(rows, axis=0))
 
 
 def print_row(row: dict) -> None:
   base = row["per_frame"]
-  print(f"{row['clip']:<10} input E_warp {row['input_e_warp']:.5f}; per-frame E_warp "
+  print(f"{row['clip']} ({FLOWS[row['flow']]})", flush=True)
+  print(f"{'':<10} input E_warp {row['input_e_warp']:.5f}; per-frame E_warp "
         f"{base['e_warp']:.5f} style {base['style']:.4g}", flush=True)
   for weight, r in row["consistent"].items():
     print(f"{'':<10} consistent {weight:<9} E_warp {r['e_warp']:.5f} (x{r['e_warp_ratio']:.3f})"
@@ -236,7 +258,9 @@ def main(argv=None) -> int:
   bc.add_common_args(p, out=bc.RESULTS / "video_bench.json")
   p.add_argument("--model", default="starry_lite")
   p.add_argument("--clips", nargs="*", default=list(CLIPS), choices=CLIPS)
-  p.add_argument("--clip", default=None, help="a video file or frame folder of your own")
+  p.add_argument("--clip", default=None, help="a video file or frame folder of your own (E_warp "
+                 "then under DIS flow estimated on its input frames)")
+  p.add_argument("--clip-start", type=float, default=0.0, help="--clip: skip this many seconds")
   p.add_argument("--frames", type=int, default=48)
   p.add_argument("--size", type=int, default=256, help="frames' long side for the quality table")
   p.add_argument("--weights", type=float, nargs="+", default=[fast_video.DEFAULT_WEIGHT],
@@ -245,11 +269,13 @@ def main(argv=None) -> int:
                  help="temporal modes to compare (blend: at each of --weights)")
   p.add_argument("--loss-every", type=int, default=4, help="style loss of every N-th frame")
   p.add_argument("--throughput-size", type=int, default=512)
-  p.add_argument("--throughput-frames", type=int, default=16)
+  p.add_argument("--throughput-frames", type=int, default=16, help="0: no throughput run")
   p.add_argument("--throughput-only", action="store_true",
                  help="only the speed (needs no VGG weights nor data files)")
   p.add_argument("--batch-size", type=int, default=1, help="frames per network call")
   p.add_argument("--strip", default=None, help="write a JPEG strip of the first clip here")
+  p.add_argument("--strip-flicker", action="store_true",
+                 help="--strip: a flicker map (4x the warping difference) under each output row")
   add_slow_arguments(p)
   args = p.parse_args(argv)
   if args.method == "slow":
@@ -265,7 +291,8 @@ def main(argv=None) -> int:
     hw = memory_hw(args.size)
     sources = [(n, lambda n=n: make_clip(n, data, hw, args.frames)) for n in args.clips]
     if args.clip:
-      sources.append((args.clip, lambda: user_clip(args.clip, args.size, args.frames)))
+      sources.append((args.clip, lambda: user_clip(args.clip, args.size, args.frames,
+                                                   args.clip_start)))
     for name, make in sources:
       clip, flows, masks = make()
       row, plain, consistent = evaluate(name, clip, flows, masks, stylizer, args.weights,
@@ -276,10 +303,12 @@ def main(argv=None) -> int:
       if args.strip and len(rows) == 1:
         n = len(clip)
         save_strip(args.strip, clip, plain, list(consistent.values()),
-                   [n // 2 - 1, n // 2, n // 2 + 1])
-  speed = throughput(stylizer, args.throughput_size, args.throughput_frames, args.modes)
-  print(f"throughput at {speed['hw'][1]}x{speed['hw'][0]} (frames/s, flow included): "
-        + ", ".join(f"{k} {speed[k + '_fps']:.2f}" for k in speed if k + "_fps" in speed))
+                   [n // 2 - 1, n // 2, n // 2 + 1], flows if args.strip_flicker else None)
+  speed = None
+  if args.throughput_frames > 0:
+    speed = throughput(stylizer, args.throughput_size, args.throughput_frames, args.modes)
+    print(f"throughput at {speed['hw'][1]}x{speed['hw'][0]} (frames/s, flow included): "
+          + ", ".join(f"{k} {speed[k + '_fps']:.2f}" for k in speed if k + "_fps" in speed))
   bc.write_result(args.out, {"model": args.model, "rows": rows, "throughput": speed}, args)
   return 0
 
@@ -324,7 +353,7 @@ def evaluate_slow(name, clip, flows, masks, style, cfg, weights, vgg_params):
   """One clip's row: per-frame slow transfer and the slow method at each temporal weight
   (outputs: per-frame, then the first weight's)."""
   e_warp = lambda frames: fast_video.warping_error([f / 255.0 for f in frames], flows, masks)
-  row = {"clip": name, "frames": len(clip), "hw": list(clip[0].shape[:2]),
+  row = {"clip": name, "frames": len(clip), "hw": list(clip[0].shape[:2]), "flow": flow_kind(name),
          "input_e_warp": e_warp(clip), "consistent": {}}
   outs = {}
   for key, temporal, weight in [("per_frame", False, weights[0])] + [(w, True, w) for w in weights]:
@@ -350,14 +379,16 @@ def main_slow(args) -> int:
   hw = memory_hw(args.size)
   sources = [(n, lambda n=n: make_clip(n, data, hw, args.frames)) for n in args.clips]
   if args.clip:
-    sources.append((args.clip, lambda: user_clip(args.clip, args.size, args.frames)))
+    sources.append((args.clip, lambda: user_clip(args.clip, args.size, args.frames,
+                                                   args.clip_start)))
   rows = []
   for name, make in sources:
     clip, flows, masks = make()
     row, plain, consistent = evaluate_slow(name, clip, flows, masks, style, cfg, weights,
                                            vgg_params)
     rows.append(row)
-    print(f"{name:<8} input E_warp {row['input_e_warp']:.5f}; per-frame slow E_warp "
+    print(f"{name} ({FLOWS[row['flow']]})", flush=True)
+    print(f"{'':<8} input E_warp {row['input_e_warp']:.5f}; per-frame slow E_warp "
           f"{row['per_frame']['e_warp']:.5f} style {row['per_frame']['style']:.4g}", flush=True)
     for weight, r in row["consistent"].items():
       print(f"{'':<8} slow method w={weight:<6} E_warp {r['e_warp']:.5f} "
@@ -366,7 +397,7 @@ def main_slow(args) -> int:
     if args.strip and len(rows) == 1:
       n = len(clip)
       save_strip(args.strip, clip, [f / 255.0 for f in plain], [f / 255.0 for f in consistent],
-                 [n // 2 - 1, n // 2, n // 2 + 1])
+                 [n // 2 - 1, n // 2, n // 2 + 1], flows if args.strip_flicker else None)
   bc.write_result(args.out, {"method": "slow", "iters": args.iters, "size": args.size,
                              "style": args.style, "rows": rows}, args)
   return 0

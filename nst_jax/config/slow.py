@@ -85,7 +85,7 @@ PRESETS = {"gatys": gatys, "smoke": smoke}
 class SlowVideoConfig:
   """Slow video transfer's temporal consistency (Ruder et al. 2016; slow/video.py), beside the
   frames' ``TransferConfig``."""
-  temporal_weight: float = 2e4  # x mean(mask * (x - warped previous output)^2), pixels in [0, 1]
+  temporal_weight: float = 1e7  # x mean(mask * (x - warped previous output)^2), pixels in [0, 1]
   warm_start: bool = True  # frame t > 0 starts from the warped previous output
   checkpoint_every: int = 50  # iterations between a frame's optimizer checkpoints
 

@@ -99,7 +99,10 @@ def temporal_inputs(frame: np.ndarray, prev: Previous | None,
     return np.zeros(hw + (3,), np.float32), np.zeros(hw + (1,), np.float32)
   back = flow.compute_flow(prev.frame, frame)  # prev(x + back(x)) ~ frame(x)
   fwd = flow.compute_flow(frame, prev.frame)
-  warped = np.clip(np.asarray(flow.warp(prev.output, back)), 0.0, 1.0).astype(np.float32)
+  # Bicubic, not bilinear: the warm start is carried along a chain of warps, and bilinear
+  # sampling at DIS's sub-pixel offsets (even in a still background) blurs it a little more at
+  # every frame (``flow.remap``).
+  warped = np.clip(flow.remap(prev.output, back), 0.0, 1.0).astype(np.float32)
   return warped, np.asarray(flow.reliable_mask(back, fwd), np.float32)[..., None]
 
 
