@@ -46,8 +46,7 @@ ARBITRARY = "arbitrary"  # inference.ARBITRARY, not imported here (JAX); the mod
 DEFAULT_BUCKET = 32  # inference.DEFAULT_BUCKET (tests/test_cli_config.py checks), not imported
 # here: importing inference imports JAX, and --help should not wait for it.
 # Flag (argparse dest) -> Smoothing key.
-FLAGS = {"smooth_method": "method", "smooth_weight": "weight", "matting_budget": "budget",
-         "smooth_radius": "radius"}
+FLAGS = common.field_flags(config.Smoothing)
 
 
 def _unit_float(text: str) -> float:
@@ -104,17 +103,7 @@ def add_network_arguments(parser: argparse.ArgumentParser, *, what: str, saved: 
   parser.add_argument("--smooth", action=argparse.BooleanOptionalAction, default=None,
                       help="smooth the output with the photo as guide (Luan et al.'s post-step; "
                       "default: on for photorealistic networks, off otherwise)")
-  parser.add_argument("--smooth-method", choices=config.SMOOTH_METHODS, default=None,
-                      help="affine (smooth local affine, the default) or guided (guided filter)")
-  parser.add_argument("--smooth-weight", type=float, default=None,
-                      help="affine: the weight, with a budget the least one (default: the "
-                      "weight the network was trained through, else 0)")
-  parser.add_argument("--matting-budget", type=float, default=None,
-                      help="affine: per image, the least smoothing that keeps the matting energy "
-                      f"within X times the photo's (default {config.FAST_MATTING_BUDGET:g}; "
-                      "0: exactly --smooth-weight)")
-  parser.add_argument("--smooth-radius", type=int, default=None,
-                      help="guided: the filter's box radius (default 0: long side / 12)")
+  common.add_field_flags(parser, config.Smoothing)
   parser.add_argument("--bf16", action="store_true", help="bfloat16 compute (default: off)")
   parser.add_argument("--bucket", type=int, default=DEFAULT_BUCKET,
                       help="pad sizes to multiples of this, one compilation per padded shape")

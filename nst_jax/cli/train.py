@@ -35,7 +35,7 @@ HELP = "train a fast (feed-forward) style network; re-run to resume"
 DEFAULT_PRESET = "thesis"
 ARBITRARY = "arbitrary"  # the preset whose config is an ArbitraryTrainConfig
 # Flag (argparse dest) -> TrainConfig key.
-FLAGS = {"data": "data"}
+FLAGS = common.field_flags(config.TrainConfig)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,10 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       "normalization parameters; the rest is frozen)")
   parser.add_argument("--from", dest="base_model", metavar="MODEL",
                       help="with --add-style: a training workdir, model file or shipped name")
-  parser.add_argument("--data",
-                      help="a folder of training photos (recursive), or tfds:NAME (e.g. "
-                      "tfds:coco/2017, needs tensorflow-datasets); required unless --config "
-                      "gives it")
+  common.add_field_flags(parser, config.TrainConfig)
   parser.add_argument("--workdir", required=True,
                       help="the run's folder: checkpoints, config.json, losses, TensorBoard")
   parser.add_argument("--vgg-weights", metavar="PATH",
