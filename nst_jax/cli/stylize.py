@@ -139,12 +139,10 @@ def resolve_config(args: argparse.Namespace,
 
 
 def run(args: argparse.Namespace) -> int:
-  from nst_jax.fast import inference  # pylint: disable=import-outside-toplevel  (imports JAX)
+  # pylint: disable=import-outside-toplevel  (JAX, only when the command runs)
+  from nst_jax.core import memory
+  from nst_jax.fast import inference, tiled
   logging.getLogger("absl").setLevel(logging.ERROR)
-  # Bad smoothing flags fail before any work; --strength and --original-colors are checked by
-  # argparse. The library checks the post-step it runs (a cached check: the same value is
-  # validated once).
-  resolve_config(args).check()
   if args.size is not None and args.size < 1:
     raise UserError(f"--size must be positive, got {args.size}")
   if args.refine < 0:
@@ -152,18 +150,18 @@ def run(args: argparse.Namespace) -> int:
   out_dir = Path(args.out)
   if out_dir.exists() and not out_dir.is_dir():
     raise UserError(f"--out must be a folder, got a file: {out_dir}")
-  from nst_jax.core import memory  # pylint: disable=import-outside-toplevel (imports JAX)
-  from nst_jax.fast import tiled  # pylint: disable=import-outside-toplevel
-  if args.tile:
-    tiled.check_tile(args.tile)
-  tiled.check_files_fit(args.content, args.size,  # before a --size resize
-                        memory.budget_bytes(args.max_memory), batch=args.batch_size, tile=args.tile)
-  images = [image_io.load_image(p, size=args.size, max_pixels=args.max_pixels)
-            for p in args.content]  # every input is checked before any work
+  memory.check_files_fit("stylize", args.content, args.size,  # before a --size resize
+                         memory.budget_bytes(args.max_memory), batch=args.batch_size,
+                         tiled_bytes=0 if args.tile == 0 else tiled.SAVE_BYTES)
   stylizer = inference.Stylizer.from_any(args.model, bf16=args.bf16, bucket=args.bucket,
                                          batch_size=args.batch_size)
+  # The post-step, checked here once before any input is read (the library's check of the same
+  # value is check_once's cache); --strength and --original-colors are argparse's; --tile is
+  # checked by the library where it tiles.
+  smoothing = resolve_config(args, stylizer.smoothing).check()
+  images = [image_io.load_image(p, size=args.size, max_pixels=args.max_pixels)
+            for p in args.content]  # every input is checked before any work
   set_style(stylizer, args)
-  smoothing = resolve_config(args, stylizer.smoothing)
   t0 = time.perf_counter()
   outputs = stylizer.stylize_many(images, strength=args.strength,
                                   original_colors=args.original_colors, smooth=args.smooth,
