@@ -28,7 +28,7 @@ import numpy as np
 
 import bench_common as bc
 from nst_jax.core import errors, image_io, model_file, plots, zoo
-from nst_jax.fast import inference, models
+from nst_jax.fast import inference, nets
 from nst_jax.web import catalog
 
 MAX_BYTES = 4_000_000
@@ -38,7 +38,7 @@ SHEET_PHOTOS = ("kodak/kodim23.jpg", "classic_st/golden_gate.jpg", "classic_st/t
 def manifest_entry(name: str, stylizer: inference.Stylizer, path: Path, *, hours: float,
                    device: str) -> dict:
   """The manifest fields of an exported style network (``zoo.manifest_entry``'s, then its own)."""
-  cfg = models.from_dict(stylizer.meta["config"])
+  cfg = nets.config_from_dict(stylizer.meta["config"])
   return zoo.manifest_entry(name, path, **{
       "styles": stylizer.meta.get("styles", []),
       "preset": ("lite" if cfg.net.pixel_shuffle else

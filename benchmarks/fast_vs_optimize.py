@@ -27,7 +27,7 @@ import numpy as np
 
 from nst_jax import config
 from nst_jax.core import image_io
-from nst_jax.fast import inference, models, training
+from nst_jax.fast import inference, nets, training
 from nst_jax.slow import optimize
 
 
@@ -71,7 +71,7 @@ def main(argv=None) -> None:
   bc.add_common_args(p, out=bc.RESULTS / "fast_vs_optimize.json")
   args = p.parse_args(argv)
   stylizer = inference.Stylizer.from_checkpoint(args.model)
-  cfg = models.from_dict(stylizer.meta["config"])
+  cfg = nets.config_from_dict(stylizer.meta["config"])
   vgg_params = bc.load_vgg(args)
   style = image_io.load_image(cfg.style, size=cfg.style_size)
   style_targets = training.make_style_targets(vgg_params, jnp.asarray(style)[None], cfg.loss)

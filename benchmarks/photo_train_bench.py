@@ -38,7 +38,7 @@ import numpy as np
 from nst_jax import config
 from nst_jax.core import image_io
 from nst_jax.core import data, sharding
-from nst_jax.fast import models, train_state, training
+from nst_jax.fast import nets, train_state, training
 
 
 def variants(args) -> dict[str, config.TrainConfig]:
@@ -60,7 +60,7 @@ def variants(args) -> dict[str, config.TrainConfig]:
 
 def build(cfg, mesh, vgg_params, style, dataset):
   """A zero-argument callable running one train step of ``cfg`` on a fixed batch."""
-  model, tx = models.make_model(cfg.net), train_state.make_optimizer(cfg)
+  model, tx = nets.make_model(cfg.net), train_state.make_optimizer(cfg)
   targets = sharding.replicate(mesh, training.setup_style_targets(cfg, vgg_params, style, dataset))
   step = training.make_train_step(model, tx, cfg, mesh)
   key = sharding.replicate(mesh, train_state.make_key(0))

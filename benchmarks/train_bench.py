@@ -27,7 +27,7 @@ import numpy as np
 from nst_jax import config
 from nst_jax.core import image_io
 from nst_jax.core import data, sharding
-from nst_jax.fast import models, nets, train_state, training
+from nst_jax.fast import nets, train_state, training
 
 
 def _peak_memory_mb() -> dict:
@@ -67,7 +67,7 @@ def main(argv=None) -> None:
                               **config.parse_assignments(args.overrides)})
   mesh = sharding.make_mesh()
   vgg_params = sharding.replicate(mesh, bc.load_vgg(args))
-  model, tx = models.make_model(cfg.net, bf16=cfg.bf16), train_state.make_optimizer(cfg)
+  model, tx = nets.make_model(cfg.net, bf16=cfg.bf16), train_state.make_optimizer(cfg)
   style = image_io.load_image(bc.data_dir(args) / "styles" / "van_gogh_starry_night.jpg",
                               size=cfg.style_size)
   targets = jax.jit(training.make_style_targets, static_argnums=2,

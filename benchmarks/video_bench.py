@@ -45,7 +45,7 @@ import numpy as np
 from nst_jax import config
 from nst_jax.core import flow as flow_lib
 from nst_jax.core import image_io, objective, video_io
-from nst_jax.fast import inference, models, training
+from nst_jax.fast import inference, nets, training
 from nst_jax.fast import video as fast_video
 from nst_jax.slow import video as slow_video
 
@@ -284,7 +284,7 @@ def main(argv=None) -> int:
   rows = []
   if not args.throughput_only:
     data, vgg_params = bc.data_dir(args), bc.load_vgg(args)
-    cfg = models.from_dict(stylizer.meta["config"])
+    cfg = nets.config_from_dict(stylizer.meta["config"])
     style = image_io.load_image(data / "styles" / f"{stylizer.style_names[0]}.jpg",
                                 size=cfg.style_size)
     targets = training.make_style_targets(vgg_params, jnp.asarray(style)[None], cfg.loss)

@@ -31,7 +31,7 @@ import numpy as np
 import bench_common as bc
 from nst_jax import config
 from nst_jax.core import image_io, zoo
-from nst_jax.fast import inference, models, training
+from nst_jax.fast import inference, multistyle, nets, training
 from nst_jax.slow import artistic
 
 PHOTOS = bc.QUALITY_PHOTOS
@@ -40,7 +40,7 @@ loss_of = bc.quality_loss  # the objective's terms of one output against its pho
 
 def style_image_path(data: Path, entry_style: dict, cfg) -> Path:
   """The style image of one of the model's styles: the training path, else SHARED/styles."""
-  for p in models.style_paths(cfg):
+  for p in multistyle.style_paths(cfg):
     if Path(p).stem == entry_style["name"] and Path(p).is_file():
       return Path(p)
   return data / "styles" / f"{entry_style['name']}.jpg"
@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     return score_arbitrary(args)
   vgg_params, data = bc.load_vgg(args), bc.data_dir(args)
   stylizer = inference.Stylizer.from_any(args.model)
-  cfg = models.from_dict(stylizer.meta["config"])
+  cfg = nets.config_from_dict(stylizer.meta["config"])
   styles = stylizer.meta.get("styles") or [{"name": n} for n in stylizer.style_names]
   photos = [image_io.load_image(data / "content" / f, size=args.size)
             for f in PHOTOS[:args.photos]]

@@ -17,7 +17,7 @@ from nst_jax import cli, config
 from nst_jax.core import checkpoint, digest
 from nst_jax.core.errors import UserError
 from nst_jax.core import sharding
-from nst_jax.fast import inference, models, train_state, training
+from nst_jax.fast import inference, nets, train_state, training
 
 REPO = Path(__file__).resolve().parent.parent
 STEPS, EVERY = 12, 3
@@ -40,7 +40,7 @@ SLOW_CHILD = ("import sys, time\n"
 
 def _tiny_state(seed=0):
   cfg = config.train_smoke()
-  model, tx = models.make_model(cfg.net), train_state.make_optimizer(cfg)
+  model, tx = nets.make_model(cfg.net), train_state.make_optimizer(cfg)
   return model, tx, train_state.init_train_state(model, tx, train_state.make_key(seed),
                                               sharding.make_mesh())
 
@@ -113,7 +113,7 @@ def _env(vgg_path):
 
 def _final_state(workdir):
   cfg = config.train_smoke()
-  model, tx = models.make_model(cfg.net), train_state.make_optimizer(cfg)
+  model, tx = nets.make_model(cfg.net), train_state.make_optimizer(cfg)
   with checkpoint.Checkpoints(workdir, read_only=True) as ckpts:
     return ckpts.restore(STEPS, train_state.abstract_train_state(model, tx))
 
@@ -159,12 +159,12 @@ def test_sigkilled_run_resumes_to_exactly_the_uninterrupted_parameters(tmp_path,
   _assert_trees_equal(state_b.params, state_a.params)  # bit for bit
   _assert_trees_equal(state_b.opt_state, state_a.opt_state)
   assert meta_a["style_sha256"] == meta_b["style_sha256"] == digest.file_digest(style)
-  assert models.from_dict(meta_b["config"]).num_steps == STEPS
+  assert nets.config_from_dict(meta_b["config"]).num_steps == STEPS
   rows = (killed_dir / "losses.csv").read_text().splitlines()
   assert len(rows) == STEPS + 1  # the loss history survives the kill, one row per step
   assert (killed_dir / "losses.csv").read_text() == (clean_dir / "losses.csv").read_text()
 
-  cfg = models.from_dict(meta_b["config"])
+  cfg = nets.config_from_dict(meta_b["config"])
   with pytest.raises(UserError, match="another style image"):
     training.train_and_evaluate(config.override(cfg, {"style": str(photos / "t1.jpg")}),
                                 killed_dir, vgg_params={})
@@ -175,7 +175,7 @@ def test_sigkilled_run_resumes_to_exactly_the_uninterrupted_parameters(tmp_path,
 
 def test_parameter_average_round_trips_and_cannot_be_toggled_on_resume(tmp_path):
   cfg = config.override(config.train_smoke(), {"ema_decay": "0.99"})
-  model, tx = models.make_model(cfg.net), train_state.make_optimizer(cfg)
+  model, tx = nets.make_model(cfg.net), train_state.make_optimizer(cfg)
   state = train_state.init_train_state(model, tx, train_state.make_key(0), sharding.make_mesh())
   adam_state, average = state.opt_state
   state = state.replace(opt_state=(adam_state, average._replace(

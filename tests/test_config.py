@@ -1,7 +1,9 @@
 """The config package: each config checks itself (once per value), and the command line's common
 flags are made from the config fields (their defaults written once, in the dataclass)."""
 
+import argparse
 import dataclasses
+import functools
 
 import pytest
 
@@ -12,9 +14,13 @@ from nst_jax.cli import optimize as optimize_command
 OPTIMIZE = ["optimize", "--content", "c.png", "--style", "s.png", "--out", "o.png"]
 
 
+@functools.cache
+def _parser():
+  return cli.build_parser()  # parsing leaves no state in it: one for all tests
+
+
 def _actions(argv):
-  parser = cli.build_parser()
-  args = parser.parse_args(argv)
+  args = _parser().parse_args(argv)
   return args, {a.dest: a for a in args._parser._actions}  # pylint: disable=protected-access
 
 
@@ -113,3 +119,119 @@ def test_the_names_the_checks_use_are_the_librarys():
   assert colors.SPACES == config.COLOR_MODES
   assert vgg.VGG19_LAYERS == config.VGG_LAYERS["vgg19"]
   assert nets.MULTIPLE == config.NET_MULTIPLE
+
+
+def _cmd(name):
+  import importlib  # pylint: disable=import-outside-toplevel
+  return importlib.import_module(f"nst_jax.cli.{name}")
+
+
+# command argv (its required flags), the module's flag map and the config its flags start from
+COMMANDS = {
+    "optimize": (OPTIMIZE, lambda: _cmd("optimize").FLAGS, config.gatys),
+    "texture": (["texture", "--style", "s.png", "--out", "o.png"], lambda: _cmd("texture").FLAGS,
+                lambda: _cmd("texture").make_base("gatys")),
+    "photo": (["photo", "--content", "c.png", "--style", "s.png", "--out", "o.png"],
+              lambda: _cmd("photo").FLAGS, config.PhotoConfig),
+    "reconstruct": (["reconstruct", "--content", "c.png", "--style", "s.png", "--out", "o.png"],
+                    lambda: _cmd("reconstruct").FLAGS, config.ReconstructConfig),
+    "visualize": (["visualize", "--layer", "conv1_1", "--units", "0", "--out", "o.png"],
+                  lambda: _cmd("visualize").FLAGS, lambda: _cmd("visualize").make_base()),
+    "stylize": (["stylize", "--model", "m", "--content", "c.png", "--out", "o"], lambda: _cmd("stylize").FLAGS,
+                config.Smoothing),
+    "train": (["train", "--workdir", "w"], lambda: _cmd("train").FLAGS, config.thesis),
+    "sr": (["sr", "train", "--workdir", "w"], lambda: _cmd("sr").TRAIN_FLAGS,
+           lambda: config.SR_PRESETS["fast"](4)),
+    "serve": (["serve"], lambda: _cmd("serve").FLAGS, config.WebConfig),
+    "worker": (["worker"], lambda: _cmd("worker").FLAGS, config.WebConfig),
+}
+# The names users know of the flags made from config fields: generating them must not rename one.
+LOSS_NAMES = ("--content-layers --content-layer-weights --style-layers --style-layer-weights "
+              "--content-weight --style-weight --tv-weight --style-loss --pooling ")
+OPTIM_NAMES = "--optimizer --iters --learning-rate --lr --chunk "
+GENERATED_NAMES = {
+    "optimize": LOSS_NAMES + OPTIM_NAMES + "--size --scales --level-iters --style-scale --init "
+                "--noise-ratio --seed --original-colors",
+    "texture": OPTIM_NAMES + "--size --scales --style-scale --seed --style-weight --tv-weight "
+               "--style-layers --style-layer-weights --style-loss --pooling",
+    "photo": LOSS_NAMES + OPTIM_NAMES + "--size --stages --stage-iters --style-scale "
+             "--matting-weight --parameterization --affine-weight --regions --mask-pooling "
+             "--smooth --no-smooth --smooth-method --smooth-weight --matting-budget "
+             "--smooth-radius --smooth-eps --seed",
+    "reconstruct": "--size --content-layers --style-layers --tv-weight --pooling --seed "
+                   "--optimizer --learning-rate --lr --chunk",
+    "visualize": "--size --iters --learning-rate --lr --decay --blur-every --blur-sigma --jitter "
+                 "--spatial --pooling --seed --chunk",
+    "stylize": "--smooth-method --smooth-weight --matting-budget --smooth-radius",
+    "train": "--data",
+    "sr": "--data --scale --init-from",
+    "serve": "--host --port --workers --data-dir --database-url --queue-url --queue "
+             "--storage-url --base-url --forwarded-allow-ips --secure-cookies --admin-token "
+             "--smtp-host --smtp-port --smtp-sender",
+    "worker": "--data-dir --database-url --queue-url --queue --storage-url --base-url "
+              "--forwarded-allow-ips --secure-cookies --admin-token --smtp-host --smtp-port "
+              "--smtp-sender",
+}
+
+
+def _subparser(parser, name):
+  # pylint: disable=protected-access
+  sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+  return sub.choices[name]
+
+
+def _flag_field(cfg, key):
+  """The dataclass field of a dotted key, if it is a ``config.flag_field``."""
+  *head, last = key.split(".")
+  for part in head:
+    cfg = getattr(cfg, part)
+  field = {f.name: f for f in dataclasses.fields(cfg)}[last]
+  return field if "flag" in field.metadata else None
+
+
+def _other_value(field, value):
+  """(argv after the flag, the config value it gives): a value unlike ``value``."""
+  spec = field.metadata["flag"]
+  if spec["type"] in ("bool", "switch"):
+    return [], True
+  if spec["choices"]:
+    other = next(c for c in spec["choices"] if c != value)
+    return [str(other)], other
+  if isinstance(value, tuple):
+    return (["relu1_1"], ("relu1_1",)) if "layers" in field.name else (["3"], (3,))
+  if isinstance(value, (int, float)):
+    return [str(value + 1)], value + 1
+  return ["x.png"], "x.png"
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_generated_flag_keeps_its_name_and_sets_its_config_key(command):
+  argv, flags, make_base = COMMANDS[command]
+  flags, base = flags(), make_base()
+  args, actions = _actions(argv)
+  if command == "sr":  # `sr train`'s own parser
+    actions = {a.dest: a for a in _subparser(args._parser, "train")._actions}
+  generated = {d: k for d, k in flags.items() if _flag_field(base, k) and d in actions
+               and actions[d].help.startswith(_flag_field(base, k).metadata["flag"]["help"])}
+  names = {s for d in generated for s in actions[d].option_strings}
+  if command == "serve":  # serve's TLS flags are not in FLAGS (set apart from the workers')
+    names |= set(actions["ssl_certfile"].option_strings + actions["ssl_keyfile"].option_strings)
+    generated = {**generated, "ssl_certfile": "ssl_certfile", "ssl_keyfile": "ssl_keyfile"}
+  assert names == set(GENERATED_NAMES[command].split()) | (
+      {"--ssl-certfile", "--ssl-keyfile"} if command == "serve" else set())
+  assert config.override(base, common.flag_overrides(args, generated)) == base  # none given
+  for dest, key in generated.items():
+    field = _flag_field(base, key)
+    action = actions[dest]
+    assert action.default is None
+    tail, expected = _other_value(field, config.value_of(base, key))
+    given, _ = _actions(argv + [action.option_strings[0], *tail])
+    cfg = config.override(base, common.flag_overrides(given, generated))
+    assert config.value_of(cfg, key) == expected, (command, dest)
+
+
+def test_a_flag_whose_value_may_be_left_out_takes_its_const():
+  args, _ = _actions(OPTIMIZE + ["--original-colors"])
+  assert optimize_command.resolve_config(args).original_colors == "yiq"
+  args, _ = _actions(OPTIMIZE + ["--original-colors", "yuv"])
+  assert optimize_command.resolve_config(args).original_colors == "yuv"

@@ -16,7 +16,7 @@ import pytest
 from nst_jax import config
 from nst_jax.core import conv, objective, vgg
 from nst_jax.core.errors import UserError
-from nst_jax.fast import models, nets
+from nst_jax.fast import nets
 from nst_jax.slow import research
 
 IMPLS = ("xla", "cpu_fast")
@@ -87,8 +87,8 @@ def test_conv_impl_names_match_the_config_choices():
   for cfg in (config.LossConfig(), config.NetConfig(), config.VisualizeConfig()):
     assert cfg.conv_impl == "auto"
   cfg = config.override(config.thesis(), {"net.conv_impl": "xla", "loss.conv_impl": "cpu_fast"})
-  assert models.from_json(config.to_json(cfg)) == cfg
-  assert models.make_model(cfg.net).conv_impl == "xla"
+  assert nets.config_from_json(config.to_json(cfg)) == cfg
+  assert nets.make_model(cfg.net).conv_impl == "xla"
 
 
 def test_a_bad_conv_impl_is_refused_naming_the_field():
@@ -140,7 +140,7 @@ def test_auto_on_a_gpu_traces_xla_convolutions_only(monkeypatch):
 
 
 def test_configs_carry_conv_impl_to_the_traced_program():
-  # objective.loss_terms reads LossConfig.conv_impl, models.make_model NetConfig.conv_impl.
+  # objective.loss_terms reads LossConfig.conv_impl, nets.make_model NetConfig.conv_impl.
   params = {"conv1_1": {"kernel": jnp.zeros((3, 3, 3, 4)), "bias": jnp.zeros(4)},
             "preprocess": {"scale": jnp.ones(3), "offset": jnp.zeros(3)}}
   images = jnp.zeros((1, 8, 8, 3))
@@ -151,7 +151,7 @@ def test_configs_carry_conv_impl_to_the_traced_program():
                             conv_impl=impl)
     loss = lambda x, cfg=cfg: jnp.sum(objective.loss_terms(params, x, targets, cfg)["total"])
     assert ("_conv3x3_cpu" in _primitives(loss, images)) == (impl == "cpu_fast")
-    model = models.make_model(config.NetConfig(width=0.125, num_residual=1, conv_impl=impl))
+    model = nets.make_model(config.NetConfig(width=0.125, num_residual=1, conv_impl=impl))
     jaxpr = _primitives(lambda v, x, m=model: m.apply(v, x), _abstract_variables(model),
                         net_images)
     assert ("dot_general" in jaxpr) == (impl == "cpu_fast")
@@ -242,7 +242,7 @@ def test_vgg_feature_dicts_agree_between_impls(vgg_params):
                  marks=pytest.mark.slow),
     dict(normalization="batch", upsample="transpose", padding="zero")], ids=str)  # Johnson's
 def test_transform_net_forward_agrees_between_impls(net):
-  base = models.make_model(config.NetConfig(width=0.25, num_residual=1, **net))  # 1: same shapes
+  base = nets.make_model(config.NetConfig(width=0.25, num_residual=1, **net))  # 1: same shapes
   variables = jax.jit(base.init)(jax.random.key(1), jnp.zeros((1, 16, 16, 3)))
   images = jnp.asarray(np.random.default_rng(2).uniform(size=(2, 20, 16, 3)).astype(np.float32))
 

@@ -11,7 +11,7 @@ from nst_jax import cli, config
 from nst_jax.core import checkpoint, colors, metrics, smoothing
 from nst_jax.core.errors import UserError
 from nst_jax.core import sharding
-from nst_jax.fast import inference, models, nets, train_state, training
+from nst_jax.fast import inference, nets, train_state, training
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def ckpt(tmp_path_factory):
   """A checkpoint of an untrained tiny network (norm scales perturbed so it is not trivial)."""
   workdir = tmp_path_factory.mktemp("run")
   cfg = dataclasses.replace(config.train_smoke(), style="s.jpg", data="d")
-  model, tx = models.make_model(cfg.net), train_state.make_optimizer(cfg)
+  model, tx = nets.make_model(cfg.net), train_state.make_optimizer(cfg)
   state = train_state.init_train_state(model, tx, train_state.make_key(1), sharding.make_mesh())
   params = jax.tree.map(lambda p: p * 1.5, state.params)
   state = state.replace(params=params)

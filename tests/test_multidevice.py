@@ -21,7 +21,7 @@ import jax, jax.numpy as jnp, numpy as np, optax
 from nst_jax.fast import train_state
 from nst_jax.core import image_io, vgg
 from nst_jax.core import data, sharding
-from nst_jax.fast import models, training
+from nst_jax.fast import nets, training
 from nst_jax import config
 from nst_jax.config import LossConfig
 
@@ -31,7 +31,7 @@ loss = LossConfig(content_layers=("relu2_2",), content_layer_weights=(1.0,),
                   style_weight=1e-4, tv_weight=1e3, pooling="avg")
 cfg = dataclasses.replace(config.train_smoke(), loss=loss, batch_size=8, learning_rate=3e-3,
                           input_noise=0.01)
-model = models.make_model(cfg.net)
+model = nets.make_model(cfg.net)
 # Adam's first steps are lr * sign(g): elements whose gradient is rounding noise (e.g. a conv bias
 # before instance norm, zero in exact arithmetic) take +-lr steps either way, so Adam's parameters
 # are not comparable at float tolerance. Unit-global-norm SGD moves every element in proportion

@@ -25,7 +25,7 @@ from nst_jax.cli import main as cli_main
 from nst_jax.core import checkpoint
 from nst_jax.core.errors import UserError
 from nst_jax.core import data, sharding
-from nst_jax.fast import models, train_state
+from nst_jax.fast import nets, train_state
 
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 400  # for all three processes; about 30 s of CPU time in all
@@ -80,7 +80,7 @@ def _finish(procs: list[subprocess.Popen], logs: list[Path]) -> list[str]:
 def _load_params(workdir: Path, step: int):
   """The parameters and meta of the checkpoint at ``step``, on this process' first device."""
   cfg = config.train_smoke()
-  model, tx = models.make_model(cfg.net), train_state.make_optimizer(cfg)
+  model, tx = nets.make_model(cfg.net), train_state.make_optimizer(cfg)
   repl = sharding.replicated(sharding.make_mesh(jax.devices()[:1]))
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl),
                           train_state.abstract_train_state(model, tx))

@@ -18,7 +18,7 @@ from nst_jax.config import LossConfig
 from nst_jax.core import digest, image_io, model_file
 from nst_jax.core.errors import UserError
 from nst_jax.core import data, sharding
-from nst_jax.fast import inference, models, multistyle, nets, train_state, training
+from nst_jax.fast import inference, multistyle, nets, train_state, training
 
 SHALLOW = LossConfig(content_layers=("relu2_2",), content_layer_weights=(1.0,),
                      style_layers=("relu1_1", "relu2_1"), style_layer_weights=(1.0, 1.0),
@@ -99,15 +99,15 @@ def test_per_example_weights_and_bad_shapes(multi):
 
 def test_style_vector_choices():
   names = ["van_gogh_starry_night", "hokusai_great_wave", "munch_the_scream"]
-  np.testing.assert_array_equal(multistyle.style_vector(names), [1, 0, 0])
-  np.testing.assert_array_equal(multistyle.style_vector(names, index=2), [0, 0, 1])
-  np.testing.assert_array_equal(multistyle.style_vector(names, name="great_wave"), [0, 1, 0])
-  np.testing.assert_allclose(multistyle.style_vector(names, mix="1:starry,3:scream"),
+  np.testing.assert_array_equal(nets.style_vector(names), [1, 0, 0])
+  np.testing.assert_array_equal(nets.style_vector(names, index=2), [0, 0, 1])
+  np.testing.assert_array_equal(nets.style_vector(names, name="great_wave"), [0, 1, 0])
+  np.testing.assert_allclose(nets.style_vector(names, mix="1:starry,3:scream"),
                              [0.25, 0, 0.75])
   for kwargs in ({"index": 3}, {"name": "monet"}, {"mix": "x:starry"}, {"mix": "0:starry"},
                  {"index": 1, "name": "scream"}):
     with pytest.raises(UserError):
-      multistyle.style_vector(names, **kwargs)
+      nets.style_vector(names, **kwargs)
 
 
 def test_stack_and_gather_targets():
@@ -167,7 +167,7 @@ def _step_fn(model, tx, cfg):
 def test_multi_style_steps_lower_each_styles_loss_without_recompiling(vgg_params, two_styles,
                                                                       photos):
   cfg = _tiny_cfg()
-  model, tx = models.make_model(cfg.net), train_state.make_optimizer(cfg)
+  model, tx = nets.make_model(cfg.net), train_state.make_optimizer(cfg)
   state = train_state.init_train_state(model, tx, train_state.make_key(0), sharding.make_mesh())
   before = _per_style_loss(model, state.params, vgg_params, two_styles, photos[:4])
   step, key = _step_fn(model, tx, cfg), train_state.make_key(0)
@@ -181,11 +181,11 @@ def test_multi_style_steps_lower_each_styles_loss_without_recompiling(vgg_params
 
 def test_add_style_changes_only_the_new_rows(vgg_params, two_styles, photos):
   cfg = _tiny_cfg(base_model="base", styles=("new.jpg",))
-  base = models.make_model(dataclasses.replace(cfg.net, num_styles=1))
+  base = nets.make_model(dataclasses.replace(cfg.net, num_styles=1))
   base_params = nets.init_variables(base, jax.random.key(0), size=32)["params"]
   params = multistyle.add_style_rows(base_params, 1)  # scale/bias [C] -> [2, C]
   np.testing.assert_array_equal(params["norm1"]["scale"][0], base_params["norm1"]["scale"])
-  model, tx = models.make_model(cfg.net), train_state.make_optimizer(cfg)
+  model, tx = nets.make_model(cfg.net), train_state.make_optimizer(cfg)
   state = train_state.init_from_params(params, tx, sharding.make_mesh())
   one_target = multistyle.gather_style_targets(two_styles, jnp.array([1]))
   step, key = _step_fn(model, tx, cfg), train_state.make_key(0)
@@ -229,6 +229,6 @@ def test_train_flags_one_and_several_styles():
                                     "--workdir", "w"]))
   assert (two.style, two.styles, two.net.num_styles) == ("", ("a.jpg", "b.jpg"), 2)
   old = config.from_json(config.TrainConfig, config.to_json(one).replace('"styles": [],', ""))
-  assert old.styles == () and models.style_paths(old) == ("a.jpg",)  # an old config.json
+  assert old.styles == () and multistyle.style_paths(old) == ("a.jpg",)  # an old config.json
   with pytest.raises(config.ConfigError, match="num_styles"):
     dataclasses.replace(two, net=dataclasses.replace(two.net, num_styles=3)).check_styles()

@@ -21,7 +21,6 @@ from nst_jax.core import image_io, matting, regions, sharding
 from nst_jax.core.errors import UserError
 from nst_jax.fast import (
   inference,
-  models,
   nets,
   photo_train,
   train_state,
@@ -200,7 +199,7 @@ def test_affine_loss_ignores_colour_transforms_and_punishes_texture():
 def test_photoreal_preset_steps_lower_the_loss_without_recompiling(vgg_params, scenes):
   style, photos = scenes
   cfg = photo_config()
-  model, tx = models.make_model(cfg.net), train_state.make_optimizer(cfg)
+  model, tx = nets.make_model(cfg.net), train_state.make_optimizer(cfg)
   assert model.output == "affine"
   targets = training.setup_style_targets(cfg, vgg_params, style, dataset=_Batches(photos))
 
@@ -229,13 +228,13 @@ def test_photo_settings_are_validated_and_part_of_resume_checks(tmp_path):
     assert info.value.key == "photo." + next(iter(bad))
   cfg = photo_config()
   meta = training.run_meta(cfg, "abc")
-  assert models.from_dict(json.loads(json.dumps(meta["config"]))) == cfg
+  assert nets.config_from_dict(json.loads(json.dumps(meta["config"]))) == cfg
   with pytest.raises(UserError, match="photo"):
     training.check_resumable(meta, photo_config(affine_weight=1.0), "abc", tmp_path)
   # A config written before the photo section existed still loads (artistic defaults).
   old = json.loads(config.to_json(config.thesis()))
   del old["photo"]
-  assert models.from_dict(old).photo == config.PhotoTrainConfig()
+  assert nets.config_from_dict(old).photo == config.PhotoTrainConfig()
 
 
 # Long (over 10 s on 2 busy cores): `-m slow`;
@@ -260,7 +259,7 @@ def test_cli_trains_the_photoreal_preset_and_stylizes(tmp_path, data_dir, vgg_pa
                    str(photos), "--workdir", str(work), "--no-progress"] + flags
                   + [a for s in sets for a in ("--set", s)]) == 0, capsys.readouterr().err[-2000:]
   assert "affine" in (work / "losses.csv").read_text().splitlines()[0]
-  saved = models.from_json((work / "config.json").read_text())
+  saved = nets.config_from_json((work / "config.json").read_text())
   assert saved.net.output == "affine" and saved.photo.regions == 2
   assert cli.main(["stylize", "--model", str(work), "--content", str(photos / "p0.png"),
                    "--out", str(out)]) == 0, capsys.readouterr().err[-2000:]

@@ -19,7 +19,7 @@ from nst_jax import config
 from nst_jax.config import LossConfig
 from nst_jax.core import image_io
 from nst_jax.core import data, sharding, train_logging
-from nst_jax.fast import models, train_state, training
+from nst_jax.fast import nets, train_state, training
 
 SHALLOW = LossConfig(content_layers=("relu2_2",), content_layer_weights=(1.0,),
                      style_layers=("relu1_1", "relu2_1"), style_layer_weights=(1.0, 1.0),
@@ -49,7 +49,7 @@ def photos(data_dir):
 def setup(vgg_params, style):
   """One compiled train step (TinyNet, shallow loss) shared by the tests, trace-counted."""
   cfg = tiny_config()
-  model, tx = models.make_model(cfg.net), train_state.make_optimizer(cfg)
+  model, tx = nets.make_model(cfg.net), train_state.make_optimizer(cfg)
   targets = training.make_style_targets(vgg_params, style, cfg.loss)
 
   @chex.assert_max_traces(n=1)
@@ -67,7 +67,7 @@ def _fresh_state(model, tx, seed=0):
 
 def test_create_train_state_matches_its_abstract_shape():
   cfg = tiny_config()
-  model, tx = models.make_model(cfg.net), train_state.make_optimizer(cfg)
+  model, tx = nets.make_model(cfg.net), train_state.make_optimizer(cfg)
   state = _fresh_state(model, tx)
   abstract = train_state.abstract_train_state(model, tx)
   assert jax.tree.structure(state) == jax.tree.structure(abstract)
@@ -127,7 +127,7 @@ def test_batch_norm_bf16_step_updates_stats_and_keeps_float32(vgg_params, style,
   cfg = tiny_config(bf16=True, input_noise=0.02, loss=cheap,
                     net=dataclasses.replace(tiny_config().net, normalization="batch",
                                             upsample="transpose", padding="zero"))
-  model = models.make_model(cfg.net, bf16=True)
+  model = nets.make_model(cfg.net, bf16=True)
   tx = train_state.make_optimizer(cfg)
   state = _fresh_state(model, tx)
   stats0 = jax.device_get(state.batch_stats)
@@ -151,7 +151,7 @@ def test_presets_differ_as_documented():
   assert t.learning_rate == j.learning_rate == 1e-3
   cfg = config.override(t, {"net.width": "0.5", "bf16": "true", "num_steps": "10"})
   assert cfg.net.width == 0.5 and cfg.bf16 is True and cfg.num_steps == 10
-  assert models.from_json(config.to_json(cfg)) == cfg
+  assert nets.config_from_json(config.to_json(cfg)) == cfg
 
 
 @pytest.mark.slow
@@ -162,7 +162,7 @@ def test_quality_slow(vgg_params, style, data_dir):
                             net=config.NetConfig(width=0.25, num_residual=2))
   train = data.FolderDataset(data_dir / "train" / "bsds500_train", size=64, seed=0)
   held = data.FolderDataset(data_dir / "train" / "bsds500_test", size=64, seed=0).get_batch(0, 8)
-  model, tx = models.make_model(cfg.net), train_state.make_optimizer(cfg)
+  model, tx = nets.make_model(cfg.net), train_state.make_optimizer(cfg)
   targets = training.make_style_targets(vgg_params, style, cfg.loss)
   step = training.make_train_step(model, tx, cfg, sharding.make_mesh())
   state = _fresh_state(model, tx)
@@ -246,7 +246,7 @@ def test_ema_matches_a_numpy_average_and_is_what_stylizes():
 @pytest.mark.slow
 def test_train_steps_update_the_average_of_the_donated_parameters(vgg_params, style, photos):
   cfg = tiny_config(ema_decay=0.5)
-  model, tx = models.make_model(cfg.net), train_state.make_optimizer(cfg)
+  model, tx = nets.make_model(cfg.net), train_state.make_optimizer(cfg)
   targets = training.make_style_targets(vgg_params, style, cfg.loss)
   step = training.make_train_step(model, tx, cfg, sharding.make_mesh())
   state = train_state.create_train_state(model, tx, train_state.make_key(0), size=32)  # not jitted
@@ -279,7 +279,7 @@ def test_vgg16_loss_network_train_step_lowers_the_loss(style, photos):
   cfg = tiny_config(loss=loss)
   cfg.check()
   params16 = _tiny_vgg16()
-  model, tx = models.make_model(cfg.net), train_state.make_optimizer(cfg)
+  model, tx = nets.make_model(cfg.net), train_state.make_optimizer(cfg)
   targets = training.make_style_targets(params16, style, cfg.loss)
   # VGG16's conv3_3 (16 channels here): a Gram [16, 16]
   assert jax.tree.leaves(targets["styles"][0]["relu3_3"])[0].shape[-1] == 16

@@ -64,7 +64,8 @@ def load_vgg(args) -> dict:
 
 
 # How a flag_field's ``type`` is parsed (config.FLAG_TYPES).
-FLAG_TYPES = {"non_negative": non_negative_float, "positive": positive_int, "int": int}
+FLAG_TYPES = {"non_negative": non_negative_float, "positive": positive_int, "int": int,
+              "float": float}
 
 
 def field_flags(cls, prefix: str = "") -> dict[str, str]:
@@ -73,18 +74,23 @@ def field_flags(cls, prefix: str = "") -> dict[str, str]:
           for f in dataclasses.fields(cls) if "flag" in f.metadata}
 
 
-def add_field_flags(group, cls) -> None:
+def add_field_flags(group, cls, only: tuple[str, ...] = ()) -> None:
   """Adds one flag per ``config.flag_field`` of the config class ``cls`` to ``group``: its name,
   help, type, choices and metavar from the field; its default None (the config's value applies,
-  ``annotate_defaults`` shows it)."""
-  for f in dataclasses.fields(cls):
-    spec = f.metadata.get("flag")
-    if spec is None:
-      continue
+  ``annotate_defaults`` shows it). ``only``: just these fields, in this order."""
+  fields = {f.name: f for f in dataclasses.fields(cls) if "flag" in f.metadata}
+  for f in [fields[name] for name in only] if only else fields.values():
+    spec = f.metadata["flag"]
     names = [f"--{spec['name'] or f.name.replace('_', '-')}", *(f"--{a}" for a in spec["aliases"])]
     kwargs = {"help": spec["help"]}
-    if spec["type"]:
+    if spec["type"] in ("bool", "switch"):
+      kwargs["action"] = {"bool": argparse.BooleanOptionalAction, "switch": "store_true"}[
+          spec["type"]]
+      kwargs["default"] = None
+    elif spec["type"]:
       kwargs["type"] = FLAG_TYPES[spec["type"]]
+    if spec["const"] is not None:
+      kwargs.update(nargs="?", const=spec["const"])
     if spec["choices"]:
       kwargs["choices"] = spec["choices"]
     if spec["metavar"]:

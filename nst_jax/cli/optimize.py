@@ -30,9 +30,7 @@ from nst_jax.core.errors import UserError
 HELP = "slow style transfer: optimize an image to match a content and style(s) (Gatys et al.)"
 DEFAULT_PRESET = "gatys"
 # Flag (argparse dest) -> TransferConfig key.
-FLAGS = {**{k: k for k in ("size", "scales", "level_iters", "style_scale", "init", "noise_ratio",
-                           "seed", "original_colors")},
-         **common.LOSS_FLAGS, **common.OPTIM_FLAGS}
+FLAGS = {**common.field_flags(config.TransferConfig), **common.LOSS_FLAGS, **common.OPTIM_FLAGS}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -45,17 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                  help="one output per style (optimized together) instead of blending them")
   p.add_argument("--out", required=True, metavar="PATH",
                  help="output image (format by extension); several outputs get _<name> suffixes")
-  p.add_argument("--size", type=common.positive_int, help="long side of the output (px)")
-  p.add_argument("--scales", type=common.positive_int, help="coarse-to-fine levels (x2 each)")
-  p.add_argument("--level-iters", metavar="N1,N2", help="iterations per level, coarse first "
-                 "('': --iters at every level)")
-  p.add_argument("--style-scale", type=float, help="style size relative to the output")
-  p.add_argument("--init", help="content | noise | mix | net (the arbitrary-style network's "
-                 "output; needs `nst-jax models import magenta`) | path to an image")
-  p.add_argument("--noise-ratio", type=float, help="noise share of --init mix")
-  p.add_argument("--seed", type=int, help="seed of the initial noise")
-  p.add_argument("--original-colors", nargs="?", const="yiq", choices=("yiq", "yuv"),
-                 help="luminance-only transfer: keep the content's colours (YIQ or YUV)")
+  common.add_field_flags(p, config.TransferConfig)
   common.add_loss_flags(p)
   common.add_optim_flags(p)
   o = common.add_output_flags(p)

@@ -22,14 +22,7 @@ from nst_jax.core.errors import UserError
 HELP = "photorealistic style transfer: masked style, matting-Laplacian penalty (Luan et al.)"
 
 # Flag (argparse dest) -> PhotoConfig key.
-FLAGS = {"size": "size", "stages": "stages", "stage_iters": "stage_iters",
-         "style_scale": "style_scale", "matting_weight": "matting_weight",
-         "parameterization": "parameterization", "affine_weight": "affine_weight",
-         "regions": "num_regions", "mask_pooling": "mask_pooling",
-         "smooth_radius": "smooth_radius", "smooth_eps": "smooth_eps",
-         "smooth_method": "smooth_method", "smooth_weight": "smooth_weight",
-         "matting_budget": "matting_budget", "seed": "seed", "smooth": "smooth",
-         **common.LOSS_FLAGS, **common.OPTIM_FLAGS}
+FLAGS = {**common.field_flags(config.PhotoConfig), **common.LOSS_FLAGS, **common.OPTIM_FLAGS}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -40,37 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--style-mask", metavar="IMG",
                  help="colour-coded segmentation of the style (default: automatic masks)")
   p.add_argument("--out", required=True, metavar="PATH", help="output image (format by extension)")
-  p.add_argument("--size", type=common.positive_int, help="long side of the output (px)")
-  p.add_argument("--stages", type=int, choices=(1, 2),
-                 help="2: without, then with the matting penalty; 1: with it only")
-  p.add_argument("--stage-iters", metavar="N1,N2", help="iterations per stage ('': --iters each)")
-  p.add_argument("--style-scale", type=float, help="style size relative to the output")
-  p.add_argument("--matting-weight", type=common.non_negative_float,
-                 help="weight of the matting-Laplacian penalty per pixel")
-  p.add_argument("--parameterization", choices=config.PARAMETERIZATIONS,
-                 help="what the stage with the penalty optimizes: 'affine' an image "
-                      "whose smooth local affine step is the output, 'guided' one whose guided "
-                      "filter by the content is, 'pixels' the output")
-  p.add_argument("--affine-weight", type=float,
-                 help="'affine' parameterization: the matting Laplacian's weight")
-  p.add_argument("--regions", type=common.positive_int, help="automatic masks: region count")
-  p.add_argument("--mask-pooling", choices=config.MASK_POOLINGS,
-                 help="how the masks follow VGG19's pooling")
-  p.add_argument("--smooth", action=argparse.BooleanOptionalAction,
-                 help="post-step with the content as guide (Luan's optional one; "
-                      "--smooth-method, --smooth-weight or --matting-budget turn it on)")
-  p.add_argument("--smooth-method", choices=config.SMOOTH_METHODS,
-                 help="post-step: 'affine' the nearest locally affine image, or "
-                      "'guided' one guided-filter pass")
-  p.add_argument("--smooth-weight", type=float,
-                 help="affine post-step: the matting Laplacian's weight")
-  p.add_argument("--matting-budget", type=common.non_negative_float, metavar="X",
-                 help="affine post-step: per image, the least smoothing that keeps the matting "
-                      "energy within X times the content's (0: --smooth-weight)")
-  p.add_argument("--smooth-radius", type=int,
-                 help="guided filter radius, post-step and parameterization (0: size / 24)")
-  p.add_argument("--smooth-eps", type=float, help="guided filter regulariser")
-  p.add_argument("--seed", type=int, help="seed of the automatic masks' clustering")
+  common.add_field_flags(p, config.PhotoConfig)
   common.add_loss_flags(p)
   common.add_optim_flags(p)
   common.add_output_flags(p)

@@ -26,30 +26,18 @@ ReconstructConfig = config.ReconstructConfig  # nst_jax/config/slow.py
 
 
 # Flag (argparse dest) -> ReconstructConfig key.
-FLAGS = {"size": "size", "iters": "optim.num_iters", "optimizer": "optim.optimizer",
-         "learning_rate": "optim.learning_rate", "chunk": "optim.chunk",
-         "content_layers": "content_layers", "style_layers": "style_layers",
-         "tv_weight": "tv_weight", "pooling": "pooling", "seed": "seed"}
+FLAGS = {**common.field_flags(ReconstructConfig), "iters": "optim.num_iters",
+         **{d: k for d, k in common.OPTIM_FLAGS.items()
+            if d in ("optimizer", "learning_rate", "chunk")}}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--content", required=True, metavar="IMG", help="content image")
   p.add_argument("--style", required=True, metavar="IMG", help="style image")
   p.add_argument("--out", required=True, metavar="PNG", help="the grid figure (.png)")
-  p.add_argument("--size", type=common.positive_int,
-                 help="long side of the inputs and reconstructions (px)")
+  common.add_field_flags(p, ReconstructConfig)
   p.add_argument("--iters", type=common.positive_int, help="iterations per reconstruction")
-  p.add_argument("--optimizer", choices=config.OPTIMIZERS, help="the per-image optimizer")
-  p.add_argument("--learning-rate", "--lr", type=common.non_negative_float,
-                 help="Adam step size")
-  p.add_argument("--content-layers", metavar="L1,L2", help="one content reconstruction per layer")
-  p.add_argument("--style-layers", metavar="L1,L2",
-                 help="one style reconstruction per growing stack of these layers")
-  p.add_argument("--tv-weight", type=common.non_negative_float,
-                 help="weight of the total variation")
-  p.add_argument("--pooling", choices=config.POOLINGS, help="VGG19's pooling layers")
-  p.add_argument("--seed", type=int, help="seed of the initial noise")
-  p.add_argument("--chunk", type=common.positive_int, help="iterations per compiled chunk")
+  common.add_field_flags(p, config.OptimConfig, only=("optimizer", "learning_rate", "chunk"))
   p.add_argument("--no-progress", action="store_true", help="no progress bar")
   common.add_weights_flag(p)
   common.add_config_flags(p, "ReconstructConfig")

@@ -25,7 +25,7 @@ import threading
 from pathlib import Path
 
 from nst_jax import config
-from nst_jax.cli import worker
+from nst_jax.cli import common, worker
 
 HELP = "serve the web application (pages + JSON API) and start its workers"
 FLAGS = worker.FLAGS
@@ -33,12 +33,8 @@ log = logging.getLogger("nst_jax.serve")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--host", help="the address to listen on")
-  parser.add_argument("--port", type=int, help="the port to listen on")
-  parser.add_argument("--workers", type=int, help="worker processes to start (0: none here)")
-  parser.add_argument("--ssl-certfile", metavar="PEM", help="serve HTTPS with this certificate "
-                      "(and --ssl-keyfile); cookies are then Secure and HSTS is sent")
-  parser.add_argument("--ssl-keyfile", metavar="PEM", help="the certificate's private key")
+  common.add_field_flags(parser, config.WebConfig,
+                         only=("host", "port", "workers", "ssl_certfile", "ssl_keyfile"))
   worker.add_service_flags(parser)
 
 

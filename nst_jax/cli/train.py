@@ -35,7 +35,7 @@ HELP = "train a fast (feed-forward) style network; re-run to resume"
 DEFAULT_PRESET = "thesis"
 ARBITRARY = "arbitrary"  # the preset whose config is an ArbitraryTrainConfig
 # Flag (argparse dest) -> TrainConfig key.
-FLAGS = {"data": "data"}
+FLAGS = common.field_flags(config.TrainConfig)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,10 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       "normalization parameters; the rest is frozen)")
   parser.add_argument("--from", dest="base_model", metavar="MODEL",
                       help="with --add-style: a training workdir, model file or shipped name")
-  parser.add_argument("--data",
-                      help="a folder of training photos (recursive), or tfds:NAME (e.g. "
-                      "tfds:coco/2017, needs tensorflow-datasets); required unless --config "
-                      "gives it")
+  common.add_field_flags(parser, config.TrainConfig)
   parser.add_argument("--workdir", required=True,
                       help="the run's folder: checkpoints, config.json, losses, TensorBoard")
   parser.add_argument("--vgg-weights", metavar="PATH",
@@ -103,13 +100,13 @@ def add_style_config(args: argparse.Namespace, flags: dict) -> tuple[config.Trai
   """The base network's own training config, and overrides that add ``--add-style``'s images."""
   # pylint: disable=import-outside-toplevel  (JAX only when the command runs)
   from nst_jax.core.errors import UserError
-  from nst_jax.fast import inference, models
+  from nst_jax.fast import inference, nets
   if not args.base_model or getattr(args, "style", None):
     raise UserError("--add-style needs --from MODEL (and no --style)")
   base = inference.Stylizer.from_any(args.base_model)
   if "config" not in base.meta:
     raise UserError(f"{args.base_model} has no training config to continue from")
-  cfg = models.from_dict(base.meta["config"])
+  cfg = nets.config_from_dict(base.meta["config"])
   new = tuple(args.add_style)
   return cfg, {**flags, "style": "", "styles": new, "base_model": str(args.base_model),
                "net.num_styles": cfg.net.num_styles + len(new),
@@ -119,13 +116,13 @@ def add_style_config(args: argparse.Namespace, flags: dict) -> tuple[config.Trai
 def build_config(args: argparse.Namespace) -> config.TrainConfig | config.ArbitraryTrainConfig:
   """``resolve_config``, validated (``config.ConfigError`` naming the key; ``UserError`` for an
   arbitrary-style run without photos or paintings)."""
-  from nst_jax.fast import models  # pylint: disable=import-outside-toplevel
+  from nst_jax.fast import multistyle  # pylint: disable=import-outside-toplevel
   cfg = resolve_config(args)
   if isinstance(cfg, config.ArbitraryTrainConfig):
     from nst_jax.fast import arbitrary_train  # pylint: disable=import-outside-toplevel
     arbitrary_train.check_config(cfg)
     return cfg
-  if not models.style_paths(cfg):
+  if not multistyle.style_paths(cfg):
     raise config.ConfigError("style", "is required (give it, or a --config that has it)")
   if not cfg.data:
     raise config.ConfigError("data", "is required (give it, or a --config that has it)")

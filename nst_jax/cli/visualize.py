@@ -21,9 +21,7 @@ from nst_jax.core.errors import UserError
 
 HELP = "activation maximization of VGG19 channels (Yosinski et al. 2015), as one grid"
 # Flag (argparse dest) -> VisualizeConfig key.
-FLAGS = {k: k for k in ("size", "learning_rate", "decay", "blur_every", "blur_sigma", "jitter",
-                        "spatial", "pooling", "seed", "chunk")}
-FLAGS["iters"] = "num_iters"
+FLAGS = common.field_flags(config.VisualizeConfig)
 
 
 def make_base() -> config.VisualizeConfig:
@@ -35,22 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--layer", required=True, help="a VGG19 layer, e.g. conv5_1 (pre-ReLU)")
   p.add_argument("--units", required=True, metavar="U1,U2", help="channel indices, e.g. 0,1,2,3")
   p.add_argument("--out", required=True, metavar="PNG", help="the grid figure (.png)")
-  p.add_argument("--size", type=common.positive_int, help="side of each image (px)")
-  p.add_argument("--iters", type=common.positive_int, help="gradient ascent steps")
-  p.add_argument("--learning-rate", "--lr", type=common.non_negative_float,
-                 help="step along the gradient normalized by its mean magnitude")
-  p.add_argument("--decay", type=common.non_negative_float, help="L2 decay towards grey per step")
-  p.add_argument("--blur-every", type=int, metavar="N",
-                 help="Gaussian blur every N steps (0: never)")
-  p.add_argument("--blur-sigma", type=common.non_negative_float, help="the blur's sigma (px)")
-  p.add_argument("--jitter", type=int, metavar="PX",
-                 help="random shift of up to PX pixels before each step")
-  p.add_argument("--spatial", choices=("mean", "center"),
-                 help="maximize the channel's mean or its center unit")
-  p.add_argument("--pooling", choices=config.POOLINGS, help="VGG19's pooling layers")
-  p.add_argument("--seed", type=int, help="seed of the initial noise and the jitter")
+  common.add_field_flags(p, config.VisualizeConfig)
   p.add_argument("--columns", type=common.positive_int, default=4, help="images per grid row")
-  p.add_argument("--chunk", type=common.positive_int, help="iterations per compiled chunk")
   p.add_argument("--no-progress", action="store_true", help="no progress bar")
   common.add_weights_flag(p)
   common.add_config_flags(p, "VisualizeConfig")

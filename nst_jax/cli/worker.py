@@ -27,38 +27,18 @@ from nst_jax.cli import common
 PARENT_ENV = "NST_JAX_PARENT_PID"  # set by serve: the worker stops when that process is gone
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 HELP = "run one worker process of the web service (nst-jax serve starts them for you)"
-# Flag (argparse dest) -> WebConfig key.
-FLAGS = {"host": "host", "port": "port", "data_dir": "data_dir", "database_url": "database_url",
-         "queue_url": "queue_url", "storage_url": "storage_url", "workers": "workers",
-         "base_url": "base_url", "smtp_host": "smtp.host", "smtp_port": "smtp.port",
-         "smtp_sender": "smtp.sender", "forwarded_allow_ips": "forwarded_allow_ips",
-         "secure_cookies": "secure_cookies", "admin_token": "admin_token"}
+SERVICE_FLAGS = ("data_dir", "database_url", "queue_url", "storage_url", "base_url",
+                 "forwarded_allow_ips", "secure_cookies", "admin_token")  # WebConfig fields
+# Flag (argparse dest) -> WebConfig key (serve's own flags included: --host, --port, --workers).
+FLAGS = {**{d: k for d, k in common.field_flags(config.WebConfig).items()
+            if not k.startswith("ssl_")}, **common.field_flags(config.SmtpConfig, "smtp.")}
 
 
 def add_service_flags(parser: argparse.ArgumentParser) -> None:
   """The flags ``serve`` and ``worker`` share (defaults: ``config.WebConfig``)."""
   g = parser.add_argument_group("service")
-  g.add_argument("--data-dir", metavar="DIR", help="the data folder (database, queue, images)")
-  g.add_argument("--database-url", metavar="URL",
-                 help="SQLAlchemy URL, e.g. postgresql://user@host/nst ('': SQLite in DATA_DIR)")
-  g.add_argument("--queue-url", "--queue", dest="queue_url", metavar="URL",
-                 help="redis://host:6379/0 for RedisHuey ('': huey's SQLite queue in DATA_DIR)")
-  g.add_argument("--storage-url", metavar="URL",
-                 help="file:///shared/folder for images shared by several hosts "
-                 "('': DATA_DIR/blobs)")
-  g.add_argument("--base-url", metavar="URL", help="the public address, for links in e-mails")
-  g.add_argument("--forwarded-allow-ips", metavar="IPS",
-                 help="proxies (comma-separated addresses or networks) whose X-Forwarded-For and "
-                 "X-Forwarded-Proto are believed, as uvicorn names it ('': none)")
-  g.add_argument("--secure-cookies", action="store_true", default=None,
-                 help="Secure cookies and HSTS: the site is served over TLS (or a TLS proxy)")
-  g.add_argument("--admin-token", metavar="TOKEN",
-                 help="a secret that may hide or delete any gallery item (Authorization: Bearer "
-                 "TOKEN); $NST_JAX_ADMIN_TOKEN sets it too")
-  g.add_argument("--smtp-host", metavar="HOST", help="send completion e-mails through this "
-                 "SMTP server ('': no e-mail)")
-  g.add_argument("--smtp-port", type=int, metavar="PORT", help="the SMTP server's port")
-  g.add_argument("--smtp-sender", metavar="ADDRESS", help="the e-mails' From address")
+  common.add_field_flags(g, config.WebConfig, only=SERVICE_FLAGS)
+  common.add_field_flags(g, config.SmtpConfig)
   common.add_config_flags(parser, "WebConfig", example="limits.slow_max_iters=200",
                           saved="DATA_DIR/serve_config.json (written by serve)")
   common.annotate_defaults(parser, FLAGS, config.WebConfig())

@@ -85,11 +85,12 @@ def check_once(method):
   return check
 
 
-FLAG_TYPES = ("non_negative", "positive", "int")  # how the command line parses a flag's value
+# How the command line parses a flag's value; "bool": --x / --no-x; "switch": --x sets True.
+FLAG_TYPES = ("non_negative", "positive", "int", "float", "bool", "switch")
 
 
 def flag_field(default, *, help: str, name: str = "", type: str = "", choices: tuple = (),
-               metavar: str = "", aliases: tuple[str, ...] = ()):
+               metavar: str = "", aliases: tuple[str, ...] = (), const=None):
   """A config field that the command line also offers as a flag: the default, written once here,
   and the flag's help beside it (``cli.common.add_field_flags`` makes the flags from them).
 
@@ -101,11 +102,12 @@ def flag_field(default, *, help: str, name: str = "", type: str = "", choices: t
     choices: the allowed values, if the flag lists them.
     metavar: the flag's value's name in the help.
     aliases: other names of the flag.
+    const: if given, the flag's value may be left out and is then this.
   """
   assert not type or type in FLAG_TYPES, type
   return field(default=default, metadata={"flag": {
       "help": help, "name": name, "type": type, "choices": choices, "metavar": metavar,
-      "aliases": aliases}})
+      "aliases": aliases, "const": const}})
 
 
 # -------------------------------------------------------------- the objective and its optimizer

@@ -26,6 +26,7 @@ from nst_jax.config.common import (
   ConfigError,
   LossConfig,
   check_once,
+  flag_field,
 )
 
 # ------------------------------------------------------------------------- feed-forward networks
@@ -132,7 +133,9 @@ class TrainConfig:
   style: str = ""  # the style image (one-style runs)
   styles: tuple[str, ...] = ()  # several style images: a multi-style run (net.num_styles of them)
   base_model: str = ""  # add-style runs: the trained network whose new norm rows are fitted
-  data: str = ""  # a folder of training photos, or "tfds:NAME"
+  data: str = flag_field(  # a folder of training photos, or "tfds:NAME"
+      "", help="a folder of training photos (recursive), or tfds:NAME (e.g. tfds:coco/2017, "
+      "needs tensorflow-datasets); required unless --config gives it")
   size: int = 256  # training crops are size x size
   crop: str = "random"  # random | resize (see data.transform)
   style_size: int = 256  # the style image's long side when its Gram targets are computed
@@ -263,10 +266,18 @@ class Smoothing:
       energy within ``budget`` times the photo's; 0: ``weight`` as it is.
     radius: guided: the box radius; 0: long side / ``FAST_SMOOTH_RADIUS_DIVISOR``.
   """
-  method: str = "affine"
-  weight: float = 0.0
-  budget: float = FAST_MATTING_BUDGET
-  radius: int = 0
+  method: str = flag_field(
+      "affine", help="affine (smooth local affine, the default) or guided (guided filter)",
+      name="smooth-method", choices=SMOOTH_METHODS)
+  weight: float = flag_field(
+      0.0, help="affine: the weight, with a budget the least one (default: the weight the "
+      "network was trained through, else 0)", name="smooth-weight", type="float")
+  budget: float = flag_field(
+      FAST_MATTING_BUDGET, help="affine: per image, the least smoothing that keeps the matting "
+      f"energy within X times the photo's (default {FAST_MATTING_BUDGET:g}; 0: exactly "
+      "--smooth-weight)", name="matting-budget", type="float")
+  radius: int = flag_field(0, help="guided: the filter's box radius (default 0: long side / 12)",
+                           name="smooth-radius", type="int")
 
   @check_once
   def check(self) -> Smoothing:

@@ -21,6 +21,7 @@ from nst_jax.config.common import (
   LossConfig,
   OptimConfig,
   check_once,
+  flag_field,
 )
 
 
@@ -30,14 +31,22 @@ class TransferConfig:
   """Slow (optimization-based) artistic transfer, Gatys et al. 2016."""
   loss: LossConfig = field(default_factory=LossConfig)
   optim: OptimConfig = field(default_factory=OptimConfig)
-  size: int = 512  # long side of the output, pixels
-  scales: int = 1  # coarse-to-fine levels, each twice the previous size, ending at `size`
-  level_iters: tuple[int, ...] = ()  # iterations per level (coarse first); () = optim.num_iters each
-  style_scale: float = 1.0  # style image long side relative to the output's
-  init: str = "content"  # content | noise | mix | net | path to an image
-  noise_ratio: float = 0.6  # mix: noise_ratio * noise + (1 - noise_ratio) * content
-  seed: int = 0
-  original_colors: str = ""  # "" | yiq | yuv: keep the content's chroma
+  size: int = flag_field(512, help="long side of the output (px)", type="positive")
+  # coarse-to-fine levels, each twice the previous size, ending at `size`
+  scales: int = flag_field(1, help="coarse-to-fine levels (x2 each)", type="positive")
+  # () = optim.num_iters each
+  level_iters: tuple[int, ...] = flag_field(
+      (), help="iterations per level, coarse first ('': --iters at every level)", metavar="N1,N2")
+  style_scale: float = flag_field(1.0, help="style size relative to the output", type="float")
+  init: str = flag_field("content", help="content | noise | mix | net (the arbitrary-style "
+                         "network's output; needs `nst-jax models import magenta`) | path to an "
+                         "image")
+  # mix: noise_ratio * noise + (1 - noise_ratio) * content
+  noise_ratio: float = flag_field(0.6, help="noise share of --init mix", type="float")
+  seed: int = flag_field(0, help="seed of the initial noise", type="int")
+  original_colors: str = flag_field(
+      "", help="luminance-only transfer: keep the content's colours (YIQ or YUV)",
+      choices=COLOR_MODES, const="yiq")  # "": off
 
   @check_once
   def check(self) -> TransferConfig:
@@ -100,29 +109,50 @@ class PhotoConfig:
   """Slow photorealistic transfer (hashable; a static argument of the compiled loss)."""
   loss: LossConfig = field(default_factory=_photo_loss)
   optim: OptimConfig = field(default_factory=lambda: OptimConfig(num_iters=300))
-  matting_weight: float = 3e9  # times sum_c V_c^T L V_c / N, N = pixels (calibrated)
-  stages: int = 2  # 2: without the penalty, then with it (Luan); 1: with it from the content
-  stage_iters: tuple[int, ...] = ()  # iterations per stage; () = optim.num_iters each
+  matting_weight: float = flag_field(  # times sum_c V_c^T L V_c / N, N = pixels (calibrated)
+      3e9, help="weight of the matting-Laplacian penalty per pixel", type="non_negative")
+  # 2: without the penalty, then with it (Luan); 1: with it from the content
+  stages: int = flag_field(2, help="2: without, then with the matting penalty; 1: with it only",
+                           type="int", choices=(1, 2))
+  stage_iters: tuple[int, ...] = flag_field(  # () = optim.num_iters each
+      (), help="iterations per stage ('': --iters each)", metavar="N1,N2")
   # What the stages with the penalty optimize: "affine", an image whose smooth local affine
   # step (I + affine_weight L)^-1 (content's L at EVAL_EPS) is the output; "guided", an image
   # whose guided filter (content as guide, smooth_radius / smooth_eps) is; "pixels": the output
   # itself (Luan). Calibrated in docs/photoreal.md (fifth calibration).
-  parameterization: str = "affine"
-  affine_weight: float = 30.0
-  size: int = 512  # long side of the output, pixels
-  style_scale: float = 1.0  # style image long side relative to the output's
-  num_regions: int = 3  # automatic masks only
-  mask_pooling: str = "avg"  # how masks follow VGG's pools (regions.downsample_masks)
-  smooth: bool = False  # the post-step (Luan's optional one), content as guide
-  smooth_method: str = "affine"  # "affine": affine_smooth; "guided": guided_smooth, one pass
-  smooth_weight: float = AFFINE_WEIGHT  # affine: the Laplacian's weight
+  parameterization: str = flag_field(
+      "affine", help="what the stage with the penalty optimizes: 'affine' an image whose smooth "
+      "local affine step is the output, 'guided' one whose guided filter by the content is, "
+      "'pixels' the output", choices=PARAMETERIZATIONS)
+  affine_weight: float = flag_field(
+      30.0, help="'affine' parameterization: the matting Laplacian's weight", type="float")
+  size: int = flag_field(512, help="long side of the output (px)", type="positive")
+  style_scale: float = flag_field(1.0, help="style size relative to the output", type="float")
+  num_regions: int = flag_field(3, help="automatic masks: region count", name="regions",
+                                type="positive")
+  # how masks follow VGG's pools (regions.downsample_masks)
+  mask_pooling: str = flag_field("avg", help="how the masks follow VGG19's pooling",
+                                 choices=MASK_POOLINGS)
+  smooth: bool = flag_field(  # Luan's optional post-step
+      False, help="post-step with the content as guide (Luan's optional one; --smooth-method, "
+      "--smooth-weight or --matting-budget turn it on)", type="bool")
+  # "affine": affine_smooth; "guided": guided_smooth, one pass
+  smooth_method: str = flag_field(
+      "affine", help="post-step: 'affine' the nearest locally affine image, or 'guided' one "
+      "guided-filter pass", choices=SMOOTH_METHODS)
+  smooth_weight: float = flag_field(
+      AFFINE_WEIGHT, help="affine post-step: the matting Laplacian's weight", type="float")
   # affine: > 0 picks the weight per image, the least that keeps the output's matting_ratio
   # within this (0: smooth_weight for all)
-  matting_budget: float = 0.0
-  smooth_radius: int = 0  # guided filter (post-step "guided" and the parameterization): box
-  # radius, 0: long side / 24, at least 1 (calibrated, docs/photoreal.md)
-  smooth_eps: float = 1e-4
-  seed: int = 0
+  matting_budget: float = flag_field(
+      0.0, help="affine post-step: per image, the least smoothing that keeps the matting energy "
+      "within X times the content's (0: --smooth-weight)", type="non_negative", metavar="X")
+  # guided filter (post-step "guided" and the parameterization): box radius, 0: long side / 24,
+  # at least 1 (calibrated, docs/photoreal.md)
+  smooth_radius: int = flag_field(
+      0, help="guided filter radius, post-step and parameterization (0: size / 24)", type="int")
+  smooth_eps: float = flag_field(1e-4, help="guided filter regulariser", type="float")
+  seed: int = flag_field(0, help="seed of the automatic masks' clustering", type="int")
 
   @check_once
   def check(self) -> PhotoConfig:
@@ -165,12 +195,17 @@ class ReconstructConfig:
   ``nst-jax reconstruct``'s config (``nst_jax/cli/reconstruct.py``).
   """
   optim: OptimConfig = field(default_factory=lambda: OptimConfig(num_iters=100))
-  size: int = 128  # long side of the inputs and reconstructions, px
-  content_layers: tuple[str, ...] = ("conv1_2", "conv2_2", "conv3_2", "conv4_2", "conv5_2")
-  style_layers: tuple[str, ...] = LUAN_STYLE_LAYERS  # conv1_1 ... conv5_1
-  tv_weight: float = 0.0
-  pooling: str = "avg"
-  seed: int = 0  # of the initial noise
+  size: int = flag_field(128, help="long side of the inputs and reconstructions (px)",
+                         type="positive")
+  content_layers: tuple[str, ...] = flag_field(
+      ("conv1_2", "conv2_2", "conv3_2", "conv4_2", "conv5_2"),
+      help="one content reconstruction per layer", metavar="L1,L2")
+  style_layers: tuple[str, ...] = flag_field(  # conv1_1 ... conv5_1
+      LUAN_STYLE_LAYERS, help="one style reconstruction per growing stack of these layers",
+      metavar="L1,L2")
+  tv_weight: float = flag_field(0.0, help="weight of the total variation", type="non_negative")
+  pooling: str = flag_field("avg", help="VGG19's pooling layers", choices=POOLINGS)
+  seed: int = flag_field(0, help="seed of the initial noise", type="int")
 
   @check_once
   def check(self) -> ReconstructConfig:
@@ -195,15 +230,22 @@ class ReconstructConfig:
 @dataclass(frozen=True)
 class VisualizeConfig:
   """Regularized gradient ascent (Yosinski et al. 2015, Sec. 3)."""
-  size: int = 128  # side of the square images, px
-  num_iters: int = 200
-  learning_rate: float = 0.05  # step in pixel units along the gradient divided by its mean |g|
-  decay: float = 0.01  # L2 decay towards grey: x <- 0.5 + (1 - decay) (x - 0.5)
-  blur_every: int = 4  # Gaussian blur every N steps (0: never)
-  blur_sigma: float = 0.5  # px
-  jitter: int = 0  # random shifts of up to N px before each step (0: none)
-  spatial: str = "mean"  # maximize the channel's mean, or its "center" unit
-  pooling: str = "max"  # the network as trained
-  seed: int = 0
-  chunk: int = 10  # iterations per compiled chunk
+  size: int = flag_field(128, help="side of each image (px)", type="positive")  # square
+  num_iters: int = flag_field(200, help="gradient ascent steps", name="iters", type="positive")
+  learning_rate: float = flag_field(  # in pixel units, along the gradient divided by its mean |g|
+      0.05, help="step along the gradient normalized by its mean magnitude",
+      type="non_negative", aliases=("lr",))
+  decay: float = flag_field(  # x <- 0.5 + (1 - decay) (x - 0.5)
+      0.01, help="L2 decay towards grey per step", type="non_negative")
+  blur_every: int = flag_field(4, help="Gaussian blur every N steps (0: never)", type="int",
+                               metavar="N")
+  blur_sigma: float = flag_field(0.5, help="the blur's sigma (px)", type="non_negative")
+  jitter: int = flag_field(  # 0: none
+      0, help="random shift of up to PX pixels before each step", type="int", metavar="PX")
+  spatial: str = flag_field("mean", help="maximize the channel's mean or its center unit",
+                            choices=("mean", "center"))
+  pooling: str = flag_field(  # max: the network as trained
+      "max", help="VGG19's pooling layers", choices=POOLINGS)
+  seed: int = flag_field(0, help="seed of the initial noise and the jitter", type="int")
+  chunk: int = flag_field(10, help="iterations per compiled chunk", type="positive")
   conv_impl: str = "auto"  # VGG's convolutions: auto | xla | cpu_fast (see CONV_IMPLS)

@@ -11,6 +11,7 @@ from nst_jax.config.common import (
   SCHEDULES,
   ConfigError,
   check_once,
+  flag_field,
 )
 
 # ---------------------------------------------------------------------------- super-resolution
@@ -69,16 +70,21 @@ class SRConfig:
   """
   net: SRNetConfig = field(default_factory=SRNetConfig)
   loss: SRLossConfig = field(default_factory=SRLossConfig)
-  scale: int = 4
+  scale: int = flag_field(4, help="2, 3, 4 or 8", type="positive")
   degradation: str = "bicubic"
-  data: str = ""  # a folder of training photos, or "tfds:NAME"
+  data: str = flag_field("", help="a folder of training photos (recursive), or tfds:NAME; "
+                         "required unless --config gives it")
   size: int = 288  # HR training crops (Johnson et al.: 288 px); a multiple of the scale
   batch_size: int = 4  # the global batch, split over all devices
   num_steps: int = 200_000
   learning_rate: float = 1e-3
   schedule: str = "constant"
   seed: int = 0
-  init_from: str = ""  # a trained SR model (name, .npz, run) of this net and scale to start from
+  init_from: str = flag_field(  # a trained SR model of this net and scale to start from
+      "", help="start a new run from this trained model's parameters (same network and scale; "
+      "e.g. a pixel-loss model fine-tuned under a feature loss): a training workdir or "
+      "checkpoint folder, a shipped or installed model's name (e.g. sr_fast_x4; `nst-jax models "
+      "--kind sr`), or an exported .npz", metavar="MODEL")
   checkpoint_every: int = 1000
   keep_checkpoints: int = 3
   log_every: int = 50

@@ -284,10 +284,24 @@ def planned_hw(path: str | os.PathLike, size: int | None) -> tuple[int, int] | N
 
 
 def check_files_fit(kind: str, paths: Sequence[str | os.PathLike], size: int | None,
-                    budget: int | None, **model) -> None:
+                    budget: int | None, *, tiled_bytes: int = 0, **model) -> None:
   """``check_fits`` for image files about to be loaded with their long side scaled to ``size``
-  (from their headers: a hostile ``size`` is refused before the resize allocates it)."""
+  (from their headers: a hostile ``size`` is refused before the resize allocates it).
+
+  With ``tiled_bytes`` (per pixel, what a run in tiles keeps of the whole image: its input and
+  output, ``fast.tiled.SAVE_BYTES``), an image too large for the untiled run need only leave room
+  for that; 0: the run cannot be tiled.
+  """
   for path in paths:
     hw = planned_hw(path, size)
-    if hw is not None:
+    if hw is None:
+      continue
+    if not tiled_bytes or budget is None or estimate_peak_bytes(kind, hw, **model) <= budget:
       check_fits(kind, hw, budget, **model)
+      continue
+    need = BASE_BYTES[kind] + tiled_bytes * hw[0] * hw[1]
+    if need > budget:
+      room = max(0.0, (budget - BASE_BYTES[kind]) / tiled_bytes / (hw[0] * hw[1]))
+      raise UserError(f"a {hw[1]}x{hw[0]} {kind} run needs more than {need / GB:.3g} GB "
+                      f"even in tiles, more than the {budget / GB:.3g} GB allowed; the "
+                      f"largest size that fits is --size {int(max(hw) * room ** 0.5)}")

@@ -49,7 +49,7 @@ from nst_jax import config
 from nst_jax.core import checkpoint, colors, memory, model_file, zoo
 from nst_jax.core import smoothing as smoothing_lib
 from nst_jax.core.errors import UserError
-from nst_jax.fast import models, multistyle, nets, tiled
+from nst_jax.fast import nets, tiled
 
 DEFAULT_BUCKET = 32
 KIND = "style"  # the model-file kind of a style network (one style or several)
@@ -182,7 +182,7 @@ class Stylizer:
       raise UserError(f"bucket must be a positive multiple of {nets.MULTIPLE} and batch_size "
                       f">= 1, got {bucket}, {batch_size}")
     self.model, self.variables, self.meta = model, variables, meta or {}
-    cfg = models.from_dict(self.meta["config"]) if "config" in self.meta else None
+    cfg = nets.config_from_dict(self.meta["config"]) if "config" in self.meta else None
     self.smoothing = default_smoothing(model, cfg)
     self.bucket, self.batch_size = bucket, batch_size
     self.forward = lambda v, x, w: model.apply(v, x, w, train=False)  # un-jitted (fast.tiled)
@@ -193,12 +193,12 @@ class Stylizer:
     num_styles = getattr(model, "num_styles", 1)
     if len(self.style_names) != num_styles:
       self.style_names = [str(i) for i in range(num_styles)]
-    self.style_weights = multistyle.style_vector(self.style_names)  # [S]: the first style
+    self.style_weights = nets.style_vector(self.style_names)  # [S]: the first style
 
   def set_style(self, *, index: int | None = None, name: str | None = None,
                 mix: str | None = None) -> np.ndarray:
-    """Picks the style of a multi-style network (``multistyle.style_vector``); returns [S]."""
-    self.style_weights = multistyle.style_vector(self.style_names, index=index, name=name,
+    """Picks the style of a multi-style network (``nets.style_vector``); returns [S]."""
+    self.style_weights = nets.style_vector(self.style_names, index=index, name=name,
                                                  mix=mix)
     return self.style_weights
 
@@ -214,8 +214,8 @@ class Stylizer:
     if not saved.config:
       raise UserError(f"{path} is not a style network (no training config)")
     meta = {**saved.meta, "config": saved.config}
-    cfg = models.from_dict(saved.config)
-    model = models.make_model(cfg.net, bf16=bf16)
+    cfg = nets.config_from_dict(saved.config)
+    model = nets.make_model(cfg.net, bf16=bf16)
     check_params_fit(model, saved.variables["params"], path)
     return cls(model, {"params": saved.variables["params"]}, meta=meta, **kwargs)
 
@@ -260,10 +260,10 @@ class Stylizer:
       meta = ckpts.restore_meta(step)
       if meta.get("kind") == ARBITRARY:  # a run of ``nst-jax train --preset arbitrary``
         return _any_style().AnyStyleStylizer.from_checkpoint(path, bf16=bf16, **kwargs)
-      cfg = models.from_dict(meta["config"])
+      cfg = nets.config_from_dict(meta["config"])
       tree = ckpts.restore_leaves(step, lambda p: p[0] in ("params", "batch_stats") or (
           cfg.ema_decay > 0 and "ema_params" in p))
-    return cls(models.make_model(cfg.net, bf16=bf16), pick_variables(tree, cfg.ema_decay > 0),
+    return cls(nets.make_model(cfg.net, bf16=bf16), pick_variables(tree, cfg.ema_decay > 0),
                meta=meta, **kwargs)
 
   def stylize_batch(self, images: np.ndarray, styles: np.ndarray | None = None) -> np.ndarray:

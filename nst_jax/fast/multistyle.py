@@ -1,18 +1,19 @@
-"""One network, many styles: style targets per example, style choice and mixes, adding a style.
+"""One network, many styles: a run's styles, style targets per example, adding a style.
 
 Synopsis::
 
   from nst_jax.fast import multistyle
+  multistyle.style_paths(cfg)                              # the run's style images
   stacked = multistyle.stack_style_targets([targets_a, targets_b])   # leaves [S, ...]
   idx, w = multistyle.draw_styles(key, batch=4, num_targets=2, num_styles=2)  # [B], [B, S]
   per_example = multistyle.gather_style_targets(stacked, idx)        # leaves [B, ...]
-  w = multistyle.style_vector(["starry", "wave"], mix="0.5:starry,0.5:wave")  # [S]
   params3 = multistyle.add_style_rows(params2, 1)          # scale/bias [2, C] -> [3, C]
   tx = multistyle.add_style_optimizer(optax.adam(1e-3), first_new=2)   # only row 2 moves
 
 A multi-style network (``NetConfig.num_styles`` = S > 1) has conditional instance normalization
 (``layers.ConditionalInstanceNorm``): every normalization layer holds ``scale`` and ``bias`` [S, C],
-one row per style, and the call's style weights [B, S] blend the rows per example. Training draws
+one row per style, and the call's style weights [B, S] (``nets.style_vector``: a user's pick or
+mix) blend the rows per example. Training draws
 one style per batch element; its Gram targets are gathered from the stacked targets of all styles.
 Adding a style to a trained network fits only the new rows (the paper's few-minute fine-tuning):
 every other parameter, and the old rows, receive zero updates.
@@ -28,10 +29,9 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from nst_jax.core.errors import UserError
+from nst_jax.config import TrainConfig
 
 NORM_LEAVES = ("scale", "bias")
 
@@ -39,6 +39,11 @@ NORM_LEAVES = ("scale", "bias")
 def style_name(path: str) -> str:
   """A style's short name: the image file's stem (``van_gogh_starry_night``)."""
   return Path(path).stem
+
+
+def style_paths(cfg: TrainConfig) -> tuple[str, ...]:
+  """The run's style images: ``cfg.styles``, else ``(cfg.style,)`` (``()`` when neither is set)."""
+  return tuple(cfg.styles) or ((cfg.style,) if cfg.style else ())
 
 
 def stack_style_targets(targets: Sequence[dict]) -> dict:
@@ -71,48 +76,6 @@ def draw_styles(key: jax.Array, batch: int, num_targets: int,  # pylint: disable
   """
   idx = jax.random.randint(key, (batch,), 0, num_targets)
   return idx, jax.nn.one_hot(idx + (num_styles - num_targets), num_styles, dtype=jnp.float32)
-
-
-def style_vector(names: Sequence[str], *, index: int | None = None, name: str | None = None,
-                 mix: str | None = None) -> np.ndarray:
-  """The style weights [S] a user picks: ``index``, ``name``, or ``mix`` ("0.5:a,0.5:b"; names
-  or indices, weights normalized to sum 1); default the first style.
-
-  Raises:
-    UserError: an unknown name, an index out of range, a malformed mix, or several choices.
-  """
-  if sum(x is not None for x in (index, name, mix)) > 1:
-    raise UserError("give at most one of --style-index, --style-name and --mix")
-  weights = np.zeros(len(names), np.float32)
-  if mix is not None:
-    for part in mix.split(","):
-      w, sep, who = part.partition(":")
-      try:
-        value = float(w)
-      except ValueError:
-        value = -1.0
-      if not sep or not value >= 0:
-        raise UserError(f"--mix expects WEIGHT:STYLE,WEIGHT:STYLE (e.g. 0.5:starry,0.5:wave), "
-                        f"got {part!r}")
-      weights[_find_style(names, who.strip())] += value
-    if weights.sum() <= 0:
-      raise UserError(f"--mix weights must not all be 0: {mix!r}")
-    return weights / weights.sum()
-  weights[_find_style(names, name if name is not None else str(index or 0))] = 1.0
-  return weights
-
-
-def _find_style(names: Sequence[str], who: str) -> int:
-  if who.isdigit():
-    if int(who) >= len(names):
-      raise UserError(f"style index {who} out of range: the model has {len(names)} style(s)")
-    return int(who)
-  hits = [i for i, n in enumerate(names) if n == who] or [
-      i for i, n in enumerate(names) if who.lower() in n.lower()]
-  if len(hits) != 1:
-    raise UserError(f"style {who!r} {'is ambiguous' if hits else 'not found'}; the model's "
-                    f"styles: {', '.join(f'{i}:{n}' for i, n in enumerate(names))}")
-  return hits[0]
 
 
 def is_norm_leaf(path) -> bool:

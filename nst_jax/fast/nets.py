@@ -9,6 +9,9 @@ Synopsis::
   out = model.apply(variables, images)                        # [B, H, W, 3] in [0, 1]; H, W % 4 == 0
   out = nets.stylize_any_size(model, variables, odd_images)   # pads, applies, crops back
   nets.count_params(variables)                                # 1_679_235 for JohnsonNet
+  model = nets.make_model(cfg.net)                            # the net a NetConfig describes
+  cfg = nets.config_from_json(config.to_json(cfg))            # a run's config.json, rebuilt
+  w = nets.style_vector(["starry", "wave"], mix="0.5:starry,0.5:wave")  # [S] style weights
 
   # batch normalization: statistics live in the "batch_stats" collection
   out, updates = model.apply(variables, images, train=True, mutable=["batch_stats"])
@@ -31,7 +34,9 @@ References:
 from __future__ import annotations
 
 import functools
+import json
 import math
+from collections.abc import Sequence
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -301,3 +306,79 @@ def stylize_any_size(model: nn.Module, variables: Any, images: jax.Array) -> jax
     float32 [B, H, W, 3] in [0, 1].
   """
   return apply_any_size(lambda x: model.apply(variables, x, train=False), images)
+
+# ------------------------------------------------------------------ the network a config describes
+def make_model(net: config.NetConfig, *, bf16: bool = False) -> TransformNet:
+  """The ``TransformNet`` a ``NetConfig`` describes (bfloat16 compute with ``bf16``); its options
+  are checked when it is first called (``check_options``)."""
+  return TransformNet(normalization=net.normalization, upsample=net.upsample, padding=net.padding,
+                      width=net.width, num_residual=net.num_residual,
+                      input_blend=net.input_blend, output=net.output,
+                      affine_grid=net.affine_grid, pixel_shuffle=net.pixel_shuffle,
+                      conv_impl=net.conv_impl, num_styles=net.num_styles,
+                      dtype=jnp.bfloat16 if bf16 else jnp.float32)
+
+
+def config_from_json(text: str) -> config.TrainConfig:
+  """Rebuilds a ``TrainConfig`` from ``config.to_json`` output (unknown keys raise ``UserError``).
+
+  Everything a training run needs, the style image and data paths included, is in its config, so
+  the JSON written beside each checkpoint rebuilds the network (and the run) on its own.
+  """
+  try:
+    data = json.loads(text)
+  except json.JSONDecodeError as e:
+    raise UserError(f"not a training config (bad JSON: {e})") from None
+  return config_from_dict(data)
+
+
+def config_from_dict(data: dict) -> config.TrainConfig:
+  """``config_from_json`` of parsed JSON."""
+  if not isinstance(data, dict) or "net" not in data or "loss" not in data:
+    raise UserError("not a training config: no 'net' and 'loss' sections")
+  try:
+    return config.from_dict(config.TrainConfig, data)
+  except (TypeError, ValueError) as e:  # config.ConfigError included
+    raise UserError(f"not a valid training config: {e}") from None
+
+
+def style_vector(names: Sequence[str], *, index: int | None = None, name: str | None = None,
+                 mix: str | None = None) -> np.ndarray:
+  """The style weights [S] a user picks: ``index``, ``name``, or ``mix`` ("0.5:a,0.5:b"; names
+  or indices, weights normalized to sum 1); default the first style.
+
+  Raises:
+    UserError: an unknown name, an index out of range, a malformed mix, or several choices.
+  """
+  if sum(x is not None for x in (index, name, mix)) > 1:
+    raise UserError("give at most one of --style-index, --style-name and --mix")
+  weights = np.zeros(len(names), np.float32)
+  if mix is not None:
+    for part in mix.split(","):
+      w, sep, who = part.partition(":")
+      try:
+        value = float(w)
+      except ValueError:
+        value = -1.0
+      if not sep or not value >= 0:
+        raise UserError(f"--mix expects WEIGHT:STYLE,WEIGHT:STYLE (e.g. 0.5:starry,0.5:wave), "
+                        f"got {part!r}")
+      weights[_find_style(names, who.strip())] += value
+    if weights.sum() <= 0:
+      raise UserError(f"--mix weights must not all be 0: {mix!r}")
+    return weights / weights.sum()
+  weights[_find_style(names, name if name is not None else str(index or 0))] = 1.0
+  return weights
+
+
+def _find_style(names: Sequence[str], who: str) -> int:
+  if who.isdigit():
+    if int(who) >= len(names):
+      raise UserError(f"style index {who} out of range: the model has {len(names)} style(s)")
+    return int(who)
+  hits = [i for i, n in enumerate(names) if n == who] or [
+      i for i, n in enumerate(names) if who.lower() in n.lower()]
+  if len(hits) != 1:
+    raise UserError(f"style {who!r} {'is ambiguous' if hits else 'not found'}; the model's "
+                    f"styles: {', '.join(f'{i}:{n}' for i, n in enumerate(names))}")
+  return hits[0]

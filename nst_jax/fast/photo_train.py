@@ -2,7 +2,7 @@
 
 Synopsis::
 
-  from nst_jax.fast import models, photo_train
+  from nst_jax.fast import photo_train
   cfg = config.photoreal()                        # nst-jax train --preset photoreal
   regions = photo_train.fit_regions(vgg_params, style, sample_photos, cfg)        # once, host
   targets = photo_train.make_style_targets(vgg_params, style, regions, cfg)       # once

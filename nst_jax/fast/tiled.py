@@ -372,28 +372,3 @@ def stylize_image(tiler: Tiler, variables, image: np.ndarray, hw: tuple[int, int
       out[y0:y1] = finish(band[:y1 - y0, :w], image[y0:y1])
   tiler.run(variables, hw, rows, read_window, write_rows, progress=progress)
   return out
-
-
-def check_files_fit(paths, size: int | None, budget: int | None, *, batch: int = 1,
-                    tile: int | None = None) -> None:
-  """The command line's check of image files before they are loaded (from their headers, so a
-  hostile ``--size`` is refused before the resize allocates it): an image too large for the
-  untiled network must at least leave room for itself and its output in tiles (``tile`` not 0).
-
-  Raises:
-    UserError: one line naming the largest ``--size`` that fits.
-  """
-  if budget is None:
-    return
-  for path in paths:
-    hw = memory.planned_hw(path, size)
-    if hw is None or tile == 0 or memory.estimate_peak_bytes("stylize", hw, batch=batch) <= budget:
-      memory.check_files_fit("stylize", [path], size, budget, batch=batch)
-      continue
-    per_pixel = SAVE_BYTES
-    need = memory.BASE_BYTES["stylize"] + per_pixel * hw[0] * hw[1]
-    if need > budget:
-      room = max(0.0, (budget - memory.BASE_BYTES["stylize"]) / per_pixel / (hw[0] * hw[1]))
-      raise UserError(f"a {hw[1]}x{hw[0]} stylize run needs more than {need / memory.GB:.3g} GB "
-                      f"even in tiles, more than the {budget / memory.GB:.3g} GB allowed; the "
-                      f"largest size that fits is --size {int(max(hw) * room ** 0.5)}")

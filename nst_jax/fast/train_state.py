@@ -5,9 +5,9 @@ average) and its initialization; the state itself, its abstract shapes and the l
 Synopsis::
 
   from nst_jax import config
-  from nst_jax.fast import models, train_state
+  from nst_jax.fast import nets, train_state
   cfg = config.train_smoke()
-  model, tx = models.make_model(cfg.net), train_state.make_optimizer(cfg)
+  model, tx = nets.make_model(cfg.net), train_state.make_optimizer(cfg)
   state = train_state.create_train_state(model, tx, train_state.make_key(cfg.seed))
   variables = train_state.variables_of(state)    # what inference applies (the average if kept)
 """

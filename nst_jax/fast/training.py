@@ -3,13 +3,13 @@
 Synopsis::
 
   from nst_jax import config
-  from nst_jax.fast import models, training
+  from nst_jax.fast import nets, train_state, training
   cfg = config.override(config.thesis(), {"style": "starry.jpg", "data": "photos/"})
   state = training.train_and_evaluate(cfg, "runs/starry")     # resumes if runs/starry has one
   task = training.make_task(cfg, vgg_params)                  # what train_and_evaluate runs
 
   # the pieces, for custom loops and tests
-  model, tx = models.make_model(cfg.net), train_state.make_optimizer(cfg)
+  model, tx = nets.make_model(cfg.net), train_state.make_optimizer(cfg)
   state = train_state.init_train_state(model, tx, train_state.make_key(0), mesh)
   style_targets = training.make_style_targets(vgg_params, style_image, cfg.loss)
   step = training.jit_train_step(functools.partial(training.train_step, model=model, tx=tx,
@@ -48,7 +48,7 @@ from nst_jax.config import LossConfig, TrainConfig
 from nst_jax.core import digest, engine, image_io, objective, plots, vgg, vgg16_weights
 from nst_jax.core.errors import UserError
 from nst_jax.core import data, sharding
-from nst_jax.fast import models, multistyle, photo_train, train_state
+from nst_jax.fast import multistyle, nets, photo_train, train_state
 
 
 def make_style_targets(vgg_params, style: jax.Array, loss_cfg: LossConfig) -> dict:
@@ -219,7 +219,7 @@ def run_meta(cfg: TrainConfig, style_sha256: str | Sequence[str]) -> dict:
   """What each checkpoint stores beside the state: the config, the style images' hashes
   (``style_sha256``: the one image's, or a hash of all of them) and ``styles`` (name, sha256)."""
   hashes = [style_sha256] if isinstance(style_sha256, str) else list(style_sha256)
-  names = [multistyle.style_name(p) for p in models.style_paths(cfg)] or [""] * len(hashes)
+  names = [multistyle.style_name(p) for p in multistyle.style_paths(cfg)] or [""] * len(hashes)
   combined = hashes[0] if len(hashes) == 1 else hashlib.sha256(" ".join(hashes).encode()).hexdigest()
   return {"config": dataclasses.asdict(cfg), "style_sha256": combined,
           "styles": [{"name": n, "sha256": h} for n, h in zip(names, hashes)]}
@@ -227,7 +227,7 @@ def run_meta(cfg: TrainConfig, style_sha256: str | Sequence[str]) -> dict:
 
 def check_resumable(meta: dict, cfg: TrainConfig, style_sha256: str, workdir) -> None:
   """Refuses to resume a run whose network, loss or style differ from ``cfg``'s (UserError)."""
-  saved = models.from_dict(meta["config"])
+  saved = nets.config_from_dict(meta["config"])
   if meta.get("style_sha256") != style_sha256:
     raise UserError(f"{workdir} holds a run trained on another style image (sha256 "
                     f"{str(meta.get('style_sha256'))[:12]}...); use a new --workdir")
@@ -245,8 +245,8 @@ def add_style_params(cfg: TrainConfig):
   from nst_jax.fast import inference  # pylint: disable=import-outside-toplevel  (no cycle at import)
   base = inference.Stylizer.from_any(cfg.base_model)
   num_new = cfg.net.num_styles - getattr(base.model, "num_styles", 1)
-  if num_new != len(models.style_paths(cfg)) or "batch_stats" in base.variables:
-    raise UserError(f"{cfg.base_model} cannot take {len(models.style_paths(cfg))} new style(s) "
+  if num_new != len(multistyle.style_paths(cfg)) or "batch_stats" in base.variables:
+    raise UserError(f"{cfg.base_model} cannot take {len(multistyle.style_paths(cfg))} new style(s) "
                     f"as net.num_styles={cfg.net.num_styles} (it has "
                     f"{getattr(base.model, 'num_styles', 1)}; instance norm only)")
   base_styles = base.meta.get("styles") or [{"name": n, "sha256": ""} for n in base.style_names]
@@ -262,7 +262,7 @@ def make_task(cfg: TrainConfig, vgg_params=None) -> engine.Task:
     UserError: no style or data, or loss-network weights of another architecture.
   """
   cfg.check()
-  style_paths = models.style_paths(cfg)
+  style_paths = multistyle.style_paths(cfg)
   if not style_paths or not cfg.data:
     raise UserError("training needs a style image and training data (--style, --data)")
   styles = [image_io.load_image(p, size=cfg.style_size) for p in style_paths]  # [h, w, 3] each
@@ -275,7 +275,7 @@ def make_task(cfg: TrainConfig, vgg_params=None) -> engine.Task:
   elif vgg_params and vgg.architecture_of(vgg_params) != cfg.loss.loss_network:
     raise UserError(f"loss.loss_network is {cfg.loss.loss_network} but the weights given are "
                     f"{vgg.architecture_of(vgg_params)}")
-  model, tx = models.make_model(cfg.net, bf16=cfg.bf16), train_state.make_optimizer(cfg)
+  model, tx = nets.make_model(cfg.net, bf16=cfg.bf16), train_state.make_optimizer(cfg)
   samples = Samples(model, dataset.get_batch(0, cfg.num_samples)) if cfg.num_samples else None
   return engine.Task(
       cfg=cfg, tx=tx, init_variables=functools.partial(train_state.init_variables, model),
