@@ -49,6 +49,16 @@ def test_spans_partition_the_image_and_keep_the_halo_inside():
       assert lo - start >= (halo if start else 0) and end - hi >= (halo if end < n else 0)
 
 
+def test_fit_covers_the_side_in_as_many_tiles_with_the_least_overlap():
+  for n, tile, halo in ((1376, 512, 16), (2048, 512, 16), (5120, 512, 16), (56, 32, 12), (28, 32, 4)):
+    length = tiled.fit(n, tile, halo)
+    count = len(tiled.spans(n, tile, halo))
+    assert length % 4 == 0 and length <= min(n, tile)
+    assert len(tiled.spans(n, length, halo)) == count  # as many tiles, no longer
+    assert count * (length - 2 * halo) + 2 * halo >= n > count * (length - 4 - 2 * halo) + 2 * halo
+  assert tiled.fit(1376, 512) == 480  # 3 tiles of 480, not of 512
+
+
 def test_reflect_indices_pad_as_numpy_does():
   for n, padded in ((5, 32), (1, 4), (2, 9), (37, 64)):
     x = np.arange(n)
@@ -110,6 +120,7 @@ def test_stylizer_tiles_only_where_the_untiled_run_would_not_fit(photo, johnson,
   # The whole path: a budget the untiled run exceeds picks tiles, with the same output.
   monkeypatch.setattr(tiled, "DEFAULT_TILE", TILE)
   monkeypatch.setattr(tiled, "HALO", HALO)
+  monkeypatch.setattr(tiled, "RAM_STORES", 0)  # the stages go through temporary files
   ref = stylizer.stylize_many([photo], strength=0.5)[0]
   below = (memory.estimate_peak_bytes("stylize", HW, width=stylizer.model.width) - 1) / memory.GB
   monkeypatch.setattr(inference.Stylizer, "stylize_batch", None)  # the untiled path is not run

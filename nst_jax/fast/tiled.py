@@ -23,13 +23,15 @@ per-channel count, mean and centred sum of squares over the tile interiors (Chan
 pairwise update, float64 on the host); the last pass writes the network's output. Passes: the
 number of norm layers + 1. A tile's exact interior excludes ``halo`` pixels on every side that is
 not the image's border (where each convolution reflect-pads as the untiled network does); the
-convolutions between two points need far less than 16 pixels. Tiles keep one shape (the last
-ones of a row or column overlap more), so each pass compiles one program per image size.
+convolutions between two points need far less than 16 pixels. Tiles keep one shape per image,
+the shortest that covers it in as many tiles as ``tile`` would (``fit``), so each pass compiles
+one program per image size.
 
 Memory: the input image, the output, one tile's activations, and one full-width row band of the
 stored points a pass reads and writes; the stored points live in temporary files (the page
-cache, not this process's resident memory). ``estimate_bytes`` is that sum, calibrated to the
-peak RSS in BENCHMARKS.md ("Big pictures: fast stylization").
+cache, not this process's resident memory), or in memory while a pass holds at most
+``RAM_STORES`` bytes of them. ``estimate_bytes`` is that sum, calibrated to the peak RSS in
+BENCHMARKS.md ("Big pictures: fast stylization").
 
 References:
   Chan, Golub & LeVeque, "Algorithms for Computing the Sample Variance: Analysis and
@@ -57,6 +59,7 @@ HALO = 16  # pixels of context on each inner side of a tile (a multiple of 4)
 DEFAULT_TILE = 512  # tile side in input pixels
 NORMS = (nn.InstanceNorm, nn.BatchNorm, arbitrary_nets.StyleNorm)
 BLOCKS = (layers.ResidualBlock, arbitrary_nets.StyleResidualBlock)
+RAM_STORES = 512 * 2**20  # stores kept in memory while no pass holds more than these bytes
 IMAGE_BYTES = 4 * 3 * 2  # per pixel while stylizing: the float32 input and output
 SAVE_BYTES = IMAGE_BYTES + 3 * 2  # then while saving: with the 8-bit copy and PIL's image
 
@@ -89,6 +92,16 @@ def spans(n: int, length: int, halo: int = HALO) -> list[tuple[int, int, int]]:
   starts = list(range(0, n - length, length - 2 * halo)) + [n - length]
   bounds = [0] + [s + halo for s in starts[1:]] + [n]
   return [(s, bounds[i], bounds[i + 1]) for i, s in enumerate(starts)]
+
+
+def fit(n: int, tile: int, halo: int = HALO) -> int:
+  """The tile length used along a side of ``n`` pixels: as many tiles as ``tile`` would need,
+  each shrunk to the shortest multiple of 4 that still covers ``n``, so the last tile does not
+  recompute most of its neighbour (a 1376-pixel side in 512-pixel tiles: 3 of 480, not 512)."""
+  if n <= tile:
+    return n
+  count = len(spans(n, tile, halo))
+  return min(tile, -(-(-(-(n - 2 * halo) // count) + 2 * halo) // 4) * 4)
 
 
 def masked_moments(x: jax.Array, bounds: jax.Array, window_hw: tuple[int, int]):
@@ -189,25 +202,33 @@ class _Pass:
 
 
 class _Store:
-  # A point's values over the whole image [h, w, C] float32, in a temporary file: row bands
-  # are written and read with pwrite/pread (not mmap), so they never count as resident memory.
+  # A point's values over the whole image [h, w, C] float32: in this process's memory when the
+  # run's stores are small (``RAM_STORES``), else in a temporary file whose row bands are
+  # written and read with pwrite/pread (not mmap), so they never count as resident memory.
 
-  def __init__(self, shape: tuple[int, int, int]):
-    self.shape = shape
-    self.row_bytes = shape[1] * shape[2] * 4
-    self.file = tempfile.TemporaryFile(prefix="nst_jax_tile_")  # noqa: SIM115 (closed by run)
+  def __init__(self, shape: tuple[int, int, int], in_memory: bool = False):
+    self.shape, self.row_bytes = shape, shape[1] * shape[2] * 4
+    self.array = np.empty(shape, np.float32) if in_memory else None
+    self.file = None if in_memory else tempfile.TemporaryFile(prefix="nst_jax_tile_")  # noqa: SIM115 (closed by run)
 
   def write_rows(self, row: int, values: np.ndarray) -> None:
+    if self.array is not None:
+      self.array[row:row + len(values)] = values
+      return
     os.pwrite(self.file.fileno(), memoryview(np.ascontiguousarray(values, np.float32)).cast("B"),
               row * self.row_bytes)
 
   def read_rows(self, start: int, stop: int) -> np.ndarray:
+    if self.array is not None:
+      return self.array[start:stop]
     out = np.empty((stop - start,) + self.shape[1:], np.float32)
     os.preadv(self.file.fileno(), [memoryview(out).cast("B")], start * self.row_bytes)
     return out
 
   def close(self) -> None:
-    self.file.close()
+    self.array = None
+    if self.file is not None:
+      self.file.close()
 
 
 class Tiler:
@@ -231,7 +252,8 @@ class Tiler:
     self.compiled_shapes: set[tuple[int, ...]] = set()
 
   def window_hw(self, hw: tuple[int, int]) -> tuple[int, int]:
-    return min(hw[0], self.tile), min(hw[1], self.tile)
+    """The tile shape for an image of padded size ``hw`` (``fit`` on each side)."""
+    return fit(hw[0], self.tile, self.halo), fit(hw[1], self.tile, self.halo)
 
   def plan(self, variables, hw: tuple[int, int], rows) -> list[Point]:
     """The points of the network on one tile of an image of padded size ``hw`` (shapes only;
@@ -248,14 +270,22 @@ class Tiler:
       self._plans[key] = trace.points
     return self._plans[key]
 
+  def store_bytes(self, plan: list[Point], hw: tuple[int, int], *, band: bool = False) -> int:
+    """The most bytes of stored points a pass holds (whole images, or with ``band`` one row
+    band of those it reads and writes, as with the stores in files)."""
+    lh, lw = self.window_hw(hw)
+    sizes = [((lh if band else hw[0]) * p.shape[1] // lh) * (hw[1] * p.shape[2] // lw)
+             * p.shape[3] * 4 for p in plan]
+    return max((sum(n for n, p in zip(sizes, plan) if p.need > p.stage and (
+        p.stage <= k <= p.need if not band else k in (p.stage, p.need)))
+        for k in range(max((p.stage for p in plan), default=0) + 2)), default=0)
+
   def estimate_bytes(self, plan: list[Point], hw: tuple[int, int], *, width: float = 1.0,
                      smoothing: bool = False) -> int:
     """Estimated peak resident bytes of a tiled run on an image of padded size ``hw``."""
     lh, lw = self.window_hw(hw)
-    band = 0
-    for k in range(max((p.stage for p in plan), default=0) + 2):
-      live = [p for p in plan if p.need > p.stage and (p.stage == k or p.need == k)]
-      band = max(band, sum(p.shape[1] * (hw[1] * p.shape[2] // lw) * p.shape[3] * 4 for p in live))
+    band = self.store_bytes(plan, hw)
+    band = band if band <= RAM_STORES else self.store_bytes(plan, hw, band=True)
     window = memory.estimate_peak_bytes("stylize", (lh, lw), width=width) - memory.BASE_BYTES[
         "stylize"]
     pixels = hw[0] * hw[1]
@@ -291,6 +321,7 @@ class Tiler:
     lh, lw = self.window_hw(hw)
     ys, xs = spans(hw[0], lh, self.halo), spans(hw[1], lw, self.halo)
     num_norms = sum(p.kind in ("norm", "batch") for p in plan)
+    in_memory = self.store_bytes(plan, hw) <= RAM_STORES
     stores: dict[int, _Store] = {}
     stats: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -306,7 +337,7 @@ class Tiler:
         emits = [i for i, p in enumerate(plan) if p.stage == k < p.need]
         for i in emits:
           fy, fx = factor(plan[i])
-          stores[i] = _Store((hw[0] // fy, hw[1] // fx, plan[i].shape[3]))
+          stores[i] = _Store((hw[0] // fy, hw[1] // fx, plan[i].shape[3]), in_memory)
         moments = MomentSum()
         for y0, oy0, oy1 in ys:
           bands = {i: stores[i].read_rows(y0 // factor(plan[i])[0],
