@@ -3,7 +3,9 @@ BENCHMARKS.md, checkpoints/README.md and the docstrings name exists, and README'
 names every module of the package."""
 
 import ast
+import io
 import re
+import tokenize
 from pathlib import Path
 
 import pytest
@@ -34,6 +36,21 @@ def _docstrings(path: Path):
       text = ast.get_docstring(node, clean=False)
       if text:
         yield text
+
+
+def _comments(path: Path):
+  """Each comment block (consecutive comment lines joined, so a number split over two lines
+  is seen whole)."""
+  block, last = [], None
+  for tok in tokenize.generate_tokens(io.StringIO(path.read_text()).readline):
+    if tok.type == tokenize.COMMENT:
+      if last is not None and tok.start[0] != last + 1 and block:
+        yield " ".join(block)
+        block = []
+      block.append(tok.string.lstrip("#").strip())
+      last = tok.start[0]
+  if block:
+    yield " ".join(block)
 
 
 def _named_paths():
@@ -67,11 +84,19 @@ def _measurements(text: str) -> list[str]:
   return [m.group(0) for rx in (ISSUE, TIMING) for m in rx.finditer(text)]
 
 
-def test_no_docstring_cites_an_issue_or_a_measurement():
+def test_no_docstring_or_comment_cites_an_issue_or_a_measurement():
   found = sorted({f"{path.relative_to(REPO)}: {m}" for path in sorted(PACKAGE.rglob("*.py"))
-                  for text in _docstrings(path) for m in _measurements(text)})
+                  for text in (*_docstrings(path), *_comments(path))
+                  for m in _measurements(text)})
   assert not found, ("measurements and issue numbers belong in BENCHMARKS.md or docs/research/, "
-                     "not docstrings:\n" + "\n".join(found))
+                     "not docstrings or comments:\n" + "\n".join(found))
+
+
+def test_the_comment_scan_joins_a_block_and_splits_blocks(tmp_path):
+  src = tmp_path / "m.py"
+  src.write_text("x = 1  # takes 38.6\n# ms at 2x3\ny = 2\n\n# second block\n")
+  assert list(_comments(src)) == ["takes 38.6 ms at 2x3", "second block"]
+  assert _measurements(next(_comments(src))) == ["38.6 ms"]
 
 
 def test_the_measurement_check_sees_timings_and_issues_but_not_shapes_or_years():

@@ -110,9 +110,9 @@ _WINOGRAD = {
         np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0],
                   [0, 1, -1, 8, -8, 1]])),
 }
-# m for float32 stride-1 3x3 convolutions. m = 4 runs the residual blocks ~1.6x faster, but its
-# output error (~1.5e-5 on ThesisNet's [0, 1] output, 5x that of XLA's convolutions) exceeds the
-# 1e-5 to which tests/test_inference.py compares two tilings of the same image.
+# m for float32 stride-1 3x3 convolutions. m = 4 runs the residual blocks faster, but its output
+# error exceeds the 1e-5 to which tests/test_inference.py compares two tilings of the same image
+# (docs/research/implementation_notes.md).
 WINOGRAD_TILE = 2
 
 
@@ -125,7 +125,7 @@ def _combine(coeffs, xs):
 def _winograd_tiles(xp, m: int, tiles_h: int, tiles_w: int):
   # [B, m (th + 1), m (tw + 1), C] -> [n^2, B th tw, C] (n = m + 2): B^T d B for each overlapping
   # n x n tile d, as two separable passes (rows, then columns) over unstrided slices, which
-  # XLA:CPU fuses into two vectorized loops (one pass over n^2 strided slices is 2-3x slower).
+  # XLA:CPU fuses into two vectorized loops (one pass over n^2 strided slices is slower).
   bt, n = _WINOGRAD[m][0], m + 2
   b, _, wp, c = xp.shape
   rows = xp.reshape(b, tiles_h + 1, m, wp, c)
@@ -290,8 +290,8 @@ def _conv_space_to_depth(x, kernel, *, padding: str):
 # Two one-matmul forms of a VALID 3x3 correlation [B, H + 2, W + 2, I] x [3, 3, I, O] ->
 # [B, H, W, O] for the space-to-depth blocks of the 9x9 convolutions, whose narrow side (3
 # channels: 48 between 4x4 blocks) would make Winograd's sixteen products short and its transforms
-# of the wide side expensive. Measured at 256 / 512 / 1024 px against Winograd: 2.7x / 1.4x / 1.4x
-# faster for conv1 (3 -> 32), 2.2x / 1.6x for conv_out (32 -> 3).
+# of the wide side expensive; they are faster than Winograd there at every size measured
+# (docs/research/implementation_notes.md).
 def im2col_conv3x3(xp, kernel):
   """VALID 3x3 correlation [B, H + 2, W + 2, I] x [3, 3, I, O] -> [B, H, W, O] as one matmul:
   the nine shifted copies side by side [B, H, W, 9 I] times the kernel [9 I, O] (for few
@@ -394,9 +394,9 @@ def upsample_conv2d(x, kernel, *, padding: str = "reflect", impl: str = "auto"):
 
 
 # XLA:CPU differentiates a convolution for its kernel (the weight gradient) fast with 32 or 64
-# output channels and 3-15x slower with others (48: 199 ms against 65 ms padded to 64; 192: 1016
-# ms against 212 ms as three groups of 64; one 256x256 image, 32 inputs, 3x3). Measured in
-# benchmarks/sr_torch_bench.py's profile (BENCHMARKS.md, "SR against PyTorch").
+# output channels and several times slower with others (48 outputs slower than 64; 192 slower
+# than three groups of 64). Measured in benchmarks/sr_torch_bench.py's profile (BENCHMARKS.md,
+# "SR against PyTorch"; docs/research/implementation_notes.md).
 OUT_GROUP = 64
 
 

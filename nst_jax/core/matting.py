@@ -77,8 +77,8 @@ def _window_planes(x: jax.Array, radius: int) -> list[jax.Array]:
 # A column of ``[D; sqrt(eps) Id]`` is a pair (top, bottom) of either K and c planes
 # [B, H', W'] ("unrolled": every operation is per plane, so XLA fuses the whole computation into
 # a few loops, but the program has ~K times as many operations to compile) or two arrays
-# [B, H', W', K] and [B, H', W', c] ("stacked": 2.5-10x cheaper to compile, ~3.5x slower to run
-# at 512 px on a CPU). The helpers below take either.
+# [B, H', W', K] and [B, H', W', c] ("stacked": cheaper to compile, slower to run on a CPU;
+# docs/research/implementation_notes.md). The helpers below take either.
 
 
 def _inner(a, b):
@@ -240,7 +240,7 @@ def apply_with_coefficients(coeffs: MattingCoefficients, v: jax.Array) -> jax.Ar
   h, w = pr.v.shape[-2:]
   # L v = sum_k S_k^T (v_k - mean_k - Q_k Q_k^T v_k). The first two terms do not depend on the
   # offset: (windows covering the pixel) * v minus the covering windows' means. Summing them
-  # per offset instead would recompute each window mean for every offset (2x slower on a CPU).
+  # per offset instead would recompute each window mean for every offset (slower on a CPU).
   # Gather form: each output pixel reads its covering windows from arrays padded by 2r.
   r2 = 2 * pr.radius
   pad = lambda x: _pad_windows(x, pr.radius)

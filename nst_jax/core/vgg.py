@@ -142,7 +142,7 @@ def _conv3x3_xla(x, kernel):
 # arguments (an optimizer's parameters) the whole Gatys value and gradient in the optimizer's
 # loop is ~20 % faster at 256 and 512 px (benchmarks/optimize_bench.py), and no less accurate
 # (against float64, the gradient at 512 px: 1.6e-3 of its largest entry against 5.0e-3). With
-# 64-128 channels, and below 512 pixels (conv5 of a 256 px image: 1.1-1.3x slower), XLA's
+# 64-128 channels, and below 512 pixels (conv5 of a 256 px image), XLA's
 # convolution is faster (benchmarks/vgg_conv_bench.py); small layers also keep the many small
 # ops of the transforms out of the test-sized programs (with them, the suite compiled 30 % longer).
 # The transforms are transient buffers of 4 (I + O) floats per output pixel.
@@ -194,10 +194,9 @@ NARROW = 3  # images with a side below the kernel's: one matmul (``_conv3x3_narr
 
 def _conv3x3_narrow(x, kernel):
   # XLA:CPU's convolution is slow on an image narrower than its 3x3 kernel (VGG's conv5 at
-  # 32-48 px, conv4 at 16-24 px: 1x1 to 2x3 pixels): 512 -> 512 channels at 2x3 takes 38.6 ms
-  # forward and input gradient, 6 ms at 4x6. Nine shifted copies times the kernel take 1.9 ms;
-  # 5-20x faster on every narrow shape (benchmarks/vgg_conv_bench.py --narrow). Autodiff
-  # gives matmuls for both gradients.
+  # 32-48 px, conv4 at 16-24 px: 1x1 to 2x3 pixels). Nine shifted copies times the kernel are
+  # several times faster on every narrow shape (benchmarks/vgg_conv_bench.py --narrow;
+  # docs/research/implementation_notes.md). Autodiff gives matmuls for both gradients.
   return conv.im2col_conv3x3(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))), kernel)
 
 

@@ -164,7 +164,7 @@ class TransformNet(nn.Module):
         x = layers.upsample(x, self.channels(base), mode=self.upsample, padding=self.padding,
                             dtype=self.dtype, conv_impl=self.conv_impl, index=i)
       x = norm_relu(x, f"norm{3 + i}")
-    if self.output == "affine":  # per-pixel colour transforms (3x3: 4x cheaper than 9x9 here)
+    if self.output == "affine":  # per-pixel colour transforms (a 3x3 conv: cheaper than a 9x9 here)
       coeffs = conv(x, 12, 3, name="conv_out").astype(jnp.float32)  # [B, H, W, 12]
       return self._blend(affine_output(coeffs, images.astype(jnp.float32)), images)
     if shuffle:  # [B, H, W, 3]

@@ -166,7 +166,7 @@ def run_worker(cfg: config.WebConfig) -> None:
   huey, tasks = make_queue(cfg, executor=executor)
   enqueue_forgotten(executor.db, tasks, cfg, all_running=True)
   poll = max(cfg.poll_s, 0.001)
-  # A constant poll: huey's default backoff lets an idle worker sleep 0.5 s between looks, a
+  # A constant poll: huey's default backoff lets an idle worker sleep between looks, a
   # large share of a fast job (benchmarks/web_overhead.py). A look is one indexed SQLite read, so
   # polling every ``poll_s`` costs little of a core (docs/research/implementation_notes.md).
   consumer = huey.create_consumer(workers=1, worker_type="thread", initial_delay=poll,
