@@ -36,6 +36,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import types
 from collections.abc import Sequence
 from typing import Any, Callable
 
@@ -131,7 +132,7 @@ class TransformNet(nn.Module):
     Returns:
       float32 [B, H, W, 3] in [0, 1].
     """
-    check_options(self)
+    options_checked(tuple(getattr(self, name) for name in _OPTIONS))
     _check_size(images.shape)
     w = self._style_weights(style_weights, images.shape[0])  # [B, S] or None
     conv = functools.partial(layers.conv_layer, padding=self.padding, dtype=self.dtype,
@@ -225,6 +226,18 @@ def check_options(model: TransformNet) -> None:
     raise UserError(f"invalid network size or blend: width={model.width} (> 0), "
                     f"num_residual={model.num_residual} (>= 0), "
                     f"input_blend={model.input_blend} (in [0, 1))")
+
+
+_OPTIONS = ("normalization", "upsample", "padding", "output", "conv_impl", "num_styles",
+            "affine_grid", "pixel_shuffle", "width", "num_residual", "input_blend")
+
+
+@functools.lru_cache(maxsize=64)
+def options_checked(values: tuple) -> None:
+  """``check_options`` once per distinct option values: every trace of a network (the parameter
+  shapes, then each compilation) calls it, and a value that passed once passes again. A failing
+  check is not cached."""
+  check_options(types.SimpleNamespace(**dict(zip(_OPTIONS, values))))
 
 
 def _check_size(shape: tuple[int, ...]) -> None:
