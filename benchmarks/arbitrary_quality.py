@@ -5,7 +5,7 @@ Synopsis::
 
   python3 benchmarks/arbitrary_quality.py refs                       # the L-BFGS-B references
   python3 benchmarks/arbitrary_quality.py refs --reverse             # a second process beside it
-  python3 benchmarks/arbitrary_quality.py score --refine-steps 40    # network before / after
+  python3 benchmarks/arbitrary_quality.py score --norms              # network before / after
   python3 benchmarks/arbitrary_quality.py report                     # tables from the two JSONs
   python3 benchmarks/arbitrary_quality.py net-images --styles ...    # the network alone, cheap
   python3 benchmarks/arbitrary_quality.py sheet                      # docs/arbitrary_sheet.jpg
@@ -128,7 +128,7 @@ def run_score(args, vgg_params, data: Path) -> None:
     res = refine.refine_embedding(model, style, train, vgg_params=vgg_params,
                                   steps=args.refine_steps, learning_rate=args.lr,
                                   norms=args.norms, loss_cfg=loss_cfg,
-                                  batch=args.refine_batch)
+                                  batch=args.refine_batch, optimizer=args.optimizer)
     refinements[s] = {"cpu_s": res.seconds, "steps": res.steps, "train_loss":
                       [res.losses[0], res.losses[-1]], **res.settings}
     targets = training.make_style_targets(vgg_params, np.asarray(style)[None], loss_cfg)
@@ -256,12 +256,13 @@ def main(argv=None) -> int:
   p.add_argument("--seed", action="store_true", help="refs: start from zoo_quality_zoo8.json")
   p.add_argument("--reverse", action="store_true", help="refs: take the list from its end (a "
                  "second refs process beside a first shares the work)")
-  p.add_argument("--refine-steps", type=int, default=40)
-  p.add_argument("--refine-photos", type=int, default=2)
+  p.add_argument("--optimizer", choices=refine.OPTIMIZERS, default="lbfgs")
+  p.add_argument("--refine-steps", type=int, default=24, help="Adam steps or L-BFGS evaluations")
+  p.add_argument("--refine-photos", type=int, default=4)
   p.add_argument("--refine-size", type=int, default=128)
   p.add_argument("--refine-batch", type=int, default=None,
                  help="photos per refinement step (default: all --refine-photos at every step)")
-  p.add_argument("--lr", type=float, default=0.1)
+  p.add_argument("--lr", type=float, default=0.1, help="Adam's learning rate")
   p.add_argument("--norms", action="store_true", help="also refine the instance-norm offsets")
   p.add_argument("--train-photos", default=None, help="refinement photos (default: COCO crops)")
   p.add_argument("--scores", nargs="*", default=None, help="report: score JSONs (default --out)")
