@@ -14,7 +14,8 @@ Synopsis::
   model = arbitrary.load_arbitrary()
   painting = image_io.load_image("starry.jpg", size=256)
   photos = refine.load_photos(refine.default_photo_dir(), count=4, size=128)     # [4, 128, 128, 3]
-  result = refine.refine_embedding(model, painting, photos, steps=60, vgg_params=vgg_params,
+  result = refine.refine_embedding(model, painting, photos, steps=24, vgg_params=vgg_params,
+                                   norms=True, optimizer="lbfgs",   # or "adam" (learning_rate)
                                    callback=lambda step, loss: print(step, loss))
   refine.save_style("starry", result, painting_sha256=sha, base_sha256=model_sha)
   style = refine.load_style("starry")             # a StoredStyle: embedding [E], norm deltas
