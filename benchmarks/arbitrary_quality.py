@@ -5,7 +5,7 @@ Synopsis::
 
   python3 benchmarks/arbitrary_quality.py refs                       # the L-BFGS-B references
   python3 benchmarks/arbitrary_quality.py refs --reverse             # a second process beside it
-  python3 benchmarks/arbitrary_quality.py score --refine-steps 40    # network before / after
+  python3 benchmarks/arbitrary_quality.py score --norms              # network before / after
   python3 benchmarks/arbitrary_quality.py report                     # tables from the two JSONs
   python3 benchmarks/arbitrary_quality.py net-images --styles ...    # the network alone, cheap
   python3 benchmarks/arbitrary_quality.py sheet                      # docs/arbitrary_sheet.jpg
@@ -121,21 +121,31 @@ def run_score(args, vgg_params, data: Path) -> None:
   photos = {p: image_io.load_image(data / "content" / p, size=args.size)
             for p in bc.QUALITY_PHOTOS[:args.photos]}
   old = read_json(Path(args.out))
+  known = {(r["style"], r["photo"]): r["net"] for f in args.reuse_net
+           for r in read_json(Path(f)).get("rows", [])}  # the network's own terms: deterministic
   rows = [r for r in old.get("rows", []) if r["style"] not in args.styles]
   refinements = {k: v for k, v in old.get("refinements", {}).items() if k not in args.styles}
   for s in args.styles:
     style = image_io.load_image(data / "styles" / f"{s}.jpg", size=256)
+    if args.net_only:  # no refinement: the network's terms alone
+      _score_net(args, model, style, s, photos, vgg_params, loss_cfg, rows)
+      bc.write_result(args.out, {"rows": rows, "refinements": refinements}, args)
+      continue
     res = refine.refine_embedding(model, style, train, vgg_params=vgg_params,
                                   steps=args.refine_steps, learning_rate=args.lr,
                                   norms=args.norms, loss_cfg=loss_cfg,
-                                  batch=args.refine_batch)
+                                  batch=args.refine_batch, optimizer=args.optimizer)
     refinements[s] = {"cpu_s": res.seconds, "steps": res.steps, "train_loss":
                       [res.losses[0], res.losses[-1]], **res.settings}
     targets = training.make_style_targets(vgg_params, np.asarray(style)[None], loss_cfg)
     for p, photo in photos.items():
-      outs = {"net": model.stylize(photo, res.initial_embedding),
-              "refined": refine.stylize(model, photo, res.embedding, res.norm_deltas)}
+      net_png = image_dir() / f"net_{s}_{Path(p).stem}.png"
       row = {"style": s, "photo": p}
+      outs = {"refined": refine.stylize(model, photo, res.embedding, res.norm_deltas)}
+      if (s, p) in known and (p not in SHEET_PHOTOS or net_png.is_file()):
+        row["net"] = known[(s, p)]
+      else:
+        outs["net"] = model.stylize(photo, res.initial_embedding)
       for k, out in outs.items():
         row[k] = bc.quality_loss(vgg_params, np.asarray(out), photo, targets, loss_cfg)
         if p in SHEET_PHOTOS:
@@ -144,6 +154,16 @@ def run_score(args, vgg_params, data: Path) -> None:
     print(f"{s:<36} refined in {res.seconds:.1f} CPU s; train loss {res.losses[0]:.4g} -> "
           f"{res.losses[-1]:.4g}", flush=True)
     bc.write_result(args.out, {"rows": rows, "refinements": refinements}, args)
+
+
+def _score_net(args, model, style, s, photos, vgg_params, loss_cfg, rows) -> None:
+  emb = model.embed(style)
+  targets = training.make_style_targets(vgg_params, np.asarray(style)[None], loss_cfg)
+  for p, photo in photos.items():
+    out = np.asarray(model.stylize(photo, emb))
+    rows.append({"style": s, "photo": p,
+                 "net": bc.quality_loss(vgg_params, out, photo, targets, loss_cfg)})
+  print(f"{s:<36} network scored", flush=True)
 
 
 def run_net_images(args, data: Path) -> None:
@@ -168,11 +188,12 @@ def summarize(scores: dict, refs: dict) -> dict:
     ref = [refs[s][r["photo"]] for r in rows]
     entry = {"photos": len(rows), **{f"lbfgs_{t}": float(np.mean([x[t] for x in ref]))
                                      for t in ("content", "style", "total")}}
-    for k in ("net", "refined"):
+    for k in ("net", "refined") if all("refined" in r for r in rows) else ("net",):
       entry[f"{k}_ratio"] = float(np.mean([r[k]["total"] / x["total"] for r, x in zip(rows, ref)]))
       for t in ("content", "style"):
         entry[f"{k}_{t}"] = float(np.mean([r[k][t] for r in rows]))
-    entry["drop_pct"] = 100.0 * (1.0 - entry["refined_ratio"] / entry["net_ratio"])
+    if "refined_ratio" in entry:
+      entry["drop_pct"] = 100.0 * (1.0 - entry["refined_ratio"] / entry["net_ratio"])
     entry["cpu_s"] = scores.get("refinements", {}).get(s, {}).get("cpu_s")
     out[s] = entry
   return out
@@ -183,13 +204,18 @@ def print_report(summary: dict) -> None:
         "refined / L-BFGS | style net / refined / L-BFGS |")
   print("|---|---|---|---|---|---|---|---|")
   for s, e in summary.items():
-    print(f"| {s} | {e['photos']} | {e['net_ratio']:.2f} | {e['refined_ratio']:.2f} | "
-          f"{e['drop_pct']:.0f} | {e['cpu_s'] or float('nan'):.1f} | {e['net_content']:.4g} / "
-          f"{e['refined_content']:.4g} / {e['lbfgs_content']:.4g} | {e['net_style']:.4g} / "
-          f"{e['refined_style']:.4g} / {e['lbfgs_style']:.4g} |")
+    g = lambda k, e=e: f"{e[k]:.4g}" if k in e else "-"  # no refined terms: --net-only
+    print(f"| {s} | {e['photos']} | {e['net_ratio']:.2f} | {g('refined_ratio')} | "
+          f"{g('drop_pct')} | {e['cpu_s'] or float('nan'):.1f} | {g('net_content')} / "
+          f"{g('refined_content')} / {g('lbfgs_content')} | {g('net_style')} / "
+          f"{g('refined_style')} / {g('lbfgs_style')} |")
+  both = [e for e in summary.values() if "refined_ratio" in e]
   if summary:
-    mean = {k: np.mean([e[k] for e in summary.values()]) for k in ("net_ratio", "refined_ratio")}
-    print(f"mean over {len(summary)} paintings: net {mean['net_ratio']:.2f}, refined "
+    print(f"mean over {len(summary)} paintings: net "
+          f"{np.mean([e['net_ratio'] for e in summary.values()]):.2f}")
+  if both:
+    mean = {k: np.mean([e[k] for e in both]) for k in ("net_ratio", "refined_ratio")}
+    print(f"mean over the {len(both)} refined: net {mean['net_ratio']:.2f}, refined "
           f"{mean['refined_ratio']:.2f} ({100 * (1 - mean['refined_ratio'] / mean['net_ratio']):.0f}"
           " % lower)")
 
@@ -204,7 +230,7 @@ def update_metrics(summary: dict, args) -> Path:
                     "`nst-jax models import magenta` first")
   ratios = entry.setdefault("metrics", {}).setdefault("loss_ratio_vs_lbfgs", {})
   for s, e in summary.items():
-    ratios[s] = {"ratio_mean": e["net_ratio"], "refined_ratio_mean": e["refined_ratio"],
+    ratios[s] = {"ratio_mean": e["net_ratio"], "refined_ratio_mean": e.get("refined_ratio"),
                  "photos": e["photos"], "size": args.size, "lbfgs_iters": args.iters}
   zoo.add_entry(zoo.user_dir(), entry)
   return zoo.user_dir() / zoo.MANIFEST_NAME
@@ -256,13 +282,17 @@ def main(argv=None) -> int:
   p.add_argument("--seed", action="store_true", help="refs: start from zoo_quality_zoo8.json")
   p.add_argument("--reverse", action="store_true", help="refs: take the list from its end (a "
                  "second refs process beside a first shares the work)")
-  p.add_argument("--refine-steps", type=int, default=40)
-  p.add_argument("--refine-photos", type=int, default=2)
+  p.add_argument("--optimizer", choices=refine.OPTIMIZERS, default="lbfgs")
+  p.add_argument("--refine-steps", type=int, default=24, help="Adam steps or L-BFGS evaluations")
+  p.add_argument("--refine-photos", type=int, default=4)
   p.add_argument("--refine-size", type=int, default=128)
   p.add_argument("--refine-batch", type=int, default=None,
                  help="photos per refinement step (default: all --refine-photos at every step)")
-  p.add_argument("--lr", type=float, default=0.1)
+  p.add_argument("--lr", type=float, default=0.1, help="Adam's learning rate")
   p.add_argument("--norms", action="store_true", help="also refine the instance-norm offsets")
+  p.add_argument("--net-only", action="store_true", help="score: the network alone, no refinement")
+  p.add_argument("--reuse-net", nargs="*", default=[], help="score: earlier score JSONs whose "
+                 "network terms (deterministic) are taken as they are, not computed again")
   p.add_argument("--train-photos", default=None, help="refinement photos (default: COCO crops)")
   p.add_argument("--scores", nargs="*", default=None, help="report: score JSONs (default --out)")
   p.add_argument("--sheet", default=str(bc.REPO / "docs" / "arbitrary_sheet.jpg"))

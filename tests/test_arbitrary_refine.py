@@ -9,7 +9,8 @@ from PIL import Image
 from nst_jax import config
 from nst_jax.cli import main
 from nst_jax.core.errors import UserError
-from nst_jax.fast import arbitrary, arbitrary_refine as refine, magenta
+from nst_jax.fast import arbitrary, magenta
+from nst_jax.fast import arbitrary_refine as refine
 
 TINY = config.ArbitraryConfig(predictor="mobilenet_v2_tiny", embedding_dim=8, width=0.125,
                               num_residual=1, style_size=32, conv_impl="xla")
@@ -49,9 +50,28 @@ def test_refinement_lowers_the_loss(tiny_model, vgg_params):
   assert not np.allclose(result.embedding, result.initial_embedding)
   np.testing.assert_allclose(result.initial_embedding, tiny_model.embed(_painting()), atol=1e-6)
   assert result.settings["photos"] == 2 and result.seconds > 0
-  compiled = refine.refine_step._cache_size()  # pylint: disable=protected-access
+  compiled = refine.loss_and_grad._cache_size()  # pylint: disable=protected-access
   _refine(tiny_model, vgg_params, steps=1, learning_rate=0.2)  # another call: no recompile
-  assert refine.refine_step._cache_size() == compiled  # pylint: disable=protected-access
+  assert refine.loss_and_grad._cache_size() == compiled  # pylint: disable=protected-access
+
+
+def test_lbfgs_refinement_lowers_the_loss_within_its_evaluations(tiny_model, vgg_params):
+  seen = []
+  result = _refine(tiny_model, vgg_params, steps=5, optimizer="lbfgs",
+                   callback=lambda step, loss: seen.append((step, loss)))
+  assert [s for s, _ in seen] == [1, 2, 3, 4, 5]  # the budget holds inside a line search too
+  assert result.losses[:-1] == tuple(loss for _, loss in seen)
+  assert result.losses[-1] == min(result.losses) < result.losses[0]  # the best point returned
+  assert result.settings["optimizer"] == "lbfgs" and result.norm_deltas is None
+  # the returned embedding has the reported loss
+  targets = refine.training.make_style_targets(vgg_params, _painting()[None], SMALL_LOSS)
+  loss = refine.refine_loss({"embedding": result.embedding, "norm_deltas": None},
+                            tiny_model.params, _photos(), vgg_params, targets, SMALL_LOSS, TINY)
+  assert float(loss) == pytest.approx(result.losses[-1], rel=1e-4)
+  for kw, match in (({"optimizer": "sgd"}, "optimizer must be one of lbfgs, adam"),
+                    ({"optimizer": "lbfgs", "batch": 1}, "L-BFGS .* all photos")):
+    with pytest.raises(UserError, match=match):
+      _refine(tiny_model, vgg_params, steps=1, **kw)
 
 
 def test_refinement_in_mini_batches_takes_the_photos_in_turn(tiny_model, vgg_params):
@@ -158,7 +178,8 @@ def test_cli_refine_tiny_model_end_to_end(tmp_path, monkeypatch, capsys, vgg_pat
     Image.fromarray((_photos(1, 48)[0] * 255).astype(np.uint8)).save(photos / f"{i}.png")
   Image.fromarray((_painting(40) * 255).astype(np.uint8)).save(tmp_path / "paint.png")
   assert main(["models", "refine", "--style-image", str(tmp_path / "paint.png"), "--name",
-               "tiny", "--steps", "2", "--photos", str(photos), "--photo-size", "32",
+               "tiny", "--steps", "2", "--photos", str(photos), "--photo-count", "2",
+               "--photo-size", "32",
                "--vgg-weights", str(vgg_path)]) == 0
   assert "refined style 'tiny'" in capsys.readouterr().out
   assert refine.load_style("tiny").embedding.shape == (8,)

@@ -37,19 +37,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="only models of this kind (style, sr, arbitrary, ...)")
   parser.add_argument("--verify", action="store_true",
                       help="check each file against its manifest sha256 (exit 2 if one fails)")
-  refine = parser.add_argument_group("refine (Adam on the style embedding, the zoo's loss)")
+  refine = parser.add_argument_group("refine (L-BFGS or Adam on the style embedding, the zoo's loss)")
   refine.add_argument("--style-image", default=None, help="refine: the painting")
   refine.add_argument("--name", default=None, help="refine: the style's name (stylize --style-name)")
-  refine.add_argument("--steps", type=int, default=40, help="refine: Adam steps (default 40)")
+  refine.add_argument("--optimizer", choices=("lbfgs", "adam"), default="lbfgs",
+                      help="refine: L-BFGS on all photos at once (default) or Adam steps")
+  refine.add_argument("--steps", type=int, default=24, help="refine: L-BFGS loss evaluations or "
+                      "Adam steps (default 24)")
   refine.add_argument("--photos", default=None, help="refine: a folder of training photos "
                       "(default: SHARED/train/coco2017_256)")
-  refine.add_argument("--photo-count", type=int, default=2, help="refine: photos used (default 2)")
+  refine.add_argument("--photo-count", type=int, default=4, help="refine: photos used (default 4)")
   refine.add_argument("--photo-size", type=int, default=128, help="refine: crop side (default 128)")
-  refine.add_argument("--batch", type=int, default=None, help="refine: photos per step, taken in "
-                      "turn from the --photo-count photos (default: all of them every step)")
+  refine.add_argument("--batch", type=int, default=None, help="refine, Adam: photos per step, "
+                      "taken in turn from the --photo-count photos (default: all of them every step)")
   refine.add_argument("--lr", type=float, default=0.1, help="refine: Adam's learning rate")
-  refine.add_argument("--norms", action="store_true",
-                      help="refine: also fit offsets of the instance norms' scales and shifts")
+  refine.add_argument("--norms", action=argparse.BooleanOptionalAction, default=True,
+                      help="refine: also fit offsets of the instance norms' scales and shifts "
+                      "(default: yes)")
   refine.add_argument("--vgg-weights", default=None, help="refine: VGG19 .npz (default: the cache)")
 
 
@@ -123,7 +127,7 @@ def refine_style(args: argparse.Namespace) -> str:
     result = arbitrary_refine.refine_embedding(model, painting, photos, vgg_params=vgg_params,
                                                steps=args.steps, learning_rate=args.lr,
                                                norms=args.norms, batch=args.batch,
-                                               callback=on_step)
+                                               optimizer=args.optimizer, callback=on_step)
   path = arbitrary_refine.save_style(
       args.name, result, painting_sha256=digest.file_digest(args.style_image),
       base_sha256=digest.file_digest(magenta.model_path()),

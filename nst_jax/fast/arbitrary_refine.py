@@ -2,10 +2,10 @@
 
 The style prediction network of Ghiasi et al. maps a painting to its embedding in one pass; that
 embedding is a good start but not the best the transfer network can do for that painting under
-the project's perceptual loss. Refinement runs a few Adam steps on the embedding alone (optionally
-also on per-channel offsets of every instance norm's scale and shift, ``norms=True``) with the
-loss the zoo's networks are trained and scored with (``training.perceptual_loss_terms``: VGG19
-Gram style, content, TV) over a few small photo crops. The transfer network stays frozen. The
+the project's perceptual loss. Refinement fits the embedding alone (optionally also per-channel
+offsets of every instance norm's scale and shift, ``norms=True``) to the loss the zoo's networks
+are trained and scored with (``training.perceptual_loss_terms``: VGG19 Gram style, content, TV)
+over a few small photo crops, by L-BFGS on the whole (deterministic) batch, or by Adam steps. The transfer network stays frozen. The
 result can be stored as a named style in the user cache and used like a painting's embedding.
 
 Synopsis::
@@ -14,7 +14,8 @@ Synopsis::
   model = arbitrary.load_arbitrary()
   painting = image_io.load_image("starry.jpg", size=256)
   photos = refine.load_photos(refine.default_photo_dir(), count=4, size=128)     # [4, 128, 128, 3]
-  result = refine.refine_embedding(model, painting, photos, steps=60, vgg_params=vgg_params,
+  result = refine.refine_embedding(model, painting, photos, steps=24, vgg_params=vgg_params,
+                                   norms=True, optimizer="lbfgs",   # or "adam" (learning_rate)
                                    callback=lambda step, loss: print(step, loss))
   refine.save_style("starry", result, painting_sha256=sha, base_sha256=model_sha)
   style = refine.load_style("starry")             # a StoredStyle: embedding [E], norm deltas
@@ -27,22 +28,28 @@ References:
   Johnson, Alahi & Fei-Fei, "Perceptual Losses for Real-Time Style Transfer and
   Super-Resolution", ECCV 2016 (the loss).
   Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015.
+  Byrd, Lu, Nocedal & Zhu, "A limited memory algorithm for bound constrained optimization",
+  SIAM J. Sci. Comput. 16(5), 1995 (scipy's L-BFGS-B).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import scipy.optimize
+from jax.flatten_util import ravel_pytree
 
 from nst_jax import config
 from nst_jax.config import LossConfig
@@ -54,6 +61,7 @@ STYLE_FORMAT = "nst_jax-arbitrary-style-1"
 STYLE_KIND = "arbitrary_style"  # the model-file kind of a refined style
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 NORM_PROJECTIONS = ("beta", "gamma")
+OPTIMIZERS = ("lbfgs", "adam")
 
 
 def default_loss_config() -> LossConfig:
@@ -174,46 +182,59 @@ def refine_loss(trainable: dict, params: dict, photos: jax.Array, vgg_params, st
   return jnp.mean(terms["total"])
 
 
-# The optimizer is rebuilt from its (static, hashable) learning rate inside the step: an optax
+# One compiled program per photo shape serves both optimizers (and every loss reported): the loss
+# and its gradient. Adam's update is a separate, tiny program.
+loss_and_grad = jax.jit(jax.value_and_grad(refine_loss), static_argnames=("loss_cfg", "cfg"))
+
+
+# The optimizer is rebuilt from its (static, hashable) learning rate inside the update: an optax
 # transformation object is a new static argument at every call, which would recompile.
-@functools.partial(jax.jit, static_argnames=("learning_rate", "loss_cfg", "cfg"))
+@functools.partial(jax.jit, static_argnames=("learning_rate",))
+def adam_update(trainable, opt_state, grads, *, learning_rate):
+  """Adam's update of ``trainable`` by ``grads``; returns (trainable, opt_state)."""
+  updates, opt_state = optax.adam(learning_rate).update(grads, opt_state, trainable)
+  return optax.apply_updates(trainable, updates), opt_state
+
+
 def refine_step(trainable, opt_state, params, photos, vgg_params, style_targets, *,
                 learning_rate, loss_cfg, cfg):
   """One Adam step on ``trainable``; returns (trainable, opt_state, loss before the step)."""
-  loss, grads = jax.value_and_grad(refine_loss)(trainable, params, photos, vgg_params,
-                                                style_targets, loss_cfg, cfg)
-  updates, opt_state = optax.adam(learning_rate).update(grads, opt_state, trainable)
-  return optax.apply_updates(trainable, updates), opt_state, loss
+  loss, grads = loss_and_grad(trainable, params, photos, vgg_params, style_targets, loss_cfg, cfg)
+  trainable, opt_state = adam_update(trainable, opt_state, grads, learning_rate=learning_rate)
+  return trainable, opt_state, loss
 
 
 def refine_embedding(model: arbitrary.ArbitraryModel, painting, photos, *, vgg_params,
                      steps: int = 60, learning_rate: float = 0.05, norms: bool = False,
                      loss_cfg: LossConfig | None = None, style_size: int = 256,
-                     batch: int | None = None,
+                     batch: int | None = None, optimizer: str = "adam",
                      callback: Callable[[int, float], Any] | None = None) -> RefineResult:
-  """Refines the painting's style embedding by Adam on the perceptual loss over ``photos``.
+  """Refines the painting's style embedding on the perceptual loss over ``photos``.
 
   Args:
     model: the arbitrary-style model (``arbitrary.load_arbitrary``); its float path is used.
     painting: RGB [H, W, 3] in [0, 1], at least 2 x 2.
     photos: [B, h, w, 3] in [0, 1] (e.g. ``load_photos``), h and w multiples of 4.
     vgg_params: from ``vgg.load_vgg19``.
-    steps: Adam steps (0 returns the predictor's embedding).
-    learning_rate: Adam's step size.
+    steps: Adam steps, or L-BFGS loss evaluations (0 returns the predictor's embedding).
+    learning_rate: Adam's step size (L-BFGS finds its own by a line search).
     norms: also fit per-channel offsets of every instance norm's shift and scale.
     loss_cfg: the objective (default ``default_loss_config()``, the zoo's).
     style_size: the painting's long side for its Gram targets (the zoo's training style size).
-    batch: photos per step: step ``i`` uses mini-batch ``i mod (B // batch)`` of ``photos``
-      (fresh photos at every step when ``B >= steps * batch``: a few fixed photos overfit);
-      None: all ``photos`` at every step.
-    callback: called as ``callback(step, loss)`` after each step (1-based; the loss before it).
+    batch: Adam only: photos per step: step ``i`` uses mini-batch ``i mod (B // batch)`` of
+      ``photos`` (fresh photos at every step when ``B >= steps * batch``); None: all ``photos``
+      at every step (L-BFGS always uses them all: its line search needs one fixed loss).
+    optimizer: ``"lbfgs"`` (scipy's L-BFGS-B on the flattened parameters, ``steps`` loss
+      evaluations at most, the best point evaluated returned) or ``"adam"``.
+    callback: called as ``callback(step, loss)`` after each step or evaluation (1-based; the
+      loss before the step, or at the evaluated point).
 
   Returns:
-    A ``RefineResult`` (``losses``: each step's mini-batch loss, then the last step's
-    mini-batch after the last step).
+    A ``RefineResult`` (``losses``: Adam: each step's mini-batch loss, then the last step's
+    mini-batch after the last step; L-BFGS: each evaluation's loss, then the returned point's).
 
   Raises:
-    UserError: a bad painting or photos, or a negative step count.
+    UserError: a bad painting, photos, optimizer or batch, or a negative step count.
   """
   start = time.process_time()
   loss_cfg = loss_cfg or default_loss_config()
@@ -223,18 +244,42 @@ def refine_embedding(model: arbitrary.ArbitraryModel, painting, photos, *, vgg_p
                     f"{tuple(photos.shape)}")
   if steps < 0:
     raise UserError(f"refinement steps must be >= 0, got {steps}")
+  if optimizer not in OPTIMIZERS:
+    raise UserError(f"refinement optimizer must be one of {', '.join(OPTIMIZERS)}, got "
+                    f"{optimizer!r}")
+  if optimizer == "lbfgs" and batch not in (None, photos.shape[0]):
+    raise UserError("L-BFGS refinement uses all photos at every evaluation; leave out the batch")
   batch = photos.shape[0] if batch is None else batch
   if not 1 <= batch <= photos.shape[0]:
     raise UserError(f"refinement batch must be 1-{photos.shape[0]} photos, got {batch}")
-  batches = photos[:photos.shape[0] // batch * batch].reshape((-1, batch) + photos.shape[1:])
   painting = np.asarray(painting, np.float32)
   initial = model.embed(painting)  # UserError for a non-RGB or 1 x 1 painting
   style = image_io.resize_array(painting, _long_side(painting.shape[:2], style_size))
   targets = training.make_style_targets(vgg_params, jnp.asarray(style)[None], loss_cfg)
   trainable = {"embedding": jnp.array(initial),
                "norm_deltas": zero_norm_deltas(model.params["transfer"]) if norms else None}
+  common = {"model": model, "photos": photos, "vgg_params": vgg_params, "targets": targets,
+            "loss_cfg": loss_cfg, "steps": steps, "callback": callback}
+  if optimizer == "lbfgs":
+    trainable, losses = _fit_lbfgs(trainable, **common)
+  else:
+    trainable, losses = _fit_adam(trainable, learning_rate=float(learning_rate), batch=batch,
+                                  **common)
+  deltas = trainable["norm_deltas"]
+  settings = {"optimizer": optimizer, "learning_rate": learning_rate, "norms": norms,
+              "photos": int(photos.shape[0]), "batch": batch,
+              "photo_size": list(photos.shape[1:3]), "style_size": style_size,
+              "loss": config.to_dict(loss_cfg)}
+  return RefineResult(np.asarray(trainable["embedding"]), np.asarray(initial),
+                      None if deltas is None else jax.tree_util.tree_map(np.asarray, deltas),
+                      tuple(losses), steps, settings, time.process_time() - start)
+
+
+def _fit_adam(trainable, *, model, photos, vgg_params, targets, loss_cfg, steps, callback,
+              learning_rate, batch):
+  batches = photos[:photos.shape[0] // batch * batch].reshape((-1, batch) + photos.shape[1:])
   opt_state = optax.adam(learning_rate).init(trainable)
-  step_fn = functools.partial(refine_step, learning_rate=float(learning_rate), loss_cfg=loss_cfg,
+  step_fn = functools.partial(refine_step, learning_rate=learning_rate, loss_cfg=loss_cfg,
                               cfg=model.cfg)
   losses = []
   for i in range(steps):
@@ -244,19 +289,38 @@ def refine_embedding(model: arbitrary.ArbitraryModel, painting, photos, *, vgg_p
     if callback is not None:
       callback(i + 1, losses[-1])
   last = batches[(steps - 1) % len(batches)]
-  final = _jit_loss(trainable, model.params, last, vgg_params, targets, loss_cfg, model.cfg)
-  losses.append(float(final))
-  deltas = trainable["norm_deltas"]
-  settings = {"learning_rate": learning_rate, "norms": norms, "photos": int(photos.shape[0]),
-              "batch": batch,
-              "photo_size": list(photos.shape[1:3]), "style_size": style_size,
-              "loss": config.to_dict(loss_cfg)}
-  return RefineResult(np.asarray(trainable["embedding"]), np.asarray(initial),
-                      None if deltas is None else jax.tree_util.tree_map(np.asarray, deltas),
-                      tuple(losses), steps, settings, time.process_time() - start)
+  losses.append(float(loss_and_grad(trainable, model.params, last, vgg_params, targets, loss_cfg,
+                                    model.cfg)[0]))
+  return trainable, losses
 
 
-_jit_loss = jax.jit(refine_loss, static_argnames=("loss_cfg", "cfg"))
+class _Spent(Exception):
+  """The evaluation budget is spent (scipy checks its ``maxfun`` between line searches only)."""
+
+
+def _fit_lbfgs(trainable, *, model, photos, vgg_params, targets, loss_cfg, steps, callback):
+  # scipy's L-BFGS-B on the host: ~100 (embedding) to a few thousand (norm offsets) numbers, the
+  # loss and gradient from the one compiled program; optax's L-BFGS would compile the loss a
+  # second time inside its jitted line search.
+  x0, unravel = ravel_pytree(trainable)
+  seen = []  # (loss, x) of every evaluation
+
+  def value_and_grad(x):
+    if seen and len(seen) >= steps:
+      raise _Spent()
+    loss, grad = loss_and_grad(unravel(jnp.asarray(x, jnp.float32)), model.params, photos,
+                               vgg_params, targets, loss_cfg, model.cfg)
+    seen.append((float(loss), np.array(x)))
+    if callback is not None and steps:
+      callback(len(seen), seen[-1][0])
+    return seen[-1][0], np.asarray(ravel_pytree(grad)[0], np.float64)
+
+  with contextlib.suppress(_Spent):  # steps = 0: the start's loss only
+    scipy.optimize.minimize(value_and_grad, np.asarray(x0, np.float64), jac=True,
+                            method="L-BFGS-B", options={"maxfun": steps, "maxiter": steps})
+  best = min(range(len(seen)), key=lambda i: (not np.isfinite(seen[i][0]), seen[i][0]))
+  return (unravel(jnp.asarray(seen[best][1], jnp.float32)),
+          [loss for loss, _ in seen][:max(steps, 1)] + [seen[best][0]])
 
 
 def _long_side(hw, size: int) -> tuple[int, int]:
