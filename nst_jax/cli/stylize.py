@@ -150,6 +150,9 @@ def run(args: argparse.Namespace) -> int:
   out_dir = Path(args.out)
   if out_dir.exists() and not out_dir.is_dir():
     raise UserError(f"--out must be a folder, got a file: {out_dir}")
+  # The post-step flags' values, before any file is read (a network with a post-step of its own
+  # changes the base below; with none, that check is check_once's cache).
+  resolve_config(args).check()
   memory.check_files_fit("stylize", args.content, args.size,  # before a --size resize
                          memory.budget_bytes(args.max_memory), batch=args.batch_size,
                          tiled_bytes=0 if args.tile == 0 else tiled.SAVE_BYTES)
