@@ -259,14 +259,14 @@ def test_winograd_in_row_strips_equals_the_whole_image():
   # values, forward and flipped (the input gradient); odd heights, a batch, a 1-strip remainder.
   k = _normal((3, 3, 8, 5), 80, (9 * 8) ** -0.5)
   u = conv.winograd_kernel(k)
+  # Jitted: one program per case, not one per op and strip (the suite's time).
+  same = jax.jit(conv.winograd_conv3x3_same, static_argnames=("flipped", "strip_pixels"))
   for n, shape in enumerate([(1, 37, 23, 8), (2, 30, 17, 8), (1, 5, 40, 8)]):
     x, g = _normal(shape, 81 + n), _normal(shape[:3] + (5,), 91 + n)
     for strip in (40, 100):
-      np.testing.assert_allclose(conv.winograd_conv3x3_same(x, u, strip_pixels=strip),
-                                 conv.winograd_conv3x3_same(x, u), rtol=0, atol=1e-6)
-      np.testing.assert_allclose(
-          conv.winograd_conv3x3_same(g, u, flipped=True, strip_pixels=strip),
-          conv.winograd_conv3x3_same(g, u, flipped=True), rtol=0, atol=1e-6)
+      np.testing.assert_allclose(same(x, u, strip_pixels=strip), same(x, u), rtol=0, atol=1e-6)
+      np.testing.assert_allclose(same(g, u, flipped=True, strip_pixels=strip),
+                                 same(g, u, flipped=True), rtol=0, atol=1e-6)
 
 
 def test_vgg_conv3x3_in_strips_keeps_xlas_values_and_gradients(monkeypatch):
