@@ -41,6 +41,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -101,7 +102,8 @@ def fit(n: int, tile: int, halo: int = HALO) -> int:
   if n <= tile:
     return n
   count = len(spans(n, tile, halo))
-  return min(tile, -(-(-(-(n - 2 * halo) // count) + 2 * halo) // 4) * 4)
+  interior = math.ceil((n - 2 * halo) / count)  # each tile's share of the side, without its halo
+  return min(tile, math.ceil((interior + 2 * halo) / 4) * 4)
 
 
 def masked_moments(x: jax.Array, bounds: jax.Array, window_hw: tuple[int, int]):
